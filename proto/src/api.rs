@@ -1,0 +1,64 @@
+//! HTTP bodies shared by the broker and its clients (RFC 8693, 7662, 8414, 6749 §5.2).
+
+use serde::{Deserialize, Serialize};
+
+use crate::token::Claims;
+
+/// RFC 8693 grant type for token exchange.
+pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 token type of an OIDC ID token.
+pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// RFC 8693 token type of a JWT.
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// RFC 8693 token type of an access token (what the broker issues).
+pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// A successful token exchange (RFC 8693 §2.2.1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The git-jit token.
+    pub access_token: crate::secret::Secret,
+    /// Always [`TOKEN_TYPE_ACCESS_TOKEN`].
+    pub issued_token_type: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: i64,
+    /// The scope granted, exactly as asked.
+    pub scope: String,
+    /// The token's id, for status displays and revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// An OAuth error body (RFC 6749 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthError {
+    /// The RFC 6749 error code (`invalid_request`, `invalid_grant`, `invalid_scope`, …).
+    pub error: String,
+    /// A precise reason, safe to show to the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+/// An introspection answer (RFC 7662 §2.2). Inactive tokens carry nothing but `active`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Introspection {
+    /// Whether the token is live.
+    pub active: bool,
+    /// The token's claims when active.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<IntrospectedClaims>,
+}
+
+/// The claims an active introspection answer carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntrospectedClaims {
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// The scope string.
+    pub scope: String,
+    /// The token's claims.
+    #[serde(flatten)]
+    pub claims: Claims,
+}

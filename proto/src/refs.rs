@@ -1,0 +1,199 @@
+//! Ref names and ref patterns for narrowed `write` grants (`refs/heads/hotfix/*`).
+//!
+//! `*` matches any run of characters within one path segment (never `/`); `**` matches any
+//! run including `/`. Patterns are anchored at both ends: `refs/heads/main` matches only itself.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted ref name or pattern, in bytes.
+pub const MAX_REF_LEN: usize = 1024;
+
+/// Why a ref name or ref pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    /// Did not start with `refs/`.
+    #[error("ref {0:?} must start with 'refs/'")]
+    NotUnderRefs(String),
+    /// Longer than [`MAX_REF_LEN`].
+    #[error("ref is {0} bytes long; at most {MAX_REF_LEN} are allowed")]
+    TooLong(usize),
+    /// Broke one of git's ref-name rules (`git check-ref-format`).
+    #[error("ref {name:?} is not a valid ref name: {why}")]
+    Invalid {
+        /// The offending name.
+        name: String,
+        /// Which rule it broke.
+        why: &'static str,
+    },
+}
+
+fn check_ref_chars(name: &str, allow_glob: bool) -> Result<(), RefError> {
+    let invalid = |why| RefError::Invalid { name: name.to_owned(), why };
+    if name.len() > MAX_REF_LEN {
+        return Err(RefError::TooLong(name.len()));
+    }
+    if !name.starts_with("refs/") {
+        return Err(RefError::NotUnderRefs(name.to_owned()));
+    }
+    for c in name.chars() {
+        match c {
+            c if c.is_control() => return Err(invalid("control character")),
+            ' ' | '~' | '^' | ':' | '?' | '[' | '\\' => return Err(invalid("forbidden character")),
+            '*' if !allow_glob => return Err(invalid("'*' is only allowed in patterns")),
+            _ => {}
+        }
+    }
+    if name.contains("..") {
+        return Err(invalid("contains '..'"));
+    }
+    if name.contains("@{") {
+        return Err(invalid("contains '@{'"));
+    }
+    if name.ends_with('/') || name.ends_with('.') || name.contains("//") {
+        return Err(invalid("empty segment or trailing '/' or '.'"));
+    }
+    for seg in name.split('/') {
+        if seg.starts_with('.') || seg.ends_with(".lock") {
+            return Err(invalid("segment starts with '.' or ends with '.lock'"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a concrete ref name as pushed by a client (`refs/heads/main`).
+pub fn check_ref_name(name: &str) -> Result<(), RefError> {
+    check_ref_chars(name, false)
+}
+
+/// A ref pattern such as `refs/heads/hotfix/*`, `refs/tags/v*` or `refs/heads/**`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RefPattern(String);
+
+impl RefPattern {
+    /// Parses a pattern; it must be a valid ref name apart from `*`.
+    pub fn parse(s: &str) -> Result<Self, RefError> {
+        check_ref_chars(s, true)?;
+        if s.contains("***") {
+            return Err(RefError::Invalid { name: s.to_owned(), why: "'***' is ambiguous" });
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the concrete ref `name` matches this pattern, anchored at both ends.
+    pub fn matches(&self, name: &str) -> bool {
+        glob_match(self.0.as_bytes(), name.as_bytes())
+    }
+
+    /// Whether every ref this pattern matches is also matched by `outer`, used to check that
+    /// a requested narrowing stays inside what a role allows. Conservative: besides equality
+    /// and a literal ref that `outer` matches, only an `outer` of the form `<literal>/**`
+    /// (anything below) or `<literal>/*` (one more segment) covers a glob.
+    pub fn within(&self, outer: &RefPattern) -> bool {
+        if self == outer {
+            return true;
+        }
+        if !self.0.contains('*') {
+            return outer.matches(&self.0);
+        }
+        let (base, deep) = if let Some(b) = outer.0.strip_suffix("**") {
+            (b, true)
+        } else if let Some(b) = outer.0.strip_suffix('*') {
+            (b, false)
+        } else {
+            return false;
+        };
+        if !base.ends_with('/') || base.contains('*') {
+            return false;
+        }
+        match self.0.strip_prefix(base) {
+            Some(rest) => deep || !(rest.contains('/') || rest.contains("**")),
+            None => false,
+        }
+    }
+}
+
+/// Anchored glob match over bytes: `*` stops at `/`, `**` crosses it.
+fn glob_match(pat: &[u8], text: &[u8]) -> bool {
+    match pat.first() {
+        None => text.is_empty(),
+        Some(b'*') => {
+            let double = pat.get(1) == Some(&b'*');
+            let rest = if double { &pat[2..] } else { &pat[1..] };
+            for i in 0..=text.len() {
+                if glob_match(rest, &text[i..]) {
+                    return true;
+                }
+                if i < text.len() && !double && text[i] == b'/' {
+                    return false;
+                }
+            }
+            false
+        }
+        Some(&c) => text.first() == Some(&c) && glob_match(&pat[1..], &text[1..]),
+    }
+}
+
+impl fmt::Display for RefPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RefPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RefPattern {
+        RefPattern::parse(s).expect("valid pattern")
+    }
+
+    #[test]
+    fn matching() {
+        assert!(p("refs/heads/main").matches("refs/heads/main"));
+        assert!(!p("refs/heads/main").matches("refs/heads/main2"));
+        assert!(!p("refs/heads/main").matches("refs/heads/mai"));
+        assert!(p("refs/heads/hotfix/*").matches("refs/heads/hotfix/x"));
+        assert!(!p("refs/heads/hotfix/*").matches("refs/heads/hotfix/a/b"));
+        assert!(!p("refs/heads/hotfix/*").matches("refs/heads/hotfix"));
+        assert!(p("refs/heads/hotfix/**").matches("refs/heads/hotfix/a/b"));
+        assert!(p("refs/tags/v*").matches("refs/tags/v1.2.3"));
+        assert!(!p("refs/tags/v*").matches("refs/tags/x1"));
+        assert!(!p("refs/tags/v*").matches("refs/tags/v1/evil"));
+        assert!(p("refs/**").matches("refs/heads/anything/at/all"));
+    }
+
+    #[test]
+    fn parsing() {
+        for bad in ["heads/main", "refs/heads/../x", "refs/heads/a b", "refs/heads/x.lock",
+            "refs/heads/.x", "refs/heads/", "refs//x", "refs/heads/a@{1}", "refs/heads/a\0",
+            "refs/heads/***", "refs/heads/x:y", "refs/heads/x\\y"] {
+            assert!(RefPattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_ref_name("refs/heads/*").is_err());
+        assert!(check_ref_name("refs/heads/feature/x").is_ok());
+    }
+
+    #[test]
+    fn within() {
+        assert!(p("refs/heads/hotfix/*").within(&p("refs/heads/**")));
+        assert!(p("refs/heads/hotfix/x").within(&p("refs/heads/hotfix/*")));
+        assert!(!p("refs/heads/*").within(&p("refs/heads/hotfix/*")));
+        assert!(!p("refs/tags/*").within(&p("refs/heads/**")));
+        assert!(p("refs/tags/v*").within(&p("refs/tags/v*")));
+    }
+}

@@ -62,3 +62,30 @@ pub struct IntrospectedClaims {
     #[serde(flatten)]
     pub claims: Claims,
 }
+
+/// The broker's authorization-server metadata (RFC 8414), plus what the helper needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerMetadata {
+    /// The broker's public URL (the `iss` of its tokens).
+    pub issuer: String,
+    /// Where RFC 8693 token exchanges go.
+    pub token_endpoint: String,
+    /// Where RFC 7662 introspection goes.
+    pub introspection_endpoint: String,
+    /// The broker's JWKS.
+    pub jwks_uri: String,
+    /// Always `[urn:ietf:params:oauth:grant-type:token-exchange]`.
+    pub grant_types_supported: Vec<String>,
+    /// The audience of the broker's own tokens (what the gateway checks).
+    pub token_audience: String,
+    /// The audience CI platforms should mint their OIDC tokens for.
+    pub subject_token_audience: String,
+    /// The OIDC issuer people log in with (`git jit login`), when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_issuer: Option<String>,
+    /// The public client id `git jit login` uses at that issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_client_id: Option<String>,
+    /// A human description of the scope syntax.
+    pub scope_syntax: String,
+}

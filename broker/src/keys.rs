@@ -1,0 +1,342 @@
+//! The signing key ring: Ed25519 keys in PKCS#8 PEM files, several at once for rotation.
+//!
+//! The newest key (by file name: `jit-<UTC timestamp>.pem`, so names sort by age) signs;
+//! every key in the ring verifies. A key's `kid` is its RFC 7638 JWK thumbprint.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+const PEM_LABEL: &str = "PRIVATE KEY";
+
+/// Why the key ring could not be loaded or written.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The directory or a file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file was not a PKCS#8 PEM Ed25519 private key.
+    #[error("{path}: not a PKCS#8 PEM Ed25519 private key: {why}")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        why: String,
+    },
+    /// A key file is readable by group or others.
+    #[error("{path}: key file is readable by others (mode {mode:o}); chmod 600 it")]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// The directory held no `*.pem` key.
+    #[error("{0}: no signing keys (*.pem); run `jit-broker keys generate --dir {0}`")]
+    Empty(PathBuf),
+    /// The random generator failed.
+    #[error("could not generate a key: the system random generator failed")]
+    Rng,
+}
+
+/// One Ed25519 key of the ring.
+pub struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    public_x: String,
+}
+
+impl SigningKey {
+    /// Builds a key from PKCS#8 DER bytes.
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|e| e.to_string())?;
+        let public = pair.public_key().as_ref();
+        let public_x = URL_SAFE_NO_PAD.encode(public);
+        Ok(Self {
+            kid: thumbprint(&public_x),
+            encoding: EncodingKey::from_ed_der(der),
+            decoding: DecodingKey::from_ed_der(public),
+            public_x,
+        })
+    }
+
+    /// Generates a fresh key; returns it and its PKCS#8 DER encoding.
+    pub fn generate() -> Result<(Self, Vec<u8>), KeyError> {
+        let doc =
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Rng)?;
+        let der = doc.as_ref().to_vec();
+        let key = Self::from_pkcs8(&der).map_err(|_| KeyError::Rng)?;
+        Ok((key, der))
+    }
+
+    /// The key id (RFC 7638 thumbprint).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The key for signing.
+    pub fn encoding(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    /// The key for verifying.
+    pub fn decoding(&self) -> &DecodingKey {
+        &self.decoding
+    }
+
+    /// The public key as a JWK.
+    pub fn jwk(&self) -> PublicJwk {
+        PublicJwk {
+            kty: "OKP",
+            crv: "Ed25519",
+            x: self.public_x.clone(),
+            kid: self.kid.clone(),
+            alg: "EdDSA",
+            use_: "sig",
+        }
+    }
+}
+
+/// RFC 7638 thumbprint of an Ed25519 public key: members in lexical order, no spaces.
+fn thumbprint(x: &str) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// A public key as served in the JWKS.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicJwk {
+    kty: &'static str,
+    crv: &'static str,
+    x: String,
+    kid: String,
+    alg: &'static str,
+    #[serde(rename = "use")]
+    use_: &'static str,
+}
+
+/// A JSON Web Key Set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Jwks {
+    /// The keys.
+    pub keys: Vec<PublicJwk>,
+}
+
+/// The broker's keys: the newest signs, all verify.
+pub struct KeyRing {
+    /// Oldest first; never empty.
+    keys: Vec<SigningKey>,
+}
+
+impl KeyRing {
+    /// A ring of the given keys, oldest first. `None` if empty.
+    pub fn new(keys: Vec<SigningKey>) -> Option<Self> {
+        (!keys.is_empty()).then_some(Self { keys })
+    }
+
+    /// A ring of one fresh key that lives only in memory (`jit-broker dev`).
+    pub fn ephemeral() -> Result<Self, KeyError> {
+        let (key, _) = SigningKey::generate()?;
+        Ok(Self { keys: vec![key] })
+    }
+
+    /// Loads every `*.pem` file of `dir`, sorted by name (oldest first).
+    pub fn load_dir(dir: &Path) -> Result<Self, KeyError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| KeyError::Io { path, source }
+        };
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "pem"))
+            .collect();
+        files.sort();
+        let mut keys = Vec::with_capacity(files.len());
+        for path in files {
+            check_mode(&path)?;
+            let text = fs::read_to_string(&path).map_err(io(&path))?;
+            let der = pem_decode(&text).map_err(|why| KeyError::BadKey {
+                path: path.clone(),
+                why,
+            })?;
+            let key = SigningKey::from_pkcs8(&der).map_err(|why| KeyError::BadKey {
+                path: path.clone(),
+                why,
+            })?;
+            keys.push(key);
+        }
+        Self::new(keys).ok_or_else(|| KeyError::Empty(dir.to_path_buf()))
+    }
+
+    /// Writes a fresh key into `dir` (created 0700 if missing) as a 0600 file; returns its path
+    /// and `kid`.
+    pub fn generate_into(
+        dir: &Path,
+        now: time::OffsetDateTime,
+    ) -> Result<(PathBuf, String), KeyError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| KeyError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let (key, der) = SigningKey::generate()?;
+        let stamp = now
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_default();
+        let path = dir.join(format!("jit-{stamp}-{}.pem", &key.kid()[..8]));
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut file = opts.open(&path).map_err(io(&path))?;
+        file.write_all(pem_encode(&der).as_bytes())
+            .map_err(io(&path))?;
+        file.sync_all().map_err(io(&path))?;
+        Ok((path, key.kid().to_owned()))
+    }
+
+    /// The key that signs new tokens.
+    pub fn signer(&self) -> &SigningKey {
+        // Invariant: `keys` is never empty (checked in `new`).
+        &self.keys[self.keys.len() - 1]
+    }
+
+    /// The key with this `kid`, if it is in the ring.
+    pub fn get(&self, kid: &str) -> Option<&SigningKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    /// All public keys, newest first.
+    pub fn jwks(&self) -> Jwks {
+        Jwks {
+            keys: self.keys.iter().rev().map(SigningKey::jwk).collect(),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn check_mode(path: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).map_err(|source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_mode(_: &Path) -> Result<(), KeyError> {
+    Ok(())
+}
+
+fn pem_encode(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {PEM_LABEL}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {PEM_LABEL}-----\n"));
+    out
+}
+
+fn pem_decode(text: &str) -> Result<Vec<u8>, String> {
+    let begin = format!("-----BEGIN {PEM_LABEL}-----");
+    let end = format!("-----END {PEM_LABEL}-----");
+    let start = text.find(&begin).ok_or("missing BEGIN PRIVATE KEY line")?;
+    let body = &text[start + begin.len()..];
+    let stop = body.find(&end).ok_or("missing END PRIVATE KEY line")?;
+    let b64: String = body[..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("bad base64: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_load_and_rotate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let (p1, kid1) = KeyRing::generate_into(dir.path(), t0).expect("gen");
+        let ring = KeyRing::load_dir(dir.path()).expect("load");
+        assert_eq!(ring.signer().kid(), kid1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&p1).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let (_, kid2) =
+            KeyRing::generate_into(dir.path(), t0 + time::Duration::days(1)).expect("gen");
+        let ring = KeyRing::load_dir(dir.path()).expect("load");
+        assert_eq!(ring.signer().kid(), kid2, "the newest key signs");
+        assert!(ring.get(&kid1).is_some(), "older keys still verify");
+        assert_eq!(ring.jwks().keys.len(), 2);
+    }
+
+    #[test]
+    fn refuses_bad_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            KeyRing::load_dir(dir.path()),
+            Err(KeyError::Empty(_))
+        ));
+        let bad = dir.path().join("bad.pem");
+        fs::write(
+            &bad,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&bad, fs::Permissions::from_mode(0o644)).expect("chmod");
+            assert!(matches!(
+                KeyRing::load_dir(dir.path()),
+                Err(KeyError::Permissions { .. })
+            ));
+            fs::set_permissions(&bad, fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        let err = KeyRing::load_dir(dir.path()).err().expect("refused");
+        assert!(matches!(err, KeyError::BadKey { .. }), "{err}");
+    }
+
+    #[test]
+    fn thumbprint_matches_rfc8037_example() {
+        // RFC 8037 appendix A.3: the thumbprint of the example Ed25519 key.
+        assert_eq!(
+            thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+}

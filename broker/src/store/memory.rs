@@ -1,0 +1,208 @@
+//! The in-process store of `jit-broker dev` and single-process deployments: the same
+//! semantics as the Redis store, kept in one mutex-guarded map.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use jit_proto::Claims;
+
+use super::{
+    EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantStatus, GrantStore, MAX_TOKEN_LIFETIME_SECS,
+    RevokeTarget, StoreError, revoked_by,
+};
+use crate::audit::{AuditEvent, AuditQuery};
+
+#[derive(Default)]
+struct Inner {
+    grants: HashMap<String, Grant>,
+    /// jti → until (ms) the store says "revoked".
+    tombstones: HashMap<String, i64>,
+    /// jti → until (ms) the store says "expired" rather than "unknown".
+    issued: HashMap<String, i64>,
+    /// dimension → (revoked-before ms, forget-at ms).
+    watermarks: HashMap<String, (i64, i64)>,
+    audit: VecDeque<AuditEvent>,
+    audit_seq: u64,
+}
+
+impl Inner {
+    fn watermarks_for(&self, g: &Grant, now_ms: i64) -> Vec<Option<i64>> {
+        g.dimensions()
+            .iter()
+            .map(|d| {
+                self.watermarks
+                    .get(d)
+                    .filter(|(_, until)| *until > now_ms)
+                    .map(|(w, _)| *w)
+            })
+            .collect()
+    }
+
+    fn status_of(&self, jti: &str, now_ms: i64) -> GrantStatus {
+        if self
+            .tombstones
+            .get(jti)
+            .is_some_and(|&until| until > now_ms)
+        {
+            return GrantStatus::Revoked;
+        }
+        match self.grants.get(jti) {
+            Some(g) if g.remaining_ms(now_ms) > 0 => {
+                if revoked_by(&self.watermarks_for(g, now_ms), g.issued_ms) {
+                    GrantStatus::Revoked
+                } else {
+                    GrantStatus::Live(g.clone())
+                }
+            }
+            _ if self.issued.get(jti).is_some_and(|&until| until > now_ms) => GrantStatus::Expired,
+            _ => GrantStatus::Unknown,
+        }
+    }
+
+    fn sweep(&mut self, now_ms: i64) {
+        self.grants.retain(|_, g| g.remaining_ms(now_ms) > 0);
+        self.tombstones.retain(|_, until| *until > now_ms);
+        self.issued.retain(|_, until| *until > now_ms);
+        self.watermarks.retain(|_, (_, until)| *until > now_ms);
+    }
+}
+
+/// The in-memory grant store.
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    audit_max: usize,
+}
+
+impl MemoryStore {
+    /// A store keeping at most `audit_max` audit events.
+    pub fn new(audit_max: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            audit_max: audit_max.max(1),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        // A poisoned lock means a panic mid-update: refuse rather than trust the state.
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))
+    }
+}
+
+#[async_trait]
+impl GrantStore for MemoryStore {
+    async fn put(&self, grant: &Grant, now_ms: i64) -> Result<(), StoreError> {
+        let remaining = grant.remaining_ms(now_ms);
+        if remaining <= 0 {
+            return Err(StoreError::Invalid("grant already expired"));
+        }
+        let mut inner = self.lock()?;
+        inner.sweep(now_ms);
+        inner.issued.insert(
+            grant.jti.clone(),
+            now_ms + remaining + EXPIRED_MEMORY_SECS * 1000,
+        );
+        inner.grants.insert(grant.jti.clone(), grant.clone());
+        Ok(())
+    }
+
+    async fn check(&self, claims: &Claims, now_ms: i64) -> Result<GrantStatus, StoreError> {
+        let inner = self.lock()?;
+        Ok(match inner.status_of(&claims.jti, now_ms) {
+            GrantStatus::Live(g) if !g.describes(claims) => GrantStatus::Unknown,
+            other => other,
+        })
+    }
+
+    async fn status(&self, jti: &str, now_ms: i64) -> Result<GrantStatus, StoreError> {
+        Ok(self.lock()?.status_of(jti, now_ms))
+    }
+
+    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
+        let mut inner = self.lock()?;
+        inner.sweep(now_ms);
+        let covered: Vec<Grant> = inner
+            .grants
+            .values()
+            .filter(|g| target.covers(g))
+            .cloned()
+            .collect();
+        // Count before the new watermark lands: grants an earlier revocation ended are not live.
+        let live = covered
+            .iter()
+            .filter(|g| matches!(inner.status_of(&g.jti, now_ms), GrantStatus::Live(_)))
+            .count();
+        if !matches!(target, RevokeTarget::Jti(_)) {
+            let forget = now_ms + (MAX_TOKEN_LIFETIME_SECS + 60) * 1000;
+            let entry = inner
+                .watermarks
+                .entry(target.dimension())
+                .or_insert((now_ms, forget));
+            *entry = (entry.0.max(now_ms), forget);
+        }
+        for g in covered {
+            inner.grants.remove(&g.jti);
+            inner
+                .tombstones
+                .insert(g.jti.clone(), now_ms + g.remaining_ms(now_ms));
+        }
+        Ok(live as u64)
+    }
+
+    async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
+        let inner = self.lock()?;
+        let mut out: Vec<Grant> = inner
+            .grants
+            .values()
+            .filter(|g| filter.matches(g))
+            .filter(|g| matches!(inner.status_of(&g.jti, now_ms), GrantStatus::Live(_)))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.issued_ms, &a.jti).cmp(&(b.issued_ms, &b.jti)));
+        Ok(out)
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        inner.audit_seq += 1;
+        let mut e = event.clone();
+        e.id = Some(format!("{}-{}", e.ts, inner.audit_seq));
+        inner.audit.push_back(e);
+        while inner.audit.len() > self.audit_max {
+            inner.audit.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .audit
+            .iter()
+            .filter(|e| query.from_ms.is_none_or(|f| e.ts >= f))
+            .filter(|e| query.to_ms.is_none_or(|t| e.ts <= t))
+            .filter(|e| query.matches(e))
+            .take(query.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.lock().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn shared_suite() {
+        super::super::suite::run_all(|audit_max| async move {
+            Box::new(MemoryStore::new(audit_max)) as Box<dyn GrantStore>
+        })
+        .await;
+    }
+}

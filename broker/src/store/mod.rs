@@ -1,0 +1,229 @@
+//! The grant store: live grants with their expiry, revocation, listings and the audit log.
+//!
+//! Two implementations pass one shared suite ([`suite`]): [`redis::RedisStore`] (production:
+//! single Redis or Redis Cluster) and [`memory::MemoryStore`] (the embedded default of
+//! `jit-broker dev`). A store that cannot be reached answers [`StoreError::Unavailable`], and
+//! every caller treats that as "no": the broker fails closed.
+//!
+//! Bulk revocation is O(1) on the verification path: revoking by subject, repository, role,
+//! issuer or everything records a *revoked-before* watermark (milliseconds) for that
+//! dimension value. Checking a grant reads its own record plus the five watermarks that could
+//! apply to it (all, its subject, repository, role, issuer) in one fixed-size lookup, however
+//! many grants or revocations exist. A grant issued at or before any of them is revoked.
+//! Watermarks live as long as the longest token can ([`MAX_TOKEN_LIFETIME_SECS`]), after
+//! which every grant they could concern has expired anyway.
+
+pub mod memory;
+pub mod redis;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod suite;
+
+use async_trait::async_trait;
+use jit_proto::{Claims, RefPattern, RepoPath, Scope};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEvent, AuditQuery};
+
+/// The longest lifetime any token may have (roles are refused above it): 24 hours.
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
+/// How long the store remembers that an expired grant existed, to answer "expired" rather
+/// than "unknown".
+pub const EXPIRED_MEMORY_SECS: i64 = 24 * 3600;
+
+/// A store failure. Every variant means "deny".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or did not answer in time.
+    #[error("grant store unavailable: {0}")]
+    Unavailable(String),
+    /// The store held data this broker cannot read.
+    #[error("grant store holds unreadable data: {0}")]
+    Corrupt(String),
+    /// The request itself was invalid (e.g. storing an already expired grant).
+    #[error("invalid store request: {0}")]
+    Invalid(&'static str),
+}
+
+/// A live grant as the store remembers it: everything needed to list it, revoke it and
+/// check a token against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The token id.
+    pub jti: String,
+    /// The verified identity.
+    pub sub: String,
+    /// The trusted issuer's name.
+    pub idp: String,
+    /// The role it was granted under.
+    pub role: String,
+    /// The repository and actions.
+    pub scope: Scope,
+    /// Ref patterns a write is narrowed to (empty: all refs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<RefPattern>,
+    /// The requester's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Issued at, milliseconds since the epoch (compared with revocation watermarks).
+    pub issued_ms: i64,
+    /// Expires at, seconds since the epoch.
+    pub exp: i64,
+}
+
+impl Grant {
+    /// The grant a token's claims describe, issued at `issued_ms`.
+    pub fn from_claims(c: &Claims, issued_ms: i64) -> Self {
+        Self {
+            jti: c.jti.clone(),
+            sub: c.sub.clone(),
+            idp: c.idp.clone(),
+            role: c.role.clone(),
+            scope: c.scope.clone(),
+            refs: c.refs.clone(),
+            reason: c.reason.clone(),
+            issued_ms,
+            exp: c.exp,
+        }
+    }
+
+    /// Whether the grant's identifying facts agree with a token's claims.
+    pub fn describes(&self, c: &Claims) -> bool {
+        self.jti == c.jti
+            && self.sub == c.sub
+            && self.idp == c.idp
+            && self.role == c.role
+            && self.scope == c.scope
+            && self.refs == c.refs
+            && self.exp == c.exp
+    }
+
+    /// The watermark fields that could revoke this grant.
+    pub fn dimensions(&self) -> [String; 5] {
+        [
+            RevokeTarget::All.dimension(),
+            RevokeTarget::Subject(self.sub.clone()).dimension(),
+            RevokeTarget::Repo(self.scope.repo.clone()).dimension(),
+            RevokeTarget::Role(self.role.clone()).dimension(),
+            RevokeTarget::Issuer(self.idp.clone()).dimension(),
+        ]
+    }
+
+    /// Remaining lifetime at `now_ms`, in milliseconds (≤ 0 when expired).
+    pub fn remaining_ms(&self, now_ms: i64) -> i64 {
+        self.exp.saturating_mul(1000) - now_ms
+    }
+}
+
+/// What the store knows of a token id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantStatus {
+    /// The grant is live.
+    Live(Grant),
+    /// The grant was revoked (by id or in bulk).
+    Revoked,
+    /// The grant expired.
+    Expired,
+    /// The store never saw this token id (or forgot an old one).
+    Unknown,
+}
+
+/// What to revoke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", content = "value", rename_all = "lowercase")]
+pub enum RevokeTarget {
+    /// One token.
+    Jti(String),
+    /// Every grant of one identity.
+    Subject(String),
+    /// Every grant on one repository.
+    Repo(RepoPath),
+    /// Every grant under one role.
+    Role(String),
+    /// Every grant vouched for by one trusted issuer.
+    Issuer(String),
+    /// Everything.
+    All,
+}
+
+impl RevokeTarget {
+    /// The watermark field of a bulk target (`sub:alice`, `repo:acme/api`, `all`).
+    pub fn dimension(&self) -> String {
+        match self {
+            RevokeTarget::Jti(j) => format!("jti:{j}"),
+            RevokeTarget::Subject(s) => format!("sub:{s}"),
+            RevokeTarget::Repo(r) => format!("repo:{r}"),
+            RevokeTarget::Role(r) => format!("role:{r}"),
+            RevokeTarget::Issuer(i) => format!("idp:{i}"),
+            RevokeTarget::All => "all".to_owned(),
+        }
+    }
+
+    /// Whether `g` falls under this target.
+    pub fn covers(&self, g: &Grant) -> bool {
+        match self {
+            RevokeTarget::Jti(j) => &g.jti == j,
+            RevokeTarget::Subject(s) => &g.sub == s,
+            RevokeTarget::Repo(r) => &g.scope.repo == r,
+            RevokeTarget::Role(r) => &g.role == r,
+            RevokeTarget::Issuer(i) => &g.idp == i,
+            RevokeTarget::All => true,
+        }
+    }
+}
+
+/// Which live grants to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantFilter {
+    /// Only this subject.
+    pub subject: Option<String>,
+    /// Only this repository.
+    pub repo: Option<RepoPath>,
+    /// Only this role.
+    pub role: Option<String>,
+    /// Only this issuer name.
+    pub issuer: Option<String>,
+}
+
+impl GrantFilter {
+    /// Whether `g` passes the filter.
+    pub fn matches(&self, g: &Grant) -> bool {
+        self.subject.as_ref().is_none_or(|s| &g.sub == s)
+            && self.repo.as_ref().is_none_or(|r| &g.scope.repo == r)
+            && self.role.as_ref().is_none_or(|r| &g.role == r)
+            && self.issuer.as_ref().is_none_or(|i| &g.idp == i)
+    }
+}
+
+/// Whether a watermark revokes a grant issued at `issued_ms`.
+pub fn revoked_by(watermarks: &[Option<i64>], issued_ms: i64) -> bool {
+    watermarks.iter().flatten().any(|&w| issued_ms <= w)
+}
+
+/// The grant store. All times are passed in (milliseconds since the epoch).
+#[async_trait]
+pub trait GrantStore: Send + Sync + 'static {
+    /// Remembers a new live grant until its `exp`. Fails for an already expired grant.
+    async fn put(&self, grant: &Grant, now_ms: i64) -> Result<(), StoreError>;
+
+    /// The hot path: is the grant these verified claims describe still live? One fixed-size
+    /// lookup, whatever the number of grants and revocations.
+    async fn check(&self, claims: &Claims, now_ms: i64) -> Result<GrantStatus, StoreError>;
+
+    /// What the store knows of a token id alone (admin and introspection by id).
+    async fn status(&self, jti: &str, now_ms: i64) -> Result<GrantStatus, StoreError>;
+
+    /// Revokes what `target` names; returns how many live grants it ended.
+    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Live grants passing `filter`, oldest first. Revoked and expired grants never appear.
+    async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError>;
+
+    /// Appends an audit event (bounded log: the oldest fall off).
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Reads audit events back, oldest first.
+    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

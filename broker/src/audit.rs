@@ -121,3 +121,39 @@ impl AuditQuery {
                 .is_none_or(|r| e.repo.as_ref() == Some(r))
     }
 }
+
+/// Records audit events: into the store (the durable trail) and the structured log.
+///
+/// A failure to record is returned to the caller, who must then refuse what it was about to
+/// allow: there is never an unaudited grant or access.
+#[derive(Clone)]
+pub struct Auditor {
+    store: std::sync::Arc<dyn crate::store::GrantStore>,
+}
+
+impl Auditor {
+    /// An auditor writing to `store`.
+    pub fn new(store: std::sync::Arc<dyn crate::store::GrantStore>) -> Self {
+        Self { store }
+    }
+
+    /// Records one event.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), crate::store::StoreError> {
+        let result = self.store.append_audit(&event).await;
+        match &result {
+            Ok(()) => tracing::info!(
+                target: "audit",
+                event = %event.event,
+                subject = event.subject.as_deref(),
+                repo = event.repo.as_deref(),
+                jti = event.jti.as_deref(),
+                denial = event.denial.as_deref(),
+                "audit"
+            ),
+            Err(e) => {
+                tracing::error!(target: "audit", event = %event.event, error = %e, "audit event not recorded")
+            }
+        }
+        result
+    }
+}

@@ -4,6 +4,58 @@
 
 pub mod audit;
 pub mod clock;
+pub mod config;
+pub mod discovery;
+pub mod error;
 pub mod keys;
+pub mod oauth;
+pub mod ops;
+pub mod state;
 pub mod store;
 pub mod token;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+pub use state::AppState;
+
+/// Largest body accepted by the OAuth and admin endpoints.
+pub const MAX_API_BODY: usize = 64 * 1024;
+
+/// The broker's HTTP application.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/oauth/introspect", post(oauth::introspect))
+        .layer(RequestBodyLimitLayer::new(MAX_API_BODY));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/.well-known/jwks.json", get(discovery::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::metadata),
+        )
+        .merge(api)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the broker on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

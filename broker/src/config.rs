@@ -1,0 +1,267 @@
+//! The broker's configuration file (TOML). Every key is documented here and in
+//! deploy/broker.example.toml; unknown keys are refused, and a bad file fails at start naming
+//! the file, the key and the problem. Secrets come from the environment, never the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variable that overrides `store.url` (it may carry a password).
+pub const REDIS_URL_ENV: &str = "JIT_REDIS_URL";
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names key and line).
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message, naming the key and position.
+        message: String,
+    },
+    /// A key has a value that parses but is not acceptable.
+    #[error("{file}: {key}: {problem}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The offending key (`store.url`, `role[2].max_ttl`).
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How the broker presents itself.
+    pub broker: BrokerConfig,
+    /// Where grants and audit events live.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[broker]`: addresses, names and keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address to listen on, e.g. `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// The broker's public URL: the `iss` of its tokens and the base of its endpoints.
+    pub public_url: String,
+    /// The audience of the broker's tokens, checked by the gateway. Default `git-jit`.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// The audience CI platforms must mint their OIDC tokens for (what the helper asks
+    /// GitHub Actions for). Default: `public_url`.
+    #[serde(default)]
+    pub subject_audience: Option<String>,
+    /// Directory of Ed25519 PKCS#8 PEM signing keys (`jit-broker keys generate`).
+    pub keys_dir: PathBuf,
+}
+
+fn default_audience() -> String {
+    "git-jit".to_owned()
+}
+
+/// Which store implementation to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In-process; one broker only, state lost on restart.
+    Memory,
+    /// Redis (single node or cluster): the production store.
+    #[default]
+    Redis,
+}
+
+/// `[store]`: the grant store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `redis` (default) or `memory`.
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// Redis URL (`redis://host:6379/0`, `rediss://…`). Overridden by `JIT_REDIS_URL`;
+    /// put passwords there, not here.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Redis Cluster seed nodes; when set, `url` is not used.
+    #[serde(default)]
+    pub cluster: Vec<String>,
+    /// Prefix of every key the broker writes. Default `jit`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Audit events kept in the store (older ones are trimmed). Default 1,000,000.
+    #[serde(default = "default_audit_max")]
+    pub audit_max_events: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Redis,
+            url: None,
+            cluster: Vec::new(),
+            prefix: default_prefix(),
+            audit_max_events: default_audit_max(),
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    "jit".to_owned()
+}
+
+fn default_audit_max() -> usize {
+    1_000_000
+}
+
+impl Config {
+    /// Reads, parses and validates `file`, then applies the environment overlay.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, file)?;
+        if let Ok(url) = std::env::var(REDIS_URL_ENV) {
+            config.store.url = Some(url);
+        }
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `file` only names the source in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key: key.to_owned(),
+            problem,
+        };
+        let url = &self.broker.public_url;
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.ends_with('/') {
+            return Err(invalid(
+                "broker.public_url",
+                format!("{url:?} must be an http(s) URL without a trailing '/'"),
+            ));
+        }
+        if self.broker.audience.is_empty() {
+            return Err(invalid("broker.audience", "must not be empty".into()));
+        }
+        if self.store.prefix.is_empty() || self.store.prefix.contains(['{', '}', ' ']) {
+            return Err(invalid(
+                "store.prefix",
+                "must be non-empty without '{', '}' or spaces".into(),
+            ));
+        }
+        if self.store.kind == StoreKind::Redis
+            && self.store.url.is_none()
+            && self.store.cluster.is_empty()
+        {
+            return Err(invalid(
+                "store.url",
+                format!(
+                    "the redis store needs a URL (here, in store.cluster, or in {REDIS_URL_ENV})"
+                ),
+            ));
+        }
+        if self.store.audit_max_events == 0 {
+            return Err(invalid(
+                "store.audit_max_events",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The audience CI tokens must be minted for.
+    pub fn subject_audience(&self) -> &str {
+        self.broker
+            .subject_audience
+            .as_deref()
+            .unwrap_or(&self.broker.public_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[broker]
+listen = "127.0.0.1:8080"
+public_url = "https://jit.example.com"
+keys_dir = "keys"
+
+[store]
+url = "redis://127.0.0.1:6379"
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let f = Path::new("broker.toml");
+        let c = Config::parse(text, f)?;
+        c.validate(f)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn good_file() {
+        let c = load(GOOD).expect("valid");
+        assert_eq!(c.broker.audience, "git-jit");
+        assert_eq!(c.subject_audience(), "https://jit.example.com");
+        assert_eq!(c.store.prefix, "jit");
+    }
+
+    #[test]
+    fn bad_files_name_file_key_and_problem() {
+        let cases = [
+            (
+                GOOD.replace("keys_dir", "key_dir"),
+                "unknown field `key_dir`",
+            ),
+            (GOOD.replace("127.0.0.1:8080", "nowhere"), "listen"),
+            (
+                GOOD.replace("https://jit.example.com", "jit.example.com"),
+                "broker.public_url",
+            ),
+            (
+                GOOD.replace("url = \"redis://127.0.0.1:6379\"", ""),
+                "store.url",
+            ),
+            (
+                GOOD.replace("[store]", "[store]\nprefix = \"a{b}\""),
+                "store.prefix",
+            ),
+            (
+                GOOD.replace("[store]", "[store]\nkind = \"sqlite\""),
+                "unknown variant `sqlite`",
+            ),
+            (format!("{GOOD}\n[extra]\n"), "unknown field `extra`"),
+        ];
+        for (text, needle) in cases {
+            let err = load(&text).err().expect("refused").to_string();
+            assert!(err.starts_with("broker.toml: "), "{err}");
+            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+        }
+    }
+}

@@ -54,6 +54,15 @@ pub struct AuditEvent {
     /// Event-specific details (deciding claims, ref updates, lifetimes, counts).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// Position in the hash chain (1 for the first event ever written).
+    #[serde(default)]
+    pub seq: u64,
+    /// The previous event's `hash` (empty for the first).
+    #[serde(default)]
+    pub prev: String,
+    /// SHA-256 over `prev` and this event without `id` and `hash` (see [`chain_hash`]).
+    #[serde(default)]
+    pub hash: String,
 }
 
 impl AuditEvent {
@@ -75,6 +84,9 @@ impl AuditEvent {
             client: None,
             user_agent: None,
             data: serde_json::Map::new(),
+            seq: 0,
+            prev: String::new(),
+            hash: String::new(),
         }
     }
 
@@ -122,38 +134,278 @@ impl AuditQuery {
     }
 }
 
-/// Records audit events: into the store (the durable trail) and the structured log.
+/// The hash that chains an event to its predecessor: hex SHA-256 of the event's canonical
+/// JSON (struct order, `data` keys sorted) with `id` and `hash` left out. `prev` and `seq` are
+/// inside, so editing, deleting or reordering any event breaks every later link.
+pub fn chain_hash(event: &AuditEvent) -> String {
+    use sha2::{Digest, Sha256};
+    let mut e = event.clone();
+    e.id = None;
+    e.hash = String::new();
+    // Serialising a struct of strings, numbers and a JSON map cannot fail.
+    let json = serde_json::to_vec(&e).unwrap_or_default();
+    hex::encode(Sha256::digest(&json))
+}
+
+/// A break in the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// An event's content does not match its hash: it was edited.
+    #[error("event seq {seq} (id {id}) was altered: its hash does not match its content")]
+    Altered {
+        /// The event's position.
+        seq: u64,
+        /// The event's store id.
+        id: String,
+    },
+    /// An event does not point at the one before it: events were deleted or reordered.
+    #[error(
+        "chain broken before event seq {seq} (id {id}): expected seq {expected_seq} after the previous event; events were deleted or reordered"
+    )]
+    Broken {
+        /// The event's position.
+        seq: u64,
+        /// The event's store id.
+        id: String,
+        /// The position it should have had.
+        expected_seq: u64,
+    },
+}
+
+/// Checks a run of events, oldest first. The first event is the anchor (older ones may have
+/// been trimmed by the log's length bound); every later one must follow it link by link.
+/// Returns how many events were verified.
+pub fn verify_chain(events: &[AuditEvent]) -> Result<usize, ChainError> {
+    let mut previous: Option<&AuditEvent> = None;
+    for e in events {
+        let id = e.id.clone().unwrap_or_default();
+        if chain_hash(e) != e.hash {
+            return Err(ChainError::Altered { seq: e.seq, id });
+        }
+        if let Some(p) = previous {
+            if e.prev != p.hash || e.seq != p.seq + 1 {
+                return Err(ChainError::Broken {
+                    seq: e.seq,
+                    id,
+                    expected_seq: p.seq + 1,
+                });
+            }
+        } else if e.seq == 1 && !e.prev.is_empty() {
+            return Err(ChainError::Broken {
+                seq: e.seq,
+                id,
+                expected_seq: 1,
+            });
+        }
+        previous = Some(e);
+    }
+    Ok(events.len())
+}
+
+/// Where audit events are copied as JSON lines, for a SIEM.
+pub enum Export {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to.
+    File(std::sync::Mutex<std::fs::File>),
+}
+
+impl Export {
+    /// Opens (creating, appending) an export file.
+    pub fn file(path: &std::path::Path) -> std::io::Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Export::File(std::sync::Mutex::new(f)))
+    }
+
+    fn write(&self, event: &AuditEvent) {
+        use std::io::Write as _;
+        let Ok(mut line) = serde_json::to_vec(event) else {
+            return;
+        };
+        line.push(b'\n');
+        let result = match self {
+            Export::Stdout => std::io::stdout().lock().write_all(&line),
+            Export::File(f) => match f.lock() {
+                Ok(mut f) => f.write_all(&line),
+                Err(_) => Err(std::io::Error::other("export file lock poisoned")),
+            },
+        };
+        if let Err(e) = result {
+            // The store holds the authoritative, chained copy; a failed export is loud, not fatal.
+            tracing::error!(target: "audit", error = %e, seq = event.seq, "audit export failed");
+        }
+    }
+}
+
+/// How often an append is retried when another replica wrote first.
+const CHAIN_RETRIES: usize = 64;
+
+/// Records audit events: chained into the store (the durable trail), copied to the export
+/// and the structured log.
 ///
 /// A failure to record is returned to the caller, who must then refuse what it was about to
 /// allow: there is never an unaudited grant or access.
 #[derive(Clone)]
 pub struct Auditor {
     store: std::sync::Arc<dyn crate::store::GrantStore>,
+    /// The chain head this process last saw, `(seq, hash)`; `None` until first read.
+    /// Held across the append so this process never races itself.
+    head: std::sync::Arc<tokio::sync::Mutex<Option<(u64, String)>>>,
+    export: Option<std::sync::Arc<Export>>,
 }
 
 impl Auditor {
-    /// An auditor writing to `store`.
-    pub fn new(store: std::sync::Arc<dyn crate::store::GrantStore>) -> Self {
-        Self { store }
+    /// An auditor writing to `store`, copying to `export` if given.
+    pub fn new(
+        store: std::sync::Arc<dyn crate::store::GrantStore>,
+        export: Option<Export>,
+    ) -> Self {
+        Self {
+            store,
+            head: std::sync::Arc::new(tokio::sync::Mutex::new(None)),
+            export: export.map(std::sync::Arc::new),
+        }
     }
 
-    /// Records one event.
-    pub async fn record(&self, event: AuditEvent) -> Result<(), crate::store::StoreError> {
-        let result = self.store.append_audit(&event).await;
-        match &result {
-            Ok(()) => tracing::info!(
-                target: "audit",
-                event = %event.event,
-                subject = event.subject.as_deref(),
-                repo = event.repo.as_deref(),
-                jti = event.jti.as_deref(),
-                denial = event.denial.as_deref(),
-                "audit"
-            ),
-            Err(e) => {
-                tracing::error!(target: "audit", event = %event.event, error = %e, "audit event not recorded")
+    /// Chains and records one event.
+    pub async fn record(&self, mut event: AuditEvent) -> Result<(), crate::store::StoreError> {
+        let mut head = self.head.lock().await;
+        for _ in 0..CHAIN_RETRIES {
+            let (seq, prev) = match head.as_ref() {
+                Some(h) => h.clone(),
+                None => self.store.audit_head().await?.unwrap_or((0, String::new())),
+            };
+            event.seq = seq + 1;
+            event.prev = prev;
+            event.hash = chain_hash(&event);
+            match self.store.append_audit(&event, seq).await {
+                Ok(true) => {
+                    *head = Some((event.seq, event.hash.clone()));
+                    tracing::info!(
+                        target: "audit",
+                        event = %event.event,
+                        seq = event.seq,
+                        subject = event.subject.as_deref(),
+                        repo = event.repo.as_deref(),
+                        jti = event.jti.as_deref(),
+                        denial = event.denial.as_deref(),
+                        "audit"
+                    );
+                    if let Some(x) = &self.export {
+                        x.write(&event);
+                    }
+                    return Ok(());
+                }
+                // Another replica appended first: learn the new head and try again.
+                Ok(false) => *head = None,
+                Err(e) => {
+                    *head = None;
+                    tracing::error!(target: "audit", event = %event.event, error = %e, "audit event not recorded");
+                    return Err(e);
+                }
             }
         }
-        result
+        Err(crate::store::StoreError::Unavailable(
+            "audit chain contended; event not recorded".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::GrantStore;
+    use crate::store::memory::MemoryStore;
+    use std::sync::Arc;
+
+    async fn chained(n: usize) -> Vec<AuditEvent> {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(1000));
+        let a = Auditor::new(store.clone(), None);
+        let b = Auditor::new(store.clone(), None); // a second replica on the same store
+        for i in 0..n {
+            let who = if i % 2 == 0 { &a } else { &b };
+            let mut e = AuditEvent::new("access.allowed", 1000 + i as i64).with("i", i);
+            e.subject = Some(format!("user{i}"));
+            who.record(e).await.expect("recorded");
+        }
+        store
+            .read_audit(&AuditQuery {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await
+            .expect("read")
+    }
+
+    #[tokio::test]
+    async fn intact_chain_verifies_across_replicas() {
+        let events = chained(6).await;
+        assert_eq!(verify_chain(&events), Ok(6));
+        assert_eq!(events[0].seq, 1);
+        assert_eq!(events[5].seq, 6);
+    }
+
+    #[tokio::test]
+    async fn detects_edit() {
+        let mut events = chained(5).await;
+        events[2].subject = Some("mallory".into());
+        assert!(matches!(
+            verify_chain(&events),
+            Err(ChainError::Altered { seq: 3, .. })
+        ));
+        // Re-hashing the edited event does not help: the next link breaks.
+        events[2].hash = chain_hash(&events[2]);
+        assert!(matches!(
+            verify_chain(&events),
+            Err(ChainError::Broken { seq: 4, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn detects_deletion() {
+        let mut events = chained(5).await;
+        events.remove(2);
+        assert!(matches!(
+            verify_chain(&events),
+            Err(ChainError::Broken {
+                seq: 4,
+                expected_seq: 3,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn detects_reordering() {
+        let mut events = chained(5).await;
+        events.swap(1, 2);
+        assert!(matches!(
+            verify_chain(&events),
+            Err(ChainError::Broken { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn export_writes_json_lines() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("audit.jsonl");
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(10));
+        let a = Auditor::new(store, Some(Export::file(&path).expect("open")));
+        a.record(AuditEvent::new("grant.issued", 1))
+            .await
+            .expect("ok");
+        a.record(AuditEvent::new("grant.denied", 2))
+            .await
+            .expect("ok");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let events: Vec<AuditEvent> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(verify_chain(&events), Ok(2));
     }
 }

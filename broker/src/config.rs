@@ -50,6 +50,19 @@ pub struct Config {
     /// Where grants and audit events live.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Where audit events are copied besides the store.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the SIEM export. Events are always chained into the store; this copies each
+/// one, as a JSON line of the schema in docs/audit.md, once it is recorded.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `stdout`, or a file path to append to. Unset: no export.
+    #[serde(default)]
+    pub export: Option<String>,
 }
 
 /// `[broker]`: addresses, names and keys.
@@ -259,7 +272,7 @@ url = "redis://127.0.0.1:6379"
             (format!("{GOOD}\n[extra]\n"), "unknown field `extra`"),
         ];
         for (text, needle) in cases {
-            let err = load(&text).err().expect("refused").to_string();
+            let err = load(&text).expect_err("refused").to_string();
             assert!(err.starts_with("broker.toml: "), "{err}");
             assert!(err.contains(needle), "{err:?} lacks {needle:?}");
         }

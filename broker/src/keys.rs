@@ -136,7 +136,17 @@ pub struct Jwks {
     pub keys: Vec<PublicJwk>,
 }
 
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only the public identity; the private key never prints.
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The broker's keys: the newest signs, all verify.
+#[derive(Debug)]
 pub struct KeyRing {
     /// Oldest first; never empty.
     keys: Vec<SigningKey>,
@@ -327,7 +337,7 @@ mod tests {
             ));
             fs::set_permissions(&bad, fs::Permissions::from_mode(0o600)).expect("chmod");
         }
-        let err = KeyRing::load_dir(dir.path()).err().expect("refused");
+        let err = KeyRing::load_dir(dir.path()).expect_err("refused");
         assert!(matches!(err, KeyError::BadKey { .. }), "{err}");
     }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use jit_broker::audit::{AuditEvent, AuditQuery, verify_chain};
 use jit_broker::config::Config;
 use jit_broker::keys::KeyRing;
 use jit_broker::state::AppState;
@@ -54,6 +55,25 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Work with the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the audit hash chain: detects edited, deleted and reordered events. Reads the
+    /// store named by --config, or an exported JSON-lines file given by --file.
+    Verify {
+        /// The broker configuration whose store to read.
+        #[arg(long, short, conflicts_with = "file", required_unless_present = "file")]
+        config: Option<PathBuf>,
+        /// An exported JSON-lines audit file.
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -136,6 +156,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok", file.display());
             Ok(())
         }
+        Command::Audit {
+            command: AuditCommand::Verify { config, file },
+        } => {
+            let events = match (config, file) {
+                (Some(config), _) => {
+                    let cfg = Config::load(&config)?;
+                    let state = AppState::from_config(&cfg)?;
+                    let all = AuditQuery {
+                        limit: usize::MAX,
+                        ..Default::default()
+                    };
+                    state.store.read_audit(&all).await?
+                }
+                (None, Some(file)) => read_event_lines(&file)?,
+                (None, None) => anyhow::bail!("give --config or --file"),
+            };
+            let n = verify_chain(&events)?;
+            match (events.first(), events.last()) {
+                (Some(a), Some(b)) => {
+                    println!("audit chain intact: {n} events, seq {}..={}", a.seq, b.seq)
+                }
+                _ => println!("audit chain empty"),
+            }
+            Ok(())
+        }
         Command::Keys {
             command: KeysCommand::Generate { dir },
         } => {
@@ -144,6 +189,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn read_event_lines(file: &std::path::Path) -> anyhow::Result<Vec<AuditEvent>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<AuditEvent>(l)
+                .with_context(|| format!("{}:{}: not an audit event", file.display(), i + 1))
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::audit::Auditor;
+use crate::audit::{Auditor, Export};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreKind};
 use crate::keys::{KeyError, KeyRing};
@@ -63,6 +63,7 @@ impl AppState {
         keys: KeyRing,
         store: Arc<dyn GrantStore>,
         clock: Arc<dyn Clock>,
+        export: Option<Export>,
     ) -> Self {
         let signer = TokenSigner::new(
             Arc::new(keys),
@@ -72,7 +73,7 @@ impl AppState {
         Self {
             settings: Arc::new(settings),
             signer,
-            audit: Auditor::new(store.clone()),
+            audit: Auditor::new(store.clone(), export),
             store,
             clock,
         }
@@ -109,7 +110,14 @@ impl AppState {
             login_client_id: None,
             dev_mode: false,
         };
-        Ok(Self::new(settings, keys, store, Arc::new(SystemClock)))
+        let export = Self::audit_export(config)?;
+        Ok(Self::new(
+            settings,
+            keys,
+            store,
+            Arc::new(SystemClock),
+            export,
+        ))
     }
 
     /// State for `jit-broker dev`: memory store, a fresh in-memory key, everything local.
@@ -128,7 +136,19 @@ impl AppState {
             KeyRing::ephemeral()?,
             store,
             Arc::new(SystemClock),
+            None,
         ))
+    }
+
+    /// The audit export named by the config, opened.
+    pub fn audit_export(config: &Config) -> Result<Option<Export>, StartError> {
+        match config.audit.export.as_deref() {
+            None => Ok(None),
+            Some("stdout") => Ok(Some(Export::Stdout)),
+            Some(path) => Export::file(Path::new(path))
+                .map(Some)
+                .map_err(|e| StartError::Config(format!("audit.export: cannot open {path}: {e}"))),
+        }
     }
 
     /// Loads keys from a directory (exposed for tools).

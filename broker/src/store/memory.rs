@@ -24,6 +24,7 @@ struct Inner {
     watermarks: HashMap<String, (i64, i64)>,
     audit: VecDeque<AuditEvent>,
     audit_seq: u64,
+    audit_head: Option<(u64, String)>,
 }
 
 impl Inner {
@@ -164,8 +165,20 @@ impl GrantStore for MemoryStore {
         Ok(out)
     }
 
-    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(self.lock()?.audit_head.clone())
+    }
+
+    async fn append_audit(
+        &self,
+        event: &AuditEvent,
+        expected_head_seq: u64,
+    ) -> Result<bool, StoreError> {
         let mut inner = self.lock()?;
+        if inner.audit_head.as_ref().map_or(0, |h| h.0) != expected_head_seq {
+            return Ok(false);
+        }
+        inner.audit_head = Some((event.seq, event.hash.clone()));
         inner.audit_seq += 1;
         let mut e = event.clone();
         e.id = Some(format!("{}-{}", e.ts, inner.audit_seq));
@@ -173,7 +186,7 @@ impl GrantStore for MemoryStore {
         while inner.audit.len() > self.audit_max {
             inner.audit.pop_front();
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {

@@ -218,8 +218,17 @@ pub trait GrantStore: Send + Sync + 'static {
     /// Live grants passing `filter`, oldest first. Revoked and expired grants never appear.
     async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError>;
 
-    /// Appends an audit event (bounded log: the oldest fall off).
-    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// The newest audit event's `(seq, hash)`, if any was ever written.
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
+
+    /// Appends an audit event if the newest event's seq is still `expected_head_seq` (0: the
+    /// log is empty); `Ok(false)` when another writer got there first. Compare-and-set keeps
+    /// the hash chain linear across replicas. The log is bounded: the oldest fall off.
+    async fn append_audit(
+        &self,
+        event: &AuditEvent,
+        expected_head_seq: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Reads audit events back, oldest first.
     async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;

@@ -9,7 +9,8 @@
 //! - `P:rev` a hash of revoked-before watermarks (`all`, `sub:…`, `repo:…`, `role:…`,
 //!   `idp:…`) whose TTL is the longest token lifetime: the O(1) bulk revocation check;
 //! - `P:index` a sorted set of live token ids by expiry, for listings;
-//! - `P:audit` the audit stream, trimmed to a bounded length.
+//! - `P:{audit}` the audit stream, trimmed to a bounded length, and `P:{audit}:head` the
+//!   chain head (`seq hash`), changed together by one script (compare-and-set).
 //!
 //! The `{J}` hash tag keeps a grant's keys in one cluster slot, so they change atomically.
 //! No command ever spans two slots. A connection is made lazily and re-made by the
@@ -48,6 +49,21 @@ if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// Appends an audit event if the chain head is still the expected one. KEYS: stream, head.
+/// ARGV: expected seq, max length, preferred id, event JSON, new head.
+const APPEND_AUDIT: &str = r"
+local head = redis.call('GET', KEYS[2])
+local seq = 0
+if head then seq = tonumber(string.match(head, '^(%d+)')) end
+if seq ~= tonumber(ARGV[1]) then return 0 end
+local ok = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[3], 'e', ARGV[4])
+if type(ok) == 'table' and ok.err then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[4])
+end
+redis.call('SET', KEYS[2], ARGV[5])
 return 1
 ";
 
@@ -101,6 +117,7 @@ pub struct RedisStore {
     prefix: String,
     audit_max: usize,
     raise: redis::Script,
+    append: redis::Script,
 }
 
 fn unavailable(e: RedisError) -> StoreError {
@@ -118,6 +135,7 @@ impl RedisStore {
             prefix: prefix.into(),
             audit_max: audit_max.max(1),
             raise: redis::Script::new(RAISE_WATERMARK),
+            append: redis::Script::new(APPEND_AUDIT),
         }
     }
 
@@ -177,7 +195,11 @@ impl RedisStore {
     }
 
     fn audit_key(&self) -> String {
-        format!("{}:audit", self.prefix)
+        format!("{}:{{audit}}", self.prefix)
+    }
+
+    fn audit_head_key(&self) -> String {
+        format!("{}:{{audit}}:head", self.prefix)
     }
 
     /// The remaining TTL of a grant's key in milliseconds (`PTTL`), for tests and operators.
@@ -422,40 +444,46 @@ impl GrantStore for RedisStore {
         Ok(out)
     }
 
-    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let mut c = self.conn().await?;
+        let head: Option<String> = redis::cmd("GET")
+            .arg(self.audit_head_key())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        head.map(|h| {
+            let (seq, hash) = h.split_once(' ').unwrap_or((h.as_str(), ""));
+            let seq = seq
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("audit head {h:?}")))?;
+            Ok((seq, hash.to_owned()))
+        })
+        .transpose()
+    }
+
+    async fn append_audit(
+        &self,
+        event: &AuditEvent,
+        expected_head_seq: u64,
+    ) -> Result<bool, StoreError> {
         let json = serde_json::to_string(event)
             .map_err(|e| StoreError::Corrupt(format!("audit event: {e}")))?;
         let mut c = self.conn().await?;
-        let add = |id: String| {
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(self.audit_key())
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.audit_max)
-                .arg(id)
-                .arg("e")
-                .arg(&json);
-            cmd
-        };
         // The id carries the event's own time so that time-range reads are XRANGE reads; if
-        // another replica's clock ran ahead, fall back to the server's next id.
-        let first: Result<String, RedisError> = add(format!("{}-*", event.ts.max(0)))
-            .query_async(&mut c)
-            .await;
-        match first {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-                    || e.to_string().contains("equal or smaller") =>
-            {
-                let _: String = add("*".to_owned())
-                    .query_async(&mut c)
-                    .await
-                    .map_err(unavailable)?;
-                Ok(())
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        // another replica's clock ran ahead, the script falls back to the server's next id.
+        let appended: i64 = self
+            .append
+            .key(self.audit_key())
+            .key(self.audit_head_key())
+            .arg(expected_head_seq)
+            .arg(self.audit_max)
+            .arg(format!("{}-*", event.ts.max(0)))
+            .arg(json)
+            .arg(format!("{} {}", event.seq, event.hash))
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(appended == 1)
     }
 
     async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {

@@ -301,9 +301,18 @@ async fn audit_round_trip(store: &dyn GrantStore) {
     e2.subject = Some("bob".into());
     let mut e3 = AuditEvent::new("access.allowed", t0 + 20).with("updates", 2);
     e3.subject = Some("alice".into());
-    for e in [&e1, &e2, &e3] {
-        store.append_audit(e).await.unwrap();
+    for (i, e) in [&mut e1, &mut e2, &mut e3].into_iter().enumerate() {
+        e.seq = i as u64 + 1;
+        e.hash = format!("h{}", e.seq);
+        assert!(store.append_audit(e, i as u64).await.unwrap());
     }
+    // Compare-and-set: an append against a stale head is refused and changes nothing.
+    let stale = AuditEvent::new("grant.issued", t0 + 30);
+    assert!(!store.append_audit(&stale, 1).await.unwrap());
+    assert_eq!(
+        store.audit_head().await.unwrap(),
+        Some((3, "h3".to_owned()))
+    );
     let all = store
         .read_audit(&AuditQuery {
             limit: 100,
@@ -348,11 +357,11 @@ async fn audit_round_trip(store: &dyn GrantStore) {
 
 async fn audit_is_bounded(store: &dyn GrantStore, max: usize) {
     let t0 = now_ms();
+    assert_eq!(store.audit_head().await.unwrap(), None);
     for i in 0..(max as i64 * 30) {
-        store
-            .append_audit(&AuditEvent::new("access.allowed", t0 + i))
-            .await
-            .unwrap();
+        let mut e = AuditEvent::new("access.allowed", t0 + i);
+        e.seq = i as u64 + 1;
+        assert!(store.append_audit(&e, i as u64).await.unwrap());
     }
     let all = store
         .read_audit(&AuditQuery {

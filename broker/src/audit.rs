@@ -110,6 +110,8 @@ pub struct AuditQuery {
     pub subject: Option<String>,
     /// Only this repository.
     pub repo: Option<String>,
+    /// Only events after this chain position (paging).
+    pub after_seq: u64,
     /// At most this many events (oldest first).
     pub limit: usize,
 }

@@ -2,6 +2,7 @@
 //! API bodies and the [`Secret`] wrapper. No I/O.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod refs;
 pub mod scope;

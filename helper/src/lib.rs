@@ -1,1 +1,6 @@
+//! git-jit's client side: the git credential helper (`git-credential-jit`) and the `git jit`
+//! command share this library. See DESIGN.md "Helper".
+#![forbid(unsafe_code)]
 
+pub mod challenge;
+pub mod protocol;

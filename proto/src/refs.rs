@@ -30,7 +30,10 @@ pub enum RefError {
 }
 
 fn check_ref_chars(name: &str, allow_glob: bool) -> Result<(), RefError> {
-    let invalid = |why| RefError::Invalid { name: name.to_owned(), why };
+    let invalid = |why| RefError::Invalid {
+        name: name.to_owned(),
+        why,
+    };
     if name.len() > MAX_REF_LEN {
         return Err(RefError::TooLong(name.len()));
     }
@@ -77,7 +80,10 @@ impl RefPattern {
     pub fn parse(s: &str) -> Result<Self, RefError> {
         check_ref_chars(s, true)?;
         if s.contains("***") {
-            return Err(RefError::Invalid { name: s.to_owned(), why: "'***' is ambiguous" });
+            return Err(RefError::Invalid {
+                name: s.to_owned(),
+                why: "'***' is ambiguous",
+            });
         }
         Ok(Self(s.to_owned()))
     }
@@ -179,9 +185,20 @@ mod tests {
 
     #[test]
     fn parsing() {
-        for bad in ["heads/main", "refs/heads/../x", "refs/heads/a b", "refs/heads/x.lock",
-            "refs/heads/.x", "refs/heads/", "refs//x", "refs/heads/a@{1}", "refs/heads/a\0",
-            "refs/heads/***", "refs/heads/x:y", "refs/heads/x\\y"] {
+        for bad in [
+            "heads/main",
+            "refs/heads/../x",
+            "refs/heads/a b",
+            "refs/heads/x.lock",
+            "refs/heads/.x",
+            "refs/heads/",
+            "refs//x",
+            "refs/heads/a@{1}",
+            "refs/heads/a\0",
+            "refs/heads/***",
+            "refs/heads/x:y",
+            "refs/heads/x\\y",
+        ] {
             assert!(RefPattern::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(check_ref_name("refs/heads/*").is_err());

@@ -53,7 +53,9 @@ pub enum ScopeError {
     #[error("repository path contains control character U+{0:04X}")]
     ControlChar(u32),
     /// Any other character outside `A-Z a-z 0-9 . _ -` and `/`.
-    #[error("repository path contains {0:?}; only letters, digits, '.', '_', '-' and '/' are allowed")]
+    #[error(
+        "repository path contains {0:?}; only letters, digits, '.', '_', '-' and '/' are allowed"
+    )]
     BadChar(char),
     /// A `.git` suffix that is not the single, lower-case, final one.
     #[error("repository path has a misplaced or repeated '.git' suffix in segment {0:?}")]
@@ -223,11 +225,20 @@ pub struct Actions {
 
 impl Actions {
     /// Only `read`.
-    pub const READ: Actions = Actions { read: true, write: false };
+    pub const READ: Actions = Actions {
+        read: true,
+        write: false,
+    };
     /// Only `write`.
-    pub const WRITE: Actions = Actions { read: false, write: true };
+    pub const WRITE: Actions = Actions {
+        read: false,
+        write: true,
+    };
     /// `read,write`.
-    pub const READ_WRITE: Actions = Actions { read: true, write: true };
+    pub const READ_WRITE: Actions = Actions {
+        read: true,
+        write: true,
+    };
 
     /// Parses `read`, `write`, `read,write` or `write,read`; refuses empty, unknown,
     /// upper-case and duplicate actions.
@@ -235,7 +246,10 @@ impl Actions {
         if s.is_empty() {
             return Err(ScopeError::MissingActions);
         }
-        let mut set = Actions { read: false, write: false };
+        let mut set = Actions {
+            read: false,
+            write: false,
+        };
         for part in s.split(',') {
             let action: Action = part.parse()?;
             let slot = match action {
@@ -326,7 +340,10 @@ pub struct Scope {
 impl Scope {
     /// A scope for one repository and a set of actions.
     pub fn new(repo: RepoPath, actions: impl Into<Actions>) -> Self {
-        Self { repo, actions: actions.into() }
+        Self {
+            repo,
+            actions: actions.into(),
+        }
     }
 
     /// Parses `repo:<path>:<action>[,<action>]`.
@@ -387,7 +404,10 @@ mod tests {
         ("repo:Acme/API:read", Ok("repo:Acme/API:read")),
         ("repo:api:read", Ok("repo:api:read")),
         ("repo:org/.github:read", Ok("repo:org/.github:read")),
-        ("repo:acme/my_repo-2.0:read", Ok("repo:acme/my_repo-2.0:read")),
+        (
+            "repo:acme/my_repo-2.0:read",
+            Ok("repo:acme/my_repo-2.0:read"),
+        ),
         ("repo:acme/git:read", Ok("repo:acme/git:read")),
         ("repo:acme/gitty.gi:read", Ok("repo:acme/gitty.gi:read")),
         ("repo:a/b/c/d/e/f/g/h:read", Ok("repo:a/b/c/d/e/f/g/h:read")),
@@ -406,7 +426,10 @@ mod tests {
         ("repo:acme/api:read,read", Err("\"read\" is listed twice")),
         ("repo:acme/api:read,", Err("empty action")),
         ("repo:acme/api:,write", Err("empty action")),
-        ("repo:acme/api:read, write", Err("unknown action \" write\"")),
+        (
+            "repo:acme/api:read, write",
+            Err("unknown action \" write\""),
+        ),
         ("repo:acme/api:*", Err("unknown action \"*\"")),
         // dot segments and slashes
         ("repo:acme/../secret:read", Err("'..' segment")),
@@ -459,7 +482,10 @@ mod tests {
                 }
                 (Err(needle), Err(e)) => {
                     let msg = e.to_string();
-                    assert!(msg.contains(needle), "input {input:?}: {msg:?} lacks {needle:?}");
+                    assert!(
+                        msg.contains(needle),
+                        "input {input:?}: {msg:?} lacks {needle:?}"
+                    );
                 }
                 _ => panic!("input {input:?}: want {want:?}, got {got:?}"),
             }
@@ -468,16 +494,31 @@ mod tests {
 
     #[test]
     fn repo_path_special_cases() {
-                assert_eq!(RepoPath::parse(".git"), Err(ScopeError::EmptyPath));
+        assert_eq!(RepoPath::parse(".git"), Err(ScopeError::EmptyPath));
         let long = "a/".repeat(MAX_SEGMENTS) + "a";
-        assert!(matches!(RepoPath::parse(&long), Err(ScopeError::TooManySegments(_))));
+        assert!(matches!(
+            RepoPath::parse(&long),
+            Err(ScopeError::TooManySegments(_))
+        ));
         let seg = "a".repeat(MAX_SEGMENT_LEN + 1);
-        assert!(matches!(RepoPath::parse(&seg), Err(ScopeError::SegmentTooLong(_))));
+        assert!(matches!(
+            RepoPath::parse(&seg),
+            Err(ScopeError::SegmentTooLong(_))
+        ));
         let path = vec!["a".repeat(90); 3].join("/");
-        assert!(matches!(RepoPath::parse(&path), Err(ScopeError::PathTooLong(_))));
+        assert!(matches!(
+            RepoPath::parse(&path),
+            Err(ScopeError::PathTooLong(_))
+        ));
         let huge = "a".repeat(10_000);
-        assert!(matches!(RepoPath::parse(&huge), Err(ScopeError::PathTooLong(_))));
-        assert_eq!(RepoPath::parse("acme/api.git").map(|p| p.to_string()), Ok("acme/api".into()));
+        assert!(matches!(
+            RepoPath::parse(&huge),
+            Err(ScopeError::PathTooLong(_))
+        ));
+        assert_eq!(
+            RepoPath::parse("acme/api.git").map(|p| p.to_string()),
+            Ok("acme/api".into())
+        );
     }
 
     #[test]
@@ -493,7 +534,10 @@ mod tests {
     #[test]
     fn serde_round_trip_refuses_bad_paths() {
         let s: Scope = serde_json::from_str("\"repo:acme/api:read\"").expect("valid");
-        assert_eq!(serde_json::to_string(&s).expect("json"), "\"repo:acme/api:read\"");
+        assert_eq!(
+            serde_json::to_string(&s).expect("json"),
+            "\"repo:acme/api:read\""
+        );
         assert!(serde_json::from_str::<RepoPath>("\"acme/../x\"").is_err());
     }
 }

@@ -2,5 +2,7 @@
 //! command share this library. See DESIGN.md "Helper".
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod challenge;
+pub mod config;
 pub mod protocol;

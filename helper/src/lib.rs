@@ -2,7 +2,24 @@
 //! command share this library. See DESIGN.md "Helper".
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod cache;
 pub mod challenge;
+pub mod claims;
 pub mod config;
 pub mod protocol;
+
+#[cfg(test)]
+pub(crate) mod testserver;
+
+use std::time::Duration;
+
+/// The HTTP client every git-jit request goes through: rustls (the binary installs the ring
+/// provider first), bounded timeouts so git never hangs on a dead broker.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("git-jit/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .build()
+}

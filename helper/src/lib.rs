@@ -7,6 +7,7 @@ pub mod cache;
 pub mod challenge;
 pub mod claims;
 pub mod config;
+pub mod login;
 pub mod protocol;
 
 #[cfg(test)]

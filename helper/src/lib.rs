@@ -7,6 +7,8 @@ pub mod cache;
 pub mod challenge;
 pub mod claims;
 pub mod config;
+pub mod credential;
+pub mod identity;
 pub mod login;
 pub mod protocol;
 

@@ -125,7 +125,10 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
         Command::Status => status(ctx, &mut stdout),
         Command::Request(a) => request(ctx, a, &mut stdout).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "git-jit", &mut stdout);
+            // Generated into memory first: clap_complete panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "git-jit", &mut script);
+            stdout.write_all(&script)?;
             Ok(())
         }
     }

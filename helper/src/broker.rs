@@ -95,6 +95,19 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// What to ask for beyond the scope.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extras<'a> {
+    /// Ref patterns to narrow a write grant to.
+    pub refs: &'a [RefPattern],
+    /// The role to use, when not the broker's choice.
+    pub role: Option<&'a str>,
+    /// Why.
+    pub reason: Option<&'a str>,
+    /// Lifetime (`30m`, `2h`, minutes).
+    pub ttl: Option<&'a str>,
+}
+
 /// What to ask the broker for.
 #[derive(Debug, Clone, Copy)]
 pub struct Exchange<'a> {
@@ -104,14 +117,8 @@ pub struct Exchange<'a> {
     pub subject_token_type: &'a str,
     /// The scope wanted.
     pub scope: &'a Scope,
-    /// Ref patterns to narrow a write grant to.
-    pub refs: &'a [RefPattern],
-    /// The role to use, when not the broker's choice.
-    pub role: Option<&'a str>,
-    /// Why.
-    pub reason: Option<&'a str>,
-    /// Lifetime (`30m`, `2h`, minutes).
-    pub ttl: Option<&'a str>,
+    /// Refs, role, reason, lifetime.
+    pub extras: Extras<'a>,
 }
 
 /// A granted token.
@@ -202,7 +209,8 @@ impl BrokerClient {
     ) -> Result<Granted, BrokerError> {
         let url = md.token_endpoint.clone();
         let scope = req.scope.to_string();
-        let refs = req
+        let x = req.extras;
+        let refs = x
             .refs
             .iter()
             .map(RefPattern::as_str)
@@ -214,7 +222,7 @@ impl BrokerClient {
             ("subject_token_type", req.subject_token_type),
             ("scope", &scope),
         ];
-        for (k, v) in [("role", req.role), ("reason", req.reason), ("ttl", req.ttl)] {
+        for (k, v) in [("role", x.role), ("reason", x.reason), ("ttl", x.ttl)] {
             if let Some(v) = v {
                 form.push((k, v));
             }
@@ -338,10 +346,12 @@ mod tests {
             subject_token: tok,
             subject_token_type: jit_proto::api::TOKEN_TYPE_JWT,
             scope,
-            refs,
-            role: Some("oncall"),
-            reason: Some("INC-1"),
-            ttl: Some("30m"),
+            extras: Extras {
+                refs,
+                role: Some("oncall"),
+                reason: Some("INC-1"),
+                ttl: Some("30m"),
+            },
         }
     }
 

@@ -233,6 +233,13 @@ fn when(at: i64, now: i64) -> String {
     }
 }
 
+fn join(refs: &[RefPattern]) -> String {
+    refs.iter()
+        .map(RefPattern::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn status(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
     let now = (ctx.clock)();
     writeln!(
@@ -276,14 +283,7 @@ fn status(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
         let refs = if t.refs.is_empty() {
             String::new()
         } else {
-            format!(
-                " refs={}",
-                t.refs
-                    .iter()
-                    .map(RefPattern::as_str)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
+            format!(" refs=[{}]", join(&t.refs))
         };
         let jti = t
             .jti
@@ -340,15 +340,7 @@ async fn request(ctx: &Context<'_>, a: RequestArgs, out: &mut dyn Write) -> Resu
     let t = &got.token;
     writeln!(out, "granted:  {}", t.scope)?;
     if !t.refs.is_empty() {
-        writeln!(
-            out,
-            "refs:     {}",
-            t.refs
-                .iter()
-                .map(RefPattern::as_str)
-                .collect::<Vec<_>>()
-                .join(" ")
-        )?;
+        writeln!(out, "refs:     {}", join(&t.refs))?;
     }
     writeln!(out, "expires:  {}", when(t.expires_at, (ctx.clock)()))?;
     if let Some(j) = &t.jti {

@@ -5,8 +5,9 @@
 
 use std::io::{BufRead, Write};
 
-use jit_proto::{RefPattern, RepoPath, Scope};
+use jit_proto::{RepoPath, Scope};
 
+pub use crate::broker::Extras;
 use crate::broker::{BrokerClient, BrokerError, Exchange};
 use crate::cache::{CacheError, CachedToken, TokenCache};
 use crate::challenge::{self, ChallengeError};
@@ -74,19 +75,6 @@ impl Context<'_> {
     }
 }
 
-/// What to ask for beyond the scope.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Extras<'a> {
-    /// Ref patterns for a narrowed write.
-    pub refs: &'a [RefPattern],
-    /// Role.
-    pub role: Option<&'a str>,
-    /// Reason.
-    pub reason: Option<&'a str>,
-    /// Lifetime.
-    pub ttl: Option<&'a str>,
-}
-
 /// A token freshly obtained from the broker and cached.
 #[derive(Debug, Clone)]
 pub struct Obtained {
@@ -122,10 +110,7 @@ pub async fn obtain(
         subject_token: &subject.token,
         subject_token_type: subject.token_type,
         scope,
-        refs: extras.refs,
-        role: extras.role,
-        reason: extras.reason,
-        ttl: extras.ttl,
+        extras,
     };
     let g = broker.exchange(&md, &ask).await?;
     // The broker grants exactly what was asked; its answer wins if it says otherwise.

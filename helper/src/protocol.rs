@@ -121,27 +121,24 @@ impl Request {
             "password" => once(&mut self.password, key, Secret::new(value)),
             "credential" => once(&mut self.credential, key, Secret::new(value)),
             "authtype" => once(&mut self.authtype, key, value.to_owned()),
-            "wwwauth[]" => {
-                // An empty value resets an array in git's protocol.
-                if value.is_empty() {
-                    self.wwwauth.clear();
-                } else {
-                    self.wwwauth.push(value.to_owned());
-                }
-                Ok(())
-            }
-            "capability[]" => {
-                if value.is_empty() {
-                    self.capabilities.clear();
-                } else {
-                    self.capabilities.push(value.to_owned());
-                }
-                Ok(())
-            }
+            "wwwauth[]" => push(&mut self.wwwauth, value),
+            "capability[]" => push(&mut self.capabilities, value),
             _ => Ok(()),
         }
     }
+}
 
+/// Appends to an array key; an empty value resets the array, as in git's protocol.
+fn push(array: &mut Vec<String>, value: &str) -> Result<(), ProtocolError> {
+    if value.is_empty() {
+        array.clear();
+    } else {
+        array.push(value.to_owned());
+    }
+    Ok(())
+}
+
+impl Request {
     /// Whether git offered a capability (`authtype`).
     pub fn offers(&self, capability: &str) -> bool {
         self.capabilities.iter().any(|c| c == capability)

@@ -1,1 +1,54 @@
+//! git-jit's client side: the git credential helper (`git-credential-jit`) and the `git jit`
+//! command share this library. See DESIGN.md "Helper".
+#![forbid(unsafe_code)]
 
+pub mod broker;
+pub mod cache;
+pub mod challenge;
+pub mod claims;
+pub mod cli;
+pub mod config;
+pub mod credential;
+pub mod identity;
+pub mod login;
+pub mod protocol;
+
+#[cfg(test)]
+pub(crate) mod testserver;
+
+use std::time::Duration;
+
+/// Why a binary could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// The HTTP client every git-jit request goes through: rustls (the binary installs the ring
+/// provider first), bounded timeouts so git never hangs on a dead broker.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("git-jit/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// The context both binaries run with: the process environment, the merged settings, the
+/// real clock and a fresh HTTP client.
+pub fn process_context(
+    broker_flag: Option<&str>,
+) -> Result<credential::Context<'static>, StartError> {
+    let settings = config::Settings::load(&config::process_env, broker_flag)?;
+    Ok(credential::Context {
+        env: &config::process_env,
+        settings,
+        http: http_client()?,
+        clock: broker::now,
+    })
+}

@@ -1,0 +1,495 @@
+//! The broker's HTTP interface as the helper sees it: discovery
+//! (`/.well-known/oauth-authorization-server`) and the RFC 8693 token exchange, with every
+//! failure turned into a message a person can act on (denied: the broker's reason verbatim;
+//! unreachable: URL and cause; clock skew from the `Date` header).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jit_proto::api::{GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, ServerMetadata, TokenResponse};
+use jit_proto::{RefPattern, Scope, Secret};
+use reqwest::{StatusCode, Url};
+
+/// Clock skew beyond which the helper warns (seconds).
+pub const MAX_SKEW_SECS: i64 = 60;
+
+/// Seconds since the epoch on the local clock.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A failed conversation with the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The configured broker URL is not an http(s) URL.
+    #[error("broker URL {0:?} is not a valid http(s) URL")]
+    InvalidUrl(String),
+    /// The broker could not be reached.
+    #[error("cannot reach the broker at {url}: {cause}")]
+    Unreachable {
+        /// The URL that was tried.
+        url: String,
+        /// The cause, including the underlying error chain.
+        cause: String,
+    },
+    /// The broker refused the request; `description` is safe to show verbatim.
+    #[error("{}{}", description, skew_note(*skew))]
+    Denied {
+        /// The OAuth error code.
+        error: String,
+        /// The broker's reason.
+        description: String,
+        /// How far the broker's clock is ahead of ours, when it is more than a minute.
+        skew: Option<i64>,
+    },
+    /// The broker needs a reason for this grant (`--reason`).
+    #[error("{description} (give one with `git jit request --reason \"…\"`)")]
+    ReasonRequired {
+        /// The broker's words.
+        description: String,
+    },
+    /// Too many requests.
+    #[error("the broker is rate-limiting requests; retry after {}", retry_after.as_deref().unwrap_or("a while"))]
+    RateLimited {
+        /// The `Retry-After` header.
+        retry_after: Option<String>,
+    },
+    /// The broker is up but cannot issue tokens now (its store is down); it fails closed.
+    #[error("the broker is temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// The broker answered something that is not the protocol.
+    #[error("unexpected answer from the broker at {url}: {reason}")]
+    Protocol {
+        /// The URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+fn skew_note(skew: Option<i64>) -> String {
+    match skew {
+        Some(s) => format!(
+            " (note: this machine's clock is {}s {} the broker's; fix the clock)",
+            s.abs(),
+            if s > 0 { "behind" } else { "ahead of" }
+        ),
+        None => String::new(),
+    }
+}
+
+/// The full cause chain of an error, on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// What to ask for beyond the scope.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extras<'a> {
+    /// Ref patterns to narrow a write grant to.
+    pub refs: &'a [RefPattern],
+    /// The role to use, when not the broker's choice.
+    pub role: Option<&'a str>,
+    /// Why.
+    pub reason: Option<&'a str>,
+    /// Lifetime (`30m`, `2h`, minutes).
+    pub ttl: Option<&'a str>,
+}
+
+/// What to ask the broker for.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange<'a> {
+    /// The OIDC ID token or CI JWT.
+    pub subject_token: &'a Secret,
+    /// Its RFC 8693 token type.
+    pub subject_token_type: &'a str,
+    /// The scope wanted.
+    pub scope: &'a Scope,
+    /// Refs, role, reason, lifetime.
+    pub extras: Extras<'a>,
+}
+
+/// A granted token.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    /// The broker's answer.
+    pub response: TokenResponse,
+    /// When the token expires on the local clock (now + `expires_in`).
+    pub expires_at: i64,
+    /// The broker's clock minus ours, when more than a minute off.
+    pub skew: Option<i64>,
+}
+
+/// A client of one broker.
+#[derive(Debug, Clone)]
+pub struct BrokerClient {
+    base: Url,
+    http: reqwest::Client,
+    clock: fn() -> i64,
+}
+
+impl BrokerClient {
+    /// A client for the broker at `base` (`https://git.example.com`).
+    pub fn new(base: &str, http: reqwest::Client) -> Result<Self, BrokerError> {
+        let invalid = || BrokerError::InvalidUrl(base.to_owned());
+        let mut url = Url::parse(base).map_err(|_| invalid())?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid());
+        }
+        url.set_query(None);
+        url.set_fragment(None);
+        let path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&path);
+        Ok(Self {
+            base: url,
+            http,
+            clock: now,
+        })
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The normalised base URL, without a trailing slash: the cache key.
+    pub fn base(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_owned()
+    }
+
+    fn unreachable(url: &str, e: &reqwest::Error) -> BrokerError {
+        BrokerError::Unreachable {
+            url: url.to_owned(),
+            cause: chain(e),
+        }
+    }
+
+    /// Fetches the broker's metadata.
+    pub async fn metadata(&self) -> Result<ServerMetadata, BrokerError> {
+        let url = format!("{}/.well-known/oauth-authorization-server", self.base());
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Self::unreachable(&url, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(BrokerError::Protocol {
+                url,
+                reason: format!("status {status}"),
+            });
+        }
+        resp.json::<ServerMetadata>()
+            .await
+            .map_err(|e| BrokerError::Protocol {
+                url,
+                reason: format!("bad metadata: {}", chain(&e)),
+            })
+    }
+
+    /// Exchanges a subject token for a broker token (RFC 8693).
+    pub async fn exchange(
+        &self,
+        md: &ServerMetadata,
+        req: &Exchange<'_>,
+    ) -> Result<Granted, BrokerError> {
+        let url = md.token_endpoint.clone();
+        let scope = req.scope.to_string();
+        let x = req.extras;
+        let refs = x
+            .refs
+            .iter()
+            .map(RefPattern::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
+            ("subject_token", req.subject_token.expose()),
+            ("subject_token_type", req.subject_token_type),
+            ("scope", &scope),
+        ];
+        for (k, v) in [("role", x.role), ("reason", x.reason), ("ttl", x.ttl)] {
+            if let Some(v) = v {
+                form.push((k, v));
+            }
+        }
+        if !refs.is_empty() {
+            form.push(("refs", &refs));
+        }
+        let resp = self
+            .http
+            .post(&url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| Self::unreachable(&url, &e))?;
+        let now = (self.clock)();
+        let skew = skew(resp.headers(), now);
+        let status = resp.status();
+        let retry_after = header(resp.headers(), "retry-after");
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Self::unreachable(&url, &e))?;
+        if status.is_success() {
+            let response: TokenResponse =
+                serde_json::from_slice(&bytes).map_err(|e| BrokerError::Protocol {
+                    url,
+                    reason: format!("bad token response: {e}"),
+                })?;
+            let expires_at = now.saturating_add(response.expires_in);
+            return Ok(Granted {
+                response,
+                expires_at,
+                skew,
+            });
+        }
+        let err: Option<OAuthError> = serde_json::from_slice(&bytes).ok();
+        Err(classify(status, err, retry_after, skew, url))
+    }
+}
+
+fn header(h: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The broker's clock minus ours, when beyond [`MAX_SKEW_SECS`].
+fn skew(h: &reqwest::header::HeaderMap, now: i64) -> Option<i64> {
+    let date = header(h, "date")?;
+    let at = httpdate::parse_http_date(&date).ok()?;
+    let theirs = at.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
+    let d = theirs - now;
+    (d.abs() > MAX_SKEW_SECS).then_some(d)
+}
+
+/// Whether an error says a reason is required. The broker has no dedicated error code yet,
+/// so this recognises `reason_required` or a description that says so.
+fn says_reason_required(e: &OAuthError) -> bool {
+    let d = e
+        .error_description
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    e.error == "reason_required" || (d.contains("reason") && d.contains("required"))
+}
+
+fn classify(
+    status: StatusCode,
+    err: Option<OAuthError>,
+    retry_after: Option<String>,
+    skew: Option<i64>,
+    url: String,
+) -> BrokerError {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return BrokerError::RateLimited { retry_after };
+    }
+    let Some(err) = err else {
+        return BrokerError::Protocol {
+            url,
+            reason: format!("status {status} without an OAuth error body"),
+        };
+    };
+    let description = err
+        .error_description
+        .clone()
+        .unwrap_or_else(|| err.error.clone());
+    if status == StatusCode::SERVICE_UNAVAILABLE || err.error == "temporarily_unavailable" {
+        return BrokerError::Unavailable(description);
+    }
+    if says_reason_required(&err) {
+        return BrokerError::ReasonRequired { description };
+    }
+    BrokerError::Denied {
+        error: err.error,
+        description,
+        skew,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testserver::{Reply, TestServer, client};
+    use serde_json::json;
+
+    fn md(url: &str) -> ServerMetadata {
+        ServerMetadata {
+            issuer: url.to_owned(),
+            token_endpoint: format!("{url}/oauth/token"),
+            introspection_endpoint: format!("{url}/oauth/introspect"),
+            jwks_uri: format!("{url}/.well-known/jwks.json"),
+            grant_types_supported: vec![GRANT_TYPE_TOKEN_EXCHANGE.to_owned()],
+            token_audience: "git".into(),
+            subject_token_audience: "git-jit".into(),
+            login_issuer: None,
+            login_client_id: None,
+            scope_syntax: "repo:<path>:<actions>".into(),
+        }
+    }
+
+    fn ask<'a>(tok: &'a Secret, scope: &'a Scope, refs: &'a [RefPattern]) -> Exchange<'a> {
+        Exchange {
+            subject_token: tok,
+            subject_token_type: jit_proto::api::TOKEN_TYPE_JWT,
+            scope,
+            extras: Extras {
+                refs,
+                role: Some("oncall"),
+                reason: Some("INC-1"),
+                ttl: Some("30m"),
+            },
+        }
+    }
+
+    #[test]
+    fn base_is_normalised() {
+        let b = BrokerClient::new("https://b.example/sub/?q#f", client()).expect("ok");
+        assert_eq!(b.base(), "https://b.example/sub");
+        for bad in ["ftp://x", "not a url", "file:///etc"] {
+            assert!(BrokerClient::new(bad, client()).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metadata_and_exchange() {
+        let srv = TestServer::start(|r| match r.target.as_str() {
+            "/.well-known/oauth-authorization-server" => {
+                Reply::json(200, serde_json::to_value(md("http://x")).expect("json"))
+            }
+            _ => Reply::json(
+                200,
+                json!({"access_token": "brk", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "token_type": "Bearer", "expires_in": 1800, "scope": "repo:acme/api:write", "jti": "j1"}),
+            ),
+        });
+        let b = BrokerClient::new(&srv.url, client())
+            .expect("ok")
+            .with_clock(|| 1000);
+        let m = b.metadata().await.expect("metadata");
+        assert_eq!(m.subject_token_audience, "git-jit");
+        let tok = Secret::new("idt");
+        let scope = Scope::parse("repo:acme/api:write").expect("scope");
+        let refs = [
+            RefPattern::parse("refs/heads/hotfix/*").expect("ref"),
+            RefPattern::parse("refs/tags/v*").expect("ref"),
+        ];
+        let g = b
+            .exchange(&md(&srv.url), &ask(&tok, &scope, &refs))
+            .await
+            .expect("granted");
+        assert_eq!(g.response.access_token.expose(), "brk");
+        assert_eq!(g.expires_at, 2800);
+        let seen = srv.seen();
+        let post = &seen[1];
+        assert_eq!(post.target, "/oauth/token");
+        assert_eq!(
+            post.form("grant_type").as_deref(),
+            Some(GRANT_TYPE_TOKEN_EXCHANGE)
+        );
+        assert_eq!(post.form("subject_token").as_deref(), Some("idt"));
+        assert_eq!(post.form("scope").as_deref(), Some("repo:acme/api:write"));
+        assert_eq!(
+            post.form("refs").as_deref(),
+            Some("refs/heads/hotfix/* refs/tags/v*")
+        );
+        assert_eq!(post.form("role").as_deref(), Some("oncall"));
+        assert_eq!(post.form("reason").as_deref(), Some("INC-1"));
+        assert_eq!(post.form("ttl").as_deref(), Some("30m"));
+    }
+
+    async fn fail_with(reply: fn() -> Reply) -> BrokerError {
+        let srv = TestServer::start(move |_| reply());
+        let b = BrokerClient::new(&srv.url, client())
+            .expect("ok")
+            .with_clock(|| 784_111_777);
+        let tok = Secret::new("idt");
+        let scope = Scope::parse("repo:acme/api:read").expect("scope");
+        b.exchange(&md(&srv.url), &ask(&tok, &scope, &[]))
+            .await
+            .expect_err("refused")
+    }
+
+    #[tokio::test]
+    async fn denial_shows_the_brokers_reason_verbatim() {
+        let e = fail_with(|| Reply::json(403, json!({"error": "invalid_scope", "error_description": "role ci may not write refs/heads/main"}))).await;
+        assert_eq!(e.to_string(), "role ci may not write refs/heads/main");
+    }
+
+    #[tokio::test]
+    async fn denial_with_clock_skew_says_so() {
+        // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT; the broker says 5 minutes later.
+        let e = fail_with(|| {
+            Reply::json(
+                400,
+                json!({"error": "invalid_grant", "error_description": "token not yet valid"}),
+            )
+            .with("date", "Sun, 06 Nov 1994 08:54:37 GMT")
+        })
+        .await;
+        assert!(
+            matches!(
+                e,
+                BrokerError::Denied {
+                    skew: Some(300),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("300s behind"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn reason_required_rate_limit_and_unavailable() {
+        let e = fail_with(|| Reply::json(400, json!({"error": "invalid_request", "error_description": "role oncall: a reason is required"}))).await;
+        assert!(matches!(e, BrokerError::ReasonRequired { .. }), "{e:?}");
+        let e =
+            fail_with(|| Reply::json(429, json!({"error": "slow_down"})).with("retry-after", "7"))
+                .await;
+        assert!(e.to_string().contains("retry after 7"), "{e}");
+        let e = fail_with(|| Reply::json(503, json!({"error": "temporarily_unavailable", "error_description": "store unreachable"}))).await;
+        assert_eq!(
+            e.to_string(),
+            "the broker is temporarily unavailable: store unreachable"
+        );
+        let e = fail_with(|| Reply {
+            status: 502,
+            headers: vec![],
+            body: "<html>".into(),
+        })
+        .await;
+        assert!(matches!(e, BrokerError::Protocol { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_names_url_and_cause() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let b = BrokerClient::new(&format!("http://127.0.0.1:{port}"), client()).expect("ok");
+        let e = b.metadata().await.expect_err("nothing listens");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "cannot reach the broker at http://127.0.0.1:{port}/"
+            )),
+            "{msg}"
+        );
+        assert!(msg.to_lowercase().contains("connect"), "{msg}");
+    }
+}

@@ -1,0 +1,416 @@
+//! `git jit`: the person-facing commands — setup, login, logout, status, request and shell
+//! completions. Results go to stdout; instructions and prompts to stderr or the terminal.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::Command as Process;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use jit_proto::{Actions, RefPattern, RepoPath, Scope};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::broker::BrokerError;
+use crate::claims;
+use crate::config::{self, ConfigError};
+use crate::credential::{Context, Extras, HelperError, Obtained, obtain};
+use crate::login::{self, LoginError, Pacing, SessionStore};
+
+/// Just-in-time access to Git repositories: short-lived, scoped tokens for `git`.
+#[derive(Debug, Parser)]
+#[command(name = "git-jit", version, propagate_version = true)]
+pub struct Cli {
+    /// The broker's URL. Default: $GIT_JIT_BROKER, then `broker` in config.toml (written by
+    /// `git jit setup`).
+    #[arg(long, global = true, value_name = "URL")]
+    pub broker: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `git jit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Configure git to use git-jit for a server: sets `credential.<URL>.helper=jit` and
+    /// `credential.<URL>.useHttpPath=true`, and remembers URL as the broker.
+    Setup(SetupArgs),
+    /// Log in with your SSO account (OIDC device flow): prints a URL and a code to open on
+    /// any device. The session is kept in the config directory, 0600.
+    Login,
+    /// Forget the login session and every cached token.
+    Logout,
+    /// Show who you are logged in as, and which grants are cached until when.
+    Status,
+    /// Ask for access explicitly (e.g. write, narrowed to refs, with a reason) and cache the
+    /// token, so the next `git push` uses it.
+    Request(RequestArgs),
+    /// Print shell completions for git-jit.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `git jit setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// The Git server's URL (the git-jit gateway), e.g. https://git.example.com. Default:
+    /// the configured broker.
+    pub url: Option<String>,
+    /// Write the user's global git config (the default).
+    #[arg(long, conflicts_with = "local")]
+    pub global: bool,
+    /// Write the current repository's git config instead.
+    #[arg(long)]
+    pub local: bool,
+}
+
+/// `git jit request`.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The repository, e.g. acme/api.
+    #[arg(long, value_parser = RepoPath::parse)]
+    pub repo: RepoPath,
+    /// The actions: read, write or read,write.
+    #[arg(long, default_value = "read,write", value_parser = Actions::parse)]
+    pub action: Actions,
+    /// Narrow a write grant to refs matching this pattern (repeatable), e.g. refs/heads/hotfix/*.
+    #[arg(long = "ref", value_name = "PATTERN", value_parser = RefPattern::parse)]
+    pub refs: Vec<RefPattern>,
+    /// How long: 30m, 2h, or minutes. Default: the role's.
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Why you need it (recorded in the audit log). Asked for on the terminal when the role
+    /// requires one and none is given.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The role to request under. Default: the broker picks.
+    #[arg(long)]
+    pub role: Option<String>,
+}
+
+/// Why a `git jit` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The helper machinery.
+    #[error(transparent)]
+    Helper(#[from] HelperError),
+    /// Login.
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    /// `git config` failed.
+    #[error("`git config` failed: {0}")]
+    Git(String),
+    /// Terminal I/O.
+    #[error("terminal: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<BrokerError> for CliError {
+    fn from(e: BrokerError) -> Self {
+        CliError::Helper(e.into())
+    }
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Setup(a) => setup(ctx, &a, &mut stdout),
+        Command::Login => login(ctx, &mut stdout).await,
+        Command::Logout => logout(ctx, &mut stdout),
+        Command::Status => status(ctx, &mut stdout),
+        Command::Request(a) => request(ctx, a, &mut stdout).await,
+        Command::Completions { shell } => {
+            // Generated into memory first: clap_complete panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "git-jit", &mut script);
+            stdout.write_all(&script)?;
+            Ok(())
+        }
+    }
+}
+
+fn git_config(scope: &str, args: &[&str]) -> Result<(), CliError> {
+    let out = Process::new("git")
+        .arg("config")
+        .arg(scope)
+        .args(args)
+        .output()
+        .map_err(|e| CliError::Git(format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(CliError::Git(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn setup(ctx: &Context<'_>, a: &SetupArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let url = match (&a.url, &ctx.settings.broker) {
+        (Some(u), _) | (None, Some(u)) => u.trim_end_matches('/').to_owned(),
+        (None, None) => return Err(HelperError::NoBroker.into()),
+    };
+    // Validates the URL the same way the helper will.
+    let broker = ctx.broker(&url)?;
+    let scope = if a.local { "--local" } else { "--global" };
+    let key = |k: &str| format!("credential.{url}.{k}");
+    // An empty helper resets the list, so a general helper (store, osxkeychain) configured
+    // earlier never answers for this server with a stale token.
+    git_config(scope, &["--replace-all", &key("helper"), ""])?;
+    git_config(scope, &["--add", &key("helper"), "jit"])?;
+    git_config(scope, &["--replace-all", &key("useHttpPath"), "true"])?;
+    let remembered =
+        a.url.is_some() && config::remember_broker(&ctx.settings.dirs, &broker.base())?;
+    writeln!(
+        out,
+        "git now asks git-jit for credentials for {url} ({} config)",
+        &scope[2..]
+    )?;
+    if remembered {
+        writeln!(
+            out,
+            "broker: {} (saved in {})",
+            broker.base(),
+            ctx.settings.dirs.config_file().display()
+        )?;
+    }
+    Ok(())
+}
+
+async fn login(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
+    let broker = ctx.broker(&ctx.broker_url(None)?)?;
+    let md = broker.metadata().await?;
+    let (Some(issuer), Some(client_id)) =
+        (md.login_issuer.as_deref(), md.login_client_id.as_deref())
+    else {
+        return Err(LoginError::NoLoginIssuer(broker.base()).into());
+    };
+    let pacing = Pacing {
+        clock: ctx.clock,
+        ..Pacing::default()
+    };
+    let session =
+        login::device_login(&ctx.http, issuer, client_id, &mut std::io::stderr(), pacing).await?;
+    SessionStore::new(&ctx.settings.dirs.config).save(&session)?;
+    // Tokens cached for a previous identity must not outlive it.
+    let _ = ctx.cache().clear();
+    let who = claims::unverified(session.id_token.expose()).unwrap_or_default();
+    writeln!(out, "Logged in as {} ({issuer})", who.who())?;
+    Ok(())
+}
+
+fn logout(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
+    let had = SessionStore::new(&ctx.settings.dirs.config).remove()?;
+    ctx.cache().clear().map_err(HelperError::from)?;
+    writeln!(
+        out,
+        "{}",
+        if had {
+            "Logged out; cached tokens removed."
+        } else {
+            "Not logged in; cached tokens removed."
+        }
+    )?;
+    Ok(())
+}
+
+fn when(at: i64, now: i64) -> String {
+    let stamp = OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| at.to_string());
+    let left = at - now;
+    if left <= 0 {
+        format!("{stamp} (expired)")
+    } else if left < 3600 {
+        format!("{stamp} (in {}m{:02}s)", left / 60, left % 60)
+    } else {
+        format!("{stamp} (in {}h{:02}m)", left / 3600, (left % 3600) / 60)
+    }
+}
+
+fn join(refs: &[RefPattern]) -> String {
+    refs.iter()
+        .map(RefPattern::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn status(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
+    let now = (ctx.clock)();
+    writeln!(
+        out,
+        "broker:   {}",
+        ctx.settings
+            .broker
+            .as_deref()
+            .unwrap_or("(from each Git URL)")
+    )?;
+    match SessionStore::new(&ctx.settings.dirs.config).load()? {
+        None => writeln!(out, "login:    not logged in (run `git jit login`)")?,
+        Some(s) => {
+            // Unverified, for display only.
+            let c = claims::unverified(s.id_token.expose()).unwrap_or_default();
+            writeln!(out, "login:    {} at {}", c.who(), s.issuer)?;
+            writeln!(
+                out,
+                "id token: expires {}",
+                when(s.id_token_expires_at, now)
+            )?;
+            let refresh = if s.refresh_token.is_some() {
+                "yes (renewed silently)"
+            } else {
+                "no"
+            };
+            writeln!(out, "refresh:  {refresh}")?;
+        }
+    }
+    let tokens: Vec<_> = ctx
+        .cache()
+        .entries()
+        .map_err(HelperError::from)?
+        .into_iter()
+        .filter(|t| t.expires_at > now)
+        .collect();
+    if tokens.is_empty() {
+        writeln!(out, "grants:   none cached")?;
+    }
+    for t in tokens {
+        let refs = if t.refs.is_empty() {
+            String::new()
+        } else {
+            format!(" refs=[{}]", join(&t.refs))
+        };
+        let jti = t
+            .jti
+            .as_deref()
+            .map(|j| format!(" jti={j}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "grant:    {}{refs} from {} expires {}{jti}",
+            t.scope,
+            t.broker,
+            when(t.expires_at, now)
+        )?;
+    }
+    Ok(())
+}
+
+fn ask_reason(description: &str) -> Result<Option<String>, CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let mut err = std::io::stderr();
+    write!(err, "{description}\nReason: ")?;
+    err.flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let line = line.trim().to_owned();
+    Ok((!line.is_empty()).then_some(line))
+}
+
+async fn request(ctx: &Context<'_>, a: RequestArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let broker = ctx.broker(&ctx.broker_url(None)?)?;
+    let scope = Scope::new(a.repo, a.action);
+    let mut reason = a.reason;
+    let got: Obtained = loop {
+        let extras = Extras {
+            refs: &a.refs,
+            role: a.role.as_deref(),
+            reason: reason.as_deref(),
+            ttl: a.ttl.as_deref(),
+        };
+        match obtain(ctx, &broker, &scope, extras).await {
+            Err(HelperError::Broker(BrokerError::ReasonRequired { description }))
+                if reason.is_none() =>
+            {
+                match ask_reason(&description)? {
+                    Some(r) => reason = Some(r),
+                    None => return Err(BrokerError::ReasonRequired { description }.into()),
+                }
+            }
+            other => break other?,
+        }
+    };
+    let t = &got.token;
+    writeln!(out, "granted:  {}", t.scope)?;
+    if !t.refs.is_empty() {
+        writeln!(out, "refs:     {}", join(&t.refs))?;
+    }
+    writeln!(out, "expires:  {}", when(t.expires_at, (ctx.clock)()))?;
+    if let Some(j) = &t.jti {
+        writeln!(out, "jti:      {j}")?;
+    }
+    writeln!(out, "identity: {}", got.source)?;
+    if let Some(s) = got.skew {
+        eprintln!(
+            "git-jit: warning: this machine's clock is {}s off the broker's; fix the clock",
+            s.abs()
+        );
+    }
+    if got.cache_failed {
+        eprintln!("git-jit: warning: cannot write the token cache; git will not find this token");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn request_parses_and_validates() {
+        let c = Cli::try_parse_from([
+            "git-jit",
+            "request",
+            "--repo",
+            "acme/api",
+            "--action",
+            "write",
+            "--ref",
+            "refs/heads/hotfix/*",
+            "--ref",
+            "refs/tags/v*",
+            "--ttl",
+            "30m",
+            "--reason",
+            "INC-1",
+            "--role",
+            "oncall",
+        ])
+        .expect("parses");
+        let Command::Request(r) = c.command else {
+            panic!("not request")
+        };
+        assert_eq!(
+            (r.repo.as_str(), r.action, r.refs.len()),
+            ("acme/api", Actions::WRITE, 2)
+        );
+        assert!(Cli::try_parse_from(["git-jit", "request", "--repo", "acme/../x"]).is_err());
+        assert!(
+            Cli::try_parse_from(["git-jit", "request", "--repo", "a/b", "--action", "admin"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["git-jit", "request", "--repo", "a/b", "--ref", "main"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["git-jit", "setup", "--local", "--global"]).is_err());
+    }
+
+    #[test]
+    fn when_is_readable() {
+        assert_eq!(when(90, 0), "1970-01-01T00:01:30Z (in 1m30s)");
+        assert_eq!(when(7260, 0), "1970-01-01T02:01:00Z (in 2h01m)");
+        assert!(when(5, 10).ends_with("(expired)"));
+    }
+}

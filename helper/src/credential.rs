@@ -1,0 +1,468 @@
+//! The credential helper itself: `get` finds the scope git needs, answers from the token
+//! cache or exchanges an identity at the broker; `erase` drops the repository's cached tokens
+//! (and says why the server refused, when its challenge tells); `store` has nothing to do.
+//! Only protocol goes to `out`; at most one line goes to `err`, and never a secret.
+
+use std::io::{BufRead, Write};
+
+use jit_proto::{RepoPath, Scope};
+
+pub use crate::broker::Extras;
+use crate::broker::{BrokerClient, BrokerError, Exchange};
+use crate::cache::{CacheError, CachedToken, TokenCache};
+use crate::challenge::{self, ChallengeError};
+use crate::config::{Env, Settings};
+use crate::identity::{self, IdentityError, Lookup, Source};
+use crate::protocol::{Answer, ProtocolError, Request};
+
+/// Why the helper could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    /// Reading or writing the protocol failed.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The needed scope could not be determined.
+    #[error(transparent)]
+    Challenge(#[from] ChallengeError),
+    /// No broker URL: neither configured nor derivable from the request.
+    #[error(
+        "no broker configured: set GIT_JIT_BROKER, `broker` in config.toml, or run `git jit setup <URL>`"
+    )]
+    NoBroker,
+    /// Talking to the broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// No identity.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The token cache failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// Everything the helper and `git jit` need from the outside world.
+pub struct Context<'a> {
+    /// The environment.
+    pub env: Env<'a>,
+    /// Merged settings.
+    pub settings: Settings,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    /// The local clock (seconds since the epoch).
+    pub clock: fn() -> i64,
+}
+
+impl Context<'_> {
+    /// A client of the broker at `url`.
+    pub fn broker(&self, url: &str) -> Result<BrokerClient, BrokerError> {
+        Ok(BrokerClient::new(url, self.http.clone())?.with_clock(self.clock))
+    }
+
+    /// The token cache.
+    pub fn cache(&self) -> TokenCache {
+        TokenCache::new(&self.settings.dirs.cache)
+    }
+
+    /// The configured broker, or the origin of the Git URL (the gateway is the broker).
+    pub fn broker_url(&self, req: Option<&Request>) -> Result<String, HelperError> {
+        if let Some(b) = &self.settings.broker {
+            return Ok(b.clone());
+        }
+        match req.map(|r| (r.protocol.as_deref(), r.host.as_deref())) {
+            Some((Some(p @ ("http" | "https")), Some(h))) => Ok(format!("{p}://{h}")),
+            _ => Err(HelperError::NoBroker),
+        }
+    }
+}
+
+/// A token freshly obtained from the broker and cached.
+#[derive(Debug, Clone)]
+pub struct Obtained {
+    /// The cache entry written.
+    pub token: CachedToken,
+    /// The identity that was exchanged.
+    pub source: Source,
+    /// The broker's clock minus ours, when more than a minute off.
+    pub skew: Option<i64>,
+    /// Whether writing the cache failed (the token is still usable).
+    pub cache_failed: bool,
+}
+
+/// Exchanges the first available identity for `scope` and caches the result.
+pub async fn obtain(
+    ctx: &Context<'_>,
+    broker: &BrokerClient,
+    scope: &Scope,
+    extras: Extras<'_>,
+) -> Result<Obtained, HelperError> {
+    let md = broker.metadata().await?;
+    let base = broker.base();
+    let lookup = Lookup {
+        env: ctx.env,
+        settings: &ctx.settings,
+        http: &ctx.http,
+        metadata: &md,
+        broker: &base,
+        clock: ctx.clock,
+    };
+    let subject = identity::subject_token(&lookup).await?;
+    let ask = Exchange {
+        subject_token: &subject.token,
+        subject_token_type: subject.token_type,
+        scope,
+        extras,
+    };
+    let g = broker.exchange(&md, &ask).await?;
+    // The broker grants exactly what was asked; its answer wins if it says otherwise.
+    let granted = Scope::parse(&g.response.scope).unwrap_or_else(|_| scope.clone());
+    let token = CachedToken {
+        broker: base,
+        scope: granted,
+        refs: extras.refs.to_vec(),
+        token: g.response.access_token,
+        expires_at: g.expires_at,
+        jti: g.response.jti,
+    };
+    let cache_failed = ctx.cache().put(token.clone(), (ctx.clock)()).is_err();
+    Ok(Obtained {
+        token,
+        source: subject.source,
+        skew: g.skew,
+        cache_failed,
+    })
+}
+
+/// `get`: the answer and at most one line for the person.
+pub async fn get(
+    ctx: &Context<'_>,
+    req: &Request,
+) -> Result<(Answer, Option<String>), HelperError> {
+    let (scope, from_challenge) = challenge::needed_scope(&req.wwwauth, req.path.as_deref())?;
+    let broker = ctx.broker(&ctx.broker_url(Some(req))?)?;
+    if let Some(t) = ctx.cache().find(&broker.base(), &scope, (ctx.clock)())? {
+        return Ok((Answer::for_token(req, t.token, t.expires_at), None));
+    }
+    let got = obtain(ctx, &broker, &scope, Extras::default()).await?;
+    let note = if !from_challenge && req.capabilities.is_empty() {
+        let repo = &scope.repo;
+        Some(format!(
+            "git did not pass the server's challenge (git older than 2.41?), so read access to {repo} was asked for; \
+             to push, run `git jit request --repo {repo} --action read,write` or upgrade git"
+        ))
+    } else if let Some(s) = got.skew {
+        Some(format!(
+            "warning: this machine's clock is {}s off the broker's; fix the clock",
+            s.abs()
+        ))
+    } else if got.cache_failed {
+        Some(format!(
+            "warning: cannot write the token cache in {}",
+            ctx.settings.dirs.cache.display()
+        ))
+    } else {
+        None
+    };
+    Ok((
+        Answer::for_token(req, got.token.token, got.token.expires_at),
+        note,
+    ))
+}
+
+/// `erase`: drops the repository's cached tokens; returns the server's stated reason for
+/// refusing the token, when its Bearer challenge carries an `error_description`.
+pub fn erase(ctx: &Context<'_>, req: &Request) -> Result<Option<String>, HelperError> {
+    let repo: Option<RepoPath> = match challenge::needed_scope(&req.wwwauth, req.path.as_deref()) {
+        Ok((scope, _)) => Some(scope.repo),
+        Err(_) => None,
+    };
+    if let (Some(repo), Ok(url)) = (repo, ctx.broker_url(Some(req))) {
+        let base = ctx.broker(&url)?.base();
+        ctx.cache().remove_repo(&base, &repo)?;
+    }
+    let why = req
+        .wwwauth
+        .iter()
+        .filter_map(|v| challenge::parse_challenges(v).ok())
+        .flatten()
+        .filter(|c| c.scheme.eq_ignore_ascii_case("bearer"))
+        .find_map(|c| c.param("error_description").map(str::to_owned));
+    Ok(why.map(|d| format!("the server refused the token: {d}")))
+}
+
+/// Runs one helper operation: reads the request from `input`, writes protocol to `out` and
+/// at most one line to `err`. Returns the process exit code.
+pub async fn run<R: BufRead, W: Write, E: Write>(
+    ctx: &Context<'_>,
+    operation: &str,
+    input: R,
+    mut out: W,
+    mut err: E,
+) -> i32 {
+    let req = match Request::read(input) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "git-jit: {e}");
+            return 1;
+        }
+    };
+    let (result, note) = match operation {
+        "get" => match get(ctx, &req).await {
+            Ok((answer, note)) => (answer.write(&mut out).map_err(HelperError::from), note),
+            Err(e) => {
+                // Tell git to stop: no other helper or prompt can produce a git-jit token.
+                let _ = Answer::Quit.write(&mut out);
+                (Err(e), None)
+            }
+        },
+        "erase" => match erase(ctx, &req) {
+            Ok(note) => (Ok(()), note),
+            Err(e) => (Err(e), None),
+        },
+        // `store` and operations from future git versions: nothing to do.
+        _ => (Ok(()), None),
+    };
+    match result {
+        Ok(()) => {
+            if let Some(n) = note {
+                let _ = writeln!(err, "git-jit: {n}");
+            }
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "git-jit: {e}");
+            // `quit=1` already tells git to stop; a zero exit keeps git's own message short.
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dirs;
+    use crate::testserver::{Reply, TestServer, client};
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    /// A broker that grants `repo:acme/api:<actions>` for whatever is asked, except refs
+    /// under `refs/heads/main`.
+    fn broker() -> TestServer {
+        TestServer::start(|r| {
+            if r.target == "/.well-known/oauth-authorization-server" {
+                return Reply::json(
+                    200,
+                    json!({
+                        "issuer": "b", "token_endpoint": format!("http://{}/oauth/token", r.header("host").unwrap_or("")),
+                        "introspection_endpoint": "i", "jwks_uri": "j", "grant_types_supported": [],
+                        "token_audience": "git", "subject_token_audience": "git-jit", "scope_syntax": "",
+                    }),
+                );
+            }
+            if r.form("subject_token").as_deref() == Some("denied-jwt") {
+                return Reply::json(
+                    403,
+                    json!({"error": "access_denied", "error_description": "no role lets ci write acme/api"}),
+                );
+            }
+            Reply::json(
+                200,
+                json!({
+                    "access_token": format!("brk-{}", r.form("scope").unwrap_or_default()),
+                    "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                    "token_type": "Bearer", "expires_in": 600, "scope": r.form("scope"), "jti": "j1",
+                }),
+            )
+        })
+    }
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        settings: Settings,
+        env: HashMap<String, String>,
+    }
+
+    fn fixture(srv: &TestServer, ci_token: &str) -> Fixture {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let settings = Settings {
+            dirs: Dirs {
+                config: tmp.path().join("c"),
+                cache: tmp.path().join("k"),
+            },
+            broker: Some(srv.url.clone()),
+            id_token_env: "GIT_JIT_ID_TOKEN".into(),
+            id_token_file: None,
+        };
+        let env = HashMap::from([("GIT_JIT_ID_TOKEN".to_owned(), ci_token.to_owned())]);
+        Fixture {
+            _tmp: tmp,
+            settings,
+            env,
+        }
+    }
+
+    async fn helper(f: &Fixture, op: &str, input: &str) -> (i32, String, String) {
+        let env = |k: &str| f.env.get(k).cloned();
+        let ctx = Context {
+            env: &env,
+            settings: f.settings.clone(),
+            http: client(),
+            clock: || 1000,
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(&ctx, op, input.as_bytes(), &mut out, &mut err).await;
+        (
+            code,
+            String::from_utf8(out).expect("utf8"),
+            String::from_utf8(err).expect("utf8"),
+        )
+    }
+
+    const PUSH: &str = "capability[]=authtype\nprotocol=http\nhost=h\npath=acme/api.git\n\
+        wwwauth[]=Bearer realm=\"git-jit\", scope=\"repo:acme/api:write\"\nwwwauth[]=Basic realm=\"git-jit\"\n\n";
+
+    #[tokio::test]
+    async fn get_exchanges_then_reuses_the_cache() {
+        let srv = broker();
+        let f = fixture(&srv, "ci-jwt");
+        let (code, out, err) = helper(&f, "get", PUSH).await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "capability[]=authtype\nauthtype=Bearer\ncredential=brk-repo:acme/api:write\n\
+             password_expiry_utc=1600\nephemeral=1\n"
+        );
+        assert_eq!(err, "");
+        let (_, again, _) = helper(&f, "get", PUSH).await;
+        assert_eq!(again, out);
+        let posts = srv
+            .seen()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .count();
+        assert_eq!(posts, 1, "second get answered from the cache");
+        let post = srv
+            .seen()
+            .into_iter()
+            .find(|r| r.method == "POST")
+            .expect("post");
+        assert_eq!(post.form("subject_token").as_deref(), Some("ci-jwt"));
+    }
+
+    #[tokio::test]
+    async fn old_git_gets_basic_and_one_hint() {
+        let srv = broker();
+        let f = fixture(&srv, "ci-jwt");
+        let (code, out, err) =
+            helper(&f, "get", "protocol=http\nhost=h\npath=acme/api.git\n").await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            out,
+            "username=x-jit\npassword=brk-repo:acme/api:read\npassword_expiry_utc=1600\n"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("git jit request --repo acme/api --action read,write"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn denial_quits_with_the_brokers_reason() {
+        let srv = broker();
+        let f = fixture(&srv, "denied-jwt");
+        let (code, out, err) = helper(&f, "get", PUSH).await;
+        assert_eq!(code, 0);
+        assert_eq!(out, "quit=1\n");
+        assert_eq!(err, "git-jit: no role lets ci write acme/api\n");
+        assert!(!err.contains("denied-jwt"), "never a secret on stderr");
+    }
+
+    #[tokio::test]
+    async fn not_logged_in_says_what_to_do() {
+        let srv = TestServer::start(|_| {
+            Reply::json(
+                200,
+                json!({
+                    "issuer": "b", "token_endpoint": "t", "introspection_endpoint": "i", "jwks_uri": "j",
+                    "grant_types_supported": [], "token_audience": "git", "subject_token_audience": "a",
+                    "login_issuer": "https://idp", "login_client_id": "cli", "scope_syntax": "",
+                }),
+            )
+        });
+        let mut f = fixture(&srv, "");
+        f.env.clear();
+        let (_, out, err) = helper(&f, "get", PUSH).await;
+        assert_eq!(out, "quit=1\n");
+        assert_eq!(err, "git-jit: not logged in: run `git jit login`\n");
+    }
+
+    #[tokio::test]
+    async fn unreachable_broker_names_it() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("a")
+            .port();
+        let srv = broker();
+        let mut f = fixture(&srv, "ci-jwt");
+        f.settings.broker = Some(format!("http://127.0.0.1:{port}"));
+        let (_, out, err) = helper(&f, "get", PUSH).await;
+        assert_eq!(out, "quit=1\n");
+        assert!(
+            err.starts_with(&format!(
+                "git-jit: cannot reach the broker at http://127.0.0.1:{port}/"
+            )),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn erase_drops_the_cache_and_says_why() {
+        let srv = broker();
+        let f = fixture(&srv, "ci-jwt");
+        helper(&f, "get", PUSH).await;
+        assert_eq!(
+            TokenCache::new(&f.settings.dirs.cache)
+                .entries()
+                .expect("e")
+                .len(),
+            1
+        );
+        let rejected = "protocol=http\nhost=h\npath=acme/api.git\ncapability[]=authtype\n\
+            authtype=Bearer\ncredential=brk\nwwwauth[]=Bearer realm=\"git-jit\", scope=\"repo:acme/api:write\", \
+            error=\"invalid_token\", error_description=\"revoked by sec-team: INC-7\"\n";
+        let (code, out, err) = helper(&f, "erase", rejected).await;
+        assert_eq!((code, out.as_str()), (0, ""));
+        assert_eq!(
+            err,
+            "git-jit: the server refused the token: revoked by sec-team: INC-7\n"
+        );
+        assert!(
+            TokenCache::new(&f.settings.dirs.cache)
+                .entries()
+                .expect("e")
+                .is_empty()
+        );
+        let (_, _, err) = helper(&f, "store", rejected).await;
+        assert_eq!(err, "");
+    }
+
+    #[tokio::test]
+    async fn bad_input_writes_nothing_to_stdout() {
+        let srv = broker();
+        let f = fixture(&srv, "ci-jwt");
+        for bad in [
+            "host=h\0\n",
+            "path=acme/api.git\rhost=evil\n",
+            "host=h\nhost=i\n",
+        ] {
+            let (code, out, err) = helper(&f, "get", bad).await;
+            assert_eq!((code, out.as_str()), (1, ""), "{bad:?}");
+            assert_eq!(err.lines().count(), 1);
+        }
+        let (_, out, err) = helper(&f, "get", "protocol=http\nhost=h\npath=acme/../x.git\n").await;
+        assert_eq!(out, "quit=1\n");
+        assert!(err.contains("is not valid"), "{err}");
+    }
+}

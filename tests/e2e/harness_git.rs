@@ -12,21 +12,32 @@ async fn git_clone_and_push_against_nginx() -> Result<()> {
     };
     let git = GitClient::new()?;
     let work = git.home().join("api");
-    git.run(&["clone", &server.repo_url("acme/api"), &work.to_string_lossy()])
-        .await?;
+    git.run(&[
+        "clone",
+        &server.repo_url("acme/api"),
+        &work.to_string_lossy(),
+    ])
+    .await?;
     assert!(work.join("README.md").is_file());
     let tags = git.run_in(&work, &["tag", "--list"]).await?;
     assert_eq!(String::from_utf8_lossy(&tags.stdout).trim(), "v0.1.0");
 
     std::fs::write(work.join("CHANGELOG.md"), "one\n")?;
     git.run_in(&work, &["add", "CHANGELOG.md"]).await?;
-    git.run_in(&work, &["commit", "-q", "-m", "add changelog"]).await?;
-    git.run_in(&work, &["push", "-q", "origin", "main", "main:refs/heads/feature/x"])
+    git.run_in(&work, &["commit", "-q", "-m", "add changelog"])
         .await?;
+    git.run_in(
+        &work,
+        &["push", "-q", "origin", "main", "main:refs/heads/feature/x"],
+    )
+    .await?;
     let head = git.run_in(&work, &["rev-parse", "HEAD"]).await?;
     let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
     assert_ne!(head, initial);
-    assert_eq!(server.git_in_repo("acme/api", &["rev-parse", "refs/heads/main"])?, head);
+    assert_eq!(
+        server.git_in_repo("acme/api", &["rev-parse", "refs/heads/main"])?,
+        head
+    );
     assert_eq!(
         server.git_in_repo("acme/api", &["rev-parse", "refs/heads/feature/x"])?,
         head
@@ -34,7 +45,12 @@ async fn git_clone_and_push_against_nginx() -> Result<()> {
 
     // Protocol v2 ls-remote sees the push.
     let ls = git
-        .run(&["-c", "protocol.version=2", "ls-remote", &server.repo_url("acme/api")])
+        .run(&[
+            "-c",
+            "protocol.version=2",
+            "ls-remote",
+            &server.repo_url("acme/api"),
+        ])
         .await?;
     assert!(String::from_utf8_lossy(&ls.stdout).contains(&format!("{head}\trefs/heads/main")));
     Ok(())
@@ -52,7 +68,12 @@ async fn git_server_with_basic_auth_requires_the_upstream_credential() -> Result
     let err = git
         .run_expect_failure(&["ls-remote", &server.repo_url("acme/api")])
         .await?;
-    assert!(err.contains("401") || err.contains("Authentication failed") || err.contains("could not read Username"), "{err}");
+    assert!(
+        err.contains("401")
+            || err.contains("Authentication failed")
+            || err.contains("could not read Username"),
+        "{err}"
+    );
     let ok = git
         .run(&["ls-remote", &server.repo_url_with_credentials("acme/api")])
         .await?;

@@ -25,28 +25,49 @@ async fn oidc_id_tokens_verify_against_the_provider_jwks() -> Result<()> {
     let claims = verify_with_jwks(&cli, &jwks_uri, &op.issuer(), CLI_CLIENT).await?;
     assert_eq!(claims["email"], "bob@example.com");
     let es = op.id_token("carol-admin", TEST_CLIENT_ES256).await?;
-    assert_eq!(jsonwebtoken::decode_header(&es)?.alg, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(
+        jsonwebtoken::decode_header(&es)?.alg,
+        jsonwebtoken::Algorithm::ES256
+    );
     let claims = verify_with_jwks(&es, &jwks_uri, &op.issuer(), TEST_CLIENT_ES256).await?;
-    assert_eq!(claims["groups"], serde_json::json!(["engineering", "git-jit-admins"]));
+    assert_eq!(
+        claims["groups"],
+        serde_json::json!(["engineering", "git-jit-admins"])
+    );
 
     // Another client's token has another audience.
     let other = op.id_token("alice@example.com", OTHER_CLIENT).await?;
-    assert!(verify_with_jwks(&other, &jwks_uri, &op.issuer(), TEST_CLIENT).await.is_err());
+    assert!(
+        verify_with_jwks(&other, &jwks_uri, &op.issuer(), TEST_CLIENT)
+            .await
+            .is_err()
+    );
 
     // CIBA, with a refresh token.
     let ciba = op
-        .ciba_tokens("dave@example.com", TEST_CLIENT, "openid email groups offline_access")
+        .ciba_tokens(
+            "dave@example.com",
+            TEST_CLIENT,
+            "openid email groups offline_access",
+        )
         .await?;
     let id = ciba.id_token.expect("CIBA id_token");
     let claims = verify_with_jwks(&id, &jwks_uri, &op.issuer(), TEST_CLIENT).await?;
     assert_eq!(claims["sub"], "dave@example.com");
-    assert!(ciba.refresh_token.is_some(), "offline_access gives a refresh token");
+    assert!(
+        ciba.refresh_token.is_some(),
+        "offline_access gives a refresh token"
+    );
 
     // After rotation on the same port, old tokens no longer verify; new ones do.
     let port = op.port();
     op.rotate_keys().await?;
     assert_eq!(op.port(), port);
-    assert!(verify_with_jwks(&token, &jwks_uri, &op.issuer(), TEST_CLIENT).await.is_err());
+    assert!(
+        verify_with_jwks(&token, &jwks_uri, &op.issuer(), TEST_CLIENT)
+            .await
+            .is_err()
+    );
     let fresh = op.id_token("alice@example.com", TEST_CLIENT).await?;
     verify_with_jwks(&fresh, &jwks_uri, &op.issuer(), TEST_CLIENT).await?;
     Ok(())
@@ -57,13 +78,18 @@ async fn oidc_device_flow_is_approved_over_http() -> Result<()> {
     let op = OidcProvider::start().await?;
     let http = jit_e2e::http_client();
     let disc = op.discovery().await?;
-    let device_endpoint = disc["device_authorization_endpoint"].as_str().expect("device endpoint");
+    let device_endpoint = disc["device_authorization_endpoint"]
+        .as_str()
+        .expect("device endpoint");
     let token_endpoint = disc["token_endpoint"].as_str().expect("token endpoint");
 
     // RFC 8628 §3.1, as `git jit login` would do it.
     let auth: serde_json::Value = http
         .post(device_endpoint)
-        .form(&[("client_id", CLI_CLIENT), ("scope", "openid email groups offline_access")])
+        .form(&[
+            ("client_id", CLI_CLIENT),
+            ("scope", "openid email groups offline_access"),
+        ])
         .send()
         .await?
         .error_for_status()?
@@ -96,21 +122,41 @@ async fn oidc_device_flow_is_approved_over_http() -> Result<()> {
     let (status, body) = poll().await?;
     assert_eq!(status, 200, "{body}");
     let id_token = body["id_token"].as_str().expect("id_token");
-    let claims = verify_with_jwks(id_token, &format!("{}/jwks", op.issuer()), &op.issuer(), CLI_CLIENT)
-        .await?;
+    let claims = verify_with_jwks(
+        id_token,
+        &format!("{}/jwks", op.issuer()),
+        &op.issuer(),
+        CLI_CLIENT,
+    )
+    .await?;
     assert_eq!(claims["sub"], "erin@example.com");
-    let refresh = body["refresh_token"].as_str().expect("refresh_token with offline_access");
+    let refresh = body["refresh_token"]
+        .as_str()
+        .expect("refresh_token with offline_access");
 
     // The refresh token yields a new ID token for the same person.
     let refreshed = op.refresh(CLI_CLIENT, refresh).await?;
     let again = refreshed.id_token.expect("id_token on refresh");
-    let claims = verify_with_jwks(&again, &format!("{}/jwks", op.issuer()), &op.issuer(), CLI_CLIENT)
-        .await?;
+    let claims = verify_with_jwks(
+        &again,
+        &format!("{}/jwks", op.issuer()),
+        &op.issuer(),
+        CLI_CLIENT,
+    )
+    .await?;
     assert_eq!(claims["sub"], "erin@example.com");
 
     // A wrong code is refused by the verification page.
     let wrong = op.device_authorization(CLI_CLIENT, "openid").await?;
-    assert!(op.approve_device("BCDF-GHJK", "erin@example.com").await.is_err());
-    assert!(op.poll_device_token(CLI_CLIENT, &wrong.device_code).await?.is_none());
+    assert!(
+        op.approve_device("BCDF-GHJK", "erin@example.com")
+            .await
+            .is_err()
+    );
+    assert!(
+        op.poll_device_token(CLI_CLIENT, &wrong.device_code)
+            .await?
+            .is_none()
+    );
     Ok(())
 }

@@ -7,7 +7,11 @@ use jit_e2e::{RedisCluster, RedisServer};
 async fn set_get(url: &str, key: &str) -> Result<String> {
     let client = redis::Client::open(url)?;
     let mut con = client.get_multiplexed_async_connection().await?;
-    let _: () = redis::cmd("SET").arg(key).arg("v").query_async(&mut con).await?;
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("v")
+        .query_async(&mut con)
+        .await?;
     Ok(redis::cmd("GET").arg(key).query_async(&mut con).await?)
 }
 
@@ -38,7 +42,11 @@ async fn redis_cluster_of_three_masters_forms() -> Result<()> {
     let mut con = client.get_async_connection().await?;
     // Keys in different slots land on different masters.
     for key in ["alpha", "bravo", "charlie", "delta", "echo"] {
-        let _: () = redis::cmd("SET").arg(key).arg(key).query_async(&mut con).await?;
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(key)
+            .query_async(&mut con)
+            .await?;
         let got: String = redis::cmd("GET").arg(key).query_async(&mut con).await?;
         assert_eq!(got, key);
     }

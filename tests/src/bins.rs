@@ -6,7 +6,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::process::{START_TIMEOUT, ManagedProcess, free_port, looks_like_port_collision, wait_for};
+use crate::process::{
+    ManagedProcess, START_TIMEOUT, free_port, looks_like_port_collision, wait_for,
+};
 
 /// The broker binary.
 pub const JIT_BROKER: &str = "jit-broker";
@@ -76,7 +78,9 @@ impl BrokerProcess {
 
     /// Like [`BrokerProcess::start`] with extra environment variables (secrets, Redis URL).
     pub async fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Result<Self> {
-        let mut dir = tempfile::Builder::new().prefix("jit-e2e-broker-").tempdir()?;
+        let mut dir = tempfile::Builder::new()
+            .prefix("jit-e2e-broker-")
+            .tempdir()?;
         let extra_env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -158,7 +162,10 @@ impl BrokerProcess {
     async fn spawn_and_wait(&mut self) -> Result<(), (anyhow::Error, bool)> {
         let mut cmd = Command::new(bin_path(JIT_BROKER).map_err(|e| (e, false))?);
         cmd.arg("serve").arg("--config").arg(&self.config_path);
-        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }

@@ -33,7 +33,8 @@ pub const DEFAULT_AUDIENCE: &str = "git-jit";
 pub const PLATFORMS: [&str; 3] = ["github", "gitlab", "kubernetes"];
 
 const RSA_PEM: &str = include_str!("../fixtures/ci-issuer-rsa.TEST-ONLY.pem");
-const RSA_UNPUBLISHED_PEM: &str = include_str!("../fixtures/ci-issuer-rsa-unpublished.TEST-ONLY.pem");
+const RSA_UNPUBLISHED_PEM: &str =
+    include_str!("../fixtures/ci-issuer-rsa-unpublished.TEST-ONLY.pem");
 
 /// Which key signs a token built by [`TokenBuilder`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,7 +267,10 @@ impl CiIssuer {
     }
 
     fn keys(&self) -> std::sync::MutexGuard<'_, Keys> {
-        self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -334,7 +338,7 @@ impl TokenBuilder {
     }
 
     /// `sub`
-    pub fn sub(self, sub: &str) -> Self {
+    pub fn subject(self, sub: &str) -> Self {
         self.claim("sub", sub)
     }
 
@@ -385,7 +389,9 @@ impl TokenBuilder {
             self.claims.insert("ref_type".into(), json!(ref_type));
             self.claims.insert(
                 "sub".into(),
-                json!(format!("project_path:{path}:ref_type:{ref_type}:ref:{short}")),
+                json!(format!(
+                    "project_path:{path}:ref_type:{ref_type}:ref:{short}"
+                )),
             );
         } else {
             let repo = self.str_claim("repository");
@@ -439,7 +445,11 @@ impl TokenBuilder {
 
     /// Signs and returns the compact JWS.
     pub fn sign(&self) -> String {
-        let keys = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let keys = self
+            .inner
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let (alg, default_kid) = match &self.key {
             SigningKey::Es256 => ("ES256", Some(keys.es256.kid.clone())),
             SigningKey::UnpublishedEs256 => ("ES256", Some(keys.unpublished_es256.kid.clone())),
@@ -449,7 +459,10 @@ impl TokenBuilder {
             SigningKey::None => ("none", None),
         };
         let mut header = Map::new();
-        header.insert("alg".into(), json!(self.header_alg.as_deref().unwrap_or(alg)));
+        header.insert(
+            "alg".into(),
+            json!(self.header_alg.as_deref().unwrap_or(alg)),
+        );
         if let Some(typ) = &self.typ {
             header.insert("typ".into(), json!(typ));
         }
@@ -606,7 +619,12 @@ fn ec_sign(key: &EcKey, rng: &SystemRandom, input: &str) -> Vec<u8> {
 fn rsa_sign(key: &RsaKey, rng: &SystemRandom, input: &str) -> Vec<u8> {
     let mut sig = vec![0u8; key.pair.public().modulus_len()];
     key.pair
-        .sign(&signature::RSA_PKCS1_SHA256, rng, input.as_bytes(), &mut sig)
+        .sign(
+            &signature::RSA_PKCS1_SHA256,
+            rng,
+            input.as_bytes(),
+            &mut sig,
+        )
         // Fails only on a buffer of the wrong length, which is sized right above.
         .expect("RS256 signing");
     sig
@@ -658,10 +676,7 @@ async fn root_discovery(State(s): State<Arc<Inner>>) -> Json<Value> {
     Json(discovery_doc(&s.base_url))
 }
 
-async fn platform_discovery(
-    State(s): State<Arc<Inner>>,
-    Path(platform): Path<String>,
-) -> Response {
+async fn platform_discovery(State(s): State<Arc<Inner>>, Path(platform): Path<String>) -> Response {
     if !PLATFORMS.contains(&platform.as_str()) {
         return StatusCode::NOT_FOUND.into_response();
     }
@@ -705,7 +720,9 @@ async fn actions_token(
     let mut builder = TokenBuilder::new(s.clone(), format!("{}/github", s.base_url));
     match template {
         Some(claims) => builder.claims = claims,
-        None => builder.claims.extend(github_claims("acme/api", "refs/heads/main")),
+        None => builder
+            .claims
+            .extend(github_claims("acme/api", "refs/heads/main")),
     }
     let now = now_unix();
     builder = builder

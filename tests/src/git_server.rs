@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
 use crate::process::{
-    START_TIMEOUT, ManagedProcess, find_program, free_port, looks_like_port_collision, run_checked,
+    ManagedProcess, START_TIMEOUT, find_program, free_port, looks_like_port_collision, run_checked,
     wait_for,
 };
 
@@ -77,7 +77,10 @@ impl GitServer {
 
         if let Some((user, pass)) = &config.basic_auth {
             // nginx understands the {PLAIN} scheme; fine for a test-only upstream.
-            std::fs::write(dir.path().join("htpasswd"), format!("{user}:{{PLAIN}}{pass}\n"))?;
+            std::fs::write(
+                dir.path().join("htpasswd"),
+                format!("{user}:{{PLAIN}}{pass}\n"),
+            )?;
         }
         let git_backend = git_exec_path()?.join("git-http-backend");
         let mut last_err = None;
@@ -117,8 +120,8 @@ impl GitServer {
                     });
                 }
                 Err(e) => {
-                    let error_log =
-                        std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap_or_default();
+                    let error_log = std::fs::read_to_string(dir.path().join("logs/error.log"))
+                        .unwrap_or_default();
                     let log = format!("{}{error_log}", nginx.logs());
                     nginx.kill();
                     if looks_like_port_collision(&log) {
@@ -182,7 +185,10 @@ impl GitServer {
             let mut cmd = Command::new("git");
             isolate_git_env(&mut cmd, &self.root);
             cmd.arg("--git-dir").arg(&repo).arg("mktree");
-            stdin_checked(&mut cmd, format!("100644 blob {blob}\tREADME.md\n").as_bytes())?
+            stdin_checked(
+                &mut cmd,
+                format!("100644 blob {blob}\tREADME.md\n").as_bytes(),
+            )?
         };
         let commit = git(&["commit-tree", &tree, "-m", "initial commit"])?;
         git(&["update-ref", "refs/heads/main", &commit])?;
@@ -227,10 +233,7 @@ fn stdin_checked(cmd: &mut Command, input: &[u8]) -> Result<String> {
         .write_all(input)?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
@@ -243,7 +246,12 @@ fn git_exec_path() -> Result<PathBuf> {
 
 /// Makes `cmd` ignore the user's and the system's git configuration.
 fn isolate_git_env(cmd: &mut Command, home: &Path) {
-    for var in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_CONFIG_PARAMETERS"] {
+    for var in [
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_CONFIG_PARAMETERS",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("HOME", home)
@@ -267,9 +275,7 @@ fn nginx_conf(
 ) -> String {
     let d = dir.display();
     let auth = match &config.basic_auth {
-        Some(_) => format!(
-            "auth_basic \"git\";\n            auth_basic_user_file {d}/htpasswd;\n"
-        ),
+        Some(_) => format!("auth_basic \"git\";\n            auth_basic_user_file {d}/htpasswd;\n"),
         None => String::new(),
     };
     format!(
@@ -352,14 +358,18 @@ impl GitClient {
     /// Adds an environment variable to every command (e.g. `ACTIONS_ID_TOKEN_REQUEST_URL`,
     /// `PATH` with the helper's directory first).
     pub fn env(&mut self, key: &str, value: impl AsRef<OsStr>) -> &mut Self {
-        self.extra_env
-            .push((key.to_owned(), value.as_ref().to_string_lossy().into_owned()));
+        self.extra_env.push((
+            key.to_owned(),
+            value.as_ref().to_string_lossy().into_owned(),
+        ));
         self
     }
 
     /// `git config --global KEY VALUE`
     pub async fn config(&self, key: &str, value: &str) -> Result<()> {
-        self.run(&["config", "--global", key, value]).await.map(drop)
+        self.run(&["config", "--global", key, value])
+            .await
+            .map(drop)
     }
 
     /// A `tokio` command for `git ARGS` in HOME with the isolated environment.

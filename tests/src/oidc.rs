@@ -16,7 +16,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::process::{
-    START_TIMEOUT, ManagedProcess, find_program, free_port, wait_for, wait_port_closed,
+    ManagedProcess, START_TIMEOUT, find_program, free_port, wait_for, wait_port_closed,
 };
 use crate::{b64url, http_client, random_token};
 
@@ -157,13 +157,27 @@ impl OidcProvider {
     pub async fn jwks(&self) -> Result<Value> {
         let disc = self.discovery().await?;
         let uri = disc["jwks_uri"].as_str().context("no jwks_uri")?;
-        Ok(self.http.get(uri).send().await?.error_for_status()?.json().await?)
+        Ok(self
+            .http
+            .get(uri)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// The discovery document.
     pub async fn discovery(&self) -> Result<Value> {
         let url = format!("{}/.well-known/openid-configuration", self.issuer());
-        Ok(self.http.get(url).send().await?.error_for_status()?.json().await?)
+        Ok(self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// An ID token for `account` issued to `client` (its `aud`), obtained by driving the
@@ -184,9 +198,8 @@ impl OidcProvider {
         scope: &str,
     ) -> Result<TokenResponse> {
         let verifier = random_token(32);
-        let challenge = b64url(
-            ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref(),
-        );
+        let challenge =
+            b64url(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref());
         let mut auth = Url::parse(&format!("{}/auth", self.issuer()))?;
         {
             let mut q = auth.query_pairs_mut();
@@ -205,12 +218,20 @@ impl OidcProvider {
         }
         let mut browser = Browser::new(self.http.clone());
         let page = browser
-            .navigate(reqwest::Method::GET, auth.as_str(), None, Some(REDIRECT_URI))
+            .navigate(
+                reqwest::Method::GET,
+                auth.as_str(),
+                None,
+                Some(REDIRECT_URI),
+            )
             .await?;
         let redirect = Url::parse(&page.url)?;
         let params: BTreeMap<String, String> = redirect.query_pairs().into_owned().collect();
         if let Some(err) = params.get("error") {
-            bail!("authorization failed: {err}: {:?}", params.get("error_description"));
+            bail!(
+                "authorization failed: {err}: {:?}",
+                params.get("error_description")
+            );
         }
         let code = params
             .get("code")
@@ -229,7 +250,12 @@ impl OidcProvider {
 
     /// Tokens for `account` through CIBA (poll mode; the provider approves at once).
     /// Only confidential clients ([`TEST_CLIENT`], [`TEST_CLIENT_ES256`], [`OTHER_CLIENT`]).
-    pub async fn ciba_tokens(&self, account: &str, client: &str, scope: &str) -> Result<TokenResponse> {
+    pub async fn ciba_tokens(
+        &self,
+        account: &str,
+        client: &str,
+        scope: &str,
+    ) -> Result<TokenResponse> {
         let secret = client_secret(client).context("CIBA needs a confidential client")?;
         let resp: Value = self
             .http
@@ -261,7 +287,11 @@ impl OidcProvider {
     }
 
     /// Starts a device authorization (RFC 8628 §3.1) for `client` with `scope`.
-    pub async fn device_authorization(&self, client: &str, scope: &str) -> Result<DeviceAuthorization> {
+    pub async fn device_authorization(
+        &self,
+        client: &str,
+        scope: &str,
+    ) -> Result<DeviceAuthorization> {
         let resp = self
             .http
             .post(format!("{}/device/auth", self.issuer()))
@@ -282,7 +312,12 @@ impl OidcProvider {
     pub async fn approve_device(&self, user_code: &str, account: &str) -> Result<()> {
         let mut browser = Browser::new(self.http.clone());
         let mut page = browser
-            .navigate(reqwest::Method::GET, &format!("{}/device", self.issuer()), None, None)
+            .navigate(
+                reqwest::Method::GET,
+                &format!("{}/device", self.issuer()),
+                None,
+                None,
+            )
             .await?;
         // Each step is a page with a form: code entry, confirmation, login.
         for _ in 0..6 {
@@ -293,13 +328,18 @@ impl OidcProvider {
                 if page.body.contains("Sign-in Success") {
                     return Ok(());
                 }
-                bail!("device approval ended on an unexpected page ({}):\n{}", page.status, page.body);
+                bail!(
+                    "device approval ended on an unexpected page ({}):\n{}",
+                    page.status,
+                    page.body
+                );
             };
             let mut fields = form.fields.clone();
-            if let Some(v) = fields.iter_mut().find(|(k, _)| k == "user_code") {
-                if v.1.is_empty() {
-                    v.1 = user_code.to_owned();
-                }
+            if let Some(v) = fields
+                .iter_mut()
+                .find(|(k, v)| k == "user_code" && v.is_empty())
+            {
+                v.1 = user_code.to_owned();
             }
             if let Some(v) = fields.iter_mut().find(|(k, _)| k == "account") {
                 v.1 = account.to_owned();
@@ -313,9 +353,16 @@ impl OidcProvider {
     }
 
     /// Polls the token endpoint once for a device code; `Ok(None)` while pending.
-    pub async fn poll_device_token(&self, client: &str, device_code: &str) -> Result<Option<TokenResponse>> {
+    pub async fn poll_device_token(
+        &self,
+        client: &str,
+        device_code: &str,
+    ) -> Result<Option<TokenResponse>> {
         let form = vec![
-            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code".to_owned()),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:device_code".to_owned(),
+            ),
             ("device_code", device_code.to_owned()),
             ("client_id", client.to_owned()),
         ];
@@ -339,7 +386,10 @@ impl OidcProvider {
     }
 
     async fn token_request(&self, client: &str, form: &[(&str, String)]) -> Result<TokenResponse> {
-        let mut req = self.http.post(format!("{}/token", self.issuer())).form(form);
+        let mut req = self
+            .http
+            .post(format!("{}/token", self.issuer()))
+            .form(form);
         if let Some(secret) = client_secret(client) {
             req = req.basic_auth(client, Some(secret));
         }
@@ -462,7 +512,10 @@ impl Browser {
             if let Some(f) = form.take() {
                 req = req.form(&f);
             }
-            let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
+            let resp = req
+                .send()
+                .await
+                .with_context(|| format!("{method} {url}"))?;
             self.store_cookies(&resp);
             let status = resp.status();
             if status.is_redirection() {
@@ -496,12 +549,17 @@ impl Browser {
         for value in resp.headers().get_all("set-cookie") {
             let Ok(value) = value.to_str() else { continue };
             let pair = value.split(';').next().unwrap_or("");
-            let Some((name, val)) = pair.split_once('=') else { continue };
-            let expired = value.to_ascii_lowercase().contains("expires=thu, 01 jan 1970");
+            let Some((name, val)) = pair.split_once('=') else {
+                continue;
+            };
+            let expired = value
+                .to_ascii_lowercase()
+                .contains("expires=thu, 01 jan 1970");
             if expired || val.is_empty() {
                 self.cookies.remove(name.trim());
             } else {
-                self.cookies.insert(name.trim().to_owned(), val.trim().to_owned());
+                self.cookies
+                    .insert(name.trim().to_owned(), val.trim().to_owned());
             }
         }
     }
@@ -555,11 +613,8 @@ fn attr(tag: &str, name: &str) -> Option<String> {
     loop {
         let i = search.find(&needle)?;
         // Attribute names are preceded by whitespace; skip e.g. `data-name="` for `name="`.
-        let preceded_by_space = i == 0
-            || search[..i]
-                .chars()
-                .last()
-                .is_some_and(char::is_whitespace);
+        let preceded_by_space =
+            i == 0 || search[..i].chars().last().is_some_and(char::is_whitespace);
         let after = &search[i + needle.len()..];
         if preceded_by_space {
             let end = after.find('"')?;

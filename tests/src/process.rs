@@ -22,8 +22,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// Another process may still take it before ours binds; starters retry on collision.
 pub fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0 to pick a port")?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .context("binding 127.0.0.1:0 to pick a port")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -61,7 +61,9 @@ where
             Err(e) => last_err = Some(e),
         }
         if Instant::now() > deadline {
-            let detail = last_err.map(|e| format!(": last error: {e:#}")).unwrap_or_default();
+            let detail = last_err
+                .map(|e| format!(": last error: {e:#}"))
+                .unwrap_or_default();
             bail!("timed out after {timeout:?} waiting for {what}{detail}");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -119,7 +121,9 @@ impl ManagedProcess {
 
     /// `Some(status)` if the process has exited (it is then reaped).
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Fails with the captured log if the process has already exited.

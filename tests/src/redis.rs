@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::process::{
-    START_TIMEOUT, ManagedProcess, find_program, free_port, looks_like_port_collision, run_checked,
+    ManagedProcess, START_TIMEOUT, find_program, free_port, looks_like_port_collision, run_checked,
     wait_for, wait_port_closed,
 };
 
@@ -36,7 +36,9 @@ impl RedisServer {
     /// Like [`RedisServer::start`], with extra `redis-server` arguments
     /// (e.g. `["--notify-keyspace-events", "Ex"]`).
     pub async fn start_with_args(extra_args: &[&str]) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("jit-e2e-redis-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("jit-e2e-redis-")
+            .tempdir()?;
         let extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
         let mut last_err = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -164,10 +166,12 @@ impl RedisCluster {
                 || {
                     let cli = cli.clone();
                     async move {
-                        let info = run_checked(
-                            Command::new(&cli)
-                                .args(["-p", &port.to_string(), "cluster", "info"]),
-                        )?;
+                        let info = run_checked(Command::new(&cli).args([
+                            "-p",
+                            &port.to_string(),
+                            "cluster",
+                            "info",
+                        ]))?;
                         Ok(info.contains("cluster_state:ok").then_some(()))
                     }
                 },
@@ -252,7 +256,9 @@ async fn spawn_node(
             if looks_like_port_collision(&log) {
                 Err(SpawnError::PortTaken)
             } else {
-                Err(SpawnError::Other(e.context(format!("redis-server log:\n{log}"))))
+                Err(SpawnError::Other(
+                    e.context(format!("redis-server log:\n{log}")),
+                ))
             }
         }
     }

@@ -21,10 +21,11 @@ const PORT_ATTEMPTS: usize = 5;
 /// One `redis-server` on 127.0.0.1 with persistence off, killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
-    dir: TempDir,
+    // Field order matters: the process dies before its directory (and log) is removed.
+    process: Option<ManagedProcess>,
     port: u16,
     extra_args: Vec<String>,
-    process: Option<ManagedProcess>,
+    dir: TempDir,
 }
 
 impl RedisServer {
@@ -108,9 +109,10 @@ impl RedisServer {
 /// A three-master Redis Cluster (no replicas) on three free ports.
 #[derive(Debug)]
 pub struct RedisCluster {
-    _dir: TempDir,
-    ports: Vec<u16>,
+    // Field order matters: the nodes die before their directory is removed.
     _nodes: Vec<ManagedProcess>,
+    ports: Vec<u16>,
+    _dir: TempDir,
 }
 
 impl RedisCluster {
@@ -122,8 +124,10 @@ impl RedisCluster {
             .tempdir()?;
         let mut nodes = Vec::new();
         let mut ports = Vec::new();
+        let mut attempts = 0;
         while nodes.len() < 3 {
-            if ports.len() + nodes.len() > 3 + PORT_ATTEMPTS * 3 {
+            attempts += 1;
+            if attempts > 3 + PORT_ATTEMPTS * 10 {
                 bail!("could not find free ports for a redis cluster");
             }
             // The cluster bus listens on port + 10000, which must be free as well.

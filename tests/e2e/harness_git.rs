@@ -60,9 +60,20 @@ async fn git_clone_and_push_against_nginx() -> Result<()> {
 async fn git_server_with_basic_auth_requires_the_upstream_credential() -> Result<()> {
     let server = GitServer::start_with(GitServerConfig {
         basic_auth: Some(("upstream".into(), "s3cret".into())),
+        server_directives: Some("location = /ping { return 200 'pong'; }".into()),
+        location_directives: Some("add_header X-Harness yes always;".into()),
         ..Default::default()
     })
     .await?;
+    let http = jit_e2e::http_client();
+    let ping = http
+        .get(format!("{}/ping", server.base_url()))
+        .send()
+        .await?;
+    assert_eq!(ping.text().await?, "pong");
+    let denied = http.get(server.repo_url("acme/api")).send().await?;
+    assert_eq!(denied.status(), 401);
+    assert_eq!(denied.headers()["x-harness"], "yes");
     server.create_repo("acme/api")?;
     let git = GitClient::new()?;
     let err = git

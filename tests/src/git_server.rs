@@ -22,6 +22,12 @@ pub struct GitServerConfig {
     /// Require `Authorization: Basic` with this user and password on every request (the
     /// upstream credential a gateway must inject). `REMOTE_USER` is then that user.
     pub basic_auth: Option<(String, String)>,
+    /// nginx directives added inside `location /` before the FastCGI ones, e.g.
+    /// `auth_request /_authz;` to put the broker's `/authz` in front of `git http-backend`.
+    pub location_directives: Option<String>,
+    /// nginx directives added inside `server { }`, e.g. the `location = /_authz { … }` that
+    /// proxies to the broker.
+    pub server_directives: Option<String>,
 }
 
 /// nginx + fcgiwrap + `git http-backend` on a free port; push enabled; killed on drop.
@@ -298,8 +304,10 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
+        {server_extra}
         location / {{
             {auth}
+            {location_extra}
             fastcgi_pass unix:{socket};
             fastcgi_param REMOTE_USER $remote_user;
             include /etc/nginx/fastcgi_params;
@@ -322,6 +330,8 @@ http {{
         socket = socket.display(),
         backend = git_backend.display(),
         root = root.display(),
+        server_extra = config.server_directives.as_deref().unwrap_or(""),
+        location_extra = config.location_directives.as_deref().unwrap_or(""),
     )
 }
 

@@ -72,8 +72,9 @@ where
 
 /// A child process in its own process group, its stdout and stderr captured to one log file.
 ///
-/// Dropping it kills the whole group; if the current thread is panicking (a failing test), the
-/// log is printed to stderr first so the failure explains itself.
+/// Dropping it kills the whole group; if the current thread is panicking (a failing test), or
+/// `JIT_E2E_SHOW_LOGS` is set, the log is printed to stderr first so the failure explains
+/// itself.
 #[derive(Debug)]
 pub struct ManagedProcess {
     name: String,
@@ -176,7 +177,10 @@ impl ManagedProcess {
 
 impl Drop for ManagedProcess {
     fn drop(&mut self) {
-        if std::thread::panicking() && self.child.is_some() {
+        // A test that fails by returning `Err` drops its servers before the harness sees the
+        // error; JIT_E2E_SHOW_LOGS=1 prints every log for that case.
+        let show = std::thread::panicking() || std::env::var_os("JIT_E2E_SHOW_LOGS").is_some();
+        if show && self.child.is_some() {
             self.print_logs();
         }
         self.kill();

@@ -10,7 +10,6 @@
 // Usage: node server.mjs --port PORT --jwks FILE
 //   If FILE does not exist, fresh RS256 + ES256 signing keys are generated and written there,
 //   so the harness rotates keys by deleting the file and restarting on the same port.
-//   Env OIDC_TTL_SCALE (optional) is unused; TTLs are short and fixed below.
 
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';

@@ -1,0 +1,216 @@
+//! The workspace's binaries (built by `cargo build --workspace`) and a running `jit-broker`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+use crate::process::{
+    ManagedProcess, START_TIMEOUT, free_port, looks_like_port_collision, wait_for,
+};
+
+/// The broker binary.
+pub const JIT_BROKER: &str = "jit-broker";
+/// The git credential helper binary.
+pub const GIT_CREDENTIAL_JIT: &str = "git-credential-jit";
+/// The `git jit` command.
+pub const GIT_JIT: &str = "git-jit";
+
+/// The directory cargo put the workspace binaries in: the test executable lives in
+/// `target/<profile>/deps/`, the binaries one level up. `JIT_E2E_BIN_DIR` overrides it.
+pub fn bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("JIT_E2E_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let mut dir = exe
+        .parent()
+        .context("test executable has no parent directory")?
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+/// The path of workspace binary `name`, or an error saying how to build it.
+pub fn bin_path(name: &str) -> Result<PathBuf> {
+    let path = bin_dir()?.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} not found; run `cargo build --workspace` (scripts/test does) before the \
+             end-to-end tests",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Placeholders [`BrokerProcess::start`] replaces in the config text.
+pub mod placeholders {
+    /// `127.0.0.1:PORT`, the address the broker must listen on.
+    pub const LISTEN: &str = "{{LISTEN}}";
+    /// `PORT`
+    pub const PORT: &str = "{{PORT}}";
+    /// `http://127.0.0.1:PORT`, the broker's public URL.
+    pub const URL: &str = "{{URL}}";
+    /// The broker's private directory (e.g. for `keys`), created empty.
+    pub const DIR: &str = "{{DIR}}";
+}
+
+/// A running `jit-broker serve --config FILE`, killed on drop.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    process: Option<ManagedProcess>,
+    port: u16,
+    config_path: PathBuf,
+    extra_env: Vec<(String, String)>,
+    dir: TempDir,
+}
+
+impl BrokerProcess {
+    /// Writes `config_toml` (after replacing the [`placeholders`]) to a file, starts
+    /// `jit-broker serve --config FILE` and waits until `GET /healthz` answers 200.
+    pub async fn start(config_toml: &str) -> Result<Self> {
+        Self::start_with_env(config_toml, &[]).await
+    }
+
+    /// Like [`BrokerProcess::start`] with extra environment variables (secrets, Redis URL).
+    pub async fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Result<Self> {
+        let mut dir = tempfile::Builder::new()
+            .prefix("jit-e2e-broker-")
+            .tempdir()?;
+        let extra_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let config_path = dir.path().join("broker.toml");
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let text = config_toml
+                .replace(placeholders::LISTEN, &format!("127.0.0.1:{port}"))
+                .replace(placeholders::PORT, &port.to_string())
+                .replace(placeholders::URL, &format!("http://127.0.0.1:{port}"))
+                .replace(placeholders::DIR, &dir.path().display().to_string());
+            std::fs::write(&config_path, text)?;
+            let mut broker = Self {
+                process: None,
+                port,
+                config_path: config_path.clone(),
+                extra_env: extra_env.clone(),
+                dir,
+            };
+            match broker.spawn_and_wait().await {
+                Ok(()) => return Ok(broker),
+                Err((e, collision)) => {
+                    dir = broker.take_dir();
+                    if collision {
+                        continue;
+                    }
+                    last_err = Some(e);
+                    break;
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no free port for jit-broker")))
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The config file the broker was started with.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
+    /// The broker's private directory (what `{{DIR}}` was replaced with).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Everything the broker logged so far.
+    pub fn logs(&self) -> String {
+        self.process
+            .as_ref()
+            .map(ManagedProcess::logs)
+            .unwrap_or_default()
+    }
+
+    /// Kills the broker and waits until its port is closed.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+        crate::process::wait_port_closed(self.port, std::time::Duration::from_secs(10))
+    }
+
+    /// Starts the broker again with the same config file and port.
+    pub async fn start_again(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn_and_wait().await.map_err(|(e, _)| e)
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), (anyhow::Error, bool)> {
+        let mut cmd = Command::new(bin_path(JIT_BROKER).map_err(|e| (e, false))?);
+        cmd.arg("serve").arg("--config").arg(&self.config_path);
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let mut process =
+            ManagedProcess::spawn("jit-broker", cmd, self.dir.path()).map_err(|e| (e, false))?;
+        let url = format!("{}/healthz", self.url());
+        let http = crate::http_client();
+        let ready = wait_for(&format!("jit-broker {url}"), START_TIMEOUT, || {
+            let exited = process.exit_status().is_some();
+            let req = http.get(&url).send();
+            async move {
+                if exited {
+                    bail!("jit-broker exited");
+                }
+                Ok(matches!(req.await, Ok(r) if r.status().is_success()).then_some(()))
+            }
+        })
+        .await;
+        match ready {
+            Ok(()) => {
+                self.process = Some(process);
+                Ok(())
+            }
+            Err(e) => {
+                let log = process.logs();
+                process.kill();
+                let collision = looks_like_port_collision(&log);
+                Err((e.context(format!("jit-broker log:\n{log}")), collision))
+            }
+        }
+    }
+
+    fn take_dir(self) -> TempDir {
+        let Self { dir, .. } = self;
+        dir
+    }
+}
+
+/// Runs `jit-broker keys generate --dir DIR` (one fresh Ed25519 signing key in `dir`).
+pub fn generate_keys(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    crate::process::run_checked(
+        Command::new(bin_path(JIT_BROKER)?)
+            .args(["keys", "generate", "--dir"])
+            .arg(dir),
+    )
+    .map(drop)
+}

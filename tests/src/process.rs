@@ -1,0 +1,232 @@
+//! Child processes owned by the harness: free ports, captured logs, readiness waits and
+//! guaranteed cleanup.
+//!
+//! Every process is started in its own process group and killed as a group on drop, so a
+//! server's workers (nginx workers, fcgiwrap children) die with it. Exited processes may
+//! linger as zombies on this kind of machine, so "is it gone?" is answered by probing the
+//! port it served, never by `kill -0`.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// How long a server gets to become ready before the harness gives up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A port on 127.0.0.1 that was free a moment ago (the OS picked it for a bind to port 0).
+///
+/// Another process may still take it before ours binds; starters retry on collision.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .context("binding 127.0.0.1:0 to pick a port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_is_open(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Blocks until nothing listens on `port` any more (or `timeout` passes).
+pub fn wait_port_closed(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while port_is_open(port) {
+        if Instant::now() > deadline {
+            bail!("port {port} still accepts connections {timeout:?} after its server was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Polls `probe` every 25 ms until it returns `Ok(Some(v))`, failing after `timeout` with the
+/// last error (if any) and `what` in the message.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match probe().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            let detail = last_err
+                .map(|e| format!(": last error: {e:#}"))
+                .unwrap_or_default();
+            bail!("timed out after {timeout:?} waiting for {what}{detail}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A child process in its own process group, its stdout and stderr captured to one log file.
+///
+/// Dropping it kills the whole group; if the current thread is panicking (a failing test), or
+/// `JIT_E2E_SHOW_LOGS` is set, the log is printed to stderr first so the failure explains
+/// itself.
+#[derive(Debug)]
+pub struct ManagedProcess {
+    name: String,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl ManagedProcess {
+    /// Spawns `cmd` as `name`, appending its output to `log_dir/<name>.log`.
+    pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Self> {
+        let log_path = log_dir.join(format!("{name}.log"));
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening log file {}", log_path.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log_path,
+        })
+    }
+
+    /// The process id (also its process group id).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Where the output goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Everything the process printed so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `Some(status)` if the process has exited (it is then reaped).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Fails with the captured log if the process has already exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(status) = self.exit_status() {
+            bail!(
+                "{} exited early ({status}); its log:\n{}",
+                self.name,
+                self.logs()
+            );
+        }
+        Ok(())
+    }
+
+    /// Kills the process group with SIGKILL and reaps the leader. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(child.id(), "KILL");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM to the group, waits up to `grace` for the leader, then SIGKILLs.
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Some(child) = self.child.as_mut() {
+            kill_group(child.id(), "TERM");
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.kill();
+    }
+
+    /// Prints the log to stderr, framed with the process name.
+    pub fn print_logs(&self) {
+        eprintln!(
+            "----- {} log ({}) -----\n{}----- end of {} log -----",
+            self.name,
+            self.log_path.display(),
+            self.logs(),
+            self.name
+        );
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        // A test that fails by returning `Err` drops its servers before the harness sees the
+        // error; JIT_E2E_SHOW_LOGS=1 prints every log for that case.
+        let show = std::thread::panicking() || std::env::var_os("JIT_E2E_SHOW_LOGS").is_some();
+        if show && self.child.is_some() {
+            self.print_logs();
+        }
+        self.kill();
+    }
+}
+
+/// `kill -SIG -- -PGID`, through the `kill` command because this crate forbids `unsafe`.
+fn kill_group(pgid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether a log says the server could not bind its port (so the starter retries elsewhere).
+pub fn looks_like_port_collision(log: &str) -> bool {
+    log.contains("Address already in use") || log.contains("EADDRINUSE")
+}
+
+/// Runs a short command to completion, failing with its output if it does not succeed.
+pub fn run_checked(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Finds `name` on PATH (or in /usr/sbin and /sbin, where Debian puts nginx and fcgiwrap).
+pub fn find_program(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let extra = [PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
+    std::env::split_paths(&path)
+        .chain(extra)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("`{name}` not found on PATH; run scripts/test, which installs it"))
+}

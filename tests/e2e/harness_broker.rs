@@ -17,7 +17,6 @@ fn workspace_binaries_are_found_next_to_the_tests() -> Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "needs `jit-broker serve` + `keys generate` from main (passes there); un-ignore after merging main"]
 async fn broker_serves_healthz_from_a_config_file() -> Result<()> {
     let redis = RedisServer::start().await?;
     let keys = tempfile::tempdir()?;

@@ -1,9 +1,11 @@
 //! The one end-to-end test binary. Each module exercises one area against real processes
 //! started by the `jit_e2e` harness (see `tests/src/lib.rs`).
 
+mod broker_fail_closed;
 mod harness_broker;
 mod harness_ci_issuer;
 mod harness_git;
 mod harness_oidc;
 mod harness_redis;
+mod store_redis;
 mod support;

@@ -50,6 +50,18 @@ pub struct Config {
     /// Where grants and audit events live.
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[[issuer]]`: trusted OIDC issuers (people's SSO, CI platforms).
+    #[serde(default)]
+    pub issuer: Vec<crate::identity::IssuerConfig>,
+    /// `[[role]]`: who may get which access, for how long.
+    #[serde(default)]
+    pub role: Vec<crate::policy::RoleConfig>,
+    /// `[login]`: the issuer and client id `git jit login` uses.
+    #[serde(default)]
+    pub login: Option<crate::identity::LoginConfig>,
+    /// `[exchange]`: token-exchange settings (proxies, rate limits).
+    #[serde(default)]
+    pub exchange: crate::exchange::ExchangeConfig,
 }
 
 /// `[broker]`: addresses, names and keys.
@@ -191,6 +203,7 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        crate::policy::check_config(self).map_err(|e| invalid(&e.key, e.problem))?;
         Ok(())
     }
 
@@ -259,7 +272,7 @@ url = "redis://127.0.0.1:6379"
             (format!("{GOOD}\n[extra]\n"), "unknown field `extra`"),
         ];
         for (text, needle) in cases {
-            let err = load(&text).err().expect("refused").to_string();
+            let err = load(&text).expect_err("refused").to_string();
             assert!(err.starts_with("broker.toml: "), "{err}");
             assert!(err.contains(needle), "{err:?} lacks {needle:?}");
         }

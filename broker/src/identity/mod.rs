@@ -10,6 +10,8 @@
 
 pub mod jwks;
 #[cfg(test)]
+pub(crate) mod testissuer;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

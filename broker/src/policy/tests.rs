@@ -340,7 +340,11 @@ fn decision_table() {
             role: c.role.map(str::to_owned),
             ttl: c.ttl,
             reason: c.reason.map(str::to_owned),
-            refs: c.refs.iter().map(|r| RefPattern::parse(r).expect("ref")).collect(),
+            refs: c
+                .refs
+                .iter()
+                .map(|r| RefPattern::parse(r).expect("ref"))
+                .collect(),
         };
         let got = decide(&policy, &c.who, &request, NOW);
         match (&got, c.expect) {
@@ -354,7 +358,11 @@ fn decision_table() {
                 assert_eq!((d.iat, d.exp), (NOW, NOW + i64::from(ttl) * 60), "case {i}");
             }
             (Err(d), Err(needle)) => {
-                assert!(d.message.contains(needle), "case {i}: {:?} lacks {needle:?}", d.message);
+                assert!(
+                    d.message.contains(needle),
+                    "case {i}: {:?} lacks {needle:?}",
+                    d.message
+                );
             }
             (got, want) => panic!("case {i} ({}): got {got:?}, want {want:?}", c.scope),
         }
@@ -376,7 +384,13 @@ fn deciding_claims_are_recorded() {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["environment", "event_name", "ref", "repository", "repository_owner"]
+        [
+            "environment",
+            "event_name",
+            "ref",
+            "repository",
+            "repository_owner"
+        ]
     );
 }
 
@@ -443,23 +457,71 @@ repositories = ["acme/*"]
 actions = ["read"]
 "#;
     let cases: &[(&str, &str, &str)] = &[
-        ("issuer = \"corp\"\nrepositories", "issuer = \"nope\"\nrepositories", "role \"r\".issuer: no [[issuer]] is named \"nope\""),
-        ("actions = [\"read\"]", "actions = [\"read\"]\nmax_ttl = 0", "role \"r\".max_ttl"),
-        ("actions = [\"read\"]", "actions = [\"read\"]\nmax_ttl = 1441", "role \"r\".max_ttl"),
-        ("actions = [\"read\"]", "actions = [\"read\"]\nmax_ttl = 10\ndefault_ttl = 20", "role \"r\".default_ttl"),
+        (
+            "issuer = \"corp\"\nrepositories",
+            "issuer = \"nope\"\nrepositories",
+            "role \"r\".issuer: no [[issuer]] is named \"nope\"",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\nmax_ttl = 0",
+            "role \"r\".max_ttl",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\nmax_ttl = 1441",
+            "role \"r\".max_ttl",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\nmax_ttl = 10\ndefault_ttl = 20",
+            "role \"r\".default_ttl",
+        ),
         ("actions = [\"read\"]", "actions = []", "role \"r\".actions"),
-        ("actions = [\"read\"]", "actions = [\"read\", \"read\"]", "role \"r\".actions"),
-        ("actions = [\"read\"]", "actions = [\"read\"]\nrefs = [\"refs/heads/main\"]", "role \"r\".refs"),
-        ("actions = [\"read\"]", "actions = [\"write\"]\nrefs = [\"heads/main\"]", "role \"r\".refs[0]"),
-        ("[\"acme/*\"]", "[\"acme/../x\"]", "role \"r\".repositories[0]"),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\", \"read\"]",
+            "role \"r\".actions",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\nrefs = [\"refs/heads/main\"]",
+            "role \"r\".refs",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"write\"]\nrefs = [\"heads/main\"]",
+            "role \"r\".refs[0]",
+        ),
+        (
+            "[\"acme/*\"]",
+            "[\"acme/../x\"]",
+            "role \"r\".repositories[0]",
+        ),
         ("[\"acme/*\"]", "[\"{repo\"]", "role \"r\".repositories[0]"),
         ("[\"acme/*\"]", "[]", "role \"r\".repositories"),
         ("name = \"r\"", "name = \"r s\"", "role[0].name"),
-        ("actions = [\"read\"]", "actions = [\"read\"]\nclaims = { ref = \"\" }", "role \"r\".claims.ref"),
-        ("audience = \"a\"", "audience = \"a\"\nalgorithms = [\"HS256\"]", "issuer[0].algorithms: HS256 is symmetric"),
-        ("audience = \"a\"", "audience = \"a\"\nalgorithms = [\"none\"]", "issuer[0].algorithms"),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\nclaims = { ref = \"\" }",
+            "role \"r\".claims.ref",
+        ),
+        (
+            "audience = \"a\"",
+            "audience = \"a\"\nalgorithms = [\"HS256\"]",
+            "issuer[0].algorithms: HS256 is symmetric",
+        ),
+        (
+            "audience = \"a\"",
+            "audience = \"a\"\nalgorithms = [\"none\"]",
+            "issuer[0].algorithms",
+        ),
         ("audience = \"a\"", "audience = \"\"", "issuer[0].audience"),
-        ("https://sso.example.com", "http://sso.example.com", "issuer[0].issuer"),
+        (
+            "https://sso.example.com",
+            "http://sso.example.com",
+            "issuer[0].issuer",
+        ),
     ];
     for (from, to, needle) in cases {
         let text = base.replacen(from, to, 1);
@@ -467,12 +529,17 @@ actions = ["read"]
         let err = compile(&text).expect_err(needle).to_string();
         assert!(err.contains(needle), "{err:?} lacks {needle:?}");
     }
-    let dup = format!("{base}\n[[role]]\nname = \"r\"\nissuer = \"corp\"\nrepositories = [\"x\"]\nactions = [\"read\"]\n");
+    let dup = format!(
+        "{base}\n[[role]]\nname = \"r\"\nissuer = \"corp\"\nrepositories = [\"x\"]\nactions = [\"read\"]\n"
+    );
     let err = compile(&dup).expect_err("duplicate").to_string();
     assert!(err.contains("role[1].name: duplicate role name"), "{err}");
     let dup = base.replacen("[[role]]", "[[issuer]]\nname = \"corp\"\nissuer = \"https://b.example.com\"\naudience = \"a\"\n[[role]]", 1);
     let err = compile(&dup).expect_err("duplicate").to_string();
-    assert!(err.contains("issuer[1].name: duplicate issuer name"), "{err}");
+    assert!(
+        err.contains("issuer[1].name: duplicate issuer name"),
+        "{err}"
+    );
     let unknown = base.replacen("actions", "colour = \"red\"\nactions", 1);
     let err = compile(&unknown).expect_err("unknown").to_string();
     assert!(err.contains("unknown field `colour`"), "{err}");

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{BytesRejection, FormRejection};
 use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +31,9 @@ use crate::ratelimit::RateLimitConfig;
 use crate::state::AppState;
 use crate::store::{Grant, RevokeTarget};
 use crate::token;
+
+#[cfg(test)]
+mod tests;
 
 /// Longest reason accepted, in bytes.
 pub const MAX_REASON_LEN: usize = 1024;
@@ -122,8 +125,19 @@ struct Parsed {
 
 fn parse(form: Result<Form<TokenRequest>, FormRejection>) -> Result<Parsed, ApiError> {
     let bad = |d: String| ApiError::invalid_request(d);
-    let Form(f) =
-        form.map_err(|e| bad(format!("the body must be a valid form: {}", e.body_text())))?;
+    let Form(f) = form.map_err(|e| match e {
+        // Almost always the body limit (which reaches here wrapped when the client sent no
+        // Content-Length); otherwise the client is gone and will not read the answer.
+        FormRejection::BytesRejection(BytesRejection::FailedToBufferBody(_)) => oauth(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!(
+                "the request body could not be read; at most {} bytes are accepted",
+                crate::MAX_API_BODY
+            ),
+        ),
+        e => bad(format!("the body must be a valid form: {}", e.body_text())),
+    })?;
     match f.grant_type.as_deref() {
         None => return Err(bad("missing form parameter 'grant_type'".into())),
         Some(GRANT_TYPE_TOKEN_EXCHANGE) => {}

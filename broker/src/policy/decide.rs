@@ -140,14 +140,23 @@ pub fn decide(
     if let Some(approval) = failures.iter().find(|d| d.kind == DenialKind::Approval) {
         return Err((*approval).clone());
     }
-    // Roles of other issuers say nothing useful to this requester.
-    let relevant: Vec<&Denial> = policy
+    // Roles of other issuers say nothing useful to this requester. The others are listed
+    // by how far they got, so the most actionable reason comes first; a single role that
+    // got past identity and scope alone (e.g. "requires a reason") is the whole answer.
+    let mut relevant: Vec<&Denial> = policy
         .roles()
         .iter()
         .zip(&failures)
         .filter(|(r, _)| r.issuer == identity.issuer)
         .map(|(_, d)| *d)
         .collect();
+    relevant.sort_by_key(|d| std::cmp::Reverse(stage(d.kind)));
+    if let [first, rest @ ..] = relevant.as_slice() {
+        let top = stage(first.kind);
+        if top > stage(DenialKind::Scope) && rest.iter().all(|d| stage(d.kind) < top) {
+            return Err((*first).clone());
+        }
+    }
     match relevant.as_slice() {
         [] => Err(Denial {
             kind: DenialKind::Identity,
@@ -202,6 +211,19 @@ pub fn evaluate_all(
             result: check_request(request).and_then(|()| check_role(role, identity, request, now)),
         })
         .collect()
+}
+
+/// How far a role's check got before it failed (see the order in the module docs).
+fn stage(kind: DenialKind) -> u8 {
+    match kind {
+        DenialKind::InvalidRequest | DenialKind::UnknownRole | DenialKind::NoRole => 0,
+        DenialKind::Identity => 1,
+        DenialKind::Scope => 2,
+        DenialKind::Refs => 3,
+        DenialKind::Lifetime => 4,
+        DenialKind::Reason => 5,
+        DenialKind::Approval => 6,
+    }
 }
 
 fn check_request(request: &Request) -> Result<(), Denial> {

@@ -8,6 +8,8 @@
 //! approval required).
 
 mod decide;
+#[cfg(test)]
+mod examples;
 pub mod explain;
 pub mod pattern;
 #[cfg(test)]

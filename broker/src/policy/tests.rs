@@ -369,16 +369,29 @@ fn decision_table() {
     }
 }
 
-#[test]
-fn deciding_claims_are_recorded() {
-    let policy = compile(POLICY).expect("policy compiles");
-    let request = Request {
-        scope: Scope::parse("repo:acme/api:write").expect("scope"),
+fn write_request(scope: &str) -> Request {
+    Request {
+        scope: Scope::parse(scope).expect("scope"),
         role: None,
         ttl: None,
         reason: None,
         refs: vec![],
-    };
+    }
+}
+
+#[test]
+fn the_most_actionable_reason_alone() {
+    let policy = compile(POLICY).expect("policy compiles");
+    let request = write_request("repo:acme/api:write");
+    let d = decide(&policy, &alice(), &request, NOW).expect_err("refused");
+    assert_eq!(d.message, "role 'dev-write' requires a reason");
+    assert_eq!(d.kind, DenialKind::Reason);
+}
+
+#[test]
+fn deciding_claims_are_recorded() {
+    let policy = compile(POLICY).expect("policy compiles");
+    let request = write_request("repo:acme/api:write");
     let d = decide(&policy, &gh(json!({})), &request, NOW).expect("granted");
     let mut keys: Vec<&str> = d.deciding_claims.keys().map(String::as_str).collect();
     keys.sort_unstable();

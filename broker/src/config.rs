@@ -50,6 +50,18 @@ pub struct Config {
     /// Where grants and audit events live.
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[[issuer]]`: trusted OIDC issuers (people's SSO, CI platforms).
+    #[serde(default)]
+    pub issuer: Vec<crate::identity::IssuerConfig>,
+    /// `[[role]]`: who may get which access, for how long.
+    #[serde(default)]
+    pub role: Vec<crate::policy::RoleConfig>,
+    /// `[login]`: the issuer and client id `git jit login` uses.
+    #[serde(default)]
+    pub login: Option<crate::identity::LoginConfig>,
+    /// `[exchange]`: token-exchange settings (proxies, rate limits).
+    #[serde(default)]
+    pub exchange: crate::exchange::ExchangeConfig,
     /// Where audit events are copied besides the store.
     #[serde(default)]
     pub audit: AuditConfig,
@@ -204,6 +216,7 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        crate::policy::check_config(self).map_err(|e| invalid(&e.key, e.problem))?;
         Ok(())
     }
 

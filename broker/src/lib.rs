@@ -5,11 +5,16 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod devissuer;
 pub mod discovery;
 pub mod error;
+pub mod exchange;
+pub mod identity;
 pub mod keys;
 pub mod oauth;
 pub mod ops;
+pub mod policy;
+pub mod ratelimit;
 pub mod state;
 pub mod store;
 pub mod token;
@@ -32,7 +37,12 @@ pub const MAX_API_BODY: usize = 64 * 1024;
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/token", post(exchange::token))
         .layer(RequestBodyLimitLayer::new(MAX_API_BODY));
+    let dev = match state.dev_issuer.clone() {
+        Some(dev) => devissuer::routes(dev),
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -42,6 +52,7 @@ pub fn app(state: AppState) -> Router {
             get(discovery::metadata),
         )
         .merge(api)
+        .merge(dev)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

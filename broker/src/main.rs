@@ -8,9 +8,14 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use jit_broker::audit::{AuditEvent, AuditQuery, verify_chain};
+use jit_broker::clock::{Clock as _, SystemClock};
 use jit_broker::config::Config;
+use jit_broker::exchange::{parse_refs, parse_ttl};
 use jit_broker::keys::KeyRing;
+use jit_broker::policy::Request;
+use jit_broker::policy::explain::{explain as policy_explain, identity_from_claims};
 use jit_broker::state::AppState;
+use jit_proto::Scope;
 
 /// git-jit broker: short-lived, repository-scoped Git credentials.
 #[derive(Debug, Parser)]
@@ -50,6 +55,34 @@ enum Command {
     CheckConfig {
         /// The TOML configuration file.
         file: PathBuf,
+    },
+    /// Show which roles would grant a request for the given claims, and why the others
+    /// would not. Exit status 0 if the request would be granted, 1 otherwise.
+    Explain {
+        /// The TOML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A JSON file with the identity's claims (a decoded ID token or CI token payload).
+        #[arg(long)]
+        claims: PathBuf,
+        /// The scope asked for, e.g. repo:acme/api:write.
+        #[arg(long)]
+        scope: String,
+        /// The role asked for (default: the narrowest that grants).
+        #[arg(long)]
+        role: Option<String>,
+        /// The lifetime asked for (30m, 2h, or minutes).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// The reason given.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Ref patterns a write is limited to (space-separated).
+        #[arg(long)]
+        refs: Option<String>,
+        /// The [[issuer]] name (default: the one whose URL is the claims' iss).
+        #[arg(long)]
+        issuer: Option<String>,
     },
     /// Manage signing keys.
     Keys {
@@ -126,7 +159,7 @@ async fn serve(listen: SocketAddr, state: AppState) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, issuer = %state.settings.public_url, "broker listening");
     tracing::info!(
-        "serving /oauth/introspect, /.well-known/jwks.json, /.well-known/oauth-authorization-server, /healthz, /readyz"
+        "serving /oauth/token, /oauth/introspect, /.well-known/jwks.json, /.well-known/oauth-authorization-server, /healthz, /readyz"
     );
     jit_broker::run(listener, state, shutdown_signal())
         .await
@@ -144,6 +177,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::warn!(
                 "DEVELOPMENT MODE: in-memory store, ephemeral signing key; never use in production"
             );
+            if let Some(dev) = &state.dev_issuer {
+                tracing::warn!(
+                    issuer = dev.url(),
+                    "DEVELOPMENT ISSUER ENABLED: anyone on this machine can mint an identity \
+                     (POST {}/token with sub=NAME); roles dev-read (any repo, read) and \
+                     dev-write (demo/**, write, reason required)",
+                    dev.url()
+                );
+            }
             serve(listen, state).await
         }
         Command::Serve { config } => {
@@ -152,8 +194,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(cfg.broker.listen, state).await
         }
         Command::CheckConfig { file } => {
-            Config::load(&file)?;
-            println!("{}: ok", file.display());
+            let cfg = Config::load(&file)?;
+            println!(
+                "{}: ok ({} issuers, {} roles)",
+                file.display(),
+                cfg.issuer.len(),
+                cfg.role.len()
+            );
             Ok(())
         }
         Command::Audit {
@@ -181,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Explain { .. } => anyhow::bail!("explain runs before the runtime starts"),
         Command::Keys {
             command: KeysCommand::Generate { dir },
         } => {
@@ -204,8 +252,57 @@ fn read_event_lines(file: &std::path::Path) -> anyhow::Result<Vec<AuditEvent>> {
         .collect()
 }
 
+/// `jit-broker explain`: pure, no runtime needed. `Ok(false)` when the request is refused.
+fn explain(cmd: Command) -> anyhow::Result<bool> {
+    let Command::Explain {
+        config,
+        claims,
+        scope,
+        role,
+        ttl,
+        reason,
+        refs,
+        issuer,
+    } = cmd
+    else {
+        anyhow::bail!("not an explain command");
+    };
+    let cfg = Config::load(&config)?;
+    let text = std::fs::read_to_string(&claims)
+        .with_context(|| format!("cannot read {}", claims.display()))?;
+    let claims_map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JSON object", claims.display()))?;
+    let request = Request {
+        scope: Scope::parse(&scope).map_err(|e| anyhow::anyhow!("--scope {scope:?}: {e}"))?,
+        role,
+        ttl: ttl
+            .map(|t| parse_ttl(&t))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?,
+        reason,
+        refs: parse_refs(refs.as_deref().unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("--refs: {e}"))?,
+    };
+    let identity = identity_from_claims(&cfg, claims_map, issuer.as_deref())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", claims.display()))?;
+    let now = SystemClock.now();
+    let answer = policy_explain(&cfg, &identity, &request, now).map_err(anyhow::Error::msg)?;
+    print!("{}", answer.report);
+    Ok(answer.granted)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Explain { .. }) {
+        return match explain(cli.command) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("jit-broker: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     init_logging(cli.log_format);
     // One TLS provider for the whole process (Redis TLS, OIDC discovery).
     let _ = rustls::crypto::ring::default_provider().install_default();

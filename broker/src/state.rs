@@ -7,7 +7,12 @@ use std::sync::Arc;
 use crate::audit::{Auditor, Export};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreKind};
+use crate::devissuer::{self, DevIssuer};
+use crate::exchange::ExchangeConfig;
+use crate::identity::{CacheTimes, Verifier};
 use crate::keys::{KeyError, KeyRing};
+use crate::policy::CompiledPolicy;
+use crate::ratelimit::Limits;
 use crate::store::GrantStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, Topology};
@@ -54,6 +59,16 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Records audit events.
     pub audit: Auditor,
+    /// Verifies presented identities (trusted issuers and their keys).
+    pub identity: Arc<Verifier>,
+    /// The compiled roles.
+    pub policy: Arc<CompiledPolicy>,
+    /// Rate limits of the token exchange.
+    pub limits: Arc<Limits>,
+    /// Token-exchange settings.
+    pub exchange: Arc<ExchangeConfig>,
+    /// The development issuer (`jit-broker dev` only; never from a config file).
+    pub dev_issuer: Option<Arc<DevIssuer>>,
 }
 
 impl AppState {
@@ -76,7 +91,26 @@ impl AppState {
             audit: Auditor::new(store.clone(), export),
             store,
             clock,
+            identity: Arc::new(Verifier::empty()),
+            policy: Arc::new(CompiledPolicy::default()),
+            limits: Arc::new(Limits::default()),
+            exchange: Arc::new(ExchangeConfig::default()),
+            dev_issuer: None,
         }
+    }
+
+    /// The same state trusting `identity`, deciding by `policy`, with `exchange` settings.
+    pub fn with_access(
+        mut self,
+        identity: Verifier,
+        policy: CompiledPolicy,
+        exchange: ExchangeConfig,
+    ) -> Self {
+        self.identity = Arc::new(identity);
+        self.policy = Arc::new(policy);
+        self.limits = Arc::new(Limits::new(&exchange.rate_limit));
+        self.exchange = Arc::new(exchange);
+        self
     }
 
     /// State for `jit-broker serve`.
@@ -102,42 +136,62 @@ impl AppState {
                 ))
             }
         };
+        let access = |e: crate::policy::PolicyError| StartError::Config(e.to_string());
+        let policy = crate::policy::check_config(config).map_err(access)?;
+        let login = match &config.login {
+            Some(l) => Some(l.resolve(&config.issuer).map_err(access)?),
+            None => None,
+        };
+        let verifier = Verifier::new(&config.issuer, CacheTimes::default()).map_err(access)?;
+        let (login_issuer, login_client_id) = login.unzip();
         let settings = Settings {
             public_url: config.broker.public_url.clone(),
             audience: config.broker.audience.clone(),
             subject_audience: config.subject_audience().to_owned(),
-            login_issuer: None,
-            login_client_id: None,
+            login_issuer,
+            login_client_id,
             dev_mode: false,
         };
         let export = Self::audit_export(config)?;
-        Ok(Self::new(
-            settings,
-            keys,
-            store,
-            Arc::new(SystemClock),
-            export,
-        ))
+        Ok(
+            Self::new(settings, keys, store, Arc::new(SystemClock), export).with_access(
+                verifier,
+                policy,
+                config.exchange,
+            ),
+        )
     }
 
-    /// State for `jit-broker dev`: memory store, a fresh in-memory key, everything local.
+    /// State for `jit-broker dev`: memory store, a fresh in-memory key, everything local,
+    /// and the development issuer with its example roles.
     pub fn dev(public_url: &str) -> Result<Self, StartError> {
+        let dev = DevIssuer::generate(&format!("{public_url}{}", devissuer::PATH))
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let settings = Settings {
             public_url: public_url.to_owned(),
             audience: "git-jit".to_owned(),
             subject_audience: public_url.to_owned(),
-            login_issuer: None,
-            login_client_id: None,
+            login_issuer: Some(dev.url().to_owned()),
+            login_client_id: Some(devissuer::CLIENT_ID.to_owned()),
             dev_mode: true,
         };
+        let access = |e: crate::policy::PolicyError| StartError::Config(e.to_string());
+        let issuer = dev.issuer_config();
+        let policy = CompiledPolicy::compile(std::slice::from_ref(&issuer), &DevIssuer::roles())
+            .map_err(access)?;
+        let mut verifier = Verifier::empty();
+        verifier.add_static(issuer, &dev.jwks()).map_err(access)?;
         let store = Arc::new(MemoryStore::new(100_000));
-        Ok(Self::new(
+        let mut state = Self::new(
             settings,
             KeyRing::ephemeral()?,
             store,
             Arc::new(SystemClock),
             None,
-        ))
+        )
+        .with_access(verifier, policy, ExchangeConfig::default());
+        state.dev_issuer = Some(Arc::new(dev));
+        Ok(state)
     }
 
     /// The audit export named by the config, opened.

@@ -1,0 +1,259 @@
+//! The development issuer of `jit-broker dev`: a tiny OIDC issuer built into the broker so a
+//! newcomer gets an identity without an SSO.
+//!
+//! It exists only in dev mode (there is no config key for it), answers only loopback
+//! clients, and holds one fresh in-memory ES256 key. Routes, under `/dev/issuer`:
+//! `GET /.well-known/openid-configuration`, `GET /jwks` and `POST /token` (form: `sub`,
+//! optional `email`, `groups` (comma-separated), `ttl` minutes) which returns
+//! `{"id_token": …, "expires_in": …}`. The broker trusts it as the issuer named `dev`, with
+//! the roles of [`DevIssuer::roles`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Form, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jit_proto::{Action, Secret};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::identity::IssuerConfig;
+use crate::policy::RoleConfig;
+
+/// The path under the broker's URL where the dev issuer lives.
+pub const PATH: &str = "/dev/issuer";
+/// The issuer's name in the broker (the tokens' `idp`).
+pub const NAME: &str = "dev";
+/// The client id (and ID-token audience) of the dev issuer.
+pub const CLIENT_ID: &str = "git-jit-dev";
+/// Longest ID-token lifetime the dev issuer mints, in minutes.
+const MAX_ID_TOKEN_MINUTES: i64 = 24 * 60;
+
+/// Why the dev issuer could not act.
+#[derive(Debug, thiserror::Error)]
+pub enum DevIssuerError {
+    /// Key generation failed.
+    #[error("the dev issuer could not generate its key")]
+    Key,
+    /// Signing failed.
+    #[error("the dev issuer could not sign: {0}")]
+    Sign(String),
+}
+
+/// The dev issuer: its URL and one ES256 key.
+pub struct DevIssuer {
+    url: String,
+    kid: String,
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+impl DevIssuer {
+    /// A dev issuer at `url` (`{broker}/dev/issuer`) with a fresh key.
+    pub fn generate(url: &str) -> Result<Self, DevIssuerError> {
+        let rng = SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| DevIssuerError::Key)?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng)
+            .map_err(|_| DevIssuerError::Key)?;
+        // An uncompressed P-256 point: 0x04 ‖ x (32 bytes) ‖ y (32 bytes).
+        let point = pair.public_key().as_ref();
+        let (x, y) = match point {
+            [4, rest @ ..] if rest.len() == 64 => rest.split_at(32),
+            _ => return Err(DevIssuerError::Key),
+        };
+        let (x, y) = (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y));
+        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
+        let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"});
+        Ok(Self {
+            url: url.to_owned(),
+            kid,
+            encoding: EncodingKey::from_ec_der(doc.as_ref()),
+            jwk,
+        })
+    }
+
+    /// The issuer URL (`iss`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The public key set.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [self.jwk.clone()] })
+    }
+
+    /// The OIDC discovery document.
+    pub fn discovery(&self) -> Value {
+        json!({
+            "issuer": self.url,
+            "jwks_uri": format!("{}/jwks", self.url),
+            "token_endpoint": format!("{}/token", self.url),
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "subject_types_supported": ["public"],
+            "response_types_supported": ["id_token"],
+        })
+    }
+
+    /// How the broker trusts this issuer.
+    pub fn issuer_config(&self) -> IssuerConfig {
+        IssuerConfig {
+            name: NAME.to_owned(),
+            issuer: self.url.clone(),
+            audience: CLIENT_ID.to_owned(),
+            subject_claim: "sub".to_owned(),
+            client_id: Some(CLIENT_ID.to_owned()),
+            jwks_url: None,
+            algorithms: vec!["ES256".to_owned()],
+        }
+    }
+
+    /// The example roles of dev mode: `dev-read` (read any repository, up to 8 h) and
+    /// `dev-write` (write to `demo/**`, up to 1 h, with a reason).
+    pub fn roles() -> Vec<RoleConfig> {
+        let role = |name: &str, description: &str, repo: &str, action: Action| RoleConfig {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            issuer: NAME.to_owned(),
+            claims: BTreeMap::new(),
+            repositories: vec![repo.to_owned()],
+            actions: vec![action],
+            refs: Vec::new(),
+            default_ttl: None,
+            max_ttl: None,
+            reason_required: false,
+            approval_required: false,
+        };
+        let mut read = role("dev-read", "read any repository", "**", Action::Read);
+        read.max_ttl = Some(480);
+        let mut write = role("dev-write", "push to demo/**", "demo/**", Action::Write);
+        write.reason_required = true;
+        vec![read, write]
+    }
+
+    /// Signs an ID token with `claims` added to `iss`, `aud`, `iat`, `nbf`, `exp` (those
+    /// given in `claims` win, so tests can forge bad ones).
+    pub fn mint(
+        &self,
+        claims: Map<String, Value>,
+        now: i64,
+        minutes: i64,
+    ) -> Result<Secret, DevIssuerError> {
+        let mut body = Map::new();
+        body.insert("iss".into(), self.url.clone().into());
+        body.insert("aud".into(), CLIENT_ID.into());
+        body.insert("iat".into(), now.into());
+        body.insert("nbf".into(), now.into());
+        body.insert("exp".into(), (now + minutes * 60).into());
+        body.extend(claims);
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &body, &self.encoding)
+            .map(Secret::new)
+            .map_err(|e| DevIssuerError::Sign(e.to_string()))
+    }
+}
+
+/// The body of `POST /dev/issuer/token`.
+#[derive(Debug, Deserialize)]
+pub struct MintRequest {
+    /// The subject.
+    sub: String,
+    /// An email claim.
+    email: Option<String>,
+    /// Comma-separated groups.
+    groups: Option<String>,
+    /// Lifetime in minutes (default 60).
+    ttl: Option<i64>,
+}
+
+/// The dev issuer's routes (under [`PATH`]); each answers loopback clients only.
+pub fn routes<S>(dev: Arc<DevIssuer>) -> Router<S> {
+    Router::new()
+        .route(
+            &format!("{PATH}/.well-known/openid-configuration"),
+            get(discovery),
+        )
+        .route(&format!("{PATH}/jwks"), get(jwks))
+        .route(&format!("{PATH}/token"), post(mint))
+        .with_state(dev)
+}
+
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+fn is_loopback(peer: &Peer) -> bool {
+    matches!(peer, Some(Extension(ConnectInfo(addr))) if addr.ip().is_loopback())
+}
+
+fn not_loopback() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "the dev issuer answers loopback clients only\n",
+    )
+        .into_response()
+}
+
+async fn discovery(State(dev): State<Arc<DevIssuer>>, peer: Peer) -> Response {
+    if !is_loopback(&peer) {
+        return not_loopback();
+    }
+    Json(dev.discovery()).into_response()
+}
+
+async fn jwks(State(dev): State<Arc<DevIssuer>>, peer: Peer) -> Response {
+    if !is_loopback(&peer) {
+        return not_loopback();
+    }
+    Json(dev.jwks()).into_response()
+}
+
+async fn mint(
+    State(dev): State<Arc<DevIssuer>>,
+    peer: Peer,
+    Form(req): Form<MintRequest>,
+) -> Response {
+    if !is_loopback(&peer) {
+        return not_loopback();
+    }
+    let minutes = req.ttl.unwrap_or(60);
+    if req.sub.is_empty() || !(1..=MAX_ID_TOKEN_MINUTES).contains(&minutes) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "need a non-empty sub and ttl of 1..=1440 minutes\n",
+        )
+            .into_response();
+    }
+    let mut claims = Map::new();
+    claims.insert("sub".into(), req.sub.into());
+    if let Some(e) = req.email {
+        claims.insert("email".into(), e.into());
+    }
+    if let Some(g) = req.groups {
+        let list: Vec<Value> = g
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Value::from)
+            .collect();
+        claims.insert("groups".into(), list.into());
+    }
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    match dev.mint(claims, now, minutes) {
+        Ok(t) => Json(
+            json!({"id_token": t.expose(), "token_type": "id_token", "expires_in": minutes * 60}),
+        )
+        .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}

@@ -125,6 +125,7 @@ impl AuditQuery {
             Some(k) => &e.event == k,
         };
         event_ok
+            && e.seq > self.after_seq
             && self
                 .subject
                 .as_ref()

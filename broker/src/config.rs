@@ -65,6 +65,9 @@ pub struct Config {
     /// Where audit events are copied besides the store.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[admin]`: who may use the admin API.
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// `[audit]`: the SIEM export. Events are always chained into the store; this copies each
@@ -217,7 +220,25 @@ impl Config {
             ));
         }
         crate::policy::check_config(self).map_err(|e| invalid(&e.key, e.problem))?;
+        self.admin_policy()
+            .map_err(|(key, problem)| invalid(&key, problem))?;
         Ok(())
+    }
+
+    /// `[admin]` compiled against the configured issuers; the error names key and problem.
+    pub fn admin_policy(&self) -> Result<crate::admin::AdminPolicy, (String, String)> {
+        let roles: Vec<&str> = self.role.iter().map(|r| r.name.as_str()).collect();
+        for (i, r) in self.admin.roles.iter().enumerate() {
+            if !roles.contains(&r.as_str()) {
+                return Err((
+                    format!("admin.roles[{i}]"),
+                    format!("no [[role]] is named {r:?}"),
+                ));
+            }
+        }
+        crate::admin::AdminPolicy::compile(&self.admin, |name| {
+            self.issuer.iter().any(|i| i.name == name)
+        })
     }
 
     /// The audience CI tokens must be minted for.

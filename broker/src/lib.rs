@@ -2,6 +2,7 @@
 //! and the audit log, as a library with a thin binary.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod clock;
 pub mod config;
@@ -38,6 +39,9 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/token", post(exchange::token))
+        .route("/v1/grants", get(admin::grants))
+        .route("/v1/revoke", post(admin::revoke))
+        .route("/v1/audit", get(admin::audit))
         .layer(RequestBodyLimitLayer::new(MAX_API_BODY));
     let dev = match state.dev_issuer.clone() {
         Some(dev) => devissuer::routes(dev),

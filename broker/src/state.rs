@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::admin::AdminPolicy;
 use crate::audit::{Auditor, Export};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreKind};
@@ -69,6 +70,8 @@ pub struct AppState {
     pub exchange: Arc<ExchangeConfig>,
     /// The development issuer (`jit-broker dev` only; never from a config file).
     pub dev_issuer: Option<Arc<DevIssuer>>,
+    /// Who may use the admin API.
+    pub admins: Arc<AdminPolicy>,
 }
 
 impl AppState {
@@ -96,6 +99,7 @@ impl AppState {
             limits: Arc::new(Limits::default()),
             exchange: Arc::new(ExchangeConfig::default()),
             dev_issuer: None,
+            admins: Arc::new(AdminPolicy::default()),
         }
     }
 
@@ -110,6 +114,12 @@ impl AppState {
         self.policy = Arc::new(policy);
         self.limits = Arc::new(Limits::new(&exchange.rate_limit));
         self.exchange = Arc::new(exchange);
+        self
+    }
+
+    /// The same state with `admins` allowed on the admin API.
+    pub fn with_admins(mut self, admins: AdminPolicy) -> Self {
+        self.admins = Arc::new(admins);
         self
     }
 
@@ -153,12 +163,13 @@ impl AppState {
             dev_mode: false,
         };
         let export = Self::audit_export(config)?;
+        let admins = config
+            .admin_policy()
+            .map_err(|(key, problem)| StartError::Config(format!("{key}: {problem}")))?;
         Ok(
-            Self::new(settings, keys, store, Arc::new(SystemClock), export).with_access(
-                verifier,
-                policy,
-                config.exchange,
-            ),
+            Self::new(settings, keys, store, Arc::new(SystemClock), export)
+                .with_access(verifier, policy, config.exchange)
+                .with_admins(admins),
         )
     }
 

@@ -156,6 +156,24 @@ fn default_audit_max() -> usize {
     1_000_000
 }
 
+/// ` (section.key)` for the TOML line starting at `line_start`, when it assigns a key.
+fn key_at(text: &str, line_start: usize) -> String {
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let Some((key, _)) = line.split_once('=') else {
+        return String::new();
+    };
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']'));
+    match section {
+        Some(sec) => format!(" ({sec}.{})", key.trim()),
+        None => format!(" ({})", key.trim()),
+    }
+}
+
 impl Config {
     /// Reads, parses and validates `file`, then applies the environment overlay.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
@@ -173,9 +191,19 @@ impl Config {
 
     /// Parses TOML text; `file` only names the source in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " "),
+        toml::from_str(text).map_err(|e| {
+            // "line L, column C: <what>", the key named by serde in <what>.
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let line_start = before.rfind('\n').map_or(0, |n| n + 1);
+                let column = before.len() - line_start + 1;
+                format!("line {line}, column {column}{}: ", key_at(text, line_start))
+            });
+            ConfigError::Parse {
+                file: file.to_path_buf(),
+                message: format!("{}{}", at.unwrap_or_default(), e.message().trim_end()),
+            }
         })
     }
 

@@ -7,5 +7,6 @@ mod harness_ci_issuer;
 mod harness_git;
 mod harness_oidc;
 mod harness_redis;
+mod replicas;
 mod store_redis;
 mod support;

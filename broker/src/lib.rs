@@ -3,10 +3,12 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod gateway;
 pub mod keys;
 pub mod oauth;
 pub mod ops;
@@ -42,6 +44,9 @@ pub fn app(state: AppState) -> Router {
             get(discovery::metadata),
         )
         .merge(api)
+        // Git traffic streams: no body limit. Every path not routed above is the gateway's.
+        .route("/authz", get(authz::authz))
+        .fallback(gateway::serve)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::audit::Auditor;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreKind};
+use crate::gateway::Gateway;
 use crate::keys::{KeyError, KeyRing};
 use crate::store::GrantStore;
 use crate::store::memory::MemoryStore;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Records audit events.
     pub audit: Auditor,
+    /// The Git gateway's upstreams.
+    pub gateway: Arc<Gateway>,
 }
 
 impl AppState {
@@ -75,7 +78,14 @@ impl AppState {
             audit: Auditor::new(store.clone()),
             store,
             clock,
+            gateway: Arc::new(Gateway::empty()),
         }
+    }
+
+    /// The same state with the gateway's upstreams set.
+    pub fn with_gateway(mut self, gateway: Gateway) -> Self {
+        self.gateway = Arc::new(gateway);
+        self
     }
 
     /// State for `jit-broker serve`.
@@ -109,7 +119,9 @@ impl AppState {
             login_client_id: None,
             dev_mode: false,
         };
-        Ok(Self::new(settings, keys, store, Arc::new(SystemClock)))
+        let gateway = Gateway::from_config(&config.upstream)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        Ok(Self::new(settings, keys, store, Arc::new(SystemClock)).with_gateway(gateway))
     }
 
     /// State for `jit-broker dev`: memory store, a fresh in-memory key, everything local.

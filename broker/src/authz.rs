@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::gateway::{self, GitService, RequestInfo, access};
@@ -20,6 +20,8 @@ use crate::state::AppState;
 pub const ORIGINAL_URI: &str = "x-original-uri";
 /// The header carrying the original request's method.
 pub const ORIGINAL_METHOD: &str = "x-original-method";
+/// The header of a 204 naming the token's subject.
+pub const SUBJECT: &str = "x-jit-subject";
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -64,8 +66,13 @@ pub async fn authz(State(state): State<AppState>, request: Request) -> Response 
         access::record_denied(&state, &claims, &needed, &info, message.clone(), None).await;
         return gateway::text(StatusCode::FORBIDDEN, &message);
     }
-    match access::record_allowed(&state, &claims, &needed, &info, None).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
+    if let Err(r) = access::record_allowed(&state, &claims, &needed, &info, None).await {
+        return r;
     }
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    // For `auth_request_set` → REMOTE_USER (git http-backend enables pushes for a set user).
+    if let Ok(v) = HeaderValue::from_str(&claims.sub) {
+        r.headers_mut().insert(SUBJECT, v);
+    }
+    r
 }

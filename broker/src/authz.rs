@@ -57,7 +57,8 @@ pub async fn authz(State(state): State<AppState>, request: Request) -> Response 
         Ok(c) => c,
         Err(denied) => return denied,
     };
-    if git.endpoint == gateway::Endpoint::Rpc(GitService::ReceivePack) && !claims.refs.is_empty() {
+    // Refused already at the ref advertisement, where git still shows the message.
+    if git.endpoint.service() == GitService::ReceivePack && !claims.refs.is_empty() {
         let patterns: Vec<&str> = claims.refs.iter().map(|p| p.as_str()).collect();
         let message = format!(
             "git-jit: this grant is limited to refs {}; ref-limited pushes must go through the git-jit gateway",

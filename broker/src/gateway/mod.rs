@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jit_proto::{Action, RepoPath, Scope, ScopeError};
 
@@ -189,13 +189,18 @@ pub fn classify(method: &Method, path_and_query: &str) -> Result<GitRequest, Rou
     Ok(GitRequest { repo, endpoint })
 }
 
-/// A plain-text answer git shows to its user (`remote: …` or after `fatal:`).
+/// The header repeating a 401/403 message, for proxies that drop the body (nginx
+/// `auth_request` keeps only headers of its sub-request).
+pub const DENIAL_HEADER: &str = "x-jit-denial";
+
+/// A plain-text answer git shows to its user (`remote: …` or after `fatal:`). A 401 or 403
+/// also carries the message in [`DENIAL_HEADER`].
 pub fn text(status: StatusCode, message: &str) -> Response {
     let mut body = message.to_owned();
     if !body.ends_with('\n') {
         body.push('\n');
     }
-    (
+    let mut r = (
         status,
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -203,7 +208,13 @@ pub fn text(status: StatusCode, message: &str) -> Response {
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        && let Ok(v) = HeaderValue::from_str(message.trim_end())
+    {
+        r.headers_mut().insert(DENIAL_HEADER, v);
+    }
+    r
 }
 
 /// What the request says about its client, for the audit trail.

@@ -329,6 +329,10 @@ async fn wrong_repo_action_or_case_is_forbidden_with_a_message() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(challenges(&h).is_empty());
     assert_eq!(
+        h.get(DENIAL_HEADER).map(|v| v.as_bytes()),
+        Some(body.trim_end().as_bytes())
+    );
+    assert_eq!(
         body,
         "git-jit: token grants repo:acme/api:read; this push needs repo:acme/api:write. Run `git jit request repo:acme/api:write`\n"
     );
@@ -628,6 +632,17 @@ async fn authz_decides_like_the_gateway() {
         authz(&e, "/acme/api.git/git-receive-pack", "POST", Some(&narrow))
             .await
             .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        authz(
+            &e,
+            "/acme/api.git/info/refs?service=git-receive-pack",
+            "GET",
+            Some(&narrow)
+        )
+        .await
+        .0,
         StatusCode::FORBIDDEN
     );
     let allowed = e.audit("access.allowed").await;

@@ -3,24 +3,19 @@
 //! for the wrong action, revocation between two requests.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use jit_broker::clock::{Clock, SystemClock};
 use jit_broker::gateway::{Gateway, demo};
-use jit_broker::keys::KeyRing;
-use jit_broker::state::{AppState, Settings};
-use jit_broker::store::memory::MemoryStore;
-use jit_broker::store::{Grant, GrantStore, RevokeTarget};
-use jit_proto::{Claims, RefPattern, Scope};
+use jit_broker::store::{GrantStore, RevokeTarget};
 use tokio::process::Command;
 
+mod support;
+
 struct Server {
-    state: AppState,
-    store: Arc<MemoryStore>,
+    broker: support::Broker,
     addr: std::net::SocketAddr,
     repos: PathBuf,
     home: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
     _repos_dir: tempfile::TempDir,
 }
 
@@ -28,74 +23,19 @@ async fn start() -> Server {
     let repos_dir = tempfile::tempdir().expect("tempdir");
     let repos = repos_dir.path().to_path_buf();
     demo::create(&repos).expect("demo repository");
-    let store = Arc::new(MemoryStore::new(10_000));
-    let settings = Settings {
-        public_url: "http://broker.test".into(),
-        audience: "git-jit".into(),
-        subject_audience: "http://broker.test".into(),
-        login_issuer: None,
-        login_client_id: None,
-        dev_mode: true,
-    };
-    let state = AppState::new(
-        settings,
-        KeyRing::ephemeral().expect("key"),
-        store.clone(),
-        Arc::new(SystemClock),
-    )
-    .with_gateway(Gateway::dir(&repos));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let s = state.clone();
-    tokio::spawn(async move {
-        jit_broker::run(listener, s, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("serve");
-    });
+    let broker = support::start(Gateway::dir(&repos)).await;
     Server {
-        state,
-        store,
-        addr,
+        addr: broker.addr,
+        broker,
         repos,
         home: tempfile::tempdir().expect("home"),
-        _stop: stop,
         _repos_dir: repos_dir,
     }
 }
 
 impl Server {
-    async fn token(&self, scope: &str, refs: &[&str]) -> (String, Claims) {
-        let now_ms = SystemClock.now_ms();
-        let now = now_ms / 1000;
-        let claims = Claims {
-            iss: "http://broker.test".into(),
-            aud: "git-jit".into(),
-            sub: "alice@example.com".into(),
-            idp: "corp".into(),
-            iat: now,
-            nbf: now,
-            exp: now + 600,
-            jti: jit_broker::token::new_jti().expect("jti"),
-            scope: Scope::parse(scope).expect("scope"),
-            refs: refs
-                .iter()
-                .map(|r| RefPattern::parse(r).expect("ref"))
-                .collect(),
-            role: "dev".into(),
-            reason: None,
-            req: None,
-        };
-        self.store
-            .put(&Grant::from_claims(&claims, now_ms - 1), now_ms)
-            .await
-            .expect("put");
-        let t = self.state.signer.sign(&claims).expect("sign");
-        (t.expose().to_owned(), claims)
+    async fn token(&self, scope: &str, refs: &[&str]) -> (String, jit_proto::Claims) {
+        self.broker.token(scope, refs).await
     }
 
     fn url(&self, token: Option<&str>, repo: &str) -> String {
@@ -292,7 +232,8 @@ async fn real_git_through_the_gateway() {
     assert_ne!(s.bare_ref("refs/heads/main"), main_before);
 
     // Revoked: refused on the very next request.
-    s.store
+    s.broker
+        .store
         .revoke(
             &RevokeTarget::Jti(hotfix_claims.jti.clone()),
             SystemClock.now_ms(),

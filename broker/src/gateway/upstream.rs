@@ -394,4 +394,67 @@ mod tests {
             "upstream[0].credential.password_env: environment variable JIT_TEST_SURELY_UNSET_VAR is not set"
         );
     }
+
+    #[test]
+    fn config_file_schema_and_errors_name_the_key() {
+        let base = r#"
+[broker]
+listen = "127.0.0.1:8080"
+public_url = "https://jit.example.com"
+keys_dir = "keys"
+
+[store]
+kind = "memory"
+"#;
+        let good = format!(
+            r#"{base}
+[[upstream]]
+repositories = ["acme/*"]
+url = "https://git.example.com/git"
+credential = {{ kind = "basic", username = "jit", password_env = "PW" }}
+
+[[upstream]]
+repositories = ["**"]
+url = "dir:/srv/git"
+"#
+        );
+        let file = Path::new("broker.toml");
+        let c = crate::config::Config::parse(&good, file).expect("parses");
+        c.validate(file).expect("valid");
+        assert_eq!(c.upstream.len(), 2);
+        assert_eq!(c.upstream[0].idle_timeout_secs, 300);
+
+        let cases = [
+            (
+                good.replace("https://git.example.com/git", "git.example.com"),
+                "broker.toml: upstream[0].url: ",
+            ),
+            (
+                good.replace(
+                    "password_env = \"PW\"",
+                    "password_file = \"f\", password_env = \"PW\"",
+                ),
+                "broker.toml: upstream[0].credential: ",
+            ),
+            (
+                good.replace("\"basic\"", "\"digest\""),
+                "unknown variant `digest`",
+            ),
+            (
+                good.replace("password_env", "pasword_env"),
+                "unknown field `pasword_env`",
+            ),
+            (
+                good.replace("[\"**\"]", "[]"),
+                "broker.toml: upstream[1].repositories: ",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = crate::config::Config::parse(&text, file)
+                .and_then(|c| c.validate(file).map(|()| c))
+                .expect_err(needle)
+                .to_string();
+            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+        }
+    }
 }

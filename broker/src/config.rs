@@ -68,6 +68,9 @@ pub struct Config {
     /// `[admin]`: who may use the admin API.
     #[serde(default)]
     pub admin: crate::admin::AdminConfig,
+    /// `[[upstream]]`: the Git servers behind the gateway, first matching entry wins.
+    #[serde(default)]
+    pub upstream: Vec<UpstreamConfig>,
 }
 
 /// `[audit]`: the SIEM export. Events are always chained into the store; this copies each
@@ -78,6 +81,61 @@ pub struct AuditConfig {
     /// `stdout`, or a file path to append to. Unset: no export.
     #[serde(default)]
     pub export: Option<String>,
+}
+
+/// `[[upstream]]`: where the gateway sends requests for some repositories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Glob patterns of repository paths (`acme/*`, `acme/**`, `**`); `*` stays within one
+    /// path segment, `**` crosses them.
+    pub repositories: Vec<String>,
+    /// `http(s)://host/prefix` (requests go to `{url}/{repo}.git/…`) or `dir:/srv/git`
+    /// (bare repositories `{dir}/{repo}.git` served by `git http-backend`).
+    pub url: String,
+    /// The credential the broker injects for an http(s) upstream (never the client's).
+    #[serde(default)]
+    pub credential: Option<UpstreamCredential>,
+    /// Seconds to wait for a TCP/TLS connection to an http(s) upstream. Default 10.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds an http(s) upstream may stay silent while answering. Default 300.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+fn default_idle_timeout() -> u64 {
+    300
+}
+
+/// An upstream credential; the secret itself comes from an environment variable or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum UpstreamCredential {
+    /// HTTP Basic.
+    Basic {
+        /// The user name.
+        username: String,
+        /// Environment variable holding the password.
+        #[serde(default)]
+        password_env: Option<String>,
+        /// File holding the password (trailing newline ignored).
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+    },
+    /// `Authorization: Bearer`.
+    Bearer {
+        /// Environment variable holding the token.
+        #[serde(default)]
+        token_env: Option<String>,
+        /// File holding the token (trailing newline ignored).
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+    },
 }
 
 /// `[broker]`: addresses, names and keys.
@@ -250,6 +308,10 @@ impl Config {
         crate::policy::check_config(self).map_err(|e| invalid(&e.key, e.problem))?;
         self.admin_policy()
             .map_err(|(key, problem)| invalid(&key, problem))?;
+        for (i, upstream) in self.upstream.iter().enumerate() {
+            crate::gateway::upstream::validate(upstream)
+                .map_err(|(key, problem)| invalid(&format!("upstream[{i}].{key}"), problem))?;
+        }
         Ok(())
     }
 

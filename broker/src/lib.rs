@@ -4,12 +4,14 @@
 
 pub mod admin;
 pub mod audit;
+pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod devissuer;
 pub mod discovery;
 pub mod error;
 pub mod exchange;
+pub mod gateway;
 pub mod identity;
 pub mod keys;
 pub mod oauth;
@@ -57,6 +59,9 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(api)
         .merge(dev)
+        // Git traffic streams: no body limit. Every path not routed above is the gateway's.
+        .route("/authz", get(authz::authz))
+        .fallback(gateway::serve)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

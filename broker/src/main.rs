@@ -44,6 +44,11 @@ enum Command {
         /// Address to listen on (loopback only).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Directory of bare repositories the gateway serves (`dir:` upstream); a demo
+        /// repository `demo/hello` is created in it. Default: `git-jit-dev/repos` in the
+        /// system's temporary directory.
+        #[arg(long)]
+        repos: Option<PathBuf>,
     },
     /// Run the broker from a configuration file.
     Serve {
@@ -159,7 +164,7 @@ async fn serve(listen: SocketAddr, state: AppState) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, issuer = %state.settings.public_url, "broker listening");
     tracing::info!(
-        "serving /oauth/token, /oauth/introspect, /.well-known/jwks.json, /.well-known/oauth-authorization-server, /healthz, /readyz"
+        "serving /oauth/token, /oauth/introspect, /v1/grants, /v1/revoke, /v1/audit, /.well-known/jwks.json, /.well-known/oauth-authorization-server, /healthz, /readyz, /authz and the Git gateway (/<repo>.git/...)"
     );
     jit_broker::run(listener, state, shutdown_signal())
         .await
@@ -168,12 +173,20 @@ async fn serve(listen: SocketAddr, state: AppState) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev { listen } => {
+        Command::Dev { listen, repos } => {
             anyhow::ensure!(
                 listen.ip().is_loopback(),
                 "dev mode listens on loopback only, not {listen}"
             );
-            let state = AppState::dev(&format!("http://{listen}"))?;
+            let repos =
+                repos.unwrap_or_else(|| std::env::temp_dir().join("git-jit-dev").join("repos"));
+            let demo = jit_broker::gateway::demo::create(&repos).with_context(|| {
+                format!("cannot create the demo repository in {}", repos.display())
+            })?;
+            let state = AppState::dev(&format!("http://{listen}"))?
+                .with_gateway(jit_broker::gateway::Gateway::dir(&repos));
+            tracing::info!(repos = %repos.display(), "gateway serves bare repositories (dir: upstream)");
+            tracing::info!("demo repository: git clone http://{listen}/{demo}.git");
             tracing::warn!(
                 "DEVELOPMENT MODE: in-memory store, ephemeral signing key; never use in production"
             );

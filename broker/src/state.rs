@@ -10,6 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreKind};
 use crate::devissuer::{self, DevIssuer};
 use crate::exchange::ExchangeConfig;
+use crate::gateway::Gateway;
 use crate::identity::{CacheTimes, Verifier};
 use crate::keys::{KeyError, KeyRing};
 use crate::policy::CompiledPolicy;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub dev_issuer: Option<Arc<DevIssuer>>,
     /// Who may use the admin API.
     pub admins: Arc<AdminPolicy>,
+    /// The Git gateway's upstreams.
+    pub gateway: Arc<Gateway>,
 }
 
 impl AppState {
@@ -100,6 +103,7 @@ impl AppState {
             exchange: Arc::new(ExchangeConfig::default()),
             dev_issuer: None,
             admins: Arc::new(AdminPolicy::default()),
+            gateway: Arc::new(Gateway::empty()),
         }
     }
 
@@ -120,6 +124,12 @@ impl AppState {
     /// The same state with `admins` allowed on the admin API.
     pub fn with_admins(mut self, admins: AdminPolicy) -> Self {
         self.admins = Arc::new(admins);
+        self
+    }
+
+    /// The same state with the gateway's upstreams set.
+    pub fn with_gateway(mut self, gateway: Gateway) -> Self {
+        self.gateway = Arc::new(gateway);
         self
     }
 
@@ -166,10 +176,13 @@ impl AppState {
         let admins = config
             .admin_policy()
             .map_err(|(key, problem)| StartError::Config(format!("{key}: {problem}")))?;
+        let gateway = Gateway::from_config(&config.upstream)
+            .map_err(|e| StartError::Config(e.to_string()))?;
         Ok(
             Self::new(settings, keys, store, Arc::new(SystemClock), export)
                 .with_access(verifier, policy, config.exchange)
-                .with_admins(admins),
+                .with_admins(admins)
+                .with_gateway(gateway),
         )
     }
 

@@ -1,0 +1,658 @@
+//! Gateway and `/authz` decisions through the router (`app(state).oneshot`), with a memory
+//! store, a manual clock and tokens signed by the state's own signer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use jit_proto::{Claims, RefPattern, Scope};
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::audit::{AuditEvent, AuditQuery};
+use crate::clock::ManualClock;
+use crate::config::UpstreamConfig;
+use crate::keys::KeyRing;
+use crate::state::Settings;
+use crate::store::memory::MemoryStore;
+use crate::store::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget, StoreError};
+
+const NOW_MS: i64 = 1_700_000_000_000;
+const Z: &str = "0000000000000000000000000000000000000000";
+const A: &str = "1111111111111111111111111111111111111111";
+const B: &str = "2222222222222222222222222222222222222222";
+
+/// A memory store that can be told to fail its checks or its audit writes.
+struct Flaky {
+    inner: MemoryStore,
+    fail_check: AtomicBool,
+    fail_audit: AtomicBool,
+}
+
+fn down() -> StoreError {
+    StoreError::Unavailable("connection refused".into())
+}
+
+#[async_trait]
+impl GrantStore for Flaky {
+    async fn put(&self, grant: &Grant, now_ms: i64) -> Result<(), StoreError> {
+        self.inner.put(grant, now_ms).await
+    }
+    async fn check(&self, claims: &Claims, now_ms: i64) -> Result<GrantStatus, StoreError> {
+        if self.fail_check.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        self.inner.check(claims, now_ms).await
+    }
+    async fn status(&self, jti: &str, now_ms: i64) -> Result<GrantStatus, StoreError> {
+        self.inner.status(jti, now_ms).await
+    }
+    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
+        self.inner.revoke(target, now_ms).await
+    }
+    async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
+        self.inner.list(filter, now_ms).await
+    }
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        if self.fail_audit.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        self.inner.audit_head().await
+    }
+    async fn append_audit(&self, event: &AuditEvent, head: u64) -> Result<bool, StoreError> {
+        if self.fail_audit.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        self.inner.append_audit(event, head).await
+    }
+    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.read_audit(query).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+impl Default for Flaky {
+    fn default() -> Self {
+        Self {
+            inner: MemoryStore::new(10_000),
+            fail_check: AtomicBool::new(false),
+            fail_audit: AtomicBool::new(false),
+        }
+    }
+}
+
+struct Env {
+    state: AppState,
+    store: Arc<Flaky>,
+    clock: Arc<ManualClock>,
+}
+
+fn env() -> Env {
+    let store = Arc::new(Flaky::default());
+    let clock = Arc::new(ManualClock::new(NOW_MS));
+    let settings = Settings {
+        public_url: "https://broker.test".into(),
+        audience: "git-jit".into(),
+        subject_audience: "https://broker.test".into(),
+        login_issuer: None,
+        login_client_id: None,
+        dev_mode: false,
+    };
+    // An upstream that refuses connections: a forwarded request shows as a 502.
+    let gateway = Gateway::from_config(&[UpstreamConfig {
+        repositories: vec!["acme/**".into()],
+        url: "http://127.0.0.1:9".into(),
+        credential: None,
+        connect_timeout_secs: 2,
+        idle_timeout_secs: 5,
+    }])
+    .expect("gateway");
+    let state = AppState::new(
+        settings,
+        KeyRing::ephemeral().expect("key"),
+        store.clone(),
+        clock.clone(),
+        None,
+    )
+    .with_gateway(gateway);
+    Env {
+        state,
+        store,
+        clock,
+    }
+}
+
+impl Env {
+    async fn token(&self, scope: &str, refs: &[&str]) -> (String, Claims) {
+        let now = NOW_MS / 1000;
+        let claims = Claims {
+            iss: "https://broker.test".into(),
+            aud: "git-jit".into(),
+            sub: "alice@example.com".into(),
+            idp: "corp".into(),
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            jti: crate::token::new_jti().expect("jti"),
+            scope: Scope::parse(scope).expect("scope"),
+            refs: refs
+                .iter()
+                .map(|r| RefPattern::parse(r).expect("ref"))
+                .collect(),
+            role: "dev".into(),
+            reason: None,
+            req: None,
+        };
+        self.store
+            .put(&Grant::from_claims(&claims, NOW_MS - 1), NOW_MS)
+            .await
+            .expect("put");
+        let token = self.state.signer.sign(&claims).expect("sign");
+        (token.expose().to_owned(), claims)
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let r = crate::app(self.state.clone())
+            .oneshot(req)
+            .await
+            .expect("infallible");
+        let (parts, body) = r.into_parts();
+        let body = body.collect().await.expect("body").to_bytes().to_vec();
+        (parts.status, parts.headers, body)
+    }
+
+    async fn get(
+        &self,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let mut req = Request::get(uri);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let (s, h, b) = self.send(req.body(Body::empty()).expect("req")).await;
+        (s, h, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    async fn audit(&self, kind: &str) -> Vec<AuditEvent> {
+        self.store
+            .read_audit(&AuditQuery {
+                event: Some(kind.into()),
+                limit: 100,
+                ..AuditQuery::default()
+            })
+            .await
+            .expect("audit")
+    }
+}
+
+fn challenges(h: &axum::http::HeaderMap) -> Vec<String> {
+    h.get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .collect()
+}
+
+#[test]
+fn classify_paths_and_tricks() {
+    let ok = |m: Method, p: &str| classify(&m, p).expect(p);
+    let g = ok(
+        Method::GET,
+        "/acme/api.git/info/refs?service=git-upload-pack",
+    );
+    assert_eq!(g.needed_scope().to_string(), "repo:acme/api:read");
+    let g = ok(
+        Method::GET,
+        "/acme/api/info/refs?x=1&service=git-receive-pack",
+    );
+    assert_eq!(g.needed_scope().to_string(), "repo:acme/api:write");
+    assert_eq!(
+        ok(Method::POST, "/acme/api.git/git-upload-pack").endpoint,
+        Endpoint::Rpc(GitService::UploadPack)
+    );
+    assert_eq!(
+        ok(Method::POST, "/a/b/c.git/git-receive-pack")
+            .repo
+            .as_str(),
+        "a/b/c"
+    );
+    assert_eq!(
+        ok(
+            Method::GET,
+            "/ACME/api.git/info/refs?service=git-upload-pack"
+        )
+        .repo
+        .as_str(),
+        "ACME/api"
+    );
+
+    let bad_repo = [
+        "/acme/api/../secret.git/info/refs?service=git-upload-pack",
+        "/acme//api.git/info/refs?service=git-upload-pack",
+        "/acme/%2e%2e/secret.git/git-upload-pack",
+        "/acme%2fapi.git/git-upload-pack",
+        "/acme/api%2Egit/git-upload-pack",
+        "/acme/api.git//git-upload-pack",
+        "/acme/api//info/refs?service=git-upload-pack",
+        "/acme\\api.git/git-upload-pack",
+        "/./acme/api.git/git-upload-pack",
+        "//acme/api.git/git-upload-pack",
+        "/acme/api.git.git/git-upload-pack",
+        "/acme/-oops.git/git-upload-pack",
+    ];
+    for p in bad_repo {
+        let m = if p.contains("info/refs") {
+            Method::GET
+        } else {
+            Method::POST
+        };
+        assert!(
+            matches!(classify(&m, p), Err(RouteError::BadRepo { .. })),
+            "{p}"
+        );
+    }
+    let not_git = [
+        "/acme/api.git/info/refs/",
+        "/acme/api.git/git-upload-pack/",
+        "/acme/api.git/HEAD",
+        "/acme/api.git/objects/info/packs",
+        "/git-upload-pack",
+        "",
+    ];
+    for p in not_git {
+        assert!(
+            matches!(
+                classify(&Method::POST, p),
+                Err(RouteError::NotGit | RouteError::BadRepo { .. })
+            ),
+            "{p}"
+        );
+    }
+    for p in [
+        "/acme/api.git/info/refs",
+        "/acme/api.git/info/refs?service=git-upload-archive",
+        "/acme/api.git/info/refs?service=git%2Dupload-pack",
+    ] {
+        assert_eq!(classify(&Method::GET, p), Err(RouteError::NoService), "{p}");
+    }
+    assert!(matches!(
+        classify(&Method::GET, "/acme/api.git/git-upload-pack"),
+        Err(RouteError::Method(_))
+    ));
+    assert!(matches!(
+        classify(
+            &Method::POST,
+            "/acme/api.git/info/refs?service=git-upload-pack"
+        ),
+        Err(RouteError::Method(_))
+    ));
+}
+
+#[tokio::test]
+async fn no_token_gets_a_challenge_with_the_exact_scope() {
+    let e = env();
+    let (s, h, body) = e
+        .get("/acme/api.git/info/refs?service=git-receive-pack", None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        challenges(&h),
+        [
+            "Bearer realm=\"git-jit\", scope=\"repo:acme/api:write\"",
+            "Basic realm=\"git-jit\""
+        ]
+    );
+    assert!(
+        body.contains("this push needs repo:acme/api:write"),
+        "{body}"
+    );
+    let (_, h, _) = e
+        .get(
+            "/acme/api/info/refs?service=git-upload-pack",
+            Some("garbage"),
+        )
+        .await;
+    assert_eq!(
+        challenges(&h)[0],
+        "Bearer realm=\"git-jit\", scope=\"repo:acme/api:read\""
+    );
+    let denied = e.audit("access.denied").await;
+    assert_eq!(denied.len(), 2);
+    assert_eq!(denied[0].scope.as_deref(), Some("repo:acme/api:write"));
+}
+
+#[tokio::test]
+async fn wrong_repo_action_or_case_is_forbidden_with_a_message() {
+    let e = env();
+    let (t, _) = e.token("repo:acme/api:read", &[]).await;
+    let (s, h, body) = e
+        .get("/acme/api.git/info/refs?service=git-receive-pack", Some(&t))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(challenges(&h).is_empty());
+    assert_eq!(
+        h.get(DENIAL_HEADER).map(|v| v.as_bytes()),
+        Some(body.trim_end().as_bytes())
+    );
+    assert_eq!(
+        body,
+        "git-jit: token grants repo:acme/api:read; this push needs repo:acme/api:write. Run `git jit request repo:acme/api:write`\n"
+    );
+    for uri in [
+        "/acme/web.git/info/refs?service=git-upload-pack",
+        "/ACME/api.git/info/refs?service=git-upload-pack",
+        "/acme/api/sub.git/info/refs?service=git-upload-pack",
+    ] {
+        let (s, _, body) = e.get(uri, Some(&t)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{uri}");
+        assert!(
+            body.starts_with("git-jit: token grants repo:acme/api:read; this clone or fetch needs"),
+            "{body}"
+        );
+    }
+    let (s, _, body) = e
+        .get(
+            "/acme/api/../web.git/info/refs?service=git-upload-pack",
+            Some(&t),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("'..' segment"), "{body}");
+}
+
+#[tokio::test]
+async fn allowed_request_is_audited_then_forwarded() {
+    let e = env();
+    let (t, c) = e.token("repo:acme/api:read", &[]).await;
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("x:{t}"))
+    );
+    let req = Request::get("/acme/api.git/info/refs?service=git-upload-pack")
+        .header(header::AUTHORIZATION, basic)
+        .body(Body::empty())
+        .expect("req");
+    let (s, _, body) = e.send(req).await;
+    // The test upstream refuses connections: reaching it proves the request was allowed.
+    assert_eq!(
+        s,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        String::from_utf8_lossy(&body)
+            .contains("cannot connect to the upstream Git server 127.0.0.1")
+    );
+    let allowed = e.audit("access.allowed").await;
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(allowed[0].jti.as_deref(), Some(c.jti.as_str()));
+    assert_eq!(allowed[0].subject.as_deref(), Some("alice@example.com"));
+    assert_eq!(allowed[0].repo.as_deref(), Some("acme/api"));
+
+    let (s, _, body) = e
+        .get(
+            "/other/repo.git/info/refs?service=git-upload-pack",
+            Some(&e.token("repo:other/repo:read", &[]).await.0),
+        )
+        .await;
+    assert_eq!(
+        (s, body.as_str()),
+        (
+            StatusCode::NOT_FOUND,
+            "git-jit: no upstream serves repository other/repo\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn revoked_and_expired_tokens_are_refused_on_the_next_request() {
+    let e = env();
+    let (t, c) = e.token("repo:acme/api:read", &[]).await;
+    let uri = "/acme/api.git/info/refs?service=git-upload-pack";
+    assert_eq!(e.get(uri, Some(&t)).await.0, StatusCode::BAD_GATEWAY);
+    e.store
+        .revoke(&RevokeTarget::Jti(c.jti.clone()), NOW_MS)
+        .await
+        .expect("revoke");
+    let (s, h, body) = e.get(uri, Some(&t)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenges(&h).len(), 2);
+    assert!(body.contains("revoked"), "{body}");
+
+    let (t, _) = e.token("repo:acme/api:read", &[]).await;
+    e.clock.advance_ms(601_000);
+    let (s, _, body) = e.get(uri, Some(&t)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("expired"), "{body}");
+}
+
+#[tokio::test]
+async fn store_or_audit_outage_fails_closed() {
+    let e = env();
+    let (t, _) = e.token("repo:acme/api:read", &[]).await;
+    let uri = "/acme/api.git/info/refs?service=git-upload-pack";
+    e.store.fail_check.store(true, Ordering::SeqCst);
+    let (s, _, body) = e.get(uri, Some(&t)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("grant store is unavailable"), "{body}");
+    e.store.fail_check.store(false, Ordering::SeqCst);
+    e.store.fail_audit.store(true, Ordering::SeqCst);
+    let (s, _, body) = e.get(uri, Some(&t)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("audit trail is unavailable"), "{body}");
+}
+
+fn push_body(lines: &[String]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let line = if i == 0 {
+            format!("{l}\0report-status side-band-64k")
+        } else {
+            l.clone()
+        };
+        pktline::write_data(&mut b, line.as_bytes());
+    }
+    pktline::write_flush(&mut b);
+    b.extend_from_slice(b"PACK-never-forwarded");
+    b
+}
+
+async fn push(
+    e: &Env,
+    token: &str,
+    lines: &[String],
+    gzip: bool,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut body = push_body(lines);
+    let mut req = Request::post("/acme/api.git/git-receive-pack")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(
+            header::CONTENT_TYPE,
+            "application/x-git-receive-pack-request",
+        );
+    if gzip {
+        use std::io::Write as _;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&body).expect("gzip");
+        body = enc.finish().expect("gzip");
+        req = req.header(header::CONTENT_ENCODING, "gzip");
+    }
+    e.send(req.body(Body::from(body)).expect("req")).await
+}
+
+fn band1_lines(body: &[u8]) -> Vec<String> {
+    let mut inner = Vec::new();
+    for p in pktline::parse_all(body).expect("pkt") {
+        if let pktline::Packet::Data(d) = p
+            && d[0] == 1
+        {
+            inner.extend_from_slice(&d[1..]);
+        }
+    }
+    pktline::parse_all(&inner)
+        .expect("inner pkt")
+        .into_iter()
+        .filter_map(|p| p.line().map(|l| String::from_utf8_lossy(l).into_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn push_outside_ref_patterns_is_refused_whole_and_never_forwarded() {
+    let e = env();
+    let (t, c) = e
+        .token("repo:acme/api:write", &["refs/heads/hotfix/*"])
+        .await;
+    for gzip in [false, true] {
+        let lines = [
+            format!("{A} {B} refs/heads/hotfix/a"),
+            format!("{A} {Z} refs/heads/main"),
+        ];
+        let (s, h, body) = push(&e, &t, &lines, gzip).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            h.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/x-git-receive-pack-result"[..])
+        );
+        assert_eq!(
+            band1_lines(&body),
+            [
+                "unpack ok",
+                "ng refs/heads/hotfix/a git-jit: push refused as a whole because refs/heads/main is not allowed",
+                "ng refs/heads/main git-jit: ref not allowed by grant: allowed refs/heads/hotfix/*",
+            ]
+        );
+    }
+    let denied = e.audit("access.denied").await;
+    assert_eq!(denied.len(), 2);
+    assert_eq!(denied[0].jti.as_deref(), Some(c.jti.as_str()));
+    assert_eq!(denied[0].data["updates"][1]["kind"], "delete");
+    assert!(
+        denied[0]
+            .denial
+            .as_deref()
+            .is_some_and(|d| d.starts_with("refs/heads/main: "))
+    );
+    assert!(e.audit("access.allowed").await.is_empty());
+
+    // Within the patterns the push is allowed (and reaches the refusing test upstream).
+    let (s, _, _) = push(&e, &t, &[format!("{Z} {B} refs/heads/hotfix/new")], true).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY);
+    let allowed = e.audit("access.allowed").await;
+    assert_eq!(
+        allowed[0].data["updates"][0]["ref"],
+        "refs/heads/hotfix/new"
+    );
+    assert_eq!(allowed[0].data["updates"][0]["kind"], "create");
+}
+
+#[tokio::test]
+async fn malformed_push_is_a_400() {
+    let e = env();
+    let (t, _) = e.token("repo:acme/api:write", &[]).await;
+    let req = Request::post("/acme/api.git/git-receive-pack")
+        .header(header::AUTHORIZATION, format!("Bearer {t}"))
+        .body(Body::from("00zzjunk"))
+        .expect("req");
+    let (s, _, body) = e.send(req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("not four hex digits"));
+}
+
+async fn authz(
+    e: &Env,
+    uri: &str,
+    method: &str,
+    token: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap) {
+    let mut req = Request::get("/authz")
+        .header("X-Original-URI", uri)
+        .header("X-Original-Method", method);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let (s, h, _) = e.send(req.body(Body::empty()).expect("req")).await;
+    (s, h)
+}
+
+#[tokio::test]
+async fn authz_decides_like_the_gateway() {
+    let e = env();
+    let (read, _) = e.token("repo:acme/api:read", &[]).await;
+    let (narrow, _) = e
+        .token("repo:acme/api:write", &["refs/heads/hotfix/*"])
+        .await;
+    let (write, _) = e.token("repo:acme/api:write", &[]).await;
+    let info = "/acme/api.git/info/refs?service=git-upload-pack";
+    let (s, h) = authz(&e, info, "GET", Some(&read)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.get("x-jit-subject").map(|v| v.as_bytes()),
+        Some(&b"alice@example.com"[..])
+    );
+    let (s, h) = authz(
+        &e,
+        "/acme/api.git/info/refs?service=git-receive-pack",
+        "GET",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        challenges(&h)[0],
+        "Bearer realm=\"git-jit\", scope=\"repo:acme/api:write\""
+    );
+    assert_eq!(
+        authz(
+            &e,
+            "/acme/web.git/info/refs?service=git-upload-pack",
+            "GET",
+            Some(&read)
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        authz(
+            &e,
+            "/acme/%2e%2e/api.git/info/refs?service=git-upload-pack",
+            "GET",
+            Some(&read)
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        authz(&e, "/acme/api.git/git-receive-pack", "POST", Some(&write))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        authz(&e, "/acme/api.git/git-receive-pack", "POST", Some(&narrow))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        authz(
+            &e,
+            "/acme/api.git/info/refs?service=git-receive-pack",
+            "GET",
+            Some(&narrow)
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    let allowed = e.audit("access.allowed").await;
+    assert_eq!(allowed.len(), 2);
+    assert_eq!(allowed[0].data["via"], "authz");
+}

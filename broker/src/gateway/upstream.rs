@@ -1,0 +1,460 @@
+//! The upstream table: which Git server serves which repositories (first matching
+//! `[[upstream]]` wins), built once from the configuration with its credentials loaded.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::response::Response;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use jit_proto::{RepoPath, Secret};
+use reqwest::Url;
+
+use super::cgi::DirUpstream;
+use super::proxy::{Forward, HttpUpstream, UpstreamAuth};
+use super::push::BodyStream;
+use crate::config::{UpstreamConfig, UpstreamCredential};
+
+/// Why the upstream table could not be built. `key` is relative to `upstream[i]`.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// A configuration value is not acceptable.
+    #[error("upstream[{index}].{key}: {problem}")]
+    Invalid {
+        /// The entry.
+        index: usize,
+        /// The key within it.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("upstream[{index}]: cannot build the HTTP client: {source}")]
+    Client {
+        /// The entry.
+        index: usize,
+        /// The cause.
+        source: reqwest::Error,
+    },
+}
+
+/// Where one upstream's requests go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// An http(s) Git server.
+    Http(HttpUpstream),
+    /// `git http-backend` over local bare repositories.
+    Dir(DirUpstream),
+}
+
+/// One `[[upstream]]` entry, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `upstream[i]`, for logs.
+    pub name: String,
+    patterns: GlobSet,
+    /// Where requests go.
+    pub target: Target,
+}
+
+/// The gateway's upstream table.
+#[derive(Debug, Clone, Default)]
+pub struct Gateway {
+    upstreams: Vec<Upstream>,
+}
+
+fn glob_set(patterns: &[String]) -> Result<GlobSet, (String, String)> {
+    if patterns.is_empty() {
+        return Err((
+            "repositories".into(),
+            "must list at least one pattern".into(),
+        ));
+    }
+    let mut set = GlobSetBuilder::new();
+    for (j, p) in patterns.iter().enumerate() {
+        let glob = GlobBuilder::new(p)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| (format!("repositories[{j}]"), e.kind().to_string()))?;
+        set.add(glob);
+    }
+    set.build()
+        .map_err(|e| ("repositories".into(), e.to_string()))
+}
+
+enum Location {
+    Http(Url),
+    Dir(PathBuf),
+}
+
+fn location(url: &str) -> Result<Location, (String, String)> {
+    let bad = |p: String| ("url".to_owned(), p);
+    if let Some(dir) = url.strip_prefix("dir:") {
+        if dir.is_empty() {
+            return Err(bad("dir: needs a directory, e.g. dir:/srv/git".into()));
+        }
+        return Ok(Location::Dir(PathBuf::from(dir)));
+    }
+    let parsed = Url::parse(url).map_err(|e| bad(format!("{url:?} is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad(format!(
+            "{url:?} must be http(s)://host[/prefix] or dir:/path"
+        )));
+    }
+    if url.ends_with('/') || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad(format!(
+            "{url:?} must not end with '/' or carry a query or fragment"
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad("put credentials in `credential`, not in the URL".into()));
+    }
+    Ok(Location::Http(parsed))
+}
+
+/// Where a secret is read from.
+#[derive(Debug, Clone, Copy)]
+enum SecretSource<'a> {
+    /// An environment variable.
+    Env(&'a str),
+    /// A file.
+    File(&'a Path),
+}
+
+fn one_source<'a>(
+    env: &'a Option<String>,
+    file: &'a Option<PathBuf>,
+    env_key: &str,
+    file_key: &str,
+) -> Result<SecretSource<'a>, (String, String)> {
+    match (env, file) {
+        (Some(e), None) if !e.is_empty() => Ok(SecretSource::Env(e)),
+        (None, Some(f)) => Ok(SecretSource::File(f)),
+        _ => Err((
+            "credential".into(),
+            format!("set exactly one of {env_key} or {file_key}"),
+        )),
+    }
+}
+
+/// Checks one `[[upstream]]` entry without touching the environment or the disk; errors are
+/// `(key, problem)` with the key relative to the entry.
+pub fn validate(c: &UpstreamConfig) -> Result<(), (String, String)> {
+    glob_set(&c.repositories)?;
+    let loc = location(&c.url)?;
+    match (&loc, &c.credential) {
+        (Location::Dir(_), Some(_)) => {
+            return Err((
+                "credential".into(),
+                "a dir: upstream takes no credential".into(),
+            ));
+        }
+        (
+            _,
+            Some(UpstreamCredential::Basic {
+                username,
+                password_env,
+                password_file,
+            }),
+        ) => {
+            if username.is_empty() || username.contains(':') {
+                return Err((
+                    "credential.username".into(),
+                    "must be non-empty without ':'".into(),
+                ));
+            }
+            one_source(password_env, password_file, "password_env", "password_file")?;
+        }
+        (
+            _,
+            Some(UpstreamCredential::Bearer {
+                token_env,
+                token_file,
+            }),
+        ) => {
+            one_source(token_env, token_file, "token_env", "token_file")?;
+        }
+        (_, None) => {}
+    }
+    if c.connect_timeout_secs == 0 || c.idle_timeout_secs == 0 {
+        return Err((
+            "connect_timeout_secs".into(),
+            "timeouts must be at least 1 second".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn load_secret(source: SecretSource<'_>, key: &str) -> Result<Secret, (String, String)> {
+    let value = match source {
+        SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+            (
+                key.to_owned(),
+                format!("environment variable {var} is not set"),
+            )
+        })?,
+        SecretSource::File(file) => std::fs::read_to_string(file).map_err(|e| {
+            (
+                key.to_owned(),
+                format!("cannot read {}: {e}", file.display()),
+            )
+        })?,
+    };
+    let value = value.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err((key.to_owned(), "the secret is empty".into()));
+    }
+    Ok(Secret::new(value))
+}
+
+fn load_auth(c: &Option<UpstreamCredential>) -> Result<Option<UpstreamAuth>, (String, String)> {
+    Ok(match c {
+        None => None,
+        Some(UpstreamCredential::Basic {
+            username,
+            password_env,
+            password_file,
+        }) => {
+            let src = one_source(password_env, password_file, "password_env", "password_file")?;
+            let key = match src {
+                SecretSource::Env(_) => "credential.password_env",
+                SecretSource::File(_) => "credential.password_file",
+            };
+            Some(UpstreamAuth::Basic {
+                username: username.clone(),
+                password: load_secret(src, key)?,
+            })
+        }
+        Some(UpstreamCredential::Bearer {
+            token_env,
+            token_file,
+        }) => {
+            let src = one_source(token_env, token_file, "token_env", "token_file")?;
+            let key = match src {
+                SecretSource::Env(_) => "credential.token_env",
+                SecretSource::File(_) => "credential.token_file",
+            };
+            Some(UpstreamAuth::Bearer(load_secret(src, key)?))
+        }
+    })
+}
+
+impl Gateway {
+    /// A gateway with no upstream: every allowed request answers "no upstream".
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Builds the table from `[[upstream]]`, loading credentials from the environment/files.
+    pub fn from_config(entries: &[UpstreamConfig]) -> Result<Self, UpstreamError> {
+        let mut upstreams = Vec::with_capacity(entries.len());
+        for (index, c) in entries.iter().enumerate() {
+            let invalid = |(key, problem): (String, String)| UpstreamError::Invalid {
+                index,
+                key,
+                problem,
+            };
+            validate(c).map_err(invalid)?;
+            let patterns = glob_set(&c.repositories).map_err(invalid)?;
+            let target = match location(&c.url).map_err(invalid)? {
+                Location::Dir(root) => Target::Dir(DirUpstream::new(root)),
+                Location::Http(base) => Target::Http(
+                    HttpUpstream::new(
+                        base,
+                        load_auth(&c.credential).map_err(invalid)?,
+                        Duration::from_secs(c.connect_timeout_secs),
+                        Duration::from_secs(c.idle_timeout_secs),
+                    )
+                    .map_err(|source| UpstreamError::Client { index, source })?,
+                ),
+            };
+            upstreams.push(Upstream {
+                name: format!("upstream[{index}]"),
+                patterns,
+                target,
+            });
+        }
+        Ok(Self { upstreams })
+    }
+
+    /// Every repository served from bare repositories under `root` (dev mode).
+    pub fn dir(root: impl Into<PathBuf>) -> Self {
+        let patterns = glob_set(&["**".to_owned()]).unwrap_or_default();
+        Self {
+            upstreams: vec![Upstream {
+                name: "dev".into(),
+                patterns,
+                target: Target::Dir(DirUpstream::new(root)),
+            }],
+        }
+    }
+
+    /// The first upstream whose patterns match `repo`.
+    pub fn upstream_for(&self, repo: &RepoPath) -> Option<&Upstream> {
+        self.upstreams
+            .iter()
+            .find(|u| u.patterns.is_match(repo.as_str()))
+    }
+
+    /// Forwards an allowed request to `upstream`.
+    pub async fn forward(&self, upstream: &Upstream, f: Forward, body: BodyStream) -> Response {
+        tracing::debug!(upstream = %upstream.name, repo = %f.repo, endpoint = f.endpoint.suffix(), "forwarding");
+        match &upstream.target {
+            Target::Http(h) => h.forward(f, body).await,
+            Target::Dir(d) => d.forward(f, body).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(repos: &[&str], url: &str, credential: Option<UpstreamCredential>) -> UpstreamConfig {
+        UpstreamConfig {
+            repositories: repos.iter().map(|s| (*s).to_owned()).collect(),
+            url: url.into(),
+            credential,
+            connect_timeout_secs: 10,
+            idle_timeout_secs: 300,
+        }
+    }
+
+    fn repo(s: &str) -> RepoPath {
+        RepoPath::parse(s).expect("repo")
+    }
+
+    #[test]
+    fn first_match_wins_and_star_stays_in_a_segment() {
+        let gw = Gateway::from_config(&[
+            entry(&["acme/*"], "dir:/a", None),
+            entry(
+                &["acme/**", "other"],
+                "http://git.example:8080/prefix",
+                None,
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(
+            gw.upstream_for(&repo("acme/api")).map(|u| u.name.as_str()),
+            Some("upstream[0]")
+        );
+        assert_eq!(
+            gw.upstream_for(&repo("acme/sub/x"))
+                .map(|u| u.name.as_str()),
+            Some("upstream[1]")
+        );
+        assert_eq!(
+            gw.upstream_for(&repo("other")).map(|u| u.name.as_str()),
+            Some("upstream[1]")
+        );
+        assert!(gw.upstream_for(&repo("ACME/api")).is_none());
+        assert!(gw.upstream_for(&repo("elsewhere/x")).is_none());
+    }
+
+    #[test]
+    fn bad_entries_name_the_key() {
+        let basic = |env: Option<&str>, file: Option<&str>| {
+            Some(UpstreamCredential::Basic {
+                username: "jit".into(),
+                password_env: env.map(Into::into),
+                password_file: file.map(Into::into),
+            })
+        };
+        let cases = [
+            (entry(&[], "dir:/a", None), "repositories"),
+            (entry(&["a/[x"], "dir:/a", None), "repositories[0]"),
+            (entry(&["**"], "ftp://x", None), "url"),
+            (entry(&["**"], "http://x/", None), "url"),
+            (entry(&["**"], "http://u:p@x", None), "url"),
+            (entry(&["**"], "dir:", None), "url"),
+            (
+                entry(&["**"], "dir:/a", basic(Some("X"), None)),
+                "credential",
+            ),
+            (entry(&["**"], "http://x", basic(None, None)), "credential"),
+            (
+                entry(&["**"], "http://x", basic(Some("A"), Some("/f"))),
+                "credential",
+            ),
+        ];
+        for (c, key) in cases {
+            let (k, _) = validate(&c).expect_err(key);
+            assert_eq!(k, key);
+        }
+        let missing = Gateway::from_config(&[entry(
+            &["**"],
+            "https://x",
+            basic(Some("JIT_TEST_SURELY_UNSET_VAR"), None),
+        )])
+        .expect_err("missing env")
+        .to_string();
+        assert_eq!(
+            missing,
+            "upstream[0].credential.password_env: environment variable JIT_TEST_SURELY_UNSET_VAR is not set"
+        );
+    }
+
+    #[test]
+    fn config_file_schema_and_errors_name_the_key() {
+        let base = r#"
+[broker]
+listen = "127.0.0.1:8080"
+public_url = "https://jit.example.com"
+keys_dir = "keys"
+
+[store]
+kind = "memory"
+"#;
+        let good = format!(
+            r#"{base}
+[[upstream]]
+repositories = ["acme/*"]
+url = "https://git.example.com/git"
+credential = {{ kind = "basic", username = "jit", password_env = "PW" }}
+
+[[upstream]]
+repositories = ["**"]
+url = "dir:/srv/git"
+"#
+        );
+        let file = Path::new("broker.toml");
+        let c = crate::config::Config::parse(&good, file).expect("parses");
+        c.validate(file).expect("valid");
+        assert_eq!(c.upstream.len(), 2);
+        assert_eq!(c.upstream[0].idle_timeout_secs, 300);
+
+        let cases = [
+            (
+                good.replace("https://git.example.com/git", "git.example.com"),
+                "broker.toml: upstream[0].url: ",
+            ),
+            (
+                good.replace(
+                    "password_env = \"PW\"",
+                    "password_file = \"f\", password_env = \"PW\"",
+                ),
+                "broker.toml: upstream[0].credential: ",
+            ),
+            (
+                good.replace("\"basic\"", "\"digest\""),
+                "unknown variant `digest`",
+            ),
+            (
+                good.replace("password_env", "pasword_env"),
+                "unknown field `pasword_env`",
+            ),
+            (
+                good.replace("[\"**\"]", "[]"),
+                "broker.toml: upstream[1].repositories: ",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = crate::config::Config::parse(&text, file)
+                .and_then(|c| c.validate(file).map(|()| c))
+                .expect_err(needle)
+                .to_string();
+            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+        }
+    }
+}

@@ -3,14 +3,16 @@
 //!
 //! It exists only in dev mode (there is no config key for it), answers only loopback
 //! clients, and holds one fresh in-memory ES256 key. Routes, under `/dev/issuer`:
-//! `GET /.well-known/openid-configuration`, `GET /jwks` and `POST /token` (form: `sub`,
-//! optional `email`, `groups` (comma-separated), `ttl` minutes) which returns
-//! `{"id_token": …, "expires_in": …}`. The broker trusts it as the issuer named `dev`, with
-//! the roles of [`DevIssuer::roles`].
+//! `GET /.well-known/openid-configuration`, `GET /jwks`, `POST /device` (RFC 8628 device
+//! authorization, approved at once for the developer running `jit-broker dev`, so `git jit
+//! login` works without an SSO) and `POST /token`: the device-code and refresh-token grants,
+//! or, without `grant_type`, a direct mint (form: `sub`, optional `email`, `groups`
+//! (comma-separated), `ttl` minutes) returning `{"id_token": …, "expires_in": …}`. The broker
+//! trusts it as the issuer named `dev`, with the roles of [`DevIssuer::roles`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, Form, State};
 use axum::http::StatusCode;
@@ -50,12 +52,15 @@ pub enum DevIssuerError {
     Sign(String),
 }
 
-/// The dev issuer: its URL and one ES256 key.
+/// The dev issuer: its URL, one ES256 key, and the developer it vouches for.
 pub struct DevIssuer {
     url: String,
     kid: String,
     encoding: EncodingKey,
     jwk: Value,
+    user: String,
+    /// Device codes and refresh tokens handed out (random, in memory).
+    sessions: Mutex<HashSet<String>>,
 }
 
 impl DevIssuer {
@@ -81,7 +86,35 @@ impl DevIssuer {
             kid,
             encoding: EncodingKey::from_ec_der(doc.as_ref()),
             jwk,
+            user: "developer@localhost".to_owned(),
+            sessions: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The same issuer vouching for `user` in device logins.
+    pub fn for_user(mut self, user: &str) -> Self {
+        self.user = user.to_owned();
+        self
+    }
+
+    /// The developer device logins are approved for.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    fn new_session(&self) -> Result<String, DevIssuerError> {
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut bytes)
+            .map_err(|_| DevIssuerError::Key)?;
+        let code = URL_SAFE_NO_PAD.encode(bytes);
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(code.clone());
+        }
+        Ok(code)
+    }
+
+    fn known_session(&self, code: &str) -> bool {
+        self.sessions.lock().is_ok_and(|s| s.contains(code))
     }
 
     /// The issuer URL (`iss`).
@@ -100,6 +133,8 @@ impl DevIssuer {
             "issuer": self.url,
             "jwks_uri": format!("{}/jwks", self.url),
             "token_endpoint": format!("{}/token", self.url),
+            "device_authorization_endpoint": format!("{}/device", self.url),
+            "grant_types_supported": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
             "id_token_signing_alg_values_supported": ["ES256"],
             "subject_types_supported": ["public"],
             "response_types_supported": ["id_token"],
@@ -168,7 +203,14 @@ impl DevIssuer {
 /// The body of `POST /dev/issuer/token`.
 #[derive(Debug, Deserialize)]
 pub struct MintRequest {
-    /// The subject.
+    /// `urn:ietf:params:oauth:grant-type:device_code`, `refresh_token`, or absent for a mint.
+    grant_type: Option<String>,
+    /// The device code (device-code grant).
+    device_code: Option<String>,
+    /// The refresh token (refresh-token grant).
+    refresh_token: Option<String>,
+    /// The subject (direct mint).
+    #[serde(default)]
     sub: String,
     /// An email claim.
     email: Option<String>,
@@ -187,6 +229,7 @@ pub fn routes<S>(dev: Arc<DevIssuer>) -> Router<S> {
         )
         .route(&format!("{PATH}/jwks"), get(jwks))
         .route(&format!("{PATH}/token"), post(mint))
+        .route(&format!("{PATH}/device"), post(device))
         .with_state(dev)
 }
 
@@ -218,6 +261,51 @@ async fn jwks(State(dev): State<Arc<DevIssuer>>, peer: Peer) -> Response {
     Json(dev.jwks()).into_response()
 }
 
+/// `POST /dev/issuer/device`: a device authorization that is approved at once for the
+/// developer (there is nobody else on a loopback-only dev broker).
+async fn device(State(dev): State<Arc<DevIssuer>>, peer: Peer) -> Response {
+    if !is_loopback(&peer) {
+        return not_loopback();
+    }
+    match dev.new_session() {
+        Ok(code) => {
+            tracing::warn!(user = %dev.user, "dev issuer: device login approved without a prompt (dev mode)");
+            Json(json!({
+                "device_code": code,
+                "user_code": "DEV-MODE",
+                "verification_uri": format!("{}/device", dev.url),
+                "expires_in": 600,
+                "interval": 1,
+            }))
+            .into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Answers a device-code or refresh-token grant with an ID token for the developer.
+fn session_tokens(dev: &DevIssuer, code: Option<&str>) -> Response {
+    let oauth_error =
+        |error: &str| (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response();
+    if !code.is_some_and(|c| dev.known_session(c)) {
+        return oauth_error("invalid_grant");
+    }
+    let mut claims = Map::new();
+    claims.insert("sub".into(), dev.user.clone().into());
+    claims.insert("email".into(), dev.user.clone().into());
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    match (dev.mint(claims, now, 60), dev.new_session()) {
+        (Ok(id), Ok(refresh)) => Json(json!({
+            "id_token": id.expose(),
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        }))
+        .into_response(),
+        _ => oauth_error("server_error"),
+    }
+}
+
 async fn mint(
     State(dev): State<Arc<DevIssuer>>,
     peer: Peer,
@@ -225,6 +313,20 @@ async fn mint(
 ) -> Response {
     if !is_loopback(&peer) {
         return not_loopback();
+    }
+    match req.grant_type.as_deref() {
+        None => {}
+        Some("urn:ietf:params:oauth:grant-type:device_code") => {
+            return session_tokens(&dev, req.device_code.as_deref());
+        }
+        Some("refresh_token") => return session_tokens(&dev, req.refresh_token.as_deref()),
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "unsupported_grant_type"})),
+            )
+                .into_response();
+        }
     }
     let minutes = req.ttl.unwrap_or(60);
     if req.sub.is_empty() || !(1..=MAX_ID_TOKEN_MINUTES).contains(&minutes) {

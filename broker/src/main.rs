@@ -49,6 +49,9 @@ enum Command {
         /// system's temporary directory.
         #[arg(long)]
         repos: Option<PathBuf>,
+        /// The identity `git jit login` gets from the development issuer.
+        #[arg(long, default_value = "developer@localhost")]
+        user: String,
     },
     /// Run the broker from a configuration file.
     Serve {
@@ -173,7 +176,11 @@ async fn serve(listen: SocketAddr, state: AppState) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev { listen, repos } => {
+        Command::Dev {
+            listen,
+            repos,
+            user,
+        } => {
             anyhow::ensure!(
                 listen.ip().is_loopback(),
                 "dev mode listens on loopback only, not {listen}"
@@ -183,7 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let demo = jit_broker::gateway::demo::create(&repos).with_context(|| {
                 format!("cannot create the demo repository in {}", repos.display())
             })?;
-            let state = AppState::dev(&format!("http://{listen}"))?
+            let state = AppState::dev(&format!("http://{listen}"), &user)?
                 .with_gateway(jit_broker::gateway::Gateway::dir(&repos));
             tracing::info!(repos = %repos.display(), "gateway serves bare repositories (dir: upstream)");
             tracing::info!("demo repository: git clone http://{listen}/{demo}.git");
@@ -193,9 +200,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(dev) = &state.dev_issuer {
                 tracing::warn!(
                     issuer = dev.url(),
+                    user = dev.user(),
                     "DEVELOPMENT ISSUER ENABLED: anyone on this machine can mint an identity \
-                     (POST {}/token with sub=NAME); roles dev-read (any repo, read) and \
-                     dev-write (demo/**, write, reason required)",
+                     (POST {}/token with sub=NAME, or `git jit login` as the user above); roles \
+                     dev-read (any repo, read) and dev-write (demo/**, write, reason required)",
                     dev.url()
                 );
             }

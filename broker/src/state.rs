@@ -188,9 +188,10 @@ impl AppState {
 
     /// State for `jit-broker dev`: memory store, a fresh in-memory key, everything local,
     /// and the development issuer with its example roles.
-    pub fn dev(public_url: &str) -> Result<Self, StartError> {
+    pub fn dev(public_url: &str, user: &str) -> Result<Self, StartError> {
         let dev = DevIssuer::generate(&format!("{public_url}{}", devissuer::PATH))
-            .map_err(|e| StartError::Config(e.to_string()))?;
+            .map_err(|e| StartError::Config(e.to_string()))?
+            .for_user(user);
         let settings = Settings {
             public_url: public_url.to_owned(),
             audience: "git-jit".to_owned(),

@@ -261,7 +261,7 @@ async fn refusals_are_precise_audited_and_change_nothing() {
 
 #[tokio::test]
 async fn dev_mode_mints_identities_for_loopback_only() {
-    let state = AppState::dev("http://127.0.0.1:8080").expect("dev state");
+    let state = AppState::dev("http://127.0.0.1:8080", "dev@localhost").expect("dev state");
     let mint = |peer: [u8; 4]| {
         let req = HttpRequest::post("/dev/issuer/token")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")

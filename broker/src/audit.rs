@@ -245,19 +245,31 @@ impl Export {
 
 /// How often an append is retried when another replica wrote first.
 const CHAIN_RETRIES: usize = 64;
+/// Most events written in one store round trip.
+const MAX_BATCH: usize = 256;
+/// Events waiting for the writer before callers are made to wait.
+const QUEUE: usize = 4096;
+
+type Done = tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>;
 
 /// Records audit events: chained into the store (the durable trail), copied to the export
 /// and the structured log.
 ///
-/// A failure to record is returned to the caller, who must then refuse what it was about to
-/// allow: there is never an unaudited grant or access.
+/// One writer task per process owns the chain head and appends whatever events are waiting
+/// in one compare-and-set round trip (group commit), so the chain stays linear without
+/// making every request wait for every other request's round trip. `record` returns only
+/// once its event is stored; a failure is returned to the caller, who must then refuse what
+/// it was about to allow: there is never an unaudited grant or access.
 #[derive(Clone)]
 pub struct Auditor {
+    inner: std::sync::Arc<AuditorInner>,
+}
+
+struct AuditorInner {
     store: std::sync::Arc<dyn crate::store::GrantStore>,
-    /// The chain head this process last saw, `(seq, hash)`; `None` until first read.
-    /// Held across the append so this process never races itself.
-    head: std::sync::Arc<tokio::sync::Mutex<Option<(u64, String)>>>,
     export: Option<std::sync::Arc<Export>>,
+    /// Started on first use, inside the runtime.
+    writer: tokio::sync::OnceCell<tokio::sync::mpsc::Sender<(AuditEvent, Done)>>,
 }
 
 impl Auditor {
@@ -267,54 +279,112 @@ impl Auditor {
         export: Option<Export>,
     ) -> Self {
         Self {
-            store,
-            head: std::sync::Arc::new(tokio::sync::Mutex::new(None)),
-            export: export.map(std::sync::Arc::new),
+            inner: std::sync::Arc::new(AuditorInner {
+                store,
+                export: export.map(std::sync::Arc::new),
+                writer: tokio::sync::OnceCell::new(),
+            }),
         }
     }
 
-    /// Chains and records one event.
-    pub async fn record(&self, mut event: AuditEvent) -> Result<(), crate::store::StoreError> {
-        let mut head = self.head.lock().await;
-        for _ in 0..CHAIN_RETRIES {
-            let (seq, prev) = match head.as_ref() {
-                Some(h) => h.clone(),
-                None => self.store.audit_head().await?.unwrap_or((0, String::new())),
-            };
-            event.seq = seq + 1;
-            event.prev = prev;
-            event.hash = chain_hash(&event);
-            match self.store.append_audit(&event, seq).await {
-                Ok(true) => {
-                    *head = Some((event.seq, event.hash.clone()));
-                    tracing::info!(
-                        target: "audit",
-                        event = %event.event,
-                        seq = event.seq,
-                        subject = event.subject.as_deref(),
-                        repo = event.repo.as_deref(),
-                        jti = event.jti.as_deref(),
-                        denial = event.denial.as_deref(),
-                        "audit"
-                    );
-                    if let Some(x) = &self.export {
-                        x.write(&event);
-                    }
-                    return Ok(());
-                }
-                // Another replica appended first: learn the new head and try again.
-                Ok(false) => *head = None,
-                Err(e) => {
-                    *head = None;
-                    tracing::error!(target: "audit", event = %event.event, error = %e, "audit event not recorded");
-                    return Err(e);
+    /// Chains and records one event; returns once it is in the store.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), crate::store::StoreError> {
+        let stopped = || crate::store::StoreError::Unavailable("audit writer stopped".into());
+        let writer = self
+            .inner
+            .writer
+            .get_or_init(|| async {
+                let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+                tokio::spawn(write_loop(
+                    self.inner.store.clone(),
+                    self.inner.export.clone(),
+                    rx,
+                ));
+                tx
+            })
+            .await;
+        let (done, result) = tokio::sync::oneshot::channel();
+        writer.send((event, done)).await.map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
+    }
+}
+
+/// The writer task: takes what is waiting (up to [`MAX_BATCH`]), chains it onto the head,
+/// appends it in one round trip, answers every caller. Ends when every `Auditor` is gone.
+async fn write_loop(
+    store: std::sync::Arc<dyn crate::store::GrantStore>,
+    export: Option<std::sync::Arc<Export>>,
+    mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, Done)>,
+) {
+    let mut head: Option<(u64, String)> = None;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (mut events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
+        let result = append_chained(&*store, &mut head, &mut events).await;
+        if result.is_ok() {
+            for e in &events {
+                tracing::info!(
+                    target: "audit",
+                    event = %e.event,
+                    seq = e.seq,
+                    subject = e.subject.as_deref(),
+                    repo = e.repo.as_deref(),
+                    jti = e.jti.as_deref(),
+                    denial = e.denial.as_deref(),
+                    "audit"
+                );
+                if let Some(x) = &export {
+                    x.write(e);
                 }
             }
         }
-        Err(crate::store::StoreError::Unavailable(
-            "audit chain contended; event not recorded".into(),
-        ))
+        for done in dones {
+            // A caller that went away no longer needs the answer.
+            let _ = done.send(result.clone());
+        }
     }
+}
+
+/// Chains `events` onto the head and appends them, re-reading the head when another replica
+/// wrote first.
+async fn append_chained(
+    store: &dyn crate::store::GrantStore,
+    head: &mut Option<(u64, String)>,
+    events: &mut [AuditEvent],
+) -> Result<(), crate::store::StoreError> {
+    for _ in 0..CHAIN_RETRIES {
+        let (seq, prev) = match head.as_ref() {
+            Some(h) => h.clone(),
+            None => match store.audit_head().await {
+                Ok(h) => h.unwrap_or((0, String::new())),
+                Err(e) => return Err(e),
+            },
+        };
+        let (mut next_seq, mut prev_hash) = (seq, prev);
+        for e in events.iter_mut() {
+            next_seq += 1;
+            e.seq = next_seq;
+            e.prev = std::mem::take(&mut prev_hash);
+            e.hash = chain_hash(e);
+            prev_hash = e.hash.clone();
+        }
+        match store.append_audit(events, seq).await {
+            Ok(true) => {
+                *head = Some((next_seq, prev_hash));
+                return Ok(());
+            }
+            // Another replica appended first: learn the new head and try again.
+            Ok(false) => *head = None,
+            Err(e) => {
+                *head = None;
+                tracing::error!(target: "audit", error = %e, events = events.len(), "audit events not recorded");
+                return Err(e);
+            }
+        }
+    }
+    Err(crate::store::StoreError::Unavailable(
+        "audit chain contended; event not recorded".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -349,6 +419,34 @@ mod tests {
         assert_eq!(verify_chain(&events), Ok(6));
         assert_eq!(events[0].seq, 1);
         assert_eq!(events[5].seq, 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_from_two_replicas_form_one_chain() {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(10_000));
+        let replicas = [
+            Auditor::new(store.clone(), None),
+            Auditor::new(store.clone(), None),
+        ];
+        let mut tasks = Vec::new();
+        for i in 0..400 {
+            let a = replicas[i % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                a.record(AuditEvent::new("access.allowed", i as i64)).await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("recorded");
+        }
+        let all = store
+            .read_audit(&AuditQuery {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await
+            .expect("read");
+        assert_eq!(all.len(), 400);
+        assert_eq!(verify_chain(&all), Ok(400));
     }
 
     #[tokio::test]

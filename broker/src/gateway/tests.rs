@@ -62,11 +62,11 @@ impl GrantStore for Flaky {
         }
         self.inner.audit_head().await
     }
-    async fn append_audit(&self, event: &AuditEvent, head: u64) -> Result<bool, StoreError> {
+    async fn append_audit(&self, events: &[AuditEvent], head: u64) -> Result<bool, StoreError> {
         if self.fail_audit.load(Ordering::SeqCst) {
             return Err(down());
         }
-        self.inner.append_audit(event, head).await
+        self.inner.append_audit(events, head).await
     }
     async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         self.inner.read_audit(query).await

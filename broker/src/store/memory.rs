@@ -171,18 +171,20 @@ impl GrantStore for MemoryStore {
 
     async fn append_audit(
         &self,
-        event: &AuditEvent,
+        events: &[AuditEvent],
         expected_head_seq: u64,
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock()?;
         if inner.audit_head.as_ref().map_or(0, |h| h.0) != expected_head_seq {
             return Ok(false);
         }
-        inner.audit_head = Some((event.seq, event.hash.clone()));
-        inner.audit_seq += 1;
-        let mut e = event.clone();
-        e.id = Some(format!("{}-{}", e.ts, inner.audit_seq));
-        inner.audit.push_back(e);
+        for event in events {
+            inner.audit_head = Some((event.seq, event.hash.clone()));
+            inner.audit_seq += 1;
+            let mut e = event.clone();
+            e.id = Some(format!("{}-{}", e.ts, inner.audit_seq));
+            inner.audit.push_back(e);
+        }
         while inner.audit.len() > self.audit_max {
             inner.audit.pop_front();
         }

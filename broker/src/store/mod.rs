@@ -31,7 +31,7 @@ pub const MAX_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
 pub const EXPIRED_MEMORY_SECS: i64 = 24 * 3600;
 
 /// A store failure. Every variant means "deny".
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be reached or did not answer in time.
     #[error("grant store unavailable: {0}")]
@@ -221,12 +221,13 @@ pub trait GrantStore: Send + Sync + 'static {
     /// The newest audit event's `(seq, hash)`, if any was ever written.
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
 
-    /// Appends an audit event if the newest event's seq is still `expected_head_seq` (0: the
-    /// log is empty); `Ok(false)` when another writer got there first. Compare-and-set keeps
-    /// the hash chain linear across replicas. The log is bounded: the oldest fall off.
+    /// Appends a batch of chained audit events (oldest first) if the newest event's seq is
+    /// still `expected_head_seq` (0: the log is empty); `Ok(false)`, appending nothing, when
+    /// another writer got there first. Compare-and-set keeps the hash chain linear across
+    /// replicas; the batch lands whole or not at all. The log is bounded: the oldest fall off.
     async fn append_audit(
         &self,
-        event: &AuditEvent,
+        events: &[AuditEvent],
         expected_head_seq: u64,
     ) -> Result<bool, StoreError>;
 

@@ -52,18 +52,21 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
 
-/// Appends an audit event if the chain head is still the expected one. KEYS: stream, head.
-/// ARGV: expected seq, max length, preferred id, event JSON, new head.
+/// Appends a batch of audit events if the chain head is still the expected one.
+/// KEYS: stream, head. ARGV: expected seq, max length, new head, then (preferred id, event
+/// JSON) pairs, oldest first.
 const APPEND_AUDIT: &str = r"
 local head = redis.call('GET', KEYS[2])
 local seq = 0
 if head then seq = tonumber(string.match(head, '^(%d+)')) end
 if seq ~= tonumber(ARGV[1]) then return 0 end
-local ok = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[3], 'e', ARGV[4])
-if type(ok) == 'table' and ok.err then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[4])
+for i = 4, #ARGV, 2 do
+  local ok = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[i], 'e', ARGV[i + 1])
+  if type(ok) == 'table' and ok.err then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i + 1])
+  end
 end
-redis.call('SET', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[2], ARGV[3])
 return 1
 ";
 
@@ -463,26 +466,28 @@ impl GrantStore for RedisStore {
 
     async fn append_audit(
         &self,
-        event: &AuditEvent,
+        events: &[AuditEvent],
         expected_head_seq: u64,
     ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(event)
-            .map_err(|e| StoreError::Corrupt(format!("audit event: {e}")))?;
-        let mut c = self.conn().await?;
-        // The id carries the event's own time so that time-range reads are XRANGE reads; if
-        // another replica's clock ran ahead, the script falls back to the server's next id.
-        let appended: i64 = self
-            .append
+        let Some(last) = events.last() else {
+            return Ok(true);
+        };
+        let mut invocation = self.append.prepare_invoke();
+        invocation
             .key(self.audit_key())
             .key(self.audit_head_key())
             .arg(expected_head_seq)
             .arg(self.audit_max)
-            .arg(format!("{}-*", event.ts.max(0)))
-            .arg(json)
-            .arg(format!("{} {}", event.seq, event.hash))
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
+            .arg(format!("{} {}", last.seq, last.hash));
+        for event in events {
+            let json = serde_json::to_string(event)
+                .map_err(|e| StoreError::Corrupt(format!("audit event: {e}")))?;
+            // The id carries the event's own time so that time-range reads are XRANGE reads;
+            // if another replica's clock ran ahead, the script falls back to the next id.
+            invocation.arg(format!("{}-*", event.ts.max(0))).arg(json);
+        }
+        let mut c = self.conn().await?;
+        let appended: i64 = invocation.invoke_async(&mut c).await.map_err(unavailable)?;
         Ok(appended == 1)
     }
 

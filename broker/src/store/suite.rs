@@ -86,6 +86,34 @@ where
     listing_filters(&*make(1000).await).await;
     audit_round_trip(&*make(1000).await).await;
     audit_is_bounded(&*make(10).await, 10).await;
+    audit_batches_land_whole(&*make(1000).await).await;
+}
+
+async fn audit_batches_land_whole(store: &dyn GrantStore) {
+    let t0 = now_ms();
+    let batch: Vec<AuditEvent> = (1..=3)
+        .map(|i| {
+            let mut e = AuditEvent::new("access.allowed", t0 + i);
+            e.seq = i as u64;
+            e.hash = format!("h{i}");
+            e
+        })
+        .collect();
+    assert!(store.append_audit(&batch, 0).await.unwrap());
+    assert_eq!(
+        store.audit_head().await.unwrap(),
+        Some((3, "h3".to_owned()))
+    );
+    // A stale batch is refused whole: nothing of it lands.
+    assert!(!store.append_audit(&batch, 0).await.unwrap());
+    let all = store
+        .read_audit(&AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
 }
 
 async fn put_check_status(store: &dyn GrantStore) {
@@ -304,11 +332,16 @@ async fn audit_round_trip(store: &dyn GrantStore) {
     for (i, e) in [&mut e1, &mut e2, &mut e3].into_iter().enumerate() {
         e.seq = i as u64 + 1;
         e.hash = format!("h{}", e.seq);
-        assert!(store.append_audit(e, i as u64).await.unwrap());
+        assert!(
+            store
+                .append_audit(std::slice::from_ref(e), i as u64)
+                .await
+                .unwrap()
+        );
     }
     // Compare-and-set: an append against a stale head is refused and changes nothing.
     let stale = AuditEvent::new("grant.issued", t0 + 30);
-    assert!(!store.append_audit(&stale, 1).await.unwrap());
+    assert!(!store.append_audit(&[stale], 1).await.unwrap());
     assert_eq!(
         store.audit_head().await.unwrap(),
         Some((3, "h3".to_owned()))
@@ -361,7 +394,7 @@ async fn audit_is_bounded(store: &dyn GrantStore, max: usize) {
     for i in 0..(max as i64 * 30) {
         let mut e = AuditEvent::new("access.allowed", t0 + i);
         e.seq = i as u64 + 1;
-        assert!(store.append_audit(&e, i as u64).await.unwrap());
+        assert!(store.append_audit(&[e], i as u64).await.unwrap());
     }
     let all = store
         .read_audit(&AuditQuery {

@@ -104,7 +104,7 @@ impl GrantStore for Flaky {
         self.check(true)?;
         self.inner.audit_head().await
     }
-    async fn append_audit(&self, e: &AuditEvent, head: u64) -> Result<bool, StoreError> {
+    async fn append_audit(&self, e: &[AuditEvent], head: u64) -> Result<bool, StoreError> {
         self.check(true)?;
         self.inner.append_audit(e, head).await
     }

@@ -13,7 +13,8 @@ use crate::broker::BrokerError;
 use crate::claims;
 use crate::config::{self, ConfigError};
 use crate::credential::{Context, Extras, HelperError, Obtained, obtain};
-use crate::login::{self, LoginError, Pacing, SessionStore};
+use crate::login::{self, LoginError, Pacing};
+use crate::session::{SessionError, SessionStore};
 
 /// Just-in-time access to Git repositories: short-lived, scoped tokens for `git`.
 #[derive(Debug, Parser)]
@@ -107,6 +108,12 @@ pub enum CliError {
     /// Terminal I/O.
     #[error("terminal: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<SessionError> for CliError {
+    fn from(e: SessionError) -> Self {
+        CliError::Login(e.into())
+    }
 }
 
 impl From<BrokerError> for CliError {

@@ -12,6 +12,7 @@ pub mod credential;
 pub mod identity;
 pub mod login;
 pub mod protocol;
+pub mod session;
 
 #[cfg(test)]
 pub(crate) mod testserver;

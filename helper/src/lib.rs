@@ -2,6 +2,7 @@
 //! command share this library. See DESIGN.md "Helper".
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod broker;
 pub mod cache;
 pub mod challenge;
@@ -13,6 +14,7 @@ pub mod identity;
 pub mod login;
 pub mod protocol;
 pub mod session;
+pub mod table;
 
 #[cfg(test)]
 pub(crate) mod testserver;

@@ -9,6 +9,11 @@ use jit_proto::{Actions, RefPattern, RepoPath, Scope};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+mod admin;
+
+pub use admin::{AdminArgs, AdminCommand, Terminal, TimeArg};
+
+use crate::admin::AdminError;
 use crate::broker::BrokerError;
 use crate::claims;
 use crate::config::{self, ConfigError};
@@ -45,6 +50,8 @@ pub enum Command {
     /// Ask for access explicitly (e.g. write, narrowed to refs, with a reason) and cache the
     /// token, so the next `git push` uses it.
     Request(RequestArgs),
+    /// For the security team: list live grants, revoke them, read the audit trail.
+    Admin(AdminArgs),
     /// Print shell completions for git-jit.
     Completions {
         /// The shell.
@@ -105,6 +112,12 @@ pub enum CliError {
     /// `git config` failed.
     #[error("`git config` failed: {0}")]
     Git(String),
+    /// The admin API.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The command cannot go ahead as given.
+    #[error("{0}")]
+    Usage(String),
     /// Terminal I/O.
     #[error("terminal: {0}")]
     Io(#[from] std::io::Error),
@@ -131,6 +144,7 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
         Command::Logout => logout(ctx, &mut stdout),
         Command::Status => status(ctx, &mut stdout),
         Command::Request(a) => request(ctx, a, &mut stdout).await,
+        Command::Admin(a) => admin::run(ctx, a, &mut stdout, &mut admin::ProcessTerminal).await,
         Command::Completions { shell } => {
             // Generated into memory first: clap_complete panics on a closed pipe.
             let mut script = Vec::new();

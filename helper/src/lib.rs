@@ -17,6 +17,8 @@ pub mod session;
 pub mod table;
 
 #[cfg(test)]
+pub(crate) mod arbitrary;
+#[cfg(test)]
 pub(crate) mod testserver;
 
 use std::time::Duration;

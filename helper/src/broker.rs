@@ -170,7 +170,17 @@ impl BrokerClient {
         self.base.as_str().trim_end_matches('/').to_owned()
     }
 
-    fn unreachable(url: &str, e: &reqwest::Error) -> BrokerError {
+    /// The HTTP client (the admin API client shares it).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The local clock (seconds since the epoch).
+    pub(crate) fn clock(&self) -> fn() -> i64 {
+        self.clock
+    }
+
+    pub(crate) fn unreachable(url: &str, e: &reqwest::Error) -> BrokerError {
         BrokerError::Unreachable {
             url: url.to_owned(),
             cause: chain(e),
@@ -263,12 +273,12 @@ impl BrokerClient {
     }
 }
 
-fn header(h: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn header(h: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// The broker's clock minus ours, when beyond [`MAX_SKEW_SECS`].
-fn skew(h: &reqwest::header::HeaderMap, now: i64) -> Option<i64> {
+pub(crate) fn skew(h: &reqwest::header::HeaderMap, now: i64) -> Option<i64> {
     let date = header(h, "date")?;
     let at = httpdate::parse_http_date(&date).ok()?;
     let theirs = at.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;

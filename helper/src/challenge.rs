@@ -2,6 +2,8 @@
 //! (RFC 9110 §11.6.1, as passed by git in `wwwauth[]`) and takes the Bearer `scope`; without a
 //! challenge, falls back to `read` on the repository in the request's `path`.
 
+use std::fmt::{self, Write as _};
+
 use jit_proto::{Actions, RepoPath, Scope, ScopeError};
 
 /// Why no scope could be determined.
@@ -61,6 +63,38 @@ impl Challenge {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+impl fmt::Display for Challenge {
+    /// The canonical form, which parses back to an equal challenge: `Scheme`,
+    /// `Scheme token68`, or `Scheme name="value", …` with every value quoted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.scheme)?;
+        let params = match self.params.as_slice() {
+            [(name, token68)] if name.is_empty() => return write!(f, " {token68}"),
+            params => params,
+        };
+        for (i, (name, value)) in params.iter().enumerate() {
+            write!(f, "{}{name}=\"", if i == 0 { " " } else { ", " })?;
+            for c in value.chars() {
+                if matches!(c, '"' | '\\') {
+                    f.write_char('\\')?;
+                }
+                f.write_char(c)?;
+            }
+            f.write_char('"')?;
+        }
+        Ok(())
+    }
+}
+
+/// Challenges as one `WWW-Authenticate` value (canonical form, comma-separated).
+pub fn render_challenges(challenges: &[Challenge]) -> String {
+    challenges
+        .iter()
+        .map(Challenge::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn is_tchar(c: char) -> bool {
@@ -443,5 +477,66 @@ mod tests {
             needed_scope(&v, None).is_ok(),
             "proactive auth without useHttpPath"
         );
+    }
+
+    #[test]
+    fn renders_canonically() {
+        let ch = parse_challenges(
+            r#"Negotiate abc==, bearer Realm=x, error_description="a \"b\" \\", Basic"#,
+        )
+        .expect("ok");
+        assert_eq!(
+            render_challenges(&ch),
+            r#"Negotiate abc==, bearer realm="x", error_description="a \"b\" \\", Basic"#
+        );
+    }
+
+    /// Grammar fragments for the pseudo-random inputs.
+    const DICTIONARY: &[&[u8]] = &[
+        b"Bearer",
+        b"Basic",
+        b"Negotiate",
+        b" ",
+        b"\t",
+        b",",
+        b"=",
+        b"==",
+        b"\"",
+        b"\\",
+        b"realm=",
+        b"scope=",
+        b"error_description=",
+        b"\"repo:acme/api:read\"",
+        b"\"repo:acme/api:read repo:acme/api:write\"",
+        b"repo:acme/api:write",
+        b"abc",
+        b"\xc3\xa9",
+        b"\x01",
+    ];
+
+    /// The stable twin of `fuzz/helper/fuzz_targets/www_authenticate.rs`.
+    #[test]
+    fn random_input_never_panics_and_accepted_input_round_trips() {
+        let mut rng = crate::arbitrary::Rng::new(0x6a69_742d_7777_7761);
+        let mut accepted = 0;
+        for _ in 0..5000 {
+            let input = rng.input(DICTIONARY, 12);
+            let value = String::from_utf8_lossy(&input).into_owned();
+            let _ = scope_from_wwwauth(std::slice::from_ref(&value));
+            let _ = needed_scope(std::slice::from_ref(&value), Some("acme/api.git"));
+            let Ok(challenges) = parse_challenges(&value) else {
+                continue;
+            };
+            accepted += 1;
+            let rendered = render_challenges(&challenges);
+            let again = parse_challenges(&rendered).expect("rendered challenges parse");
+            assert_eq!(again, challenges, "{value:?} -> {rendered:?}");
+            assert_eq!(
+                render_challenges(&again),
+                rendered,
+                "canonical form is stable"
+            );
+        }
+        assert!(accepted > 400, "only {accepted} inputs were accepted");
     }
 }

@@ -9,11 +9,17 @@ use jit_proto::{Actions, RefPattern, RepoPath, Scope};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+mod admin;
+
+pub use admin::{AdminArgs, AdminCommand, Terminal, TimeArg};
+
+use crate::admin::AdminError;
 use crate::broker::BrokerError;
 use crate::claims;
 use crate::config::{self, ConfigError};
 use crate::credential::{Context, Extras, HelperError, Obtained, obtain};
-use crate::login::{self, LoginError, Pacing, SessionStore};
+use crate::login::{self, LoginError, Pacing};
+use crate::session::{SessionError, SessionStore};
 
 /// Just-in-time access to Git repositories: short-lived, scoped tokens for `git`.
 #[derive(Debug, Parser)]
@@ -44,6 +50,8 @@ pub enum Command {
     /// Ask for access explicitly (e.g. write, narrowed to refs, with a reason) and cache the
     /// token, so the next `git push` uses it.
     Request(RequestArgs),
+    /// For the security team: list live grants, revoke them, read the audit trail.
+    Admin(AdminArgs),
     /// Print shell completions for git-jit.
     Completions {
         /// The shell.
@@ -104,9 +112,21 @@ pub enum CliError {
     /// `git config` failed.
     #[error("`git config` failed: {0}")]
     Git(String),
+    /// The admin API.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The command cannot go ahead as given.
+    #[error("{0}")]
+    Usage(String),
     /// Terminal I/O.
     #[error("terminal: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<SessionError> for CliError {
+    fn from(e: SessionError) -> Self {
+        CliError::Login(e.into())
+    }
 }
 
 impl From<BrokerError> for CliError {
@@ -124,6 +144,7 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
         Command::Logout => logout(ctx, &mut stdout),
         Command::Status => status(ctx, &mut stdout),
         Command::Request(a) => request(ctx, a, &mut stdout).await,
+        Command::Admin(a) => admin::run(ctx, a, &mut stdout, &mut admin::ProcessTerminal).await,
         Command::Completions { shell } => {
             // Generated into memory first: clap_complete panics on a closed pipe.
             let mut script = Vec::new();

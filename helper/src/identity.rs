@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use crate::broker::chain;
 use crate::config::{Env, Settings};
-use crate::login::{self, LoginError, SessionStore};
+use crate::login::{self, LoginError};
+use crate::session::SessionStore;
 
 /// Why no identity could be found.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +172,7 @@ mod tests {
     use super::*;
     use crate::claims::fake_jwt;
     use crate::config::Dirs;
-    use crate::login::Session;
+    use crate::session::Session;
     use crate::testserver::{Reply, TestServer, client};
     use serde_json::json;
     use std::collections::HashMap;

@@ -2,6 +2,7 @@
 //! command share this library. See DESIGN.md "Helper".
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod broker;
 pub mod cache;
 pub mod challenge;
@@ -12,7 +13,11 @@ pub mod credential;
 pub mod identity;
 pub mod login;
 pub mod protocol;
+pub mod session;
+pub mod table;
 
+#[cfg(test)]
+pub(crate) mod arbitrary;
 #[cfg(test)]
 pub(crate) mod testserver;
 

@@ -1,25 +1,23 @@
-//! A person's SSO session: `git jit login` runs the OIDC device authorization grant
-//! (RFC 8628) against the issuer the broker advertises, keeps the ID and refresh tokens in a
-//! 0600 `session.json` in the config directory, and refreshes the ID token silently when it
-//! is about to expire. No browser, no D-Bus: the person opens the URL on any device.
+//! A person's SSO login: `git jit login` runs the OIDC device authorization grant
+//! (RFC 8628) against the issuer the broker advertises and returns a [`Session`] (stored by
+//! `session`); [`current_id_token`] refreshes the ID token silently when it is about to
+//! expire. No browser, no D-Bus: the person opens the URL on any device.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use jit_proto::Secret;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::broker::chain;
-use crate::cache::{create_private_dir, write_private_atomic};
 use crate::claims;
+use crate::session::{Session, SessionError, SessionStore};
 
 /// Scopes asked for at login: an ID token, a refresh token, and the claims policies match.
 pub const LOGIN_SCOPE: &str = "openid offline_access email profile";
 /// An ID token is refreshed when it has less than this left (seconds).
 pub const REFRESH_MARGIN_SECS: i64 = 60;
 const GRANT_TYPE_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-const SESSION_FILE: &str = "session.json";
 
 /// Why login, refresh or the session file failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,89 +59,13 @@ pub enum LoginError {
         reason: String,
     },
     /// The session file could not be read or written.
-    #[error("session file {path}: {reason}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// Writing the login instructions failed.
     #[error("cannot show login instructions: {0}")]
     Prompt(#[from] std::io::Error),
 }
 
-/// A stored login session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
-    /// The OIDC issuer.
-    pub issuer: String,
-    /// The public client id used.
-    pub client_id: String,
-    /// The issuer's token endpoint (for refresh).
-    pub token_endpoint: String,
-    /// The current ID token.
-    pub id_token: Secret,
-    /// When it expires (its unverified `exp`).
-    pub id_token_expires_at: i64,
-    /// The refresh token, when the issuer gave one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<Secret>,
-}
-
-/// The session file in the config directory.
-#[derive(Debug, Clone)]
-pub struct SessionStore {
-    dir: PathBuf,
-}
-
-impl SessionStore {
-    /// The store in `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
-    }
-
-    /// The session file's path.
-    pub fn path(&self) -> PathBuf {
-        self.dir.join(SESSION_FILE)
-    }
-
-    fn file_err(&self, e: impl std::fmt::Display) -> LoginError {
-        LoginError::File {
-            path: self.path(),
-            reason: e.to_string(),
-        }
-    }
-
-    /// The stored session, if any.
-    pub fn load(&self) -> Result<Option<Session>, LoginError> {
-        match std::fs::read(self.path()) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| self.file_err(e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.file_err(e)),
-        }
-    }
-
-    /// Saves the session (0600, atomic).
-    pub fn save(&self, s: &Session) -> Result<(), LoginError> {
-        create_private_dir(&self.dir).map_err(|e| self.file_err(e))?;
-        let body = serde_json::to_vec_pretty(s).map_err(|e| self.file_err(e))?;
-        write_private_atomic(&self.dir, SESSION_FILE, &body).map_err(|e| self.file_err(e))
-    }
-
-    /// Removes the session; whether there was one.
-    pub fn remove(&self) -> Result<bool, LoginError> {
-        match std::fs::remove_file(self.path()) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(self.file_err(e)),
-        }
-    }
-}
-
-/// The OIDC endpoints login needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Endpoints {
     /// RFC 8628 device authorization endpoint.
@@ -599,22 +521,5 @@ mod tests {
         assert!(e.to_string().contains("run `git jit login`"), "{e}");
         assert!(store.remove().expect("rm"));
         assert!(!store.remove().expect("rm twice"));
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn session_file_is_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let tmp = tempfile::tempdir().expect("tmp");
-        let store = SessionStore::new(tmp.path().join("git-jit"));
-        store
-            .save(&session("https://i", 1, Some("rt")))
-            .expect("save");
-        let mode = std::fs::metadata(store.path())
-            .expect("meta")
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
     }
 }

@@ -1,6 +1,8 @@
 //! The one end-to-end test binary. Each module exercises one area against real processes
 //! started by the `jit_e2e` harness (see `tests/src/lib.rs`).
 
+#![forbid(unsafe_code)]
+
 mod admin_cli;
 mod broker_fail_closed;
 mod harness_broker;

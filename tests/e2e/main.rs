@@ -5,6 +5,7 @@
 
 mod admin_cli;
 mod broker_fail_closed;
+mod gateway;
 mod harness_broker;
 mod harness_ci_issuer;
 mod harness_git;

@@ -35,3 +35,125 @@ pub fn verify_with_set(token: &str, jwks: &JwkSet, iss: &str, aud: &str) -> Resu
     validation.set_audience(&[aud]);
     Ok(decode::<Value>(token, &key, &validation)?.claims)
 }
+
+/// `POST /oauth/token` (RFC 8693) with `subject_token` for `scope`, plus extension
+/// parameters (`role`, `reason`, `ttl`, `refs`). Returns the status and the JSON body.
+pub async fn exchange_raw(
+    broker: &str,
+    subject_token: &str,
+    scope: &str,
+    extra: &[(&str, &str)],
+) -> Result<(u16, Value)> {
+    let mut form = vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", subject_token),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:id_token",
+        ),
+        ("scope", scope),
+    ];
+    form.extend_from_slice(extra);
+    let r = jit_e2e::http_client()
+        .post(format!("{broker}/oauth/token"))
+        .form(&form)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await?))
+}
+
+/// Like [`exchange_raw`], failing unless the broker grants; returns the broker token.
+pub async fn exchange(broker: &str, subject_token: &str, scope: &str) -> Result<String> {
+    let (status, body) = exchange_raw(broker, subject_token, scope, &[]).await?;
+    anyhow::ensure!(
+        status == 200,
+        "exchange for {scope} failed ({status}): {body}"
+    );
+    body["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no access_token in the exchange answer")
+}
+
+/// `POST /v1/revoke` as `admin` (an ID token the broker's `[admin]` accepts).
+pub async fn revoke(
+    broker: &str,
+    admin: &str,
+    by: &str,
+    value: &str,
+    reason: &str,
+) -> Result<Value> {
+    Ok(jit_e2e::http_client()
+        .post(format!("{broker}/v1/revoke"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"by": by, "value": value, "reason": reason}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// One HTTP/1.1 `GET` written byte for byte to 127.0.0.1:`port`, so the request target
+/// reaches the server exactly as given (HTTP client libraries normalise `..` and `//`).
+/// Returns the status and the whole raw answer (head and body).
+pub async fn raw_get(
+    port: u16,
+    target: &str,
+    authorization: Option<&str>,
+) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut request = format!(
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: git/jit-e2e-raw\r\nConnection: close\r\n"
+    );
+    if let Some(a) = authorization {
+        request.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .context("no complete answer within 10 s")??;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {answer:?}"))?;
+    Ok((status, answer))
+}
+
+/// Fails if `text` (`what`: a command's stderr, a log) contains anything shaped like a JWT:
+/// tokens must never be printed or logged.
+pub fn assert_no_jwt(what: &str, text: &str) {
+    for (i, _) in text.match_indices("eyJ") {
+        let tail: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .collect();
+        assert!(
+            tail.matches('.').count() < 2 || tail.len() < 40,
+            "{what} contains a token: {}…",
+            &tail[..tail.len().min(24)]
+        );
+    }
+}
+
+/// The `Authorization` header value for `token` sent as a Basic password.
+pub fn basic(token: &str) -> String {
+    format!("Basic {}", base64_std(&format!("x-jit:{token}")))
+}
+
+fn base64_std(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

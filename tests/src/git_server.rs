@@ -174,6 +174,12 @@ impl GitServer {
         &self.nginx
     }
 
+    /// nginx's access log so far (combined format: `$remote_user` is the Basic user), to
+    /// check what reached this server.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("logs/access.log")).unwrap_or_default()
+    }
+
     /// Creates the bare repository `<root>/<path>.git` with one commit on `main`
     /// (`README.md`) and a lightweight tag `v0.1.0`. Returns the repository's directory.
     pub fn create_repo(&self, path: &str) -> Result<PathBuf> {

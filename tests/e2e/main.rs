@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_cli;
+mod authz_nginx;
 mod broker_fail_closed;
 mod gateway;
 mod harness_broker;

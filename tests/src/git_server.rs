@@ -28,6 +28,10 @@ pub struct GitServerConfig {
     /// nginx directives added inside `server { }`, e.g. the `location = /_authz { … }` that
     /// proxies to the broker.
     pub server_directives: Option<String>,
+    /// nginx directives added inside `http { }`, e.g. a whole second `server { }` such as
+    /// deploy/nginx/git-jit-authz.conf. The placeholders `{{FCGI_SOCKET}}` (fcgiwrap's unix
+    /// socket path), `{{GIT_PROJECT_ROOT}}` and `{{GIT_HTTP_BACKEND}}` are replaced.
+    pub http_directives: Option<String>,
 }
 
 /// nginx + fcgiwrap + `git http-backend` on a free port; push enabled; killed on drop.
@@ -331,6 +335,7 @@ http {{
             fastcgi_read_timeout 300s;
         }}
     }}
+    {http_extra}
 }}
 "#,
         socket = socket.display(),
@@ -338,6 +343,13 @@ http {{
         root = root.display(),
         server_extra = config.server_directives.as_deref().unwrap_or(""),
         location_extra = config.location_directives.as_deref().unwrap_or(""),
+        http_extra = config
+            .http_directives
+            .as_deref()
+            .unwrap_or("")
+            .replace("{{FCGI_SOCKET}}", &socket.display().to_string())
+            .replace("{{GIT_PROJECT_ROOT}}", &root.display().to_string())
+            .replace("{{GIT_HTTP_BACKEND}}", &git_backend.display().to_string()),
     )
 }
 

@@ -17,7 +17,7 @@ use jit_proto::{Claims, RefPattern, Scope};
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::support::{assert_no_jwt, basic, exchange, raw_get, revoke};
+use crate::support::{assert_no_jwt, basic, claims_of, exchange, raw_get, revoke};
 
 const UPSTREAM_USER: &str = "git-jit";
 const PASSWORD_ENV: &str = "JIT_UPSTREAM_PASSWORD";
@@ -497,7 +497,7 @@ async fn gateway_refuses_a_token_revoked_mid_session_and_an_expired_token() -> R
     let wt = clone(&git, &f.url("acme/api", &token), "api").await?;
     git.run_in(&wt, &["fetch", "--quiet"]).await?;
 
-    let claims = jit_e2e_claims(&token)?;
+    let claims = claims_of(&token)?;
     let revoked = revoke(
         &f.broker.url(),
         &f.admin(),
@@ -592,12 +592,4 @@ async fn gateway_dir_upstream_clone_and_push() -> Result<()> {
     let access = f.git.access_log();
     assert!(!access.contains("local/tool"), "{access}");
     Ok(())
-}
-
-/// The claims of a broker token (unverified; the test only needs its `jti`).
-fn jit_e2e_claims(token: &str) -> Result<Claims> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).context("not a JWT")?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
-    Ok(serde_json::from_slice(&bytes)?)
 }

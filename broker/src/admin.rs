@@ -524,6 +524,7 @@ claims = { groups = "security" }
             subject_audience: "https://broker.test".into(),
             login_issuer: None,
             login_client_id: None,
+            login_scope: None,
             dev_mode: false,
         };
         let state = AppState::new(

@@ -30,6 +30,7 @@ pub async fn metadata(State(state): State<AppState>) -> Json<ServerMetadata> {
         subject_token_audience: s.subject_audience.clone(),
         login_issuer: s.login_issuer.clone(),
         login_client_id: s.login_client_id.clone(),
+        login_scope: s.login_scope.clone(),
         scope_syntax: "repo:<path>:<action>[,<action>] with actions read, write".to_owned(),
     })
 }

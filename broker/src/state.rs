@@ -44,6 +44,8 @@ pub struct Settings {
     pub login_issuer: Option<String>,
     /// The public client id for that login.
     pub login_client_id: Option<String>,
+    /// The scopes that login asks for (space-separated), if configured.
+    pub login_scope: Option<String>,
     /// Whether this is `jit-broker dev`.
     pub dev_mode: bool,
 }
@@ -164,12 +166,17 @@ impl AppState {
         };
         let verifier = Verifier::new(&config.issuer, CacheTimes::default()).map_err(access)?;
         let (login_issuer, login_client_id) = login.unzip();
+        let login_scope = match &config.login {
+            Some(l) => Some(l.scope().map_err(access)?),
+            None => None,
+        };
         let settings = Settings {
             public_url: config.broker.public_url.clone(),
             audience: config.broker.audience.clone(),
             subject_audience: config.subject_audience().to_owned(),
             login_issuer,
             login_client_id,
+            login_scope,
             dev_mode: false,
         };
         let export = Self::audit_export(config)?;
@@ -198,6 +205,7 @@ impl AppState {
             subject_audience: public_url.to_owned(),
             login_issuer: Some(dev.url().to_owned()),
             login_client_id: Some(devissuer::CLIENT_ID.to_owned()),
+            login_scope: None,
             dev_mode: true,
         };
         let access = |e: crate::policy::PolicyError| StartError::Config(e.to_string());

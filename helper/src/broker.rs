@@ -347,6 +347,7 @@ mod tests {
             subject_token_audience: "git-jit".into(),
             login_issuer: None,
             login_client_id: None,
+            login_scope: None,
             scope_syntax: "repo:<path>:<actions>".into(),
         }
     }

@@ -214,8 +214,16 @@ async fn login(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
         clock: ctx.clock,
         ..Pacing::default()
     };
-    let session =
-        login::device_login(&ctx.http, issuer, client_id, &mut std::io::stderr(), pacing).await?;
+    let scope = md.login_scope.as_deref().unwrap_or(login::LOGIN_SCOPE);
+    let session = login::device_login(
+        &ctx.http,
+        issuer,
+        client_id,
+        scope,
+        &mut std::io::stderr(),
+        pacing,
+    )
+    .await?;
     SessionStore::new(&ctx.settings.dirs.config).save(&session)?;
     // Tokens cached for a previous identity must not outlive it.
     let _ = ctx.cache().clear();

@@ -200,6 +200,7 @@ mod tests {
             subject_token_audience: "git-jit broker".into(),
             login_issuer: login.map(str::to_owned),
             login_client_id: Some("git-jit-cli".into()),
+            login_scope: None,
             scope_syntax: String::new(),
         }
     }

@@ -13,7 +13,8 @@ use crate::broker::chain;
 use crate::claims;
 use crate::session::{Session, SessionError, SessionStore};
 
-/// Scopes asked for at login: an ID token, a refresh token, and the claims policies match.
+/// Scopes asked for at login when the broker names none: an ID token, a refresh token, and
+/// the claims policies match.
 pub const LOGIN_SCOPE: &str = "openid offline_access email profile";
 /// An ID token is refreshed when it has less than this left (seconds).
 pub const REFRESH_MARGIN_SECS: i64 = 60;
@@ -181,12 +182,14 @@ impl Default for Pacing {
     }
 }
 
-/// Runs the device authorization grant, telling the person what to do on `prompt` (the
-/// terminal or stderr, never the credential protocol), and returns the new session.
+/// Runs the device authorization grant asking for `scope` (the broker's `login_scope`, else
+/// [`LOGIN_SCOPE`]), telling the person what to do on `prompt` (the terminal or stderr, never
+/// the credential protocol), and returns the new session.
 pub async fn device_login(
     http: &reqwest::Client,
     issuer: &str,
     client_id: &str,
+    scope: &str,
     prompt: &mut dyn Write,
     pacing: Pacing,
 ) -> Result<Session, LoginError> {
@@ -200,7 +203,7 @@ pub async fn device_login(
         })?;
     let resp = http
         .post(&dev_url)
-        .form(&[("client_id", client_id), ("scope", LOGIN_SCOPE)])
+        .form(&[("client_id", client_id), ("scope", scope)])
         .send()
         .await
         .map_err(|e| unreachable(&dev_url, &e))?;
@@ -408,9 +411,16 @@ mod tests {
             ),
         ]);
         let mut out = Vec::new();
-        let s = device_login(&client(), &srv.url, "git-jit-cli", &mut out, fast())
-            .await
-            .expect("login");
+        let s = device_login(
+            &client(),
+            &srv.url,
+            "git-jit-cli",
+            LOGIN_SCOPE,
+            &mut out,
+            fast(),
+        )
+        .await
+        .expect("login");
         assert_eq!(s.id_token_expires_at, 5000);
         assert_eq!(s.refresh_token.as_ref().map(Secret::expose), Some("rt"));
         let text = String::from_utf8(out).expect("utf8");
@@ -437,17 +447,31 @@ mod tests {
     #[tokio::test]
     async fn device_flow_denied_and_expired() {
         let srv = oidc(vec![pending("access_denied")]);
-        let e = device_login(&client(), &srv.url, "c", &mut Vec::new(), fast())
-            .await
-            .expect_err("denied");
+        let e = device_login(
+            &client(),
+            &srv.url,
+            "c",
+            LOGIN_SCOPE,
+            &mut Vec::new(),
+            fast(),
+        )
+        .await
+        .expect_err("denied");
         assert!(e.to_string().contains("denied"), "{e}");
         // Every poll pending, then slow_down pushes past expires_in (60).
         let mut replies: Vec<Reply> = (0..5).map(|_| pending("authorization_pending")).collect();
         replies.extend((0..10).map(|_| pending("slow_down")));
         let srv = oidc(replies);
-        let e = device_login(&client(), &srv.url, "c", &mut Vec::new(), fast())
-            .await
-            .expect_err("expired");
+        let e = device_login(
+            &client(),
+            &srv.url,
+            "c",
+            LOGIN_SCOPE,
+            &mut Vec::new(),
+            fast(),
+        )
+        .await
+        .expect_err("expired");
         assert!(e.to_string().contains("expired"), "{e}");
         assert!(srv.seen().iter().filter(|r| r.target == "/token").count() < 15);
     }

@@ -86,6 +86,10 @@ pub struct ServerMetadata {
     /// The public client id `git jit login` uses at that issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_client_id: Option<String>,
+    /// The space-separated OAuth scopes `git jit login` asks for, so the ID token carries the
+    /// claims the roles match (e.g. `groups`). Absent: the helper's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_scope: Option<String>,
     /// A human description of the scope syntax.
     pub scope_syntax: String,
 }

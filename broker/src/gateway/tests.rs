@@ -101,6 +101,7 @@ fn env() -> Env {
         subject_audience: "https://broker.test".into(),
         login_issuer: None,
         login_client_id: None,
+        login_scope: None,
         dev_mode: false,
     };
     // An upstream that refuses connections: a forwarded request shows as a 502.

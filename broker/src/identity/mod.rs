@@ -70,6 +70,17 @@ pub struct LoginConfig {
     /// The public client id to use there. Default: that issuer's `client_id`.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// The scopes `git jit login` asks for: they decide which claims the ID token carries,
+    /// and roles can only match claims that are there. Must include `openid`.
+    /// Default `["openid", "offline_access", "email", "profile", "groups"]`.
+    #[serde(default = "default_login_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_login_scopes() -> Vec<String> {
+    ["openid", "offline_access", "email", "profile", "groups"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 impl LoginConfig {
@@ -95,6 +106,28 @@ impl LoginConfig {
                 ),
             })?;
         Ok((issuer.issuer.clone(), client_id))
+    }
+
+    /// The scopes as one space-separated OAuth `scope` value.
+    pub fn scope(&self) -> Result<String, PolicyError> {
+        let bad = |problem: &str| PolicyError {
+            key: "login.scopes".into(),
+            problem: problem.to_owned(),
+        };
+        if self.scopes.iter().any(|s| {
+            s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        }) {
+            return Err(bad(
+                "each scope must be a non-empty token without spaces or quotes",
+            ));
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return Err(bad("must include \"openid\" (the login needs an ID token)"));
+        }
+        Ok(self.scopes.join(" "))
     }
 }
 

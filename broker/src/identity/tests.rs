@@ -345,3 +345,21 @@ fn jwks_parsing_skips_unusable_keys() {
     assert_eq!(keys[RSA_KID].algorithms, [Algorithm::RS256]);
     assert!(jwks::parse_jwks(&json!({"nokeys": 1})).is_err());
 }
+
+#[test]
+fn login_scopes_ask_for_groups_by_default_and_must_include_openid() {
+    let parse = |t: &str| toml::from_str::<LoginConfig>(t).expect("login config");
+    let default = parse("issuer = \"corp\"");
+    assert_eq!(
+        default.scope().expect("scope"),
+        "openid offline_access email profile groups"
+    );
+    let custom = parse("issuer = \"corp\"\nscopes = [\"openid\", \"email\"]");
+    assert_eq!(custom.scope().expect("scope"), "openid email");
+    for bad in ["[\"email\"]", "[\"openid\", \"a b\"]", "[\"openid\", \"\"]"] {
+        let e = parse(&format!("issuer = \"corp\"\nscopes = {bad}"))
+            .scope()
+            .expect_err(bad);
+        assert_eq!(e.key, "login.scopes", "{bad}");
+    }
+}

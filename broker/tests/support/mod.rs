@@ -29,6 +29,7 @@ pub async fn start(gateway: Gateway) -> Broker {
         subject_audience: "http://broker.test".into(),
         login_issuer: None,
         login_client_id: None,
+        login_scope: None,
         dev_mode: false,
     };
     let state = AppState::new(

@@ -145,6 +145,7 @@ pub(super) async fn world_with(exchange: ExchangeConfig) -> World {
         subject_audience: "https://broker.test".into(),
         login_issuer: None,
         login_client_id: None,
+        login_scope: None,
         dev_mode: false,
     };
     let state = AppState::new(

@@ -13,6 +13,7 @@ mod harness_ci_issuer;
 mod harness_git;
 mod harness_oidc;
 mod harness_redis;
+mod helper_flow;
 mod replicas;
 mod store_redis;
 mod support;

@@ -76,7 +76,8 @@ struct Inner {
     base_url: String,
     keys: Mutex<Keys>,
     request_token: String,
-    actions_template: Mutex<Option<Map<String, Value>>>,
+    /// The claims and key `/actions/token` mints with.
+    actions_template: Mutex<Option<(Map<String, Value>, SigningKey)>>,
     jwks_fetches: AtomicU64,
     rng: SystemRandom,
 }
@@ -256,14 +257,16 @@ impl CiIssuer {
         self.inner.request_token.clone()
     }
 
-    /// Sets the claims the `/actions/token` endpoint mints (its `aud` comes from the request).
-    /// Default: [`CiIssuer::github_actions`]`("acme/api")`.
+    /// Sets the claims and signing key the `/actions/token` endpoint mints with (its `aud`
+    /// comes from the request; GitHub itself signs RS256: use `.rs256()`).
+    /// Default: [`CiIssuer::github_actions`]`("acme/api")`, ES256.
     pub fn set_actions_token(&self, template: &TokenBuilder) {
         *self
             .inner
             .actions_template
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(template.claims.clone());
+            .unwrap_or_else(PoisonError::into_inner) =
+            Some((template.claims.clone(), template.key.clone()));
     }
 
     fn keys(&self) -> std::sync::MutexGuard<'_, Keys> {
@@ -719,7 +722,10 @@ async fn actions_token(
         .clone();
     let mut builder = TokenBuilder::new(s.clone(), format!("{}/github", s.base_url));
     match template {
-        Some(claims) => builder.claims = claims,
+        Some((claims, key)) => {
+            builder.claims = claims;
+            builder.key = key;
+        }
         None => builder
             .claims
             .extend(github_claims("acme/api", "refs/heads/main")),

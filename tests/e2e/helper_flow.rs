@@ -1,0 +1,357 @@
+//! The person's and the CI job's whole experience, end to end: `git jit setup`, `git jit
+//! login` (device flow approved at the real oidc-provider), then plain `git clone` / `git push`
+//! through the gateway with `git-credential-jit` answering git; a refused ref and a revocation
+//! explained in git's output; and the same with no login under GitHub Actions variables.
+//! No token is ever printed to stderr or logged by the broker.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use jit_e2e::bins::{bin_dir, generate_keys};
+use jit_e2e::oidc::CLI_CLIENT;
+use jit_e2e::{
+    BrokerProcess, CiIssuer, GitClient, GitServer, GitServerConfig, OidcProvider, RedisServer,
+};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+use crate::support::{assert_no_jwt, revoke};
+
+const UPSTREAM_USER: &str = "git-jit";
+const PASSWORD_ENV: &str = "JIT_UPSTREAM_PASSWORD";
+const GITHUB_POLICY: &str = include_str!("../../deploy/policies/github-actions.toml");
+
+fn config(keys: &Path, redis: &str, sso: &str, ci: &CiIssuer, git: &GitServer) -> String {
+    let github = GITHUB_POLICY
+        .replace(
+            "https://token.actions.githubusercontent.com",
+            &ci.platform_issuer("github"),
+        )
+        .replace("https://jit.example.com", "{{URL}}");
+    format!(
+        r#"
+[broker]
+listen = "{{{{LISTEN}}}}"
+public_url = "{{{{URL}}}}"
+keys_dir = "{keys}"
+
+[store]
+url = "{redis}"
+
+[[issuer]]
+name = "corp"
+issuer = "{sso}"
+audience = "{CLI_CLIENT}"
+subject_claim = "email"
+client_id = "{CLI_CLIENT}"
+algorithms = ["RS256"]
+
+[login]
+issuer = "corp"
+
+[[role]]
+name = "dev-read"
+issuer = "corp"
+claims = {{ groups = "engineering", email = "*@example.com" }}
+repositories = ["acme/*"]
+actions = ["read"]
+
+[[role]]
+name = "dev-feature-push"
+issuer = "corp"
+claims = {{ groups = "engineering", email = "*@example.com" }}
+repositories = ["acme/*"]
+actions = ["write"]
+refs = ["refs/heads/feature/**"]
+
+[[admin.identity]]
+issuer = "corp"
+claims = {{ groups = "git-jit-admins" }}
+
+[[upstream]]
+repositories = ["acme/**"]
+url = "{upstream}"
+credential = {{ kind = "basic", username = "{UPSTREAM_USER}", password_env = "{PASSWORD_ENV}" }}
+
+{github}
+"#,
+        keys = keys.display(),
+        upstream = git.base_url(),
+    )
+}
+
+/// A git client whose PATH finds `git-jit` and `git-credential-jit` first.
+fn client() -> Result<GitClient> {
+    let mut git = GitClient::new()?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin_dir()?];
+    dirs.extend(std::env::split_paths(&path));
+    git.env("PATH", std::env::join_paths(dirs)?);
+    Ok(git)
+}
+
+/// Every stderr a test saw, to check for tokens at the end.
+#[derive(Default)]
+struct Transcript(String);
+
+impl Transcript {
+    fn keep(&mut self, what: &str, stderr: &str) {
+        self.0.push_str(&format!("--- {what}\n{stderr}"));
+    }
+}
+
+/// Runs git, expecting success and nothing on stdout; keeps its stderr.
+async fn quiet(git: &GitClient, t: &mut Transcript, args: &[&str]) -> Result<()> {
+    let out = git.run(args).await?;
+    t.keep(&args.join(" "), &String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.stdout.is_empty(),
+        "git {args:?} printed on stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
+
+async fn fails(git: &GitClient, t: &mut Transcript, args: &[&str]) -> Result<String> {
+    let stderr = git.run_expect_failure(args).await?;
+    t.keep(&args.join(" "), &stderr);
+    Ok(stderr)
+}
+
+/// `git jit login` as a person would run it: reads the user code from its stderr, approves
+/// it at the provider as `account`, and waits for the command to finish.
+async fn login(
+    git: &GitClient,
+    op: &OidcProvider,
+    account: &str,
+    t: &mut Transcript,
+) -> Result<()> {
+    let mut child = git
+        .command(["jit", "login"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let mut prompt = String::new();
+    let code = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .context("git jit login printed no code")??
+            .with_context(|| format!("git jit login ended without a code:\n{prompt}"))?;
+        prompt.push_str(&line);
+        prompt.push('\n');
+        if let Some(code) = line.split("enter the code ").nth(1) {
+            break code.trim().to_owned();
+        }
+    };
+    op.approve_device(&code, account).await?;
+    let started = Instant::now();
+    let (status, rest) = tokio::time::timeout(Duration::from_secs(40), async {
+        let mut rest = String::new();
+        while let Some(line) = lines.next_line().await? {
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        anyhow::Ok((child.wait().await?, rest))
+    })
+    .await
+    .context("git jit login did not finish after approval")??;
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        use tokio::io::AsyncReadExt as _;
+        out.read_to_string(&mut stdout).await?;
+    }
+    t.keep("git jit login", &format!("{prompt}{rest}"));
+    if !status.success() {
+        bail!("git jit login failed ({status}):\n{prompt}{rest}");
+    }
+    assert!(
+        stdout.contains(&format!("Logged in as {account}")),
+        "stdout: {stdout}\nstderr: {prompt}{rest}"
+    );
+    eprintln!(
+        "git jit login finished {:.1} s after approval",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn helper_setup_login_then_plain_git_clone_push_refusal_and_revocation() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let op = OidcProvider::start().await?;
+    let ci = CiIssuer::start().await?;
+    let password = format!("upstream-{}", jit_e2e::random_token(12));
+    let upstream = GitServer::start_with(GitServerConfig {
+        basic_auth: Some((UPSTREAM_USER.into(), password.clone())),
+        ..Default::default()
+    })
+    .await?;
+    upstream.create_repo("acme/api")?;
+    let keys = tempfile::tempdir()?;
+    generate_keys(keys.path())?;
+    let text = config(keys.path(), &redis.url(), &op.issuer(), &ci, &upstream);
+    let broker = BrokerProcess::start_with_env(&text, &[(PASSWORD_ENV, &password)]).await?;
+    let gateway = broker.url();
+    let repo_url = format!("{gateway}/acme/api.git");
+    let mut t = Transcript::default();
+
+    let git = client()?;
+    let out = git.run(&["jit", "setup", &gateway]).await?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("git now asks git-jit for credentials"),
+        "{}",
+        jit_e2e::git_server::describe(&out)
+    );
+    login(&git, &op, "alice@example.com", &mut t).await?;
+
+    // Plain git, no token anywhere in sight.
+    quiet(&git, &mut t, &["clone", "--quiet", &repo_url, "api"]).await?;
+    let wt = git.home().join("api");
+    let wt_s = wt.to_string_lossy().into_owned();
+    std::fs::write(wt.join("hello.txt"), "hello\n")?;
+    git.run_in(&wt, &["add", "hello.txt"]).await?;
+    git.run_in(&wt, &["commit", "--quiet", "-m", "hello"])
+        .await?;
+    quiet(
+        &git,
+        &mut t,
+        &[
+            "-C",
+            &wt_s,
+            "push",
+            "--quiet",
+            "origin",
+            "HEAD:feature/hello",
+        ],
+    )
+    .await?;
+    assert_eq!(
+        upstream.git_in_repo("acme/api", &["rev-parse", "refs/heads/feature/hello"])?,
+        String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
+    );
+
+    // The credential helper speaks nothing but protocol on stdout.
+    let mut fill = git.command(["credential", "fill"]);
+    fill.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = fill.spawn()?;
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let port = broker.port();
+        stdin
+            .write_all(
+                format!("protocol=http\nhost=127.0.0.1:{port}\npath=acme/api.git\n\n").as_bytes(),
+            )
+            .await?;
+    }
+    let out = child.wait_with_output().await?;
+    let answer = String::from_utf8_lossy(&out.stdout);
+    t.keep("git credential fill", &String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{answer}");
+    for line in answer.lines() {
+        let key = line.split_once('=').map(|(k, _)| k).unwrap_or(line);
+        assert!(
+            [
+                "protocol",
+                "host",
+                "path",
+                "username",
+                "password",
+                "password_expiry_utc",
+                "capability[]",
+                "authtype",
+                "credential",
+                "ephemeral",
+            ]
+            .contains(&key),
+            "not protocol on stdout: {line:?}"
+        );
+    }
+    assert!(answer.contains("password_expiry_utc="), "{answer}");
+
+    // A ref outside the grant: git shows the gateway's reason.
+    let stderr = fails(&git, &mut t, &["-C", &wt_s, "push", "origin", "HEAD:main"]).await?;
+    assert!(
+        stderr.contains("git-jit: ref not allowed by grant: allowed refs/heads/feature/**"),
+        "{stderr}"
+    );
+
+    // The security team revokes alice: the next fetch fails and says why.
+    let admin = op.id_token("sec-admin", CLI_CLIENT).await?;
+    let revoked = revoke(
+        &gateway,
+        &admin,
+        "subject",
+        "alice@example.com",
+        "laptop lost",
+    )
+    .await?;
+    assert!(revoked["revoked"].as_u64().unwrap_or(0) >= 2, "{revoked}");
+    let stderr = fails(&git, &mut t, &["-C", &wt_s, "fetch"]).await?;
+    assert!(stderr.contains("token has been revoked"), "{stderr}");
+
+    // A CI job with no login: GitHub Actions' variables are enough.
+    ci.set_actions_token(
+        &ci.github_actions("acme/api")
+            .rs256()
+            .claim("repository_owner_id", "1234567"),
+    );
+    let mut job = client()?;
+    job.env(
+        "ACTIONS_ID_TOKEN_REQUEST_URL",
+        ci.actions_token_request_url(),
+    )
+    .env(
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        ci.actions_token_request_token(),
+    );
+    job.run(&["jit", "setup", &gateway]).await?;
+    quiet(&job, &mut t, &["clone", "--quiet", &repo_url, "api"]).await?;
+    let jwt = job.home().join("api");
+    let jwt_s = jwt.to_string_lossy().into_owned();
+    std::fs::write(jwt.join("release.txt"), "1.0\n")?;
+    job.run_in(&jwt, &["add", "release.txt"]).await?;
+    job.run_in(&jwt, &["commit", "--quiet", "-m", "bump"])
+        .await?;
+    // gha-deploy: this job (main, production) may push main of its own repository only.
+    quiet(
+        &job,
+        &mut t,
+        &["-C", &jwt_s, "push", "--quiet", "origin", "HEAD:main"],
+    )
+    .await?;
+    let stderr = fails(
+        &job,
+        &mut t,
+        &["-C", &jwt_s, "push", "origin", "HEAD:feature/ci"],
+    )
+    .await?;
+    assert!(
+        stderr.contains("git-jit: ref not allowed by grant: allowed refs/heads/main"),
+        "{stderr}"
+    );
+
+    if std::env::var_os("JIT_E2E_SHOW_TRANSCRIPT").is_some() {
+        eprintln!("{}", t.0);
+    }
+    // Never a token on stderr, in the broker's log, or the upstream password.
+    assert_no_jwt("git's and git jit's stderr", &t.0);
+    let log = broker.logs();
+    assert_no_jwt("the broker log", &log);
+    for cache in [git.home(), job.home()] {
+        let tokens =
+            std::fs::read_to_string(cache.join(".cache/git-jit/tokens.json")).unwrap_or_default();
+        for token in tokens.split('"').filter(|s| s.starts_with("eyJ")) {
+            assert!(
+                !log.contains(token) && !t.0.contains(token),
+                "a cached token leaked"
+            );
+        }
+    }
+    assert!(!log.contains(&password));
+    Ok(())
+}

@@ -293,6 +293,12 @@ async fn helper_setup_login_then_plain_git_clone_push_refusal_and_revocation() -
     assert!(revoked["revoked"].as_u64().unwrap_or(0) >= 2, "{revoked}");
     let stderr = fails(&git, &mut t, &["-C", &wt_s, "fetch"]).await?;
     assert!(stderr.contains("token has been revoked"), "{stderr}");
+    // Nor can the same login session fetch a fresh token: it must authenticate again.
+    let stderr = fails(&git, &mut t, &["-C", &wt_s, "fetch"]).await?;
+    assert!(
+        stderr.contains("was revoked; authenticate again"),
+        "{stderr}"
+    );
 
     // A CI job with no login: GitHub Actions' variables are enough.
     ci.set_actions_token(

@@ -366,6 +366,9 @@ pub async fn token(
         let e = ApiError::RateLimited { retry_after };
         return Err(x.deny(Some(request), Some(&identity), None, e).await);
     }
+    if let Err(e) = identity_not_revoked(&state, &identity).await {
+        return Err(x.deny(Some(request), Some(&identity), None, e).await);
+    }
     let now = now_ms.div_euclid(1000);
     let decision = match policy::decide(&state.policy, &identity, request, now) {
         Ok(d) => d,
@@ -377,6 +380,41 @@ pub async fn token(
         }
     };
     issue(&x, &identity, decision).await
+}
+
+/// Revoking a subject or an issuer also stops it from coming back with what it already held:
+/// an identity token authenticated at or before the revocation (`auth_time`, else `iat`) is
+/// refused, so a stolen laptop's IdP session yields nothing new. Authenticating again at the
+/// identity provider (a fresh `git jit login`, a new CI job) passes.
+async fn identity_not_revoked(
+    state: &AppState,
+    identity: &VerifiedIdentity,
+) -> Result<(), ApiError> {
+    let dims = [
+        RevokeTarget::Subject(identity.subject.clone()).dimension(),
+        RevokeTarget::Issuer(identity.issuer.clone()).dimension(),
+    ];
+    let marks = state.store.revoked_before(&dims).await?;
+    let Some(latest) = marks.iter().flatten().max().copied() else {
+        return Ok(());
+    };
+    let authenticated_ms = ["auth_time", "iat"]
+        .iter()
+        .find_map(|c| identity.claims.get(*c).and_then(serde_json::Value::as_i64))
+        .map(|s| s.saturating_mul(1000));
+    match authenticated_ms {
+        Some(at) if at > latest => Ok(()),
+        // No time to compare: the revocation wins.
+        _ => Err(ApiError::OAuth {
+            status: StatusCode::FORBIDDEN,
+            code: "access_denied",
+            description: format!(
+                "access of {} ({}) was revoked; authenticate again at the identity provider \
+                 (`git jit login`) to ask for new access",
+                identity.subject, identity.issuer
+            ),
+        }),
+    }
 }
 
 /// Signs, stores and audits a granted decision.

@@ -80,7 +80,9 @@ fn needed_action(needed: &Scope) -> Action {
 
 /// The 401 answer: a Bearer challenge naming the exact scope (git ≥ 2.41 hands it to the
 /// credential helper as `wwwauth[]`) and a Basic challenge for older clients.
-pub fn unauthorized(needed: &Scope, reason: &str) -> Response {
+/// With `rejected` (a credential was presented and refused), the Bearer challenge carries
+/// RFC 6750's `error="invalid_token"` and the reason, which the credential helper shows.
+pub fn unauthorized(needed: &Scope, reason: &str, rejected: bool) -> Response {
     let mut r = super::text(
         StatusCode::UNAUTHORIZED,
         &format!(
@@ -88,7 +90,18 @@ pub fn unauthorized(needed: &Scope, reason: &str) -> Response {
             what(needed_action(needed))
         ),
     );
-    let bearer = format!("Bearer realm=\"{REALM}\", scope=\"{needed}\"");
+    let mut bearer = format!("Bearer realm=\"{REALM}\", scope=\"{needed}\"");
+    if rejected {
+        // Reasons are our own fixed texts; keep the quoted-string valid whatever they say.
+        let safe: String = reason
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .filter(|c| *c != '"' && *c != '\\')
+            .collect();
+        bearer.push_str(&format!(
+            ", error=\"invalid_token\", error_description=\"{safe}\""
+        ));
+    }
     // A scope is built only from RepoPath characters and action names: always a valid value.
     if let Ok(v) = HeaderValue::from_str(&bearer) {
         r.headers_mut().append(header::WWW_AUTHENTICATE, v);
@@ -159,8 +172,10 @@ pub async fn authorize(
     let token = match credential(headers) {
         Ok(t) => t,
         Err(e) => {
+            let rejected = e != CredentialError::Missing;
             let reason = e.to_string();
-            return Err(deny(state, base, reason.clone(), unauthorized(needed, &reason)).await);
+            let response = unauthorized(needed, &reason, rejected);
+            return Err(deny(state, base, reason, response).await);
         }
     };
     let now_ms = state.clock.now_ms();
@@ -168,7 +183,8 @@ pub async fn authorize(
         Ok(c) => c,
         Err(e) => {
             let reason = e.to_string();
-            return Err(deny(state, base, reason.clone(), unauthorized(needed, &reason)).await);
+            let response = unauthorized(needed, &reason, true);
+            return Err(deny(state, base, reason, response).await);
         }
     };
     let base = with_claims(base, &claims);
@@ -187,7 +203,13 @@ pub async fn authorize(
         GrantStatus::Unknown => Some("token is not a live grant"),
     };
     if let Some(reason) = reason {
-        return Err(deny(state, base, reason.into(), unauthorized(needed, reason)).await);
+        return Err(deny(
+            state,
+            base,
+            reason.into(),
+            unauthorized(needed, reason, true),
+        )
+        .await);
     }
     if !claims.scope.covers(needed) {
         let message = forbidden_message(&claims.scope, needed);
@@ -292,7 +314,7 @@ mod tests {
     #[test]
     fn challenge_names_the_needed_scope() {
         let needed = Scope::parse("repo:acme/api:write").expect("scope");
-        let r = unauthorized(&needed, "no credential was sent");
+        let r = unauthorized(&needed, "no credential was sent", false);
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         let got: Vec<_> = r
             .headers()
@@ -306,6 +328,18 @@ mod tests {
                 "Bearer realm=\"git-jit\", scope=\"repo:acme/api:write\"",
                 "Basic realm=\"git-jit\""
             ]
+        );
+        let r = unauthorized(&needed, "token has been \"revoked\"", true);
+        let bearer = r
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(
+            bearer,
+            Some(
+                "Bearer realm=\"git-jit\", scope=\"repo:acme/api:write\", error=\"invalid_token\", \
+                 error_description=\"token has been revoked\""
+            )
         );
     }
 }

@@ -53,6 +53,9 @@ impl GrantStore for Flaky {
     async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
         self.inner.revoke(target, now_ms).await
     }
+    async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
+        self.inner.revoked_before(dims).await
+    }
     async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
         self.inner.list(filter, now_ms).await
     }

@@ -152,6 +152,15 @@ impl GrantStore for MemoryStore {
         Ok(live as u64)
     }
 
+    async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
+        let inner = self.lock()?;
+        // Forgotten watermarks are swept on writes; one past its life no longer matters.
+        Ok(dims
+            .iter()
+            .map(|d| inner.watermarks.get(d).map(|(w, _)| *w))
+            .collect())
+    }
+
     async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
         let inner = self.lock()?;
         let mut out: Vec<Grant> = inner

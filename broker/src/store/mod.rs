@@ -215,6 +215,10 @@ pub trait GrantStore: Send + Sync + 'static {
     /// Revokes what `target` names; returns how many live grants it ended.
     async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError>;
 
+    /// The revoked-before watermarks (ms) of these dimensions (`sub:alice`, `idp:corp`, as
+    /// [`RevokeTarget::dimension`] names them), `None` where there is none.
+    async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError>;
+
     /// Live grants passing `filter`, oldest first. Revoked and expired grants never appear.
     async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError>;
 

@@ -436,6 +436,10 @@ impl GrantStore for RedisStore {
         Ok(covered.len() as u64)
     }
 
+    async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
+        self.watermarks(dims).await
+    }
+
     async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
         let mut out: Vec<Grant> = self
             .live_grants(now_ms)

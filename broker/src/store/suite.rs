@@ -243,6 +243,14 @@ async fn bulk_revoke(store: &dyn GrantStore, target: RevokeTarget) {
     );
     assert_eq!(listed.len(), grants.len() - expected.len());
 
+    // The watermark itself is readable, for refusing identities authenticated before it.
+    let dims = [target.dimension(), "sub:nobody".to_owned()];
+    let marks = store.revoked_before(&dims).await.unwrap();
+    assert!(
+        marks[0].is_some() && marks[1].is_none(),
+        "{target:?}: {marks:?}"
+    );
+
     // A grant issued after the revocation is live: the watermark only looks back.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let fresh = grant("b-fresh", "alice", "acme/api", "dev", "corp", 600);

@@ -315,3 +315,68 @@ async fn dev_mode_mints_identities_for_loopback_only() {
         .expect("resp");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_revoked_identity_cannot_exchange_what_it_already_held() {
+    let w = world().await;
+    let before = alice(&w);
+    let ok = exchange_form(&before, "repo:acme/api:read", &[]);
+    assert_eq!(post(&w, ok.clone()).await.0, StatusCode::OK);
+
+    // The security team revokes alice: her grants die, and so does her old identity token.
+    w.state
+        .store
+        .revoke(
+            &RevokeTarget::Subject("alice@example.com".into()),
+            NOW * 1000,
+        )
+        .await
+        .expect("revoke");
+    let (status, json, _) = post(&w, ok).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    assert_eq!(json["error"], "access_denied");
+    let msg = json["error_description"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("was revoked") && msg.contains("git jit login"),
+        "{msg}"
+    );
+    // Refreshing at the IdP keeps the original authentication time: still refused.
+    let refreshed = w
+        .iss
+        .es256(
+            AUD,
+            NOW + 2,
+            json!({"sub": "alice@example.com", "groups": ["engineering"], "auth_time": NOW - 60}),
+        )
+        .expose()
+        .to_owned();
+    let (status, _, _) = post(&w, exchange_form(&refreshed, "repo:acme/api:read", &[])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Bob is untouched; alice after authenticating again is welcome back.
+    let bob = w
+        .iss
+        .es256(
+            AUD,
+            NOW,
+            json!({"sub": "bob@example.com", "groups": ["engineering"]}),
+        )
+        .expose()
+        .to_owned();
+    assert_eq!(
+        post(&w, exchange_form(&bob, "repo:acme/api:read", &[]))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let again = w
+        .iss
+        .es256(
+            AUD,
+            NOW + 2,
+            json!({"sub": "alice@example.com", "groups": ["engineering"]}),
+        )
+        .expose()
+        .to_owned();
+    let (status, json, _) = post(&w, exchange_form(&again, "repo:acme/api:read", &[])).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+}

@@ -97,6 +97,9 @@ impl GrantStore for Flaky {
     async fn revoke(&self, t: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
         self.inner.revoke(t, now_ms).await
     }
+    async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
+        self.inner.revoked_before(dims).await
+    }
     async fn list(&self, f: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
         self.inner.list(f, now_ms).await
     }

@@ -266,6 +266,8 @@ pub struct Auditor {
 }
 
 struct AuditorInner {
+    /// Events recorded, by kind, and appends that failed: the broker's `/metrics`.
+    counts: std::sync::Arc<Counts>,
     store: std::sync::Arc<dyn crate::store::GrantStore>,
     export: Option<std::sync::Arc<Export>>,
     /// Started on first use, inside the runtime.
@@ -280,11 +282,17 @@ impl Auditor {
     ) -> Self {
         Self {
             inner: std::sync::Arc::new(AuditorInner {
+                counts: std::sync::Arc::new(Counts::default()),
                 store,
                 export: export.map(std::sync::Arc::new),
                 writer: tokio::sync::OnceCell::new(),
             }),
         }
+    }
+
+    /// What this process has recorded so far.
+    pub fn counts(&self) -> &Counts {
+        &self.inner.counts
     }
 
     /// Chains and records one event; returns once it is in the store.
@@ -298,6 +306,7 @@ impl Auditor {
                 tokio::spawn(write_loop(
                     self.inner.store.clone(),
                     self.inner.export.clone(),
+                    self.inner.counts.clone(),
                     rx,
                 ));
                 tx
@@ -309,11 +318,47 @@ impl Auditor {
     }
 }
 
+/// Audit events recorded by kind, and failed appends, for `/metrics`.
+#[derive(Default)]
+pub struct Counts {
+    by_kind: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl Counts {
+    fn add(&self, events: &[AuditEvent], recorded: bool) {
+        if !recorded {
+            self.failed
+                .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        if let Ok(mut m) = self.by_kind.lock() {
+            for e in events {
+                *m.entry(e.event.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    /// `(kind, count)` pairs, sorted, and the failed count.
+    pub fn snapshot(&self) -> (Vec<(String, u64)>, u64) {
+        let kinds = self
+            .by_kind
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        (
+            kinds,
+            self.failed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}
+
 /// The writer task: takes what is waiting (up to [`MAX_BATCH`]), chains it onto the head,
 /// appends it in one round trip, answers every caller. Ends when every `Auditor` is gone.
 async fn write_loop(
     store: std::sync::Arc<dyn crate::store::GrantStore>,
     export: Option<std::sync::Arc<Export>>,
+    counts: std::sync::Arc<Counts>,
     mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, Done)>,
 ) {
     let mut head: Option<(u64, String)> = None;
@@ -321,6 +366,7 @@ async fn write_loop(
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (mut events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
         let result = append_chained(&*store, &mut head, &mut events).await;
+        counts.add(&events, result.is_ok());
         if result.is_ok() {
             for e in &events {
                 tracing::info!(
@@ -447,6 +493,24 @@ mod tests {
             .expect("read");
         assert_eq!(all.len(), 400);
         assert_eq!(verify_chain(&all), Ok(400));
+    }
+
+    #[tokio::test]
+    async fn counts_what_was_recorded_for_metrics() {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(100));
+        let a = Auditor::new(store, None);
+        for kind in ["grant.issued", "access.denied", "access.denied"] {
+            a.record(AuditEvent::new(kind, 1)).await.expect("recorded");
+        }
+        let (kinds, failed) = a.counts().snapshot();
+        assert_eq!(
+            kinds,
+            [
+                ("access.denied".to_owned(), 2),
+                ("grant.issued".to_owned(), 1)
+            ]
+        );
+        assert_eq!(failed, 0);
     }
 
     #[tokio::test]

@@ -52,6 +52,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/.well-known/jwks.json", get(discovery::jwks))
         .route(
             "/.well-known/oauth-authorization-server",

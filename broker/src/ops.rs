@@ -1,4 +1,4 @@
-//! Liveness and readiness for orchestrators.
+//! Liveness, readiness and metrics for orchestrators and monitoring.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,4 +16,34 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
     }
+}
+
+/// `GET /metrics`: Prometheus text format. Every decision the broker makes is an audit event,
+/// so decisions are counted there: `jit_audit_events_total{event="grant.issued"}`,
+/// `…{event="access.denied"}`, and appends that failed (each one a refused request).
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    use std::fmt::Write as _;
+    let (kinds, failed) = state.audit.counts().snapshot();
+    let mut out = String::from(
+        "# HELP jit_audit_events_total Audit events recorded by this process, by kind.\n\
+         # TYPE jit_audit_events_total counter\n",
+    );
+    for (kind, n) in kinds {
+        // Kinds are the broker's own fixed names (`grant.issued`): no escaping needed.
+        let _ = writeln!(out, "jit_audit_events_total{{event=\"{kind}\"}} {n}");
+    }
+    let _ = write!(
+        out,
+        "# HELP jit_audit_failures_total Audit events that could not be recorded (their requests were refused).\n\
+         # TYPE jit_audit_failures_total counter\njit_audit_failures_total {failed}\n\
+         # HELP jit_store_up Whether the grant store answers.\n# TYPE jit_store_up gauge\njit_store_up {}\n",
+        u8::from(state.store.ping().await.is_ok())
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
 }

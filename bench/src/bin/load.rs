@@ -269,7 +269,7 @@ fn generate_repo(repo: &Path, mib: usize) -> Result<u64> {
     let mut child = std::process::Command::new("git")
         .arg("--git-dir")
         .arg(repo)
-        .args(["fast-import", "--quiet"])
+        .args(["-c", "fastimport.unpackLimit=0", "fast-import", "--quiet"])
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .stdin(Stdio::piped())
@@ -534,7 +534,12 @@ async fn setup(settings: Settings) -> Result<World> {
         .prefix("jit-bench-keys-")
         .tempdir()?;
     generate_keys(keys.path())?;
-    let config = broker_config(keys.path(), &redis.url(), &idp.issuer(), &git.base_url());
+    let config = broker_config(
+        keys.path(),
+        &redis.url(),
+        &idp.platform_issuer("github"),
+        &git.base_url(),
+    );
     let broker = BrokerProcess::start_with_env(
         &config,
         &[("JIT_BENCH_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)],
@@ -624,7 +629,7 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
     progress("clone: warm-up (one direct, one through the gateway)");
     timed_clone(&client, &direct_url, &basic, &dest).await?;
     timed_clone(&client, &gateway_url, &bearer, &dest).await?;
-    let received = pack_bytes(&dest)?;
+    let received = pack_bytes(&dest.join(".git"))?;
 
     let (mut direct, mut via) = (Vec::new(), Vec::new());
     let mut peak_kb = 0;
@@ -642,7 +647,7 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
         let head = client
             .run(&[
                 "--git-dir",
-                &dest.to_string_lossy(),
+                &dest.join(".git").to_string_lossy(),
                 "rev-parse",
                 "refs/heads/main",
             ])

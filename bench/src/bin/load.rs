@@ -31,7 +31,7 @@ use jit_e2e::{BrokerProcess, CiIssuer, GitClient, GitServer, GitServerConfig, Re
 struct Settings {
     /// Seconds of each wrk measurement (after a 2 s warm-up). `JIT_BENCH_SECONDS`, default 10.
     seconds: u64,
-    /// wrk connections. `JIT_BENCH_CONNECTIONS`, default 32.
+    /// wrk connections. `JIT_BENCH_CONNECTIONS`, default 16.
     connections: u32,
     /// wrk threads. `JIT_BENCH_WRK_THREADS`, default 1 (the machine has 2 cores to share).
     wrk_threads: u32,
@@ -56,7 +56,7 @@ impl Settings {
     fn from_env() -> Result<Self> {
         Ok(Self {
             seconds: env_num("JIT_BENCH_SECONDS", 10)?,
-            connections: env_num("JIT_BENCH_CONNECTIONS", 32)?,
+            connections: env_num("JIT_BENCH_CONNECTIONS", 16)?,
             wrk_threads: env_num("JIT_BENCH_WRK_THREADS", 1)?,
             repo_mib: env_num("JIT_BENCH_REPO_MIB", 210)?,
             clones: env_num("JIT_BENCH_CLONES", 3)?.max(1),
@@ -214,6 +214,96 @@ fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
 fn reset_peak_rss(pid: u32) -> Result<()> {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
         .with_context(|| format!("resetting the peak RSS of pid {pid}"))
+}
+
+/// CPU time (user + system, clock ticks) a process used so far, from /proc/<pid>/stat.
+fn proc_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> Result<u64> {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("/proc/{pid}/stat has no field {}", i + 3))
+    };
+    Ok(tick(11)? + tick(12)?)
+}
+
+/// (busy, total) clock ticks of the whole machine, from /proc/stat.
+fn machine_ticks() -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("/proc/stat is empty")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
+/// The pid of the `redis-server` listening on `port` (by its process title).
+fn redis_pid(port: u16) -> Result<u32> {
+    let want = format!(":{port}");
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline);
+        if text.contains("redis-server") && text.split([' ', '\0']).any(|a| a.ends_with(&want)) {
+            return Ok(pid);
+        }
+    }
+    bail!("no redis-server process on port {port}")
+}
+
+/// CPU used by the broker, Redis and the whole machine between `start` and `finish`.
+struct CpuWatch {
+    broker: (u32, u64),
+    redis: (u32, u64),
+    machine: (u64, u64),
+}
+
+impl CpuWatch {
+    fn start(broker: u32, redis: u32) -> Result<Self> {
+        Ok(Self {
+            broker: (broker, proc_ticks(broker)?),
+            redis: (redis, proc_ticks(redis)?),
+            machine: machine_ticks()?,
+        })
+    }
+
+    /// `broker 140%, redis 35%, machine 197% of 200%` (100% = one core busy) and the broker's
+    /// CPU seconds.
+    fn finish(&self) -> Result<(String, f64)> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let (busy, total) = machine_ticks()?;
+        let (mb, mt) = (busy - self.machine.0, total - self.machine.1);
+        // /proc/stat counts every core: `total` ticks are `cores` times the elapsed ticks.
+        let elapsed = mt as f64 / cores;
+        let pct = |t: u64| 100.0 * t as f64 / elapsed.max(1.0);
+        let b = proc_ticks(self.broker.0)? - self.broker.1;
+        let r = proc_ticks(self.redis.0)? - self.redis.1;
+        let text = format!(
+            "CPU: broker {:.0}%, redis {:.0}%, machine {:.0}% of {:.0}%",
+            pct(b),
+            pct(r),
+            pct(mb),
+            cores * 100.0
+        );
+        // Clock ticks are 1/100 s (USER_HZ on Linux).
+        Ok((text, b as f64 / 100.0))
+    }
 }
 
 fn median(xs: &mut [f64]) -> f64 {
@@ -491,6 +581,7 @@ struct World {
     git: GitServer,
     broker: BrokerProcess,
     broker_pid: u32,
+    redis_pid: u32,
     /// An RS256 ID token of a CI job of acme/big (1 h).
     id_token: String,
     /// A broker token for `repo:acme/big:read`.
@@ -546,6 +637,7 @@ async fn setup(settings: Settings) -> Result<World> {
     )
     .await?;
     let broker_pid = broker_pid(broker.config_path())?;
+    let redis_pid = redis_pid(redis.port())?;
 
     let id_token = idp.github_actions(REPO).rs256().expires_in(3600).sign();
     let http = jit_e2e::http_client();
@@ -566,6 +658,7 @@ async fn setup(settings: Settings) -> Result<World> {
         git,
         broker,
         broker_pid,
+        redis_pid,
         id_token,
         read_token,
         work,
@@ -633,6 +726,7 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
 
     let (mut direct, mut via) = (Vec::new(), Vec::new());
     let mut peak_kb = 0;
+    let mut broker_ticks = 0;
     let rss_before_kb = proc_status_kb(w.broker_pid, "VmRSS:")?;
     for i in 0..w.settings.clones {
         progress(format!(
@@ -642,7 +736,9 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
         ));
         direct.push(timed_clone(&client, &direct_url, &basic, &dest).await?);
         reset_peak_rss(w.broker_pid)?;
+        let ticks = proc_ticks(w.broker_pid)?;
         via.push(timed_clone(&client, &gateway_url, &bearer, &dest).await?);
+        broker_ticks += proc_ticks(w.broker_pid)? - ticks;
         peak_kb = peak_kb.max(proc_status_kb(w.broker_pid, "VmHWM:")?);
         let head = client
             .run(&[
@@ -659,8 +755,10 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
     }
     let (d, g) = (median(&mut direct), median(&mut via));
     let mb = received as f64 / 1e6;
+    // Clock ticks are 1/100 s (USER_HZ on Linux).
+    let broker_cpu = broker_ticks as f64 / via.iter().sum::<f64>();
     report.line(format!(
-        "clone: {mb:.0} MB pack, gateway {g:.2} s vs direct {d:.2} s = {:.2}x (median of {}; {:.0} vs {:.0} MB/s)",
+        "clone: {mb:.0} MB pack, gateway {g:.2} s vs direct {d:.2} s = {:.2}x (median of {}; {:.0} vs {:.0} MB/s; broker CPU {broker_cpu:.0}% during gateway clones)",
         g / d,
         w.settings.clones,
         mb / g,
@@ -675,6 +773,26 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// A 2 s wrk warm-up, then the measured run with the CPU each process used meanwhile.
+async fn wrk_phase(w: &World, what: &str, url: &str, script: &str) -> Result<(WrkResult, String)> {
+    progress(format!("{what}: warm-up 2 s"));
+    let warm = wrk(w.work.path(), url, script, &w.settings, 2).await?;
+    check_wrk(&format!("{what} warm-up"), &warm)?;
+    progress(format!(
+        "{what}: {} s, {} connections",
+        w.settings.seconds, w.settings.connections
+    ));
+    let cpu = CpuWatch::start(w.broker_pid, w.redis_pid)?;
+    let r = wrk(w.work.path(), url, script, &w.settings, w.settings.seconds).await?;
+    let (cpu, broker_secs) = cpu.finish()?;
+    check_wrk(what, &r)?;
+    let per_request_us = broker_secs * 1e6 / r.requests as f64;
+    Ok((
+        r,
+        format!("{cpu}; broker {per_request_us:.0} µs CPU per request"),
+    ))
+}
+
 async fn authz_phase(w: &World, report: &mut Report) -> Result<()> {
     let script = format!(
         "wrk.method = \"GET\"\n\
@@ -685,24 +803,9 @@ async fn authz_phase(w: &World, report: &mut Report) -> Result<()> {
         lua_string(&format!("/{REPO}.git/info/refs?service=git-upload-pack")),
     );
     let url = format!("{}/authz", w.broker.url());
-    progress("authz: warm-up 2 s");
-    let warm = wrk(w.work.path(), &url, &script, &w.settings, 2).await?;
-    check_wrk("authz warm-up", &warm)?;
-    progress(format!(
-        "authz: {} s, {} connections",
-        w.settings.seconds, w.settings.connections
-    ));
-    let r = wrk(
-        w.work.path(),
-        &url,
-        &script,
-        &w.settings,
-        w.settings.seconds,
-    )
-    .await?;
-    check_wrk("authz", &r)?;
+    let (r, cpu) = wrk_phase(w, "authz", &url, &script).await?;
     report.line(format!(
-        "authz: {} req/s p50 {:.2} ms p99 {:.2} ms ({} requests, {} connections, all 204)",
+        "authz: {} req/s p50 {:.2} ms p99 {:.2} ms ({} requests, {} connections, all 204; {cpu})",
         thousands(r.rps),
         r.p50_ms,
         r.p99_ms,
@@ -721,24 +824,9 @@ async fn exchange_phase(w: &World, report: &mut Report) -> Result<()> {
         lua_string(&body)
     );
     let url = format!("{}/oauth/token", w.broker.url());
-    progress("exchange: warm-up 2 s");
-    let warm = wrk(w.work.path(), &url, &script, &w.settings, 2).await?;
-    check_wrk("exchange warm-up", &warm)?;
-    progress(format!(
-        "exchange: {} s, {} connections",
-        w.settings.seconds, w.settings.connections
-    ));
-    let r = wrk(
-        w.work.path(),
-        &url,
-        &script,
-        &w.settings,
-        w.settings.seconds,
-    )
-    .await?;
-    check_wrk("exchange", &r)?;
+    let (r, cpu) = wrk_phase(w, "exchange", &url, &script).await?;
     report.line(format!(
-        "exchange: {} req/s p50 {:.2} ms p99 {:.2} ms ({} tokens issued, RS256 ID token, {} connections)",
+        "exchange: {} req/s p50 {:.2} ms p99 {:.2} ms ({} tokens issued, RS256 ID token, {} connections; {cpu})",
         thousands(r.rps),
         r.p50_ms,
         r.p99_ms,
@@ -903,14 +991,24 @@ async fn run() -> Result<Report> {
     );
     let started = Instant::now();
     let world = setup(settings).await?;
-    let r = clone_phase(&world, &mut report).await;
-    report.phase("clone", r);
-    let r = authz_phase(&world, &mut report).await;
-    report.phase("authz", r);
-    let r = exchange_phase(&world, &mut report).await;
-    report.phase("exchange", r);
-    let r = helper_phase(&world, &mut report).await;
-    report.phase("helper", r);
+    let only = std::env::var("JIT_BENCH_ONLY").unwrap_or_default();
+    let run = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
+    if run("clone") {
+        let r = clone_phase(&world, &mut report).await;
+        report.phase("clone", r);
+    }
+    if run("authz") {
+        let r = authz_phase(&world, &mut report).await;
+        report.phase("authz", r);
+    }
+    if run("exchange") {
+        let r = exchange_phase(&world, &mut report).await;
+        report.phase("exchange", r);
+    }
+    if run("helper") {
+        let r = helper_phase(&world, &mut report).await;
+        report.phase("helper", r);
+    }
     if !world.redis.is_running() {
         report.phase::<()>("redis", Err(anyhow::anyhow!("redis-server is gone")));
     }

@@ -1,0 +1,1049 @@
+//! `jit-load`: the git-jit load harness. Starts real processes on 127.0.0.1 — redis-server,
+//! a CI-shaped OIDC issuer (RS256), nginx + fcgiwrap + `git http-backend` as the upstream Git
+//! server, and the release `jit-broker` — and measures, in one run:
+//!
+//! 1. a clone of a generated ≥ 200 MB repository (incompressible blobs) through the gateway vs.
+//!    straight from nginx (wall-time ratio of medians), with the broker's peak RSS (VmHWM);
+//! 2. `GET /authz` decisions per second, p50/p99, with a valid token against Redis (wrk);
+//! 3. token exchanges per second, p99, with an RS256 ID token (keys cached) (wrk);
+//! 4. `git credential fill` through `git-credential-jit` with a warm cache vs.
+//!    `git credential-store` (ratio of medians).
+//!
+//! One summary line per figure on stdout; progress on stderr. Exits non-zero if a run failed
+//! (a request refused, a clone broken, a tool missing) — never because a figure is slow.
+//!
+//! `bench/run` installs wrk, builds the release binaries and runs this. Binaries are taken from
+//! the directory of this executable (`target/release`), or `JIT_E2E_BIN_DIR`.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use jit_e2e::bins::{GIT_CREDENTIAL_JIT, bin_path, generate_keys};
+use jit_e2e::{BrokerProcess, CiIssuer, GitClient, GitServer, GitServerConfig, RedisServer};
+
+/// Settings, from the environment (all optional).
+#[derive(Debug, Clone)]
+struct Settings {
+    /// Seconds of each wrk measurement (after a 2 s warm-up). `JIT_BENCH_SECONDS`, default 10.
+    seconds: u64,
+    /// wrk connections. `JIT_BENCH_CONNECTIONS`, default 16.
+    connections: u32,
+    /// wrk threads. `JIT_BENCH_WRK_THREADS`, default 1 (the machine has 2 cores to share).
+    wrk_threads: u32,
+    /// Size of the generated repository in MiB. `JIT_BENCH_REPO_MIB`, default 210 (220 MB).
+    repo_mib: usize,
+    /// Clones of each kind (alternating). `JIT_BENCH_CLONES`, default 5.
+    clones: usize,
+    /// `git credential fill` runs of each kind (alternating). `JIT_BENCH_HELPER_RUNS`, default 50.
+    helper_runs: usize,
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number")),
+        _ => Ok(default),
+    }
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        Ok(Self {
+            seconds: env_num("JIT_BENCH_SECONDS", 10)?,
+            connections: env_num("JIT_BENCH_CONNECTIONS", 16)?,
+            wrk_threads: env_num("JIT_BENCH_WRK_THREADS", 1)?,
+            repo_mib: env_num("JIT_BENCH_REPO_MIB", 210)?,
+            clones: env_num("JIT_BENCH_CLONES", 5)?.max(1),
+            helper_runs: env_num("JIT_BENCH_HELPER_RUNS", 50)?.max(1),
+        })
+    }
+}
+
+/// The repository cloned in the clone phase (and named by every token).
+const REPO: &str = "acme/big";
+/// The upstream's Basic credential (test-only; nginx on loopback).
+const UPSTREAM_USER: &str = "git-jit";
+const UPSTREAM_PASSWORD: &str = "bench-upstream-secret";
+/// Longest a single clone may take before it counts as failed.
+const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn progress(msg: impl AsRef<str>) {
+    eprintln!("==> {}", msg.as_ref());
+}
+
+/// Collects summary lines and failures; a failure never stops the other phases.
+#[derive(Default)]
+struct Report {
+    lines: Vec<String>,
+    failures: Vec<String>,
+}
+
+impl Report {
+    fn line(&mut self, line: String) {
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+        self.lines.push(line);
+    }
+
+    fn phase<T>(&mut self, name: &str, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let msg = format!("{name}: FAILED: {e:#}");
+                println!("{msg}");
+                self.failures.push(msg);
+                None
+            }
+        }
+    }
+}
+
+fn broker_config(keys: &Path, redis: &str, issuer: &str, upstream: &str) -> String {
+    let keys = keys.display();
+    format!(
+        r#"
+[broker]
+listen = "{{{{LISTEN}}}}"
+public_url = "{{{{URL}}}}"
+keys_dir = "{keys}"
+
+[store]
+url = "{redis}"
+
+# High enough that the bench measures the exchange, not the limiter (defaults: 30/min per
+# identity, 120/min per client address).
+[exchange.rate_limit]
+identity_per_minute = 100000000
+identity_burst = 1000000
+client_per_minute = 100000000
+client_burst = 1000000
+
+[[issuer]]
+name = "ci"
+issuer = "{issuer}"
+audience = "git-jit"
+algorithms = ["RS256", "ES256"]
+
+[[role]]
+name = "ci-read"
+issuer = "ci"
+claims = {{ repository_owner = "acme" }}
+repositories = ["acme/**"]
+actions = ["read"]
+default_ttl = 60
+max_ttl = 120
+
+[[role]]
+name = "ci-write-main"
+issuer = "ci"
+claims = {{ repository_owner = "acme", ref = "refs/heads/main" }}
+repositories = ["{{repository}}"]
+actions = ["read", "write"]
+refs = ["refs/heads/main"]
+default_ttl = 10
+max_ttl = 30
+
+[[role]]
+name = "dev-read"
+issuer = "ci"
+claims = {{ groups = "engineering" }}
+repositories = ["acme/**", "tools/*"]
+actions = ["read"]
+
+[[role]]
+name = "release"
+issuer = "ci"
+claims = {{ groups = "release-managers" }}
+repositories = ["acme/*"]
+actions = ["write"]
+refs = ["refs/tags/v*"]
+reason_required = true
+
+[[upstream]]
+repositories = ["**"]
+url = "{upstream}"
+credential = {{ kind = "basic", username = "{UPSTREAM_USER}", password_env = "JIT_BENCH_UPSTREAM_PASSWORD" }}
+"#
+    )
+}
+
+/// The pid of the broker started with `config` (found by its command line in /proc: the
+/// harness library does not expose it).
+fn broker_pid(config: &Path) -> Result<u32> {
+    let want = config.as_os_str().to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with("jit-broker")) && args.contains(&want) {
+            return Ok(pid);
+        }
+    }
+    bail!("no jit-broker process with config {want}")
+}
+
+/// A `Vm*:` field of /proc/<pid>/status, in kB.
+fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("{field} not in /proc/{pid}/status"))
+}
+
+/// Resets VmHWM to the current RSS (`echo 5 > /proc/<pid>/clear_refs`).
+fn reset_peak_rss(pid: u32) -> Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .with_context(|| format!("resetting the peak RSS of pid {pid}"))
+}
+
+/// CPU time (user + system, clock ticks) a process used so far, from /proc/<pid>/stat.
+fn proc_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> Result<u64> {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("/proc/{pid}/stat has no field {}", i + 3))
+    };
+    Ok(tick(11)? + tick(12)?)
+}
+
+/// (busy, total) clock ticks of the whole machine, from /proc/stat.
+fn machine_ticks() -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("/proc/stat is empty")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
+/// The pid of the `redis-server` listening on `port` (by its process title).
+fn redis_pid(port: u16) -> Result<u32> {
+    let want = format!(":{port}");
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline);
+        if text.contains("redis-server") && text.split([' ', '\0']).any(|a| a.ends_with(&want)) {
+            return Ok(pid);
+        }
+    }
+    bail!("no redis-server process on port {port}")
+}
+
+/// CPU used by the broker, Redis and the whole machine between `start` and `finish`.
+struct CpuWatch {
+    broker: (u32, u64),
+    redis: (u32, u64),
+    machine: (u64, u64),
+}
+
+impl CpuWatch {
+    fn start(broker: u32, redis: u32) -> Result<Self> {
+        Ok(Self {
+            broker: (broker, proc_ticks(broker)?),
+            redis: (redis, proc_ticks(redis)?),
+            machine: machine_ticks()?,
+        })
+    }
+
+    /// `broker 140%, redis 35%, machine 197% of 200%` (100% = one core busy) and the broker's
+    /// CPU seconds.
+    fn finish(&self) -> Result<(String, f64)> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let (busy, total) = machine_ticks()?;
+        let (mb, mt) = (busy - self.machine.0, total - self.machine.1);
+        // /proc/stat counts every core: `total` ticks are `cores` times the elapsed ticks.
+        let elapsed = mt as f64 / cores;
+        let pct = |t: u64| 100.0 * t as f64 / elapsed.max(1.0);
+        let b = proc_ticks(self.broker.0)? - self.broker.1;
+        let r = proc_ticks(self.redis.0)? - self.redis.1;
+        let text = format!(
+            "CPU: broker {:.0}%, redis {:.0}%, machine {:.0}% of {:.0}%",
+            pct(b),
+            pct(r),
+            pct(mb),
+            cores * 100.0
+        );
+        // Clock ticks are 1/100 s (USER_HZ on Linux).
+        Ok((text, b as f64 / 100.0))
+    }
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// `12345.6` → `12,346`.
+fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repository generation
+
+/// Writes a bare repository at `repo` with one commit of `mib` files of 1 MiB of random bytes,
+/// through `git fast-import` (one pack, no deltas: the blobs are above core.bigFileThreshold,
+/// which is also set in the repository so `upload-pack` never searches deltas among them).
+fn generate_repo(repo: &Path, mib: usize) -> Result<u64> {
+    use ring::rand::SecureRandom as _;
+    std::fs::create_dir_all(repo)?;
+    let git = |args: &[&str]| -> Result<()> {
+        let status = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(repo)
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()?;
+        ensure!(status.success(), "git {args:?} failed");
+        Ok(())
+    };
+    git(&["init", "--bare", "--quiet", "--initial-branch=main"])?;
+    git(&["config", "core.bigFileThreshold", "512k"])?;
+    let mut child = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["-c", "fastimport.unpackLimit=0", "fast-import", "--quiet"])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting git fast-import")?;
+    let rng = ring::rand::SystemRandom::new();
+    let mut buf = vec![0u8; 1 << 20];
+    {
+        let stdin = child.stdin.as_mut().context("fast-import stdin")?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, stdin);
+        for i in 0..mib {
+            rng.fill(&mut buf)
+                .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+            write!(w, "blob\nmark :{}\ndata {}\n", i + 1, buf.len())?;
+            w.write_all(&buf)?;
+            w.write_all(b"\n")?;
+        }
+        let msg = format!("{mib} MiB of random blobs\n");
+        write!(
+            w,
+            "commit refs/heads/main\nmark :{}\ncommitter Bench <bench@example.com> 1750000000 +0000\ndata {}\n{msg}",
+            mib + 1,
+            msg.len()
+        )?;
+        for i in 0..mib {
+            writeln!(w, "M 100644 :{} data/blob-{i:04}.bin", i + 1)?;
+        }
+        w.write_all(b"\n")?;
+        w.flush()?;
+    }
+    drop(child.stdin.take());
+    let status = child.wait()?;
+    ensure!(status.success(), "git fast-import failed ({status})");
+    pack_bytes(repo)
+}
+
+/// Total size of the pack files under `git_dir/objects/pack`.
+fn pack_bytes(git_dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(git_dir.join("objects/pack"))? {
+        let e = e?;
+        if e.path().extension().is_some_and(|x| x == "pack") {
+            total += e.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token exchange (setup and the wrk body)
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+
+fn form_body(subject_token: &str, scope: &str) -> String {
+    fn enc(s: &str) -> String {
+        let mut out = String::new();
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+    format!(
+        "grant_type={}&subject_token={}&subject_token_type={}&scope={}",
+        enc(TOKEN_EXCHANGE),
+        enc(subject_token),
+        enc(ID_TOKEN_TYPE),
+        enc(scope)
+    )
+}
+
+async fn exchange(
+    http: &reqwest::Client,
+    broker: &str,
+    id_token: &str,
+    scope: &str,
+) -> Result<String> {
+    let r = http
+        .post(format!("{broker}/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(id_token, scope))
+        .send()
+        .await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await?;
+    ensure!(status.is_success(), "exchange refused ({status}): {body}");
+    body["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no access_token in the exchange answer")
+}
+
+// ---------------------------------------------------------------------------------------------
+// wrk
+
+/// What one wrk run reported.
+#[derive(Debug)]
+struct WrkResult {
+    requests: u64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+    socket_errors: String,
+}
+
+fn lua_string(s: &str) -> String {
+    format!("{s:?}") // Rust's escapes are valid Lua for the ASCII we pass.
+}
+
+/// `wrk` against `url` with the Lua `script`; `seconds` of measurement.
+async fn wrk(dir: &Path, url: &str, script: &str, s: &Settings, seconds: u64) -> Result<WrkResult> {
+    let path = dir.join(format!("wrk-{}.lua", jit_e2e::random_token(6)));
+    std::fs::write(&path, script)?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(seconds + 30),
+        tokio::process::Command::new("wrk")
+            .arg(format!("-t{}", s.wrk_threads))
+            .arg(format!("-c{}", s.connections))
+            .arg(format!("-d{seconds}s"))
+            .arg("--timeout")
+            .arg("5s")
+            .arg("--latency")
+            .arg("-s")
+            .arg(&path)
+            .arg(url)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("wrk did not finish in time")?
+    .context("running wrk (bench/run installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "wrk failed ({}): {text}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+fn wrk_duration_ms(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * scale)
+}
+
+fn parse_wrk(text: &str) -> Result<WrkResult> {
+    let mut r = WrkResult {
+        requests: 0,
+        rps: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        non_2xx: 0,
+        socket_errors: String::new(),
+    };
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            r.rps = v.trim().parse()?;
+        } else if let Some(v) = t.strip_prefix("50%") {
+            r.p50_ms = wrk_duration_ms(v).context("p50")?;
+        } else if let Some(v) = t.strip_prefix("99%") {
+            r.p99_ms = wrk_duration_ms(v).context("p99")?;
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            r.non_2xx = v.trim().parse()?;
+        } else if let Some(v) = t.strip_prefix("Socket errors:") {
+            r.socket_errors = v.trim().to_owned();
+        } else if t.contains(" requests in ") {
+            r.requests = t.split_whitespace().next().unwrap_or("0").parse()?;
+        }
+    }
+    ensure!(
+        r.rps.is_finite() && r.p99_ms.is_finite(),
+        "no Requests/sec or 99% line"
+    );
+    Ok(r)
+}
+
+fn check_wrk(what: &str, r: &WrkResult) -> Result<()> {
+    ensure!(r.requests > 0, "{what}: no request completed");
+    ensure!(
+        r.non_2xx == 0,
+        "{what}: {} of {} answers were not 2xx",
+        r.non_2xx,
+        r.requests
+    );
+    ensure!(
+        r.socket_errors.is_empty(),
+        "{what}: socket errors: {}",
+        r.socket_errors
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+
+struct World {
+    settings: Settings,
+    redis: RedisServer,
+    git: GitServer,
+    broker: BrokerProcess,
+    broker_pid: u32,
+    redis_pid: u32,
+    /// An RS256 ID token of a CI job of acme/big (1 h).
+    id_token: String,
+    /// A broker token for `repo:acme/big:read`.
+    read_token: String,
+    work: tempfile::TempDir,
+    _idp: CiIssuer,
+    _keys: tempfile::TempDir,
+    _repos: tempfile::TempDir,
+}
+
+async fn setup(settings: Settings) -> Result<World> {
+    progress("starting redis-server, the CI issuer and nginx + git http-backend");
+    let redis = RedisServer::start().await?;
+    let idp = CiIssuer::start().await?;
+    let repos = tempfile::Builder::new()
+        .prefix("jit-bench-repos-")
+        .tempdir()?;
+    let started = Instant::now();
+    progress(format!(
+        "generating {REPO}.git: {} MiB of random blobs",
+        settings.repo_mib
+    ));
+    let bytes = generate_repo(&repos.path().join(format!("{REPO}.git")), settings.repo_mib)?;
+    progress(format!(
+        "generated a {:.0} MB pack in {:.1} s",
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    ));
+    let git = GitServer::start_with(GitServerConfig {
+        root: Some(repos.path().to_path_buf()),
+        basic_auth: Some((UPSTREAM_USER.into(), UPSTREAM_PASSWORD.into())),
+        ..GitServerConfig::default()
+    })
+    .await?;
+
+    progress(format!(
+        "starting jit-broker ({})",
+        bin_path(jit_e2e::bins::JIT_BROKER)?.display()
+    ));
+    let keys = tempfile::Builder::new()
+        .prefix("jit-bench-keys-")
+        .tempdir()?;
+    generate_keys(keys.path())?;
+    let config = broker_config(
+        keys.path(),
+        &redis.url(),
+        &idp.platform_issuer("github"),
+        &git.base_url(),
+    );
+    let broker = BrokerProcess::start_with_env(
+        &config,
+        &[("JIT_BENCH_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)],
+    )
+    .await?;
+    let broker_pid = broker_pid(broker.config_path())?;
+    let redis_pid = redis_pid(redis.port())?;
+
+    let id_token = idp.github_actions(REPO).rs256().expires_in(3600).sign();
+    let http = jit_e2e::http_client();
+    let read_token = exchange(
+        &http,
+        &broker.url(),
+        &id_token,
+        &format!("repo:{REPO}:read"),
+    )
+    .await
+    .context("first token exchange")?;
+    let work = tempfile::Builder::new()
+        .prefix("jit-bench-work-")
+        .tempdir()?;
+    Ok(World {
+        settings,
+        redis,
+        git,
+        broker,
+        broker_pid,
+        redis_pid,
+        id_token,
+        read_token,
+        work,
+        _idp: idp,
+        _keys: keys,
+        _repos: repos,
+    })
+}
+
+/// One timed `git clone --no-checkout` of `url` with an `Authorization` header.
+async fn timed_clone(
+    client: &GitClient,
+    url: &str,
+    authorization: &str,
+    dest: &Path,
+) -> Result<f64> {
+    let _ = std::fs::remove_dir_all(dest);
+    let header = format!("http.extraHeader=Authorization: {authorization}");
+    let dest_s = dest.to_string_lossy().into_owned();
+    let started = Instant::now();
+    let out = tokio::time::timeout(
+        CLONE_TIMEOUT,
+        client
+            .command([
+                "-c",
+                &header,
+                "clone",
+                "--quiet",
+                "--no-checkout",
+                url,
+                &dest_s,
+            ])
+            .output(),
+    )
+    .await
+    .with_context(|| format!("clone of {url} took more than {CLONE_TIMEOUT:?}"))??;
+    let secs = started.elapsed().as_secs_f64();
+    ensure!(
+        out.status.success(),
+        "clone of {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(secs)
+}
+
+async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
+    use base64::Engine as _;
+    let client = GitClient::new()?;
+    let direct_url = w.git.repo_url(REPO);
+    let gateway_url = format!("{}/{REPO}.git", w.broker.url());
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{UPSTREAM_USER}:{UPSTREAM_PASSWORD}"))
+    );
+    let bearer = format!("Bearer {}", w.read_token);
+    let dest = w.work.path().join("clone");
+    let expected = w.git.git_in_repo(REPO, &["rev-parse", "refs/heads/main"])?;
+
+    // One untimed clone of each to warm the page cache and the connections' code paths.
+    progress("clone: warm-up (one direct, one through the gateway)");
+    timed_clone(&client, &direct_url, &basic, &dest).await?;
+    timed_clone(&client, &gateway_url, &bearer, &dest).await?;
+    let received = pack_bytes(&dest.join(".git"))?;
+
+    let (mut direct, mut via) = (Vec::new(), Vec::new());
+    let mut peak_kb = 0;
+    let mut broker_ticks = 0;
+    let rss_before_kb = proc_status_kb(w.broker_pid, "VmRSS:")?;
+    for i in 0..w.settings.clones {
+        progress(format!(
+            "clone {}/{}: direct, then gateway",
+            i + 1,
+            w.settings.clones
+        ));
+        direct.push(timed_clone(&client, &direct_url, &basic, &dest).await?);
+        reset_peak_rss(w.broker_pid)?;
+        let ticks = proc_ticks(w.broker_pid)?;
+        via.push(timed_clone(&client, &gateway_url, &bearer, &dest).await?);
+        broker_ticks += proc_ticks(w.broker_pid)? - ticks;
+        peak_kb = peak_kb.max(proc_status_kb(w.broker_pid, "VmHWM:")?);
+        let head = client
+            .run(&[
+                "--git-dir",
+                &dest.join(".git").to_string_lossy(),
+                "rev-parse",
+                "refs/heads/main",
+            ])
+            .await?;
+        ensure!(
+            String::from_utf8_lossy(&head.stdout).trim() == expected,
+            "the gateway clone's main is not the upstream's"
+        );
+    }
+    let fastest = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let (d_min, g_min) = (fastest(&direct), fastest(&via));
+    let (d, g) = (median(&mut direct), median(&mut via));
+    let mb = received as f64 / 1e6;
+    // Clock ticks are 1/100 s (USER_HZ on Linux).
+    let broker_cpu = broker_ticks as f64 / via.iter().sum::<f64>();
+    report.line(format!(
+        "clone: {mb:.0} MB pack, gateway {g:.2} s vs direct {d:.2} s = {:.2}x (median of {}; fastest {g_min:.2} vs {d_min:.2} s = {:.2}x; {:.0} vs {:.0} MB/s; broker CPU {broker_cpu:.0}% during gateway clones)",
+        g / d,
+        w.settings.clones,
+        g_min / d_min,
+        mb / g,
+        mb / d
+    ));
+    report.line(format!(
+        "broker peak RSS during gateway clone: {:.1} MB (VmHWM; {:.1} MB before)",
+        peak_kb as f64 / 1024.0,
+        rss_before_kb as f64 / 1024.0
+    ));
+    let _ = std::fs::remove_dir_all(&dest);
+    Ok(())
+}
+
+/// A 2 s wrk warm-up, then the measured run with the CPU each process used meanwhile.
+async fn wrk_phase(w: &World, what: &str, url: &str, script: &str) -> Result<(WrkResult, String)> {
+    progress(format!("{what}: warm-up 2 s"));
+    let warm = wrk(w.work.path(), url, script, &w.settings, 2).await?;
+    check_wrk(&format!("{what} warm-up"), &warm)?;
+    progress(format!(
+        "{what}: {} s, {} connections",
+        w.settings.seconds, w.settings.connections
+    ));
+    let cpu = CpuWatch::start(w.broker_pid, w.redis_pid)?;
+    let r = wrk(w.work.path(), url, script, &w.settings, w.settings.seconds).await?;
+    let (cpu, broker_secs) = cpu.finish()?;
+    check_wrk(what, &r)?;
+    let per_request_us = broker_secs * 1e6 / r.requests as f64;
+    Ok((
+        r,
+        format!("{cpu}; broker {per_request_us:.0} µs CPU per request"),
+    ))
+}
+
+async fn authz_phase(w: &World, report: &mut Report) -> Result<()> {
+    let script = format!(
+        "wrk.method = \"GET\"\n\
+         wrk.headers[\"Authorization\"] = {}\n\
+         wrk.headers[\"X-Original-URI\"] = {}\n\
+         wrk.headers[\"X-Original-Method\"] = \"GET\"\n",
+        lua_string(&format!("Bearer {}", w.read_token)),
+        lua_string(&format!("/{REPO}.git/info/refs?service=git-upload-pack")),
+    );
+    let url = format!("{}/authz", w.broker.url());
+    let (r, cpu) = wrk_phase(w, "authz", &url, &script).await?;
+    report.line(format!(
+        "authz: {} req/s p50 {:.2} ms p99 {:.2} ms ({} requests, {} connections, all 204; {cpu})",
+        thousands(r.rps),
+        r.p50_ms,
+        r.p99_ms,
+        r.requests,
+        w.settings.connections
+    ));
+    Ok(())
+}
+
+async fn exchange_phase(w: &World, report: &mut Report) -> Result<()> {
+    let body = form_body(&w.id_token, &format!("repo:{REPO}:read"));
+    let script = format!(
+        "wrk.method = \"POST\"\n\
+         wrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
+         wrk.body = {}\n",
+        lua_string(&body)
+    );
+    let url = format!("{}/oauth/token", w.broker.url());
+    let (r, cpu) = wrk_phase(w, "exchange", &url, &script).await?;
+    report.line(format!(
+        "exchange: {} req/s p50 {:.2} ms p99 {:.2} ms ({} tokens issued, RS256 ID token, {} connections; {cpu})",
+        thousands(r.rps),
+        r.p50_ms,
+        r.p99_ms,
+        r.requests,
+        w.settings.connections
+    ));
+    Ok(())
+}
+
+/// One `git credential fill`; returns (seconds, the password git got).
+fn credential_fill(
+    home: &Path,
+    helper: &str,
+    input: &str,
+    env: &[(&str, &str)],
+) -> Result<(f64, String)> {
+    let mut cmd = std::process::Command::new("git");
+    cmd.args([
+        "-c",
+        "credential.helper=",
+        "-c",
+        &format!("credential.helper={helper}"),
+        "-c",
+        "credential.useHttpPath=true",
+        "credential",
+        "fill",
+    ])
+    .env("HOME", home)
+    .env("XDG_CONFIG_HOME", home.join(".config"))
+    .env("GIT_CONFIG_NOSYSTEM", "1")
+    .env("GIT_CONFIG_GLOBAL", "/dev/null")
+    .env("GIT_TERMINAL_PROMPT", "0")
+    .envs(env.iter().copied())
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("running git credential fill")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let secs = started.elapsed().as_secs_f64();
+    ensure!(
+        out.status.success(),
+        "git credential fill with {helper} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let password = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("password="))
+        .with_context(|| format!("no password from {helper}: {stdout}"))?
+        .to_owned();
+    Ok((secs, password))
+}
+
+async fn helper_phase(w: &World, report: &mut Report) -> Result<()> {
+    let home = tempfile::Builder::new()
+        .prefix("jit-bench-helper-")
+        .tempdir()?;
+    let broker_url = w.broker.url();
+    let host = broker_url.trim_start_matches("http://");
+    let input = format!("protocol=http\nhost={host}\npath={REPO}.git\n\n");
+    let helper = bin_path(GIT_CREDENTIAL_JIT)?;
+    let helper = helper.to_string_lossy().into_owned();
+    let cfg = home.path().join("jit-config");
+    let cache = home.path().join("jit-cache");
+    let (cfg_s, cache_s) = (cfg.to_string_lossy(), cache.to_string_lossy());
+    let jit_env = [
+        ("GIT_JIT_BROKER", broker_url.as_str()),
+        ("GIT_JIT_CONFIG_DIR", cfg_s.as_ref()),
+        ("GIT_JIT_CACHE_DIR", cache_s.as_ref()),
+        ("GIT_JIT_ID_TOKEN", w.id_token.as_str()),
+    ];
+
+    // Cold: exchanges at the broker and fills the cache. Warm: answers from the cache.
+    let (cold, token) = credential_fill(home.path(), &helper, &input, &jit_env)?;
+    let (_, again) = credential_fill(home.path(), &helper, &input, &jit_env)?;
+    ensure!(
+        again == token,
+        "the second fill did not come from the cache"
+    );
+
+    let store_file = home.path().join("git-credentials");
+    std::fs::write(
+        &store_file,
+        format!("http://x-jit:{token}@{host}/{REPO}.git\n"),
+    )?;
+    let store = format!("store --file={}", store_file.display());
+    let (_, stored) = credential_fill(home.path(), &store, &input, &[])?;
+    ensure!(
+        stored == token,
+        "credential-store answered another password"
+    );
+
+    progress(format!(
+        "helper: {} runs each, alternating",
+        w.settings.helper_runs
+    ));
+    let (mut jit, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..w.settings.helper_runs {
+        let (s, p) = credential_fill(home.path(), &helper, &input, &jit_env)?;
+        ensure!(p == token, "a warm fill answered another token");
+        jit.push(s);
+        plain.push(credential_fill(home.path(), &store, &input, &[])?.0);
+    }
+    let (j, s) = (median(&mut jit), median(&mut plain));
+    report.line(format!(
+        "helper: git credential fill warm {:.2} ms vs credential-store {:.2} ms = {:.2}x (median of {}; cold fill with exchange {:.1} ms)",
+        j * 1e3,
+        s * 1e3,
+        j / s,
+        w.settings.helper_runs,
+        cold * 1e3
+    ));
+    Ok(())
+}
+
+fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0 / 1024.0);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "machine: {cores} cores, {cpu}, {mem_gb:.1} GiB RAM, load average before the run {}",
+        load.join(" ")
+    )
+}
+
+async fn run() -> Result<Report> {
+    let settings = Settings::from_env()?;
+    jit_e2e::install_crypto_provider();
+    let mut report = Report::default();
+    report.line(machine_line());
+    let which = std::process::Command::new("wrk")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    ensure!(
+        which.is_ok(),
+        "wrk not found; bench/run installs it (apt-get install wrk)"
+    );
+    let started = Instant::now();
+    let world = setup(settings).await?;
+    let only = std::env::var("JIT_BENCH_ONLY").unwrap_or_default();
+    let run = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
+    if run("clone") {
+        let r = clone_phase(&world, &mut report).await;
+        report.phase("clone", r);
+    }
+    if run("authz") {
+        let r = authz_phase(&world, &mut report).await;
+        report.phase("authz", r);
+    }
+    if run("exchange") {
+        let r = exchange_phase(&world, &mut report).await;
+        report.phase("exchange", r);
+    }
+    if run("helper") {
+        let r = helper_phase(&world, &mut report).await;
+        report.phase("helper", r);
+    }
+    if !world.redis.is_running() {
+        report.phase::<()>("redis", Err(anyhow::anyhow!("redis-server is gone")));
+    }
+    progress(format!(
+        "done in {:.0} s; stopping the servers",
+        started.elapsed().as_secs_f64()
+    ));
+    drop(world);
+    Ok(report)
+}
+
+fn main() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jit-load: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(report) if report.failures.is_empty() => ExitCode::SUCCESS,
+        Ok(report) => {
+            eprintln!("jit-load: {} run(s) failed", report.failures.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("jit-load: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -133,6 +133,20 @@ pub struct Granted {
 }
 
 /// A client of one broker.
+/// Checks and normalises a broker URL: http(s), a host, no query or fragment, no trailing '/'.
+fn parse_base(base: &str) -> Result<Url, BrokerError> {
+    let invalid = || BrokerError::InvalidUrl(base.to_owned());
+    let mut url = Url::parse(base).map_err(|_| invalid())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid());
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&path);
+    Ok(url)
+}
+
 #[derive(Debug, Clone)]
 pub struct BrokerClient {
     base: Url,
@@ -143,17 +157,8 @@ pub struct BrokerClient {
 impl BrokerClient {
     /// A client for the broker at `base` (`https://git.example.com`).
     pub fn new(base: &str, http: reqwest::Client) -> Result<Self, BrokerError> {
-        let invalid = || BrokerError::InvalidUrl(base.to_owned());
-        let mut url = Url::parse(base).map_err(|_| invalid())?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(invalid());
-        }
-        url.set_query(None);
-        url.set_fragment(None);
-        let path = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&path);
         Ok(Self {
-            base: url,
+            base: parse_base(base)?,
             http,
             clock: now,
         })
@@ -168,6 +173,12 @@ impl BrokerClient {
     /// The normalised base URL, without a trailing slash: the cache key.
     pub fn base(&self) -> String {
         self.base.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// The cache key of the broker at `base` without building a client (the warm path of
+    /// the credential helper never touches the network stack).
+    pub fn base_of(base: &str) -> Result<String, BrokerError> {
+        Ok(parse_base(base)?.as_str().trim_end_matches('/').to_owned())
     }
 
     /// The HTTP client (the admin API client shares it).

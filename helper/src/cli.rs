@@ -216,7 +216,7 @@ async fn login(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
     };
     let scope = md.login_scope.as_deref().unwrap_or(login::LOGIN_SCOPE);
     let session = login::device_login(
-        &ctx.http,
+        broker.http(),
         issuer,
         client_id,
         scope,

@@ -46,8 +46,9 @@ pub struct Context<'a> {
     pub env: Env<'a>,
     /// Merged settings.
     pub settings: Settings,
-    /// The HTTP client.
-    pub http: reqwest::Client,
+    /// The HTTP client, built on first use: loading the system's trust store costs
+    /// milliseconds that a cached answer should not pay.
+    pub http: std::sync::OnceLock<reqwest::Client>,
     /// The local clock (seconds since the epoch).
     pub clock: fn() -> i64,
 }
@@ -55,7 +56,17 @@ pub struct Context<'a> {
 impl Context<'_> {
     /// A client of the broker at `url`.
     pub fn broker(&self, url: &str) -> Result<BrokerClient, BrokerError> {
-        Ok(BrokerClient::new(url, self.http.clone())?.with_clock(self.clock))
+        let http = match self.http.get() {
+            Some(c) => c.clone(),
+            None => {
+                let c = crate::http_client().map_err(|e| BrokerError::Unreachable {
+                    url: url.to_owned(),
+                    cause: format!("cannot build the HTTP client: {e}"),
+                })?;
+                self.http.get_or_init(|| c).clone()
+            }
+        };
+        Ok(BrokerClient::new(url, http)?.with_clock(self.clock))
     }
 
     /// The token cache.
@@ -100,7 +111,7 @@ pub async fn obtain(
     let lookup = Lookup {
         env: ctx.env,
         settings: &ctx.settings,
-        http: &ctx.http,
+        http: broker.http(),
         metadata: &md,
         broker: &base,
         clock: ctx.clock,
@@ -138,10 +149,14 @@ pub async fn get(
     req: &Request,
 ) -> Result<(Answer, Option<String>), HelperError> {
     let (scope, from_challenge) = challenge::needed_scope(&req.wwwauth, req.path.as_deref())?;
-    let broker = ctx.broker(&ctx.broker_url(Some(req))?)?;
-    if let Some(t) = ctx.cache().find(&broker.base(), &scope, (ctx.clock)())? {
+    let url = ctx.broker_url(Some(req))?;
+    if let Some(t) = ctx
+        .cache()
+        .find(&BrokerClient::base_of(&url)?, &scope, (ctx.clock)())?
+    {
         return Ok((Answer::for_token(req, t.token, t.expires_at), None));
     }
+    let broker = ctx.broker(&url)?;
     let got = obtain(ctx, &broker, &scope, Extras::default()).await?;
     let note = if !from_challenge && req.capabilities.is_empty() {
         let repo = &scope.repo;
@@ -176,8 +191,8 @@ pub fn erase(ctx: &Context<'_>, req: &Request) -> Result<Option<String>, HelperE
         Err(_) => None,
     };
     if let (Some(repo), Ok(url)) = (repo, ctx.broker_url(Some(req))) {
-        let base = ctx.broker(&url)?.base();
-        ctx.cache().remove_repo(&base, &repo)?;
+        ctx.cache()
+            .remove_repo(&BrokerClient::base_of(&url)?, &repo)?;
     }
     let why = req
         .wwwauth
@@ -305,7 +320,7 @@ mod tests {
         let ctx = Context {
             env: &env,
             settings: f.settings.clone(),
-            http: client(),
+            http: std::sync::OnceLock::from(client()),
             clock: || 1000,
         };
         let (mut out, mut err) = (Vec::new(), Vec::new());

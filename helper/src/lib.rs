@@ -29,9 +29,6 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// The HTTP client could not be built.
-    #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
 }
 
 /// The HTTP client every git-jit request goes through: rustls (the binary installs the ring
@@ -45,7 +42,7 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 /// The context both binaries run with: the process environment, the merged settings, the
-/// real clock and a fresh HTTP client.
+/// real clock, and an HTTP client built when first needed.
 pub fn process_context(
     broker_flag: Option<&str>,
 ) -> Result<credential::Context<'static>, StartError> {
@@ -53,7 +50,7 @@ pub fn process_context(
     Ok(credential::Context {
         env: &config::process_env,
         settings,
-        http: http_client()?,
+        http: std::sync::OnceLock::new(),
         clock: broker::now,
     })
 }

@@ -561,7 +561,7 @@ mod tests {
                 id_token_env: "CI_JIT_TOKEN".into(),
                 id_token_file: None,
             },
-            http: client(),
+            http: std::sync::OnceLock::from(client()),
             clock: || 1_700_000_000,
         };
         let mut out = Vec::new();

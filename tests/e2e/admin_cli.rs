@@ -11,14 +11,7 @@ use serde_json::{Value, json};
 fn config(keys: &std::path::Path, redis: &str, issuer: &str) -> String {
     format!(
         r#"
-[broker]
-listen = "{{{{LISTEN}}}}"
-public_url = "{{{{URL}}}}"
-keys_dir = "{keys}"
-
-[store]
-url = "{redis}"
-
+{base}
 [[issuer]]
 name = "corp"
 issuer = "{issuer}"
@@ -35,7 +28,7 @@ actions = ["read"]
 issuer = "corp"
 claims = {{ groups = "security" }}
 "#,
-        keys = keys.display(),
+        base = crate::support::broker_base(keys, redis, None),
     )
 }
 

@@ -17,14 +17,7 @@ const DEPLOY_CONF: &str = include_str!("../../deploy/nginx/git-jit-authz.conf");
 fn broker_config(keys: &Path, redis: &str, issuer: &str) -> String {
     format!(
         r#"
-[broker]
-listen = "{{{{LISTEN}}}}"
-public_url = "{{{{URL}}}}"
-keys_dir = "{keys}"
-
-[store]
-url = "{redis}"
-
+{base}
 [[issuer]]
 name = "ci"
 issuer = "{issuer}"
@@ -56,7 +49,7 @@ refs = ["refs/heads/feature/**"]
 issuer = "ci"
 claims = {{ groups = "security" }}
 "#,
-        keys = keys.display(),
+        base = crate::support::broker_base(keys, redis, None),
     )
 }
 

@@ -14,22 +14,6 @@ use jit_e2e::bins::generate_keys;
 use jit_e2e::{BrokerProcess, RedisServer};
 use jit_proto::{Claims, Scope};
 
-fn broker_config(keys: &std::path::Path, redis: &str) -> String {
-    format!(
-        r#"
-[broker]
-listen = "{{{{LISTEN}}}}"
-public_url = "{{{{URL}}}}"
-keys_dir = "{keys}"
-
-[store]
-kind = "redis"
-url = "{redis}"
-"#,
-        keys = keys.display(),
-    )
-}
-
 /// Signs a token with the broker's own keys and stores its grant, as an exchange would.
 async fn issue(keys: &std::path::Path, broker_url: &str, store: &RedisStore) -> Result<String> {
     let signer = TokenSigner::new(Arc::new(KeyRing::load_dir(keys)?), broker_url, "git-jit");
@@ -72,7 +56,12 @@ async fn broker_fails_closed_while_redis_is_down_and_recovers() -> Result<()> {
     let mut redis = RedisServer::start().await?;
     let keys = tempfile::tempdir()?;
     generate_keys(keys.path())?;
-    let broker = BrokerProcess::start(&broker_config(keys.path(), &redis.url())).await?;
+    let broker = BrokerProcess::start(&crate::support::broker_base(
+        keys.path(),
+        &redis.url(),
+        None,
+    ))
+    .await?;
     let store = RedisStore::new(Topology::Single(redis.url()), "jit", 1000);
     let http = jit_e2e::http_client();
     let url = broker.url();
@@ -158,7 +147,12 @@ async fn introspection_answers_only_inactive_for_anything_not_live() -> Result<(
     let redis = RedisServer::start().await?;
     let keys = tempfile::tempdir()?;
     generate_keys(keys.path())?;
-    let broker = BrokerProcess::start(&broker_config(keys.path(), &redis.url())).await?;
+    let broker = BrokerProcess::start(&crate::support::broker_base(
+        keys.path(),
+        &redis.url(),
+        None,
+    ))
+    .await?;
     let store = RedisStore::new(Topology::Single(redis.url()), "jit", 1000);
     let http = jit_e2e::http_client();
     let url = broker.url();

@@ -19,14 +19,7 @@ const GITLAB_POLICY: &str = include_str!("../../deploy/policies/gitlab-ci.toml")
 fn sso_config(keys: &Path, redis: &str, issuer: &str) -> String {
     format!(
         r#"
-[broker]
-listen = "{{{{LISTEN}}}}"
-public_url = "{{{{URL}}}}"
-keys_dir = "{keys}"
-
-[store]
-url = "{redis}"
-
+{base}
 [[issuer]]
 name = "corp"
 issuer = "{issuer}"
@@ -41,7 +34,7 @@ claims = {{ groups = "engineering", email = "*@example.com" }}
 repositories = ["acme/**"]
 actions = ["read"]
 "#,
-        keys = keys.display(),
+        base = crate::support::broker_base(keys, redis, None),
     )
 }
 
@@ -190,17 +183,10 @@ fn ci_config(keys: &Path, redis: &str, ci: &CiIssuer) -> String {
         .replace("https://jit.example.com", "{{URL}}");
     format!(
         r#"
-[broker]
-listen = "{{{{LISTEN}}}}"
-public_url = "{{{{URL}}}}"
-keys_dir = "{keys}"
-
-[store]
-url = "{redis}"
-
+{base}
 {policies}
 "#,
-        keys = keys.display(),
+        base = crate::support::broker_base(keys, redis, None),
     )
 }
 

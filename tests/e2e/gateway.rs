@@ -25,14 +25,7 @@ const PASSWORD_ENV: &str = "JIT_UPSTREAM_PASSWORD";
 fn config(keys: &Path, redis: &str, issuer: &str, git: &GitServer) -> String {
     format!(
         r#"
-[broker]
-listen = "{{{{LISTEN}}}}"
-public_url = "{{{{URL}}}}"
-keys_dir = "{keys}"
-
-[store]
-url = "{redis}"
-
+{base}
 [[issuer]]
 name = "ci"
 issuer = "{issuer}"
@@ -66,7 +59,7 @@ credential = {{ kind = "basic", username = "{UPSTREAM_USER}", password_env = "{P
 repositories = ["local/**"]
 url = "dir:{root}"
 "#,
-        keys = keys.display(),
+        base = crate::support::broker_base(keys, redis, None),
         upstream = git.base_url(),
         root = git.root().display(),
     )

@@ -21,20 +21,7 @@ async fn broker_serves_healthz_from_a_config_file() -> Result<()> {
     let redis = RedisServer::start().await?;
     let keys = tempfile::tempdir()?;
     generate_keys(keys.path())?;
-    let config = format!(
-        r#"
-[broker]
-listen = "{{{{LISTEN}}}}"
-public_url = "{{{{URL}}}}"
-keys_dir = "{keys}"
-
-[store]
-kind = "redis"
-url = "{redis}"
-"#,
-        keys = keys.path().display(),
-        redis = redis.url(),
-    );
+    let config = crate::support::broker_base(keys.path(), &redis.url(), None);
     let mut broker = BrokerProcess::start(&config).await?;
     let http = jit_e2e::http_client();
     let health = http.get(format!("{}/healthz", broker.url())).send().await?;

@@ -31,14 +31,7 @@ fn config(keys: &Path, redis: &str, sso: &str, ci: &CiIssuer, git: &GitServer) -
         .replace("https://jit.example.com", "{{URL}}");
     format!(
         r#"
-[broker]
-listen = "{{{{LISTEN}}}}"
-public_url = "{{{{URL}}}}"
-keys_dir = "{keys}"
-
-[store]
-url = "{redis}"
-
+{base}
 [[issuer]]
 name = "corp"
 issuer = "{sso}"
@@ -76,7 +69,7 @@ credential = {{ kind = "basic", username = "{UPSTREAM_USER}", password_env = "{P
 
 {github}
 "#,
-        keys = keys.display(),
+        base = crate::support::broker_base(keys, redis, None),
         upstream = git.base_url(),
     )
 }

@@ -165,3 +165,22 @@ pub fn claims_of(token: &str) -> Result<jit_proto::Claims> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
     Ok(serde_json::from_slice(&bytes)?)
 }
+
+/// The `[broker]` and `[store]` sections of a test broker on `redis` signing with the keys in
+/// `keys`, with `BrokerProcess`'s placeholders; `public_url` defaults to the broker's own URL
+/// (replicas share one). Tests append their issuers, roles, admins and upstreams.
+pub fn broker_base(keys: &std::path::Path, redis: &str, public_url: Option<&str>) -> String {
+    format!(
+        r#"
+[broker]
+listen = "{{{{LISTEN}}}}"
+public_url = "{public_url}"
+keys_dir = "{keys}"
+
+[store]
+url = "{redis}"
+"#,
+        public_url = public_url.unwrap_or("{{URL}}"),
+        keys = keys.display(),
+    )
+}

@@ -2,9 +2,8 @@
 //! store, a manual clock and tokens signed by the state's own signer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt as _;
@@ -17,77 +16,13 @@ use crate::clock::ManualClock;
 use crate::config::UpstreamConfig;
 use crate::keys::KeyRing;
 use crate::state::Settings;
-use crate::store::memory::MemoryStore;
-use crate::store::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget, StoreError};
+use crate::store::flaky::Flaky;
+use crate::store::{Grant, GrantStore, RevokeTarget};
 
 const NOW_MS: i64 = 1_700_000_000_000;
 const Z: &str = "0000000000000000000000000000000000000000";
 const A: &str = "1111111111111111111111111111111111111111";
 const B: &str = "2222222222222222222222222222222222222222";
-
-/// A memory store that can be told to fail its checks or its audit writes.
-struct Flaky {
-    inner: MemoryStore,
-    fail_check: AtomicBool,
-    fail_audit: AtomicBool,
-}
-
-fn down() -> StoreError {
-    StoreError::Unavailable("connection refused".into())
-}
-
-#[async_trait]
-impl GrantStore for Flaky {
-    async fn put(&self, grant: &Grant, now_ms: i64) -> Result<(), StoreError> {
-        self.inner.put(grant, now_ms).await
-    }
-    async fn check(&self, claims: &Claims, now_ms: i64) -> Result<GrantStatus, StoreError> {
-        if self.fail_check.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.check(claims, now_ms).await
-    }
-    async fn status(&self, jti: &str, now_ms: i64) -> Result<GrantStatus, StoreError> {
-        self.inner.status(jti, now_ms).await
-    }
-    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
-        self.inner.revoke(target, now_ms).await
-    }
-    async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
-        self.inner.revoked_before(dims).await
-    }
-    async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
-        self.inner.list(filter, now_ms).await
-    }
-    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
-        if self.fail_audit.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.audit_head().await
-    }
-    async fn append_audit(&self, events: &[AuditEvent], head: u64) -> Result<bool, StoreError> {
-        if self.fail_audit.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.append_audit(events, head).await
-    }
-    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.read_audit(query).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-}
-
-impl Default for Flaky {
-    fn default() -> Self {
-        Self {
-            inner: MemoryStore::new(10_000),
-            fail_check: AtomicBool::new(false),
-            fail_audit: AtomicBool::new(false),
-        }
-    }
-}
 
 struct Env {
     state: AppState,
@@ -321,9 +256,11 @@ async fn no_token_gets_a_challenge_with_the_exact_scope() {
             Some("garbage"),
         )
         .await;
+    // A presented but refused token gets RFC 6750's invalid_token with the reason.
     assert_eq!(
         challenges(&h)[0],
-        "Bearer realm=\"git-jit\", scope=\"repo:acme/api:read\""
+        "Bearer realm=\"git-jit\", scope=\"repo:acme/api:read\", error=\"invalid_token\", \
+         error_description=\"token is malformed\""
     );
     let denied = e.audit("access.denied").await;
     assert_eq!(denied.len(), 2);
@@ -441,12 +378,12 @@ async fn store_or_audit_outage_fails_closed() {
     let e = env();
     let (t, _) = e.token("repo:acme/api:read", &[]).await;
     let uri = "/acme/api.git/info/refs?service=git-upload-pack";
-    e.store.fail_check.store(true, Ordering::SeqCst);
+    e.store.grants_down.store(true, Ordering::SeqCst);
     let (s, _, body) = e.get(uri, Some(&t)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("grant store is unavailable"), "{body}");
-    e.store.fail_check.store(false, Ordering::SeqCst);
-    e.store.fail_audit.store(true, Ordering::SeqCst);
+    e.store.grants_down.store(false, Ordering::SeqCst);
+    e.store.audit_down.store(true, Ordering::SeqCst);
     let (s, _, body) = e.get(uri, Some(&t)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("audit trail is unavailable"), "{body}");

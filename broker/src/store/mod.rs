@@ -13,6 +13,8 @@
 //! Watermarks live as long as the longest token can ([`MAX_TOKEN_LIFETIME_SECS`]), after
 //! which every grant they could concern has expired anyway.
 
+#[cfg(test)]
+pub mod flaky;
 pub mod memory;
 pub mod redis;
 #[cfg(any(test, feature = "test-suite"))]

@@ -115,7 +115,7 @@ async fn an_unaudited_grant_is_taken_back() {
 #[tokio::test]
 async fn a_store_outage_fails_closed() {
     let w = world().await;
-    w.store.all_down.store(true, Ordering::SeqCst);
+    w.store.grants_down.store(true, Ordering::SeqCst);
     let (status, json, headers) =
         post(&w, exchange_form(&alice(&w), "repo:acme/api:read", &[])).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");

@@ -6,14 +6,11 @@ mod grants;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request as HttpRequest, StatusCode, header};
 use http_body_util::BodyExt as _;
-use jit_proto::Claims;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -25,8 +22,8 @@ use crate::identity::{CacheTimes, IssuerConfig, Verifier};
 use crate::keys::KeyRing;
 use crate::policy::{CompiledPolicy, RoleConfig};
 use crate::state::Settings;
-use crate::store::memory::MemoryStore;
-use crate::store::{GrantFilter, GrantStatus, GrantStore, StoreError};
+use crate::store::flaky::Flaky;
+use crate::store::{GrantFilter, GrantStatus, GrantStore};
 
 pub(super) const AUD: &str = "git-jit-test";
 pub(super) const NOW: i64 = 1_700_000_000;
@@ -63,62 +60,6 @@ repositories = ["{repository}"]
 actions = ["read", "write"]
 "#;
 
-/// A store whose audit log or whole self can be made to fail.
-pub(super) struct Flaky {
-    pub(super) inner: MemoryStore,
-    pub(super) audit_down: AtomicBool,
-    pub(super) all_down: AtomicBool,
-}
-
-impl Flaky {
-    fn check(&self, audit: bool) -> Result<(), StoreError> {
-        if self.all_down.load(Ordering::SeqCst) || (audit && self.audit_down.load(Ordering::SeqCst))
-        {
-            Err(StoreError::Unavailable("test outage".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl GrantStore for Flaky {
-    async fn put(&self, g: &Grant, now_ms: i64) -> Result<(), StoreError> {
-        self.check(false)?;
-        self.inner.put(g, now_ms).await
-    }
-    async fn check(&self, c: &Claims, now_ms: i64) -> Result<GrantStatus, StoreError> {
-        self.check(false)?;
-        self.inner.check(c, now_ms).await
-    }
-    async fn status(&self, jti: &str, now_ms: i64) -> Result<GrantStatus, StoreError> {
-        self.inner.status(jti, now_ms).await
-    }
-    async fn revoke(&self, t: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
-        self.inner.revoke(t, now_ms).await
-    }
-    async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
-        self.inner.revoked_before(dims).await
-    }
-    async fn list(&self, f: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
-        self.inner.list(f, now_ms).await
-    }
-    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
-        self.check(true)?;
-        self.inner.audit_head().await
-    }
-    async fn append_audit(&self, e: &[AuditEvent], head: u64) -> Result<bool, StoreError> {
-        self.check(true)?;
-        self.inner.append_audit(e, head).await
-    }
-    async fn read_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.read_audit(q).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.check(false)
-    }
-}
-
 pub(super) struct World {
     pub(super) iss: TestIssuer,
     pub(super) gh: TestIssuer,
@@ -137,11 +78,7 @@ pub(super) async fn world_with(exchange: ExchangeConfig) -> World {
     let roles: Roles = toml::from_str(ROLES).expect("roles");
     let policy = CompiledPolicy::compile(&issuers, &roles.role).expect("policy");
     let verifier = Verifier::new(&issuers, CacheTimes::default()).expect("verifier");
-    let store = Arc::new(Flaky {
-        inner: MemoryStore::new(1000),
-        audit_down: AtomicBool::new(false),
-        all_down: AtomicBool::new(false),
-    });
+    let store = Arc::new(Flaky::default());
     let settings = Settings {
         public_url: "https://broker.test".into(),
         audience: "git-jit".into(),

@@ -1,0 +1,80 @@
+//! A test store that fails on command: a [`MemoryStore`] whose grant operations or audit log
+//! can be made unavailable, to prove that every caller fails closed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use jit_proto::Claims;
+
+use super::memory::MemoryStore;
+use super::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget, StoreError};
+use crate::audit::{AuditEvent, AuditQuery};
+
+/// A memory store with two switches: `grants_down` fails storing, checking and pinging;
+/// `audit_down` fails the audit log.
+pub struct Flaky {
+    /// The store behind the switches.
+    pub inner: MemoryStore,
+    /// Fail `put`, `check` and `ping`.
+    pub grants_down: AtomicBool,
+    /// Fail `audit_head` and `append_audit`.
+    pub audit_down: AtomicBool,
+}
+
+impl Default for Flaky {
+    fn default() -> Self {
+        Self {
+            inner: MemoryStore::new(10_000),
+            grants_down: AtomicBool::new(false),
+            audit_down: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Flaky {
+    fn gate(&self, switch: &AtomicBool) -> Result<(), StoreError> {
+        if switch.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("test outage".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl GrantStore for Flaky {
+    async fn put(&self, g: &Grant, now_ms: i64) -> Result<(), StoreError> {
+        self.gate(&self.grants_down)?;
+        self.inner.put(g, now_ms).await
+    }
+    async fn check(&self, c: &Claims, now_ms: i64) -> Result<GrantStatus, StoreError> {
+        self.gate(&self.grants_down)?;
+        self.inner.check(c, now_ms).await
+    }
+    async fn status(&self, jti: &str, now_ms: i64) -> Result<GrantStatus, StoreError> {
+        self.inner.status(jti, now_ms).await
+    }
+    async fn revoke(&self, t: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
+        self.inner.revoke(t, now_ms).await
+    }
+    async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
+        self.inner.revoked_before(dims).await
+    }
+    async fn list(&self, f: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
+        self.inner.list(f, now_ms).await
+    }
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.gate(&self.audit_down)?;
+        self.inner.audit_head().await
+    }
+    async fn append_audit(&self, e: &[AuditEvent], head: u64) -> Result<bool, StoreError> {
+        self.gate(&self.audit_down)?;
+        self.inner.append_audit(e, head).await
+    }
+    async fn read_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.read_audit(q).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.gate(&self.grants_down)
+    }
+}

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jit_proto::token::TOKEN_TYPE;
 use jit_proto::{Claims, Secret};
 use jsonwebtoken::{Algorithm, Header, Validation};
+use sha2::Digest as _;
 
 use crate::keys::KeyRing;
 
@@ -49,12 +50,20 @@ pub enum TokenError {
     Sign,
 }
 
+/// Most verified tokens remembered; the memory is cleared when it is full.
+const MAX_VERIFIED: usize = 16 * 1024;
+
 /// Signs and verifies tokens with the broker's key ring.
+///
+/// Verified tokens are remembered by their SHA-256 (never the token itself), so a token used
+/// for every request of a clone pays the signature check once; its time window is still
+/// checked on every use, and liveness is the store's question on every request anyway.
 #[derive(Clone)]
 pub struct TokenSigner {
     keys: Arc<KeyRing>,
     issuer: String,
     audience: String,
+    verified: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>>,
 }
 
 impl TokenSigner {
@@ -64,6 +73,7 @@ impl TokenSigner {
             keys,
             issuer: issuer.into(),
             audience: audience.into(),
+            verified: Arc::default(),
         }
     }
 
@@ -99,6 +109,26 @@ impl TokenSigner {
         if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|&b| b == b'.').count() != 2 {
             return Err(TokenError::Malformed);
         }
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let known = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned());
+        if let Some(claims) = known {
+            return within_window(claims, now);
+        }
+        let claims = self.verify_signed(token, now)?;
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= MAX_VERIFIED {
+                m.clear();
+            }
+            m.insert(digest, claims.clone());
+        }
+        Ok(claims)
+    }
+
+    fn verify_signed(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(TOKEN_TYPE) {
             return Err(TokenError::Header);
@@ -121,14 +151,18 @@ impl TokenSigner {
         if claims.aud != self.audience {
             return Err(TokenError::Audience);
         }
-        if now >= claims.exp {
-            return Err(TokenError::Expired);
-        }
-        if now < claims.nbf {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(claims)
+        within_window(claims, now)
     }
+}
+
+fn within_window(claims: Claims, now: i64) -> Result<Claims, TokenError> {
+    if now >= claims.exp {
+        return Err(TokenError::Expired);
+    }
+    if now < claims.nbf {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(claims)
 }
 
 /// A fresh token id: 128 random bits, base64url.
@@ -293,6 +327,35 @@ pub(crate) mod tests {
             s.verify(s.sign(&c).expect("sign").expose(), 1000),
             Err(TokenError::Issuer)
         );
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_tampering_is_not_remembered() {
+        let s = signer();
+        let c = claims(1000, 600);
+        let t = s.sign(&c).expect("sign");
+        assert_eq!(s.verify(t.expose(), 1000), Ok(c.clone()));
+        assert_eq!(
+            s.verify(t.expose(), 1001),
+            Ok(c.clone()),
+            "served from memory"
+        );
+        assert_eq!(s.verify(t.expose(), 1600), Err(TokenError::Expired));
+        assert_eq!(s.verify(t.expose(), 999), Err(TokenError::NotYetValid));
+        // Change one character in the middle of the signature.
+        let mut forged: Vec<char> = t.expose().chars().collect();
+        let i = forged.len() - 20;
+        forged[i] = if forged[i] == 'A' { 'B' } else { 'A' };
+        let forged: String = forged.into_iter().collect();
+        assert!(
+            s.verify(&forged, 1000).is_err(),
+            "a different token is verified afresh"
+        );
+        // A token refused once is not remembered as good.
+        let other = TokenSigner::new(Arc::new(KeyRing::ephemeral().expect("key")), ISS, AUD);
+        let foreign = other.sign(&c).expect("sign");
+        assert!(s.verify(foreign.expose(), 1000).is_err());
+        assert!(s.verify(foreign.expose(), 1000).is_err());
     }
 
     #[test]

@@ -466,9 +466,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::identity::testissuer::TestIssuer;
     use crate::identity::{CacheTimes, Verifier};
-    use crate::keys::KeyRing;
     use crate::policy::{CompiledPolicy, RoleConfig};
-    use crate::state::Settings;
     use crate::store::GrantStore;
     use crate::store::memory::MemoryStore;
     use crate::token::new_jti;
@@ -518,28 +516,13 @@ claims = { groups = "security" }
         let policy = CompiledPolicy::compile(&issuers, &roles.role).expect("policy");
         let admins = AdminPolicy::compile(&admin, |n| n == "corp").expect("admins");
         let store = Arc::new(MemoryStore::new(1000));
-        let settings = Settings {
-            public_url: "https://broker.test".into(),
-            audience: "git-jit".into(),
-            subject_audience: "https://broker.test".into(),
-            login_issuer: None,
-            login_client_id: None,
-            login_scope: None,
-            dev_mode: false,
-        };
-        let state = AppState::new(
-            settings,
-            KeyRing::ephemeral().expect("key"),
-            store.clone(),
-            Arc::new(ManualClock::new(NOW * 1000)),
-            None,
-        )
-        .with_access(
-            Verifier::new(&issuers, CacheTimes::default()).expect("verifier"),
-            policy,
-            Default::default(),
-        )
-        .with_admins(admins);
+        let state = AppState::for_tests(store.clone(), Arc::new(ManualClock::new(NOW * 1000)))
+            .with_access(
+                Verifier::new(&issuers, CacheTimes::default()).expect("verifier"),
+                policy,
+                Default::default(),
+            )
+            .with_admins(admins);
         World { iss, state, store }
     }
 

@@ -243,3 +243,22 @@ impl AppState {
         Ok(KeyRing::load_dir(dir)?)
     }
 }
+
+#[cfg(test)]
+impl AppState {
+    /// A state for unit tests: broker `https://broker.test`, audience `git-jit`, a fresh key,
+    /// no export, nobody trusted yet (add with `with_access`, `with_gateway`, …).
+    pub(crate) fn for_tests(store: Arc<dyn GrantStore>, clock: Arc<dyn Clock>) -> Self {
+        let settings = Settings {
+            public_url: "https://broker.test".into(),
+            audience: "git-jit".into(),
+            subject_audience: "https://broker.test".into(),
+            login_issuer: None,
+            login_client_id: None,
+            login_scope: None,
+            dev_mode: false,
+        };
+        let keys = KeyRing::ephemeral().unwrap_or_else(|e| panic!("test key: {e}"));
+        Self::new(settings, keys, store, clock, None)
+    }
+}

@@ -9,27 +9,7 @@ use jit_e2e::{BrokerProcess, CiIssuer, RedisServer};
 use serde_json::{Value, json};
 
 fn config(keys: &std::path::Path, redis: &str, issuer: &str) -> String {
-    format!(
-        r#"
-{base}
-[[issuer]]
-name = "corp"
-issuer = "{issuer}"
-audience = "git-jit"
-
-[[role]]
-name = "dev"
-issuer = "corp"
-claims = {{ groups = "engineering" }}
-repositories = ["acme/*"]
-actions = ["read"]
-
-[[admin.identity]]
-issuer = "corp"
-claims = {{ groups = "security" }}
-"#,
-        base = crate::support::broker_base(keys, redis, Some("https://jit.test")),
-    )
+    crate::support::corp_broker(keys, redis, issuer, Some("https://jit.test"))
 }
 
 async fn exchange(

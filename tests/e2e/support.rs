@@ -184,3 +184,33 @@ url = "{redis}"
         keys = keys.display(),
     )
 }
+
+/// A broker trusting `issuer` as `corp`: engineers (`groups` has `engineering`) read `acme/*`
+/// under role `dev`; `groups` = `security` are admins. `public_url` as in [`broker_base`].
+pub fn corp_broker(
+    keys: &std::path::Path,
+    redis: &str,
+    issuer: &str,
+    public_url: Option<&str>,
+) -> String {
+    format!(
+        r#"{base}
+[[issuer]]
+name = "corp"
+issuer = "{issuer}"
+audience = "git-jit"
+
+[[role]]
+name = "dev"
+issuer = "corp"
+claims = {{ groups = "engineering" }}
+repositories = ["acme/*"]
+actions = ["read"]
+
+[[admin.identity]]
+issuer = "corp"
+claims = {{ groups = "security" }}
+"#,
+        base = broker_base(keys, redis, public_url),
+    )
+}

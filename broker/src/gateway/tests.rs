@@ -14,8 +14,6 @@ use super::*;
 use crate::audit::{AuditEvent, AuditQuery};
 use crate::clock::ManualClock;
 use crate::config::UpstreamConfig;
-use crate::keys::KeyRing;
-use crate::state::Settings;
 use crate::store::flaky::Flaky;
 use crate::store::{Grant, GrantStore, RevokeTarget};
 
@@ -33,15 +31,6 @@ struct Env {
 fn env() -> Env {
     let store = Arc::new(Flaky::default());
     let clock = Arc::new(ManualClock::new(NOW_MS));
-    let settings = Settings {
-        public_url: "https://broker.test".into(),
-        audience: "git-jit".into(),
-        subject_audience: "https://broker.test".into(),
-        login_issuer: None,
-        login_client_id: None,
-        login_scope: None,
-        dev_mode: false,
-    };
     // An upstream that refuses connections: a forwarded request shows as a 502.
     let gateway = Gateway::from_config(&[UpstreamConfig {
         repositories: vec!["acme/**".into()],
@@ -51,14 +40,7 @@ fn env() -> Env {
         idle_timeout_secs: 5,
     }])
     .expect("gateway");
-    let state = AppState::new(
-        settings,
-        KeyRing::ephemeral().expect("key"),
-        store.clone(),
-        clock.clone(),
-        None,
-    )
-    .with_gateway(gateway);
+    let state = AppState::for_tests(store.clone(), clock.clone()).with_gateway(gateway);
     Env {
         state,
         store,

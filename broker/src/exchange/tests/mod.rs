@@ -19,9 +19,7 @@ use crate::audit::{AuditEvent, AuditQuery};
 use crate::clock::ManualClock;
 use crate::identity::testissuer::TestIssuer;
 use crate::identity::{CacheTimes, IssuerConfig, Verifier};
-use crate::keys::KeyRing;
 use crate::policy::{CompiledPolicy, RoleConfig};
-use crate::state::Settings;
 use crate::store::flaky::Flaky;
 use crate::store::{GrantFilter, GrantStatus, GrantStore};
 
@@ -79,23 +77,8 @@ pub(super) async fn world_with(exchange: ExchangeConfig) -> World {
     let policy = CompiledPolicy::compile(&issuers, &roles.role).expect("policy");
     let verifier = Verifier::new(&issuers, CacheTimes::default()).expect("verifier");
     let store = Arc::new(Flaky::default());
-    let settings = Settings {
-        public_url: "https://broker.test".into(),
-        audience: "git-jit".into(),
-        subject_audience: "https://broker.test".into(),
-        login_issuer: None,
-        login_client_id: None,
-        login_scope: None,
-        dev_mode: false,
-    };
-    let state = AppState::new(
-        settings,
-        KeyRing::ephemeral().expect("key"),
-        store.clone(),
-        Arc::new(ManualClock::new(NOW * 1000)),
-        None,
-    )
-    .with_access(verifier, policy, exchange);
+    let state = AppState::for_tests(store.clone(), Arc::new(ManualClock::new(NOW * 1000)))
+        .with_access(verifier, policy, exchange);
     World {
         iss,
         gh,

@@ -357,10 +357,17 @@ fn parse_time(key: &str, v: &str) -> Result<i64, ApiError> {
 
 fn csv_field(v: Option<&str>) -> String {
     let v = v.unwrap_or("");
+    // A cell a spreadsheet would run as a formula (`=HYPERLINK(…)` as a subject claim) is
+    // neutralised with a leading apostrophe (OWASP's CSV-injection advice).
+    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v.to_owned()
+    };
     if v.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", v.replace('"', "\"\""))
     } else {
-        v.to_owned()
+        v
     }
 }
 
@@ -810,6 +817,19 @@ claims = { groups = "security" }
             .await
             .expect("all");
         assert!(crate::audit::verify_chain(&all).is_ok());
+    }
+
+    #[test]
+    fn csv_cells_cannot_become_formulas() {
+        assert_eq!(
+            csv_field(Some("=HYPERLINK(\"http://x\")")),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        assert_eq!(csv_field(Some("@SUM(A1)")), "'@SUM(A1)");
+        assert_eq!(csv_field(Some("-1+1")), "'-1+1");
+        assert_eq!(csv_field(Some("alice@example.com")), "alice@example.com");
+        assert_eq!(csv_field(Some("a,b")), "\"a,b\"");
+        assert_eq!(csv_field(None), "");
     }
 
     #[test]

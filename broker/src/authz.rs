@@ -22,6 +22,8 @@ pub const ORIGINAL_URI: &str = "x-original-uri";
 pub const ORIGINAL_METHOD: &str = "x-original-method";
 /// The header of a 204 naming the token's subject.
 pub const SUBJECT: &str = "x-jit-subject";
+/// The header carrying the original request's `Content-Length` (nginx `$content_length`).
+pub const ORIGINAL_CONTENT_LENGTH: &str = "x-original-content-length";
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -52,6 +54,15 @@ pub async fn authz(State(state): State<AppState>, request: Request) -> Response 
         user_agent: header(headers, "user-agent").map(|s| s.chars().take(200).collect()),
         via: "authz",
     };
+    // git's 4-byte probe before a large request comes without the Bearer header the helper
+    // gave it (see `gateway::answer_probe`). Four bytes can hold no command and no want — at
+    // most a flush — so letting it through uncredentialed lets nothing happen upstream.
+    if matches!(git.endpoint, gateway::Endpoint::Rpc(_))
+        && headers.get(axum::http::header::AUTHORIZATION).is_none()
+        && header(headers, ORIGINAL_CONTENT_LENGTH) == Some("4")
+    {
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let needed = git.needed_scope();
     let claims = match access::authorize(&state, headers, &needed, &info).await {
         Ok(c) => c,

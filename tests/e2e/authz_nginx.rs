@@ -205,6 +205,42 @@ async fn authz_with_the_deploy_nginx_config_clone_push_401_403() -> Result<()> {
         "REMOTE_USER is the token's subject"
     );
 
+    // Regression: with a Bearer credential from a helper (authtype), a push larger than git's
+    // post buffer starts with a `0000` probe that git sends without the header; nginx asks
+    // /authz with only its length, and the push must go through.
+    let mut noise = vec![0u8; 3 * 1024 * 1024];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut noise)
+        .map_err(|_| anyhow::anyhow!("no randomness"))?;
+    std::fs::write(wt.join("big.bin"), noise)?;
+    git.run_in(&wt, &["add", "big.bin"]).await?;
+    git.run_in(&wt, &["commit", "--quiet", "-m", "a 3 MiB blob"])
+        .await?;
+    let bearer_helper = format!(
+        "!f() {{ test \"$1\" = get || exit 0; echo capability[]=authtype; echo authtype=Bearer; echo credential={write}; }}; f"
+    );
+    let plain_url = format!("http://127.0.0.1:{port}/acme/api.git");
+    git.run_in(
+        &wt,
+        &[
+            "-c",
+            "credential.helper=",
+            "-c",
+            &format!("credential.helper={bearer_helper}"),
+            "push",
+            "--quiet",
+            &plain_url,
+            "HEAD:main",
+        ],
+    )
+    .await?;
+    let big_head = String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout)
+        .trim()
+        .to_owned();
+    assert_eq!(
+        git_server.git_in_repo("acme/api", &["rev-parse", "main"])?,
+        big_head
+    );
+
     // A ref-limited grant cannot push here (only the gateway sees refs): refused with a
     // message at the ref advertisement.
     let (status, body) = exchange_raw(

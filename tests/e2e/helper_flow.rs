@@ -225,6 +225,26 @@ async fn helper_setup_login_then_plain_git_clone_push_refusal_and_revocation() -
         String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
     );
 
+    // Regression: a push larger than git's post buffer (1 MiB) makes git send a `0000` probe
+    // without the Bearer header first; it used to get a 401 and the push failed.
+    let mut noise = vec![0u8; 3 * 1024 * 1024];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut noise)
+        .map_err(|_| anyhow::anyhow!("no randomness"))?;
+    std::fs::write(wt.join("big.bin"), noise)?;
+    git.run_in(&wt, &["add", "big.bin"]).await?;
+    git.run_in(&wt, &["commit", "--quiet", "-m", "a 3 MiB blob"])
+        .await?;
+    quiet(
+        &git,
+        &mut t,
+        &["-C", &wt_s, "push", "--quiet", "origin", "HEAD:feature/big"],
+    )
+    .await?;
+    assert_eq!(
+        upstream.git_in_repo("acme/api", &["rev-parse", "refs/heads/feature/big"])?,
+        String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
+    );
+
     // The credential helper speaks nothing but protocol on stdout.
     let mut fill = git.command(["credential", "fill"]);
     fill.stdin(Stdio::piped())

@@ -246,6 +246,10 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Response 
         .map(|c| c.0);
     let info = request_info(request.headers(), client, "gateway");
     let needed = git.needed_scope();
+    let request = match answer_probe(&git, request).await {
+        Ok(r) => r,
+        Err(answered) => return answered,
+    };
     let claims = match access::authorize(&state, request.headers(), &needed, &info).await {
         Ok(c) => c,
         Err(denied) => return denied,
@@ -303,6 +307,43 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Response 
             .forward(upstream, forward, push::passthrough(body))
             .await
     }
+}
+
+/// Before a request too large to buffer (a big push, a long fetch negotiation), git POSTs a
+/// 4-byte probe, `0000` (a flush: no commands, no wants), to learn whether it may stream the
+/// real one. git 2.46–2.47 send that probe without the Bearer header the credential helper
+/// gave them, and give up on its 401. A flush asks for nothing and changes nothing, so it is
+/// answered here — never forwarded, never with data — and the real request that follows,
+/// which does carry the token, is checked as usual. Anything else is handed back untouched.
+async fn answer_probe(git: &GitRequest, request: Request) -> Result<Request, Response> {
+    let Endpoint::Rpc(service) = git.endpoint else {
+        return Ok(request);
+    };
+    let headers = request.headers();
+    let is_probe_shape = headers.get(header::AUTHORIZATION).is_none()
+        && headers.get(header::CONTENT_ENCODING).is_none()
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            == Some("4");
+    if !is_probe_shape {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 4).await.unwrap_or_default();
+    if bytes.as_ref() == b"0000" {
+        let content_type = format!("application/x-{}-result", service.as_str());
+        let mut r = StatusCode::OK.into_response();
+        if let Ok(v) = HeaderValue::from_str(&content_type) {
+            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Err(r);
+    }
+    // Not a probe: the (tiny) body is put back; the request goes on to be refused for its
+    // missing credential like any other.
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// Answer with `body` as a streamed response: used by the upstream modules.

@@ -579,3 +579,77 @@ async fn authz_decides_like_the_gateway() {
     assert_eq!(allowed.len(), 2);
     assert_eq!(allowed[0].data["via"], "authz");
 }
+
+/// Regression: git sends the `0000` probe before a large request without its Bearer header.
+#[tokio::test]
+async fn credential_less_flush_probe_is_answered_without_forwarding() {
+    let e = env();
+    let probe = |service: &str, body: &'static [u8]| {
+        Request::post(format!("/acme/api.git/{service}"))
+            .header(
+                header::CONTENT_TYPE,
+                format!("application/x-{service}-request"),
+            )
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .expect("req")
+    };
+    for service in ["git-receive-pack", "git-upload-pack"] {
+        let (s, h, body) = e.send(probe(service, b"0000")).await;
+        // The env's upstream refuses connections: a forwarded probe would be a 502.
+        assert_eq!(s, StatusCode::OK, "{service}");
+        assert!(body.is_empty(), "a probe is answered with nothing");
+        assert_eq!(
+            h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            Some(format!("application/x-{service}-result").as_str())
+        );
+    }
+    // Anything else without a credential is refused as usual.
+    for body in [&b"0001"[..], b"00000", b"abcd", b""] {
+        let (s, h, _) = e.send(probe("git-receive-pack", body)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{body:?}");
+        assert!(challenges(&h)[0].contains("repo:acme/api:write"));
+    }
+    // A probe is not an access: nothing was recorded for it.
+    assert!(e.audit("access.allowed").await.is_empty());
+    assert_eq!(e.audit("access.denied").await.len(), 4);
+}
+
+/// Regression: behind nginx, git's credential-less `0000` probe reaches `/authz` with only
+/// its length; four bytes can carry no command, so it passes, and nothing else does.
+#[tokio::test]
+async fn authz_lets_only_a_four_byte_probe_through_without_a_credential() {
+    let e = env();
+    let probe = |uri: &str, method: &str, length: Option<&str>| {
+        let mut req = Request::get("/authz")
+            .header("X-Original-URI", uri)
+            .header("X-Original-Method", method);
+        if let Some(l) = length {
+            req = req.header("X-Original-Content-Length", l);
+        }
+        req.body(Body::empty()).expect("req")
+    };
+    let push = "/acme/api.git/git-receive-pack";
+    assert_eq!(
+        e.send(probe(push, "POST", Some("4"))).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let fetch = "/acme/api.git/git-upload-pack";
+    assert_eq!(
+        e.send(probe(fetch, "POST", Some("4"))).await.0,
+        StatusCode::NO_CONTENT
+    );
+    for (uri, method, length) in [
+        (push, "POST", Some("5")),
+        (push, "POST", Some("")),
+        (push, "POST", None),
+        (
+            "/acme/api.git/info/refs?service=git-receive-pack",
+            "GET",
+            Some("4"),
+        ),
+    ] {
+        let (s, _, _) = e.send(probe(uri, method, length)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri} {method} {length:?}");
+    }
+}

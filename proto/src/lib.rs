@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod glob;
 pub mod refs;
 pub mod scope;
 pub mod secret;

@@ -95,7 +95,7 @@ impl RefPattern {
 
     /// Whether the concrete ref `name` matches this pattern, anchored at both ends.
     pub fn matches(&self, name: &str) -> bool {
-        glob_match(self.0.as_bytes(), name.as_bytes())
+        crate::glob::glob_match(&self.0, name)
     }
 
     /// Whether every ref this pattern matches is also matched by `outer`, used to check that
@@ -123,27 +123,6 @@ impl RefPattern {
             Some(rest) => deep || !(rest.contains('/') || rest.contains("**")),
             None => false,
         }
-    }
-}
-
-/// Anchored glob match over bytes: `*` stops at `/`, `**` crosses it.
-fn glob_match(pat: &[u8], text: &[u8]) -> bool {
-    match pat.first() {
-        None => text.is_empty(),
-        Some(b'*') => {
-            let double = pat.get(1) == Some(&b'*');
-            let rest = if double { &pat[2..] } else { &pat[1..] };
-            for i in 0..=text.len() {
-                if glob_match(rest, &text[i..]) {
-                    return true;
-                }
-                if i < text.len() && !double && text[i] == b'/' {
-                    return false;
-                }
-            }
-            false
-        }
-        Some(&c) => text.first() == Some(&c) && glob_match(&pat[1..], &text[1..]),
     }
 }
 

@@ -309,33 +309,7 @@ impl RepoPattern {
     }
 }
 
-/// Anchored glob match: `*` matches any run without `/`, `**` any run; all else is literal.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let text = text.as_bytes();
-    let pat = pattern.as_bytes();
-    // reach[i]: the pattern consumed so far can match text[..i].
-    let mut reach = vec![false; text.len() + 1];
-    reach[0] = true;
-    let mut p = 0;
-    while p < pat.len() {
-        let mut next = vec![false; text.len() + 1];
-        if pat[p] == b'*' {
-            let deep = pat.get(p + 1) == Some(&b'*');
-            p += if deep { 2 } else { 1 };
-            next[0] = reach[0];
-            for i in 1..=text.len() {
-                next[i] = reach[i] || (next[i - 1] && (deep || text[i - 1] != b'/'));
-            }
-        } else {
-            for i in 0..text.len() {
-                next[i + 1] = reach[i] && text[i] == pat[p];
-            }
-            p += 1;
-        }
-        reach = next;
-    }
-    reach[text.len()]
-}
+pub use jit_proto::glob::glob_match;
 
 #[cfg(test)]
 mod tests {

@@ -162,6 +162,8 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Admin, Ap
         .verify(token, now_ms)
         .await
         .map_err(|e| unauthorized(&e.to_string()))?;
+    // A person revoked by subject or issuer is no admin either, until they authenticate again.
+    crate::exchange::identity_not_revoked(state, &id).await?;
     let is_admin = state.admins.identities.iter().any(|(issuer, conds)| {
         issuer == &id.issuer && conds.iter().all(|c| c.check(&id.claims).is_ok())
     });
@@ -817,6 +819,37 @@ claims = { groups = "security" }
             .await
             .expect("all");
         assert!(crate::audit::verify_chain(&all).is_ok());
+    }
+
+    /// Regression: a revoked admin's old ID token kept full admin access.
+    #[tokio::test]
+    async fn a_revoked_admin_is_no_admin() {
+        let w = world().await;
+        let admin = id_token(&w, "sec@example.com", "security");
+        let (s, _, _) = call(&w, "GET", "/v1/grants", Some(&admin), None).await;
+        assert_eq!(s, StatusCode::OK);
+        w.store
+            .revoke(&RevokeTarget::Subject("sec@example.com".into()), NOW * 1000)
+            .await
+            .expect("revoke");
+        let (s, _, body) = call(&w, "GET", "/v1/grants", Some(&admin), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("was revoked"), "{body}");
+        let req = json!({"by": "all", "reason": "take over"});
+        let (s, _, _) = call(&w, "POST", "/v1/revoke", Some(&admin), Some(req)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        // Authenticating again at the IdP restores it.
+        let again = w
+            .iss
+            .es256(
+                AUD,
+                NOW + 2,
+                json!({"sub": "sec@example.com", "groups": ["security"]}),
+            )
+            .expose()
+            .to_owned();
+        let (s, _, _) = call(&w, "GET", "/v1/grants", Some(&again), None).await;
+        assert_eq!(s, StatusCode::OK);
     }
 
     #[test]

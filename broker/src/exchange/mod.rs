@@ -386,7 +386,7 @@ pub async fn token(
 /// an identity token authenticated at or before the revocation (`auth_time`, else `iat`) is
 /// refused, so a stolen laptop's IdP session yields nothing new. Authenticating again at the
 /// identity provider (a fresh `git jit login`, a new CI job) passes.
-async fn identity_not_revoked(
+pub(crate) async fn identity_not_revoked(
     state: &AppState,
     identity: &VerifiedIdentity,
 ) -> Result<(), ApiError> {

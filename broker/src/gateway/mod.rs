@@ -130,9 +130,10 @@ pub enum RouteError {
         /// Why it was refused.
         source: ScopeError,
     },
-    /// `info/refs` without `service=git-upload-pack|git-receive-pack` (dumb HTTP).
+    /// `info/refs` whose query is not exactly `service=git-upload-pack|git-receive-pack`
+    /// (dumb HTTP, extra or repeated parameters).
     #[error(
-        "info/refs needs ?service=git-upload-pack or ?service=git-receive-pack (dumb HTTP is not served)"
+        "info/refs needs exactly ?service=git-upload-pack or ?service=git-receive-pack (dumb HTTP is not served)"
     )]
     NoService,
     /// The method does not fit the endpoint.
@@ -160,12 +161,13 @@ pub fn classify(method: &Method, path_and_query: &str) -> Result<GitRequest, Rou
     };
     let path = path.strip_prefix('/').ok_or(RouteError::NotGit)?;
     let (repo, endpoint) = if let Some(repo) = path.strip_suffix("/info/refs") {
+        // Exactly one parameter, exactly spelled: a Git server behind `/authz` sees the same
+        // query, and `git http-backend` decodes names and takes the *last* `service`, so
+        // `?service=git-upload-pack&%73ervice=git-receive-pack` must not pass as a read.
         let service = query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .find_map(|kv| kv.strip_prefix("service="))
+            .and_then(|q| q.strip_prefix("service="))
+            .and_then(GitService::parse)
             .ok_or(RouteError::NoService)?;
-        let service = GitService::parse(service).ok_or(RouteError::NoService)?;
         (repo, Endpoint::InfoRefs(service))
     } else if let Some((repo, name)) = path.rsplit_once('/') {
         match GitService::parse(name) {

@@ -653,3 +653,32 @@ async fn authz_lets_only_a_four_byte_probe_through_without_a_credential() {
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri} {method} {length:?}");
     }
 }
+
+/// Regression: `git http-backend` takes the last (decoded) `service`, so a read token must not
+/// pass `/authz` with a second one smuggled behind the first.
+#[test]
+fn info_refs_query_must_be_exactly_one_service() {
+    for q in [
+        "service=git-upload-pack&service=git-receive-pack",
+        "service=git-upload-pack&%73ervice=git-receive-pack",
+        "service=git-upload-pack&x=1",
+        "x=1&service=git-upload-pack",
+        "service=git-upload-pack%26service%3Dgit-receive-pack",
+        "service=",
+        "",
+    ] {
+        let uri = format!("/acme/api.git/info/refs?{q}");
+        assert!(
+            matches!(classify(&Method::GET, &uri), Err(RouteError::NoService)),
+            "{uri}"
+        );
+    }
+    let ok = classify(
+        &Method::GET,
+        "/acme/api.git/info/refs?service=git-receive-pack",
+    );
+    assert_eq!(
+        ok.map(|g| g.needed_scope().to_string()).ok().as_deref(),
+        Some("repo:acme/api:write")
+    );
+}

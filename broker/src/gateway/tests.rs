@@ -127,11 +127,16 @@ fn classify_paths_and_tricks() {
         "/acme/api.git/info/refs?service=git-upload-pack",
     );
     assert_eq!(g.needed_scope().to_string(), "repo:acme/api:read");
-    let g = ok(
-        Method::GET,
-        "/acme/api/info/refs?x=1&service=git-receive-pack",
-    );
+    let g = ok(Method::GET, "/acme/api/info/refs?service=git-receive-pack");
     assert_eq!(g.needed_scope().to_string(), "repo:acme/api:write");
+    // Extra parameters are refused now (see info_refs_query_must_be_exactly_one_service).
+    assert!(
+        classify(
+            &Method::GET,
+            "/acme/api/info/refs?x=1&service=git-receive-pack"
+        )
+        .is_err()
+    );
     assert_eq!(
         ok(Method::POST, "/acme/api.git/git-upload-pack").endpoint,
         Endpoint::Rpc(GitService::UploadPack)

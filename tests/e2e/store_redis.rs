@@ -114,3 +114,49 @@ async fn store_fails_closed_and_recovers_in_process() -> Result<()> {
     assert!(matches!(st, GrantStatus::Live(_)));
     Ok(())
 }
+
+/// Regression: the watermark hash used to expire a day after the last revocation, so a
+/// revoked person's old IdP session could exchange again after 24 h.
+#[tokio::test]
+async fn identity_watermarks_are_kept_grant_watermarks_expire() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let client = redis::Client::open(redis.url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let now = SystemClock.now_ms();
+
+    let roles = RedisStore::new(Topology::Single(redis.url()), "wm1", 100);
+    roles
+        .revoke(&jit_broker::store::RevokeTarget::Role("dev".into()), now)
+        .await?;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("wm1:rev")
+        .query_async(&mut conn)
+        .await?;
+    assert!(
+        ttl > 24 * 3600 && ttl <= 24 * 3600 + 60,
+        "grant watermarks live a token's life: {ttl}"
+    );
+
+    let people = RedisStore::new(Topology::Single(redis.url()), "wm2", 100);
+    people
+        .revoke(&jit_broker::store::RevokeTarget::Role("dev".into()), now)
+        .await?;
+    people
+        .revoke(
+            &jit_broker::store::RevokeTarget::Subject("alice".into()),
+            now,
+        )
+        .await?;
+    people
+        .revoke(
+            &jit_broker::store::RevokeTarget::Repo(jit_proto::RepoPath::parse("acme/api")?),
+            now,
+        )
+        .await?;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("wm2:rev")
+        .query_async(&mut conn)
+        .await?;
+    assert_eq!(ttl, -1, "a person's watermark is kept");
+    Ok(())
+}

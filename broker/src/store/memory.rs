@@ -136,7 +136,12 @@ impl GrantStore for MemoryStore {
             .filter(|g| matches!(inner.status_of(&g.jti, now_ms), GrantStatus::Live(_)))
             .count();
         if !matches!(target, RevokeTarget::Jti(_)) {
-            let forget = now_ms + (MAX_TOKEN_LIFETIME_SECS + 60) * 1000;
+            // A person's or an issuer's watermark also refuses identity tokens authenticated
+            // before it, however long the IdP's session lives: it is kept.
+            let forget = match target {
+                RevokeTarget::Subject(_) | RevokeTarget::Issuer(_) => i64::MAX,
+                _ => now_ms + (MAX_TOKEN_LIFETIME_SECS + 60) * 1000,
+            };
             let entry = inner
                 .watermarks
                 .entry(target.dimension())

@@ -7,7 +7,9 @@
 //!   apart from "unknown";
 //! - `P:i:{J}` an "issued" marker living a day past expiry, so "expired" is told apart too;
 //! - `P:rev` a hash of revoked-before watermarks (`all`, `sub:…`, `repo:…`, `role:…`,
-//!   `idp:…`) whose TTL is the longest token lifetime: the O(1) bulk revocation check;
+//!   `idp:…`): the O(1) bulk revocation check. Its TTL is the longest token lifetime, unless
+//!   it holds a person's or an issuer's watermark, which also guards future exchanges and so
+//!   is kept;
 //! - `P:index` a sorted set of live token ids by expiry, for listings;
 //! - `P:{audit}` the audit stream, trimmed to a bounded length, and `P:{audit}:head` the
 //!   chain head (`seq hash`), changed together by one script (compare-and-set).
@@ -41,14 +43,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Audit events read per XRANGE page.
 const AUDIT_PAGE: usize = 500;
 
-/// Raises a watermark (never lowers it, whatever the replicas' clocks) and extends the
-/// hash's life to the longest token lifetime.
+/// Raises a watermark (never lowers it, whatever the replicas' clocks). A person's or an
+/// issuer's watermark also refuses identity tokens authenticated before it, however long the
+/// IdP keeps a session alive, so once one is set the hash is kept; otherwise it lives as long
+/// as the longest token can.
 const RAISE_WATERMARK: &str = r"
+local kept = redis.call('EXISTS', KEYS[1]) == 1 and redis.call('PTTL', KEYS[1]) == -1
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if (not cur) or tonumber(cur) < tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local kind = string.sub(ARGV[1], 1, 4)
+if kind == 'sub:' or kind == 'idp:' then
+  redis.call('PERSIST', KEYS[1])
+elseif not kept then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
 return 1
 ";
 

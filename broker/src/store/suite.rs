@@ -251,6 +251,18 @@ async fn bulk_revoke(store: &dyn GrantStore, target: RevokeTarget) {
         "{target:?}: {marks:?}"
     );
 
+    // A person's or an issuer's watermark outlives every token: it also guards exchanges of
+    // identity tokens authenticated before it, which an IdP may keep alive for days.
+    if matches!(target, RevokeTarget::Subject(_) | RevokeTarget::Issuer(_)) {
+        let two_days_later = now_ms() + 2 * 24 * 3600 * 1000;
+        store
+            .revoke(&RevokeTarget::Jti("nothing".into()), two_days_later)
+            .await
+            .unwrap();
+        let marks = store.revoked_before(&[target.dimension()]).await.unwrap();
+        assert!(marks[0].is_some(), "{target:?} watermark forgotten");
+    }
+
     // A grant issued after the revocation is live: the watermark only looks back.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let fresh = grant("b-fresh", "alice", "acme/api", "dev", "corp", 600);

@@ -323,6 +323,7 @@ impl Auditor {
 pub struct Counts {
     by_kind: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     failed: std::sync::atomic::AtomicU64,
+    unaudited: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Counts {
@@ -337,6 +338,23 @@ impl Counts {
                 *m.entry(e.event.clone()).or_default() += 1;
             }
         }
+    }
+
+    /// Counts a refusal that is deliberately not an audit event (`no_credential`: git's first,
+    /// credential-less request of every clone; `refused_over_limit`: an address presenting
+    /// refused credentials faster than its budget), so a flood cannot push the trail out.
+    pub fn unaudited(&self, reason: &'static str) {
+        if let Ok(mut m) = self.unaudited.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// The [`Counts::unaudited`] counts, sorted by reason.
+    pub fn unaudited_snapshot(&self) -> Vec<(&'static str, u64)> {
+        self.unaudited
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
     }
 
     /// `(kind, count)` pairs, sorted, and the failed count.

@@ -32,6 +32,16 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
         // Kinds are the broker's own fixed names (`grant.issued`): no escaping needed.
         let _ = writeln!(out, "jit_audit_events_total{{event=\"{kind}\"}} {n}");
     }
+    out.push_str(
+        "# HELP jit_unaudited_refusals_total Refusals counted instead of audited (credential-less challenges, refused credentials over an address's budget).\n\
+         # TYPE jit_unaudited_refusals_total counter\n",
+    );
+    for (reason, n) in state.audit.counts().unaudited_snapshot() {
+        let _ = writeln!(
+            out,
+            "jit_unaudited_refusals_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
     let _ = write!(
         out,
         "# HELP jit_audit_failures_total Audit events that could not be recorded (their requests were refused).\n\

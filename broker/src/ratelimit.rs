@@ -27,6 +27,21 @@ pub struct RateLimitConfig {
     /// Requests one client address may make in a burst. Default 60.
     #[serde(default = "default_client_burst")]
     pub client_burst: u32,
+    /// Refused credentials (forged, expired, revoked tokens) per minute one client address
+    /// may present to the gateway or `/authz`; past it, the answer is 429 and the refusals are
+    /// counted in `/metrics` instead of each filling the audit log. Default 300.
+    #[serde(default = "default_refused_per_minute")]
+    pub refused_per_minute: u32,
+    /// Refused credentials one client address may present in a burst. Default 100.
+    #[serde(default = "default_refused_burst")]
+    pub refused_burst: u32,
+}
+
+fn default_refused_per_minute() -> u32 {
+    300
+}
+fn default_refused_burst() -> u32 {
+    100
 }
 
 fn default_identity_per_minute() -> u32 {
@@ -49,6 +64,8 @@ impl Default for RateLimitConfig {
             identity_burst: default_identity_burst(),
             client_per_minute: default_client_per_minute(),
             client_burst: default_client_burst(),
+            refused_per_minute: default_refused_per_minute(),
+            refused_burst: default_refused_burst(),
         }
     }
 }
@@ -61,6 +78,8 @@ impl RateLimitConfig {
             ("identity_burst", self.identity_burst),
             ("client_per_minute", self.client_per_minute),
             ("client_burst", self.client_burst),
+            ("refused_per_minute", self.refused_per_minute),
+            ("refused_burst", self.refused_burst),
         ]
         .into_iter()
         .find(|(_, v)| *v == 0)
@@ -142,6 +161,8 @@ pub struct Limits {
     pub identity: TokenBuckets,
     /// Per client address, before verification.
     pub client: TokenBuckets,
+    /// Refused credentials per client address, at the gateway and `/authz`.
+    pub refused: TokenBuckets,
 }
 
 impl Limits {
@@ -150,6 +171,7 @@ impl Limits {
         Self {
             identity: TokenBuckets::new(config.identity_per_minute, config.identity_burst),
             client: TokenBuckets::new(config.client_per_minute, config.client_burst),
+            refused: TokenBuckets::new(config.refused_per_minute, config.refused_burst),
         }
     }
 }

@@ -159,6 +159,35 @@ async fn deny(state: &AppState, event: AuditEvent, denial: String, response: Res
     response
 }
 
+/// A refused credential: audited, as long as the client address stays within its budget of
+/// refusals; past it, a 429 that is counted, not audited one by one.
+async fn refuse(
+    state: &AppState,
+    event: AuditEvent,
+    denial: String,
+    response: Response,
+    info: &RequestInfo,
+    now_ms: i64,
+) -> Response {
+    let key = info.client.as_deref().unwrap_or("unknown");
+    match state.limits.refused.take(key, now_ms) {
+        Ok(()) => deny(state, event, denial, response).await,
+        Err(retry_after) => {
+            state.audit.counts().unaudited("refused_over_limit");
+            let mut r = super::text(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "git-jit: too many refused credentials from this address; retry in {retry_after} s"
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+    }
+}
+
 /// Verifies the request's token and checks it grants `needed`. On refusal, returns the
 /// answer to send (401, 403 or 503), already audited. An allowed request is audited by the
 /// caller once it knows everything (a push's ref updates), with [`record_allowed`].
@@ -169,22 +198,32 @@ pub async fn authorize(
     info: &RequestInfo,
 ) -> Result<Claims, Response> {
     let base = event("access.denied", state, needed, info);
+    let now_ms = state.clock.now_ms();
     let token = match credential(headers) {
         Ok(t) => t,
+        Err(CredentialError::Missing) => {
+            // git's first request of every clone and push: the 401 is how git learns what to
+            // ask the credential helper for. Nobody asked for anything yet: counted, not
+            // audited, so anonymous requests cannot push the audit trail out.
+            state.audit.counts().unaudited("no_credential");
+            return Err(unauthorized(
+                needed,
+                &CredentialError::Missing.to_string(),
+                false,
+            ));
+        }
         Err(e) => {
-            let rejected = e != CredentialError::Missing;
             let reason = e.to_string();
-            let response = unauthorized(needed, &reason, rejected);
-            return Err(deny(state, base, reason, response).await);
+            let response = unauthorized(needed, &reason, true);
+            return Err(refuse(state, base, reason, response, info, now_ms).await);
         }
     };
-    let now_ms = state.clock.now_ms();
     let claims = match state.signer.verify(token.expose(), now_ms.div_euclid(1000)) {
         Ok(c) => c,
         Err(e) => {
             let reason = e.to_string();
             let response = unauthorized(needed, &reason, true);
-            return Err(deny(state, base, reason, response).await);
+            return Err(refuse(state, base, reason, response, info, now_ms).await);
         }
     };
     let base = with_claims(base, &claims);
@@ -203,13 +242,8 @@ pub async fn authorize(
         GrantStatus::Unknown => Some("token is not a live grant"),
     };
     if let Some(reason) = reason {
-        return Err(deny(
-            state,
-            base,
-            reason.into(),
-            unauthorized(needed, reason, true),
-        )
-        .await);
+        let response = unauthorized(needed, reason, true);
+        return Err(refuse(state, base, reason.into(), response, info, now_ms).await);
     }
     if !claims.scope.covers(needed) {
         let message = forbidden_message(&claims.scope, needed);

@@ -249,9 +249,61 @@ async fn no_token_gets_a_challenge_with_the_exact_scope() {
         "Bearer realm=\"git-jit\", scope=\"repo:acme/api:read\", error=\"invalid_token\", \
          error_description=\"token is malformed\""
     );
+    // The credential-less request is counted, not audited; the refused token is audited.
     let denied = e.audit("access.denied").await;
-    assert_eq!(denied.len(), 2);
-    assert_eq!(denied[0].scope.as_deref(), Some("repo:acme/api:write"));
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].scope.as_deref(), Some("repo:acme/api:read"));
+    assert_eq!(denied[0].denial.as_deref(), Some("token is malformed"));
+    assert_eq!(
+        e.state.audit.counts().unaudited_snapshot(),
+        [("no_credential", 1)]
+    );
+}
+
+/// Regression: anonymous or forged requests could each append an audit event and push the
+/// bounded trail out. Credential-less ones are counted; refused credentials are audited up
+/// to an address's budget, then answered 429 and counted.
+#[tokio::test]
+async fn refusals_cannot_flood_the_audit_trail() {
+    let e = env();
+    let uri = "/acme/api.git/info/refs?service=git-upload-pack";
+    for _ in 0..500 {
+        assert_eq!(e.get(uri, None).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert!(e.audit("access.denied").await.is_empty());
+    let mut limited = 0;
+    for _ in 0..150 {
+        let (s, h, _) = e.get(uri, Some("forged.token.here")).await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+            assert!(h.get(header::RETRY_AFTER).is_some());
+        } else {
+            assert_eq!(s, StatusCode::UNAUTHORIZED);
+        }
+    }
+    let audited = e
+        .store
+        .read_audit(&AuditQuery {
+            event: Some("access.denied".into()),
+            limit: usize::MAX,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit")
+        .len();
+    assert_eq!(audited + limited, 150);
+    assert!(
+        audited <= 101 && limited >= 49,
+        "audited {audited}, limited {limited}"
+    );
+    let counts = e.state.audit.counts().unaudited_snapshot();
+    assert_eq!(
+        counts,
+        [
+            ("no_credential", 500),
+            ("refused_over_limit", limited as u64)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -615,9 +667,14 @@ async fn credential_less_flush_probe_is_answered_without_forwarding() {
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{body:?}");
         assert!(challenges(&h)[0].contains("repo:acme/api:write"));
     }
-    // A probe is not an access: nothing was recorded for it.
+    // A probe is not an access: nothing was recorded for it; the other credential-less
+    // requests are counted, not audited.
     assert!(e.audit("access.allowed").await.is_empty());
-    assert_eq!(e.audit("access.denied").await.len(), 4);
+    assert!(e.audit("access.denied").await.is_empty());
+    assert_eq!(
+        e.state.audit.counts().unaudited_snapshot(),
+        [("no_credential", 4)]
+    );
 }
 
 /// Regression: behind nginx, git's credential-less `0000` probe reaches `/authz` with only

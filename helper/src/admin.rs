@@ -793,10 +793,10 @@ mod tests {
 
     #[tokio::test]
     async fn credential_from_the_login_session() {
-        let srv = TestServer::start(|_| {
+        let srv = TestServer::start(|r| {
             Reply::json(
                 200,
-                json!({"issuer": "https://b", "token_endpoint": "https://b/oauth/token",
+                json!({"issuer": "https://b", "token_endpoint": format!("http://{}/oauth/token", r.header("host").unwrap_or("")),
                        "introspection_endpoint": "https://b/i", "jwks_uri": "https://b/j",
                        "grant_types_supported": [], "token_audience": "git",
                        "subject_token_audience": "git-jit", "login_issuer": "https://idp",

@@ -26,6 +26,9 @@ pub enum BrokerError {
     /// The configured broker URL is not an http(s) URL.
     #[error("broker URL {0:?} is not a valid http(s) URL")]
     InvalidUrl(String),
+    /// A plain-http broker URL for a host other than this machine.
+    #[error("broker URL {0:?} must use https (plain http is accepted only on loopback)")]
+    InsecureUrl(String),
     /// The broker could not be reached.
     #[error("cannot reach the broker at {url}: {cause}")]
     Unreachable {
@@ -140,11 +143,28 @@ fn parse_base(base: &str) -> Result<Url, BrokerError> {
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(invalid());
     }
+    // Identity tokens travel to the broker: never in clear text beyond this machine.
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(BrokerError::InsecureUrl(base.to_owned()));
+    }
     url.set_query(None);
     url.set_fragment(None);
     let path = url.path().trim_end_matches('/').to_owned();
     url.set_path(&path);
     Ok(url)
+}
+
+/// Whether `url`'s host is this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(url: &Url) -> bool {
+    match url.host_str() {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -214,12 +234,26 @@ impl BrokerClient {
                 reason: format!("status {status}"),
             });
         }
-        resp.json::<ServerMetadata>()
+        let md = resp
+            .json::<ServerMetadata>()
             .await
             .map_err(|e| BrokerError::Protocol {
-                url,
+                url: url.clone(),
                 reason: format!("bad metadata: {}", chain(&e)),
-            })
+            })?;
+        // The identity token goes to `token_endpoint`: only ever to the broker itself.
+        let same_origin =
+            Url::parse(&md.token_endpoint).is_ok_and(|t| t.origin() == self.base.origin());
+        if !same_origin {
+            return Err(BrokerError::Protocol {
+                url,
+                reason: format!(
+                    "token_endpoint {:?} is not on the broker's own origin; refusing to send an identity there",
+                    md.token_endpoint
+                ),
+            });
+        }
+        Ok(md)
     }
 
     /// Exchanges a subject token for a broker token (RFC 8693).
@@ -377,6 +411,45 @@ mod tests {
         }
     }
 
+    /// Identity tokens never travel in clear text beyond this machine, and never to another
+    /// origin than the broker's, whatever its metadata says.
+    #[tokio::test]
+    async fn identity_goes_only_to_the_brokers_own_origin() {
+        for insecure in [
+            "http://broker.example",
+            "http://10.0.0.1:8080",
+            "http://[2001:db8::1]",
+        ] {
+            assert!(
+                matches!(
+                    BrokerClient::new(insecure, client()),
+                    Err(BrokerError::InsecureUrl(_))
+                ),
+                "{insecure}"
+            );
+        }
+        for fine in [
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "http://[::1]:1",
+            "https://b.example",
+        ] {
+            assert!(BrokerClient::new(fine, client()).is_ok(), "{fine}");
+        }
+        let srv = TestServer::start(|_| {
+            Reply::json(
+                200,
+                serde_json::to_value(md("http://127.0.0.1:9")).expect("json"),
+            )
+        });
+        let b = BrokerClient::new(&srv.url, client()).expect("client");
+        let err = b.metadata().await.expect_err("foreign token_endpoint");
+        assert!(
+            err.to_string().contains("not on the broker's own origin"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn base_is_normalised() {
         let b = BrokerClient::new("https://b.example/sub/?q#f", client()).expect("ok");
@@ -390,7 +463,8 @@ mod tests {
     async fn metadata_and_exchange() {
         let srv = TestServer::start(|r| match r.target.as_str() {
             "/.well-known/oauth-authorization-server" => {
-                Reply::json(200, serde_json::to_value(md("http://x")).expect("json"))
+                let own = format!("http://{}", r.header("host").unwrap_or(""));
+                Reply::json(200, serde_json::to_value(md(&own)).expect("json"))
             }
             _ => Reply::json(
                 200,

@@ -394,11 +394,11 @@ mod tests {
 
     #[tokio::test]
     async fn not_logged_in_says_what_to_do() {
-        let srv = TestServer::start(|_| {
+        let srv = TestServer::start(|r| {
             Reply::json(
                 200,
                 json!({
-                    "issuer": "b", "token_endpoint": "t", "introspection_endpoint": "i", "jwks_uri": "j",
+                    "issuer": "b", "token_endpoint": format!("http://{}/oauth/token", r.header("host").unwrap_or("")), "introspection_endpoint": "i", "jwks_uri": "j",
                     "grant_types_supported": [], "token_audience": "git", "subject_token_audience": "a",
                     "login_issuer": "https://idp", "login_client_id": "cli", "scope_syntax": "",
                 }),

@@ -52,7 +52,8 @@ fn broker_example_is_valid() {
     let c = load(BASE);
     assert_eq!(c.role.len(), 4);
     let person = json!({"iss": "https://sso.example.com/realms/acme", "sub": "u-1",
-                        "email": "alice@example.com", "groups": ["engineering"]});
+                        "email": "alice@example.com", "email_verified": true,
+                        "groups": ["engineering"]});
     assert_eq!(
         role_for(&c, person.clone(), "repo:acme/a/b:read", None).as_deref(),
         Ok("dev-read")
@@ -62,8 +63,15 @@ fn broker_example_is_valid() {
         Ok("dev-write")
     );
     assert!(
-        role_for(&c, person, "repo:acme/api:write", None)
+        role_for(&c, person.clone(), "repo:acme/api:write", None)
             .is_err_and(|e| e.contains("requires a reason"))
+    );
+    // The subject is the email: an address the IdP has not verified gets nothing.
+    let mut unverified = person;
+    unverified["email_verified"] = json!(false);
+    assert!(
+        role_for(&c, unverified, "repo:acme/a/b:read", None)
+            .is_err_and(|e| e.contains("email_verified"))
     );
 }
 
@@ -189,8 +197,8 @@ fn config_refusals_name_the_key() {
     let cases = [
         (
             BASE.replacen(
-                "issuer = \"corp\"\nclaims = { groups = \"engineering\" }",
-                "issuer = \"nope\"\nclaims = { groups = \"engineering\" }",
+                "issuer = \"corp\"\nclaims = { groups = \"engineering\", email_verified = true }",
+                "issuer = \"nope\"\nclaims = { groups = \"engineering\", email_verified = true }",
                 1,
             ),
             "broker.example.toml: role \"dev-read\".issuer: no [[issuer]] is named \"nope\"",

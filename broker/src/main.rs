@@ -243,7 +243,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let n = verify_chain(&events)?;
             match (events.first(), events.last()) {
                 (Some(a), Some(b)) => {
-                    println!("audit chain intact: {n} events, seq {}..={}", a.seq, b.seq)
+                    println!("audit chain intact: {n} events, seq {}..={}", a.seq, b.seq);
+                    if a.seq > 1 {
+                        // Trimmed by the length bound, or deleted from the start: the store
+                        // cannot tell. The export keeps them; verify it with --file.
+                        println!(
+                            "events seq 1..={} are not here (trimmed by store.audit_max_events, or removed); verify the export for them",
+                            a.seq - 1
+                        );
+                    }
                 }
                 _ => println!("audit chain empty"),
             }

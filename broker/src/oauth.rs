@@ -12,8 +12,8 @@ use crate::store::GrantStatus;
 /// The RFC 7662 request body.
 #[derive(Debug, Deserialize)]
 pub struct IntrospectRequest {
-    /// The token to examine.
-    token: Option<String>,
+    /// The token to examine (never printed: `Debug` shows `<redacted>`).
+    token: Option<jit_proto::Secret>,
     /// Ignored hint (`access_token`).
     #[serde(default)]
     #[allow(dead_code)]
@@ -35,7 +35,7 @@ pub async fn introspect(
         claims: None,
     });
     let now_ms = state.clock.now_ms();
-    let Ok(claims) = state.signer.verify(&token, now_ms.div_euclid(1000)) else {
+    let Ok(claims) = state.signer.verify(token.expose(), now_ms.div_euclid(1000)) else {
         return Ok(inactive);
     };
     match state.store.check(&claims, now_ms).await? {

@@ -87,6 +87,19 @@ impl RateLimitConfig {
     }
 }
 
+/// The limiter key of a client address: an IPv4 address itself, an IPv6 address's /64 (one
+/// host usually holds a whole /64, so keying by full address would let it take a bucket per
+/// address and fill the table).
+pub fn address_key(client: &str) -> String {
+    match client.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        _ => client.to_owned(),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     /// Tokens available, in thousandths.
@@ -221,5 +234,19 @@ mod tests {
         };
         assert_eq!(c.zero_key(), Some("client_burst"));
         assert_eq!(RateLimitConfig::default().zero_key(), None);
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        assert_eq!(
+            address_key("2001:db8:1:2:aaaa::1"),
+            address_key("2001:db8:1:2:ffff::9")
+        );
+        assert_ne!(
+            address_key("2001:db8:1:2::1"),
+            address_key("2001:db8:1:3::1")
+        );
+        assert_eq!(address_key("10.0.0.7"), "10.0.0.7");
+        assert_eq!(address_key("unknown"), "unknown");
     }
 }

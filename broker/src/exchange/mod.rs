@@ -349,7 +349,7 @@ pub async fn token(
     state
         .limits
         .client
-        .take(&x.caller.client, now_ms)
+        .take(&crate::ratelimit::address_key(&x.caller.client), now_ms)
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let parsed = match parse(form) {
         Ok(p) => p,

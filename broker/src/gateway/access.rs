@@ -169,8 +169,8 @@ async fn refuse(
     info: &RequestInfo,
     now_ms: i64,
 ) -> Response {
-    let key = info.client.as_deref().unwrap_or("unknown");
-    match state.limits.refused.take(key, now_ms) {
+    let key = crate::ratelimit::address_key(info.client.as_deref().unwrap_or("unknown"));
+    match state.limits.refused.take(&key, now_ms) {
         Ok(()) => deny(state, event, denial, response).await,
         Err(retry_after) => {
             state.audit.counts().unaudited("refused_over_limit");

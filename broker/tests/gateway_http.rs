@@ -127,10 +127,25 @@ async fn http_upstream_gets_the_brokers_credential_and_streams() {
     assert_eq!(s.headers["content-encoding"], "gzip");
     assert!(s.headers.get("cookie").is_none());
 
-    // info/refs carries only the service parameter.
+    // info/refs takes exactly the service parameter: anything more is refused before the
+    // upstream; the plain request reaches it with only that parameter.
     let resp = client
         .get(format!(
             "http://{broker}/acme/api/info/refs?service=git-upload-pack&evil=1"
+        ))
+        .basic_auth("anyone", Some(&tokens[0]))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        1,
+        "nothing reached the upstream"
+    );
+    let resp = client
+        .get(format!(
+            "http://{broker}/acme/api/info/refs?service=git-upload-pack"
         ))
         .basic_auth("anyone", Some(&tokens[0]))
         .send()

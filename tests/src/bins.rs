@@ -172,7 +172,7 @@ impl BrokerProcess {
         let mut process =
             ManagedProcess::spawn("jit-broker", cmd, self.dir.path()).map_err(|e| (e, false))?;
         let url = format!("{}/healthz", self.url());
-        let http = crate::http_client();
+        let http = crate::probe_client();
         let ready = wait_for(&format!("jit-broker {url}"), START_TIMEOUT, || {
             let exited = process.exit_status().is_some();
             let req = http.get(&url).send();

@@ -41,6 +41,20 @@ pub fn http_client() -> reqwest::Client {
         .expect("building the test HTTP client")
 }
 
+/// An HTTP client for readiness probes: a fresh connection per request (a pooled one to a
+/// previous process on the same port must not be reused) and 2 s per attempt, so one stuck
+/// probe cannot use up a whole start-up wait.
+pub fn probe_client() -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        // Only fails if the TLS backend cannot initialise, which is a broken test setup.
+        .expect("building the probe HTTP client")
+}
+
 /// Installs rustls' ring provider once per process (needed before any TLS client is built).
 pub fn install_crypto_provider() {
     // Err means a provider is already installed, which is what we want.

@@ -136,13 +136,30 @@ impl OidcProvider {
     pub async fn rotate_keys(&mut self) -> Result<()> {
         self.stop()?;
         std::fs::remove_file(&self.jwks_path).context("removing the old JWKS")?;
-        self.spawn().await.map_err(|(e, _)| e)
+        self.respawn().await
     }
 
     /// Restarts the provider on the same port with the same keys.
     pub async fn restart(&mut self) -> Result<()> {
         self.stop()?;
-        self.spawn().await.map_err(|(e, _)| e)
+        self.respawn().await
+    }
+
+    /// Starts the provider again on its port; a start that does not come up in time (seen
+    /// once on a loaded machine, with nothing in the provider's log) is tried twice more.
+    async fn respawn(&mut self) -> Result<()> {
+        let mut last = None;
+        for _ in 0..3 {
+            match self.spawn().await {
+                Ok(()) => return Ok(()),
+                Err((e, _)) => {
+                    eprintln!("oidc-provider did not come up, trying again: {e:#}");
+                    self.stop()?;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("oidc-provider did not start")))
     }
 
     /// Kills the provider and waits until its port is closed.
@@ -425,7 +442,7 @@ impl OidcProvider {
         let mut process =
             ManagedProcess::spawn("oidc-provider", cmd, self.dir.path()).map_err(|e| (e, false))?;
         let url = format!("{}/healthz", self.issuer());
-        let http = self.http.clone();
+        let http = crate::probe_client();
         let ready = wait_for(&format!("oidc-provider on {url}"), START_TIMEOUT, || {
             let exited = process.exit_status().is_some();
             let req = http.get(&url).send();

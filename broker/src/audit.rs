@@ -243,8 +243,8 @@ impl Export {
     }
 }
 
-/// How often an append is retried when another replica wrote first.
-const CHAIN_RETRIES: usize = 64;
+/// How long an append keeps retrying while other replicas keep writing first.
+const CHAIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 /// Most events written in one store round trip.
 const MAX_BATCH: usize = 256;
 /// Events waiting for the writer before callers are made to wait.
@@ -416,7 +416,9 @@ async fn append_chained(
     head: &mut Option<(u64, String)>,
     events: &mut [AuditEvent],
 ) -> Result<(), crate::store::StoreError> {
-    for _ in 0..CHAIN_RETRIES {
+    let started = std::time::Instant::now();
+    let mut conflicts = 0u32;
+    while started.elapsed() < CHAIN_PATIENCE {
         let (seq, prev) = match head.as_ref() {
             Some(h) => h.clone(),
             None => match store.audit_head().await {
@@ -437,8 +439,14 @@ async fn append_chained(
                 *head = Some((next_seq, prev_hash));
                 return Ok(());
             }
-            // Another replica appended first: learn the new head and try again.
-            Ok(false) => *head = None,
+            // Another replica appended first: learn the new head and try again, after a
+            // random pause that grows with the conflicts, so that two busy writers cannot
+            // keep beating each other to the head forever.
+            Ok(false) => {
+                *head = None;
+                conflicts += 1;
+                backoff(conflicts).await;
+            }
             Err(e) => {
                 *head = None;
                 tracing::error!(target: "audit", error = %e, events = events.len(), "audit events not recorded");
@@ -449,6 +457,20 @@ async fn append_chained(
     Err(crate::store::StoreError::Unavailable(
         "audit chain contended; event not recorded".into(),
     ))
+}
+
+/// A pause after the `n`th lost race in a row: a yield at first, then up to `n` ms, random.
+async fn backoff(n: u32) {
+    if n < 3 {
+        tokio::task::yield_now().await;
+        return;
+    }
+    let mut byte = [0u8; 2];
+    // A failed random draw only makes the pause deterministic, which is still correct.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    let max_us = u64::from(n.min(20)) * 1000;
+    let us = u64::from(u16::from_le_bytes(byte)) % max_us.max(1);
+    tokio::time::sleep(std::time::Duration::from_micros(us)).await;
 }
 
 #[cfg(test)]

@@ -6,9 +6,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::process::{
-    ManagedProcess, START_TIMEOUT, free_port, looks_like_port_collision, wait_for,
-};
+use crate::process::{ManagedProcess, free_port};
 
 /// The broker binary.
 pub const JIT_BROKER: &str = "jit-broker";
@@ -169,33 +167,11 @@ impl BrokerProcess {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
-        let mut process =
+        let process =
             ManagedProcess::spawn("jit-broker", cmd, self.dir.path()).map_err(|e| (e, false))?;
         let url = format!("{}/healthz", self.url());
-        let http = crate::probe_client();
-        let ready = wait_for(&format!("jit-broker {url}"), START_TIMEOUT, || {
-            let exited = process.exit_status().is_some();
-            let req = http.get(&url).send();
-            async move {
-                if exited {
-                    bail!("jit-broker exited");
-                }
-                Ok(matches!(req.await, Ok(r) if r.status().is_success()).then_some(()))
-            }
-        })
-        .await;
-        match ready {
-            Ok(()) => {
-                self.process = Some(process);
-                Ok(())
-            }
-            Err(e) => {
-                let log = process.logs();
-                process.kill();
-                let collision = looks_like_port_collision(&log);
-                Err((e.context(format!("jit-broker log:\n{log}")), collision))
-            }
-        }
+        self.process = Some(crate::process::wait_healthy("jit-broker", process, &url).await?);
+        Ok(())
     }
 
     fn take_dir(self) -> TempDir {

@@ -439,33 +439,11 @@ impl OidcProvider {
             .arg("--jwks")
             .arg(&self.jwks_path)
             .env("NODE_ENV", "test");
-        let mut process =
+        let process =
             ManagedProcess::spawn("oidc-provider", cmd, self.dir.path()).map_err(|e| (e, false))?;
         let url = format!("{}/healthz", self.issuer());
-        let http = crate::probe_client();
-        let ready = wait_for(&format!("oidc-provider on {url}"), START_TIMEOUT, || {
-            let exited = process.exit_status().is_some();
-            let req = http.get(&url).send();
-            async move {
-                if exited {
-                    bail!("oidc-provider exited");
-                }
-                Ok(matches!(req.await, Ok(r) if r.status().is_success()).then_some(()))
-            }
-        })
-        .await;
-        match ready {
-            Ok(()) => {
-                self.process = Some(process);
-                Ok(())
-            }
-            Err(e) => {
-                let log = process.logs();
-                process.kill();
-                let collision = crate::process::looks_like_port_collision(&log);
-                Err((e.context(format!("oidc-provider log:\n{log}")), collision))
-            }
-        }
+        self.process = Some(crate::process::wait_healthy("oidc-provider", process, &url).await?);
+        Ok(())
     }
 }
 

@@ -198,6 +198,37 @@ fn kill_group(pgid: u32, signal: &str) {
         .status();
 }
 
+/// Waits until `process` answers 200 on `url` (probes with [`crate::probe_client`]) and
+/// returns it. On failure the process is killed and the error carries its log, with whether
+/// the log looks like a port collision (the caller may retry on another port).
+pub async fn wait_healthy(
+    name: &str,
+    mut process: ManagedProcess,
+    url: &str,
+) -> std::result::Result<ManagedProcess, (anyhow::Error, bool)> {
+    let http = crate::probe_client();
+    let ready = wait_for(&format!("{name} on {url}"), START_TIMEOUT, || {
+        let exited = process.exit_status().is_some();
+        let req = http.get(url).send();
+        async move {
+            if exited {
+                bail!("{name} exited");
+            }
+            Ok(matches!(req.await, Ok(r) if r.status().is_success()).then_some(()))
+        }
+    })
+    .await;
+    match ready {
+        Ok(()) => Ok(process),
+        Err(e) => {
+            let log = process.logs();
+            process.kill();
+            let collision = looks_like_port_collision(&log);
+            Err((e.context(format!("{name} log:\n{log}")), collision))
+        }
+    }
+}
+
 /// Whether a log says the server could not bind its port (so the starter retries elsewhere).
 pub fn looks_like_port_collision(log: &str) -> bool {
     log.contains("Address already in use") || log.contains("EADDRINUSE")

@@ -3,7 +3,7 @@
 //! listed issuer whose claims meet the conditions, or a live broker token of an admin role.
 //! Every admin action is itself audited.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use axum::Json;
@@ -16,8 +16,9 @@ use jit_proto::token::TOKEN_TYPE;
 use serde::Deserialize;
 
 use crate::audit::{AuditEvent, AuditQuery};
+pub use crate::config::{AdminConfig, AdminIdentityConfig};
 use crate::error::ApiError;
-use crate::policy::pattern::{ClaimCondition, ConditionConfig};
+use crate::policy::pattern::ClaimCondition;
 use crate::state::AppState;
 use crate::store::{Grant, GrantFilter, GrantStatus, RevokeTarget};
 
@@ -27,29 +28,6 @@ const MAX_GRANT_PAGE: usize = 1000;
 const MAX_AUDIT_PAGE: usize = 10_000;
 /// Longest accepted revocation reason.
 const MAX_REASON_LEN: usize = 1024;
-
-/// `[admin]`: who is an admin.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Roles whose live broker tokens act as admin credentials.
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// Identities that are admins when they present a verified ID token.
-    #[serde(default)]
-    pub identity: Vec<AdminIdentityConfig>,
-}
-
-/// `[[admin.identity]]`: an issuer and the claim conditions (exact or glob, all must hold).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminIdentityConfig {
-    /// The `[[issuer]]` name.
-    pub issuer: String,
-    /// Claim conditions, as in roles (`groups = "security"`).
-    #[serde(default)]
-    pub claims: BTreeMap<String, ConditionConfig>,
-}
 
 /// `[admin]` compiled.
 #[derive(Debug, Default)]

@@ -6,6 +6,8 @@ pub mod admin;
 pub mod audit;
 pub mod authz;
 pub mod clock;
+pub mod commands;
+pub mod compile;
 pub mod config;
 pub mod devissuer;
 pub mod discovery;

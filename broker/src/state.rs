@@ -7,11 +7,12 @@ use std::sync::Arc;
 use crate::admin::AdminPolicy;
 use crate::audit::{Auditor, Export};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, StoreKind};
+use crate::compile::{Compiled, Settings};
+use crate::config::StoreKind;
 use crate::devissuer::{self, DevIssuer};
 use crate::exchange::ExchangeConfig;
 use crate::gateway::Gateway;
-use crate::identity::{CacheTimes, Verifier};
+use crate::identity::Verifier;
 use crate::keys::{KeyError, KeyRing};
 use crate::policy::CompiledPolicy;
 use crate::ratelimit::Limits;
@@ -29,25 +30,6 @@ pub enum StartError {
     /// The configuration is inconsistent.
     #[error("{0}")]
     Config(String),
-}
-
-/// Facts about this broker that endpoints publish.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The broker's public URL (`iss` of its tokens).
-    pub public_url: String,
-    /// The audience of the broker's tokens.
-    pub audience: String,
-    /// The audience CI tokens must be minted for.
-    pub subject_audience: String,
-    /// The OIDC issuer URL people log in with, if any.
-    pub login_issuer: Option<String>,
-    /// The public client id for that login.
-    pub login_client_id: Option<String>,
-    /// The scopes that login asks for (space-separated), if configured.
-    pub login_scope: Option<String>,
-    /// Whether this is `jit-broker dev`.
-    pub dev_mode: bool,
 }
 
 /// Everything a request handler may use.
@@ -135,62 +117,40 @@ impl AppState {
         self
     }
 
-    /// State for `jit-broker serve`.
-    pub fn from_config(config: &Config) -> Result<Self, StartError> {
-        let keys = KeyRing::load_dir(&config.broker.keys_dir)?;
-        let store: Arc<dyn GrantStore> = match config.store.kind {
-            StoreKind::Memory => Arc::new(MemoryStore::new(config.store.audit_max_events)),
+    /// State for `jit-broker serve`: opens what `compiled` names (keys, store, export).
+    pub fn open(compiled: Compiled) -> Result<Self, StartError> {
+        let keys = KeyRing::load_dir(&compiled.keys_dir)?;
+        let config = &compiled.store;
+        let store: Arc<dyn GrantStore> = match config.kind {
+            StoreKind::Memory => Arc::new(MemoryStore::new(config.audit_max_events)),
             StoreKind::Redis => {
-                let topology = if config.store.cluster.is_empty() {
+                let topology = if config.cluster.is_empty() {
                     let url = config
-                        .store
                         .url
                         .clone()
                         .ok_or_else(|| StartError::Config("store.url is missing".into()))?;
                     Topology::Single(url)
                 } else {
-                    Topology::Cluster(config.store.cluster.clone())
+                    Topology::Cluster(config.cluster.clone())
                 };
                 Arc::new(RedisStore::new(
                     topology,
-                    config.store.prefix.clone(),
-                    config.store.audit_max_events,
+                    config.prefix.clone(),
+                    config.audit_max_events,
                 ))
             }
         };
-        let access = |e: crate::policy::PolicyError| StartError::Config(e.to_string());
-        let policy = crate::policy::check_config(config).map_err(access)?;
-        let login = match &config.login {
-            Some(l) => Some(l.resolve(&config.issuer).map_err(access)?),
-            None => None,
-        };
-        let verifier = Verifier::new(&config.issuer, CacheTimes::default()).map_err(access)?;
-        let (login_issuer, login_client_id) = login.unzip();
-        let login_scope = match &config.login {
-            Some(l) => Some(l.scope().map_err(access)?),
-            None => None,
-        };
-        let settings = Settings {
-            public_url: config.broker.public_url.clone(),
-            audience: config.broker.audience.clone(),
-            subject_audience: config.subject_audience().to_owned(),
-            login_issuer,
-            login_client_id,
-            login_scope,
-            dev_mode: false,
-        };
-        let export = Self::audit_export(config)?;
-        let admins = config
-            .admin_policy()
-            .map_err(|(key, problem)| StartError::Config(format!("{key}: {problem}")))?;
-        let gateway = Gateway::from_config(&config.upstream)
-            .map_err(|e| StartError::Config(e.to_string()))?;
-        Ok(
-            Self::new(settings, keys, store, Arc::new(SystemClock), export)
-                .with_access(verifier, policy, config.exchange)
-                .with_admins(admins)
-                .with_gateway(gateway),
+        let export = Self::audit_export(compiled.export.as_deref())?;
+        Ok(Self::new(
+            compiled.settings,
+            keys,
+            store,
+            Arc::new(SystemClock),
+            export,
         )
+        .with_access(compiled.verifier, compiled.policy, compiled.exchange)
+        .with_admins(compiled.admins)
+        .with_gateway(compiled.gateway))
     }
 
     /// State for `jit-broker dev`: memory store, a fresh in-memory key, everything local,
@@ -228,8 +188,8 @@ impl AppState {
     }
 
     /// The audit export named by the config, opened.
-    pub fn audit_export(config: &Config) -> Result<Option<Export>, StartError> {
-        match config.audit.export.as_deref() {
+    pub fn audit_export(export: Option<&str>) -> Result<Option<Export>, StartError> {
+        match export {
             None => Ok(None),
             Some("stdout") => Ok(Some(Export::Stdout)),
             Some(path) => Export::file(Path::new(path))

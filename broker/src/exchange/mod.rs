@@ -24,10 +24,10 @@ use jit_proto::{Claims, RefPattern, Scope, Secret};
 use serde::Deserialize;
 
 use crate::audit::AuditEvent;
+pub use crate::config::ExchangeConfig;
 use crate::error::ApiError;
 use crate::identity::{IdentityError, MAX_SUBJECT_TOKEN_LEN, VerifiedIdentity};
 use crate::policy::{self, Decision, Denial, DenialKind, Request};
-use crate::ratelimit::RateLimitConfig;
 use crate::state::AppState;
 use crate::store::{Grant, RevokeTarget};
 use crate::token;
@@ -43,19 +43,6 @@ pub const MAX_REFS: usize = 32;
 const MAX_TTL_PARAM_MINUTES: u32 = 100_000;
 /// Longest user agent recorded.
 const MAX_USER_AGENT_LEN: usize = 256;
-
-/// `[exchange]`: settings of the token exchange.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExchangeConfig {
-    /// Take the client address from the last `X-Forwarded-For` entry. Only set this behind
-    /// a reverse proxy that always sets the header; otherwise clients can forge it.
-    #[serde(default)]
-    pub trust_forwarded_for: bool,
-    /// `[exchange.rate_limit]`: per-identity and per-address limits.
-    #[serde(default)]
-    pub rate_limit: RateLimitConfig,
-}
 
 /// The form body of `POST /oauth/token`.
 #[derive(Debug, Deserialize)]

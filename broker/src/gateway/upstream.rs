@@ -450,10 +450,12 @@ url = "dir:/srv/git"
             ),
         ];
         for (text, needle) in cases {
-            let err = crate::config::Config::parse(&text, file)
-                .and_then(|c| c.validate(file).map(|()| c))
-                .expect_err(needle)
-                .to_string();
+            let err = match crate::config::Config::parse(&text, file)
+                .and_then(|c| crate::compile::compile(&c, file))
+            {
+                Ok(_) => panic!("{needle}: compiled"),
+                Err(e) => e.to_string(),
+            };
             assert!(err.contains(needle), "{err:?} lacks {needle:?}");
         }
     }

@@ -9,6 +9,17 @@
 //! of its own type. Error messages are precise and safe: they never contain the token.
 
 pub mod jwks;
+/// A claim's value as text when it is a string, a boolean or a number (what conditions and
+/// `{claim}` placeholders compare); arrays, objects and null have none.
+pub fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testissuer;
 #[cfg(test)]
@@ -21,10 +32,10 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Validation};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::policy::{PolicyError, check_name};
+pub use crate::config::{IssuerConfig, LoginConfig};
+use crate::config::{KeyProblem as PolicyError, check_name};
 pub use jwks::{CacheTimes, KeyCache};
 
 /// Largest subject token accepted, in bytes.
@@ -33,111 +44,6 @@ pub const MAX_SUBJECT_TOKEN_LEN: usize = 16 * 1024;
 pub const LEEWAY_SECS: i64 = 60;
 /// Longest claim value or header field echoed in an error message.
 const SHOWN_MAX: usize = 100;
-
-/// An `[[issuer]]` entry: an OIDC issuer (SSO or CI platform) whose tokens the broker trusts.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    /// Unique name (`corp`, `github`), used by roles and recorded as the tokens' `idp`.
-    pub name: String,
-    /// The issuer URL, compared exactly with the token's `iss` (mind trailing slashes).
-    pub issuer: String,
-    /// The audience the tokens must carry in `aud` (for an SSO: the client id).
-    pub audience: String,
-    /// The claim that names the subject. Default `sub`.
-    #[serde(default = "default_subject_claim")]
-    pub subject_claim: String,
-    /// The public client id `git jit login` uses at this issuer (people's SSO only).
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// The JWKS URL, for issuers without OIDC discovery. Default: discovered from
-    /// `{issuer}/.well-known/openid-configuration`.
-    #[serde(default)]
-    pub jwks_url: Option<String>,
-    /// Accepted signature algorithms. Default `["RS256", "ES256"]`; asymmetric only
-    /// (RS*, PS*, ES256, ES384, EdDSA).
-    #[serde(default = "default_algorithms")]
-    pub algorithms: Vec<String>,
-}
-
-/// `[login]`: how people log in from the terminal (`git jit login`), published in the
-/// broker's metadata for the helper.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginConfig {
-    /// The `name` of the `[[issuer]]` people log in with.
-    pub issuer: String,
-    /// The public client id to use there. Default: that issuer's `client_id`.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// The scopes `git jit login` asks for: they decide which claims the ID token carries,
-    /// and roles can only match claims that are there. Must include `openid`.
-    /// Default `["openid", "offline_access", "email", "profile", "groups"]`.
-    #[serde(default = "default_login_scopes")]
-    pub scopes: Vec<String>,
-}
-
-fn default_login_scopes() -> Vec<String> {
-    ["openid", "offline_access", "email", "profile", "groups"]
-        .map(str::to_owned)
-        .to_vec()
-}
-
-impl LoginConfig {
-    /// The issuer URL and client id the helper should use, from the configured issuers.
-    pub fn resolve(&self, issuers: &[IssuerConfig]) -> Result<(String, String), PolicyError> {
-        let issuer = issuers
-            .iter()
-            .find(|i| i.name == self.issuer)
-            .ok_or_else(|| PolicyError {
-                key: "login.issuer".into(),
-                problem: format!("no [[issuer]] is named {:?}", self.issuer),
-            })?;
-        let client_id = self
-            .client_id
-            .clone()
-            .or_else(|| issuer.client_id.clone())
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| PolicyError {
-                key: "login.client_id".into(),
-                problem: format!(
-                    "missing: set it here or as client_id of issuer {:?}",
-                    issuer.name
-                ),
-            })?;
-        Ok((issuer.issuer.clone(), client_id))
-    }
-
-    /// The scopes as one space-separated OAuth `scope` value.
-    pub fn scope(&self) -> Result<String, PolicyError> {
-        let bad = |problem: &str| PolicyError {
-            key: "login.scopes".into(),
-            problem: problem.to_owned(),
-        };
-        if self.scopes.iter().any(|s| {
-            s.is_empty()
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        }) {
-            return Err(bad(
-                "each scope must be a non-empty token without spaces or quotes",
-            ));
-        }
-        if !self.scopes.iter().any(|s| s == "openid") {
-            return Err(bad("must include \"openid\" (the login needs an ID token)"));
-        }
-        Ok(self.scopes.join(" "))
-    }
-}
-
-fn default_subject_claim() -> String {
-    "sub".to_owned()
-}
-
-fn default_algorithms() -> Vec<String> {
-    vec!["RS256".to_owned(), "ES256".to_owned()]
-}
 
 /// An identity whose token verified: who, vouched for by which issuer, with which claims.
 #[derive(Debug, Clone, PartialEq)]
@@ -486,7 +392,7 @@ impl Verifier {
         check_claims(cfg, &claims, now_ms.div_euclid(1000))?;
         let subject = claims
             .get(&cfg.subject_claim)
-            .and_then(crate::policy::pattern::scalar_text)
+            .and_then(scalar_text)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| IdentityError::MissingSubject(cfg.subject_claim.clone()))?;
         Ok(VerifiedIdentity {

@@ -15,15 +15,15 @@ pub mod pattern;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use jit_proto::{Action, Actions, RefPattern};
-use serde::Deserialize;
 
 pub use decide::{Decision, Denial, DenialKind, Request, RoleVerdict, decide, evaluate_all};
 pub use pattern::{ClaimCondition, ConditionConfig, RepoPattern, ScalarConfig};
 
-use crate::identity::IssuerConfig;
+use crate::config::{IssuerConfig, valid_name};
+pub use crate::config::{KeyProblem as PolicyError, RoleConfig, check_name};
 
 /// Shortest lifetime a role may grant, in minutes.
 pub const MIN_TTL_MINUTES: u32 = 1;
@@ -33,55 +33,6 @@ pub const MAX_TTL_MINUTES: u32 = 1440;
 pub const DEFAULT_TTL_MINUTES: u32 = 15;
 /// `max_ttl` when a role does not set one.
 pub const DEFAULT_MAX_TTL_MINUTES: u32 = 60;
-
-/// A `[[role]]` entry as written in the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleConfig {
-    /// Unique name (`[A-Za-z0-9_.-]+`), used in requests (`role=`), tokens and audit events.
-    pub name: String,
-    /// What the role is for, shown by `explain`.
-    #[serde(default)]
-    pub description: String,
-    /// The `name` of the `[[issuer]]` whose identities may use the role.
-    pub issuer: String,
-    /// Claim conditions, all of which must hold: `claim = "exact"`, `claim = "glob*"`,
-    /// `claim = true`, `claim = 42`, or a list of alternatives. A missing claim never matches;
-    /// an array claim (e.g. `groups`) matches when any element does.
-    #[serde(default)]
-    pub claims: BTreeMap<String, ConditionConfig>,
-    /// Repository patterns (`acme/api`, `acme/*`, `acme/**`, `{repository}`); `{claim}` is
-    /// replaced by the identity's claim, which must itself be a repository path.
-    pub repositories: Vec<String>,
-    /// Actions the role may grant: `read`, `write`.
-    pub actions: Vec<Action>,
-    /// Ref patterns a `write` is limited to (`refs/heads/main`, `refs/tags/v*`); empty: any.
-    #[serde(default)]
-    pub refs: Vec<String>,
-    /// Lifetime when the request names none, in minutes. Default 15 (at most `max_ttl`).
-    #[serde(default)]
-    pub default_ttl: Option<u32>,
-    /// Longest lifetime that may be requested, in minutes (1..=1440). Default 60.
-    #[serde(default)]
-    pub max_ttl: Option<u32>,
-    /// Whether a request must give a reason.
-    #[serde(default)]
-    pub reason_required: bool,
-    /// Whether a person must approve each request. Not available in this version: requests
-    /// under such a role are refused, saying so.
-    #[serde(default)]
-    pub approval_required: bool,
-}
-
-/// A policy that could not be compiled; names the key (`role[2].max_ttl`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {problem}")]
-pub struct PolicyError {
-    /// The offending key.
-    pub key: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
 
 /// One compiled role.
 #[derive(Debug, Clone)]
@@ -129,25 +80,6 @@ impl CompiledRole {
 #[derive(Debug, Clone, Default)]
 pub struct CompiledPolicy {
     roles: Vec<CompiledRole>,
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
-/// Checks a name used as a key (`issuer[0].name`, `role[1].name`).
-pub(crate) fn check_name(key: &str, name: &str) -> Result<(), PolicyError> {
-    if valid_name(name) {
-        Ok(())
-    } else {
-        Err(PolicyError {
-            key: key.to_owned(),
-            problem: format!("{name:?} must be 1-64 characters of A-Z a-z 0-9 _ - ."),
-        })
-    }
 }
 
 impl CompiledPolicy {

@@ -8,33 +8,13 @@
 use std::fmt;
 
 use jit_proto::RepoPath;
-use serde::Deserialize;
 use serde_json::Value;
+
+pub use crate::config::{ConditionConfig, ScalarConfig};
+pub use crate::identity::scalar_text;
 
 /// Longest claim value shown in a denial message; longer ones are cut with `…`.
 const SHOWN_VALUE_MAX: usize = 120;
-
-/// A claim value as written in the config: a string (exact or glob), a bool or an integer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ScalarConfig {
-    /// `true` / `false`, compared with the claim's string form.
-    Bool(bool),
-    /// An integer, compared with the claim's string form.
-    Int(i64),
-    /// Exact, or a glob when it contains `*`.
-    Str(String),
-}
-
-/// A claim condition as written in the config: one value, or a list of alternatives.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ConditionConfig {
-    /// The claim must match this value.
-    One(ScalarConfig),
-    /// The claim must match one of these values.
-    AnyOf(Vec<ScalarConfig>),
-}
 
 /// One compiled alternative of a claim condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,16 +122,6 @@ impl ClaimCondition {
             [one] => one.clone(),
             _ => format!("any of {}", quoted.join(", ")),
         }
-    }
-}
-
-/// The string form a scalar claim is compared by; `None` for null, arrays and objects.
-pub fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 

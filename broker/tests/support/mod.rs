@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use jit_broker::clock::{Clock, SystemClock};
+use jit_broker::compile::Settings;
 use jit_broker::gateway::Gateway;
 use jit_broker::keys::KeyRing;
-use jit_broker::state::{AppState, Settings};
+use jit_broker::state::AppState;
 use jit_broker::store::memory::MemoryStore;
 use jit_broker::store::{Grant, GrantStore};
 use jit_proto::{Claims, RefPattern, Scope};

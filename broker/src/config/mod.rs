@@ -7,6 +7,36 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod admin;
+mod exchange;
+mod identity;
+mod policy;
+
+pub use admin::{AdminConfig, AdminIdentityConfig};
+pub use exchange::{ExchangeConfig, RateLimitConfig};
+pub use identity::{IssuerConfig, LoginConfig};
+pub use policy::{ConditionConfig, RoleConfig, ScalarConfig, check_name, valid_name};
+
+/// A value that parses but is not acceptable, named by its key (`role[2].max_ttl`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct KeyProblem {
+    /// The offending key.
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl KeyProblem {
+    /// A problem with `key`.
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
 /// Environment variable that overrides `store.url` (it may carry a password).
 pub const REDIS_URL_ENV: &str = "JIT_REDIS_URL";
 
@@ -52,22 +82,22 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[[issuer]]`: trusted OIDC issuers (people's SSO, CI platforms).
     #[serde(default)]
-    pub issuer: Vec<crate::identity::IssuerConfig>,
+    pub issuer: Vec<IssuerConfig>,
     /// `[[role]]`: who may get which access, for how long.
     #[serde(default)]
-    pub role: Vec<crate::policy::RoleConfig>,
+    pub role: Vec<RoleConfig>,
     /// `[login]`: the issuer and client id `git jit login` uses.
     #[serde(default)]
-    pub login: Option<crate::identity::LoginConfig>,
+    pub login: Option<LoginConfig>,
     /// `[exchange]`: token-exchange settings (proxies, rate limits).
     #[serde(default)]
-    pub exchange: crate::exchange::ExchangeConfig,
+    pub exchange: ExchangeConfig,
     /// Where audit events are copied besides the store.
     #[serde(default)]
     pub audit: AuditConfig,
     /// `[admin]`: who may use the admin API.
     #[serde(default)]
-    pub admin: crate::admin::AdminConfig,
+    pub admin: AdminConfig,
     /// `[[upstream]]`: the Git servers behind the gateway, first matching entry wins.
     #[serde(default)]
     pub upstream: Vec<UpstreamConfig>,
@@ -233,7 +263,8 @@ fn key_at(text: &str, line_start: usize) -> String {
 }
 
 impl Config {
-    /// Reads, parses and validates `file`, then applies the environment overlay.
+    /// Reads and parses `file`, applies the environment overlay, and checks each value on its
+    /// own. Compile it with [`crate::compile::compile`] before use.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
             file: file.to_path_buf(),
@@ -265,7 +296,8 @@ impl Config {
         })
     }
 
-    /// Checks what the types alone cannot.
+    /// Checks what the types alone cannot, section by section; what needs several sections
+    /// together (roles against issuers, admins against roles) is [`crate::compile`]'s job.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &str, problem: String| ConfigError::Invalid {
             file: file.to_path_buf(),
@@ -305,30 +337,7 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        crate::policy::check_config(self).map_err(|e| invalid(&e.key, e.problem))?;
-        self.admin_policy()
-            .map_err(|(key, problem)| invalid(&key, problem))?;
-        for (i, upstream) in self.upstream.iter().enumerate() {
-            crate::gateway::upstream::validate(upstream)
-                .map_err(|(key, problem)| invalid(&format!("upstream[{i}].{key}"), problem))?;
-        }
         Ok(())
-    }
-
-    /// `[admin]` compiled against the configured issuers; the error names key and problem.
-    pub fn admin_policy(&self) -> Result<crate::admin::AdminPolicy, (String, String)> {
-        let roles: Vec<&str> = self.role.iter().map(|r| r.name.as_str()).collect();
-        for (i, r) in self.admin.roles.iter().enumerate() {
-            if !roles.contains(&r.as_str()) {
-                return Err((
-                    format!("admin.roles[{i}]"),
-                    format!("no [[role]] is named {r:?}"),
-                ));
-            }
-        }
-        crate::admin::AdminPolicy::compile(&self.admin, |name| {
-            self.issuer.iter().any(|i| i.name == name)
-        })
     }
 
     /// The audience CI tokens must be minted for.

@@ -1,0 +1,314 @@
+//! The bodies of `jit-broker`'s subcommands, as library functions the binary calls and tests
+//! can run: `serve`, `dev`, `check-config`, `explain`, `keys generate`, `audit verify`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use jit_proto::Scope;
+use tokio::net::TcpListener;
+
+use crate::audit::{AuditEvent, AuditQuery, verify_chain};
+use crate::clock::{Clock as _, SystemClock};
+use crate::compile;
+use crate::config::Config;
+use crate::exchange::{parse_refs, parse_ttl};
+use crate::gateway::{Gateway, demo};
+use crate::keys::KeyRing;
+use crate::policy::Request;
+use crate::policy::explain::{explain as policy_explain, identity_from_claims};
+use crate::state::AppState;
+
+/// What `explain` is asked.
+#[derive(Debug, Clone, Default)]
+pub struct ExplainArgs {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// A JSON file with the identity's claims.
+    pub claims: PathBuf,
+    /// The scope asked for.
+    pub scope: String,
+    /// The role asked for.
+    pub role: Option<String>,
+    /// The lifetime asked for.
+    pub ttl: Option<String>,
+    /// The reason given.
+    pub reason: Option<String>,
+    /// Space-separated ref patterns.
+    pub refs: Option<String>,
+    /// The `[[issuer]]` name.
+    pub issuer: Option<String>,
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// Binds `listen` and serves `state` until `shutdown`.
+pub async fn serve_on(
+    listen: SocketAddr,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, issuer = %state.settings.public_url, "broker listening");
+    tracing::info!(
+        "serving /oauth/token, /oauth/introspect, /v1/grants, /v1/revoke, /v1/audit, /.well-known/jwks.json, /.well-known/oauth-authorization-server, /healthz, /readyz, /authz and the Git gateway (/<repo>.git/...)"
+    );
+    crate::run(listener, state, shutdown)
+        .await
+        .context("server failed")
+}
+
+/// `jit-broker serve --config FILE`.
+pub async fn serve(file: &Path) -> anyhow::Result<()> {
+    let compiled = compile::load(file)?;
+    let listen = compiled.listen;
+    let state = AppState::open(compiled).with_context(|| format!("{}", file.display()))?;
+    serve_on(listen, state, shutdown_signal()).await
+}
+
+/// `jit-broker dev`: the state, and the lines to log, for a development broker on `listen`
+/// serving bare repositories under `repos`.
+pub fn dev_state(listen: SocketAddr, repos: &Path, user: &str) -> anyhow::Result<AppState> {
+    anyhow::ensure!(
+        listen.ip().is_loopback(),
+        "dev mode listens on loopback only, not {listen}"
+    );
+    let demo = demo::create(repos)
+        .with_context(|| format!("cannot create the demo repository in {}", repos.display()))?;
+    let state = AppState::dev(&format!("http://{listen}"), user)?.with_gateway(Gateway::dir(repos));
+    tracing::info!(repos = %repos.display(), "gateway serves bare repositories (dir: upstream)");
+    tracing::info!("demo repository: git clone http://{listen}/{demo}.git");
+    tracing::warn!(
+        "DEVELOPMENT MODE: in-memory store, ephemeral signing key; never use in production"
+    );
+    if let Some(dev) = &state.dev_issuer {
+        tracing::warn!(
+            issuer = dev.url(),
+            user = dev.user(),
+            "DEVELOPMENT ISSUER ENABLED: anyone on this machine can mint an identity \
+             (POST {}/token with sub=NAME, or `git jit login` as the user above); roles \
+             dev-read (any repo, read) and dev-write (demo/**, write, reason required)",
+            dev.url()
+        );
+    }
+    Ok(state)
+}
+
+/// `jit-broker dev`.
+pub async fn dev(listen: SocketAddr, repos: Option<PathBuf>, user: &str) -> anyhow::Result<()> {
+    let repos = repos.unwrap_or_else(|| std::env::temp_dir().join("git-jit-dev").join("repos"));
+    let state = dev_state(listen, &repos, user)?;
+    serve_on(listen, state, shutdown_signal()).await
+}
+
+/// `jit-broker check-config FILE`: the one compile step `serve` uses; the summary line.
+pub fn check_config(file: &Path) -> anyhow::Result<String> {
+    let compiled = compile::load(file)?;
+    Ok(format!(
+        "{}: ok ({} issuers, {} roles)",
+        file.display(),
+        compiled.issuers,
+        compiled.policy.roles().len()
+    ))
+}
+
+/// `jit-broker keys generate --dir DIR`: the new key's path and kid.
+pub fn keys_generate(dir: &Path) -> anyhow::Result<String> {
+    let (path, kid) = KeyRing::generate_into(dir, time::OffsetDateTime::now_utc())?;
+    Ok(format!("{} kid={kid}", path.display()))
+}
+
+/// `jit-broker audit verify`: reads the store named by `config`, or the export `file`, and
+/// returns the report lines.
+pub async fn audit_verify(config: Option<&Path>, file: Option<&Path>) -> anyhow::Result<String> {
+    let events = match (config, file) {
+        (Some(config), _) => {
+            let state = AppState::open(compile::load(config)?)
+                .with_context(|| format!("{}", config.display()))?;
+            let all = AuditQuery {
+                limit: usize::MAX,
+                ..Default::default()
+            };
+            state.store.read_audit(&all).await?
+        }
+        (None, Some(file)) => read_event_lines(file)?,
+        (None, None) => anyhow::bail!("give --config or --file"),
+    };
+    Ok(verify_report(&events)?)
+}
+
+/// The report of a verified chain of `events`.
+pub fn verify_report(events: &[AuditEvent]) -> Result<String, crate::audit::ChainError> {
+    let n = verify_chain(events)?;
+    Ok(match (events.first(), events.last()) {
+        (Some(a), Some(b)) => {
+            let mut report = format!("audit chain intact: {n} events, seq {}..={}", a.seq, b.seq);
+            if a.seq > 1 {
+                // Trimmed by the length bound, or deleted from the start: the store cannot
+                // tell. The export keeps them; verify it with --file.
+                report.push_str(&format!(
+                    "\nevents seq 1..={} are not here (trimmed by store.audit_max_events, or removed); verify the export for them",
+                    a.seq - 1
+                ));
+            }
+            report
+        }
+        _ => "audit chain empty".to_owned(),
+    })
+}
+
+fn read_event_lines(file: &Path) -> anyhow::Result<Vec<AuditEvent>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<AuditEvent>(l)
+                .with_context(|| format!("{}:{}: not an audit event", file.display(), i + 1))
+        })
+        .collect()
+}
+
+/// `jit-broker explain`: pure, no runtime needed. The report, and whether it grants.
+pub fn explain(args: &ExplainArgs) -> anyhow::Result<(String, bool)> {
+    let cfg = Config::load(&args.config)?;
+    let text = std::fs::read_to_string(&args.claims)
+        .with_context(|| format!("cannot read {}", args.claims.display()))?;
+    let claims_map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JSON object", args.claims.display()))?;
+    let scope = &args.scope;
+    let request = Request {
+        scope: Scope::parse(scope).map_err(|e| anyhow::anyhow!("--scope {scope:?}: {e}"))?,
+        role: args.role.clone(),
+        ttl: args
+            .ttl
+            .as_deref()
+            .map(parse_ttl)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?,
+        reason: args.reason.clone(),
+        refs: parse_refs(args.refs.as_deref().unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("--refs: {e}"))?,
+    };
+    let identity = identity_from_claims(&cfg, claims_map, args.issuer.as_deref())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.claims.display()))?;
+    let answer =
+        policy_explain(&cfg, &identity, &request, SystemClock.now()).map_err(anyhow::Error::msg)?;
+    Ok((answer.report, answer.granted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[broker]
+listen = "127.0.0.1:0"
+public_url = "https://jit.example.com"
+keys_dir = "keys"
+
+[store]
+kind = "memory"
+
+[[issuer]]
+name = "corp"
+issuer = "https://sso.example.com"
+audience = "git-jit"
+
+[[role]]
+name = "read"
+issuer = "corp"
+repositories = ["acme/*"]
+actions = ["read"]
+"#;
+
+    #[test]
+    fn check_config_compiles_and_reports() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("broker.toml");
+        std::fs::write(&file, CONFIG).expect("write");
+        let out = check_config(&file).expect("ok");
+        assert!(out.ends_with(": ok (1 issuers, 1 roles)"), "{out}");
+        std::fs::write(
+            &file,
+            CONFIG.replace("issuer = \"corp\"\nrepo", "issuer = \"x\"\nrepo"),
+        )
+        .expect("write");
+        let err = check_config(&file)
+            .expect_err("bad role issuer")
+            .to_string();
+        assert!(err.contains("broker.toml: role"), "{err}");
+    }
+
+    #[test]
+    fn explain_reports_and_grants() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("broker.toml");
+        std::fs::write(&file, CONFIG).expect("write");
+        let claims = dir.path().join("claims.json");
+        std::fs::write(
+            &claims,
+            r#"{"iss":"https://sso.example.com","sub":"alice"}"#,
+        )
+        .expect("write");
+        let mut args = ExplainArgs {
+            config: file,
+            claims,
+            scope: "repo:acme/api:read".into(),
+            ..Default::default()
+        };
+        let (report, granted) = explain(&args).expect("explains");
+        assert!(granted, "{report}");
+        args.scope = "repo:other/api:read".into();
+        let (report, granted) = explain(&args).expect("explains");
+        assert!(!granted, "{report}");
+    }
+
+    #[test]
+    fn keys_generate_then_audit_verify_an_export() {
+        let dir = tempfile::tempdir().expect("dir");
+        let out = keys_generate(&dir.path().join("keys")).expect("generates");
+        assert!(out.contains(" kid="), "{out}");
+        let mut a = AuditEvent::new("grant.issued", 1);
+        a.seq = 1;
+        a.hash = crate::audit::chain_hash(&a);
+        let mut b = AuditEvent::new("access.allowed", 2);
+        b.seq = 2;
+        b.prev = a.hash.clone();
+        b.hash = crate::audit::chain_hash(&b);
+        let lines = [&a, &b]
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("json"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file = dir.path().join("audit.jsonl");
+        std::fs::write(&file, &lines).expect("write");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let report = rt
+            .block_on(audit_verify(None, Some(&file)))
+            .expect("intact");
+        assert_eq!(report, "audit chain intact: 2 events, seq 1..=2");
+        std::fs::write(&file, lines.replace("access.allowed", "access.denied")).expect("write");
+        assert!(rt.block_on(audit_verify(None, Some(&file))).is_err());
+    }
+}

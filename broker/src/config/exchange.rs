@@ -1,0 +1,92 @@
+//! `[exchange]` and `[exchange.rate_limit]`: settings of the token exchange.
+
+use serde::Deserialize;
+
+/// `[exchange]`: settings of the token exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// Take the client address from the last `X-Forwarded-For` entry. Only set this behind
+    /// a reverse proxy that always sets the header; otherwise clients can forge it.
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    /// `[exchange.rate_limit]`: per-identity and per-address limits.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[exchange.rate_limit]`: the token-bucket limits of `POST /oauth/token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Exchanges per minute one verified identity may sustain. Default 30.
+    #[serde(default = "default_identity_per_minute")]
+    pub identity_per_minute: u32,
+    /// Exchanges one identity may make in a burst. Default 10.
+    #[serde(default = "default_identity_burst")]
+    pub identity_burst: u32,
+    /// Requests per minute one client address may sustain (before verification). Default 120.
+    #[serde(default = "default_client_per_minute")]
+    pub client_per_minute: u32,
+    /// Requests one client address may make in a burst. Default 60.
+    #[serde(default = "default_client_burst")]
+    pub client_burst: u32,
+    /// Refused credentials (forged, expired, revoked tokens) per minute one client address
+    /// may present to the gateway or `/authz`; past it, the answer is 429 and the refusals are
+    /// counted in `/metrics` instead of each filling the audit log. Default 300.
+    #[serde(default = "default_refused_per_minute")]
+    pub refused_per_minute: u32,
+    /// Refused credentials one client address may present in a burst. Default 100.
+    #[serde(default = "default_refused_burst")]
+    pub refused_burst: u32,
+}
+
+fn default_refused_per_minute() -> u32 {
+    300
+}
+fn default_refused_burst() -> u32 {
+    100
+}
+
+fn default_identity_per_minute() -> u32 {
+    30
+}
+fn default_identity_burst() -> u32 {
+    10
+}
+fn default_client_per_minute() -> u32 {
+    120
+}
+fn default_client_burst() -> u32 {
+    60
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            identity_per_minute: default_identity_per_minute(),
+            identity_burst: default_identity_burst(),
+            client_per_minute: default_client_per_minute(),
+            client_burst: default_client_burst(),
+            refused_per_minute: default_refused_per_minute(),
+            refused_burst: default_refused_burst(),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// The first key (relative to `[exchange.rate_limit]`) whose value is zero.
+    pub fn zero_key(&self) -> Option<&'static str> {
+        [
+            ("identity_per_minute", self.identity_per_minute),
+            ("identity_burst", self.identity_burst),
+            ("client_per_minute", self.client_per_minute),
+            ("client_burst", self.client_burst),
+            ("refused_per_minute", self.refused_per_minute),
+            ("refused_burst", self.refused_burst),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == 0)
+        .map(|(k, _)| k)
+    }
+}

@@ -1,33 +1,26 @@
-//! The admin API for the security team: list live grants, revoke anything, read the audit
-//! trail. Admins are identities the config names (`[admin]`): a verified OIDC ID token of a
+//! Who is an admin, and the admin API's narrow state (its handlers are in `http::admin`): list
+//! live grants, revoke anything, read the audit trail. Admins are identities the config names (`[admin]`): a verified OIDC ID token of a
 //! listed issuer whose claims meet the conditions, or a live broker token of an admin role.
 //! Every admin action is itself audited.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use jit_proto::RepoPath;
-use jit_proto::admin::{GrantInfo, GrantPage, RevokeBy, RevokeRequest, RevokeResponse};
+use axum::http::{HeaderMap, StatusCode, header};
+use jit_proto::admin::GrantInfo;
 use jit_proto::token::TOKEN_TYPE;
-use serde::Deserialize;
 
-use crate::audit::{AuditEvent, AuditQuery};
+use crate::audit::AuditEvent;
+use crate::clock::Clock;
 pub use crate::config::{AdminConfig, AdminIdentityConfig};
 use crate::error::ApiError;
+use crate::identity::Verifier;
 use crate::policy::pattern::ClaimCondition;
-use crate::state::AppState;
-use crate::store::{Grant, GrantFilter, GrantStatus, RevokeTarget};
-
-/// Largest page of grants.
-const MAX_GRANT_PAGE: usize = 1000;
-/// Largest page of audit events.
-const MAX_AUDIT_PAGE: usize = 10_000;
-/// Longest accepted revocation reason.
-const MAX_REASON_LEN: usize = 1024;
+use crate::recorder::Auditor;
+use crate::revocation::identity_not_revoked;
+use crate::store::{Grant, GrantStatus, GrantStore};
+use crate::token::TokenSigner;
 
 /// `[admin]` compiled.
 #[derive(Debug, Default)]
@@ -74,11 +67,30 @@ impl AdminPolicy {
     }
 }
 
+/// The admin API's narrow state.
+#[derive(Clone)]
+pub struct AdminApi {
+    /// Verifies admin broker tokens.
+    pub signer: TokenSigner,
+    /// Grants and the audit trail.
+    pub store: Arc<dyn GrantStore>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Records each admin action.
+    pub audit: Auditor,
+    /// Verifies admins' ID tokens.
+    pub identity: Arc<Verifier>,
+    /// Who is an admin.
+    pub admins: Arc<AdminPolicy>,
+}
+
 /// Who is acting.
 #[derive(Debug, Clone)]
-struct Admin {
-    subject: String,
-    idp: String,
+pub struct Admin {
+    /// The admin's verified subject.
+    pub subject: String,
+    /// The issuer's name.
+    pub idp: String,
 }
 
 fn unauthorized(description: &str) -> ApiError {
@@ -97,82 +109,88 @@ fn forbidden(description: String) -> ApiError {
     }
 }
 
-/// Authenticates an admin from `Authorization: Bearer …`.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Admin, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or_else(|| {
-            unauthorized("admin API needs Authorization: Bearer <ID token or admin broker token>")
-        })?;
-    let now_ms = state.clock.now_ms();
-    let is_broker_token =
-        jsonwebtoken::decode_header(token).is_ok_and(|h| h.typ.as_deref() == Some(TOKEN_TYPE));
-    if is_broker_token {
-        let claims = state
-            .signer
-            .verify(token, now_ms.div_euclid(1000))
-            .map_err(|e| unauthorized(&format!("broker token refused: {e}")))?;
-        if !matches!(
-            state.store.check(&claims, now_ms).await?,
-            GrantStatus::Live(_)
-        ) {
-            return Err(unauthorized("broker token is revoked or expired"));
+impl AdminApi {
+    /// Authenticates an admin from `Authorization: Bearer …`.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Admin, ApiError> {
+        let state = self;
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                unauthorized(
+                    "admin API needs Authorization: Bearer <ID token or admin broker token>",
+                )
+            })?;
+        let now_ms = state.clock.now_ms();
+        let is_broker_token =
+            jsonwebtoken::decode_header(token).is_ok_and(|h| h.typ.as_deref() == Some(TOKEN_TYPE));
+        if is_broker_token {
+            let claims = state
+                .signer
+                .verify(token, now_ms.div_euclid(1000))
+                .map_err(|e| unauthorized(&format!("broker token refused: {e}")))?;
+            if !matches!(
+                state.store.check(&claims, now_ms).await?,
+                GrantStatus::Live(_)
+            ) {
+                return Err(unauthorized("broker token is revoked or expired"));
+            }
+            if !state.admins.roles.contains(&claims.role) {
+                return Err(forbidden(format!(
+                    "role {:?} is not an admin role",
+                    claims.role
+                )));
+            }
+            return Ok(Admin {
+                subject: claims.sub,
+                idp: claims.idp,
+            });
         }
-        if !state.admins.roles.contains(&claims.role) {
+        let id = state
+            .identity
+            .verify(token, now_ms)
+            .await
+            .map_err(|e| unauthorized(&e.to_string()))?;
+        // A person revoked by subject or issuer is no admin either, until they authenticate again.
+        identity_not_revoked(state.store.as_ref(), &id).await?;
+        let is_admin = state.admins.identities.iter().any(|(issuer, conds)| {
+            issuer == &id.issuer && conds.iter().all(|c| c.check(&id.claims).is_ok())
+        });
+        if !is_admin {
             return Err(forbidden(format!(
-                "role {:?} is not an admin role",
-                claims.role
+                "{} (issuer {}) is not an admin",
+                id.subject, id.issuer
             )));
         }
-        return Ok(Admin {
-            subject: claims.sub,
-            idp: claims.idp,
-        });
+        Ok(Admin {
+            subject: id.subject,
+            idp: id.issuer,
+        })
     }
-    let id = state
-        .identity
-        .verify(token, now_ms)
-        .await
-        .map_err(|e| unauthorized(&e.to_string()))?;
-    // A person revoked by subject or issuer is no admin either, until they authenticate again.
-    crate::exchange::identity_not_revoked(state, &id).await?;
-    let is_admin = state.admins.identities.iter().any(|(issuer, conds)| {
-        issuer == &id.issuer && conds.iter().all(|c| c.check(&id.claims).is_ok())
-    });
-    if !is_admin {
-        return Err(forbidden(format!(
-            "{} (issuer {}) is not an admin",
-            id.subject, id.issuer
-        )));
-    }
-    Ok(Admin {
-        subject: id.subject,
-        idp: id.issuer,
-    })
-}
 
-fn admin_event(
-    kind: &str,
-    admin: &Admin,
-    state: &AppState,
-    addr: SocketAddr,
-    headers: &HeaderMap,
-) -> AuditEvent {
-    let mut e = AuditEvent::new(kind, state.clock.now_ms());
-    e.subject = Some(admin.subject.clone());
-    e.idp = Some(admin.idp.clone());
-    e.client = Some(addr.ip().to_string());
-    e.user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    e
+    /// An admin action's audit event, by `admin` from `addr`.
+    pub fn event(
+        &self,
+        kind: &str,
+        admin: &Admin,
+        addr: SocketAddr,
+        headers: &HeaderMap,
+    ) -> AuditEvent {
+        let mut e = AuditEvent::new(kind, self.clock.now_ms());
+        e.subject = Some(admin.subject.clone());
+        e.idp = Some(admin.idp.clone());
+        e.client = Some(addr.ip().to_string());
+        e.user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        e
+    }
 }
 
 impl From<Grant> for GrantInfo {
@@ -188,670 +206,5 @@ impl From<Grant> for GrantInfo {
             issued_ms: g.issued_ms,
             exp: g.exp,
         }
-    }
-}
-
-/// `GET /v1/grants` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantsQuery {
-    subject: Option<String>,
-    repo: Option<String>,
-    role: Option<String>,
-    issuer: Option<String>,
-    #[serde(default)]
-    offset: usize,
-    limit: Option<usize>,
-}
-
-/// `GET /v1/grants`: live grants, filtered and paged.
-pub async fn grants(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<GrantsQuery>,
-) -> Result<Json<GrantPage>, ApiError> {
-    let admin = authenticate(&state, &headers).await?;
-    let repo = q
-        .repo
-        .as_deref()
-        .map(RepoPath::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid_request(format!("repo: {e}")))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_GRANT_PAGE);
-    let filter = GrantFilter {
-        subject: q.subject.clone(),
-        repo,
-        role: q.role.clone(),
-        issuer: q.issuer.clone(),
-    };
-    let all = state.store.list(&filter, state.clock.now_ms()).await?;
-    let total = all.len();
-    let grants: Vec<GrantInfo> = all
-        .into_iter()
-        .skip(q.offset)
-        .take(limit)
-        .map(GrantInfo::from)
-        .collect();
-    let next_offset = (q.offset + grants.len() < total).then_some(q.offset + grants.len());
-    let event =
-        admin_event("admin.grants", &admin, &state, addr, &headers).with("returned", grants.len());
-    state.audit.record(event).await?;
-    Ok(Json(GrantPage {
-        grants,
-        total,
-        next_offset,
-    }))
-}
-
-/// `POST /v1/revoke`: ends grants at once on every replica; answers how many live ones.
-pub async fn revoke(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Json<RevokeRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<RevokeResponse>, ApiError> {
-    let admin = authenticate(&state, &headers).await?;
-    let Json(req) =
-        body.map_err(|e| ApiError::invalid_request(format!("revoke body: {}", e.body_text())))?;
-    let reason = req.reason.trim();
-    if reason.is_empty() {
-        return Err(ApiError::invalid_request("a reason is required to revoke"));
-    }
-    if reason.len() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
-        return Err(ApiError::invalid_request(format!(
-            "reason must be at most {MAX_REASON_LEN} bytes without control characters"
-        )));
-    }
-    let value = || {
-        req.value.clone().filter(|v| !v.is_empty()).ok_or_else(|| {
-            ApiError::invalid_request(format!("revoke by {:?} needs a value", req.by))
-        })
-    };
-    let target = match req.by {
-        RevokeBy::Jti => RevokeTarget::Jti(value()?),
-        RevokeBy::Subject => RevokeTarget::Subject(value()?),
-        RevokeBy::Repo => RevokeTarget::Repo(
-            RepoPath::parse(&value()?)
-                .map_err(|e| ApiError::invalid_request(format!("value: {e}")))?,
-        ),
-        RevokeBy::Role => RevokeTarget::Role(value()?),
-        RevokeBy::Issuer => RevokeTarget::Issuer(value()?),
-        RevokeBy::All if req.value.is_some() => {
-            return Err(ApiError::invalid_request("revoke by all takes no value"));
-        }
-        RevokeBy::All => RevokeTarget::All,
-    };
-    let revoked = state.store.revoke(&target, state.clock.now_ms()).await?;
-    let described = match &target {
-        RevokeTarget::All => "all".to_owned(),
-        t => t.dimension().replacen(':', " ", 1),
-    };
-    let mut event = admin_event("grant.revoked", &admin, &state, addr, &headers)
-        .with("target", described.clone())
-        .with("revoked", revoked);
-    event.reason = Some(reason.to_owned());
-    if let RevokeTarget::Jti(j) = &target {
-        event.jti = Some(j.clone());
-    }
-    if let RevokeTarget::Repo(r) = &target {
-        event.repo = Some(r.to_string());
-    }
-    // The revocation already holds; failing to audit it is reported, not undone.
-    state.audit.record(event).await?;
-    Ok(Json(RevokeResponse {
-        revoked,
-        target: described,
-    }))
-}
-
-/// `GET /v1/audit` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditParams {
-    /// Earliest time, ms since the epoch or RFC 3339.
-    from: Option<String>,
-    /// Latest time, ms since the epoch or RFC 3339.
-    to: Option<String>,
-    subject: Option<String>,
-    repo: Option<String>,
-    event: Option<String>,
-    /// Only events after this chain position (paging).
-    #[serde(default)]
-    after_seq: u64,
-    limit: Option<usize>,
-    /// `jsonl` (default) or `csv`.
-    format: Option<String>,
-}
-
-fn parse_time(key: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| {
-            ApiError::invalid_request(format!("{key}: {v:?} is neither milliseconds nor RFC 3339"))
-        })
-}
-
-fn csv_field(v: Option<&str>) -> String {
-    let v = v.unwrap_or("");
-    // A cell a spreadsheet would run as a formula (`=HYPERLINK(…)` as a subject claim) is
-    // neutralised with a leading apostrophe (OWASP's CSV-injection advice).
-    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{v}")
-    } else {
-        v.to_owned()
-    };
-    if v.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", v.replace('"', "\"\""))
-    } else {
-        v
-    }
-}
-
-const CSV_HEADER: &str =
-    "seq,ts,event,subject,idp,repo,scope,role,jti,reason,denial,client,user_agent,hash\n";
-
-fn csv_line(e: &AuditEvent) -> String {
-    let fields = [
-        Some(e.seq.to_string()),
-        Some(e.ts.to_string()),
-        Some(e.event.clone()),
-        e.subject.clone(),
-        e.idp.clone(),
-        e.repo.clone(),
-        e.scope.clone(),
-        e.role.clone(),
-        e.jti.clone(),
-        e.reason.clone(),
-        e.denial.clone(),
-        e.client.clone(),
-        e.user_agent.clone(),
-        Some(e.hash.clone()),
-    ];
-    let mut line = fields
-        .iter()
-        .map(|f| csv_field(f.as_deref()))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push('\n');
-    line
-}
-
-/// `GET /v1/audit`: events oldest first, as JSON lines or CSV; page with `after_seq`.
-pub async fn audit(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(p): Query<AuditParams>,
-) -> Result<Response, ApiError> {
-    let admin = authenticate(&state, &headers).await?;
-    let csv = match p.format.as_deref() {
-        None | Some("jsonl") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(ApiError::invalid_request(format!(
-                "format {other:?}: use jsonl or csv"
-            )));
-        }
-    };
-    let limit = p.limit.unwrap_or(1000).clamp(1, MAX_AUDIT_PAGE);
-    let query = AuditQuery {
-        from_ms: p
-            .from
-            .as_deref()
-            .map(|v| parse_time("from", v))
-            .transpose()?,
-        to_ms: p.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
-        event: p.event.clone(),
-        subject: p.subject.clone(),
-        repo: p.repo.clone(),
-        after_seq: p.after_seq,
-        limit,
-    };
-    let events: Vec<AuditEvent> = state.store.read_audit(&query).await?;
-    let next = events.last().map(|e| e.seq);
-    let record =
-        admin_event("admin.audit", &admin, &state, addr, &headers).with("returned", events.len());
-    state.audit.record(record).await?;
-    let (content_type, body) = if csv {
-        let mut out = String::from(CSV_HEADER);
-        events.iter().for_each(|e| out.push_str(&csv_line(e)));
-        ("text/csv; charset=utf-8", out)
-    } else {
-        let mut out = String::new();
-        for e in &events {
-            out.push_str(&serde_json::to_string(e).map_err(|e| ApiError::Internal(e.to_string()))?);
-            out.push('\n');
-        }
-        ("application/x-ndjson", out)
-    };
-    let mut resp = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-    if let Some(v) = next
-        .filter(|_| events.len() == limit)
-        .and_then(|seq| HeaderValue::from_str(&seq.to_string()).ok())
-    {
-        resp.headers_mut().insert("x-next-after-seq", v);
-    }
-    Ok(resp)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use axum::body::Body;
-    use axum::http::Request;
-    use http_body_util::BodyExt as _;
-    use jit_proto::{Claims, Scope};
-    use serde_json::{Value, json};
-    use tower::ServiceExt as _;
-
-    use super::*;
-    use crate::clock::ManualClock;
-    use crate::identity::testissuer::TestIssuer;
-    use crate::identity::{CacheTimes, Verifier};
-    use crate::policy::{CompiledPolicy, RoleConfig};
-    use crate::store::GrantStore;
-    use crate::store::memory::MemoryStore;
-    use crate::token::new_jti;
-
-    const NOW: i64 = 1_700_000_000;
-    const AUD: &str = "git-jit-test";
-
-    struct World {
-        iss: TestIssuer,
-        state: AppState,
-        store: Arc<MemoryStore>,
-    }
-
-    async fn world() -> World {
-        let iss = TestIssuer::start().await;
-        let issuers = vec![iss.config("corp", AUD)];
-        #[derive(serde::Deserialize)]
-        struct Roles {
-            role: Vec<RoleConfig>,
-        }
-        let roles: Roles = toml::from_str(
-            r#"
-[[role]]
-name = "dev"
-issuer = "corp"
-repositories = ["acme/*"]
-actions = ["read"]
-
-[[role]]
-name = "security-admin"
-issuer = "corp"
-claims = { groups = "security" }
-repositories = ["acme/*"]
-actions = ["read"]
-"#,
-        )
-        .expect("roles");
-        let admin: AdminConfig = toml::from_str(
-            r#"
-roles = ["security-admin"]
-[[identity]]
-issuer = "corp"
-claims = { groups = "security" }
-"#,
-        )
-        .expect("admin config");
-        let policy = CompiledPolicy::compile(&issuers, &roles.role).expect("policy");
-        let admins = AdminPolicy::compile(&admin, |n| n == "corp").expect("admins");
-        let store = Arc::new(MemoryStore::new(1000));
-        let state = AppState::for_tests(store.clone(), Arc::new(ManualClock::new(NOW * 1000)))
-            .with_access(
-                Verifier::new(&issuers, CacheTimes::default()).expect("verifier"),
-                policy,
-                Default::default(),
-            )
-            .with_admins(admins);
-        World { iss, state, store }
-    }
-
-    fn id_token(w: &World, sub: &str, groups: &str) -> String {
-        w.iss
-            .es256(AUD, NOW, json!({"sub": sub, "groups": [groups]}))
-            .expose()
-            .to_owned()
-    }
-
-    /// Issues a broker token as an exchange would, storing its grant.
-    async fn broker_token(w: &World, sub: &str, role: &str, repo: &str) -> (String, String) {
-        let claims = Claims {
-            iss: "https://broker.test".into(),
-            aud: "git-jit".into(),
-            sub: sub.into(),
-            idp: "corp".into(),
-            iat: NOW,
-            nbf: NOW,
-            exp: NOW + 600,
-            jti: new_jti().expect("rng"),
-            scope: Scope::parse(&format!("repo:{repo}:read")).expect("scope"),
-            refs: vec![],
-            role: role.into(),
-            reason: None,
-            req: None,
-        };
-        w.store
-            .put(&Grant::from_claims(&claims, NOW * 1000 - 1), NOW * 1000)
-            .await
-            .expect("put");
-        (
-            w.state
-                .signer
-                .sign(&claims)
-                .expect("sign")
-                .expose()
-                .to_owned(),
-            claims.jti,
-        )
-    }
-
-    async fn call(
-        w: &World,
-        method: &str,
-        uri: &str,
-        bearer: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, HeaderMap, String) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = bearer {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let app = crate::app(w.state.clone()).layer(axum::Extension(ConnectInfo(
-            SocketAddr::from(([10, 0, 0, 9], 4000)),
-        )));
-        let resp = app
-            .oneshot(req.body(body).expect("request"))
-            .await
-            .expect("response");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        (
-            status,
-            headers,
-            String::from_utf8_lossy(&bytes).into_owned(),
-        )
-    }
-
-    async fn events(w: &World, kind: &str) -> Vec<AuditEvent> {
-        let q = AuditQuery {
-            event: Some(kind.into()),
-            limit: 1000,
-            ..Default::default()
-        };
-        w.store.read_audit(&q).await.expect("audit")
-    }
-
-    #[tokio::test]
-    async fn only_admins_get_in() {
-        let w = world().await;
-        let (s, _, body) = call(&w, "GET", "/v1/grants", None, None).await;
-        assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
-        let (s, _, _) = call(&w, "GET", "/v1/grants", Some("garbage"), None).await;
-        assert_eq!(s, StatusCode::UNAUTHORIZED);
-        let dev = id_token(&w, "bob@example.com", "engineering");
-        let (s, _, body) = call(&w, "GET", "/v1/grants", Some(&dev), None).await;
-        assert_eq!(s, StatusCode::FORBIDDEN);
-        assert!(
-            body.contains("bob@example.com (issuer corp) is not an admin"),
-            "{body}"
-        );
-        // A broker token of a non-admin role is not an admin credential either.
-        let (dev_token, _) = broker_token(&w, "bob@example.com", "dev", "acme/api").await;
-        let (s, _, body) = call(
-            &w,
-            "POST",
-            "/v1/revoke",
-            Some(&dev_token),
-            Some(json!({"by": "all", "reason": "x"})),
-        )
-        .await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
-        assert_eq!(
-            w.store
-                .list(&GrantFilter::default(), NOW * 1000)
-                .await
-                .expect("list")
-                .len(),
-            1,
-            "nothing revoked"
-        );
-
-        let admin = id_token(&w, "sec@example.com", "security");
-        let (s, _, body) = call(&w, "GET", "/v1/grants", Some(&admin), None).await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        let page: GrantPage = serde_json::from_str(&body).expect("page");
-        assert_eq!(page.total, 1);
-        assert_eq!(page.grants[0].sub, "bob@example.com");
-        assert!(!body.contains(&dev_token), "never the token itself");
-        let listed = events(&w, "admin.grants").await;
-        assert_eq!(listed.len(), 1, "admin actions are audited");
-        assert_eq!(listed[0].subject.as_deref(), Some("sec@example.com"));
-    }
-
-    #[tokio::test]
-    async fn revoke_by_each_target_counts_and_is_audited() {
-        let w = world().await;
-        let admin = id_token(&w, "sec@example.com", "security");
-        broker_token(&w, "alice", "dev", "acme/api").await;
-        broker_token(&w, "alice", "dev", "acme/web").await;
-        let (_, bob_jti) = broker_token(&w, "bob", "dev", "acme/api").await;
-
-        let bad = [
-            json!({"by": "subject", "value": "alice"}),
-            json!({"by": "subject", "value": "alice", "reason": "  "}),
-            json!({"by": "subject", "reason": "x"}),
-            json!({"by": "all", "value": "x", "reason": "x"}),
-            json!({"by": "team", "value": "x", "reason": "x"}),
-            json!({"by": "repo", "value": "acme/../x", "reason": "x"}),
-        ];
-        for b in bad {
-            let (s, _, body) = call(&w, "POST", "/v1/revoke", Some(&admin), Some(b.clone())).await;
-            assert_eq!(s, StatusCode::BAD_REQUEST, "{b}: {body}");
-        }
-        assert_eq!(
-            w.store
-                .list(&GrantFilter::default(), NOW * 1000)
-                .await
-                .expect("list")
-                .len(),
-            3,
-            "refusals change nothing"
-        );
-
-        let req = json!({"by": "subject", "value": "alice", "reason": "laptop stolen"});
-        let (s, _, body) = call(&w, "POST", "/v1/revoke", Some(&admin), Some(req)).await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        let r: RevokeResponse = serde_json::from_str(&body).expect("json");
-        assert_eq!((r.revoked, r.target.as_str()), (2, "sub alice"));
-        let left = w
-            .store
-            .list(&GrantFilter::default(), NOW * 1000)
-            .await
-            .expect("list");
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].sub, "bob");
-
-        let req = json!({"by": "jti", "value": bob_jti, "reason": "done"});
-        let (_, _, body) = call(&w, "POST", "/v1/revoke", Some(&admin), Some(req)).await;
-        assert_eq!(
-            serde_json::from_str::<RevokeResponse>(&body)
-                .expect("json")
-                .revoked,
-            1
-        );
-
-        let revoked = events(&w, "grant.revoked").await;
-        assert_eq!(revoked.len(), 2);
-        assert_eq!(revoked[0].reason.as_deref(), Some("laptop stolen"));
-        assert_eq!(revoked[0].subject.as_deref(), Some("sec@example.com"));
-        assert_eq!(revoked[0].data["revoked"], 2);
-    }
-
-    #[tokio::test]
-    async fn admin_broker_tokens_work_until_revoked() {
-        let w = world().await;
-        let (token, jti) = broker_token(&w, "sec@example.com", "security-admin", "acme/api").await;
-        let (s, _, body) = call(&w, "GET", "/v1/grants", Some(&token), None).await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        w.store
-            .revoke(&RevokeTarget::Jti(jti), NOW * 1000)
-            .await
-            .expect("revoke");
-        let (s, _, body) = call(&w, "GET", "/v1/grants", Some(&token), None).await;
-        assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
-    }
-
-    #[tokio::test]
-    async fn audit_reads_jsonl_and_csv_with_paging() {
-        let w = world().await;
-        let admin = id_token(&w, "sec@example.com", "security");
-        for i in 0..5 {
-            let mut e = AuditEvent::new("access.allowed", NOW * 1000 + i);
-            e.subject = Some("alice, \"the\" dev".into());
-            e.repo = Some("acme/api".into());
-            w.state.audit.record(e).await.expect("record");
-        }
-        let (s, headers, body) = call(
-            &w,
-            "GET",
-            "/v1/audit?event=access.allowed&limit=3",
-            Some(&admin),
-            None,
-        )
-        .await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        let page: Vec<AuditEvent> = body
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("line"))
-            .collect();
-        assert_eq!(page.len(), 3);
-        let next = headers
-            .get("x-next-after-seq")
-            .and_then(|v| v.to_str().ok())
-            .expect("more pages");
-        let (_, headers, body) = call(
-            &w,
-            "GET",
-            &format!("/v1/audit?event=access.allowed&limit=3&after_seq={next}"),
-            Some(&admin),
-            None,
-        )
-        .await;
-        assert_eq!(body.lines().count(), 2);
-        assert!(headers.get("x-next-after-seq").is_none());
-
-        let (s, headers, body) = call(
-            &w,
-            "GET",
-            "/v1/audit?format=csv&repo=acme/api",
-            Some(&admin),
-            None,
-        )
-        .await;
-        assert_eq!(s, StatusCode::OK);
-        assert_eq!(
-            headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-            Some("text/csv; charset=utf-8")
-        );
-        let mut lines = body.lines();
-        assert_eq!(lines.next(), Some(CSV_HEADER.trim_end()));
-        assert!(
-            lines
-                .next()
-                .expect("row")
-                .contains(",\"alice, \"\"the\"\" dev\","),
-            "{body}"
-        );
-        let (s, _, _) = call(&w, "GET", "/v1/audit?format=xml", Some(&admin), None).await;
-        assert_eq!(s, StatusCode::BAD_REQUEST);
-        let (s, _, _) = call(&w, "GET", "/v1/audit?from=yesterday", Some(&admin), None).await;
-        assert_eq!(s, StatusCode::BAD_REQUEST);
-        assert_eq!(
-            events(&w, "admin.audit").await.len(),
-            3,
-            "reading the trail is audited too"
-        );
-        let all = w
-            .store
-            .read_audit(&AuditQuery {
-                limit: usize::MAX,
-                ..Default::default()
-            })
-            .await
-            .expect("all");
-        assert!(crate::audit::verify_chain(&all).is_ok());
-    }
-
-    /// Regression: a revoked admin's old ID token kept full admin access.
-    #[tokio::test]
-    async fn a_revoked_admin_is_no_admin() {
-        let w = world().await;
-        let admin = id_token(&w, "sec@example.com", "security");
-        let (s, _, _) = call(&w, "GET", "/v1/grants", Some(&admin), None).await;
-        assert_eq!(s, StatusCode::OK);
-        w.store
-            .revoke(&RevokeTarget::Subject("sec@example.com".into()), NOW * 1000)
-            .await
-            .expect("revoke");
-        let (s, _, body) = call(&w, "GET", "/v1/grants", Some(&admin), None).await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
-        assert!(body.contains("was revoked"), "{body}");
-        let req = json!({"by": "all", "reason": "take over"});
-        let (s, _, _) = call(&w, "POST", "/v1/revoke", Some(&admin), Some(req)).await;
-        assert_eq!(s, StatusCode::FORBIDDEN);
-        // Authenticating again at the IdP restores it.
-        let again = w
-            .iss
-            .es256(
-                AUD,
-                NOW + 2,
-                json!({"sub": "sec@example.com", "groups": ["security"]}),
-            )
-            .expose()
-            .to_owned();
-        let (s, _, _) = call(&w, "GET", "/v1/grants", Some(&again), None).await;
-        assert_eq!(s, StatusCode::OK);
-    }
-
-    #[test]
-    fn csv_cells_cannot_become_formulas() {
-        assert_eq!(
-            csv_field(Some("=HYPERLINK(\"http://x\")")),
-            "\"'=HYPERLINK(\"\"http://x\"\")\""
-        );
-        assert_eq!(csv_field(Some("@SUM(A1)")), "'@SUM(A1)");
-        assert_eq!(csv_field(Some("-1+1")), "'-1+1");
-        assert_eq!(csv_field(Some("alice@example.com")), "alice@example.com");
-        assert_eq!(csv_field(Some("a,b")), "\"a,b\"");
-        assert_eq!(csv_field(None), "");
-    }
-
-    #[test]
-    fn config_refusals_name_the_key() {
-        let cfg: AdminConfig =
-            toml::from_str("[[identity]]\nissuer = \"nope\"\nclaims = { groups = \"x\" }")
-                .expect("toml");
-        let err = AdminPolicy::compile(&cfg, |n| n == "corp").expect_err("unknown issuer");
-        assert_eq!(err.0, "admin.identity[0].issuer");
-        let cfg: AdminConfig = toml::from_str("[[identity]]\nissuer = \"corp\"").expect("toml");
-        let err = AdminPolicy::compile(&cfg, |n| n == "corp").expect_err("no conditions");
-        assert_eq!(err.0, "admin.identity[0].claims");
     }
 }

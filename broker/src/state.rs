@@ -1,21 +1,26 @@
-//! The broker's shared state: configuration, keys, store, clock, auditor. Cloned into every
-//! request; the outside world enters only through the trait objects here.
+//! The broker's shared state: configuration, keys, store, clock, auditor. The outside world
+//! enters only through the trait objects here. Handlers never take the whole state: each
+//! takes the narrow one its service needs ([`Exchanger`], [`Gatekeeper`], [`AdminApi`],
+//! [`Health`], the settings, the signer), cut out of it by axum's `FromRef`.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::admin::AdminPolicy;
-use crate::audit::{Auditor, Export};
+use axum::extract::FromRef;
+
+use crate::admin::{AdminApi, AdminPolicy};
 use crate::clock::{Clock, SystemClock};
 use crate::compile::{Compiled, Settings};
 use crate::config::StoreKind;
 use crate::devissuer::{self, DevIssuer};
-use crate::exchange::ExchangeConfig;
+use crate::exchange::{ExchangeConfig, Exchanger};
+use crate::gatekeeper::Gatekeeper;
 use crate::gateway::Gateway;
 use crate::identity::Verifier;
 use crate::keys::{KeyError, KeyRing};
 use crate::policy::CompiledPolicy;
 use crate::ratelimit::Limits;
+use crate::recorder::{Auditor, Export};
 use crate::store::GrantStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, Topology};
@@ -201,6 +206,76 @@ impl AppState {
     /// Loads keys from a directory (exposed for tools).
     pub fn load_keys(dir: &Path) -> Result<KeyRing, StartError> {
         Ok(KeyRing::load_dir(dir)?)
+    }
+}
+
+/// What `/readyz` and `/metrics` look at.
+#[derive(Clone)]
+pub struct Health {
+    /// The store, pinged.
+    pub store: Arc<dyn GrantStore>,
+    /// The auditor's counts.
+    pub audit: Auditor,
+}
+
+impl FromRef<AppState> for Health {
+    fn from_ref(s: &AppState) -> Self {
+        Self {
+            store: s.store.clone(),
+            audit: s.audit.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Gatekeeper {
+    fn from_ref(s: &AppState) -> Self {
+        Self {
+            signer: s.signer.clone(),
+            store: s.store.clone(),
+            clock: s.clock.clone(),
+            audit: s.audit.clone(),
+            limits: s.limits.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Exchanger {
+    fn from_ref(s: &AppState) -> Self {
+        Self {
+            signer: s.signer.clone(),
+            store: s.store.clone(),
+            clock: s.clock.clone(),
+            audit: s.audit.clone(),
+            identity: s.identity.clone(),
+            policy: s.policy.clone(),
+            limits: s.limits.clone(),
+            config: *s.exchange,
+        }
+    }
+}
+
+impl FromRef<AppState> for AdminApi {
+    fn from_ref(s: &AppState) -> Self {
+        Self {
+            signer: s.signer.clone(),
+            store: s.store.clone(),
+            clock: s.clock.clone(),
+            audit: s.audit.clone(),
+            identity: s.identity.clone(),
+            admins: s.admins.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for TokenSigner {
+    fn from_ref(s: &AppState) -> Self {
+        s.signer.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Settings> {
+    fn from_ref(s: &AppState) -> Self {
+        s.settings.clone()
     }
 }
 

@@ -8,14 +8,10 @@
 //! unaudited grant. Every refusal after the client rate limit is audited as `grant.denied`
 //! and changes nothing else. Tokens never reach the log or the audit trail; only `jti` does.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::sync::Arc;
 
-use axum::Extension;
-use axum::Json;
-use axum::extract::rejection::{BytesRejection, FormRejection};
-use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use jit_proto::api::{
     GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
     TokenResponse,
@@ -24,13 +20,16 @@ use jit_proto::{Claims, RefPattern, Scope, Secret};
 use serde::Deserialize;
 
 use crate::audit::AuditEvent;
+use crate::clock::Clock;
 pub use crate::config::ExchangeConfig;
 use crate::error::ApiError;
-use crate::identity::{IdentityError, MAX_SUBJECT_TOKEN_LEN, VerifiedIdentity};
-use crate::policy::{self, Decision, Denial, DenialKind, Request};
-use crate::state::AppState;
-use crate::store::{Grant, RevokeTarget};
-use crate::token;
+use crate::identity::{IdentityError, MAX_SUBJECT_TOKEN_LEN, VerifiedIdentity, Verifier};
+use crate::policy::{self, CompiledPolicy, Decision, Denial, DenialKind, Request};
+use crate::ratelimit::Limits;
+use crate::recorder::Auditor;
+use crate::revocation::identity_not_revoked;
+use crate::store::{Grant, GrantStore, RevokeTarget};
+use crate::token::{self, TokenSigner};
 
 #[cfg(test)]
 mod tests;
@@ -61,9 +60,53 @@ pub struct TokenRequest {
 
 /// Who sent a request, for limits and the audit.
 #[derive(Debug, Clone)]
-struct Caller {
-    client: String,
-    user_agent: Option<String>,
+pub struct Caller {
+    /// The client's address (or `unknown`).
+    pub client: String,
+    /// The client's user agent, cut.
+    pub user_agent: Option<String>,
+}
+
+impl Caller {
+    /// The caller of a request from `peer` with `headers`; with `trust_forwarded_for`, the
+    /// last `X-Forwarded-For` entry names the client.
+    pub fn of(trust_forwarded_for: bool, peer: Option<IpAddr>, headers: &HeaderMap) -> Self {
+        let forwarded = trust_forwarded_for
+            .then(|| headers.get("x-forwarded-for"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        let client = forwarded
+            .or(peer)
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| cut(v, MAX_USER_AGENT_LEN));
+        Self { client, user_agent }
+    }
+}
+
+/// The token exchange, with the narrow state it needs.
+#[derive(Clone)]
+pub struct Exchanger {
+    /// Signs the tokens.
+    pub signer: TokenSigner,
+    /// Keeps the grants.
+    pub store: Arc<dyn GrantStore>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Records each decision.
+    pub audit: Auditor,
+    /// Verifies subject tokens.
+    pub identity: Arc<Verifier>,
+    /// Decides.
+    pub policy: Arc<CompiledPolicy>,
+    /// Abuse limits.
+    pub limits: Arc<Limits>,
+    /// `[exchange]`.
+    pub config: ExchangeConfig,
 }
 
 fn oauth(status: StatusCode, code: &'static str, description: impl Into<String>) -> ApiError {
@@ -110,21 +153,8 @@ struct Parsed {
     request: Request,
 }
 
-fn parse(form: Result<Form<TokenRequest>, FormRejection>) -> Result<Parsed, ApiError> {
+fn parse(f: TokenRequest) -> Result<Parsed, ApiError> {
     let bad = |d: String| ApiError::invalid_request(d);
-    let Form(f) = form.map_err(|e| match e {
-        // Almost always the body limit (which reaches here wrapped when the client sent no
-        // Content-Length); otherwise the client is gone and will not read the answer.
-        FormRejection::BytesRejection(BytesRejection::FailedToBufferBody(_)) => oauth(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            format!(
-                "the request body could not be read; at most {} bytes are accepted",
-                crate::MAX_API_BODY
-            ),
-        ),
-        e => bad(format!("the body must be a valid form: {}", e.body_text())),
-    })?;
     match f.grant_type.as_deref() {
         None => return Err(bad("missing form parameter 'grant_type'".into())),
         Some(GRANT_TYPE_TOKEN_EXCHANGE) => {}
@@ -223,29 +253,6 @@ fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-fn caller(
-    state: &AppState,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: &HeaderMap,
-) -> Caller {
-    let forwarded = state
-        .exchange
-        .trust_forwarded_for
-        .then(|| headers.get("x-forwarded-for"))
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|v| v.trim().parse::<IpAddr>().ok());
-    let client = forwarded
-        .or(connect.map(|Extension(ConnectInfo(addr))| addr.ip()))
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| cut(v, MAX_USER_AGENT_LEN));
-    Caller { client, user_agent }
-}
-
 fn identity_error(e: &IdentityError) -> ApiError {
     if e.is_unavailable() {
         oauth(
@@ -275,7 +282,7 @@ fn denial_error(d: &Denial) -> ApiError {
 
 /// One exchange in progress: who asked, when.
 struct Exchange<'a> {
-    state: &'a AppState,
+    x: &'a Exchanger,
     caller: Caller,
     now_ms: i64,
 }
@@ -315,92 +322,58 @@ impl Exchange<'_> {
             e.subject = Some(i.subject.clone());
             e.idp = Some(i.issuer.clone());
         }
-        let _ = self.state.audit.record(e).await;
+        let _ = self.x.audit.record(e).await;
         error
     }
 }
 
-/// `POST /oauth/token`.
-pub async fn token(
-    State(state): State<AppState>,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    form: Result<Form<TokenRequest>, FormRejection>,
-) -> Result<Response, ApiError> {
-    let now_ms = state.clock.now_ms();
-    let x = Exchange {
-        caller: caller(&state, connect, &headers),
-        state: &state,
-        now_ms,
-    };
-    state
-        .limits
-        .client
-        .take(&crate::ratelimit::address_key(&x.caller.client), now_ms)
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    let parsed = match parse(form) {
-        Ok(p) => p,
-        Err(e) => return Err(x.deny(None, None, None, e).await),
-    };
-    let request = &parsed.request;
-    let token = parsed.subject_token.expose();
-    let identity = match state.identity.verify(token, now_ms).await {
-        Ok(i) => i,
-        Err(ie) => return Err(x.deny(Some(request), None, None, identity_error(&ie)).await),
-    };
-    let identity_key = format!("{} {}", identity.issuer, identity.subject);
-    if let Err(retry_after) = state.limits.identity.take(&identity_key, now_ms) {
-        let e = ApiError::RateLimited { retry_after };
-        return Err(x.deny(Some(request), Some(&identity), None, e).await);
-    }
-    if let Err(e) = identity_not_revoked(&state, &identity).await {
-        return Err(x.deny(Some(request), Some(&identity), None, e).await);
-    }
-    let now = now_ms.div_euclid(1000);
-    let decision = match policy::decide(&state.policy, &identity, request, now) {
-        Ok(d) => d,
-        Err(d) => {
-            let e = denial_error(&d);
-            return Err(x
-                .deny(Some(request), Some(&identity), d.role.as_deref(), e)
-                .await);
+impl Exchanger {
+    /// One RFC 8693 exchange by `caller` of `form` (already an error when the body did not
+    /// parse as a form): the response, or the error the client gets (audited).
+    pub async fn exchange(
+        &self,
+        caller: Caller,
+        form: Result<TokenRequest, ApiError>,
+    ) -> Result<TokenResponse, ApiError> {
+        let now_ms = self.clock.now_ms();
+        let x = Exchange {
+            caller,
+            x: self,
+            now_ms,
+        };
+        self.limits
+            .client
+            .take(&crate::ratelimit::address_key(&x.caller.client), now_ms)
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        let parsed = match form.and_then(parse) {
+            Ok(p) => p,
+            Err(e) => return Err(x.deny(None, None, None, e).await),
+        };
+        let request = &parsed.request;
+        let token = parsed.subject_token.expose();
+        let identity = match self.identity.verify(token, now_ms).await {
+            Ok(i) => i,
+            Err(ie) => return Err(x.deny(Some(request), None, None, identity_error(&ie)).await),
+        };
+        let identity_key = format!("{} {}", identity.issuer, identity.subject);
+        if let Err(retry_after) = self.limits.identity.take(&identity_key, now_ms) {
+            let e = ApiError::RateLimited { retry_after };
+            return Err(x.deny(Some(request), Some(&identity), None, e).await);
         }
-    };
-    issue(&x, &identity, decision).await
-}
-
-/// Revoking a subject or an issuer also stops it from coming back with what it already held:
-/// an identity token authenticated at or before the revocation (`auth_time`, else `iat`) is
-/// refused, so a stolen laptop's IdP session yields nothing new. Authenticating again at the
-/// identity provider (a fresh `git jit login`, a new CI job) passes.
-pub(crate) async fn identity_not_revoked(
-    state: &AppState,
-    identity: &VerifiedIdentity,
-) -> Result<(), ApiError> {
-    let dims = [
-        RevokeTarget::Subject(identity.subject.clone()).dimension(),
-        RevokeTarget::Issuer(identity.issuer.clone()).dimension(),
-    ];
-    let marks = state.store.revoked_before(&dims).await?;
-    let Some(latest) = marks.iter().flatten().max().copied() else {
-        return Ok(());
-    };
-    let authenticated_ms = ["auth_time", "iat"]
-        .iter()
-        .find_map(|c| identity.claims.get(*c).and_then(serde_json::Value::as_i64))
-        .map(|s| s.saturating_mul(1000));
-    match authenticated_ms {
-        Some(at) if at > latest => Ok(()),
-        // No time to compare: the revocation wins.
-        _ => Err(ApiError::OAuth {
-            status: StatusCode::FORBIDDEN,
-            code: "access_denied",
-            description: format!(
-                "access of {} ({}) was revoked; authenticate again at the identity provider \
-                 (`git jit login`) to ask for new access",
-                identity.subject, identity.issuer
-            ),
-        }),
+        if let Err(e) = identity_not_revoked(self.store.as_ref(), &identity).await {
+            return Err(x.deny(Some(request), Some(&identity), None, e).await);
+        }
+        let now = now_ms.div_euclid(1000);
+        let decision = match policy::decide(&self.policy, &identity, request, now) {
+            Ok(d) => d,
+            Err(d) => {
+                let e = denial_error(&d);
+                return Err(x
+                    .deny(Some(request), Some(&identity), d.role.as_deref(), e)
+                    .await);
+            }
+        };
+        issue(&x, &identity, decision).await
     }
 }
 
@@ -409,8 +382,8 @@ async fn issue(
     x: &Exchange<'_>,
     identity: &VerifiedIdentity,
     decision: Decision,
-) -> Result<Response, ApiError> {
-    let (state, caller, now_ms) = (x.state, &x.caller, x.now_ms);
+) -> Result<TokenResponse, ApiError> {
+    let (state, caller, now_ms) = (x.x, &x.caller, x.now_ms);
     let jti = token::new_jti().map_err(|e| ApiError::Internal(e.to_string()))?;
     let claims = Claims {
         iss: state.signer.issuer().to_owned(),
@@ -479,13 +452,5 @@ async fn issue(
         scope: claims.scope.to_string(),
         jti: Some(jti),
     };
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::PRAGMA, "no-cache"),
-        ],
-        Json(body),
-    )
-        .into_response())
+    Ok(body)
 }

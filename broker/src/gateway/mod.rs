@@ -8,7 +8,6 @@
 //! trailing slashes and backslashes are refused, case is kept. [`classify`] is shared with
 //! `/authz`, so both decide the needed scope identically.
 
-pub mod access;
 pub mod cgi;
 pub mod demo;
 pub mod pktline;
@@ -17,16 +16,11 @@ pub mod push;
 pub mod receive_pack;
 pub mod upstream;
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jit_proto::{Action, RepoPath, Scope, ScopeError};
 
-use crate::state::AppState;
-pub use access::RequestInfo;
 pub use upstream::{Gateway, UpstreamError};
 
 /// A smart-HTTP service.
@@ -219,137 +213,8 @@ pub fn text(status: StatusCode, message: &str) -> Response {
     r
 }
 
-/// What the request says about its client, for the audit trail.
-fn request_info(headers: &HeaderMap, client: Option<SocketAddr>, via: &'static str) -> RequestInfo {
-    RequestInfo {
-        client: client.map(|a| a.ip().to_string()),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(200).collect()),
-        via,
-    }
-}
-
-/// The gateway's handler: everything not routed elsewhere comes here.
-pub async fn serve(State(state): State<AppState>, request: Request) -> Response {
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let git = match classify(request.method(), &path_and_query) {
-        Ok(g) => g,
-        Err(e) => return text(e.status(), &format!("git-jit: {e}")),
-    };
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let info = request_info(request.headers(), client, "gateway");
-    let needed = git.needed_scope();
-    let request = match answer_probe(&git, request).await {
-        Ok(r) => r,
-        Err(answered) => return answered,
-    };
-    let claims = match access::authorize(&state, request.headers(), &needed, &info).await {
-        Ok(c) => c,
-        Err(denied) => return denied,
-    };
-    let Some(upstream) = state.gateway.upstream_for(&git.repo) else {
-        tracing::warn!(repo = %git.repo, "no upstream configured for repository");
-        return text(
-            StatusCode::NOT_FOUND,
-            &format!("git-jit: no upstream serves repository {}", git.repo),
-        );
-    };
-    let (parts, body) = request.into_parts();
-    let mut forward = proxy::Forward::new(&git, &parts.headers, &claims.sub, client);
-    let body = body.into_data_stream();
-    if git.endpoint == Endpoint::Rpc(GitService::ReceivePack) {
-        match push::inspect(&parts.headers, body, &claims).await {
-            Ok(push::Inspected::Forward {
-                list,
-                body,
-                decoded,
-            }) => {
-                let updates = push::updates_json(&list);
-                if let Err(r) =
-                    access::record_allowed(&state, &claims, &needed, &info, Some(updates)).await
-                {
-                    return r;
-                }
-                if decoded {
-                    forward.content_encoding = None;
-                    forward.content_length = None;
-                }
-                state.gateway.forward(upstream, forward, body).await
-            }
-            Ok(push::Inspected::Refused {
-                list,
-                refused,
-                answer,
-            }) => {
-                let updates = push::updates_json(&list);
-                let denial = access::push_denial(&refused);
-                access::record_denied(&state, &claims, &needed, &info, denial, Some(updates)).await;
-                answer
-            }
-            Err(e) => {
-                tracing::info!(repo = %git.repo, jti = %claims.jti, error = %e, "malformed push");
-                e.into_response()
-            }
-        }
-    } else {
-        if let Err(r) = access::record_allowed(&state, &claims, &needed, &info, None).await {
-            return r;
-        }
-        state
-            .gateway
-            .forward(upstream, forward, push::passthrough(body))
-            .await
-    }
-}
-
-/// Before a request too large to buffer (a big push, a long fetch negotiation), git POSTs a
-/// 4-byte probe, `0000` (a flush: no commands, no wants), to learn whether it may stream the
-/// real one. git 2.46–2.47 send that probe without the Bearer header the credential helper
-/// gave them, and give up on its 401. A flush asks for nothing and changes nothing, so it is
-/// answered here — never forwarded, never with data — and the real request that follows,
-/// which does carry the token, is checked as usual. Anything else is handed back untouched.
-async fn answer_probe(git: &GitRequest, request: Request) -> Result<Request, Response> {
-    let Endpoint::Rpc(service) = git.endpoint else {
-        return Ok(request);
-    };
-    let headers = request.headers();
-    let is_probe_shape = headers.get(header::AUTHORIZATION).is_none()
-        && headers.get(header::CONTENT_ENCODING).is_none()
-        && headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            == Some("4");
-    if !is_probe_shape {
-        return Ok(request);
-    }
-    let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 4).await.unwrap_or_default();
-    if bytes.as_ref() == b"0000" {
-        let content_type = format!("application/x-{}-result", service.as_str());
-        let mut r = StatusCode::OK.into_response();
-        if let Ok(v) = HeaderValue::from_str(&content_type) {
-            r.headers_mut().insert(header::CONTENT_TYPE, v);
-        }
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return Err(r);
-    }
-    // Not a probe: the (tiny) body is put back; the request goes on to be refused for its
-    // missing credential like any other.
-    Ok(Request::from_parts(parts, Body::from(bytes)))
-}
-
 /// Answer with `body` as a streamed response: used by the upstream modules.
-pub(crate) fn streamed(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+pub fn streamed(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
     let mut r = Response::new(body);
     *r.status_mut() = status;
     *r.headers_mut() = headers;

@@ -147,6 +147,8 @@ impl HttpUpstream {
     ) -> Result<Self, reqwest::Error> {
         // The binary installs the ring provider at start; tests and embedders may not have.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // The process's one TLS provider (ring); installing it again is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .read_timeout(idle_timeout)

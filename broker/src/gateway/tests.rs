@@ -14,6 +14,7 @@ use super::*;
 use crate::audit::{AuditEvent, AuditQuery};
 use crate::clock::ManualClock;
 use crate::config::UpstreamConfig;
+use crate::state::AppState;
 use crate::store::flaky::Flaky;
 use crate::store::{Grant, GrantStore, RevokeTarget};
 

@@ -265,6 +265,9 @@ fn lookup(
 
 /// The HTTP client used for discovery and JWKS requests.
 pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    // One TLS provider for the process (ring, see STACK): installing it twice is a no-op, so
+    // a library user that builds a verifier first (check-config, tests) gets the same one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
         .connect_timeout(FETCH_TIMEOUT)

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{Request as HttpRequest, StatusCode, header};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
@@ -20,6 +21,7 @@ use crate::clock::ManualClock;
 use crate::identity::testissuer::TestIssuer;
 use crate::identity::{CacheTimes, IssuerConfig, Verifier};
 use crate::policy::{CompiledPolicy, RoleConfig};
+use crate::state::AppState;
 use crate::store::flaky::Flaky;
 use crate::store::{GrantFilter, GrantStatus, GrantStore};
 

@@ -7,19 +7,21 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use jit_proto::api::{GRANT_TYPE_TOKEN_EXCHANGE, ServerMetadata};
 
-use crate::state::AppState;
+use std::sync::Arc;
+
+use crate::compile::Settings;
+use crate::token::TokenSigner;
 
 /// `GET /.well-known/jwks.json`.
-pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn jwks(State(signer): State<TokenSigner>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
-        Json(state.signer.keys().jwks()),
+        Json(signer.keys().jwks()),
     )
 }
 
 /// `GET /.well-known/oauth-authorization-server`.
-pub async fn metadata(State(state): State<AppState>) -> Json<ServerMetadata> {
-    let s = &state.settings;
+pub async fn metadata(State(s): State<Arc<Settings>>) -> Json<ServerMetadata> {
     Json(ServerMetadata {
         issuer: s.public_url.clone(),
         token_endpoint: format!("{}/oauth/token", s.public_url),

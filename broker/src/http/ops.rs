@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use crate::state::AppState;
+use crate::state::Health;
 
 /// `GET /healthz`: the process serves.
 pub async fn healthz() -> &'static str {
@@ -11,7 +11,7 @@ pub async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: 200 when the store answers, else 503 naming why.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+pub async fn readyz(State(state): State<Health>) -> (StatusCode, String) {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
@@ -21,7 +21,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
 /// `GET /metrics`: Prometheus text format. Every decision the broker makes is an audit event,
 /// so decisions are counted there: `jit_audit_events_total{event="grant.issued"}`,
 /// `…{event="access.denied"}`, and appends that failed (each one a refused request).
-pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+pub async fn metrics(State(state): State<Health>) -> impl axum::response::IntoResponse {
     use std::fmt::Write as _;
     let (kinds, failed) = state.audit.counts().snapshot();
     let mut out = String::from(

@@ -1,0 +1,457 @@
+//! The one decision on a Git request: who presents which token, and does it — signature, time
+//! window, audience, and the store on every request, so a revoked token is refused on the
+//! next one — grant the scope the request needs. The HTTP gateway and `/authz` (and any other
+//! door) ask [`Gatekeeper::check`]; each answer is `Result<Allowed, Denied>`, and every
+//! denial is audited here, in one place, before the door turns it into its reply.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jit_proto::api::{IntrospectedClaims, Introspection};
+use jit_proto::{Action, Claims, Scope, Secret};
+
+use crate::audit::AuditEvent;
+use crate::clock::Clock;
+use crate::ratelimit::Limits;
+use crate::recorder::Auditor;
+use crate::store::{GrantStatus, GrantStore, StoreError};
+use crate::token::TokenSigner;
+
+/// Facts about the requester kept in the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    /// The client's address.
+    pub client: Option<String>,
+    /// The client's user agent (truncated).
+    pub user_agent: Option<String>,
+    /// The door: `gateway` or `authz`.
+    pub via: &'static str,
+}
+
+/// Why a request carries no usable credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// No `Authorization` header.
+    #[error("no credential was sent")]
+    Missing,
+    /// An `Authorization` header that is neither `Basic` nor `Bearer`, or is malformed.
+    #[error("the Authorization header is not Basic or Bearer, or is malformed")]
+    Malformed,
+}
+
+/// The token in an `Authorization` value: `Bearer <token>`, or `Basic` with any user name
+/// and the token as password. Scheme names are case-insensitive (RFC 7235 §2.1). This is the
+/// broker's one credential parser: the gateway, `/authz` and the admin API all use it.
+pub fn credential(value: Option<&[u8]>) -> Result<Secret, CredentialError> {
+    let value = value.ok_or(CredentialError::Missing)?;
+    let value = std::str::from_utf8(value).map_err(|_| CredentialError::Malformed)?;
+    let (scheme, rest) = value.split_once(' ').ok_or(CredentialError::Malformed)?;
+    let rest = rest.trim();
+    let token = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD
+            .decode(rest)
+            .map_err(|_| CredentialError::Malformed)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| CredentialError::Malformed)?;
+        let (_user, password) = decoded.split_once(':').ok_or(CredentialError::Malformed)?;
+        password.to_owned()
+    } else {
+        return Err(CredentialError::Malformed);
+    };
+    if token.is_empty() {
+        return Err(CredentialError::Missing);
+    }
+    Ok(Secret::new(token))
+}
+
+/// git's 4-byte probe: before a request too large to buffer, git 2.46+ POSTs `0000` (a
+/// flush: no command, no want) without the Bearer header the helper gave it, and gives up on a
+/// 401. Four bytes can ask for nothing, so both doors let exactly this shape through without a
+/// credential: the gateway answers it itself, `/authz` lets the server answer it.
+pub fn is_probe_shape(
+    rpc: bool,
+    has_credential: bool,
+    content_encoded: bool,
+    content_length: Option<&str>,
+) -> bool {
+    rpc && !has_credential && !content_encoded && content_length == Some("4")
+}
+
+/// A request that may go on.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    /// The verified, live token's claims.
+    pub claims: Claims,
+    /// The scope the request needs (covered by the token).
+    pub needed: Scope,
+}
+
+/// A request that may not, and why; the door answers it with [`Denied::status`],
+/// [`Denied::message`] and, for a 401, a challenge naming [`Denied::needed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No credential: git's first request. The 401 tells git what to ask the helper for.
+    /// Counted, not audited, so anonymous requests cannot fill the audit trail.
+    NoCredential {
+        /// What the request needs.
+        needed: Scope,
+    },
+    /// A credential was presented and refused: malformed, forged, expired, revoked, unknown.
+    InvalidToken {
+        /// What the request needs.
+        needed: Scope,
+        /// Why the token was refused (a fixed text of ours).
+        reason: String,
+    },
+    /// Too many refused credentials from one address: a 429, counted, not audited.
+    TooManyRefusals {
+        /// Seconds until a retry may pass.
+        retry_after: u64,
+    },
+    /// A valid token that does not grant what the request needs (or a push that its grant's
+    /// ref patterns do not allow).
+    Forbidden {
+        /// The message git shows.
+        message: String,
+    },
+    /// The store or the audit trail cannot be reached: nothing is allowed.
+    Unavailable {
+        /// What is unavailable.
+        what: &'static str,
+    },
+}
+
+impl Denied {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Denied::NoCredential { .. } | Denied::InvalidToken { .. } => 401,
+            Denied::TooManyRefusals { .. } => 429,
+            Denied::Forbidden { .. } => 403,
+            Denied::Unavailable { .. } => 503,
+        }
+    }
+
+    /// The scope a 401's challenge names.
+    pub fn needed(&self) -> Option<&Scope> {
+        match self {
+            Denied::NoCredential { needed } | Denied::InvalidToken { needed, .. } => Some(needed),
+            _ => None,
+        }
+    }
+
+    /// The denial as the audit trail records it: the reason alone for a refused credential,
+    /// the message git shows otherwise.
+    pub fn audit_text(&self) -> String {
+        match self {
+            Denied::NoCredential { .. } => CredentialError::Missing.to_string(),
+            Denied::InvalidToken { reason, .. } => reason.clone(),
+            Denied::Unavailable { what } => {
+                format!("{} unavailable", what.trim_start_matches("the "))
+            }
+            other => other.message(),
+        }
+    }
+
+    /// The plain-text message git shows to its user.
+    pub fn message(&self) -> String {
+        match self {
+            Denied::NoCredential { needed } => format!(
+                "git-jit: {}; this {} needs {needed}",
+                CredentialError::Missing,
+                what(action_of(needed))
+            ),
+            Denied::InvalidToken { needed, reason } => format!(
+                "git-jit: {reason}; this {} needs {needed}",
+                what(action_of(needed))
+            ),
+            Denied::TooManyRefusals { retry_after } => format!(
+                "git-jit: too many refused credentials from this address; retry in {retry_after} s"
+            ),
+            Denied::Forbidden { message } => message.clone(),
+            Denied::Unavailable { what } => {
+                format!("git-jit: {what} is unavailable; access is refused until it is back")
+            }
+        }
+    }
+}
+
+fn what(action: Action) -> &'static str {
+    match action {
+        Action::Read => "clone or fetch",
+        Action::Write => "push",
+    }
+}
+
+fn action_of(needed: &Scope) -> Action {
+    needed.actions.iter().next().unwrap_or(Action::Read)
+}
+
+/// The 403 message for a valid token that does not grant what the request needs.
+pub fn forbidden_message(granted: &Scope, needed: &Scope) -> String {
+    format!(
+        "git-jit: token grants {granted}; this {} needs {needed}. Run `git jit request {needed}`",
+        what(action_of(needed))
+    )
+}
+
+/// The decision-maker, with the narrow state it needs.
+#[derive(Clone)]
+pub struct Gatekeeper {
+    /// Verifies tokens.
+    pub signer: TokenSigner,
+    /// Says whether a grant is live.
+    pub store: Arc<dyn GrantStore>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Records each decision.
+    pub audit: Auditor,
+    /// The budget of refused credentials per address.
+    pub limits: Arc<Limits>,
+}
+
+fn event(kind: &str, now_ms: i64, needed: &Scope, info: &RequestInfo) -> AuditEvent {
+    let mut e = AuditEvent::new(kind, now_ms)
+        .with("action", action_of(needed).as_str())
+        .with("via", info.via);
+    e.repo = Some(needed.repo.to_string());
+    e.scope = Some(needed.to_string());
+    e.client = info.client.clone();
+    e.user_agent = info.user_agent.clone();
+    e
+}
+
+fn with_claims(mut e: AuditEvent, c: &Claims) -> AuditEvent {
+    e.subject = Some(c.sub.clone());
+    e.idp = Some(c.idp.clone());
+    e.role = Some(c.role.clone());
+    e.jti = Some(c.jti.clone());
+    e.with("granted", c.scope.to_string())
+}
+
+impl Gatekeeper {
+    /// Records `event` as a denial and hands back `denied`. The request is refused either
+    /// way; a lost record is logged and counted by the auditor.
+    async fn deny(&self, mut event: AuditEvent, denied: Denied) -> Denied {
+        event.denial = Some(denied.audit_text());
+        let _ = self.audit.record(event).await;
+        denied
+    }
+
+    /// A refused credential: audited while the client address stays within its budget of
+    /// refusals; past it, a 429 that is counted, not audited one by one.
+    async fn refuse(&self, event: AuditEvent, denied: Denied, info: &RequestInfo) -> Denied {
+        let key = crate::ratelimit::address_key(info.client.as_deref().unwrap_or("unknown"));
+        match self.limits.refused.take(&key, self.clock.now_ms()) {
+            Ok(()) => self.deny(event, denied).await,
+            Err(retry_after) => {
+                self.audit.counts().unaudited("refused_over_limit");
+                Denied::TooManyRefusals { retry_after }
+            }
+        }
+    }
+
+    /// Decides a request that needs `needed`, presenting `authorization` (the raw header
+    /// value). For `authz`, a push under a ref-limited grant is refused: a sub-request cannot
+    /// see the refs a push updates. An allowed request is audited by the door once it knows
+    /// everything (a push's ref updates), with [`Gatekeeper::allow`].
+    pub async fn check(
+        &self,
+        authorization: Option<&[u8]>,
+        needed: &Scope,
+        info: &RequestInfo,
+    ) -> Result<Allowed, Denied> {
+        let now_ms = self.clock.now_ms();
+        let base = event("access.denied", now_ms, needed, info);
+        let token = match credential(authorization) {
+            Ok(t) => t,
+            Err(CredentialError::Missing) => {
+                self.audit.counts().unaudited("no_credential");
+                return Err(Denied::NoCredential {
+                    needed: needed.clone(),
+                });
+            }
+            Err(e) => {
+                let denied = Denied::InvalidToken {
+                    needed: needed.clone(),
+                    reason: e.to_string(),
+                };
+                return Err(self.refuse(base, denied, info).await);
+            }
+        };
+        let claims = match self.signer.verify(token.expose(), now_ms.div_euclid(1000)) {
+            Ok(c) => c,
+            Err(e) => {
+                let denied = Denied::InvalidToken {
+                    needed: needed.clone(),
+                    reason: e.to_string(),
+                };
+                return Err(self.refuse(base, denied, info).await);
+            }
+        };
+        let base = with_claims(base, &claims);
+        let status = match self.store.check(&claims, now_ms).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, jti = %claims.jti, "grant store unavailable; failing closed");
+                let denied = Denied::Unavailable {
+                    what: "the grant store",
+                };
+                return Err(self.deny(base, denied).await);
+            }
+        };
+        let reason = match status {
+            GrantStatus::Live(_) => None,
+            GrantStatus::Revoked => Some("token has been revoked"),
+            GrantStatus::Expired => Some("token has expired"),
+            GrantStatus::Unknown => Some("token is not a live grant"),
+        };
+        if let Some(reason) = reason {
+            let denied = Denied::InvalidToken {
+                needed: needed.clone(),
+                reason: reason.to_owned(),
+            };
+            return Err(self.refuse(base, denied, info).await);
+        }
+        if !claims.scope.covers(needed) {
+            let message = forbidden_message(&claims.scope, needed);
+            return Err(self.deny(base, Denied::Forbidden { message }).await);
+        }
+        if info.via == "authz" && needed.actions.contains(Action::Write) && !claims.refs.is_empty()
+        {
+            // Refused already at the ref advertisement, where git still shows the message.
+            let patterns: Vec<&str> = claims.refs.iter().map(|p| p.as_str()).collect();
+            let message = format!(
+                "git-jit: this grant is limited to refs {}; ref-limited pushes must go through the git-jit gateway",
+                patterns.join(", ")
+            );
+            return Err(self.deny(base, Denied::Forbidden { message }).await);
+        }
+        Ok(Allowed {
+            claims,
+            needed: needed.clone(),
+        })
+    }
+
+    /// Records `access.allowed` for `allowed` (with a push's ref `updates`); if the record
+    /// cannot be written the request is refused.
+    pub async fn allow(
+        &self,
+        allowed: &Allowed,
+        info: &RequestInfo,
+        updates: Option<serde_json::Value>,
+    ) -> Result<(), Denied> {
+        let now_ms = self.clock.now_ms();
+        let mut e = with_claims(
+            event("access.allowed", now_ms, &allowed.needed, info),
+            &allowed.claims,
+        );
+        if let Some(u) = updates {
+            e = e.with("updates", u);
+        }
+        self.audit.record(e).await.map_err(|_| Denied::Unavailable {
+            what: "the audit trail",
+        })
+    }
+
+    /// Records `access.denied` for a verified token refused after [`Gatekeeper::check`] (a
+    /// push whose ref updates the grant does not allow). The push is refused either way.
+    pub async fn refuse_push(
+        &self,
+        allowed: &Allowed,
+        info: &RequestInfo,
+        denial: String,
+        updates: serde_json::Value,
+    ) {
+        let now_ms = self.clock.now_ms();
+        let mut e = with_claims(
+            event("access.denied", now_ms, &allowed.needed, info),
+            &allowed.claims,
+        )
+        .with("updates", updates);
+        e.denial = Some(denial);
+        let _ = self.audit.record(e).await;
+    }
+
+    /// RFC 7662: `active: true` with the claims for a live token; only `active: false` for
+    /// expired, revoked, forged or garbage input. A store outage is an error, never a guess.
+    pub async fn introspect(&self, token: &Secret) -> Result<Introspection, StoreError> {
+        let inactive = Introspection {
+            active: false,
+            claims: None,
+        };
+        let now_ms = self.clock.now_ms();
+        let Ok(claims) = self.signer.verify(token.expose(), now_ms.div_euclid(1000)) else {
+            return Ok(inactive);
+        };
+        match self.store.check(&claims, now_ms).await? {
+            GrantStatus::Live(_) => Ok(Introspection {
+                active: true,
+                claims: Some(IntrospectedClaims {
+                    token_type: "Bearer".to_owned(),
+                    scope: claims.scope.to_string(),
+                    claims,
+                }),
+            }),
+            _ => Ok(inactive),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_from_bearer_and_basic() {
+        let get = |v: &str| credential(Some(v.as_bytes())).map(|s| s.expose().to_owned());
+        assert_eq!(get("Bearer abc"), Ok("abc".into()));
+        assert_eq!(get("bearer  abc "), Ok("abc".into()));
+        assert_eq!(get("BEARER abc"), Ok("abc".into()));
+        let basic = format!("Basic {}", STANDARD.encode("anyone:tok:en"));
+        assert_eq!(get(&basic), Ok("tok:en".into()));
+        assert_eq!(credential(None).err(), Some(CredentialError::Missing));
+        let empty = format!("Basic {}", STANDARD.encode("user:"));
+        assert_eq!(get(&empty).err(), Some(CredentialError::Missing));
+        for bad in ["Digest x", "Bearer", "Basic !!!", "Basic dXNlcg=="] {
+            assert_eq!(get(bad).err(), Some(CredentialError::Malformed), "{bad}");
+        }
+        assert_eq!(
+            credential(Some(b"Bearer \xff")).err(),
+            Some(CredentialError::Malformed)
+        );
+    }
+
+    #[test]
+    fn probe_shape_is_exactly_a_credential_less_four_byte_rpc() {
+        assert!(is_probe_shape(true, false, false, Some("4")));
+        assert!(!is_probe_shape(false, false, false, Some("4")));
+        assert!(!is_probe_shape(true, true, false, Some("4")));
+        assert!(!is_probe_shape(true, false, true, Some("4")));
+        assert!(!is_probe_shape(true, false, false, Some("5")));
+        assert!(!is_probe_shape(true, false, false, None));
+    }
+
+    #[test]
+    fn denials_say_what_is_needed() {
+        let needed = Scope::parse("repo:acme/api:write").expect("scope");
+        let d = Denied::NoCredential {
+            needed: needed.clone(),
+        };
+        assert_eq!(d.status(), 401);
+        assert_eq!(
+            d.message(),
+            "git-jit: no credential was sent; this push needs repo:acme/api:write"
+        );
+        assert_eq!(d.needed(), Some(&needed));
+        let granted = Scope::parse("repo:acme/api:read").expect("scope");
+        assert_eq!(
+            forbidden_message(&granted, &needed),
+            "git-jit: token grants repo:acme/api:read; this push needs repo:acme/api:write. Run `git jit request repo:acme/api:write`"
+        );
+        assert_eq!(Denied::TooManyRefusals { retry_after: 3 }.status(), 429);
+        assert_eq!(Denied::Unavailable { what: "x" }.status(), 503);
+    }
+}

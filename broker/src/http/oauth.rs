@@ -1,0 +1,75 @@
+//! OAuth endpoints: RFC 8693 token exchange (`POST /oauth/token`) and RFC 7662 introspection
+//! (`POST /oauth/introspect`). The handlers parse and map errors; the exchange and the
+//! gatekeeper decide.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{BytesRejection, FormRejection};
+use axum::extract::{ConnectInfo, Form, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use jit_proto::api::Introspection;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::exchange::{Caller, Exchanger, TokenRequest};
+use crate::gatekeeper::Gatekeeper;
+
+/// `POST /oauth/token`.
+pub async fn token(
+    State(exchanger): State<Exchanger>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    form: Result<Form<TokenRequest>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let peer = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let caller = Caller::of(exchanger.config.trust_forwarded_for, peer, &headers);
+    let form = form.map(|Form(f)| f).map_err(|e| match e {
+        // Almost always the body limit (which reaches here wrapped when the client sent no
+        // Content-Length); otherwise the client is gone and will not read the answer.
+        FormRejection::BytesRejection(BytesRejection::FailedToBufferBody(_)) => ApiError::OAuth {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "invalid_request",
+            description: format!(
+                "the request body could not be read; at most {} bytes are accepted",
+                super::MAX_API_BODY
+            ),
+        },
+        e => ApiError::invalid_request(format!("the body must be a valid form: {}", e.body_text())),
+    });
+    let body = exchanger.exchange(caller, form).await?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// The RFC 7662 request body.
+#[derive(Debug, Deserialize)]
+pub struct IntrospectRequest {
+    /// The token to examine (never printed: `Debug` shows `<redacted>`).
+    token: Option<jit_proto::Secret>,
+    /// Ignored hint (`access_token`).
+    #[serde(default)]
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+/// `POST /oauth/introspect`: `active: true` with the claims for a live token; only
+/// `{"active": false}` for expired, revoked, forged or garbage input. A store outage is a 503,
+/// never a guess.
+pub async fn introspect(
+    State(gatekeeper): State<Gatekeeper>,
+    Form(req): Form<IntrospectRequest>,
+) -> Result<Json<Introspection>, ApiError> {
+    let token = req
+        .token
+        .ok_or_else(|| ApiError::invalid_request("missing form parameter 'token'"))?;
+    Ok(Json(gatekeeper.introspect(&token).await?))
+}

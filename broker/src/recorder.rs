@@ -1,0 +1,417 @@
+//! The audit recorder: appends events to the store's hash chain (group commit, compare-and-set
+//! across replicas), copies each one to the export (a SIEM's JSON lines), and counts what it
+//! recorded and what it could not, for `/metrics`. The events and the chain themselves are
+//! [`crate::audit`]'s.
+
+use crate::audit::{AuditEvent, chain_hash};
+
+/// Where audit events are copied as JSON lines, for a SIEM.
+pub enum Export {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to.
+    File(std::sync::Mutex<std::fs::File>),
+}
+
+impl Export {
+    /// Opens (creating, appending) an export file.
+    pub fn file(path: &std::path::Path) -> std::io::Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Export::File(std::sync::Mutex::new(f)))
+    }
+
+    fn write(&self, event: &AuditEvent) {
+        use std::io::Write as _;
+        let Ok(mut line) = serde_json::to_vec(event) else {
+            return;
+        };
+        line.push(b'\n');
+        let result = match self {
+            Export::Stdout => std::io::stdout().lock().write_all(&line),
+            Export::File(f) => match f.lock() {
+                Ok(mut f) => f.write_all(&line),
+                Err(_) => Err(std::io::Error::other("export file lock poisoned")),
+            },
+        };
+        if let Err(e) = result {
+            // The store holds the authoritative, chained copy; a failed export is loud, not fatal.
+            tracing::error!(target: "audit", error = %e, seq = event.seq, "audit export failed");
+        }
+    }
+}
+
+/// How long an append keeps retrying while other replicas keep writing first.
+const CHAIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+/// Most events written in one store round trip.
+const MAX_BATCH: usize = 256;
+/// Events waiting for the writer before callers are made to wait.
+const QUEUE: usize = 4096;
+
+type Done = tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>;
+
+/// Records audit events: chained into the store (the durable trail), copied to the export
+/// and the structured log.
+///
+/// One writer task per process owns the chain head and appends whatever events are waiting
+/// in one compare-and-set round trip (group commit), so the chain stays linear without
+/// making every request wait for every other request's round trip. `record` returns only
+/// once its event is stored; a failure is returned to the caller, who must then refuse what
+/// it was about to allow: there is never an unaudited grant or access.
+#[derive(Clone)]
+pub struct Auditor {
+    inner: std::sync::Arc<AuditorInner>,
+}
+
+struct AuditorInner {
+    /// Events recorded, by kind, and appends that failed: the broker's `/metrics`.
+    counts: std::sync::Arc<Counts>,
+    store: std::sync::Arc<dyn crate::store::GrantStore>,
+    export: Option<std::sync::Arc<Export>>,
+    /// Started on first use, inside the runtime.
+    writer: tokio::sync::OnceCell<tokio::sync::mpsc::Sender<(AuditEvent, Done)>>,
+}
+
+impl Auditor {
+    /// An auditor writing to `store`, copying to `export` if given.
+    pub fn new(
+        store: std::sync::Arc<dyn crate::store::GrantStore>,
+        export: Option<Export>,
+    ) -> Self {
+        Self {
+            inner: std::sync::Arc::new(AuditorInner {
+                counts: std::sync::Arc::new(Counts::default()),
+                store,
+                export: export.map(std::sync::Arc::new),
+                writer: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    /// What this process has recorded so far.
+    pub fn counts(&self) -> &Counts {
+        &self.inner.counts
+    }
+
+    /// Chains and records one event; returns once it is in the store.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), crate::store::StoreError> {
+        let stopped = || crate::store::StoreError::Unavailable("audit writer stopped".into());
+        let writer = self
+            .inner
+            .writer
+            .get_or_init(|| async {
+                let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+                tokio::spawn(write_loop(
+                    self.inner.store.clone(),
+                    self.inner.export.clone(),
+                    self.inner.counts.clone(),
+                    rx,
+                ));
+                tx
+            })
+            .await;
+        let (done, result) = tokio::sync::oneshot::channel();
+        writer.send((event, done)).await.map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
+    }
+}
+
+/// Audit events recorded by kind, and failed appends, for `/metrics`.
+#[derive(Default)]
+pub struct Counts {
+    by_kind: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    failed: std::sync::atomic::AtomicU64,
+    unaudited: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl Counts {
+    fn add(&self, events: &[AuditEvent], recorded: bool) {
+        if !recorded {
+            self.failed
+                .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        if let Ok(mut m) = self.by_kind.lock() {
+            for e in events {
+                *m.entry(e.event.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Counts a refusal that is deliberately not an audit event (`no_credential`: git's first,
+    /// credential-less request of every clone; `refused_over_limit`: an address presenting
+    /// refused credentials faster than its budget), so a flood cannot push the trail out.
+    pub fn unaudited(&self, reason: &'static str) {
+        if let Ok(mut m) = self.unaudited.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// The [`Counts::unaudited`] counts, sorted by reason.
+    pub fn unaudited_snapshot(&self) -> Vec<(&'static str, u64)> {
+        self.unaudited
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// `(kind, count)` pairs, sorted, and the failed count.
+    pub fn snapshot(&self) -> (Vec<(String, u64)>, u64) {
+        let kinds = self
+            .by_kind
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        (
+            kinds,
+            self.failed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}
+
+/// The writer task: takes what is waiting (up to [`MAX_BATCH`]), chains it onto the head,
+/// appends it in one round trip, answers every caller. Ends when every `Auditor` is gone.
+async fn write_loop(
+    store: std::sync::Arc<dyn crate::store::GrantStore>,
+    export: Option<std::sync::Arc<Export>>,
+    counts: std::sync::Arc<Counts>,
+    mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, Done)>,
+) {
+    let mut head: Option<(u64, String)> = None;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (mut events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
+        let result = append_chained(&*store, &mut head, &mut events).await;
+        counts.add(&events, result.is_ok());
+        if result.is_ok() {
+            for e in &events {
+                tracing::info!(
+                    target: "audit",
+                    event = %e.event,
+                    seq = e.seq,
+                    subject = e.subject.as_deref(),
+                    repo = e.repo.as_deref(),
+                    jti = e.jti.as_deref(),
+                    denial = e.denial.as_deref(),
+                    "audit"
+                );
+                if let Some(x) = &export {
+                    x.write(e);
+                }
+            }
+        }
+        for done in dones {
+            // A caller that went away no longer needs the answer.
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+/// Chains `events` onto the head and appends them, re-reading the head when another replica
+/// wrote first.
+async fn append_chained(
+    store: &dyn crate::store::GrantStore,
+    head: &mut Option<(u64, String)>,
+    events: &mut [AuditEvent],
+) -> Result<(), crate::store::StoreError> {
+    let started = std::time::Instant::now();
+    let mut conflicts = 0u32;
+    while started.elapsed() < CHAIN_PATIENCE {
+        let (seq, prev) = match head.as_ref() {
+            Some(h) => h.clone(),
+            None => match store.audit_head().await {
+                Ok(h) => h.unwrap_or((0, String::new())),
+                Err(e) => return Err(e),
+            },
+        };
+        let (mut next_seq, mut prev_hash) = (seq, prev);
+        for e in events.iter_mut() {
+            next_seq += 1;
+            e.seq = next_seq;
+            e.prev = std::mem::take(&mut prev_hash);
+            e.hash = chain_hash(e);
+            prev_hash = e.hash.clone();
+        }
+        match store.append_audit(events, seq).await {
+            Ok(true) => {
+                *head = Some((next_seq, prev_hash));
+                return Ok(());
+            }
+            // Another replica appended first: learn the new head and try again, after a
+            // random pause that grows with the conflicts, so that two busy writers cannot
+            // keep beating each other to the head forever.
+            Ok(false) => {
+                *head = None;
+                conflicts += 1;
+                backoff(conflicts).await;
+            }
+            Err(e) => {
+                *head = None;
+                tracing::error!(target: "audit", error = %e, events = events.len(), "audit events not recorded");
+                return Err(e);
+            }
+        }
+    }
+    Err(crate::store::StoreError::Unavailable(
+        "audit chain contended; event not recorded".into(),
+    ))
+}
+
+/// A pause after the `n`th lost race in a row: a yield at first, then up to `n` ms, random.
+async fn backoff(n: u32) {
+    if n < 3 {
+        tokio::task::yield_now().await;
+        return;
+    }
+    let mut byte = [0u8; 2];
+    // A failed random draw only makes the pause deterministic, which is still correct.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    let max_us = u64::from(n.min(20)) * 1000;
+    let us = u64::from(u16::from_le_bytes(byte)) % max_us.max(1);
+    tokio::time::sleep(std::time::Duration::from_micros(us)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditQuery, ChainError, verify_chain};
+    use crate::store::GrantStore;
+    use crate::store::memory::MemoryStore;
+    use std::sync::Arc;
+
+    async fn chained(n: usize) -> Vec<AuditEvent> {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(1000));
+        let a = Auditor::new(store.clone(), None);
+        let b = Auditor::new(store.clone(), None); // a second replica on the same store
+        for i in 0..n {
+            let who = if i % 2 == 0 { &a } else { &b };
+            let mut e = AuditEvent::new("access.allowed", 1000 + i as i64).with("i", i);
+            e.subject = Some(format!("user{i}"));
+            who.record(e).await.expect("recorded");
+        }
+        store
+            .read_audit(&AuditQuery {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await
+            .expect("read")
+    }
+
+    #[tokio::test]
+    async fn intact_chain_verifies_across_replicas() {
+        let events = chained(6).await;
+        assert_eq!(verify_chain(&events), Ok(6));
+        assert_eq!(events[0].seq, 1);
+        assert_eq!(events[5].seq, 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_from_two_replicas_form_one_chain() {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(10_000));
+        let replicas = [
+            Auditor::new(store.clone(), None),
+            Auditor::new(store.clone(), None),
+        ];
+        let mut tasks = Vec::new();
+        for i in 0..400 {
+            let a = replicas[i % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                a.record(AuditEvent::new("access.allowed", i as i64)).await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("recorded");
+        }
+        let all = store
+            .read_audit(&AuditQuery {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await
+            .expect("read");
+        assert_eq!(all.len(), 400);
+        assert_eq!(verify_chain(&all), Ok(400));
+    }
+
+    #[tokio::test]
+    async fn counts_what_was_recorded_for_metrics() {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(100));
+        let a = Auditor::new(store, None);
+        for kind in ["grant.issued", "access.denied", "access.denied"] {
+            a.record(AuditEvent::new(kind, 1)).await.expect("recorded");
+        }
+        let (kinds, failed) = a.counts().snapshot();
+        assert_eq!(
+            kinds,
+            [
+                ("access.denied".to_owned(), 2),
+                ("grant.issued".to_owned(), 1)
+            ]
+        );
+        assert_eq!(failed, 0);
+    }
+
+    #[tokio::test]
+    async fn detects_edit() {
+        let mut events = chained(5).await;
+        events[2].subject = Some("mallory".into());
+        assert!(matches!(
+            verify_chain(&events),
+            Err(ChainError::Altered { seq: 3, .. })
+        ));
+        // Re-hashing the edited event does not help: the next link breaks.
+        events[2].hash = chain_hash(&events[2]);
+        assert!(matches!(
+            verify_chain(&events),
+            Err(ChainError::Broken { seq: 4, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn detects_deletion() {
+        let mut events = chained(5).await;
+        events.remove(2);
+        assert!(matches!(
+            verify_chain(&events),
+            Err(ChainError::Broken {
+                seq: 4,
+                expected_seq: 3,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn detects_reordering() {
+        let mut events = chained(5).await;
+        events.swap(1, 2);
+        assert!(matches!(
+            verify_chain(&events),
+            Err(ChainError::Broken { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn export_writes_json_lines() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("audit.jsonl");
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(10));
+        let a = Auditor::new(store, Some(Export::file(&path).expect("open")));
+        a.record(AuditEvent::new("grant.issued", 1))
+            .await
+            .expect("ok");
+        a.record(AuditEvent::new("grant.denied", 2))
+            .await
+            .expect("ok");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let events: Vec<AuditEvent> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(verify_chain(&events), Ok(2));
+    }
+}

@@ -150,3 +150,16 @@ fn session_of(proc_dir: &Path) -> Option<u32> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     after_comm.split_whitespace().nth(3)?.parse().ok()
 }
+
+/// The runner's limit holds even for a body that blocks its thread, where a
+/// `tokio::time::timeout` inside the body would never get to run.
+#[test]
+#[should_panic(expected = "did not finish within 200ms")]
+fn a_test_body_that_blocks_fails_at_its_limit() {
+    let outcome = crate::support::run_within(Duration::from_millis(200), async move {
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(())
+    });
+    // Not the expected message: reaching this line fails the test.
+    panic!("the runner returned {outcome:?} instead of failing at its limit");
+}

@@ -451,7 +451,9 @@ mod tests {
                 "{input:?} -> {again:?}"
             );
             let _ = crate::challenge::needed_scope(&req.wwwauth, req.path.as_deref());
-            let _ = Answer::for_token(&req, Secret::new("t"), 1).write(std::io::sink());
+            Answer::for_token(&req, Secret::new("t"), 1)
+                .write(std::io::sink())
+                .expect("the answer to an accepted request is writable");
         }
         assert!(accepted > 400, "only {accepted} inputs were accepted");
     }

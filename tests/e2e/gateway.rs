@@ -164,425 +164,438 @@ async fn rev(git: &GitClient, wt: &Path, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-#[tokio::test]
-async fn gateway_http_upstream_clone_fetch_ls_remote_v0_v2_and_an_allowed_push() -> Result<()> {
-    let f = Fixture::start().await?;
-    let token = f.token("repo:acme/api:read,write").await?;
-    let git = GitClient::new()?;
-    let url = f.url("acme/api", &token);
+#[test]
+fn gateway_http_upstream_clone_fetch_ls_remote_v0_v2_and_an_allowed_push() -> Result<()> {
+    crate::support::run(async move {
+        let f = Fixture::start().await?;
+        let token = f.token("repo:acme/api:read,write").await?;
+        let git = GitClient::new()?;
+        let url = f.url("acme/api", &token);
 
-    let wt = clone(&git, &url, "api").await?;
-    assert!(wt.join("README.md").is_file());
-    git.run_in(&wt, &["fetch", "--quiet", "origin"]).await?;
+        let wt = clone(&git, &url, "api").await?;
+        assert!(wt.join("README.md").is_file());
+        git.run_in(&wt, &["fetch", "--quiet", "origin"]).await?;
 
-    // ls-remote in both protocol versions; v2 proves the Git-Protocol header passed through.
-    let main = f
-        .git
-        .git_in_repo("acme/api", &["rev-parse", "refs/heads/main"])?;
-    for version in ["0", "2"] {
-        let mut cmd = git.command([
-            "-c",
-            &format!("protocol.version={version}"),
-            "ls-remote",
-            &url,
-        ]);
-        cmd.env("GIT_TRACE_PACKET", "1");
-        let out = cmd.output().await?;
-        assert!(
-            out.status.success(),
-            "{}",
-            jit_e2e::git_server::describe(&out)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            stdout.contains(&format!("{main}\trefs/heads/main")),
-            "v{version}: {stdout}"
-        );
-        assert!(stdout.contains("refs/tags/v0.1.0"), "v{version}: {stdout}");
-        let trace = String::from_utf8_lossy(&out.stderr);
+        // ls-remote in both protocol versions; v2 proves the Git-Protocol header passed through.
+        let main = f
+            .git
+            .git_in_repo("acme/api", &["rev-parse", "refs/heads/main"])?;
+        for version in ["0", "2"] {
+            let mut cmd = git.command([
+                "-c",
+                &format!("protocol.version={version}"),
+                "ls-remote",
+                &url,
+            ]);
+            cmd.env("GIT_TRACE_PACKET", "1");
+            let out = cmd.output().await?;
+            assert!(
+                out.status.success(),
+                "{}",
+                jit_e2e::git_server::describe(&out)
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                stdout.contains(&format!("{main}\trefs/heads/main")),
+                "v{version}: {stdout}"
+            );
+            assert!(stdout.contains("refs/tags/v0.1.0"), "v{version}: {stdout}");
+            let trace = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                trace.contains("< version 2"),
+                version == "2",
+                "protocol v{version} was not the one spoken:\n{trace}"
+            );
+        }
+        // The Bearer form of the same credential.
+        let bearer = format!("http.extraHeader=Authorization: Bearer {token}");
+        let plain = format!("http://127.0.0.1:{}/acme/api.git", f.broker.port());
+        git.run(&["-c", &bearer, "ls-remote", "--heads", &plain])
+            .await?;
+
+        // An allowed push: a new feature branch and a version tag.
+        git.run_in(&wt, &["switch", "--quiet", "-c", "feature/login"])
+            .await?;
+        commit(&git, &wt, "login.rs").await?;
+        git.run_in(&wt, &["tag", "v0.2.0"]).await?;
+        let out = git
+            .run_in(
+                &wt,
+                &["push", "--quiet", "origin", "feature/login", "v0.2.0"],
+            )
+            .await?;
+        assert!(out.stdout.is_empty());
+        let head = rev(&git, &wt, "HEAD").await?;
         assert_eq!(
-            trace.contains("< version 2"),
-            version == "2",
-            "protocol v{version} was not the one spoken:\n{trace}"
+            f.git.git_in_repo(
+                "acme/api",
+                &["rev-parse", "refs/heads/feature/login", "refs/tags/v0.2.0"]
+            )?,
+            format!("{head}\n{head}"),
+            "the push reached the upstream"
         );
-    }
-    // The Bearer form of the same credential.
-    let bearer = format!("http.extraHeader=Authorization: Bearer {token}");
-    let plain = format!("http://127.0.0.1:{}/acme/api.git", f.broker.port());
-    git.run(&["-c", &bearer, "ls-remote", "--heads", &plain])
-        .await?;
-
-    // An allowed push: a new feature branch and a version tag.
-    git.run_in(&wt, &["switch", "--quiet", "-c", "feature/login"])
-        .await?;
-    commit(&git, &wt, "login.rs").await?;
-    git.run_in(&wt, &["tag", "v0.2.0"]).await?;
-    let out = git
-        .run_in(
-            &wt,
-            &["push", "--quiet", "origin", "feature/login", "v0.2.0"],
-        )
-        .await?;
-    assert!(out.stdout.is_empty());
-    let head = rev(&git, &wt, "HEAD").await?;
-    assert_eq!(
-        f.git.git_in_repo(
-            "acme/api",
-            &["rev-parse", "refs/heads/feature/login", "refs/tags/v0.2.0"]
-        )?,
-        format!("{head}\n{head}"),
-        "the push reached the upstream"
-    );
-    // The upstream recorded the broker's injected user, never the client's.
-    let access = f.git.access_log();
-    assert!(
-        access.contains(&format!(" {UPSTREAM_USER} [")) && !access.contains("x-jit"),
-        "the upstream must see the broker's credential, never the client's:\n{access}"
-    );
-    f.assert_clean_log();
-    Ok(())
+        // The upstream recorded the broker's injected user, never the client's.
+        let access = f.git.access_log();
+        assert!(
+            access.contains(&format!(" {UPSTREAM_USER} [")) && !access.contains("x-jit"),
+            "the upstream must see the broker's credential, never the client's:\n{access}"
+        );
+        f.assert_clean_log();
+        Ok(())
+    })
 }
 
-#[tokio::test]
-async fn gateway_refuses_pushes_outside_the_ref_patterns_and_git_shows_why() -> Result<()> {
-    let f = Fixture::start().await?;
-    f.git.git_in_repo(
-        "acme/api",
-        &["update-ref", "refs/heads/stable", "refs/heads/main"],
-    )?;
-    let token = f.token("repo:acme/api:read,write").await?;
-    let git = GitClient::new()?;
-    let wt = clone(&git, &f.url("acme/api", &token), "api").await?;
-    commit(&git, &wt, "change.txt").await?;
-    let before = f.refs("acme/api")?;
+#[test]
+fn gateway_refuses_pushes_outside_the_ref_patterns_and_git_shows_why() -> Result<()> {
+    crate::support::run(async move {
+        let f = Fixture::start().await?;
+        f.git.git_in_repo(
+            "acme/api",
+            &["update-ref", "refs/heads/stable", "refs/heads/main"],
+        )?;
+        let token = f.token("repo:acme/api:read,write").await?;
+        let git = GitClient::new()?;
+        let wt = clone(&git, &f.url("acme/api", &token), "api").await?;
+        commit(&git, &wt, "change.txt").await?;
+        let before = f.refs("acme/api")?;
 
-    let cases: [(&str, &[&str], &str); 4] = [
-        (
-            "a disallowed branch",
-            &["push", "origin", "HEAD:main"],
-            "refs/heads/main",
-        ),
-        (
-            "a tag outside the patterns",
-            &["push", "origin", "release-1"],
-            "refs/tags/release-1",
-        ),
-        (
-            "a branch deletion",
-            &["push", "origin", ":stable"],
-            "refs/heads/stable",
-        ),
-        (
-            "a force push",
-            &["push", "--force", "origin", "HEAD~1:stable"],
-            "refs/heads/stable",
-        ),
-    ];
-    git.run_in(&wt, &["tag", "release-1"]).await?;
-    // Make the force push a real rewind: stable first moves ahead on the server.
-    let ahead = f.git.git_in_repo(
-        "acme/api",
-        &[
-            "commit-tree",
-            "refs/heads/main^{tree}",
-            "-p",
-            "refs/heads/main",
-            "-m",
-            "ahead",
-        ],
-    )?;
-    f.git
-        .git_in_repo("acme/api", &["update-ref", "refs/heads/stable", &ahead])?;
-    let before_cases = f.refs("acme/api")?;
-    assert_ne!(before, before_cases);
-    for (what, args, refname) in cases {
-        let mut full = vec!["-C", wt.to_str().context("utf-8 path")?];
-        full.extend_from_slice(args);
-        let stderr = git.run_expect_failure(&full).await?;
-        assert!(
-            stderr.contains("remote: git-jit: push refused; nothing was sent to the repository"),
-            "{what}: {stderr}"
-        );
-        assert!(
+        let cases: [(&str, &[&str], &str); 4] = [
+            (
+                "a disallowed branch",
+                &["push", "origin", "HEAD:main"],
+                "refs/heads/main",
+            ),
+            (
+                "a tag outside the patterns",
+                &["push", "origin", "release-1"],
+                "refs/tags/release-1",
+            ),
+            (
+                "a branch deletion",
+                &["push", "origin", ":stable"],
+                "refs/heads/stable",
+            ),
+            (
+                "a force push",
+                &["push", "--force", "origin", "HEAD~1:stable"],
+                "refs/heads/stable",
+            ),
+        ];
+        git.run_in(&wt, &["tag", "release-1"]).await?;
+        // Make the force push a real rewind: stable first moves ahead on the server.
+        let ahead = f.git.git_in_repo(
+            "acme/api",
+            &[
+                "commit-tree",
+                "refs/heads/main^{tree}",
+                "-p",
+                "refs/heads/main",
+                "-m",
+                "ahead",
+            ],
+        )?;
+        f.git
+            .git_in_repo("acme/api", &["update-ref", "refs/heads/stable", &ahead])?;
+        let before_cases = f.refs("acme/api")?;
+        assert_ne!(before, before_cases);
+        for (what, args, refname) in cases {
+            let mut full = vec!["-C", wt.to_str().context("utf-8 path")?];
+            full.extend_from_slice(args);
+            let stderr = git.run_expect_failure(&full).await?;
+            assert!(
+                stderr
+                    .contains("remote: git-jit: push refused; nothing was sent to the repository"),
+                "{what}: {stderr}"
+            );
+            assert!(
             stderr.contains("[remote rejected]")
                 && stderr.contains(
                     "git-jit: ref not allowed by grant: allowed refs/heads/feature/**, refs/tags/v*"
                 ),
             "{what} ({refname}): {stderr}"
         );
-        assert_eq!(
-            f.refs("acme/api")?,
-            before_cases,
-            "{what} changed the repository"
+            assert_eq!(
+                f.refs("acme/api")?,
+                before_cases,
+                "{what} changed the repository"
+            );
+            assert_no_jwt(what, &stderr);
+        }
+
+        // One refused ref refuses the whole push, naming the culprit for the allowed one.
+        git.run_in(&wt, &["tag", "v9.0.0"]).await?;
+        let stderr = git
+            .run_expect_failure(&[
+                "-C",
+                wt.to_str().unwrap_or_default(),
+                "push",
+                "origin",
+                "HEAD:main",
+                "v9.0.0",
+            ])
+            .await?;
+        assert!(
+            stderr.contains("push refused as a whole because refs/heads/main is not allowed"),
+            "{stderr}"
         );
-        assert_no_jwt(what, &stderr);
-    }
+        assert_eq!(f.refs("acme/api")?, before_cases);
 
-    // One refused ref refuses the whole push, naming the culprit for the allowed one.
-    git.run_in(&wt, &["tag", "v9.0.0"]).await?;
-    let stderr = git
-        .run_expect_failure(&[
-            "-C",
-            wt.to_str().unwrap_or_default(),
-            "push",
-            "origin",
-            "HEAD:main",
-            "v9.0.0",
-        ])
+        // Inside the patterns, force pushes and deletions are allowed.
+        git.run_in(&wt, &["push", "--quiet", "origin", "HEAD:feature/x"])
+            .await?;
+        git.run_in(
+            &wt,
+            &["push", "--quiet", "--force", "origin", "HEAD~1:feature/x"],
+        )
         .await?;
-    assert!(
-        stderr.contains("push refused as a whole because refs/heads/main is not allowed"),
-        "{stderr}"
-    );
-    assert_eq!(f.refs("acme/api")?, before_cases);
+        git.run_in(&wt, &["push", "--quiet", "origin", ":feature/x"])
+            .await?;
+        assert_eq!(f.refs("acme/api")?, before_cases);
 
-    // Inside the patterns, force pushes and deletions are allowed.
-    git.run_in(&wt, &["push", "--quiet", "origin", "HEAD:feature/x"])
-        .await?;
-    git.run_in(
-        &wt,
-        &["push", "--quiet", "--force", "origin", "HEAD~1:feature/x"],
-    )
-    .await?;
-    git.run_in(&wt, &["push", "--quiet", "origin", ":feature/x"])
-        .await?;
-    assert_eq!(f.refs("acme/api")?, before_cases);
-
-    // Each refusal is an audit event naming the ref update.
-    let trail = jit_e2e::http_client()
-        .get(format!("{}/v1/audit", f.broker.url()))
-        .bearer_auth(f.admin())
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let denied_deletion = trail.lines().any(|l| {
-        l.contains("\"access.denied\"")
-            && l.contains("refs/heads/stable")
-            && l.contains("\"delete\"")
-    });
-    assert!(
-        denied_deletion,
-        "no access.denied event for the deletion:\n{trail}"
-    );
-    assert!(
-        !trail.contains(&token),
-        "tokens never reach the audit trail"
-    );
-    f.assert_clean_log();
-    Ok(())
+        // Each refusal is an audit event naming the ref update.
+        let trail = jit_e2e::http_client()
+            .get(format!("{}/v1/audit", f.broker.url()))
+            .bearer_auth(f.admin())
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let denied_deletion = trail.lines().any(|l| {
+            l.contains("\"access.denied\"")
+                && l.contains("refs/heads/stable")
+                && l.contains("\"delete\"")
+        });
+        assert!(
+            denied_deletion,
+            "no access.denied event for the deletion:\n{trail}"
+        );
+        assert!(
+            !trail.contains(&token),
+            "tokens never reach the audit trail"
+        );
+        f.assert_clean_log();
+        Ok(())
+    })
 }
 
-#[tokio::test]
-async fn gateway_refuses_a_token_for_repository_a_on_repository_b() -> Result<()> {
-    let f = Fixture::start().await?;
-    let token = f.token("repo:acme/api:read,write").await?;
-    let git = GitClient::new()?;
-    let stderr = git
-        .run_expect_failure(&["clone", &f.url("acme/web", &token), "web"])
-        .await?;
-    assert!(
+#[test]
+fn gateway_refuses_a_token_for_repository_a_on_repository_b() -> Result<()> {
+    crate::support::run(async move {
+        let f = Fixture::start().await?;
+        let token = f.token("repo:acme/api:read,write").await?;
+        let git = GitClient::new()?;
+        let stderr = git
+            .run_expect_failure(&["clone", &f.url("acme/web", &token), "web"])
+            .await?;
+        assert!(
         stderr.contains(
             "remote: git-jit: token grants repo:acme/api:read,write; this clone or fetch needs repo:acme/web:read"
         ),
         "{stderr}"
     );
-    assert!(stderr.contains("403"), "{stderr}");
-    // Case is part of the path: ACME/api is another repository.
-    let stderr = git
-        .run_expect_failure(&["ls-remote", &f.url("ACME/api", &token)])
-        .await?;
-    assert!(stderr.contains("needs repo:ACME/api:read"), "{stderr}");
-    // A read token cannot push its own repository either.
-    let read = f.token("repo:acme/api:read").await?;
-    let wt = clone(&git, &f.url("acme/api", &read), "api").await?;
-    commit(&git, &wt, "x").await?;
-    let stderr = git
-        .run_expect_failure(&[
-            "-C",
-            wt.to_str().unwrap_or_default(),
-            "push",
-            "origin",
-            "HEAD:feature/y",
-        ])
-        .await?;
-    assert!(
-        stderr.contains("this push needs repo:acme/api:write"),
-        "{stderr}"
-    );
-    assert_no_jwt("git's stderr", &stderr);
-    Ok(())
+        assert!(stderr.contains("403"), "{stderr}");
+        // Case is part of the path: ACME/api is another repository.
+        let stderr = git
+            .run_expect_failure(&["ls-remote", &f.url("ACME/api", &token)])
+            .await?;
+        assert!(stderr.contains("needs repo:ACME/api:read"), "{stderr}");
+        // A read token cannot push its own repository either.
+        let read = f.token("repo:acme/api:read").await?;
+        let wt = clone(&git, &f.url("acme/api", &read), "api").await?;
+        commit(&git, &wt, "x").await?;
+        let stderr = git
+            .run_expect_failure(&[
+                "-C",
+                wt.to_str().unwrap_or_default(),
+                "push",
+                "origin",
+                "HEAD:feature/y",
+            ])
+            .await?;
+        assert!(
+            stderr.contains("this push needs repo:acme/api:write"),
+            "{stderr}"
+        );
+        assert_no_jwt("git's stderr", &stderr);
+        Ok(())
+    })
 }
 
-#[tokio::test]
-async fn gateway_refuses_path_tricks_before_reaching_the_upstream() -> Result<()> {
-    let f = Fixture::start().await?;
-    let token = f.token("repo:acme/api:read").await?;
-    let auth = basic(&token);
-    let port = f.broker.port();
-    let adv = "?service=git-upload-pack";
+#[test]
+fn gateway_refuses_path_tricks_before_reaching_the_upstream() -> Result<()> {
+    crate::support::run(async move {
+        let f = Fixture::start().await?;
+        let token = f.token("repo:acme/api:read").await?;
+        let auth = basic(&token);
+        let port = f.broker.port();
+        let adv = "?service=git-upload-pack";
 
-    let (status, answer) =
-        raw_get(port, &format!("/acme/api.git/info/refs{adv}"), Some(&auth)).await?;
-    assert_eq!(status, 200, "the control request must pass: {answer}");
-    assert!(answer.contains("# service=git-upload-pack"));
+        let (status, answer) =
+            raw_get(port, &format!("/acme/api.git/info/refs{adv}"), Some(&auth)).await?;
+        assert_eq!(status, 200, "the control request must pass: {answer}");
+        assert!(answer.contains("# service=git-upload-pack"));
 
-    // Each would reach acme/secret or acme/api if some layer normalised it.
-    let tricks = [
-        ("/acme/api/../secret.git/info/refs", 400),
-        ("/acme/x/../api.git/info/refs", 400),
-        ("/acme/./api.git/info/refs", 400),
-        ("/acme//api.git/info/refs", 400),
-        ("/acme/api/%2e%2e/secret.git/info/refs", 400),
-        ("/acme/%2e%2e/acme/api.git/info/refs", 400),
-        ("/acme%2fapi.git/info/refs", 400),
-        ("/acme/api%2Egit/info/refs", 400),
-        ("/acme/api//info/refs", 400),
-        ("/acme/api.git/.git/info/refs", 400),
-        ("/ACME/api.git/info/refs", 403),
-        ("/acme/API.git/info/refs", 403),
-    ];
-    let mut seen = Vec::new();
-    for (path, want) in tricks {
-        let (status, answer) = raw_get(port, &format!("{path}{adv}"), Some(&auth)).await?;
+        // Each would reach acme/secret or acme/api if some layer normalised it.
+        let tricks = [
+            ("/acme/api/../secret.git/info/refs", 400),
+            ("/acme/x/../api.git/info/refs", 400),
+            ("/acme/./api.git/info/refs", 400),
+            ("/acme//api.git/info/refs", 400),
+            ("/acme/api/%2e%2e/secret.git/info/refs", 400),
+            ("/acme/%2e%2e/acme/api.git/info/refs", 400),
+            ("/acme%2fapi.git/info/refs", 400),
+            ("/acme/api%2Egit/info/refs", 400),
+            ("/acme/api//info/refs", 400),
+            ("/acme/api.git/.git/info/refs", 400),
+            ("/ACME/api.git/info/refs", 403),
+            ("/acme/API.git/info/refs", 403),
+        ];
+        let mut seen = Vec::new();
+        for (path, want) in tricks {
+            let (status, answer) = raw_get(port, &format!("{path}{adv}"), Some(&auth)).await?;
+            assert!(
+                !answer.contains("# service=") && !answer.contains("refs/heads/main"),
+                "{path} reached a repository:\n{answer}"
+            );
+            assert!(
+                answer.contains("git-jit: "),
+                "{path}: no reason given:\n{answer}"
+            );
+            seen.push(format!("{path} → {status}"));
+            assert_eq!(status, want, "{path}:\n{answer}");
+        }
+        eprintln!("path tricks: {seen:#?}");
+        // Without any credential the same paths are refused too (never a challenge for a
+        // normalised repository).
+        let (status, answer) = raw_get(
+            port,
+            &format!("/acme/api/../secret.git/info/refs{adv}"),
+            None,
+        )
+        .await?;
+        assert_eq!(status, 400, "{answer}");
+        // git normalises `..` itself: the clean URL it sends is checked like any other.
+        let git = GitClient::new()?;
+        let dotted = format!("http://x-jit:{token}@127.0.0.1:{port}/acme/api/../secret.git");
+        let stderr = git.run_expect_failure(&["ls-remote", &dotted]).await?;
+        assert!(stderr.contains("needs repo:acme/secret:read"), "{stderr}");
+        // Nothing above reached nginx except the control request and git's normalised one.
+        let access = f.git.access_log();
         assert!(
-            !answer.contains("# service=") && !answer.contains("refs/heads/main"),
-            "{path} reached a repository:\n{answer}"
+            !access.contains("secret"),
+            "a trick reached the upstream:\n{access}"
         );
-        assert!(
-            answer.contains("git-jit: "),
-            "{path}: no reason given:\n{answer}"
-        );
-        seen.push(format!("{path} → {status}"));
-        assert_eq!(status, want, "{path}:\n{answer}");
-    }
-    eprintln!("path tricks: {seen:#?}");
-    // Without any credential the same paths are refused too (never a challenge for a
-    // normalised repository).
-    let (status, answer) = raw_get(
-        port,
-        &format!("/acme/api/../secret.git/info/refs{adv}"),
-        None,
-    )
-    .await?;
-    assert_eq!(status, 400, "{answer}");
-    // git normalises `..` itself: the clean URL it sends is checked like any other.
-    let git = GitClient::new()?;
-    let dotted = format!("http://x-jit:{token}@127.0.0.1:{port}/acme/api/../secret.git");
-    let stderr = git.run_expect_failure(&["ls-remote", &dotted]).await?;
-    assert!(stderr.contains("needs repo:acme/secret:read"), "{stderr}");
-    // Nothing above reached nginx except the control request and git's normalised one.
-    let access = f.git.access_log();
-    assert!(
-        !access.contains("secret"),
-        "a trick reached the upstream:\n{access}"
-    );
-    f.assert_clean_log();
-    Ok(())
+        f.assert_clean_log();
+        Ok(())
+    })
 }
 
-#[tokio::test]
-async fn gateway_refuses_a_token_revoked_mid_session_and_an_expired_token() -> Result<()> {
-    let f = Fixture::start().await?;
-    let token = f.token("repo:acme/api:read").await?;
-    let git = GitClient::new()?;
-    let wt = clone(&git, &f.url("acme/api", &token), "api").await?;
-    git.run_in(&wt, &["fetch", "--quiet"]).await?;
+#[test]
+fn gateway_refuses_a_token_revoked_mid_session_and_an_expired_token() -> Result<()> {
+    crate::support::run(async move {
+        let f = Fixture::start().await?;
+        let token = f.token("repo:acme/api:read").await?;
+        let git = GitClient::new()?;
+        let wt = clone(&git, &f.url("acme/api", &token), "api").await?;
+        git.run_in(&wt, &["fetch", "--quiet"]).await?;
 
-    let claims = claims_of(&token)?;
-    let revoked = revoke(
-        &f.broker.url(),
-        &f.admin(),
-        "jti",
-        &claims.jti,
-        "laptop stolen",
-    )
-    .await?;
-    assert_eq!(revoked["revoked"], 1, "{revoked}");
-    let stderr = git
-        .run_expect_failure(&["-C", wt.to_str().unwrap_or_default(), "fetch"])
+        let claims = claims_of(&token)?;
+        let revoked = revoke(
+            &f.broker.url(),
+            &f.admin(),
+            "jti",
+            &claims.jti,
+            "laptop stolen",
+        )
         .await?;
-    assert!(
+        assert_eq!(revoked["revoked"], 1, "{revoked}");
+        let stderr = git
+            .run_expect_failure(&["-C", wt.to_str().unwrap_or_default(), "fetch"])
+            .await?;
+        assert!(
         stderr.contains(
             "remote: git-jit: token has been revoked; this clone or fetch needs repo:acme/api:read"
         ),
         "{stderr}"
     );
 
-    // A token whose `exp` has passed, though its grant is still live in the store: the
-    // gateway checks the token's own time window, not only the store.
-    let store = RedisStore::new(Topology::Single(f.redis.url()), "jit", 1000);
-    let signer = TokenSigner::new(
-        Arc::new(KeyRing::load_dir(f.keys.path())?),
-        f.broker.url(),
-        "git-jit",
-    );
-    let now = SystemClock.now_ms();
-    let mut claims = Claims {
-        iss: f.broker.url(),
-        aud: "git-jit".into(),
-        sub: "alice@example.com".into(),
-        idp: "ci".into(),
-        iat: now / 1000 - 600,
-        nbf: now / 1000 - 600,
-        exp: now / 1000 + 600,
-        jti: new_jti()?,
-        scope: Scope::parse("repo:acme/api:read")?,
-        refs: Vec::<RefPattern>::new(),
-        role: "reader".into(),
-        reason: None,
-        req: None,
-    };
-    store.put(&Grant::from_claims(&claims, now), now).await?;
-    let live = signer.sign(&claims)?.expose().to_owned();
-    git.run(&["ls-remote", "--heads", &f.url("acme/api", &live)])
-        .await?;
-    claims.exp = now / 1000 - 1;
-    let expired = signer.sign(&claims)?.expose().to_owned();
-    let stderr = git
-        .run_expect_failure(&["ls-remote", &f.url("acme/api", &expired)])
-        .await?;
-    assert!(
-        stderr.contains("remote: git-jit: token has expired"),
-        "{stderr}"
-    );
-    assert_no_jwt("git's stderr", &stderr);
-    f.assert_clean_log();
-    Ok(())
+        // A token whose `exp` has passed, though its grant is still live in the store: the
+        // gateway checks the token's own time window, not only the store.
+        let store = RedisStore::new(Topology::Single(f.redis.url()), "jit", 1000);
+        let signer = TokenSigner::new(
+            Arc::new(KeyRing::load_dir(f.keys.path())?),
+            f.broker.url(),
+            "git-jit",
+        );
+        let now = SystemClock.now_ms();
+        let mut claims = Claims {
+            iss: f.broker.url(),
+            aud: "git-jit".into(),
+            sub: "alice@example.com".into(),
+            idp: "ci".into(),
+            iat: now / 1000 - 600,
+            nbf: now / 1000 - 600,
+            exp: now / 1000 + 600,
+            jti: new_jti()?,
+            scope: Scope::parse("repo:acme/api:read")?,
+            refs: Vec::<RefPattern>::new(),
+            role: "reader".into(),
+            reason: None,
+            req: None,
+        };
+        store.put(&Grant::from_claims(&claims, now), now).await?;
+        let live = signer.sign(&claims)?.expose().to_owned();
+        git.run(&["ls-remote", "--heads", &f.url("acme/api", &live)])
+            .await?;
+        claims.exp = now / 1000 - 1;
+        let expired = signer.sign(&claims)?.expose().to_owned();
+        let stderr = git
+            .run_expect_failure(&["ls-remote", &f.url("acme/api", &expired)])
+            .await?;
+        assert!(
+            stderr.contains("remote: git-jit: token has expired"),
+            "{stderr}"
+        );
+        assert_no_jwt("git's stderr", &stderr);
+        f.assert_clean_log();
+        Ok(())
+    })
 }
 
-#[tokio::test]
-async fn gateway_dir_upstream_clone_and_push() -> Result<()> {
-    let f = Fixture::start().await?;
-    let token = f.token("repo:local/tool:read,write").await?;
-    let git = GitClient::new()?;
-    let wt = clone(&git, &f.url("local/tool", &token), "tool").await?;
-    git.run_in(&wt, &["switch", "--quiet", "-c", "feature/dir"])
-        .await?;
-    commit(&git, &wt, "dir.txt").await?;
-    git.run_in(&wt, &["push", "--quiet", "origin", "feature/dir"])
-        .await?;
-    assert_eq!(
-        f.git
-            .git_in_repo("local/tool", &["rev-parse", "refs/heads/feature/dir"])?,
-        rev(&git, &wt, "HEAD").await?
-    );
-    let stderr = git
-        .run_expect_failure(&[
-            "-C",
-            wt.to_str().unwrap_or_default(),
-            "push",
-            "origin",
-            "HEAD:main",
-        ])
-        .await?;
-    assert!(
-        stderr.contains("git-jit: ref not allowed by grant"),
-        "{stderr}"
-    );
-    // The dir: upstream is served by the broker itself: nginx never saw these requests.
-    let access = f.git.access_log();
-    assert!(!access.contains("local/tool"), "{access}");
-    Ok(())
+#[test]
+fn gateway_dir_upstream_clone_and_push() -> Result<()> {
+    crate::support::run(async move {
+        let f = Fixture::start().await?;
+        let token = f.token("repo:local/tool:read,write").await?;
+        let git = GitClient::new()?;
+        let wt = clone(&git, &f.url("local/tool", &token), "tool").await?;
+        git.run_in(&wt, &["switch", "--quiet", "-c", "feature/dir"])
+            .await?;
+        commit(&git, &wt, "dir.txt").await?;
+        git.run_in(&wt, &["push", "--quiet", "origin", "feature/dir"])
+            .await?;
+        assert_eq!(
+            f.git
+                .git_in_repo("local/tool", &["rev-parse", "refs/heads/feature/dir"])?,
+            rev(&git, &wt, "HEAD").await?
+        );
+        let stderr = git
+            .run_expect_failure(&[
+                "-C",
+                wt.to_str().unwrap_or_default(),
+                "push",
+                "origin",
+                "HEAD:main",
+            ])
+            .await?;
+        assert!(
+            stderr.contains("git-jit: ref not allowed by grant"),
+            "{stderr}"
+        );
+        // The dir: upstream is served by the broker itself: nginx never saw these requests.
+        let access = f.git.access_log();
+        assert!(!access.contains("local/tool"), "{access}");
+        Ok(())
+    })
 }

@@ -16,18 +16,20 @@ fn workspace_binaries_are_found_next_to_the_tests() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn broker_serves_healthz_from_a_config_file() -> Result<()> {
-    let redis = RedisServer::start().await?;
-    let keys = tempfile::tempdir()?;
-    generate_keys(keys.path())?;
-    let config = crate::support::broker_base(keys.path(), &redis.url(), None);
-    let mut broker = BrokerProcess::start(&config).await?;
-    let http = jit_e2e::http_client();
-    let health = http.get(format!("{}/healthz", broker.url())).send().await?;
-    assert!(health.status().is_success());
-    let port = broker.port();
-    broker.stop()?;
-    assert!(!jit_e2e::process::port_is_open(port));
-    Ok(())
+#[test]
+fn broker_serves_healthz_from_a_config_file() -> Result<()> {
+    crate::support::run(async move {
+        let redis = RedisServer::start().await?;
+        let keys = tempfile::tempdir()?;
+        generate_keys(keys.path())?;
+        let config = crate::support::broker_base(keys.path(), &redis.url(), None);
+        let mut broker = BrokerProcess::start(&config).await?;
+        let http = jit_e2e::http_client();
+        let health = http.get(format!("{}/healthz", broker.url())).send().await?;
+        assert!(health.status().is_success());
+        let port = broker.port();
+        broker.stop()?;
+        assert!(!jit_e2e::process::port_is_open(port));
+        Ok(())
+    })
 }

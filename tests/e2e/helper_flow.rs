@@ -170,207 +170,210 @@ async fn login(
     Ok(())
 }
 
-#[tokio::test]
-async fn helper_setup_login_then_plain_git_clone_push_refusal_and_revocation() -> Result<()> {
-    let redis = RedisServer::start().await?;
-    let op = OidcProvider::start().await?;
-    let ci = CiIssuer::start().await?;
-    let password = format!("upstream-{}", jit_e2e::random_token(12));
-    let upstream = GitServer::start_with(GitServerConfig {
-        basic_auth: Some((UPSTREAM_USER.into(), password.clone())),
-        ..Default::default()
-    })
-    .await?;
-    upstream.create_repo("acme/api")?;
-    let keys = tempfile::tempdir()?;
-    generate_keys(keys.path())?;
-    let text = config(keys.path(), &redis.url(), &op.issuer(), &ci, &upstream);
-    let broker = BrokerProcess::start_with_env(&text, &[(PASSWORD_ENV, &password)]).await?;
-    let gateway = broker.url();
-    let repo_url = format!("{gateway}/acme/api.git");
-    let mut t = Transcript::default();
-
-    let git = client()?;
-    let out = git.run(&["jit", "setup", &gateway]).await?;
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("git now asks git-jit for credentials"),
-        "{}",
-        jit_e2e::git_server::describe(&out)
-    );
-    login(&git, &op, "alice@example.com", &mut t).await?;
-
-    // Plain git, no token anywhere in sight.
-    quiet(&git, &mut t, &["clone", "--quiet", &repo_url, "api"]).await?;
-    let wt = git.home().join("api");
-    let wt_s = wt.to_string_lossy().into_owned();
-    std::fs::write(wt.join("hello.txt"), "hello\n")?;
-    git.run_in(&wt, &["add", "hello.txt"]).await?;
-    git.run_in(&wt, &["commit", "--quiet", "-m", "hello"])
+#[test]
+fn helper_setup_login_then_plain_git_clone_push_refusal_and_revocation() -> Result<()> {
+    crate::support::run(async move {
+        let redis = RedisServer::start().await?;
+        let op = OidcProvider::start().await?;
+        let ci = CiIssuer::start().await?;
+        let password = format!("upstream-{}", jit_e2e::random_token(12));
+        let upstream = GitServer::start_with(GitServerConfig {
+            basic_auth: Some((UPSTREAM_USER.into(), password.clone())),
+            ..Default::default()
+        })
         .await?;
-    quiet(
-        &git,
-        &mut t,
-        &[
-            "-C",
-            &wt_s,
-            "push",
-            "--quiet",
-            "origin",
-            "HEAD:feature/hello",
-        ],
-    )
-    .await?;
-    assert_eq!(
-        upstream.git_in_repo("acme/api", &["rev-parse", "refs/heads/feature/hello"])?,
-        String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
-    );
+        upstream.create_repo("acme/api")?;
+        let keys = tempfile::tempdir()?;
+        generate_keys(keys.path())?;
+        let text = config(keys.path(), &redis.url(), &op.issuer(), &ci, &upstream);
+        let broker = BrokerProcess::start_with_env(&text, &[(PASSWORD_ENV, &password)]).await?;
+        let gateway = broker.url();
+        let repo_url = format!("{gateway}/acme/api.git");
+        let mut t = Transcript::default();
 
-    // Regression: a push larger than git's post buffer (1 MiB) makes git send a `0000` probe
-    // without the Bearer header first; it used to get a 401 and the push failed.
-    let mut noise = vec![0u8; 3 * 1024 * 1024];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut noise)
-        .map_err(|_| anyhow::anyhow!("no randomness"))?;
-    std::fs::write(wt.join("big.bin"), noise)?;
-    git.run_in(&wt, &["add", "big.bin"]).await?;
-    git.run_in(&wt, &["commit", "--quiet", "-m", "a 3 MiB blob"])
-        .await?;
-    quiet(
-        &git,
-        &mut t,
-        &["-C", &wt_s, "push", "--quiet", "origin", "HEAD:feature/big"],
-    )
-    .await?;
-    assert_eq!(
-        upstream.git_in_repo("acme/api", &["rev-parse", "refs/heads/feature/big"])?,
-        String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
-    );
-
-    // The credential helper speaks nothing but protocol on stdout.
-    let mut fill = git.command(["credential", "fill"]);
-    fill.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = fill.spawn()?;
-    {
-        use tokio::io::AsyncWriteExt as _;
-        let mut stdin = child.stdin.take().context("stdin")?;
-        let port = broker.port();
-        stdin
-            .write_all(
-                format!("protocol=http\nhost=127.0.0.1:{port}\npath=acme/api.git\n\n").as_bytes(),
-            )
-            .await?;
-    }
-    let out = child.wait_with_output().await?;
-    let answer = String::from_utf8_lossy(&out.stdout);
-    t.keep("git credential fill", &String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{answer}");
-    for line in answer.lines() {
-        let key = line.split_once('=').map(|(k, _)| k).unwrap_or(line);
+        let git = client()?;
+        let out = git.run(&["jit", "setup", &gateway]).await?;
         assert!(
-            [
-                "protocol",
-                "host",
-                "path",
-                "username",
-                "password",
-                "password_expiry_utc",
-                "capability[]",
-                "authtype",
-                "credential",
-                "ephemeral",
-            ]
-            .contains(&key),
-            "not protocol on stdout: {line:?}"
+            String::from_utf8_lossy(&out.stdout).contains("git now asks git-jit for credentials"),
+            "{}",
+            jit_e2e::git_server::describe(&out)
         );
-    }
-    assert!(answer.contains("password_expiry_utc="), "{answer}");
+        login(&git, &op, "alice@example.com", &mut t).await?;
 
-    // A ref outside the grant: git shows the gateway's reason.
-    let stderr = fails(&git, &mut t, &["-C", &wt_s, "push", "origin", "HEAD:main"]).await?;
-    assert!(
-        stderr.contains("git-jit: ref not allowed by grant: allowed refs/heads/feature/**"),
-        "{stderr}"
-    );
-
-    // The security team revokes alice: the next fetch fails and says why.
-    let admin = op.id_token("sec-admin", CLI_CLIENT).await?;
-    let revoked = revoke(
-        &gateway,
-        &admin,
-        "subject",
-        "alice@example.com",
-        "laptop lost",
-    )
-    .await?;
-    assert!(revoked["revoked"].as_u64().unwrap_or(0) >= 2, "{revoked}");
-    let stderr = fails(&git, &mut t, &["-C", &wt_s, "fetch"]).await?;
-    assert!(stderr.contains("token has been revoked"), "{stderr}");
-    // Nor can the same login session fetch a fresh token: it must authenticate again.
-    let stderr = fails(&git, &mut t, &["-C", &wt_s, "fetch"]).await?;
-    assert!(
-        stderr.contains("was revoked; authenticate again"),
-        "{stderr}"
-    );
-
-    // A CI job with no login: GitHub Actions' variables are enough.
-    ci.set_actions_token(
-        &ci.github_actions("acme/api")
-            .rs256()
-            .claim("repository_owner_id", "1234567"),
-    );
-    let mut job = client()?;
-    job.env(
-        "ACTIONS_ID_TOKEN_REQUEST_URL",
-        ci.actions_token_request_url(),
-    )
-    .env(
-        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-        ci.actions_token_request_token(),
-    );
-    job.run(&["jit", "setup", &gateway]).await?;
-    quiet(&job, &mut t, &["clone", "--quiet", &repo_url, "api"]).await?;
-    let jwt = job.home().join("api");
-    let jwt_s = jwt.to_string_lossy().into_owned();
-    std::fs::write(jwt.join("release.txt"), "1.0\n")?;
-    job.run_in(&jwt, &["add", "release.txt"]).await?;
-    job.run_in(&jwt, &["commit", "--quiet", "-m", "bump"])
+        // Plain git, no token anywhere in sight.
+        quiet(&git, &mut t, &["clone", "--quiet", &repo_url, "api"]).await?;
+        let wt = git.home().join("api");
+        let wt_s = wt.to_string_lossy().into_owned();
+        std::fs::write(wt.join("hello.txt"), "hello\n")?;
+        git.run_in(&wt, &["add", "hello.txt"]).await?;
+        git.run_in(&wt, &["commit", "--quiet", "-m", "hello"])
+            .await?;
+        quiet(
+            &git,
+            &mut t,
+            &[
+                "-C",
+                &wt_s,
+                "push",
+                "--quiet",
+                "origin",
+                "HEAD:feature/hello",
+            ],
+        )
         .await?;
-    // gha-deploy: this job (main, production) may push main of its own repository only.
-    quiet(
-        &job,
-        &mut t,
-        &["-C", &jwt_s, "push", "--quiet", "origin", "HEAD:main"],
-    )
-    .await?;
-    let stderr = fails(
-        &job,
-        &mut t,
-        &["-C", &jwt_s, "push", "origin", "HEAD:feature/ci"],
-    )
-    .await?;
-    assert!(
-        stderr.contains("git-jit: ref not allowed by grant: allowed refs/heads/main"),
-        "{stderr}"
-    );
+        assert_eq!(
+            upstream.git_in_repo("acme/api", &["rev-parse", "refs/heads/feature/hello"])?,
+            String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
+        );
 
-    if std::env::var_os("JIT_E2E_SHOW_TRANSCRIPT").is_some() {
-        eprintln!("{}", t.0);
-    }
-    // Never a token on stderr, in the broker's log, or the upstream password.
-    assert_no_jwt("git's and git jit's stderr", &t.0);
-    let log = broker.logs();
-    assert_no_jwt("the broker log", &log);
-    for cache in [git.home(), job.home()] {
-        let tokens =
-            std::fs::read_to_string(cache.join(".cache/git-jit/tokens.json")).unwrap_or_default();
-        for token in tokens.split('"').filter(|s| s.starts_with("eyJ")) {
+        // Regression: a push larger than git's post buffer (1 MiB) makes git send a `0000` probe
+        // without the Bearer header first; it used to get a 401 and the push failed.
+        let mut noise = vec![0u8; 3 * 1024 * 1024];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut noise)
+            .map_err(|_| anyhow::anyhow!("no randomness"))?;
+        std::fs::write(wt.join("big.bin"), noise)?;
+        git.run_in(&wt, &["add", "big.bin"]).await?;
+        git.run_in(&wt, &["commit", "--quiet", "-m", "a 3 MiB blob"])
+            .await?;
+        quiet(
+            &git,
+            &mut t,
+            &["-C", &wt_s, "push", "--quiet", "origin", "HEAD:feature/big"],
+        )
+        .await?;
+        assert_eq!(
+            upstream.git_in_repo("acme/api", &["rev-parse", "refs/heads/feature/big"])?,
+            String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
+        );
+
+        // The credential helper speaks nothing but protocol on stdout.
+        let mut fill = git.command(["credential", "fill"]);
+        fill.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = fill.spawn()?;
+        {
+            use tokio::io::AsyncWriteExt as _;
+            let mut stdin = child.stdin.take().context("stdin")?;
+            let port = broker.port();
+            stdin
+                .write_all(
+                    format!("protocol=http\nhost=127.0.0.1:{port}\npath=acme/api.git\n\n")
+                        .as_bytes(),
+                )
+                .await?;
+        }
+        let out = child.wait_with_output().await?;
+        let answer = String::from_utf8_lossy(&out.stdout);
+        t.keep("git credential fill", &String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{answer}");
+        for line in answer.lines() {
+            let key = line.split_once('=').map(|(k, _)| k).unwrap_or(line);
             assert!(
-                !log.contains(token) && !t.0.contains(token),
-                "a cached token leaked"
+                [
+                    "protocol",
+                    "host",
+                    "path",
+                    "username",
+                    "password",
+                    "password_expiry_utc",
+                    "capability[]",
+                    "authtype",
+                    "credential",
+                    "ephemeral",
+                ]
+                .contains(&key),
+                "not protocol on stdout: {line:?}"
             );
         }
-    }
-    assert!(!log.contains(&password));
-    Ok(())
+        assert!(answer.contains("password_expiry_utc="), "{answer}");
+
+        // A ref outside the grant: git shows the gateway's reason.
+        let stderr = fails(&git, &mut t, &["-C", &wt_s, "push", "origin", "HEAD:main"]).await?;
+        assert!(
+            stderr.contains("git-jit: ref not allowed by grant: allowed refs/heads/feature/**"),
+            "{stderr}"
+        );
+
+        // The security team revokes alice: the next fetch fails and says why.
+        let admin = op.id_token("sec-admin", CLI_CLIENT).await?;
+        let revoked = revoke(
+            &gateway,
+            &admin,
+            "subject",
+            "alice@example.com",
+            "laptop lost",
+        )
+        .await?;
+        assert!(revoked["revoked"].as_u64().unwrap_or(0) >= 2, "{revoked}");
+        let stderr = fails(&git, &mut t, &["-C", &wt_s, "fetch"]).await?;
+        assert!(stderr.contains("token has been revoked"), "{stderr}");
+        // Nor can the same login session fetch a fresh token: it must authenticate again.
+        let stderr = fails(&git, &mut t, &["-C", &wt_s, "fetch"]).await?;
+        assert!(
+            stderr.contains("was revoked; authenticate again"),
+            "{stderr}"
+        );
+
+        // A CI job with no login: GitHub Actions' variables are enough.
+        ci.set_actions_token(
+            &ci.github_actions("acme/api")
+                .rs256()
+                .claim("repository_owner_id", "1234567"),
+        );
+        let mut job = client()?;
+        job.env(
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            ci.actions_token_request_url(),
+        )
+        .env(
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            ci.actions_token_request_token(),
+        );
+        job.run(&["jit", "setup", &gateway]).await?;
+        quiet(&job, &mut t, &["clone", "--quiet", &repo_url, "api"]).await?;
+        let jwt = job.home().join("api");
+        let jwt_s = jwt.to_string_lossy().into_owned();
+        std::fs::write(jwt.join("release.txt"), "1.0\n")?;
+        job.run_in(&jwt, &["add", "release.txt"]).await?;
+        job.run_in(&jwt, &["commit", "--quiet", "-m", "bump"])
+            .await?;
+        // gha-deploy: this job (main, production) may push main of its own repository only.
+        quiet(
+            &job,
+            &mut t,
+            &["-C", &jwt_s, "push", "--quiet", "origin", "HEAD:main"],
+        )
+        .await?;
+        let stderr = fails(
+            &job,
+            &mut t,
+            &["-C", &jwt_s, "push", "origin", "HEAD:feature/ci"],
+        )
+        .await?;
+        assert!(
+            stderr.contains("git-jit: ref not allowed by grant: allowed refs/heads/main"),
+            "{stderr}"
+        );
+
+        if std::env::var_os("JIT_E2E_SHOW_TRANSCRIPT").is_some() {
+            eprintln!("{}", t.0);
+        }
+        // Never a token on stderr, in the broker's log, or the upstream password.
+        assert_no_jwt("git's and git jit's stderr", &t.0);
+        let log = broker.logs();
+        assert_no_jwt("the broker log", &log);
+        for cache in [git.home(), job.home()] {
+            let tokens = std::fs::read_to_string(cache.join(".cache/git-jit/tokens.json"))
+                .unwrap_or_default();
+            for token in tokens.split('"').filter(|s| s.starts_with("eyJ")) {
+                assert!(
+                    !log.contains(token) && !t.0.contains(token),
+                    "a cached token leaked"
+                );
+            }
+        }
+        assert!(!log.contains(&password));
+        Ok(())
+    })
 }

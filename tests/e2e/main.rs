@@ -10,6 +10,7 @@ mod exchange_oidc;
 mod gateway;
 mod harness_broker;
 mod harness_ci_issuer;
+mod harness_cleanup;
 mod harness_git;
 mod harness_oidc;
 mod harness_redis;

@@ -57,145 +57,147 @@ async fn active(http: &reqwest::Client, broker: &str, token: &str) -> Result<boo
     Ok(body["active"].as_bool() == Some(true))
 }
 
-#[tokio::test]
-async fn revocation_on_one_replica_holds_on_the_other_at_once() -> Result<()> {
-    let redis = RedisServer::start().await?;
-    let idp = CiIssuer::start().await?;
-    let keys = tempfile::tempdir()?;
-    generate_keys(keys.path())?;
-    let text = config(keys.path(), &redis.url(), &idp.issuer());
-    let a = BrokerProcess::start(&text).await?;
-    let b = BrokerProcess::start(&text).await?;
-    let http = jit_e2e::http_client();
+#[test]
+fn revocation_on_one_replica_holds_on_the_other_at_once() -> Result<()> {
+    crate::support::run(async move {
+        let redis = RedisServer::start().await?;
+        let idp = CiIssuer::start().await?;
+        let keys = tempfile::tempdir()?;
+        generate_keys(keys.path())?;
+        let text = config(keys.path(), &redis.url(), &idp.issuer());
+        let a = BrokerProcess::start(&text).await?;
+        let b = BrokerProcess::start(&text).await?;
+        let http = jit_e2e::http_client();
 
-    let alice = idp
-        .token()
-        .subject("alice@example.com")
-        .claim("groups", json!(["engineering"]))
-        .sign();
-    let bob = idp
-        .token()
-        .subject("bob@example.com")
-        .claim("groups", json!(["engineering"]))
-        .sign();
-    let admin = idp
-        .token()
-        .subject("sec@example.com")
-        .claim("groups", json!(["security"]))
-        .sign();
+        let alice = idp
+            .token()
+            .subject("alice@example.com")
+            .claim("groups", json!(["engineering"]))
+            .sign();
+        let bob = idp
+            .token()
+            .subject("bob@example.com")
+            .claim("groups", json!(["engineering"]))
+            .sign();
+        let admin = idp
+            .token()
+            .subject("sec@example.com")
+            .claim("groups", json!(["security"]))
+            .sign();
 
-    let t_alice = exchange(&http, &a.url(), &alice, "repo:acme/api:read").await?;
-    let t_bob = exchange(&http, &b.url(), &bob, "repo:acme/api:read").await?;
-    let alice_token = t_alice["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let bob_token = t_bob["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        active(&http, &b.url(), &alice_token).await?,
-        "a grant from A is live on B"
-    );
-    assert!(
-        active(&http, &a.url(), &bob_token).await?,
-        "a grant from B is live on A"
-    );
-
-    let revoked: Value = http
-        .post(format!("{}/v1/revoke", a.url()))
-        .bearer_auth(&admin)
-        .json(&json!({"by": "subject", "value": "alice@example.com", "reason": "incident 42"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let returned = Instant::now();
-    assert_eq!(revoked["revoked"], 1, "{revoked}");
-    // The very next request on the other replica is refused: no retries, no propagation delay.
-    let still_active = active(&http, &b.url(), &alice_token).await?;
-    let latency = returned.elapsed();
-    assert!(
-        !still_active,
-        "replica B still accepted a token revoked on A"
-    );
-    eprintln!(
-        "revocation on A → first refusal on B: {:.2} ms (one request)",
-        latency.as_secs_f64() * 1e3
-    );
-    assert!(
-        active(&http, &b.url(), &bob_token).await?,
-        "other subjects are untouched"
-    );
-
-    // Both replicas list the same live grants, and the audit trail is one chain.
-    let grants: Value = http
-        .get(format!("{}/v1/grants", b.url()))
-        .bearer_auth(&admin)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    assert_eq!(grants["total"], 1, "{grants}");
-    assert_eq!(grants["grants"][0]["sub"], "bob@example.com");
-    let trail = http
-        .get(format!("{}/v1/audit", a.url()))
-        .bearer_auth(&admin)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let events: Vec<Value> = trail
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
-    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
-    assert!(
-        kinds.contains(&"grant.issued") && kinds.contains(&"grant.revoked"),
-        "{kinds:?}"
-    );
-    for pair in events.windows(2) {
-        assert_eq!(
-            pair[1]["prev"], pair[0]["hash"],
-            "one linear chain across replicas"
+        let t_alice = exchange(&http, &a.url(), &alice, "repo:acme/api:read").await?;
+        let t_bob = exchange(&http, &b.url(), &bob, "repo:acme/api:read").await?;
+        let alice_token = t_alice["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let bob_token = t_bob["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            active(&http, &b.url(), &alice_token).await?,
+            "a grant from A is live on B"
         );
-    }
-    assert!(
-        !trail.contains(&alice_token),
-        "tokens never reach the audit trail"
-    );
+        assert!(
+            active(&http, &a.url(), &bob_token).await?,
+            "a grant from B is live on A"
+        );
 
-    // `jit-broker audit verify` proves the chain in the store, and catches a deleted event.
-    let verify = || {
-        std::process::Command::new(jit_e2e::bin_path("jit-broker")?)
-            .args(["audit", "verify", "--config"])
-            .arg(a.config_path())
-            .output()
-            .map_err(anyhow::Error::from)
-    };
-    let ok = verify()?;
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("audit chain intact"));
-    let client = redis::Client::open(redis.url())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let victim = events[1]["id"].as_str().unwrap_or_default().to_owned();
-    let deleted: i64 = redis::cmd("XDEL")
-        .arg("jit:{audit}")
-        .arg(&victim)
-        .query_async(&mut conn)
-        .await?;
-    assert_eq!(deleted, 1);
-    let broken = verify()?;
-    assert!(!broken.status.success(), "a deleted event must be detected");
-    let msg = String::from_utf8_lossy(&broken.stderr);
-    assert!(msg.contains("deleted or reordered"), "{msg}");
-    Ok(())
+        let revoked: Value = http
+            .post(format!("{}/v1/revoke", a.url()))
+            .bearer_auth(&admin)
+            .json(&json!({"by": "subject", "value": "alice@example.com", "reason": "incident 42"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let returned = Instant::now();
+        assert_eq!(revoked["revoked"], 1, "{revoked}");
+        // The very next request on the other replica is refused: no retries, no propagation delay.
+        let still_active = active(&http, &b.url(), &alice_token).await?;
+        let latency = returned.elapsed();
+        assert!(
+            !still_active,
+            "replica B still accepted a token revoked on A"
+        );
+        eprintln!(
+            "revocation on A → first refusal on B: {:.2} ms (one request)",
+            latency.as_secs_f64() * 1e3
+        );
+        assert!(
+            active(&http, &b.url(), &bob_token).await?,
+            "other subjects are untouched"
+        );
+
+        // Both replicas list the same live grants, and the audit trail is one chain.
+        let grants: Value = http
+            .get(format!("{}/v1/grants", b.url()))
+            .bearer_auth(&admin)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        assert_eq!(grants["total"], 1, "{grants}");
+        assert_eq!(grants["grants"][0]["sub"], "bob@example.com");
+        let trail = http
+            .get(format!("{}/v1/audit", a.url()))
+            .bearer_auth(&admin)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let events: Vec<Value> = trail
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+        assert!(
+            kinds.contains(&"grant.issued") && kinds.contains(&"grant.revoked"),
+            "{kinds:?}"
+        );
+        for pair in events.windows(2) {
+            assert_eq!(
+                pair[1]["prev"], pair[0]["hash"],
+                "one linear chain across replicas"
+            );
+        }
+        assert!(
+            !trail.contains(&alice_token),
+            "tokens never reach the audit trail"
+        );
+
+        // `jit-broker audit verify` proves the chain in the store, and catches a deleted event.
+        let verify = || {
+            std::process::Command::new(jit_e2e::bin_path("jit-broker")?)
+                .args(["audit", "verify", "--config"])
+                .arg(a.config_path())
+                .output()
+                .map_err(anyhow::Error::from)
+        };
+        let ok = verify()?;
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert!(String::from_utf8_lossy(&ok.stdout).contains("audit chain intact"));
+        let client = redis::Client::open(redis.url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let victim = events[1]["id"].as_str().unwrap_or_default().to_owned();
+        let deleted: i64 = redis::cmd("XDEL")
+            .arg("jit:{audit}")
+            .arg(&victim)
+            .query_async(&mut conn)
+            .await?;
+        assert_eq!(deleted, 1);
+        let broken = verify()?;
+        assert!(!broken.status.success(), "a deleted event must be detected");
+        let msg = String::from_utf8_lossy(&broken.stderr);
+        assert!(msg.contains("deleted or reordered"), "{msg}");
+        Ok(())
+    })
 }

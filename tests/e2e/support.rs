@@ -1,9 +1,73 @@
-//! Small helpers shared by the end-to-end tests.
+//! Small helpers shared by the end-to-end tests, and [`run`], the runner every test goes
+//! through.
+
+use std::future::Future;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
+
+/// How long one end-to-end test may run: `JIT_E2E_TEST_TIMEOUT_SECS`, or 240 s — under the
+/// 300 s after which nextest ends a test (`.config/nextest.toml`), so this clearer failure
+/// comes first there, and the only limit under plain `cargo test`.
+pub fn test_timeout() -> Duration {
+    let secs = std::env::var("JIT_E2E_TEST_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(240);
+    Duration::from_secs(secs)
+}
+
+/// Runs an end-to-end test body within [`test_timeout`]. See [`run_within`].
+pub fn run<F>(body: F) -> Result<()>
+where
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    run_within(test_timeout(), body)
+}
+
+/// Runs `body` on a fresh current-thread runtime on its own thread and fails the test with a
+/// clear message if it has not finished within `limit`. The limit holds even when the body
+/// blocks its thread (a synchronous call stuck on the network), which a
+/// `tokio::time::timeout` in the body could not catch. A body that times out is left behind;
+/// its servers die with the test process (see `jit_e2e::process`).
+pub fn run_within<F>(limit: Duration, body: F) -> Result<()>
+where
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    // libtest names each test's thread after the test.
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("end-to-end test")
+        .to_owned();
+    let (done, result) = mpsc::channel();
+    let worker = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building the test's runtime")
+                .and_then(|rt| rt.block_on(body));
+            // Fails only if the test already timed out and stopped listening.
+            let _ = done.send(outcome);
+        })
+        .context("starting the test's thread")?;
+    match result.recv_timeout(limit) {
+        Ok(outcome) => outcome,
+        Err(RecvTimeoutError::Timeout) => panic!(
+            "{name} did not finish within {limit:?} (JIT_E2E_TEST_TIMEOUT_SECS sets the limit)"
+        ),
+        // The body panicked: fail with its panic, as if it had run on this thread.
+        Err(RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => anyhow::bail!("{name} ended without a result"),
+        },
+    }
+}
 
 /// Verifies `token` against the JWKS at `jwks_uri` (picked by `kid`), checking `iss` and `aud`,
 /// and returns its claims.

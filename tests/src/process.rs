@@ -1,10 +1,17 @@
 //! Child processes owned by the harness: free ports, captured logs, readiness waits and
 //! guaranteed cleanup.
 //!
-//! Every process is started in its own process group and killed as a group on drop, so a
-//! server's workers (nginx workers, fcgiwrap children) die with it. Exited processes may
-//! linger as zombies on this kind of machine, so "is it gone?" is answered by probing the
-//! port it served, never by `kill -0`.
+//! Every process is started in its own process group and ended as a group on drop (SIGTERM,
+//! a grace period, then SIGKILL), so a server's workers (nginx workers, fcgiwrap children) die
+//! with it. Exited processes may linger as zombies on this kind of machine, so "is it gone?" is
+//! answered by reaping the leader or probing the port it served, never by `kill -0`.
+//!
+//! Drop does not run when the test process itself is killed (a runner's timeout, Ctrl-C), so
+//! each server also gets a watchdog: a `sh` in the server's process group, blocked reading a
+//! pipe whose only write end the test process holds. The kernel closes that end however the
+//! test process dies, even on SIGKILL; the watchdog then ends the group the same way. Being a
+//! member of the group, the watchdog keeps the group id from being reused while it waits, and
+//! an orderly drop ends it together with the server.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -17,6 +24,23 @@ use anyhow::{Context, Result, bail};
 
 /// How long a server gets to become ready before the harness gives up.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a server gets between SIGTERM and SIGKILL when it is dropped.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The watchdog (`$1` is the process group): it ignores the SIGTERM it sends its own group,
+/// waits for the pipe on stdin to close, then gives the group leader up to 2 s (20 × 0.1 s)
+/// to leave — gone or a zombie — before SIGKILL, which ends the watchdog too.
+const WATCHDOG_SCRIPT: &str = r#"trap '' TERM INT HUP
+while read -r _; do :; done
+kill -TERM "-$1" 2>/dev/null
+i=0
+while [ "$i" -lt 20 ] && grep -q '^State:[[:space:]]*[^Z]' "/proc/$1/status" 2>/dev/null; do
+  sleep 0.1
+  i=$((i + 1))
+done
+kill -KILL "-$1"
+"#;
 
 /// A port on 127.0.0.1 that was free a moment ago (the OS picked it for a bind to port 0).
 ///
@@ -79,6 +103,9 @@ where
 pub struct ManagedProcess {
     name: String,
     child: Option<Child>,
+    /// The watchdog in the child's group; its stdin is the pipe whose closing means "the test
+    /// process is gone".
+    watchdog: Option<Child>,
     log_path: PathBuf,
 }
 
@@ -98,11 +125,15 @@ impl ManagedProcess {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;
-        Ok(Self {
+        let mut process = Self {
             name: name.to_owned(),
             child: Some(child),
+            watchdog: None,
             log_path,
-        })
+        };
+        // On error `process` is dropped, which kills the group just started.
+        process.watchdog = Some(spawn_watchdog(name, process.pid().unwrap_or_default())?);
+        Ok(process)
     }
 
     /// The process id (also its process group id).
@@ -139,16 +170,23 @@ impl ManagedProcess {
         Ok(())
     }
 
-    /// Kills the process group with SIGKILL and reaps the leader. Idempotent.
+    /// Kills the process group with SIGKILL and reaps the leader and the watchdog. Idempotent.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_group(child.id(), "KILL");
+            // Best effort: both fail only if the process is already reaped.
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            // The group's SIGKILL ended it; this reaps it (and is a no-op if already done).
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
     }
 
-    /// Sends SIGTERM to the group, waits up to `grace` for the leader, then SIGKILLs.
+    /// Sends SIGTERM to the group, waits up to `grace` for the leader to exit (reaping it is
+    /// the probe), then SIGKILLs the group, which takes any straggler with it.
     pub fn terminate(&mut self, grace: Duration) {
         if let Some(child) = self.child.as_mut() {
             kill_group(child.id(), "TERM");
@@ -183,8 +221,26 @@ impl Drop for ManagedProcess {
         if show && self.child.is_some() {
             self.print_logs();
         }
-        self.kill();
+        self.terminate(STOP_GRACE);
     }
+}
+
+/// Starts the watchdog of the process group `pgid` (see the module docs), as a member of it.
+fn spawn_watchdog(name: &str, pgid: u32) -> Result<Child> {
+    let pgid_arg = pgid.to_string();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(WATCHDOG_SCRIPT)
+        .arg(format!("jit-e2e-watchdog-{name}"))
+        .arg(&pgid_arg)
+        // std creates the pipe close-on-exec: no other child inherits its write end, so it
+        // closes exactly when this process lets go of it or dies.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(i32::try_from(pgid).context("process group id out of range")?);
+    cmd.spawn()
+        .with_context(|| format!("starting the watchdog of {name} (process group {pgid_arg})"))
 }
 
 /// `kill -SIG -- -PGID`, through the `kill` command because this crate forbids `unsafe`.

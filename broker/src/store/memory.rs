@@ -227,9 +227,13 @@ impl GrantStore for MemoryStore {
 mod tests {
     use super::*;
 
+    use crate::store::suite::{self, SuiteTime};
+
+    /// On a manual clock: the memory store knows no time but the `now_ms` it is handed, so
+    /// the suite's expiry cases take no real time.
     #[tokio::test]
     async fn shared_suite() {
-        super::super::suite::run_all(|audit_max| async move {
+        suite::run_all(&SuiteTime::manual(), |audit_max| async move {
             Box::new(MemoryStore::new(audit_max)) as Box<dyn GrantStore>
         })
         .await;

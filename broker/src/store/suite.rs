@@ -2,26 +2,92 @@
 //! in its unit tests; the Redis store runs it against a real `redis-server` in the end-to-end
 //! harness (single node and cluster).
 //!
-//! Times are real (the Redis store's TTLs are real), so the suite takes `now` from the clock
-//! and moves it forward explicitly where it checks logical expiry.
+//! Time is the store's own notion of it ([`SuiteTime`]): the memory store knows only the
+//! `now_ms` it is handed, so its run drives a [`ManualClock`] and never sleeps; the Redis store
+//! expires keys by real TTLs inside `redis-server`, so its run reads the system clock and, where
+//! a case needs time to pass, really waits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;
+use std::time::Duration;
 
 use jit_proto::{Claims, RepoPath, Scope};
 
 use super::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget};
 use crate::audit::{AuditEvent, AuditQuery};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, ManualClock, SystemClock};
 
-fn now_ms() -> i64 {
-    SystemClock.now_ms()
+/// How time passes for the store under test.
+pub enum SuiteTime {
+    /// The store only knows the `now_ms` it is given: the suite moves this clock.
+    Manual(ManualClock),
+    /// The store keeps real time of its own (Redis key TTLs): the suite reads the system clock
+    /// and waits for real.
+    Real,
 }
 
-/// A grant for tests: `sub` on `repo` under `role` from `idp`, living `ttl` seconds.
+impl SuiteTime {
+    /// A manual clock at a fixed instant (2023-11-14T22:13:20Z), so runs are repeatable.
+    pub fn manual() -> Self {
+        Self::Manual(ManualClock::new(1_700_000_000_000))
+    }
+
+    /// Now, in milliseconds since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Self::Manual(clock) => clock.now_ms(),
+            Self::Real => SystemClock.now_ms(),
+        }
+    }
+
+    /// Lets `ms` milliseconds pass.
+    pub async fn pass(&self, ms: i64) {
+        match self {
+            Self::Manual(clock) => clock.advance_ms(ms),
+            // Only the Redis store gets here: its TTLs run in redis-server, on the real clock.
+            Self::Real => {
+                tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).await;
+            }
+        }
+    }
+
+    /// Lets time pass until just after `g` has expired (its `exp` is in whole seconds).
+    async fn pass_expiry_of(&self, g: &Grant) {
+        self.pass((g.exp * 1000 - self.now_ms()).max(0) + 150).await;
+    }
+
+    /// A grant issued now: `sub` on `repo` under `role` from `idp`, living `ttl` seconds.
+    pub fn grant(
+        &self,
+        jti: &str,
+        sub: &str,
+        repo: &str,
+        role: &str,
+        idp: &str,
+        ttl: i64,
+    ) -> Grant {
+        grant_at(self.now_ms(), jti, sub, repo, role, idp, ttl)
+    }
+}
+
+/// A grant for the Redis store's own tests, issued at the system clock's now. See
+/// [`grant_at`].
 pub fn grant(jti: &str, sub: &str, repo: &str, role: &str, idp: &str, ttl: i64) -> Grant {
-    let now = now_ms();
+    grant_at(SystemClock.now_ms(), jti, sub, repo, role, idp, ttl)
+}
+
+/// A grant for tests issued at `now` (ms): `sub` on `repo` under `role` from `idp`, living
+/// `ttl` seconds.
+pub fn grant_at(
+    now: i64,
+    jti: &str,
+    sub: &str,
+    repo: &str,
+    role: &str,
+    idp: &str,
+    ttl: i64,
+) -> Grant {
     Grant {
         jti: jti.to_owned(),
         sub: sub.to_owned(),
@@ -54,24 +120,24 @@ pub fn claims_of(g: &Grant) -> Claims {
     }
 }
 
-async fn live(store: &dyn GrantStore, g: &Grant) -> bool {
+async fn live(store: &dyn GrantStore, t: &SuiteTime, g: &Grant) -> bool {
     matches!(
-        store.check(&claims_of(g), now_ms()).await.unwrap(),
+        store.check(&claims_of(g), t.now_ms()).await.unwrap(),
         GrantStatus::Live(_)
     )
 }
 
-/// Runs every case, each on a fresh store from `make(audit_max)`.
-pub async fn run_all<F, Fut>(make: F)
+/// Runs every case, each on a fresh store from `make(audit_max)`, with time as `t` says.
+pub async fn run_all<F, Fut>(t: &SuiteTime, make: F)
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Box<dyn GrantStore>>,
 {
-    put_check_status(&*make(1000).await).await;
-    refuses_expired_put(&*make(1000).await).await;
-    logical_expiry(&*make(1000).await).await;
-    natural_expiry(&*make(1000).await).await;
-    revoke_by_jti(&*make(1000).await).await;
+    put_check_status(&*make(1000).await, t).await;
+    refuses_expired_put(&*make(1000).await, t).await;
+    logical_expiry(&*make(1000).await, t).await;
+    natural_expiry(&*make(1000).await, t).await;
+    revoke_by_jti(&*make(1000).await, t).await;
     for target in [
         RevokeTarget::Subject("alice".into()),
         RevokeTarget::Repo(RepoPath::parse("acme/api").unwrap()),
@@ -79,18 +145,18 @@ where
         RevokeTarget::Issuer("corp".into()),
         RevokeTarget::All,
     ] {
-        bulk_revoke(&*make(1000).await, target).await;
+        bulk_revoke(&*make(1000).await, t, target).await;
     }
-    revoked_expired_unknown(&*make(1000).await).await;
-    mismatched_claims_are_not_live(&*make(1000).await).await;
-    listing_filters(&*make(1000).await).await;
-    audit_round_trip(&*make(1000).await).await;
-    audit_is_bounded(&*make(10).await, 10).await;
-    audit_batches_land_whole(&*make(1000).await).await;
+    revoked_expired_unknown(&*make(1000).await, t).await;
+    mismatched_claims_are_not_live(&*make(1000).await, t).await;
+    listing_filters(&*make(1000).await, t).await;
+    audit_round_trip(&*make(1000).await, t).await;
+    audit_is_bounded(&*make(10).await, t, 10).await;
+    audit_batches_land_whole(&*make(1000).await, t).await;
 }
 
-async fn audit_batches_land_whole(store: &dyn GrantStore) {
-    let t0 = now_ms();
+async fn audit_batches_land_whole(store: &dyn GrantStore, t: &SuiteTime) {
+    let t0 = t.now_ms();
     let batch: Vec<AuditEvent> = (1..=3)
         .map(|i| {
             let mut e = AuditEvent::new("access.allowed", t0 + i);
@@ -116,33 +182,33 @@ async fn audit_batches_land_whole(store: &dyn GrantStore) {
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
 }
 
-async fn put_check_status(store: &dyn GrantStore) {
-    let g = grant("j-live", "alice", "acme/api", "dev", "corp", 600);
-    store.put(&g, now_ms()).await.unwrap();
+async fn put_check_status(store: &dyn GrantStore, t: &SuiteTime) {
+    let g = t.grant("j-live", "alice", "acme/api", "dev", "corp", 600);
+    store.put(&g, t.now_ms()).await.unwrap();
     assert_eq!(
-        store.check(&claims_of(&g), now_ms()).await.unwrap(),
+        store.check(&claims_of(&g), t.now_ms()).await.unwrap(),
         GrantStatus::Live(g.clone())
     );
     assert_eq!(
-        store.status("j-live", now_ms()).await.unwrap(),
+        store.status("j-live", t.now_ms()).await.unwrap(),
         GrantStatus::Live(g)
     );
     store.ping().await.unwrap();
 }
 
-async fn refuses_expired_put(store: &dyn GrantStore) {
-    let mut g = grant("j-old", "alice", "acme/api", "dev", "corp", 600);
-    g.exp = now_ms() / 1000 - 1;
-    assert!(store.put(&g, now_ms()).await.is_err());
+async fn refuses_expired_put(store: &dyn GrantStore, t: &SuiteTime) {
+    let mut g = t.grant("j-old", "alice", "acme/api", "dev", "corp", 600);
+    g.exp = t.now_ms() / 1000 - 1;
+    assert!(store.put(&g, t.now_ms()).await.is_err());
     assert_eq!(
-        store.status("j-old", now_ms()).await.unwrap(),
+        store.status("j-old", t.now_ms()).await.unwrap(),
         GrantStatus::Unknown
     );
 }
 
-async fn logical_expiry(store: &dyn GrantStore) {
-    let g = grant("j-logical", "alice", "acme/api", "dev", "corp", 60);
-    store.put(&g, now_ms()).await.unwrap();
+async fn logical_expiry(store: &dyn GrantStore, t: &SuiteTime) {
+    let g = t.grant("j-logical", "alice", "acme/api", "dev", "corp", 60);
+    store.put(&g, t.now_ms()).await.unwrap();
     let later = g.exp * 1000 + 1;
     let st = store.check(&claims_of(&g), later).await.unwrap();
     assert_eq!(st, GrantStatus::Expired, "a grant past exp is never live");
@@ -155,77 +221,79 @@ async fn logical_expiry(store: &dyn GrantStore) {
     );
 }
 
-async fn natural_expiry(store: &dyn GrantStore) {
-    let g = grant("j-short", "alice", "acme/api", "dev", "corp", 1);
-    store.put(&g, now_ms()).await.unwrap();
-    assert!(live(store, &g).await);
-    let wait = (g.exp * 1000 - now_ms()).max(0) as u64 + 150;
-    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+async fn natural_expiry(store: &dyn GrantStore, t: &SuiteTime) {
+    let g = t.grant("j-short", "alice", "acme/api", "dev", "corp", 1);
+    store.put(&g, t.now_ms()).await.unwrap();
+    assert!(live(store, t, &g).await);
+    t.pass_expiry_of(&g).await;
     assert_eq!(
-        store.check(&claims_of(&g), now_ms()).await.unwrap(),
+        store.check(&claims_of(&g), t.now_ms()).await.unwrap(),
         GrantStatus::Expired
     );
     assert_eq!(
-        store.status("j-short", now_ms()).await.unwrap(),
+        store.status("j-short", t.now_ms()).await.unwrap(),
         GrantStatus::Expired
     );
 }
 
-async fn revoke_by_jti(store: &dyn GrantStore) {
-    let a = grant("j-a", "alice", "acme/api", "dev", "corp", 600);
-    let b = grant("j-b", "alice", "acme/api", "dev", "corp", 600);
-    store.put(&a, now_ms()).await.unwrap();
-    store.put(&b, now_ms()).await.unwrap();
+async fn revoke_by_jti(store: &dyn GrantStore, t: &SuiteTime) {
+    let a = t.grant("j-a", "alice", "acme/api", "dev", "corp", 600);
+    let b = t.grant("j-b", "alice", "acme/api", "dev", "corp", 600);
+    store.put(&a, t.now_ms()).await.unwrap();
+    store.put(&b, t.now_ms()).await.unwrap();
     assert_eq!(
         store
-            .revoke(&RevokeTarget::Jti("j-a".into()), now_ms())
+            .revoke(&RevokeTarget::Jti("j-a".into()), t.now_ms())
             .await
             .unwrap(),
         1
     );
     assert_eq!(
         store
-            .revoke(&RevokeTarget::Jti("j-a".into()), now_ms())
+            .revoke(&RevokeTarget::Jti("j-a".into()), t.now_ms())
             .await
             .unwrap(),
         0
     );
     assert_eq!(
-        store.check(&claims_of(&a), now_ms()).await.unwrap(),
+        store.check(&claims_of(&a), t.now_ms()).await.unwrap(),
         GrantStatus::Revoked
     );
     assert!(
-        live(store, &b).await,
+        live(store, t, &b).await,
         "revoking one token leaves the others"
     );
-    let listed = store.list(&GrantFilter::default(), now_ms()).await.unwrap();
+    let listed = store
+        .list(&GrantFilter::default(), t.now_ms())
+        .await
+        .unwrap();
     assert_eq!(listed, vec![b]);
 }
 
-async fn bulk_revoke(store: &dyn GrantStore, target: RevokeTarget) {
+async fn bulk_revoke(store: &dyn GrantStore, t: &SuiteTime, target: RevokeTarget) {
     let grants = [
-        grant("b1", "alice", "acme/api", "dev", "corp", 600),
-        grant("b2", "alice", "acme/web", "ops", "corp", 600),
-        grant("b3", "bob", "acme/api", "ops", "github", 600),
-        grant("b4", "bob", "acme/web", "dev", "gitlab", 600),
-        grant("b5", "carol", "other/x", "ci", "github", 600),
+        t.grant("b1", "alice", "acme/api", "dev", "corp", 600),
+        t.grant("b2", "alice", "acme/web", "ops", "corp", 600),
+        t.grant("b3", "bob", "acme/api", "ops", "github", 600),
+        t.grant("b4", "bob", "acme/web", "dev", "gitlab", 600),
+        t.grant("b5", "carol", "other/x", "ci", "github", 600),
     ];
     for g in &grants {
-        store.put(g, now_ms()).await.unwrap();
+        store.put(g, t.now_ms()).await.unwrap();
     }
     let expected: Vec<&Grant> = grants.iter().filter(|g| target.covers(g)).collect();
-    let n = store.revoke(&target, now_ms()).await.unwrap();
+    let n = store.revoke(&target, t.now_ms()).await.unwrap();
     assert_eq!(
         n,
         expected.len() as u64,
         "{target:?} ends exactly the grants it covers"
     );
     for g in &grants {
-        let st = store.check(&claims_of(g), now_ms()).await.unwrap();
+        let st = store.check(&claims_of(g), t.now_ms()).await.unwrap();
         if target.covers(g) {
             assert_eq!(st, GrantStatus::Revoked, "{target:?} must revoke {}", g.jti);
             assert_eq!(
-                store.status(&g.jti, now_ms()).await.unwrap(),
+                store.status(&g.jti, t.now_ms()).await.unwrap(),
                 GrantStatus::Revoked
             );
         } else {
@@ -236,7 +304,10 @@ async fn bulk_revoke(store: &dyn GrantStore, target: RevokeTarget) {
             );
         }
     }
-    let listed = store.list(&GrantFilter::default(), now_ms()).await.unwrap();
+    let listed = store
+        .list(&GrantFilter::default(), t.now_ms())
+        .await
+        .unwrap();
     assert!(
         listed.iter().all(|g| !target.covers(g)),
         "revoked grants are never listed"
@@ -254,7 +325,7 @@ async fn bulk_revoke(store: &dyn GrantStore, target: RevokeTarget) {
     // A person's or an issuer's watermark outlives every token: it also guards exchanges of
     // identity tokens authenticated before it, which an IdP may keep alive for days.
     if matches!(target, RevokeTarget::Subject(_) | RevokeTarget::Issuer(_)) {
-        let two_days_later = now_ms() + 2 * 24 * 3600 * 1000;
+        let two_days_later = t.now_ms() + 2 * 24 * 3600 * 1000;
         store
             .revoke(&RevokeTarget::Jti("nothing".into()), two_days_later)
             .await
@@ -264,84 +335,92 @@ async fn bulk_revoke(store: &dyn GrantStore, target: RevokeTarget) {
     }
 
     // A grant issued after the revocation is live: the watermark only looks back.
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let fresh = grant("b-fresh", "alice", "acme/api", "dev", "corp", 600);
-    store.put(&fresh, now_ms()).await.unwrap();
+    t.pass(5).await;
+    let fresh = t.grant("b-fresh", "alice", "acme/api", "dev", "corp", 600);
+    store.put(&fresh, t.now_ms()).await.unwrap();
     assert!(
-        live(store, &fresh).await,
+        live(store, t, &fresh).await,
         "{target:?} must not revoke grants issued later"
     );
 }
 
-async fn revoked_expired_unknown(store: &dyn GrantStore) {
-    let r = grant("s-revoked", "alice", "acme/api", "dev", "corp", 600);
-    let e = grant("s-expired", "alice", "acme/api", "dev", "corp", 1);
-    store.put(&r, now_ms()).await.unwrap();
-    store.put(&e, now_ms()).await.unwrap();
+async fn revoked_expired_unknown(store: &dyn GrantStore, t: &SuiteTime) {
+    let r = t.grant("s-revoked", "alice", "acme/api", "dev", "corp", 600);
+    let e = t.grant("s-expired", "alice", "acme/api", "dev", "corp", 1);
+    store.put(&r, t.now_ms()).await.unwrap();
+    store.put(&e, t.now_ms()).await.unwrap();
     store
-        .revoke(&RevokeTarget::Jti("s-revoked".into()), now_ms())
+        .revoke(&RevokeTarget::Jti("s-revoked".into()), t.now_ms())
         .await
         .unwrap();
-    let wait = (e.exp * 1000 - now_ms()).max(0) as u64 + 150;
-    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    t.pass_expiry_of(&e).await;
     assert_eq!(
-        store.status("s-revoked", now_ms()).await.unwrap(),
+        store.status("s-revoked", t.now_ms()).await.unwrap(),
         GrantStatus::Revoked
     );
     assert_eq!(
-        store.status("s-expired", now_ms()).await.unwrap(),
+        store.status("s-expired", t.now_ms()).await.unwrap(),
         GrantStatus::Expired
     );
     assert_eq!(
-        store.status("s-never", now_ms()).await.unwrap(),
+        store.status("s-never", t.now_ms()).await.unwrap(),
         GrantStatus::Unknown
     );
 }
 
-async fn mismatched_claims_are_not_live(store: &dyn GrantStore) {
-    let g = grant("m-1", "alice", "acme/api", "dev", "corp", 600);
-    store.put(&g, now_ms()).await.unwrap();
+async fn mismatched_claims_are_not_live(store: &dyn GrantStore, t: &SuiteTime) {
+    let g = t.grant("m-1", "alice", "acme/api", "dev", "corp", 600);
+    store.put(&g, t.now_ms()).await.unwrap();
     let mut c = claims_of(&g);
     c.scope = Scope::parse("repo:acme/secret:read").unwrap();
-    let st = store.check(&c, now_ms()).await.unwrap();
+    let st = store.check(&c, t.now_ms()).await.unwrap();
     assert!(
         !matches!(st, GrantStatus::Live(_)),
         "claims must match the stored grant: {st:?}"
     );
 }
 
-async fn listing_filters(store: &dyn GrantStore) {
+async fn listing_filters(store: &dyn GrantStore, t: &SuiteTime) {
     let grants = [
-        grant("l1", "alice", "acme/api", "dev", "corp", 600),
-        grant("l2", "alice", "acme/web", "ops", "corp", 600),
-        grant("l3", "bob", "acme/api", "ops", "github", 600),
+        t.grant("l1", "alice", "acme/api", "dev", "corp", 600),
+        t.grant("l2", "alice", "acme/web", "ops", "corp", 600),
+        t.grant("l3", "bob", "acme/api", "ops", "github", 600),
     ];
     for g in &grants {
-        store.put(g, now_ms()).await.unwrap();
+        store.put(g, t.now_ms()).await.unwrap();
     }
     let jtis = |v: Vec<Grant>| v.into_iter().map(|g| g.jti).collect::<Vec<_>>();
-    let all = store.list(&GrantFilter::default(), now_ms()).await.unwrap();
+    let all = store
+        .list(&GrantFilter::default(), t.now_ms())
+        .await
+        .unwrap();
     assert_eq!(jtis(all), ["l1", "l2", "l3"]);
     let f = GrantFilter {
         subject: Some("alice".into()),
         ..Default::default()
     };
-    assert_eq!(jtis(store.list(&f, now_ms()).await.unwrap()), ["l1", "l2"]);
+    assert_eq!(
+        jtis(store.list(&f, t.now_ms()).await.unwrap()),
+        ["l1", "l2"]
+    );
     let f = GrantFilter {
         repo: Some(RepoPath::parse("acme/api").unwrap()),
         ..Default::default()
     };
-    assert_eq!(jtis(store.list(&f, now_ms()).await.unwrap()), ["l1", "l3"]);
+    assert_eq!(
+        jtis(store.list(&f, t.now_ms()).await.unwrap()),
+        ["l1", "l3"]
+    );
     let f = GrantFilter {
         role: Some("ops".into()),
         issuer: Some("corp".into()),
         ..Default::default()
     };
-    assert_eq!(jtis(store.list(&f, now_ms()).await.unwrap()), ["l2"]);
+    assert_eq!(jtis(store.list(&f, t.now_ms()).await.unwrap()), ["l2"]);
 }
 
-async fn audit_round_trip(store: &dyn GrantStore) {
-    let t0 = now_ms();
+async fn audit_round_trip(store: &dyn GrantStore, t: &SuiteTime) {
+    let t0 = t.now_ms();
     let mut e1 = AuditEvent::new("grant.issued", t0);
     e1.subject = Some("alice".into());
     e1.repo = Some("acme/api".into());
@@ -408,8 +487,8 @@ async fn audit_round_trip(store: &dyn GrantStore) {
     assert_eq!(store.read_audit(&q).await.unwrap().len(), 1);
 }
 
-async fn audit_is_bounded(store: &dyn GrantStore, max: usize) {
-    let t0 = now_ms();
+async fn audit_is_bounded(store: &dyn GrantStore, t: &SuiteTime, max: usize) {
+    let t0 = t.now_ms();
     assert_eq!(store.audit_head().await.unwrap(), None);
     for i in 0..(max as i64 * 30) {
         let mut e = AuditEvent::new("access.allowed", t0 + i);

@@ -87,7 +87,7 @@ pub async fn credential(
         .as_deref()
         .ok_or_else(|| LoginError::NoLoginIssuer(broker.base()))?;
     let store = SessionStore::new(config_dir);
-    let token = login::current_id_token(&store, broker.http(), issuer, broker.clock()).await?;
+    let token = login::current_id_token(&store, issuer, broker.clock()).await?;
     Ok((token, CredentialSource::Session))
 }
 

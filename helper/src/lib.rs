@@ -10,6 +10,7 @@ pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod credential;
+pub mod export;
 pub mod identity;
 pub mod login;
 pub mod oidc;

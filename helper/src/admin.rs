@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::broker::{self, BrokerClient, BrokerError};
 use crate::config::Env;
+use crate::export::CsvExport;
 use crate::login::{self, LoginError};
 use crate::session::SessionStore;
 
@@ -87,7 +88,7 @@ pub async fn credential(
         .as_deref()
         .ok_or_else(|| LoginError::NoLoginIssuer(broker.base()))?;
     let store = SessionStore::new(config_dir);
-    let token = login::current_id_token(&store, broker.http(), issuer, broker.clock()).await?;
+    let token = login::current_id_token(&store, issuer, broker.clock()).await?;
     Ok((token, CredentialSource::Session))
 }
 
@@ -391,36 +392,43 @@ impl AdminClient {
         format: AuditFormat,
         limit: Option<usize>,
     ) -> Result<String, AdminError> {
+        let url = format!("{}/v1/audit", self.base());
+        // JSON lines are passed on exactly; CSV is re-written for people (`export`).
         let mut out = String::new();
+        let mut csv = CsvExport::new();
         let mut after = 0;
         let mut seen = 0;
         loop {
             let want = limit.map_or(AUDIT_PAGE, |l| (l - seen).min(AUDIT_PAGE));
             let (body, next) = self.audit_page(filter, format, after, want).await?;
-            let body = match format {
-                // The header line is kept from the first page only.
-                AuditFormat::Csv if after > 0 => body.split_once('\n').map_or("", |(_, rows)| rows),
-                _ => body.as_str(),
+            seen += match format {
+                AuditFormat::Csv => csv
+                    .push_page(&body)
+                    .map_err(|e| Self::protocol(&url, e.to_string()))?,
+                AuditFormat::JsonLines => {
+                    out.push_str(&body);
+                    // A JSON line holds no raw newline: lines count events.
+                    body.lines().filter(|l| !l.is_empty()).count()
+                }
             };
-            // Events never hold raw newlines (the broker refuses control characters in
-            // reasons), so lines count events in both formats.
-            seen += body.lines().filter(|l| !l.is_empty()).count();
-            if format == AuditFormat::Csv && after == 0 {
-                seen = seen.saturating_sub(1);
-            }
-            out.push_str(body);
             match next {
-                Some(_) if limit.is_some_and(|l| seen >= l) => return Ok(out),
+                Some(_) if limit.is_some_and(|l| seen >= l) => break,
                 // A page that does not advance would loop for ever.
                 Some(n) if n > after => after = n,
                 Some(n) => {
                     return Err(Self::protocol(
-                        &format!("{}/v1/audit", self.base()),
+                        &url,
                         format!("paging went from after_seq {after} to {n}"),
                     ));
                 }
-                None => return Ok(out),
+                None => break,
             }
+        }
+        match format {
+            AuditFormat::Csv => csv
+                .finish()
+                .map_err(|e| Self::protocol(&url, e.to_string())),
+            AuditFormat::JsonLines => Ok(out),
         }
     }
 }
@@ -707,6 +715,11 @@ mod tests {
             "{body}"
         );
         assert_eq!(body.lines().count(), 6, "{body}");
+        let body = admin(&srv)
+            .audit(&AuditFilter::default(), AuditFormat::Csv, Some(3))
+            .await
+            .expect("audit");
+        assert_eq!(body.lines().count(), 4, "{body}");
         let body = admin(&srv)
             .audit(&AuditFilter::default(), AuditFormat::JsonLines, Some(3))
             .await

@@ -19,6 +19,7 @@ use crate::claims;
 use crate::config::{self, ConfigError};
 use crate::credential::{Context, Extras, HelperError, Obtained, obtain};
 use crate::login::{self, LoginError, Pacing};
+use crate::oidc::IdpHttp;
 use crate::session::{SessionError, SessionStore};
 
 /// Just-in-time access to Git repositories: short-lived, scoped tokens for `git`.
@@ -216,7 +217,7 @@ async fn login(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
     };
     let scope = md.login_scope.as_deref().unwrap_or(login::LOGIN_SCOPE);
     let session = login::device_login(
-        broker.http(),
+        &IdpHttp::new().map_err(LoginError::from)?,
         issuer,
         client_id,
         scope,

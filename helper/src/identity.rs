@@ -128,7 +128,7 @@ pub async fn subject_token(l: &Lookup<'_>) -> Result<SubjectToken, IdentityError
         .as_deref()
         .ok_or_else(|| LoginError::NoLoginIssuer(l.broker.to_owned()))?;
     let store = SessionStore::new(&l.settings.dirs.config);
-    let token = login::current_id_token(&store, l.http, issuer, l.clock).await?;
+    let token = login::current_id_token(&store, issuer, l.clock).await?;
     Ok(SubjectToken {
         token,
         token_type: TOKEN_TYPE_ID_TOKEN,

@@ -10,8 +10,10 @@ pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod credential;
+pub mod export;
 pub mod identity;
 pub mod login;
+pub mod oidc;
 pub mod protocol;
 pub mod session;
 pub mod table;
@@ -34,11 +36,15 @@ pub enum StartError {
 /// The HTTP client every git-jit request goes through: rustls (the binary installs the ring
 /// provider first), bounded timeouts so git never hangs on a dead broker.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    http_client_builder().build()
+}
+
+/// The settings every git-jit HTTP client shares (the login issuer's client adds its own).
+pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(concat!("git-jit/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
-        .build()
 }
 
 /// The context both binaries run with: the process environment, the merged settings, the

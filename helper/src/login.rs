@@ -1,16 +1,21 @@
 //! A person's SSO login: `git jit login` runs the OIDC device authorization grant
 //! (RFC 8628) against the issuer the broker advertises and returns a [`Session`] (stored by
 //! `session`); [`current_id_token`] refreshes the ID token silently when it is about to
-//! expire. No browser, no D-Bus: the person opens the URL on any device.
+//! expire. Every ID token is verified (`oidc`) before it is kept. No browser, no D-Bus: the
+//! person opens the URL on any device.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use jit_proto::Secret;
-use serde::Deserialize;
+use openidconnect::core::CoreDeviceAuthorizationResponse;
+use openidconnect::{RefreshToken, Scope};
 
-use crate::broker::chain;
 use crate::claims;
+use crate::oidc::{IdpError, IdpHttp, OauthError, Provider, Verified, request_error};
 use crate::session::{Session, SessionError, SessionStore};
 
 /// Scopes asked for at login when the broker names none: an ID token, a refresh token, and
@@ -18,7 +23,6 @@ use crate::session::{Session, SessionError, SessionStore};
 pub const LOGIN_SCOPE: &str = "openid offline_access email profile";
 /// An ID token is refreshed when it has less than this left (seconds).
 pub const REFRESH_MARGIN_SECS: i64 = 60;
-const GRANT_TYPE_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Why login, refresh or the session file failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,125 +47,16 @@ pub enum LoginError {
     /// The person refused or the code expired during login.
     #[error("login failed: {0}")]
     Refused(String),
-    /// The issuer could not be reached.
-    #[error("cannot reach the login issuer at {url}: {cause}")]
-    Unreachable {
-        /// The URL tried.
-        url: String,
-        /// The cause chain.
-        cause: String,
-    },
-    /// The issuer answered outside the protocol.
-    #[error("unexpected answer from {url}: {reason}")]
-    Protocol {
-        /// The URL.
-        url: String,
-        /// What was wrong.
-        reason: String,
-    },
+    /// The issuer could not be reached, answered outside the protocol, or handed out an ID
+    /// token that failed verification.
+    #[error(transparent)]
+    Idp(#[from] IdpError),
     /// The session file could not be read or written.
     #[error(transparent)]
     Session(#[from] SessionError),
     /// Writing the login instructions failed.
     #[error("cannot show login instructions: {0}")]
     Prompt(#[from] std::io::Error),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Endpoints {
-    /// RFC 8628 device authorization endpoint.
-    pub device_authorization_endpoint: Option<String>,
-    /// Token endpoint.
-    pub token_endpoint: String,
-}
-
-/// Discovers the issuer's endpoints from `{issuer}/.well-known/openid-configuration`.
-pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Endpoints, LoginError> {
-    let url = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| unreachable(&url, &e))?;
-    if !resp.status().is_success() {
-        return Err(LoginError::Protocol {
-            reason: format!("status {}", resp.status()),
-            url,
-        });
-    }
-    resp.json().await.map_err(|e| LoginError::Protocol {
-        reason: chain(&e),
-        url,
-    })
-}
-
-fn unreachable(url: &str, e: &reqwest::Error) -> LoginError {
-    LoginError::Unreachable {
-        url: url.to_owned(),
-        cause: chain(e),
-    }
-}
-
-#[derive(Deserialize)]
-struct DeviceAuthorization {
-    device_code: Secret,
-    user_code: String,
-    verification_uri: String,
-    #[serde(default)]
-    verification_uri_complete: Option<String>,
-    expires_in: u64,
-    #[serde(default)]
-    interval: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct OidcTokens {
-    #[serde(default)]
-    id_token: Option<Secret>,
-    #[serde(default)]
-    refresh_token: Option<Secret>,
-}
-
-#[derive(Deserialize)]
-struct OidcError {
-    error: String,
-    #[serde(default)]
-    error_description: Option<String>,
-}
-
-enum Polled {
-    Tokens(OidcTokens),
-    Error(OidcError),
-}
-
-async fn post_token(
-    http: &reqwest::Client,
-    url: &str,
-    form: &[(&str, &str)],
-) -> Result<Polled, LoginError> {
-    let resp = http
-        .post(url)
-        .form(form)
-        .send()
-        .await
-        .map_err(|e| unreachable(url, &e))?;
-    let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|e| unreachable(url, &e))?;
-    let bad = |reason: String| LoginError::Protocol {
-        url: url.to_owned(),
-        reason,
-    };
-    if status.is_success() {
-        return serde_json::from_slice(&bytes)
-            .map(Polled::Tokens)
-            .map_err(|e| bad(e.to_string()));
-    }
-    serde_json::from_slice(&bytes)
-        .map(Polled::Error)
-        .map_err(|_| bad(format!("status {status}")))
 }
 
 /// How the device flow waits: `tick` is one second in production and shorter in tests.
@@ -182,128 +77,109 @@ impl Default for Pacing {
     }
 }
 
+/// The scopes of `scope` other than `openid`, which `openidconnect` always asks for.
+fn extra_scopes(scope: &str) -> impl Iterator<Item = Scope> + '_ {
+    scope
+        .split_whitespace()
+        .filter(|s| *s != "openid")
+        .map(|s| Scope::new(s.to_owned()))
+}
+
 /// Runs the device authorization grant asking for `scope` (the broker's `login_scope`, else
 /// [`LOGIN_SCOPE`]), telling the person what to do on `prompt` (the terminal or stderr, never
 /// the credential protocol), and returns the new session.
 pub async fn device_login(
-    http: &reqwest::Client,
+    http: &IdpHttp,
     issuer: &str,
     client_id: &str,
     scope: &str,
     prompt: &mut dyn Write,
     pacing: Pacing,
 ) -> Result<Session, LoginError> {
-    let ep = discover(http, issuer).await?;
-    let dev_url = ep
-        .device_authorization_endpoint
-        .clone()
-        .ok_or_else(|| LoginError::Protocol {
-            url: issuer.to_owned(),
-            reason: "the issuer does not support the device authorization grant".into(),
-        })?;
-    let resp = http
-        .post(&dev_url)
-        .form(&[("client_id", client_id), ("scope", scope)])
-        .send()
+    let provider = Provider::discover(http, issuer, client_id).await?;
+    let client = provider.device_client()?;
+    let da: CoreDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .add_scopes(extra_scopes(scope))
+        .request_async(http)
         .await
-        .map_err(|e| unreachable(&dev_url, &e))?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let why = resp
-            .json::<OidcError>()
-            .await
-            .map(describe)
-            .unwrap_or_else(|_| format!("status {status}"));
-        return Err(LoginError::Refused(why));
-    }
-    let da: DeviceAuthorization = resp.json().await.map_err(|e| LoginError::Protocol {
-        url: dev_url.clone(),
-        reason: chain(&e),
-    })?;
+        .map_err(
+            |e| match request_error(client.device_authorization_url().as_str(), e) {
+                IdpError::Oauth(e) => LoginError::Refused(e.to_string()),
+                other => other.into(),
+            },
+        )?;
     writeln!(
         prompt,
         "To log in, open {} and enter the code {}",
-        da.verification_uri, da.user_code
+        da.verification_uri().as_str(),
+        da.user_code().secret()
     )?;
-    if let Some(complete) = &da.verification_uri_complete {
-        writeln!(prompt, "(or open {complete})")?;
+    if let Some(complete) = da.verification_uri_complete() {
+        writeln!(prompt, "(or open {})", complete.secret())?;
     }
     writeln!(prompt, "Waiting for you to approve…")?;
 
-    let mut interval = da.interval.unwrap_or(5).max(1);
-    let mut waited = 0u64;
-    let form = [
-        ("grant_type", GRANT_TYPE_DEVICE_CODE),
-        ("device_code", da.device_code.expose()),
-        ("client_id", client_id),
-    ];
-    loop {
-        if waited + interval > da.expires_in {
-            return Err(LoginError::Refused(
-                "the code expired before it was approved; run `git jit login` again".into(),
-            ));
-        }
-        tokio::time::sleep(pacing.tick * interval as u32).await;
-        waited += interval;
-        match post_token(http, &ep.token_endpoint, &form).await? {
-            Polled::Tokens(t) => {
-                return session_from(issuer, client_id, &ep.token_endpoint, t, None, pacing.clock);
-            }
-            Polled::Error(e) => match e.error.as_str() {
-                "authorization_pending" => {}
-                // RFC 8628 §3.5: increase the interval by 5 seconds for this and later polls.
-                "slow_down" => interval += 5,
-                "access_denied" => return Err(LoginError::Refused("the login was denied".into())),
-                "expired_token" => {
-                    return Err(LoginError::Refused(
-                        "the code expired; run `git jit login` again".into(),
-                    ));
-                }
-                _ => return Err(LoginError::Refused(describe(e))),
+    // The issuer's time as the poller sees it: the local clock, or the issuer seconds slept
+    // so far when `tick` runs faster than the clock (tests).
+    let slept = Arc::new(AtomicU64::new(0));
+    let (start, clock, tick) = ((pacing.clock)(), pacing.clock, pacing.tick);
+    let slept_in_sleep = slept.clone();
+    let tokens = client
+        .exchange_device_access_token(&da)
+        .set_time_fn(move || {
+            let virtual_now = start.saturating_add_unsigned(slept.load(Ordering::SeqCst));
+            DateTime::<Utc>::from_timestamp(clock().max(virtual_now), 0).unwrap_or_default()
+        })
+        .request_async(
+            http,
+            move |wait: Duration| {
+                slept_in_sleep.fetch_add(wait.as_secs(), Ordering::SeqCst);
+                tokio::time::sleep(tick.mul_f64(wait.as_secs_f64()))
             },
-        }
-    }
+            None,
+        )
+        .await
+        .map_err(|e| match request_error(provider.token_url().as_str(), e) {
+            IdpError::Oauth(e) => LoginError::Refused(refusal(e)),
+            other => other.into(),
+        })?;
+    let v = provider.verify(&tokens, (pacing.clock)())?;
+    Ok(session_from(issuer, client_id, &provider, v, None))
 }
 
-fn describe(e: OidcError) -> String {
-    match e.error_description {
-        Some(d) => format!("{}: {d}", e.error),
-        None => e.error,
+/// What the person is told when the issuer ends the device flow with `e`.
+fn refusal(e: OauthError) -> String {
+    match e.error.as_str() {
+        "access_denied" => "the login was denied".into(),
+        "expired_token" => {
+            "the code expired before it was approved; run `git jit login` again".into()
+        }
+        _ => e.to_string(),
     }
 }
 
 fn session_from(
     issuer: &str,
     client_id: &str,
-    token_endpoint: &str,
-    t: OidcTokens,
+    provider: &Provider,
+    v: Verified,
     old_refresh: Option<Secret>,
-    clock: fn() -> i64,
-) -> Result<Session, LoginError> {
-    let id_token = t.id_token.ok_or_else(|| LoginError::Protocol {
-        url: token_endpoint.to_owned(),
-        reason: "no id_token in the token response (is `openid` allowed for this client?)".into(),
-    })?;
-    // Unverified: only used to know when to refresh; the broker verifies the token.
-    let exp = claims::unverified(id_token.expose())
-        .ok()
-        .and_then(|c| c.exp)
-        .unwrap_or_else(clock);
-    Ok(Session {
+) -> Session {
+    Session {
         issuer: issuer.to_owned(),
         client_id: client_id.to_owned(),
-        token_endpoint: token_endpoint.to_owned(),
-        id_token,
-        id_token_expires_at: exp,
-        refresh_token: t.refresh_token.or(old_refresh),
-    })
+        token_endpoint: provider.token_url().to_string(),
+        id_token: v.id_token,
+        id_token_expires_at: v.expires_at,
+        refresh_token: v.refresh_token.or(old_refresh),
+    }
 }
 
-/// The person's current ID token for `issuer`, refreshed (and saved) when it is about to
-/// expire.
+/// The person's current ID token for `issuer`, refreshed (verified, and saved) when it is
+/// about to expire.
 pub async fn current_id_token(
     store: &SessionStore,
-    http: &reqwest::Client,
     issuer: &str,
     clock: fn() -> i64,
 ) -> Result<Secret, LoginError> {
@@ -320,35 +196,49 @@ pub async fn current_id_token(
     let Some(refresh) = s.refresh_token.clone() else {
         return Err(LoginError::Expired("no refresh token".into()));
     };
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", refresh.expose()),
-        ("client_id", s.client_id.as_str()),
-    ];
-    match post_token(http, &s.token_endpoint, &form).await? {
-        Polled::Tokens(t) => {
-            let new = session_from(
-                &s.issuer,
-                &s.client_id,
-                &s.token_endpoint,
-                t,
-                Some(refresh),
-                clock,
-            )?;
-            store.save(&new)?;
-            Ok(new.id_token)
+    let http = IdpHttp::new()?;
+    let provider = Provider::discover(&http, &s.issuer, &s.client_id).await?;
+    let tokens = provider
+        .client()
+        .exchange_refresh_token(&RefreshToken::new(refresh.expose().to_owned()))
+        .request_async(&http)
+        .await
+        .map_err(|e| match request_error(provider.token_url().as_str(), e) {
+            IdpError::Oauth(e) => LoginError::Expired(e.to_string()),
+            other => other.into(),
+        })?;
+    let v = provider.verify(&tokens, clock())?;
+    // OIDC Core §12.2: a refreshed ID token is about the same person. The stored token was
+    // verified when it was saved.
+    let before = claims::unverified(s.id_token.expose())
+        .ok()
+        .and_then(|c| c.sub);
+    if before.as_deref().is_some_and(|sub| sub != v.subject) {
+        return Err(IdpError::IdToken {
+            issuer: s.issuer,
+            reason: "the refreshed ID token names another subject".into(),
         }
-        Polled::Error(e) => Err(LoginError::Expired(describe(e))),
+        .into());
     }
+    let new = session_from(&s.issuer, &s.client_id, &provider, v, Some(refresh));
+    store.save(&new)?;
+    Ok(new.id_token)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::claims::fake_jwt;
-    use crate::testserver::{Reply, TestServer, client};
+    use crate::oidc::testing::{claims, jwks, sign};
+    use crate::testserver::{Reply, TestServer};
+    use jsonwebtoken::Algorithm;
     use serde_json::json;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
+
+    const CLIENT: &str = "git-jit-cli";
+
+    /// A canned token-endpoint reply, built from the issuer's URL.
+    type TokenReply = Box<dyn Fn(&str) -> Reply + Send>;
 
     fn fast() -> Pacing {
         Pacing {
@@ -357,11 +247,16 @@ mod tests {
         }
     }
 
-    fn oidc(token_replies: Vec<Reply>) -> TestServer {
+    fn http() -> IdpHttp {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        IdpHttp::new().expect("client")
+    }
+
+    /// A test issuer: discovery, JWKS, a device endpoint, and `token_replies` in turn at
+    /// `/token` (each built from the issuer's URL).
+    fn oidc(token_replies: Vec<TokenReply>) -> TestServer {
         let n = AtomicUsize::new(0);
-        let replies =
-            std::sync::Mutex::new(token_replies.into_iter().map(Some).collect::<Vec<_>>());
-        let base = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let base = Arc::new(std::sync::Mutex::new(String::new()));
         let b2 = base.clone();
         let srv = TestServer::start(move |r| {
             let base = b2.lock().expect("lock").clone();
@@ -370,9 +265,11 @@ mod tests {
                     200,
                     json!({
                         "issuer": base, "token_endpoint": format!("{base}/token"),
+                        "jwks_uri": format!("{base}/jwks"),
                         "device_authorization_endpoint": format!("{base}/device"),
                     }),
                 ),
+                "/jwks" => Reply::json(200, jwks()),
                 "/device" => Reply::json(
                     200,
                     json!({
@@ -382,12 +279,10 @@ mod tests {
                 ),
                 _ => {
                     let i = n.fetch_add(1, Ordering::SeqCst);
-                    replies
-                        .lock()
-                        .expect("lock")
-                        .get_mut(i)
-                        .and_then(Option::take)
-                        .unwrap_or_else(|| Reply::json(500, json!({"error": "server_error"})))
+                    token_replies.get(i).map_or_else(
+                        || Reply::json(500, json!({"error": "server_error"})),
+                        |reply| reply(&base),
+                    )
                 }
             }
         });
@@ -395,33 +290,40 @@ mod tests {
         srv
     }
 
-    fn pending(e: &str) -> Reply {
-        Reply::json(400, json!({"error": e}))
+    fn pending(e: &'static str) -> TokenReply {
+        Box::new(move |_| Reply::json(400, json!({"error": e})))
+    }
+
+    /// A token answer with an ID token from the issuer about `sub`, signed with `alg`.
+    fn tokens(
+        alg: Algorithm,
+        sub: &'static str,
+        exp: i64,
+        refresh: Option<&'static str>,
+    ) -> TokenReply {
+        Box::new(move |iss| {
+            let mut body = json!({"id_token": sign(alg, &claims(iss, CLIENT, sub, exp)),
+                "access_token": "at", "token_type": "Bearer"});
+            if let Some(r) = refresh {
+                body["refresh_token"] = r.into();
+            }
+            Reply::json(200, body)
+        })
     }
 
     #[tokio::test]
     async fn device_flow_polls_through_pending_and_slow_down() {
-        let idt = fake_jwt(&json!({"sub": "alice", "exp": 5000}));
         let srv = oidc(vec![
             pending("authorization_pending"),
             pending("slow_down"),
-            Reply::json(
-                200,
-                json!({"id_token": idt, "refresh_token": "rt", "access_token": "at", "token_type": "Bearer"}),
-            ),
+            tokens(Algorithm::RS256, "alice", 5000, Some("rt")),
         ]);
         let mut out = Vec::new();
-        let s = device_login(
-            &client(),
-            &srv.url,
-            "git-jit-cli",
-            LOGIN_SCOPE,
-            &mut out,
-            fast(),
-        )
-        .await
-        .expect("login");
+        let s = device_login(&http(), &srv.url, CLIENT, LOGIN_SCOPE, &mut out, fast())
+            .await
+            .expect("login");
         assert_eq!(s.id_token_expires_at, 5000);
+        assert_eq!(s.token_endpoint, format!("{}/token", srv.url));
         assert_eq!(s.refresh_token.as_ref().map(Secret::expose), Some("rt"));
         let text = String::from_utf8(out).expect("utf8");
         assert!(
@@ -433,53 +335,72 @@ mod tests {
             .iter()
             .find(|r| r.target == "/device")
             .expect("device request");
-        assert_eq!(dev.form("client_id").as_deref(), Some("git-jit-cli"));
+        assert_eq!(dev.form("client_id").as_deref(), Some(CLIENT));
         assert_eq!(dev.form("scope").as_deref(), Some(LOGIN_SCOPE));
         let polls: Vec<_> = seen.iter().filter(|r| r.target == "/token").collect();
         assert_eq!(polls.len(), 3);
         assert_eq!(
             polls[0].form("grant_type").as_deref(),
-            Some(GRANT_TYPE_DEVICE_CODE)
+            Some("urn:ietf:params:oauth:grant-type:device_code")
         );
         assert_eq!(polls[0].form("device_code").as_deref(), Some("dc"));
+        assert_eq!(polls[0].form("client_id").as_deref(), Some(CLIENT));
     }
 
     #[tokio::test]
-    async fn device_flow_denied_and_expired() {
+    async fn device_flow_accepts_es256_without_an_access_token() {
+        // The broker's dev issuer: ES256, no access token in the answer.
+        let srv = oidc(vec![Box::new(|iss: &str| {
+            Reply::json(
+                200,
+                json!({"id_token": sign(Algorithm::ES256, &claims(iss, CLIENT, "dev", 4000)),
+                    "refresh_token": "rt", "token_type": "Bearer", "expires_in": 3600}),
+            )
+        })]);
+        let s = device_login(&http(), &srv.url, CLIENT, "openid", &mut Vec::new(), fast())
+            .await
+            .expect("login");
+        assert_eq!(s.id_token_expires_at, 4000);
+        let dev = srv.seen().into_iter().find(|r| r.target == "/device");
+        assert_eq!(
+            dev.and_then(|r| r.form("scope")).as_deref(),
+            Some("openid"),
+            "openid is asked for once"
+        );
+    }
+
+    #[tokio::test]
+    async fn device_flow_denied_expired_and_unverifiable() {
         let srv = oidc(vec![pending("access_denied")]);
-        let e = device_login(
-            &client(),
-            &srv.url,
-            "c",
-            LOGIN_SCOPE,
-            &mut Vec::new(),
-            fast(),
-        )
-        .await
-        .expect_err("denied");
+        let e = device_login(&http(), &srv.url, "c", LOGIN_SCOPE, &mut Vec::new(), fast())
+            .await
+            .expect_err("denied");
         assert!(e.to_string().contains("denied"), "{e}");
         // Every poll pending, then slow_down pushes past expires_in (60).
-        let mut replies: Vec<Reply> = (0..5).map(|_| pending("authorization_pending")).collect();
+        let mut replies: Vec<_> = (0..5).map(|_| pending("authorization_pending")).collect();
         replies.extend((0..10).map(|_| pending("slow_down")));
         let srv = oidc(replies);
-        let e = device_login(
-            &client(),
-            &srv.url,
-            "c",
-            LOGIN_SCOPE,
-            &mut Vec::new(),
-            fast(),
-        )
-        .await
-        .expect_err("expired");
+        let e = device_login(&http(), &srv.url, "c", LOGIN_SCOPE, &mut Vec::new(), fast())
+            .await
+            .expect_err("expired");
         assert!(e.to_string().contains("expired"), "{e}");
-        assert!(srv.seen().iter().filter(|r| r.target == "/token").count() < 15);
+        let polls = srv.seen().iter().filter(|r| r.target == "/token").count();
+        assert!((5..15).contains(&polls), "{polls} polls");
+        // An ID token for another client is not a login.
+        let srv = oidc(vec![tokens(Algorithm::RS256, "alice", 5000, None)]);
+        let e = device_login(&http(), &srv.url, "c", LOGIN_SCOPE, &mut Vec::new(), fast())
+            .await
+            .expect_err("audience");
+        assert!(
+            matches!(e, LoginError::Idp(IdpError::IdToken { .. })),
+            "{e}"
+        );
     }
 
     fn session(url: &str, exp: i64, refresh: Option<&str>) -> Session {
         Session {
             issuer: url.to_owned(),
-            client_id: "git-jit-cli".into(),
+            client_id: CLIENT.into(),
             token_endpoint: format!("{url}/token"),
             id_token: Secret::new(fake_jwt(&json!({"sub": "alice", "exp": exp}))),
             id_token_expires_at: exp,
@@ -489,60 +410,98 @@ mod tests {
 
     #[tokio::test]
     async fn refreshes_silently_when_about_to_expire() {
-        let fresh = fake_jwt(&json!({"sub": "alice", "exp": 9000}));
-        let srv = oidc(vec![Reply::json(
-            200,
-            json!({"id_token": fresh, "access_token": "a"}),
-        )]);
+        let srv = oidc(vec![tokens(Algorithm::RS256, "alice", 9000, None)]);
         let tmp = tempfile::tempdir().expect("tmp");
         let store = SessionStore::new(tmp.path());
         store
             .save(&session(&srv.url, 1050, Some("rt")))
             .expect("save");
-        let got = current_id_token(&store, &client(), &srv.url, || 1000)
+        let _ = http();
+        let got = current_id_token(&store, &srv.url, || 1000)
             .await
             .expect("refreshed");
-        assert_eq!(got.expose(), fresh);
         let saved = store.load().expect("load").expect("some");
+        assert_eq!(saved.id_token, got);
         assert_eq!(saved.id_token_expires_at, 9000);
         assert_eq!(
             saved.refresh_token.as_ref().map(Secret::expose),
             Some("rt"),
             "kept when not rotated"
         );
-        let post = &srv.seen()[0];
+        let post = srv
+            .seen()
+            .into_iter()
+            .find(|r| r.target == "/token")
+            .expect("refresh");
         assert_eq!(post.form("grant_type").as_deref(), Some("refresh_token"));
         assert_eq!(post.form("refresh_token").as_deref(), Some("rt"));
+        assert_eq!(post.form("client_id").as_deref(), Some(CLIENT));
         // Still fresh: no network.
-        current_id_token(&store, &client(), &srv.url, || 1000)
+        let before = srv.seen().len();
+        current_id_token(&store, &srv.url, || 1000)
             .await
             .expect("cached");
-        assert_eq!(srv.seen().len(), 1);
+        assert_eq!(srv.seen().len(), before);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_is_verified_before_it_is_kept() {
+        let _ = http();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = SessionStore::new(tmp.path());
+        // Another person's ID token, and one signed with a key the issuer does not publish
+        // for that algorithm (EdDSA is not accepted): neither replaces the session.
+        for (reply, why) in [
+            (
+                tokens(Algorithm::RS256, "mallory", 9000, Some("rt2")),
+                "subject",
+            ),
+            (
+                tokens(Algorithm::EdDSA, "alice", 9000, Some("rt2")),
+                "EdDSA",
+            ),
+        ] {
+            let srv = oidc(vec![reply]);
+            let old = session(&srv.url, 1050, Some("rt"));
+            store.save(&old).expect("save");
+            let e = current_id_token(&store, &srv.url, || 1000)
+                .await
+                .expect_err(why);
+            assert!(
+                matches!(e, LoginError::Idp(IdpError::IdToken { .. })),
+                "{why}: {e}"
+            );
+            assert_eq!(store.load().expect("load"), Some(old), "{why}");
+        }
     }
 
     #[tokio::test]
     async fn session_errors_are_actionable() {
+        let _ = http();
         let tmp = tempfile::tempdir().expect("tmp");
         let store = SessionStore::new(tmp.path().join("cfg"));
-        let e = current_id_token(&store, &client(), "https://idp", || 0)
+        let e = current_id_token(&store, "https://idp", || 0)
             .await
             .expect_err("none");
         assert_eq!(e.to_string(), "not logged in: run `git jit login`");
         store
             .save(&session("https://other", 10_000, None))
             .expect("save");
-        let e = current_id_token(&store, &client(), "https://idp", || 0)
+        let e = current_id_token(&store, "https://idp", || 0)
             .await
             .expect_err("issuer");
         assert!(matches!(e, LoginError::OtherIssuer { .. }));
-        let srv = oidc(vec![Reply::json(400, json!({"error": "invalid_grant"}))]);
+        let srv = oidc(vec![Box::new(|_: &str| {
+            Reply::json(400, json!({"error": "invalid_grant"}))
+        })]);
         store
             .save(&session(&srv.url, 10, Some("rt")))
             .expect("save");
-        let e = current_id_token(&store, &client(), &srv.url, || 1000)
+        let e = current_id_token(&store, &srv.url, || 1000)
             .await
             .expect_err("expired");
         assert!(e.to_string().contains("run `git jit login`"), "{e}");
+        assert!(e.to_string().contains("invalid_grant"), "{e}");
         assert!(store.remove().expect("rm"));
         assert!(!store.remove().expect("rm twice"));
     }

@@ -1,7 +1,9 @@
-//! Plain-text tables for `git jit admin`: columns padded by display width, long cells cut
-//! with `…`, and control and bidirectional-override characters from the broker shown
-//! escaped, so a crafted subject or reason can neither drive the terminal nor reorder what
+//! Plain-text tables for `git jit admin`: columns padded by display width (`unicode-width`),
+//! long cells cut with `…`, and control and bidirectional-override characters from the broker
+//! shown escaped, so a crafted subject or reason can neither drive the terminal nor reorder what
 //! an admin reads.
+
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// Space between columns.
 const GAP: &str = "  ";
@@ -102,41 +104,10 @@ pub fn clean(s: &str) -> String {
         .collect()
 }
 
-/// Columns a character takes in a terminal: 0 for combining marks and zero-width
-/// characters, 2 for East Asian wide characters and emoji, 1 otherwise. An approximation of
-/// Unicode's East Asian Width covering the common ranges, without a dependency.
-pub fn char_width(c: char) -> usize {
-    match c as u32 {
-        0x0300..=0x036F
-        | 0x1AB0..=0x1AFF
-        | 0x1DC0..=0x1DFF
-        | 0x200B..=0x200F
-        | 0x20D0..=0x20FF
-        | 0xFE00..=0xFE0F
-        | 0xFE20..=0xFE2F
-        | 0xFEFF => 0,
-        0x1100..=0x115F
-        | 0x2E80..=0x303E
-        | 0x3041..=0x33FF
-        | 0x3400..=0x4DBF
-        | 0x4E00..=0x9FFF
-        | 0xA000..=0xA4CF
-        | 0xAC00..=0xD7A3
-        | 0xF900..=0xFAFF
-        | 0xFE30..=0xFE4F
-        | 0xFF00..=0xFF60
-        | 0xFFE0..=0xFFE6
-        | 0x1F300..=0x1F64F
-        | 0x1F900..=0x1F9FF
-        | 0x20000..=0x3FFFD => 2,
-        _ if c.is_control() => 0,
-        _ => 1,
-    }
-}
-
-/// The display width of `s`.
+/// The display width of `s` in a terminal (Unicode East Asian Width: CJK and emoji take
+/// two columns, combining marks none).
 pub fn width(s: &str) -> usize {
-    s.chars().map(char_width).sum()
+    UnicodeWidthStr::width(s)
 }
 
 /// `s` cut to at most `max` columns, ending in `…` when cut.
@@ -147,7 +118,7 @@ pub fn truncate(s: &str, max: usize) -> String {
     let mut out = String::new();
     let mut used = 0;
     for c in s.chars() {
-        let w = char_width(c);
+        let w = UnicodeWidthChar::width(c).unwrap_or(0);
         // One column is kept for the ellipsis.
         if used + w + 1 > max {
             break;
@@ -176,6 +147,28 @@ mod tests {
              x       日本  end\n\
              longer  é\n"
         );
+    }
+
+    #[test]
+    fn wide_characters_and_emoji_align() {
+        let mut t = Table::new(&[("SUBJECT", 20), ("ROLE", 10)]);
+        t.row(["张伟@例子.中国", "dev"]);
+        t.row(["🦀 crab", "admin"]);
+        t.row(["é\u{301}bob", "ops"]);
+        t.row(["plain", "x"]);
+        let out = t.render();
+        let role_column: Vec<usize> = out
+            .lines()
+            .map(|l| {
+                let (before, _) = l.rsplit_once("  ").expect("two columns");
+                width(before) + 2
+            })
+            .collect();
+        assert_eq!(role_column, [16; 5], "{out}");
+        assert_eq!(width("张伟"), 4);
+        assert_eq!(width("🦀"), 2);
+        assert_eq!(width("e\u{301}"), 1);
+        assert_eq!(truncate("🦀🦀🦀", 4), "🦀…");
     }
 
     #[test]

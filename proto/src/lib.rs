@@ -26,6 +26,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod challenge;
 pub mod exchange;
 pub mod glob;
 pub mod refs;
@@ -36,6 +37,7 @@ pub mod token;
 #[cfg(test)]
 mod testrng;
 
+pub use challenge::BearerChallenge;
 pub use exchange::ExchangeRequest;
 pub use refs::RefPattern;
 pub use scope::{Action, Actions, RepoPath, Scope, ScopeError};

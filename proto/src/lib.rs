@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod api;
 pub mod challenge;
+pub mod credential;
 pub mod exchange;
 pub mod glob;
 pub mod refs;
@@ -38,6 +39,7 @@ pub mod token;
 mod testrng;
 
 pub use challenge::BearerChallenge;
+pub use credential::Credential;
 pub use exchange::ExchangeRequest;
 pub use refs::RefPattern;
 pub use scope::{Action, Actions, RepoPath, Scope, ScopeError};

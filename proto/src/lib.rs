@@ -26,6 +26,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod challenge;
 pub mod credential;
 pub mod exchange;
@@ -38,6 +39,7 @@ pub mod token;
 #[cfg(test)]
 mod testrng;
 
+pub use audit::{AuditEvent, EventKind};
 pub use challenge::BearerChallenge;
 pub use credential::Credential;
 pub use exchange::ExchangeRequest;

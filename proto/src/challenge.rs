@@ -467,7 +467,10 @@ mod tests {
             // cannot.
             ("Bearer realm=", ChallengeError::Token68),
             (r#"Bearer realm="x", scope="#, ChallengeError::ExpectedValue),
-            (r#"Bearer realm="x", scope=,"#, ChallengeError::ExpectedValue),
+            (
+                r#"Bearer realm="x", scope=,"#,
+                ChallengeError::ExpectedValue,
+            ),
             (
                 r#"Bearer realm="x" scope="y""#,
                 ChallengeError::ExpectedComma,

@@ -5,22 +5,20 @@
 //! from the command line. Failures become one actionable line, as in `broker`.
 
 use jit_proto::Secret;
-use jit_proto::admin::{GrantInfo, GrantPage, RevokeRequest, RevokeResponse};
+use jit_proto::admin::{
+    AuditFormat, AuditParams, GrantInfo, GrantPage, GrantsQuery, MAX_AUDIT_PAGE, MAX_GRANT_PAGE,
+    NEXT_AFTER_SEQ_HEADER, RevokeRequest, RevokeResponse,
+};
 use jit_proto::api::OAuthError;
+use jit_proto::audit::AuditEvent;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
-use serde::Deserialize;
 
 use crate::broker::{self, BrokerClient, BrokerError};
 use crate::config::Env;
 use crate::export::CsvExport;
 use crate::login::{self, LoginError};
 use crate::session::SessionStore;
-
-/// Largest page of grants the broker serves.
-pub const GRANT_PAGE: usize = 1000;
-/// Largest page of audit events the broker serves.
-pub const AUDIT_PAGE: usize = 10_000;
 
 /// Why an admin request failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,88 +90,8 @@ pub async fn credential(
     Ok((token, CredentialSource::Session))
 }
 
-/// Filters for `GET /v1/grants`; `None` matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GrantFilter {
-    /// The verified subject.
-    pub subject: Option<String>,
-    /// The repository path.
-    pub repo: Option<String>,
-    /// The role.
-    pub role: Option<String>,
-    /// The trusted issuer's name.
-    pub issuer: Option<String>,
-}
-
-/// Filters for `GET /v1/audit`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditFilter {
-    /// Earliest event time, milliseconds since the epoch.
-    pub from_ms: Option<i64>,
-    /// Latest event time, milliseconds since the epoch.
-    pub to_ms: Option<i64>,
-    /// The subject.
-    pub subject: Option<String>,
-    /// The repository.
-    pub repo: Option<String>,
-    /// The event type (`grant.issued`, `access.denied`, …).
-    pub event: Option<String>,
-}
-
-/// The audit trail's wire formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditFormat {
-    /// One JSON object per line.
-    JsonLines,
-    /// CSV with a header line.
-    Csv,
-}
-
-/// One audit event as the helper reads it: every field the broker documents, all optional
-/// but the chain position, time and kind, so a newer broker's events still parse.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct AuditRecord {
-    /// Schema version.
-    #[serde(default)]
-    pub v: u32,
-    /// When, milliseconds since the epoch.
-    pub ts: i64,
-    /// The event type.
-    pub event: String,
-    /// The acting or affected identity.
-    #[serde(default)]
-    pub subject: Option<String>,
-    /// The trusted issuer's name.
-    #[serde(default)]
-    pub idp: Option<String>,
-    /// The repository.
-    #[serde(default)]
-    pub repo: Option<String>,
-    /// The scope.
-    #[serde(default)]
-    pub scope: Option<String>,
-    /// The role.
-    #[serde(default)]
-    pub role: Option<String>,
-    /// The token id.
-    #[serde(default)]
-    pub jti: Option<String>,
-    /// The requester's or admin's reason.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Why it was denied.
-    #[serde(default)]
-    pub denial: Option<String>,
-    /// Event-specific details.
-    #[serde(default)]
-    pub data: serde_json::Map<String, serde_json::Value>,
-    /// Position in the hash chain.
-    #[serde(default)]
-    pub seq: u64,
-}
-
 /// Parses a JSON-lines audit body; blank lines are skipped.
-pub fn parse_audit(body: &str) -> Result<Vec<AuditRecord>, serde_json::Error> {
+pub fn parse_audit(body: &str) -> Result<Vec<AuditEvent>, serde_json::Error> {
     body.lines()
         .filter(|l| !l.trim().is_empty())
         .map(serde_json::from_str)
@@ -273,42 +191,37 @@ impl AdminClient {
         .into()
     }
 
-    /// One page of live grants.
+    /// One page of live grants passing `filter` (its filters; `offset` and `limit` are
+    /// the arguments').
     pub async fn grant_page(
         &self,
-        filter: &GrantFilter,
+        filter: &GrantsQuery,
         offset: usize,
         limit: usize,
     ) -> Result<GrantPage, AdminError> {
         let url = format!("{}/v1/grants", self.base());
-        let mut query: Vec<(&str, String)> = [
-            ("subject", &filter.subject),
-            ("repo", &filter.repo),
-            ("role", &filter.role),
-            ("issuer", &filter.issuer),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-        .collect();
-        query.push(("offset", offset.to_string()));
-        query.push(("limit", limit.to_string()));
+        let query = GrantsQuery {
+            offset,
+            limit: Some(limit),
+            ..filter.clone()
+        };
         let req = self.broker.http().get(&url).query(&query);
         let (_, body) = self.send(req, &url).await?;
         serde_json::from_slice(&body)
             .map_err(|e| Self::protocol(&url, format!("bad grant page: {e}")))
     }
 
-    /// Every live grant passing `filter` (at most `limit`), following `next_offset`; and
-    /// how many pass it in all.
+    /// Every live grant passing `filter`'s filters (at most `limit`), following
+    /// `next_offset`; and how many pass it in all.
     pub async fn grants(
         &self,
-        filter: &GrantFilter,
+        filter: &GrantsQuery,
         limit: Option<usize>,
     ) -> Result<(Vec<GrantInfo>, usize), AdminError> {
         let mut out = Vec::new();
         let mut offset = 0;
         loop {
-            let want = limit.map_or(GRANT_PAGE, |l| (l - out.len()).min(GRANT_PAGE));
+            let want = limit.map_or(MAX_GRANT_PAGE, |l| (l - out.len()).min(MAX_GRANT_PAGE));
             let page = self.grant_page(filter, offset, want).await?;
             out.extend(page.grants);
             if let Some(l) = limit {
@@ -339,43 +252,27 @@ impl AdminClient {
             .map_err(|e| Self::protocol(&url, format!("bad revoke answer: {e}")))
     }
 
-    /// One page of the audit trail (at most `limit` events after `after_seq`): the body and
-    /// the `after_seq` of the next page, when there is one.
+    /// One page of the audit trail passing `filter`'s filters (at most `limit` events after
+    /// `after_seq`): the body and the `after_seq` of the next page, when there is one.
     pub async fn audit_page(
         &self,
-        filter: &AuditFilter,
+        filter: &AuditParams,
         format: AuditFormat,
         after_seq: u64,
         limit: usize,
     ) -> Result<(String, Option<u64>), AdminError> {
         let url = format!("{}/v1/audit", self.base());
-        let mut query: Vec<(&str, String)> = Vec::new();
-        for (k, v) in [("from", filter.from_ms), ("to", filter.to_ms)] {
-            if let Some(v) = v {
-                query.push((k, v.to_string()));
-            }
-        }
-        for (k, v) in [
-            ("subject", &filter.subject),
-            ("repo", &filter.repo),
-            ("event", &filter.event),
-        ] {
-            if let Some(v) = v {
-                query.push((k, v.clone()));
-            }
-        }
-        query.push(("after_seq", after_seq.to_string()));
-        query.push(("limit", limit.to_string()));
-        let f = match format {
-            AuditFormat::JsonLines => "jsonl",
-            AuditFormat::Csv => "csv",
+        let query = AuditParams {
+            after_seq,
+            limit: Some(limit),
+            format: Some(format.as_str().to_owned()),
+            ..filter.clone()
         };
-        query.push(("format", f.to_owned()));
         let req = self.broker.http().get(&url).query(&query);
         let (headers, body) = self.send(req, &url).await?;
         let body =
             String::from_utf8(body).map_err(|_| Self::protocol(&url, "audit body is not UTF-8"))?;
-        let next = match broker::header(&headers, "x-next-after-seq") {
+        let next = match broker::header(&headers, NEXT_AFTER_SEQ_HEADER) {
             None => None,
             Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
                 Self::protocol(&url, format!("x-next-after-seq {v:?} is not a number"))
@@ -388,7 +285,7 @@ impl AdminClient {
     /// or CSV with one header line.
     pub async fn audit(
         &self,
-        filter: &AuditFilter,
+        filter: &AuditParams,
         format: AuditFormat,
         limit: Option<usize>,
     ) -> Result<String, AdminError> {
@@ -399,7 +296,7 @@ impl AdminClient {
         let mut after = 0;
         let mut seen = 0;
         loop {
-            let want = limit.map_or(AUDIT_PAGE, |l| (l - seen).min(AUDIT_PAGE));
+            let want = limit.map_or(MAX_AUDIT_PAGE, |l| (l - seen).min(MAX_AUDIT_PAGE));
             let (body, next) = self.audit_page(filter, format, after, want).await?;
             seen += match format {
                 AuditFormat::Csv => csv
@@ -437,9 +334,9 @@ impl AdminClient {
     /// The audit trail as parsed events (at most `limit`).
     pub async fn audit_events(
         &self,
-        filter: &AuditFilter,
+        filter: &AuditParams,
         limit: Option<usize>,
-    ) -> Result<Vec<AuditRecord>, AdminError> {
+    ) -> Result<Vec<AuditEvent>, AdminError> {
         let body = self.audit(filter, AuditFormat::JsonLines, limit).await?;
         parse_audit(&body).map_err(|e| {
             Self::protocol(
@@ -509,17 +406,22 @@ mod tests {
     #[tokio::test]
     async fn grants_sends_filters_and_bearer_and_follows_pages() {
         let srv = grant_server();
-        let filter = GrantFilter {
+        let filter = GrantsQuery {
             subject: Some("alice@example.com".into()),
             repo: Some("acme/api".into()),
-            role: None,
             issuer: Some("corp".into()),
+            ..GrantsQuery::default()
         };
         let (grants, total) = admin(&srv).grants(&filter, None).await.expect("grants");
         assert_eq!((grants.len(), total), (5, 5));
         assert_eq!(grants[4].jti, "j4");
         let seen = srv.seen();
         assert_eq!(seen.len(), 3);
+        // Byte for byte what the helper has always sent.
+        assert_eq!(
+            seen[0].target,
+            "/v1/grants?subject=alice%40example.com&repo=acme%2Fapi&issuer=corp&offset=0&limit=1000"
+        );
         let first = &seen[0];
         assert_eq!(first.method, "GET");
         assert!(first.target.starts_with("/v1/grants?"), "{}", first.target);
@@ -543,7 +445,7 @@ mod tests {
     async fn grants_stops_at_the_limit() {
         let srv = grant_server();
         let (grants, total) = admin(&srv)
-            .grants(&GrantFilter::default(), Some(3))
+            .grants(&GrantsQuery::default(), Some(3))
             .await
             .expect("grants");
         assert_eq!((grants.len(), total), (3, 5));
@@ -564,7 +466,7 @@ mod tests {
             )
         });
         let e = admin(&srv)
-            .grants(&GrantFilter::default(), None)
+            .grants(&GrantsQuery::default(), None)
             .await
             .expect_err("loop");
         assert!(
@@ -577,7 +479,7 @@ mod tests {
             body: String::new(),
         });
         let e = admin(&srv)
-            .audit(&AuditFilter::default(), AuditFormat::JsonLines, None)
+            .audit(&AuditParams::default(), AuditFormat::JsonLines, None)
             .await
             .expect_err("loop");
         assert!(e.to_string().contains("after_seq 0 to 0"), "{e}");
@@ -664,12 +566,13 @@ mod tests {
     #[tokio::test]
     async fn audit_sends_filters_and_follows_next_after_seq() {
         let srv = audit_server();
-        let filter = AuditFilter {
-            from_ms: Some(1000),
-            to_ms: Some(2000),
+        let filter = AuditParams {
+            from: Some("1000".into()),
+            to: Some("2000".into()),
             subject: Some("alice".into()),
             repo: Some("acme/api".into()),
             event: Some("grant.issued".into()),
+            ..AuditParams::default()
         };
         let body = admin(&srv)
             .audit(&filter, AuditFormat::JsonLines, None)
@@ -683,7 +586,11 @@ mod tests {
         assert_eq!(events[0].jti.as_deref(), Some("jti-1"));
         let seen = srv.seen();
         let first = &seen[0].target;
-        assert!(first.starts_with("/v1/audit?"), "{first}");
+        assert_eq!(
+            first,
+            "/v1/audit?from=1000&to=2000&subject=alice&repo=acme%2Fapi&event=grant.issued\
+             &after_seq=0&limit=10000&format=jsonl"
+        );
         for (k, v) in [
             ("from", "1000"),
             ("to", "2000"),
@@ -706,7 +613,7 @@ mod tests {
     async fn audit_csv_keeps_one_header_and_the_limit_holds() {
         let srv = audit_server();
         let body = admin(&srv)
-            .audit(&AuditFilter::default(), AuditFormat::Csv, None)
+            .audit(&AuditParams::default(), AuditFormat::Csv, None)
             .await
             .expect("audit");
         assert_eq!(
@@ -716,12 +623,12 @@ mod tests {
         );
         assert_eq!(body.lines().count(), 6, "{body}");
         let body = admin(&srv)
-            .audit(&AuditFilter::default(), AuditFormat::Csv, Some(3))
+            .audit(&AuditParams::default(), AuditFormat::Csv, Some(3))
             .await
             .expect("audit");
         assert_eq!(body.lines().count(), 4, "{body}");
         let body = admin(&srv)
-            .audit(&AuditFilter::default(), AuditFormat::JsonLines, Some(3))
+            .audit(&AuditParams::default(), AuditFormat::JsonLines, Some(3))
             .await
             .expect("audit");
         assert_eq!(parse_audit(&body).expect("parses").len(), 3);
@@ -730,7 +637,7 @@ mod tests {
     async fn fail_with(reply: fn() -> Reply) -> AdminError {
         let srv = TestServer::start(move |_| reply());
         admin(&srv)
-            .grants(&GrantFilter::default(), None)
+            .grants(&GrantsQuery::default(), None)
             .await
             .expect_err("fails")
     }

@@ -5,7 +5,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jit_proto::api::{GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, ServerMetadata, TokenResponse};
+use jit_proto::api::{OAuthError, ServerMetadata};
+use jit_proto::exchange::{ExchangeRequest, SubjectTokenType, TokenResponse, Ttl};
 use jit_proto::{RefPattern, Scope, Secret};
 use reqwest::{StatusCode, Url};
 
@@ -107,8 +108,8 @@ pub struct Extras<'a> {
     pub role: Option<&'a str>,
     /// Why.
     pub reason: Option<&'a str>,
-    /// Lifetime (`30m`, `2h`, minutes).
-    pub ttl: Option<&'a str>,
+    /// Lifetime.
+    pub ttl: Option<Ttl>,
 }
 
 /// What to ask the broker for.
@@ -117,7 +118,7 @@ pub struct Exchange<'a> {
     /// The OIDC ID token or CI JWT.
     pub subject_token: &'a Secret,
     /// Its RFC 8693 token type.
-    pub subject_token_type: &'a str,
+    pub subject_token_type: SubjectTokenType,
     /// The scope wanted.
     pub scope: &'a Scope,
     /// Refs, role, reason, lifetime.
@@ -263,28 +264,19 @@ impl BrokerClient {
         req: &Exchange<'_>,
     ) -> Result<Granted, BrokerError> {
         let url = md.token_endpoint.clone();
-        let scope = req.scope.to_string();
         let x = req.extras;
-        let refs = x
-            .refs
-            .iter()
-            .map(RefPattern::as_str)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
-            ("subject_token", req.subject_token.expose()),
-            ("subject_token_type", req.subject_token_type),
-            ("scope", &scope),
-        ];
-        for (k, v) in [("role", x.role), ("reason", x.reason), ("ttl", x.ttl)] {
-            if let Some(v) = v {
-                form.push((k, v));
-            }
+        let form = ExchangeRequest {
+            role: x.role.map(str::to_owned),
+            reason: x.reason.map(str::to_owned),
+            ttl: x.ttl,
+            refs: x.refs.to_vec(),
+            ..ExchangeRequest::new(
+                req.subject_token.clone(),
+                req.subject_token_type,
+                req.scope.clone(),
+            )
         }
-        if !refs.is_empty() {
-            form.push(("refs", &refs));
-        }
+        .to_form();
         let resp = self
             .http
             .post(&url)
@@ -379,6 +371,7 @@ fn classify(
 mod tests {
     use super::*;
     use crate::testserver::{Reply, TestServer, client};
+    use jit_proto::api::GRANT_TYPE_TOKEN_EXCHANGE;
     use serde_json::json;
 
     fn md(url: &str) -> ServerMetadata {
@@ -400,13 +393,13 @@ mod tests {
     fn ask<'a>(tok: &'a Secret, scope: &'a Scope, refs: &'a [RefPattern]) -> Exchange<'a> {
         Exchange {
             subject_token: tok,
-            subject_token_type: jit_proto::api::TOKEN_TYPE_JWT,
+            subject_token_type: SubjectTokenType::Jwt,
             scope,
             extras: Extras {
                 refs,
                 role: Some("oncall"),
                 reason: Some("INC-1"),
-                ttl: Some("30m"),
+                ttl: Ttl::from_minutes(30),
             },
         }
     }

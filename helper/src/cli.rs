@@ -5,6 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::Command as Process;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use jit_proto::exchange::Ttl;
 use jit_proto::{Actions, RefPattern, RepoPath, Scope};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -87,8 +88,8 @@ pub struct RequestArgs {
     #[arg(long = "ref", value_name = "PATTERN", value_parser = RefPattern::parse)]
     pub refs: Vec<RefPattern>,
     /// How long: 30m, 2h, or minutes. Default: the role's.
-    #[arg(long)]
-    pub ttl: Option<String>,
+    #[arg(long, value_parser = Ttl::parse)]
+    pub ttl: Option<Ttl>,
     /// Why you need it (recorded in the audit log). Asked for on the terminal when the role
     /// requires one and none is given.
     #[arg(long)]
@@ -353,7 +354,7 @@ async fn request(ctx: &Context<'_>, a: RequestArgs, out: &mut dyn Write) -> Resu
             refs: &a.refs,
             role: a.role.as_deref(),
             reason: reason.as_deref(),
-            ttl: a.ttl.as_deref(),
+            ttl: a.ttl,
         };
         match obtain(ctx, &broker, &scope, extras).await {
             Err(HelperError::Broker(BrokerError::ReasonRequired { description }))
@@ -426,7 +427,13 @@ mod tests {
             (r.repo.as_str(), r.action, r.refs.len()),
             ("acme/api", Actions::WRITE, 2)
         );
+        assert_eq!(r.ttl.map(Ttl::minutes), Some(30));
         assert!(Cli::try_parse_from(["git-jit", "request", "--repo", "acme/../x"]).is_err());
+        let bad_ttl = Cli::try_parse_from(["git-jit", "request", "--repo", "a/b", "--ttl", "1d"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(bad_ttl.contains("must be minutes"), "{bad_ttl}");
         assert!(
             Cli::try_parse_from(["git-jit", "request", "--repo", "a/b", "--action", "admin"])
                 .is_err()

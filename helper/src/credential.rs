@@ -197,9 +197,9 @@ pub fn erase(ctx: &Context<'_>, req: &Request) -> Result<Option<String>, HelperE
     let why = req
         .wwwauth
         .iter()
-        .filter_map(|v| challenge::parse_challenges(v).ok())
+        .filter_map(|v| jit_proto::challenge::parse_challenges(v).ok())
         .flatten()
-        .filter(|c| c.scheme.eq_ignore_ascii_case("bearer"))
+        .filter(|c| c.is("bearer"))
         .find_map(|c| c.param("error_description").map(str::to_owned));
     Ok(why.map(|d| format!("the server refused the token: {d}")))
 }

@@ -7,7 +7,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use jit_proto::Secret;
-use jit_proto::api::{ServerMetadata, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT};
+use jit_proto::api::ServerMetadata;
+use jit_proto::exchange::SubjectTokenType;
 use serde::Deserialize;
 
 use crate::broker::chain;
@@ -66,7 +67,7 @@ pub struct SubjectToken {
     /// The token.
     pub token: Secret,
     /// Its RFC 8693 type.
-    pub token_type: &'static str,
+    pub token_type: SubjectTokenType,
     /// Where it came from.
     pub source: Source,
 }
@@ -97,7 +98,7 @@ pub async fn subject_token(l: &Lookup<'_>) -> Result<SubjectToken, IdentityError
             github_actions(l.http, &url, &bearer, &l.metadata.subject_token_audience).await?;
         return Ok(SubjectToken {
             token,
-            token_type: TOKEN_TYPE_JWT,
+            token_type: SubjectTokenType::Jwt,
             source: Source::GitHubActions,
         });
     }
@@ -106,7 +107,7 @@ pub async fn subject_token(l: &Lookup<'_>) -> Result<SubjectToken, IdentityError
         let token = Secret::new(v.trim());
         return Ok(SubjectToken {
             token,
-            token_type: TOKEN_TYPE_JWT,
+            token_type: SubjectTokenType::Jwt,
             source: Source::EnvVar(var.clone()),
         });
     }
@@ -118,7 +119,7 @@ pub async fn subject_token(l: &Lookup<'_>) -> Result<SubjectToken, IdentityError
         let token = Secret::new(text.trim());
         return Ok(SubjectToken {
             token,
-            token_type: TOKEN_TYPE_JWT,
+            token_type: SubjectTokenType::Jwt,
             source: Source::File(path.clone()),
         });
     }
@@ -131,7 +132,7 @@ pub async fn subject_token(l: &Lookup<'_>) -> Result<SubjectToken, IdentityError
     let token = login::current_id_token(&store, issuer, l.clock).await?;
     Ok(SubjectToken {
         token,
-        token_type: TOKEN_TYPE_ID_TOKEN,
+        token_type: SubjectTokenType::IdToken,
         source: Source::Session,
     })
 }
@@ -316,7 +317,7 @@ mod tests {
             .expect("session");
         assert_eq!(
             (t.token.expose(), t.token_type, t.source),
-            (idt.as_str(), TOKEN_TYPE_ID_TOKEN, Source::Session)
+            (idt.as_str(), SubjectTokenType::IdToken, Source::Session)
         );
     }
 }

@@ -1,10 +1,155 @@
-//! Admin API bodies (`/v1/grants`, `/v1/revoke`, `/v1/audit`), shared by the broker and
-//! `git jit admin`.
+//! Admin API bodies and query strings (`/v1/grants`, `/v1/revoke`, `/v1/audit`), shared by
+//! the broker and `git jit admin`. Query parameters keep their raw text where the broker's
+//! answer to a bad value must name it; typed accessors do the checking.
+
+use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::refs::RefPattern;
-use crate::scope::Scope;
+use crate::scope::{RepoPath, Scope, ScopeError};
+
+/// Grants per page when `limit` is absent.
+pub const DEFAULT_GRANT_PAGE: usize = 100;
+/// Largest page of grants the broker serves.
+pub const MAX_GRANT_PAGE: usize = 1000;
+/// Audit events per page when `limit` is absent.
+pub const DEFAULT_AUDIT_PAGE: usize = 1000;
+/// Largest page of audit events the broker serves.
+pub const MAX_AUDIT_PAGE: usize = 10_000;
+/// The response header naming the `after_seq` of the next audit page, when there is one.
+pub const NEXT_AFTER_SEQ_HEADER: &str = "x-next-after-seq";
+
+/// Why an admin query parameter was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminQueryError {
+    /// `repo` is not a repository path.
+    #[error("repo: {0}")]
+    Repo(#[from] ScopeError),
+    /// `format` is neither `jsonl` nor `csv`.
+    #[error("format {0:?}: use jsonl or csv")]
+    Format(String),
+}
+
+/// `GET /v1/grants?subject=&repo=&role=&issuer=&offset=&limit=`; absent filters match all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantsQuery {
+    /// Only this verified subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Only this repository path (checked by [`GrantsQuery::repo_path`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// Only this role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Only this trusted issuer's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// How many matching grants to skip (paging).
+    #[serde(default)]
+    pub offset: usize,
+    /// Page size (see [`GrantsQuery::page_size`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+impl GrantsQuery {
+    /// The `repo` filter as a repository path.
+    pub fn repo_path(&self) -> Result<Option<RepoPath>, AdminQueryError> {
+        Ok(self.repo.as_deref().map(RepoPath::parse).transpose()?)
+    }
+
+    /// The page size: `limit`, or [`DEFAULT_GRANT_PAGE`], within 1 to [`MAX_GRANT_PAGE`].
+    pub fn page_size(&self) -> usize {
+        self.limit
+            .unwrap_or(DEFAULT_GRANT_PAGE)
+            .clamp(1, MAX_GRANT_PAGE)
+    }
+}
+
+/// The audit trail's formats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AuditFormat {
+    /// One JSON object per line (`jsonl`, the default).
+    #[default]
+    JsonLines,
+    /// CSV with a header line (`csv`).
+    Csv,
+}
+
+impl AuditFormat {
+    /// The `format` parameter's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JsonLines => "jsonl",
+            Self::Csv => "csv",
+        }
+    }
+}
+
+impl fmt::Display for AuditFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AuditFormat {
+    type Err = AdminQueryError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "jsonl" => Ok(Self::JsonLines),
+            "csv" => Ok(Self::Csv),
+            other => Err(AdminQueryError::Format(other.to_owned())),
+        }
+    }
+}
+
+/// `GET /v1/audit?from=&to=&subject=&repo=&event=&after_seq=&limit=&format=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditParams {
+    /// Earliest event time, inclusive: milliseconds since the epoch or RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Latest event time, inclusive: milliseconds since the epoch or RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Only this subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Only this repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// Only this event kind (exact), or kind prefix ending in `.` (`grant.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// Only events after this chain position (paging).
+    #[serde(default)]
+    pub after_seq: u64,
+    /// Page size (see [`AuditParams::page_size`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// `jsonl` (default) or `csv` (see [`AuditParams::format`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+impl AuditParams {
+    /// The requested format.
+    pub fn format(&self) -> Result<AuditFormat, AdminQueryError> {
+        self.format
+            .as_deref()
+            .map_or(Ok(AuditFormat::default()), str::parse)
+    }
+
+    /// The page size: `limit`, or [`DEFAULT_AUDIT_PAGE`], within 1 to [`MAX_AUDIT_PAGE`].
+    pub fn page_size(&self) -> usize {
+        self.limit
+            .unwrap_or(DEFAULT_AUDIT_PAGE)
+            .clamp(1, MAX_AUDIT_PAGE)
+    }
+}
 
 /// One live grant as the admin API shows it (never the token, only its id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,4 +226,105 @@ pub struct RevokeResponse {
     pub revoked: u64,
     /// What was revoked, e.g. `subject alice@example.com`.
     pub target: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testrng::Rng;
+
+    #[test]
+    fn query_strings_are_the_wire_names() {
+        let q = GrantsQuery {
+            subject: Some("alice@example.com".into()),
+            repo: Some("acme/api".into()),
+            offset: 200,
+            limit: Some(100),
+            ..GrantsQuery::default()
+        };
+        assert_eq!(
+            serde_urlencoded::to_string(&q).expect("encodes"),
+            "subject=alice%40example.com&repo=acme%2Fapi&offset=200&limit=100"
+        );
+        let p = AuditParams {
+            from: Some("1700000000000".into()),
+            event: Some("grant.".into()),
+            after_seq: 7,
+            limit: Some(10),
+            format: Some("csv".into()),
+            ..AuditParams::default()
+        };
+        assert_eq!(
+            serde_urlencoded::to_string(&p).expect("encodes"),
+            "from=1700000000000&event=grant.&after_seq=7&limit=10&format=csv"
+        );
+        let empty: GrantsQuery = serde_urlencoded::from_str("").expect("all optional");
+        assert_eq!(empty, GrantsQuery::default());
+        assert_eq!(empty.page_size(), DEFAULT_GRANT_PAGE);
+        let empty: AuditParams = serde_urlencoded::from_str("").expect("all optional");
+        assert_eq!(empty.format(), Ok(AuditFormat::JsonLines));
+        assert_eq!(empty.page_size(), DEFAULT_AUDIT_PAGE);
+    }
+
+    #[test]
+    fn bad_queries_table() {
+        let g = |s: &str| serde_urlencoded::from_str::<GrantsQuery>(s).map_err(|e| e.to_string());
+        let a = |s: &str| serde_urlencoded::from_str::<AuditParams>(s).map_err(|e| e.to_string());
+        assert!(g("offset=-1").is_err_and(|e| e.contains("invalid digit")));
+        assert!(g("limit=ten").is_err_and(|e| e.contains("invalid digit")));
+        assert!(a("after_seq=x").is_err_and(|e| e.contains("invalid digit")));
+        let q = g("repo=acme/../x").expect("raw text parses");
+        assert_eq!(
+            q.repo_path(),
+            Err(AdminQueryError::Repo(ScopeError::DotSegment("..")))
+        );
+        assert_eq!(
+            q.repo_path().expect_err("bad").to_string(),
+            "repo: repository path has a '..' segment"
+        );
+        let p = a("format=xml").expect("raw text parses");
+        assert_eq!(p.format(), Err(AdminQueryError::Format("xml".into())));
+        assert_eq!(
+            p.format().expect_err("bad").to_string(),
+            "format \"xml\": use jsonl or csv"
+        );
+        assert_eq!(g("limit=0").map(|q| q.page_size()), Ok(1));
+        assert_eq!(g("limit=99999").map(|q| q.page_size()), Ok(MAX_GRANT_PAGE));
+        assert_eq!(a("limit=99999").map(|q| q.page_size()), Ok(MAX_AUDIT_PAGE));
+    }
+
+    /// Build → query string → parse is the identity.
+    #[test]
+    fn pseudo_random_queries_round_trip() {
+        const TEXT: &str = "aZ09 -_.:/@&=+%?#é🙂";
+        let mut rng = Rng::new(0xad_0010_0e57);
+        for _ in 0..2000 {
+            let opt = |rng: &mut Rng| (!rng.one_in(2)).then(|| rng.string(TEXT, 0, 20));
+            let q = GrantsQuery {
+                subject: opt(&mut rng),
+                repo: opt(&mut rng),
+                role: opt(&mut rng),
+                issuer: opt(&mut rng),
+                offset: rng.below(1 << 20),
+                limit: (!rng.one_in(2)).then(|| rng.below(1 << 20)),
+            };
+            let text = serde_urlencoded::to_string(&q).expect("encodes");
+            assert_eq!(serde_urlencoded::from_str(&text).as_ref(), Ok(&q), "{text}");
+            let p = AuditParams {
+                from: opt(&mut rng),
+                to: opt(&mut rng),
+                subject: opt(&mut rng),
+                repo: opt(&mut rng),
+                event: opt(&mut rng),
+                after_seq: rng.next_u64(),
+                limit: (!rng.one_in(2)).then(|| rng.below(1 << 20)),
+                format: opt(&mut rng),
+            };
+            let text = serde_urlencoded::to_string(&p).expect("encodes");
+            assert_eq!(serde_urlencoded::from_str(&text).as_ref(), Ok(&p), "{text}");
+        }
+        for f in [AuditFormat::JsonLines, AuditFormat::Csv] {
+            assert_eq!(f.as_str().parse(), Ok(f));
+        }
+    }
 }

@@ -7,13 +7,16 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use clap::{ArgGroup, Args, Subcommand};
 use jit_proto::RepoPath;
-use jit_proto::admin::{GrantInfo, RevokeBy, RevokeRequest, RevokeResponse};
+use jit_proto::admin::{
+    AuditFormat, AuditParams, GrantInfo, GrantsQuery, RevokeBy, RevokeRequest, RevokeResponse,
+};
+use jit_proto::audit::AuditEvent;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
 use super::CliError;
-use crate::admin::{self, AdminClient, AuditFilter, AuditFormat, AuditRecord, GrantFilter};
+use crate::admin::{self, AdminClient};
 use crate::credential::Context;
 use crate::table::Table;
 
@@ -248,11 +251,12 @@ async fn grants(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let client = connect(ctx, token_env).await?;
-    let filter = GrantFilter {
+    let filter = GrantsQuery {
         subject: a.subject,
         repo: a.repo.map(|r| r.to_string()),
         role: a.role,
         issuer: a.issuer,
+        ..GrantsQuery::default()
     };
     let (grants, total) = client.grants(&filter, a.limit.map(|l| l as usize)).await?;
     if a.json {
@@ -367,12 +371,13 @@ async fn audit(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let now = (ctx.clock)();
-    let filter = AuditFilter {
-        from_ms: a.since.map(|t| t.ms(now)),
-        to_ms: a.until.map(|t| t.ms(now)),
+    let filter = AuditParams {
+        from: a.since.map(|t| t.ms(now).to_string()),
+        to: a.until.map(|t| t.ms(now).to_string()),
         subject: a.subject,
         repo: a.repo.map(|r| r.to_string()),
         event: a.event,
+        ..AuditParams::default()
     };
     let limit = a.limit.map(|l| l as usize);
     let client = connect(ctx, token_env).await?;
@@ -466,7 +471,7 @@ pub fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
 
 /// The audit table: TIME (UTC), SEQ, EVENT, SUBJECT, REPO/SCOPE, JTI, DETAIL (the denial,
 /// else the reason).
-pub fn audit_table(events: &[AuditRecord]) -> Table {
+pub fn audit_table(events: &[AuditEvent]) -> Table {
     let mut t = Table::new(&[
         ("TIME (UTC)", 19),
         ("SEQ", 12),
@@ -480,7 +485,7 @@ pub fn audit_table(events: &[AuditRecord]) -> Table {
         t.row([
             utc(e.ts),
             e.seq.to_string(),
-            e.event.clone(),
+            e.event.to_string(),
             or_dash(e.subject.as_deref()).to_owned(),
             or_dash(e.scope.as_deref().or(e.repo.as_deref())).to_owned(),
             or_dash(e.jti.as_deref().map(short).as_deref()).to_owned(),
@@ -664,7 +669,7 @@ fedcba98  bob                corp    oncall  repo:acme/api:read,write  refs/head
 
     #[test]
     fn audit_table_renders() {
-        let events: Vec<AuditRecord> = [
+        let events: Vec<AuditEvent> = [
             json!({"ts": 1_700_000_000_123i64, "seq": 41, "event": "grant.issued", "subject": "alice",
                    "scope": "repo:acme/api:write", "repo": "acme/api", "jti": "0123456789", "reason": "INC-7"}),
             json!({"ts": 1_700_000_060_000i64, "seq": 42, "event": "access.denied", "subject": "bob",

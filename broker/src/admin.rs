@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use jit_proto::admin::GrantInfo;
+use jit_proto::credential::Credential;
 use jit_proto::token::TOKEN_TYPE;
 
 use crate::audit::AuditEvent;
@@ -113,19 +114,16 @@ impl AdminApi {
     /// Authenticates an admin from `Authorization: Bearer …`.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Admin, ApiError> {
         let state = self;
-        let token = headers
+        let needs = "admin API needs Authorization: Bearer <ID token or admin broker token>";
+        let token = match headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                unauthorized(
-                    "admin API needs Authorization: Bearer <ID token or admin broker token>",
-                )
-            })?;
+            .map(Credential::parse)
+        {
+            Some(Ok(Credential::Bearer(token))) => token,
+            _ => return Err(unauthorized(needs)),
+        };
+        let token = token.expose();
         let now_ms = state.clock.now_ms();
         let is_broker_token =
             jsonwebtoken::decode_header(token).is_ok_and(|h| h.typ.as_deref() == Some(TOKEN_TYPE));

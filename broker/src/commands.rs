@@ -72,7 +72,7 @@ pub async fn serve_on(
     tracing::info!(
         "serving /oauth/token, /oauth/introspect, /v1/grants, /v1/revoke, /v1/audit, /.well-known/jwks.json, /.well-known/oauth-authorization-server, /healthz, /readyz, /authz and the Git gateway (/<repo>.git/...)"
     );
-    crate::run(listener, state, shutdown)
+    crate::http::run(listener, state, shutdown)
         .await
         .context("server failed")
 }

@@ -29,8 +29,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::identity::IssuerConfig;
-use crate::policy::RoleConfig;
+use crate::config::{IssuerConfig, RoleConfig};
 
 /// The path under the broker's URL where the dev issuer lives.
 pub const PATH: &str = "/dev/issuer";

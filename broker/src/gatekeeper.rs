@@ -6,9 +6,8 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use jit_proto::api::{IntrospectedClaims, Introspection};
+use jit_proto::credential::Credential;
 use jit_proto::{Action, Claims, Scope, Secret};
 
 use crate::audit::AuditEvent;
@@ -41,29 +40,16 @@ pub enum CredentialError {
 }
 
 /// The token in an `Authorization` value: `Bearer <token>`, or `Basic` with any user name
-/// and the token as password. Scheme names are case-insensitive (RFC 7235 §2.1). This is the
-/// broker's one credential parser: the gateway, `/authz` and the admin API all use it.
+/// and the token as password, parsed by jit-proto's one [`Credential`] parser (schemes are
+/// case-insensitive, RFC 7235 §2.1). The gateway, `/authz` and the admin API all use it.
 pub fn credential(value: Option<&[u8]>) -> Result<Secret, CredentialError> {
     let value = value.ok_or(CredentialError::Missing)?;
     let value = std::str::from_utf8(value).map_err(|_| CredentialError::Malformed)?;
-    let (scheme, rest) = value.split_once(' ').ok_or(CredentialError::Malformed)?;
-    let rest = rest.trim();
-    let token = if scheme.eq_ignore_ascii_case("bearer") {
-        rest.to_owned()
-    } else if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = STANDARD
-            .decode(rest)
-            .map_err(|_| CredentialError::Malformed)?;
-        let decoded = String::from_utf8(decoded).map_err(|_| CredentialError::Malformed)?;
-        let (_user, password) = decoded.split_once(':').ok_or(CredentialError::Malformed)?;
-        password.to_owned()
-    } else {
-        return Err(CredentialError::Malformed);
-    };
-    if token.is_empty() {
-        return Err(CredentialError::Missing);
+    match Credential::parse(value) {
+        Ok(c) => Ok(c.into_token()),
+        Err(e) if e.is_missing() => Err(CredentialError::Missing),
+        Err(_) => Err(CredentialError::Malformed),
     }
-    Ok(Secret::new(token))
 }
 
 /// git's 4-byte probe: before a request too large to buffer, git 2.46+ POSTs `0000` (a
@@ -402,6 +388,9 @@ impl Gatekeeper {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
     use super::*;
 
     #[test]

@@ -135,7 +135,7 @@ impl Counts {
         }
         if let Ok(mut m) = self.by_kind.lock() {
             for e in events {
-                *m.entry(e.event.clone()).or_default() += 1;
+                *m.entry(e.event.to_string()).or_default() += 1;
             }
         }
     }

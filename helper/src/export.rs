@@ -4,8 +4,6 @@
 //! and a cell that a spreadsheet would take for a formula prefixed with `'`. JSON output stays
 //! exact; only CSV and tables are rewritten for human eyes.
 
-use crate::table::clean;
-
 /// Why a CSV page could not be taken in.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -76,17 +74,7 @@ impl CsvExport {
     }
 }
 
-/// A cell as a spreadsheet should get it: dangerous characters escaped visibly, and a cell
-/// starting with `=`, `+`, `-`, `@`, tab or CR prefixed with `'` so it stays text (OWASP's
-/// CSV-injection advice). Idempotent, so cells the broker already neutralised stay as they are.
-pub fn cell(s: &str) -> String {
-    let s = clean(s);
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s
-    }
-}
+pub use jit_proto::display::csv_cell as cell;
 
 #[cfg(test)]
 mod tests {

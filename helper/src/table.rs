@@ -82,27 +82,7 @@ impl Table {
     }
 }
 
-/// Whether a character must not reach the terminal as is: C0/C1 controls and the Unicode
-/// bidirectional overrides and isolates.
-fn is_dangerous(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
-/// `s` with dangerous characters written as escapes (`\u{1b}`, `\n`).
-pub fn clean(s: &str) -> String {
-    if !s.contains(is_dangerous) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if is_dangerous(c) {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
+pub use jit_proto::display::clean;
 
 /// The display width of `s` in a terminal (Unicode East Asian Width: CJK and emoji take
 /// two columns, combining marks none).
@@ -194,7 +174,10 @@ mod tests {
     fn broker_text_cannot_drive_the_terminal() {
         let evil = "alice\u{1b}[2J\r\nbob\u{202E}txt.exe";
         let shown = clean(evil);
-        assert!(!shown.contains(is_dangerous), "{shown:?}");
+        assert!(
+            !shown.contains(jit_proto::display::is_dangerous),
+            "{shown:?}"
+        );
         assert_eq!(shown, "alice\\u{1b}[2J\\r\\nbob\\u{202e}txt.exe");
         let mut t = Table::new(&[("S", 80)]);
         t.row([evil]);

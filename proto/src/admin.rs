@@ -34,6 +34,7 @@ pub enum AdminQueryError {
 
 /// `GET /v1/grants?subject=&repo=&role=&issuer=&offset=&limit=`; absent filters match all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GrantsQuery {
     /// Only this verified subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +109,7 @@ impl FromStr for AuditFormat {
 
 /// `GET /v1/audit?from=&to=&subject=&repo=&event=&after_seq=&limit=&format=`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// Earliest event time, inclusive: milliseconds since the epoch or RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -21,6 +21,8 @@
 //! - [`admin`]: the admin API's bodies and query strings (`/v1/grants`, `/v1/revoke`,
 //!   `/v1/audit`).
 //! - [`audit`]: the audit event as stored, served and read, and its kinds.
+//! - [`display`]: text for people (tables, CSV cells): control characters and formulas made
+//!   inert.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -29,6 +31,7 @@ pub mod api;
 pub mod audit;
 pub mod challenge;
 pub mod credential;
+pub mod display;
 pub mod exchange;
 pub mod glob;
 pub mod refs;

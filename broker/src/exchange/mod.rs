@@ -12,18 +12,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
-use jit_proto::api::{
-    GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
-    TokenResponse,
-};
-use jit_proto::{Claims, RefPattern, Scope, Secret};
-use serde::Deserialize;
+use jit_proto::api::{TOKEN_TYPE_ACCESS_TOKEN, TokenResponse};
+use jit_proto::exchange::{ExchangeForm, ExchangeRequest, Ttl};
+use jit_proto::{Claims, RefPattern, Secret};
 
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 pub use crate::config::ExchangeConfig;
 use crate::error::ApiError;
-use crate::identity::{IdentityError, MAX_SUBJECT_TOKEN_LEN, VerifiedIdentity, Verifier};
+use crate::identity::{IdentityError, VerifiedIdentity, Verifier};
 use crate::policy::{self, CompiledPolicy, Decision, Denial, DenialKind, Request};
 use crate::ratelimit::Limits;
 use crate::recorder::Auditor;
@@ -34,29 +31,12 @@ use crate::token::{self, TokenSigner};
 #[cfg(test)]
 mod tests;
 
-/// Longest reason accepted, in bytes.
-pub const MAX_REASON_LEN: usize = 1024;
-/// Most ref patterns one request may name.
-pub const MAX_REFS: usize = 32;
-/// Longest lifetime the `ttl` parameter can express, in minutes (roles allow far less).
-const MAX_TTL_PARAM_MINUTES: u32 = 100_000;
+pub use jit_proto::exchange::{MAX_REASON_LEN, MAX_REFS};
 /// Longest user agent recorded.
 const MAX_USER_AGENT_LEN: usize = 256;
 
-/// The form body of `POST /oauth/token`.
-#[derive(Debug, Deserialize)]
-pub struct TokenRequest {
-    grant_type: Option<String>,
-    subject_token: Option<Secret>,
-    subject_token_type: Option<String>,
-    requested_token_type: Option<String>,
-    actor_token: Option<Secret>,
-    scope: Option<String>,
-    role: Option<String>,
-    reason: Option<String>,
-    ttl: Option<String>,
-    refs: Option<String>,
-}
+/// The form body of `POST /oauth/token`: jit-proto's, the same type the helper sends.
+pub type TokenRequest = ExchangeForm;
 
 /// Who sent a request, for limits and the audit.
 #[derive(Debug, Clone)]
@@ -117,34 +97,14 @@ fn oauth(status: StatusCode, code: &'static str, description: impl Into<String>)
     }
 }
 
-/// Parses a lifetime: `30m`, `2h` or bare minutes (`45`).
+/// Parses a lifetime (`30m`, `2h`, or bare minutes) into minutes.
 pub fn parse_ttl(s: &str) -> Result<u32, String> {
-    let bad =
-        || format!("ttl {s:?} must be minutes ('30', '30m') or hours ('2h'), at least 1 minute");
-    let (digits, factor) = match s.strip_suffix('h') {
-        Some(d) => (d, 60),
-        None => (s.strip_suffix('m').unwrap_or(s), 1),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let n: u32 = digits.parse().map_err(|_| bad())?;
-    match n.checked_mul(factor) {
-        Some(0) => Err(bad()),
-        Some(m) if m <= MAX_TTL_PARAM_MINUTES => Ok(m),
-        _ => Err(format!("ttl {s:?} is far longer than any role allows")),
-    }
+    Ttl::parse(s).map(Ttl::minutes).map_err(|e| e.to_string())
 }
 
 /// Parses space-separated ref patterns.
 pub fn parse_refs(s: &str) -> Result<Vec<RefPattern>, String> {
-    let refs: Vec<&str> = s.split_whitespace().collect();
-    if refs.len() > MAX_REFS {
-        return Err(format!("at most {MAX_REFS} ref patterns may be requested"));
-    }
-    refs.into_iter()
-        .map(|r| RefPattern::parse(r).map_err(|e| e.to_string()))
-        .collect()
+    jit_proto::exchange::parse_refs(s).map_err(|e| e.to_string())
 }
 
 /// A request that parsed, with the subject token still unverified.
@@ -154,97 +114,18 @@ struct Parsed {
 }
 
 fn parse(f: TokenRequest) -> Result<Parsed, ApiError> {
-    let bad = |d: String| ApiError::invalid_request(d);
-    match f.grant_type.as_deref() {
-        None => return Err(bad("missing form parameter 'grant_type'".into())),
-        Some(GRANT_TYPE_TOKEN_EXCHANGE) => {}
-        Some(_) => {
-            return Err(oauth(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                format!("grant_type must be {GRANT_TYPE_TOKEN_EXCHANGE}"),
-            ));
-        }
-    }
-    let subject_token = f
-        .subject_token
-        .filter(|t| !t.expose().is_empty())
-        .ok_or_else(|| bad("missing form parameter 'subject_token'".into()))?;
-    if subject_token.expose().len() > MAX_SUBJECT_TOKEN_LEN {
-        return Err(bad(format!(
-            "subject_token is larger than {MAX_SUBJECT_TOKEN_LEN} bytes"
-        )));
-    }
-    match f.subject_token_type.as_deref() {
-        Some(TOKEN_TYPE_ID_TOKEN | TOKEN_TYPE_JWT) => {}
-        _ => {
-            return Err(bad(format!(
-                "subject_token_type must be {TOKEN_TYPE_ID_TOKEN} or {TOKEN_TYPE_JWT}"
-            )));
-        }
-    }
-    if f.requested_token_type
-        .as_deref()
-        .is_some_and(|t| t != TOKEN_TYPE_ACCESS_TOKEN)
-    {
-        return Err(bad(format!(
-            "requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"
-        )));
-    }
-    if f.actor_token.is_some() {
-        return Err(bad("actor_token (delegation) is not supported".into()));
-    }
-    let scope_text = f.scope.unwrap_or_default();
-    let scopes: Vec<&str> = scope_text.split_whitespace().collect();
-    let invalid_scope = |d: String| oauth(StatusCode::BAD_REQUEST, "invalid_scope", d);
-    let scope = match scopes.as_slice() {
-        [] => {
-            return Err(invalid_scope(
-                "a scope is required: repo:<path>:<read|write|read,write>".into(),
-            ));
-        }
-        [one] => Scope::parse(one)
-            .map_err(|e| invalid_scope(format!("scope {:?} is invalid: {e}", cut(one, 200))))?,
-        _ => {
-            return Err(invalid_scope(
-                "exactly one repo: scope may be requested".into(),
-            ));
-        }
-    };
-    let role = f.role.filter(|r| !r.is_empty());
-    if role
-        .as_deref()
-        .is_some_and(|r| policy::check_name("role", r).is_err())
-    {
-        return Err(bad("role must be a role name (A-Z a-z 0-9 _ - .)".into()));
-    }
-    let ttl = f
-        .ttl
-        .filter(|t| !t.is_empty())
-        .map(|t| parse_ttl(&t))
-        .transpose()
-        .map_err(bad)?;
-    let refs = parse_refs(f.refs.as_deref().unwrap_or_default()).map_err(bad)?;
-    let reason = f
-        .reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
-    if let Some(r) = &reason {
-        if r.len() > MAX_REASON_LEN {
-            return Err(bad(format!("reason is longer than {MAX_REASON_LEN} bytes")));
-        }
-        if r.chars().any(char::is_control) {
-            return Err(bad("reason must not contain control characters".into()));
-        }
-    }
+    let r = ExchangeRequest::try_from(f).map_err(|e| {
+        let status = StatusCode::BAD_REQUEST;
+        oauth(status, e.oauth_code(), e.to_string())
+    })?;
     Ok(Parsed {
-        subject_token,
+        subject_token: r.subject_token,
         request: Request {
-            scope,
-            role,
-            ttl,
-            reason,
-            refs,
+            scope: r.scope,
+            role: r.role,
+            ttl: r.ttl.map(Ttl::minutes),
+            reason: r.reason,
+            refs: r.refs,
         },
     })
 }

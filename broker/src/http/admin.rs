@@ -8,33 +8,19 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use jit_proto::RepoPath;
-use jit_proto::admin::{GrantInfo, GrantPage, RevokeBy, RevokeRequest, RevokeResponse};
-use serde::Deserialize;
+use jit_proto::admin::{
+    AuditFormat, AuditParams, GrantInfo, GrantPage, GrantsQuery, NEXT_AFTER_SEQ_HEADER, RevokeBy,
+    RevokeRequest, RevokeResponse,
+};
+use jit_proto::display::csv_cell;
 
 use crate::admin::AdminApi;
 use crate::audit::{AuditEvent, AuditQuery};
 use crate::error::ApiError;
 use crate::store::{GrantFilter, RevokeTarget};
 
-/// Largest page of grants.
-const MAX_GRANT_PAGE: usize = 1000;
-/// Largest page of audit events.
-const MAX_AUDIT_PAGE: usize = 10_000;
 /// Longest accepted revocation reason.
 const MAX_REASON_LEN: usize = 1024;
-
-/// `GET /v1/grants` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantsQuery {
-    subject: Option<String>,
-    repo: Option<String>,
-    role: Option<String>,
-    issuer: Option<String>,
-    #[serde(default)]
-    offset: usize,
-    limit: Option<usize>,
-}
 
 /// `GET /v1/grants`: live grants, filtered and paged.
 pub async fn grants(
@@ -45,12 +31,9 @@ pub async fn grants(
 ) -> Result<Json<GrantPage>, ApiError> {
     let admin = state.authenticate(&headers).await?;
     let repo = q
-        .repo
-        .as_deref()
-        .map(RepoPath::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid_request(format!("repo: {e}")))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_GRANT_PAGE);
+        .repo_path()
+        .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    let limit = q.page_size();
     let filter = GrantFilter {
         subject: q.subject.clone(),
         repo,
@@ -139,25 +122,6 @@ pub async fn revoke(
     }))
 }
 
-/// `GET /v1/audit` query.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditParams {
-    /// Earliest time, ms since the epoch or RFC 3339.
-    from: Option<String>,
-    /// Latest time, ms since the epoch or RFC 3339.
-    to: Option<String>,
-    subject: Option<String>,
-    repo: Option<String>,
-    event: Option<String>,
-    /// Only events after this chain position (paging).
-    #[serde(default)]
-    after_seq: u64,
-    limit: Option<usize>,
-    /// `jsonl` (default) or `csv`.
-    format: Option<String>,
-}
-
 fn parse_time(key: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
@@ -169,49 +133,51 @@ fn parse_time(key: &str, v: &str) -> Result<i64, ApiError> {
         })
 }
 
-fn csv_field(v: Option<&str>) -> String {
-    let v = v.unwrap_or("");
-    // A cell a spreadsheet would run as a formula (`=HYPERLINK(…)` as a subject claim) is
-    // neutralised with a leading apostrophe (OWASP's CSV-injection advice).
-    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{v}")
-    } else {
-        v.to_owned()
-    };
-    if v.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", v.replace('"', "\"\""))
-    } else {
-        v
+const CSV_HEADER: [&str; 14] = [
+    "seq",
+    "ts",
+    "event",
+    "subject",
+    "idp",
+    "repo",
+    "scope",
+    "role",
+    "jti",
+    "reason",
+    "denial",
+    "client",
+    "user_agent",
+    "hash",
+];
+
+/// The events as CSV (the `csv` crate quotes; every cell is made inert for spreadsheets and
+/// terminals by [`csv_cell`]).
+fn csv_body(events: &[AuditEvent]) -> Result<String, ApiError> {
+    let internal = |e: &dyn std::fmt::Display| ApiError::Internal(format!("csv: {e}"));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(CSV_HEADER).map_err(|e| internal(&e))?;
+    for e in events {
+        let fields = [
+            Some(e.seq.to_string()),
+            Some(e.ts.to_string()),
+            Some(e.event.to_string()),
+            e.subject.clone(),
+            e.idp.clone(),
+            e.repo.clone(),
+            e.scope.clone(),
+            e.role.clone(),
+            e.jti.clone(),
+            e.reason.clone(),
+            e.denial.clone(),
+            e.client.clone(),
+            e.user_agent.clone(),
+            Some(e.hash.clone()),
+        ];
+        w.write_record(fields.iter().map(|f| csv_cell(f.as_deref().unwrap_or(""))))
+            .map_err(|e| internal(&e))?;
     }
-}
-
-const CSV_HEADER: &str =
-    "seq,ts,event,subject,idp,repo,scope,role,jti,reason,denial,client,user_agent,hash\n";
-
-fn csv_line(e: &AuditEvent) -> String {
-    let fields = [
-        Some(e.seq.to_string()),
-        Some(e.ts.to_string()),
-        Some(e.event.clone()),
-        e.subject.clone(),
-        e.idp.clone(),
-        e.repo.clone(),
-        e.scope.clone(),
-        e.role.clone(),
-        e.jti.clone(),
-        e.reason.clone(),
-        e.denial.clone(),
-        e.client.clone(),
-        e.user_agent.clone(),
-        Some(e.hash.clone()),
-    ];
-    let mut line = fields
-        .iter()
-        .map(|f| csv_field(f.as_deref()))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push('\n');
-    line
+    let bytes = w.into_inner().map_err(|e| internal(&e))?;
+    String::from_utf8(bytes).map_err(|e| internal(&e))
 }
 
 /// `GET /v1/audit`: events oldest first, as JSON lines or CSV; page with `after_seq`.
@@ -222,16 +188,10 @@ pub async fn audit(
     Query(p): Query<AuditParams>,
 ) -> Result<Response, ApiError> {
     let admin = state.authenticate(&headers).await?;
-    let csv = match p.format.as_deref() {
-        None | Some("jsonl") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(ApiError::invalid_request(format!(
-                "format {other:?}: use jsonl or csv"
-            )));
-        }
-    };
-    let limit = p.limit.unwrap_or(1000).clamp(1, MAX_AUDIT_PAGE);
+    let format = p
+        .format()
+        .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    let limit = p.page_size();
     let query = AuditQuery {
         from_ms: p
             .from
@@ -251,10 +211,8 @@ pub async fn audit(
         .event("admin.audit", &admin, addr, &headers)
         .with("returned", events.len());
     state.audit.record(record).await?;
-    let (content_type, body) = if csv {
-        let mut out = String::from(CSV_HEADER);
-        events.iter().for_each(|e| out.push_str(&csv_line(e)));
-        ("text/csv; charset=utf-8", out)
+    let (content_type, body) = if format == AuditFormat::Csv {
+        ("text/csv; charset=utf-8", csv_body(&events)?)
     } else {
         let mut out = String::new();
         for e in &events {
@@ -268,7 +226,7 @@ pub async fn audit(
         .filter(|_| events.len() == limit)
         .and_then(|seq| HeaderValue::from_str(&seq.to_string()).ok())
     {
-        resp.headers_mut().insert("x-next-after-seq", v);
+        resp.headers_mut().insert(NEXT_AFTER_SEQ_HEADER, v);
     }
     Ok(resp)
 }
@@ -610,7 +568,7 @@ claims = { groups = "security" }
             Some("text/csv; charset=utf-8")
         );
         let mut lines = body.lines();
-        assert_eq!(lines.next(), Some(CSV_HEADER.trim_end()));
+        assert_eq!(lines.next(), Some(CSV_HEADER.join(",").as_str()));
         assert!(
             lines
                 .next()
@@ -670,16 +628,21 @@ claims = { groups = "security" }
     }
 
     #[test]
-    fn csv_cells_cannot_become_formulas() {
-        assert_eq!(
-            csv_field(Some("=HYPERLINK(\"http://x\")")),
-            "\"'=HYPERLINK(\"\"http://x\"\")\""
-        );
-        assert_eq!(csv_field(Some("@SUM(A1)")), "'@SUM(A1)");
-        assert_eq!(csv_field(Some("-1+1")), "'-1+1");
-        assert_eq!(csv_field(Some("alice@example.com")), "alice@example.com");
-        assert_eq!(csv_field(Some("a,b")), "\"a,b\"");
-        assert_eq!(csv_field(None), "");
+    fn csv_cells_cannot_become_formulas_or_terminal_escapes() {
+        let mut e = AuditEvent::new("access.denied", 1);
+        e.subject = Some("=HYPERLINK(\"http://x\")".into());
+        e.denial = Some("refs/heads/\u{1b}]8;;x\u{7}evil: not allowed".into());
+        e.reason = Some("a,b".into());
+        let body = csv_body(&[e]).expect("csv");
+        let row = body.lines().nth(1).expect("row");
+        assert!(row.contains(",\"'=HYPERLINK(\"\"http://x\"\")\","), "{row}");
+        assert!(row.contains("refs/heads/\\u{1b}]8;;x\\u{7}evil"), "{row}");
+        assert!(!body.contains('\u{1b}'), "{body:?}");
+        assert!(row.contains(",\"a,b\","), "{row}");
+        let mut reader = csv::Reader::from_reader(body.as_bytes());
+        let records: Vec<_> = reader.records().collect::<Result<_, _>>().expect("parses");
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].len(), CSV_HEADER.len());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
+use jit_proto::challenge::BearerChallenge;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
@@ -96,18 +97,11 @@ pub fn denied(d: &Denied) -> Response {
     let status = StatusCode::from_u16(d.status()).unwrap_or(StatusCode::FORBIDDEN);
     let mut r = text(status, &d.message());
     if let Some(needed) = d.needed() {
-        let mut bearer = format!("Bearer realm=\"{REALM}\", scope=\"{needed}\"");
+        let mut challenge = BearerChallenge::new(REALM, Some(needed.clone()));
         if let Denied::InvalidToken { reason, .. } = d {
-            // Reasons are our own fixed texts; keep the quoted-string valid whatever they say.
-            let safe: String = reason
-                .chars()
-                .filter(|c| c.is_ascii_graphic() || *c == ' ')
-                .filter(|c| *c != '"' && *c != '\\')
-                .collect();
-            bearer.push_str(&format!(
-                ", error=\"invalid_token\", error_description=\"{safe}\""
-            ));
+            challenge = challenge.refused("invalid_token", reason.as_str());
         }
+        let bearer = challenge.to_header_value();
         // A scope is built only from RepoPath characters and action names: a valid value.
         if let Ok(v) = HeaderValue::from_str(&bearer) {
             r.headers_mut().append(header::WWW_AUTHENTICATE, v);

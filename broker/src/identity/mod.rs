@@ -38,8 +38,8 @@ pub use crate::config::{IssuerConfig, LoginConfig};
 use crate::config::{KeyProblem as PolicyError, check_name};
 pub use jwks::{CacheTimes, KeyCache};
 
-/// Largest subject token accepted, in bytes.
-pub const MAX_SUBJECT_TOKEN_LEN: usize = 16 * 1024;
+/// Largest subject token accepted, in bytes (the wire contract's bound).
+pub use jit_proto::exchange::MAX_SUBJECT_TOKEN_LEN;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
 pub const LEEWAY_SECS: i64 = 60;
 /// Longest claim value or header field echoed in an error message.

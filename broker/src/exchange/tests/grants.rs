@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use super::*;
+use jit_proto::api::GRANT_TYPE_TOKEN_EXCHANGE;
 
 #[tokio::test]
 async fn grant_is_signed_stored_audited_and_exact() {
@@ -221,7 +222,7 @@ async fn refusals_are_precise_audited_and_change_nothing() {
         ),
         (
             exchange_form(
-                &"x".repeat(MAX_SUBJECT_TOKEN_LEN + 1),
+                &"x".repeat(jit_proto::exchange::MAX_SUBJECT_TOKEN_LEN + 1),
                 "repo:acme/api:read",
                 &[],
             ),

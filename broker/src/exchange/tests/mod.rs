@@ -24,6 +24,7 @@ use crate::policy::{CompiledPolicy, RoleConfig};
 use crate::state::AppState;
 use crate::store::flaky::Flaky;
 use crate::store::{GrantFilter, GrantStatus, GrantStore};
+use jit_proto::api::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ID_TOKEN};
 
 pub(super) const AUD: &str = "git-jit-test";
 pub(super) const NOW: i64 = 1_700_000_000;

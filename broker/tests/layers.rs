@@ -1,0 +1,182 @@
+//! The broker's floors: data flows one way, and no module imports from a module above it.
+//! This test reads the crate's own sources (the `crate::` paths of non-test code) and fails
+//! on any upward or sideways import, so the layout in docs/architecture.md stays true.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Every top-level module of the broker and its floor, lowest first. A module may use only
+/// modules on lower floors. Adding a module means giving it a floor here.
+const FLOORS: &[(&str, u8)] = &[
+    // Foundations: time, plain configuration data, key files.
+    ("clock", 1),
+    ("config", 1),
+    ("keys", 1),
+    // Pure domain: verification, signing, audit events and chain, limits, the dev issuer.
+    ("identity", 2),
+    ("token", 2),
+    ("audit", 2),
+    ("ratelimit", 2),
+    ("devissuer", 2),
+    // Domain on domain: the policy decides on verified identities; the store keeps grants
+    // and audit events.
+    ("policy", 3),
+    ("store", 3),
+    // Recording decisions, and the error every service answers with.
+    ("recorder", 4),
+    ("error", 4),
+    ("revocation", 5),
+    // Services: each combines the domain for one job.
+    ("gateway", 6),
+    ("gatekeeper", 6),
+    ("exchange", 6),
+    ("admin", 6),
+    // The one compile step, the shared state, the HTTP floor, the subcommands.
+    ("compile", 7),
+    ("state", 8),
+    ("http", 9),
+    ("commands", 10),
+];
+
+/// Test-only support files, compiled only under `cfg(test)` (or the `test-suite` feature).
+const TEST_SUPPORT: &[&str] = &[
+    "identity/testissuer.rs",
+    "store/flaky.rs",
+    "store/suite.rs",
+    "policy/examples.rs",
+];
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "tests") {
+                continue;
+            }
+            sources(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The code of `text` before its `#[cfg(test)] mod tests`, without comments.
+fn production_code(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .windows(2)
+        .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim_start().starts_with("mod tests"))
+        .unwrap_or(lines.len());
+    lines[..end]
+        .iter()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The top-level modules `code` names through `crate::`.
+fn used_modules(code: &str) -> Vec<String> {
+    let mut used = Vec::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `use crate::{a::b, c};`: every top-level name in the group.
+            let mut depth = 0usize;
+            let mut item = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        used.push(first_ident(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+            used.push(first_ident(&item));
+        } else {
+            used.push(first_ident(rest));
+        }
+    }
+    used.retain(|m| !m.is_empty());
+    used
+}
+
+fn first_ident(s: &str) -> String {
+    s.trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+#[test]
+fn no_module_imports_from_a_floor_above_or_beside_it() {
+    let floors: BTreeMap<&str, u8> = FLOORS.iter().copied().collect();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let rel = file
+            .strip_prefix(&src)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let test_file = rel == "tests.rs" || rel.ends_with("/tests.rs");
+        if rel == "main.rs" || rel == "lib.rs" || test_file || TEST_SUPPORT.contains(&rel.as_str())
+        {
+            continue;
+        }
+        let module = rel
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(".rs");
+        let Some(&floor) = floors.get(module) else {
+            problems.push(format!("{rel}: module `{module}` has no floor in FLOORS"));
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        for used in used_modules(&production_code(&text)) {
+            if used == module {
+                continue;
+            }
+            checked += 1;
+            match floors.get(used.as_str()) {
+                Some(&f) if f < floor => {}
+                Some(&f) => problems.push(format!(
+                    "{rel}: `{module}` (floor {floor}) uses `crate::{used}` (floor {f})"
+                )),
+                None => problems.push(format!("{rel}: uses `crate::{used}`, which has no floor")),
+            }
+        }
+    }
+    assert!(
+        checked > 50,
+        "only {checked} imports seen: is the parser broken?"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_parser_sees_grouped_and_nested_imports() {
+    let code = production_code(
+        "use crate::{a::B, c, d::{e, f}};\nlet x = crate::g::h(); // crate::comment\n\
+         #[cfg(test)]\nmod tests { use crate::z; }",
+    );
+    assert_eq!(used_modules(&code), ["a", "c", "d", "g"]);
+}

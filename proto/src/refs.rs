@@ -1,7 +1,8 @@
 //! Ref names and ref patterns for narrowed `write` grants (`refs/heads/hotfix/*`).
 //!
-//! `*` matches any run of characters within one path segment (never `/`); `**` matches any
-//! run including `/`. Patterns are anchored at both ends: `refs/heads/main` matches only itself.
+//! Patterns use the dialect of [`crate::glob`] (`docs/patterns.md`): `*` matches any run of
+//! characters within one path segment (never `/`); `**` matches any run including `/`.
+//! Patterns are anchored at both ends: `refs/heads/main` matches only itself.
 
 use std::fmt;
 
@@ -76,15 +77,18 @@ pub fn check_ref_name(name: &str) -> Result<(), RefError> {
 pub struct RefPattern(String);
 
 impl RefPattern {
-    /// Parses a pattern; it must be a valid ref name apart from `*`.
+    /// Parses a pattern; it must be a valid ref name apart from `*` and `**`, and use no
+    /// syntax outside the dialect (`?`, `[...]`, `{...}`, `***`).
     pub fn parse(s: &str) -> Result<Self, RefError> {
-        check_ref_chars(s, true)?;
-        if s.contains("***") {
-            return Err(RefError::Invalid {
+        // The dialect's check runs first so that `?` or `[` is reported as pattern syntax
+        // rather than as a character git forbids in ref names.
+        if s.len() <= MAX_REF_LEN {
+            crate::glob::check(s).map_err(|e| RefError::Invalid {
                 name: s.to_owned(),
-                why: "'***' is ambiguous",
-            });
+                why: e.why(),
+            })?;
         }
+        check_ref_chars(s, true)?;
         Ok(Self(s.to_owned()))
     }
 
@@ -177,6 +181,9 @@ mod tests {
             "refs/heads/***",
             "refs/heads/x:y",
             "refs/heads/x\\y",
+            "refs/heads/{a,b}",
+            "refs/heads/?",
+            "refs/heads/[ab]",
         ] {
             assert!(RefPattern::parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -117,8 +117,9 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Glob patterns of repository paths (`acme/*`, `acme/**`, `**`); `*` stays within one
-    /// path segment, `**` crosses them.
+    /// Patterns of repository paths (`acme/*`, `acme/**`, `**`); `*` stays within one path
+    /// segment, `**` crosses them; no `{claim}` placeholders. Dialect and examples:
+    /// `docs/patterns.md`.
     pub repositories: Vec<String>,
     /// `http(s)://host/prefix` (requests go to `{url}/{repo}.git/…`) or `dir:/srv/git`
     /// (bare repositories `{dir}/{repo}.git` served by `git http-backend`).

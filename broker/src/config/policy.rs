@@ -21,15 +21,18 @@ pub struct RoleConfig {
     pub issuer: String,
     /// Claim conditions, all of which must hold: `claim = "exact"`, `claim = "glob*"`,
     /// `claim = true`, `claim = 42`, or a list of alternatives. A missing claim never matches;
-    /// an array claim (e.g. `groups`) matches when any element does.
+    /// an array claim (e.g. `groups`) matches when any element does. A value containing `*`
+    /// is a pattern in the dialect of `docs/patterns.md`.
     #[serde(default)]
     pub claims: BTreeMap<String, ConditionConfig>,
     /// Repository patterns (`acme/api`, `acme/*`, `acme/**`, `{repository}`); `{claim}` is
-    /// replaced by the identity's claim, which must itself be a repository path.
+    /// replaced by the identity's claim, which must itself be a repository path. Dialect and
+    /// examples: `docs/patterns.md`.
     pub repositories: Vec<String>,
     /// Actions the role may grant: `read`, `write`.
     pub actions: Vec<Action>,
     /// Ref patterns a `write` is limited to (`refs/heads/main`, `refs/tags/v*`); empty: any.
+    /// Dialect and examples: `docs/patterns.md`.
     #[serde(default)]
     pub refs: Vec<String>,
     /// Lifetime when the request names none, in minutes. Default 15 (at most `max_ttl`).

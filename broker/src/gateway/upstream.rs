@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::response::Response;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use jit_proto::glob::Glob;
 use jit_proto::{RepoPath, Secret};
 use reqwest::Url;
 
@@ -13,6 +13,7 @@ use super::cgi::DirUpstream;
 use super::proxy::{Forward, HttpUpstream, UpstreamAuth};
 use super::push::BodyStream;
 use crate::config::{UpstreamConfig, UpstreamCredential};
+use crate::policy::pattern::RepoPattern;
 
 /// Why the upstream table could not be built. `key` is relative to `upstream[i]`.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +52,7 @@ pub enum Target {
 pub struct Upstream {
     /// `upstream[i]`, for logs.
     pub name: String,
-    patterns: GlobSet,
+    patterns: Vec<Glob>,
     /// Where requests go.
     pub target: Target,
 }
@@ -62,24 +63,33 @@ pub struct Gateway {
     upstreams: Vec<Upstream>,
 }
 
-fn glob_set(patterns: &[String]) -> Result<GlobSet, (String, String)> {
+/// Compiles `repositories`: the dialect of `docs/patterns.md`, shaped like a repository
+/// path, without the `{claim}` placeholders of role patterns (an upstream has no identity).
+fn glob_set(patterns: &[String]) -> Result<Vec<Glob>, (String, String)> {
     if patterns.is_empty() {
         return Err((
             "repositories".into(),
             "must list at least one pattern".into(),
         ));
     }
-    let mut set = GlobSetBuilder::new();
-    for (j, p) in patterns.iter().enumerate() {
-        let glob = GlobBuilder::new(p)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| (format!("repositories[{j}]"), e.kind().to_string()))?;
-        set.add(glob);
-    }
-    set.build()
-        .map_err(|e| ("repositories".into(), e.to_string()))
+    patterns
+        .iter()
+        .enumerate()
+        .map(|(j, p)| {
+            let key = || format!("repositories[{j}]");
+            if p.contains(['{', '}']) {
+                return Err((
+                    key(),
+                    format!(
+                        "{p:?}: '{{...}}' is neither a claim placeholder (those exist only in \
+                         [[role]] repositories) nor alternation (list several patterns instead)"
+                    ),
+                ));
+            }
+            RepoPattern::compile(p).map_err(|e| (key(), e))?;
+            Glob::parse(p).map_err(|e| (key(), format!("{p:?}: {e}")))
+        })
+        .collect()
 }
 
 enum Location {
@@ -293,7 +303,7 @@ impl Gateway {
     pub fn upstream_for(&self, repo: &RepoPath) -> Option<&Upstream> {
         self.upstreams
             .iter()
-            .find(|u| u.patterns.is_match(repo.as_str()))
+            .find(|u| u.patterns.iter().any(|g| g.matches(repo.as_str())))
     }
 
     /// Forwards an allowed request to `upstream`.
@@ -353,6 +363,34 @@ mod tests {
     }
 
     #[test]
+    fn documented_upstream_examples() {
+        let rows = crate::policy::pattern::tests::doc_examples();
+        assert!(rows.iter().filter(|r| r.0 == "upstream").count() >= 5);
+        for (used_in, pattern, text, outcome) in rows {
+            if used_in != "upstream" {
+                continue;
+            }
+            let got = glob_set(std::slice::from_ref(&pattern)).ok().map(|_| {
+                let gw =
+                    Gateway::from_config(&[entry(&[&pattern], "dir:/a", None)]).expect("valid");
+                gw.upstream_for(&repo(&text)).is_some()
+            });
+            assert_eq!(got, outcome, "{pattern:?} against {text:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_pattern() {
+        let err = Gateway::from_config(&[entry(&["acme/{api,web}"], "dir:/a", None)])
+            .expect_err("braces")
+            .to_string();
+        assert!(
+            err.starts_with("upstream[0].repositories[0]: \"acme/{api,web}\": "),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_entries_name_the_key() {
         let basic = |env: Option<&str>, file: Option<&str>| {
             Some(UpstreamCredential::Basic {
@@ -364,6 +402,11 @@ mod tests {
         let cases = [
             (entry(&[], "dir:/a", None), "repositories"),
             (entry(&["a/[x"], "dir:/a", None), "repositories[0]"),
+            (entry(&["**", "a/{b,c}"], "dir:/a", None), "repositories[1]"),
+            (entry(&["a/{team}"], "dir:/a", None), "repositories[0]"),
+            (entry(&["a/b?"], "dir:/a", None), "repositories[0]"),
+            (entry(&["a/***"], "dir:/a", None), "repositories[0]"),
+            (entry(&["a/"], "dir:/a", None), "repositories[0]"),
             (entry(&["**"], "ftp://x", None), "url"),
             (entry(&["**"], "http://x/", None), "url"),
             (entry(&["**"], "http://u:p@x", None), "url"),

@@ -1,9 +1,10 @@
 //! The policy's compiled patterns: claim conditions (exact or glob) and repository patterns
 //! that may use `{claim}` placeholders.
 //!
-//! Globs are anchored at both ends; `*` matches any run of characters except `/`, `**` any
-//! run including `/`. There is no escape: a condition containing `*` is always a glob.
-//! Matching is O(pattern × text), whatever the input.
+//! Globs use the one dialect of [`jit_proto::glob`] (`docs/patterns.md`): anchored at both
+//! ends, `*` matches any run of characters except `/`, `**` any run including `/`; `?`,
+//! `[...]`, `{...}` (outside placeholders) and `***` are refused. There is no escape: a
+//! condition containing `*` is always a glob. Matching is O(pattern × text), whatever the input.
 
 use std::fmt;
 
@@ -71,10 +72,11 @@ impl ClaimCondition {
                 ScalarConfig::Str(t) if t.is_empty() => {
                     return Err("a value must not be empty".into());
                 }
-                ScalarConfig::Str(t) if t.contains("***") => {
-                    return Err(format!("{t:?}: '***' is ambiguous"));
+                ScalarConfig::Str(t) if t.contains('*') => {
+                    jit_proto::glob::check(t).map_err(|e| format!("{t:?}: {e}"))?;
+                    (t.clone(), true)
                 }
-                ScalarConfig::Str(t) => (t.clone(), t.contains('*')),
+                ScalarConfig::Str(t) => (t.clone(), false),
             };
             alternatives.push(ValuePattern { text, glob });
         }
@@ -192,7 +194,8 @@ impl RepoPattern {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
             if !ok_name {
                 return Err(format!(
-                    "{source:?}: placeholder {{{name}}} must name a claim (letters, digits, '_', '-', '.')"
+                    "{source:?}: placeholder {{{name}}} must name a claim (letters, digits, '_', '-', '.'); \
+                     there is no brace alternation, list several patterns instead"
                 ));
             }
             if !text.is_empty() {
@@ -207,8 +210,10 @@ impl RepoPattern {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_owned()));
         }
-        if source.contains("***") {
-            return Err(format!("{source:?}: '***' is ambiguous"));
+        for part in &parts {
+            if let Part::Text(t) = part {
+                jit_proto::glob::check(t).map_err(|e| format!("{source:?}: {e}"))?;
+            }
         }
         // The shape must be a repository path once placeholders and globs stand for a name.
         let sample: String = parts
@@ -282,7 +287,7 @@ impl RepoPattern {
 pub use jit_proto::glob::glob_match;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -330,11 +335,54 @@ mod tests {
             "acme/{}",
             "acme/{a b}",
             "acme/***",
+            "acme/ap?",
+            "acme/[ab]pi",
             "acme/api.git",
             "acme//x",
             "acme/%2e",
         ] {
             assert!(RepoPattern::compile(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// `(used in, pattern, text, Some(matches) or None when refused)` for each row of the
+    /// examples table in `docs/patterns.md` (jit-proto's tests check the same rows).
+    pub(crate) fn doc_examples() -> Vec<(String, String, String, Option<bool>)> {
+        let md = include_str!("../../../docs/patterns.md");
+        let table = md
+            .split("<!-- examples:begin -->")
+            .nth(1)
+            .and_then(|t| t.split("<!-- examples:end -->").next())
+            .expect("examples table");
+        let cell = |c: &str| c.trim().trim_matches('`').to_owned();
+        table
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .skip(2)
+            .map(|l| {
+                let c: Vec<&str> = l.trim().trim_matches('|').split('|').collect();
+                let outcome = match c[3].trim() {
+                    "refused" => None,
+                    yes_no => Some(yes_no == "yes"),
+                };
+                (cell(c[0]), cell(c[1]), cell(c[2]), outcome)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn documented_role_examples() {
+        let rows = doc_examples();
+        assert!(rows.iter().filter(|r| r.0 == "role").count() >= 5);
+        for (used_in, pattern, text, outcome) in rows {
+            if used_in != "role" {
+                continue;
+            }
+            let got = RepoPattern::compile(&pattern).ok().map(|p| {
+                p.matches(&RepoPath::parse(&text).expect("text"), &claims(json!({})))
+                    .expect("no placeholders")
+            });
+            assert_eq!(got, outcome, "{pattern:?} against {text:?}");
         }
     }
 
@@ -378,6 +426,15 @@ mod tests {
                 .is_ok()
         );
         assert!(c.check(&claims(json!({"groups": ["x"]}))).is_err());
+        for refused in ["git-{a,b}*", "git-?*", "git-[ab]*", "git-***"] {
+            let config = ConditionConfig::One(ScalarConfig::Str(refused.into()));
+            let err = ClaimCondition::compile("groups", &config).expect_err(refused);
+            assert!(err.contains(refused), "{err:?} does not name the pattern");
+        }
+        // Without '*' a value is exact, so these characters are plain text.
+        let exact = ConditionConfig::One(ScalarConfig::Str("a?[b]{c}".into()));
+        let e = ClaimCondition::compile("groups", &exact).expect("exact");
+        assert!(e.check(&claims(json!({"groups": "a?[b]{c}"}))).is_ok());
         assert_eq!(
             c.check(&claims(json!({"other": 1}))),
             Err(ConditionFailure::Missing)

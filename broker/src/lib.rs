@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod keys;
+pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
 pub mod recorder;

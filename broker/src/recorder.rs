@@ -1,9 +1,27 @@
 //! The audit recorder: appends events to the store's hash chain (group commit, compare-and-set
 //! across replicas), copies each one to the export (a SIEM's JSON lines), and counts what it
-//! recorded and what it could not, for `/metrics`. The events and the chain themselves are
+//! recorded and what it could not, for `/metrics`. It also stamps each event with the id of the
+//! HTTP request it was recorded in ([`in_request`]). The events and the chain themselves are
 //! [`crate::audit`]'s.
 
+use std::future::Future;
+
 use crate::audit::{AuditEvent, chain_hash};
+use crate::metrics::Metrics;
+
+tokio::task_local! {
+    /// The id of the HTTP request the current task is serving.
+    static REQUEST_ID: String;
+}
+
+/// Runs `f` (a request's handling) with `id` as its request id: every event recorded inside it
+/// carries `data.request_id`, the same value as the response's `x-request-id`.
+pub async fn in_request<F: Future>(id: Option<String>, f: F) -> F::Output {
+    match id {
+        Some(id) => REQUEST_ID.scope(id, f).await,
+        None => f.await,
+    }
+}
 
 /// Where audit events are copied as JSON lines, for a SIEM.
 pub enum Export {
@@ -66,8 +84,8 @@ pub struct Auditor {
 }
 
 struct AuditorInner {
-    /// Events recorded, by kind, and appends that failed: the broker's `/metrics`.
-    counts: std::sync::Arc<Counts>,
+    /// Events recorded, by kind, appends that failed and unaudited refusals are counted here.
+    metrics: std::sync::Arc<Metrics>,
     store: std::sync::Arc<dyn crate::store::GrantStore>,
     export: Option<std::sync::Arc<Export>>,
     /// Started on first use, inside the runtime.
@@ -75,14 +93,24 @@ struct AuditorInner {
 }
 
 impl Auditor {
-    /// An auditor writing to `store`, copying to `export` if given.
+    /// An auditor writing to `store`, copying to `export` if given, counting into its own
+    /// metrics.
     pub fn new(
         store: std::sync::Arc<dyn crate::store::GrantStore>,
         export: Option<Export>,
     ) -> Self {
+        Self::with_metrics(store, export, std::sync::Arc::new(Metrics::new()))
+    }
+
+    /// An auditor writing to `store`, copying to `export` if given, counting into `metrics`.
+    pub fn with_metrics(
+        store: std::sync::Arc<dyn crate::store::GrantStore>,
+        export: Option<Export>,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
         Self {
             inner: std::sync::Arc::new(AuditorInner {
-                counts: std::sync::Arc::new(Counts::default()),
+                metrics,
                 store,
                 export: export.map(std::sync::Arc::new),
                 writer: tokio::sync::OnceCell::new(),
@@ -90,13 +118,26 @@ impl Auditor {
         }
     }
 
-    /// What this process has recorded so far.
-    pub fn counts(&self) -> &Counts {
-        &self.inner.counts
+    /// The metrics this auditor counts into (recorded events by kind, failed appends,
+    /// unaudited refusals), which `/metrics` encodes.
+    pub fn counts(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
-    /// Chains and records one event; returns once it is in the store.
-    pub async fn record(&self, event: AuditEvent) -> Result<(), crate::store::StoreError> {
+    /// The same metrics, shared.
+    pub fn metrics(&self) -> std::sync::Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Chains and records one event; returns once it is in the store. Inside a request
+    /// ([`in_request`]) the event's `data` gets that request's `request_id`.
+    pub async fn record(&self, mut event: AuditEvent) -> Result<(), crate::store::StoreError> {
+        if let Ok(id) = REQUEST_ID.try_with(|id| id.clone()) {
+            event
+                .data
+                .entry("request_id")
+                .or_insert(serde_json::Value::String(id));
+        }
         let stopped = || crate::store::StoreError::Unavailable("audit writer stopped".into());
         let writer = self
             .inner
@@ -106,7 +147,7 @@ impl Auditor {
                 tokio::spawn(write_loop(
                     self.inner.store.clone(),
                     self.inner.export.clone(),
-                    self.inner.counts.clone(),
+                    self.inner.metrics.clone(),
                     rx,
                 ));
                 tx
@@ -118,65 +159,12 @@ impl Auditor {
     }
 }
 
-/// Audit events recorded by kind, and failed appends, for `/metrics`.
-#[derive(Default)]
-pub struct Counts {
-    by_kind: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
-    failed: std::sync::atomic::AtomicU64,
-    unaudited: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
-}
-
-impl Counts {
-    fn add(&self, events: &[AuditEvent], recorded: bool) {
-        if !recorded {
-            self.failed
-                .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            return;
-        }
-        if let Ok(mut m) = self.by_kind.lock() {
-            for e in events {
-                *m.entry(e.event.to_string()).or_default() += 1;
-            }
-        }
-    }
-
-    /// Counts a refusal that is deliberately not an audit event (`no_credential`: git's first,
-    /// credential-less request of every clone; `refused_over_limit`: an address presenting
-    /// refused credentials faster than its budget), so a flood cannot push the trail out.
-    pub fn unaudited(&self, reason: &'static str) {
-        if let Ok(mut m) = self.unaudited.lock() {
-            *m.entry(reason).or_default() += 1;
-        }
-    }
-
-    /// The [`Counts::unaudited`] counts, sorted by reason.
-    pub fn unaudited_snapshot(&self) -> Vec<(&'static str, u64)> {
-        self.unaudited
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
-            .unwrap_or_default()
-    }
-
-    /// `(kind, count)` pairs, sorted, and the failed count.
-    pub fn snapshot(&self) -> (Vec<(String, u64)>, u64) {
-        let kinds = self
-            .by_kind
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default();
-        (
-            kinds,
-            self.failed.load(std::sync::atomic::Ordering::Relaxed),
-        )
-    }
-}
-
 /// The writer task: takes what is waiting (up to [`MAX_BATCH`]), chains it onto the head,
 /// appends it in one round trip, answers every caller. Ends when every `Auditor` is gone.
 async fn write_loop(
     store: std::sync::Arc<dyn crate::store::GrantStore>,
     export: Option<std::sync::Arc<Export>>,
-    counts: std::sync::Arc<Counts>,
+    metrics: std::sync::Arc<Metrics>,
     mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, Done)>,
 ) {
     let mut head: Option<(u64, String)> = None;
@@ -184,9 +172,12 @@ async fn write_loop(
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (mut events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
         let result = append_chained(&*store, &mut head, &mut events).await;
-        counts.add(&events, result.is_ok());
+        if result.is_err() {
+            metrics.audit_failed(events.len() as u64);
+        }
         if result.is_ok() {
             for e in &events {
+                metrics.audit_event(e.event.as_str());
                 tracing::info!(
                     target: "audit",
                     event = %e.event,

@@ -18,12 +18,14 @@ use crate::gatekeeper::Gatekeeper;
 use crate::gateway::Gateway;
 use crate::identity::Verifier;
 use crate::keys::{KeyError, KeyRing};
+use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
 use crate::ratelimit::Limits;
 use crate::recorder::{Auditor, Export};
 use crate::store::GrantStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, Topology};
+use crate::store::timed::TimedStore;
 use crate::token::TokenSigner;
 
 /// Why the broker could not be set up.
@@ -80,10 +82,12 @@ impl AppState {
             settings.public_url.clone(),
             settings.audience.clone(),
         );
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn GrantStore> = Arc::new(TimedStore::new(store, metrics.clone()));
         Self {
             settings: Arc::new(settings),
             signer,
-            audit: Auditor::new(store.clone(), export),
+            audit: Auditor::with_metrics(store.clone(), export, metrics),
             store,
             clock,
             identity: Arc::new(Verifier::empty()),
@@ -214,7 +218,7 @@ impl AppState {
 pub struct Health {
     /// The store, pinged.
     pub store: Arc<dyn GrantStore>,
-    /// The auditor's counts.
+    /// The auditor, whose metrics `/metrics` encodes.
     pub audit: Auditor,
 }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[(&str, u8)] = &[
     // Foundations: time, plain configuration data, key files.
     ("clock", 1),
+    ("metrics", 1),
     ("config", 1),
     ("keys", 1),
     // Pure domain: verification, signing, audit events and chain, limits, the dev issuer.

@@ -11,22 +11,42 @@ pub mod ops;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use jit_proto::challenge::BearerChallenge;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::gatekeeper::{Denied, RequestInfo};
 pub use crate::gateway::text;
+use crate::metrics::{GATEWAY_ROUTE, HttpLabels, Metrics, method_label};
 use crate::state::AppState;
 
 /// Largest body accepted by the OAuth and admin endpoints.
 pub const MAX_API_BODY: usize = 64 * 1024;
+
+/// The longest a routed (non-gateway) request may take before it is answered 503. The
+/// gateway has none: a clone streams for as long as it needs.
+pub const API_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request id header: kept from the client (or proxy) when it is sane
+/// ([`MAX_REQUEST_ID`]), else a fresh UUID; echoed on the response, on every log line of the
+/// request's span and in the `data.request_id` of its audit events.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client-supplied request id kept; a longer or odd one is replaced.
+pub const MAX_REQUEST_ID: usize = 128;
 
 /// The realm of the gateway's challenges.
 pub const REALM: &str = "git-jit";
@@ -44,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         Some(dev) => crate::devissuer::routes(dev),
         None => Router::new(),
     };
+    let metrics = state.audit.metrics();
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -55,11 +76,80 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(api)
         .merge(dev)
-        // Git traffic streams: no body limit. Every path not routed above is the gateway's.
         .route("/authz", get(authz::authz))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            API_TIMEOUT,
+        ))
+        // Git traffic streams: no body limit, no timeout. Every path not routed above is the
+        // gateway's.
         .fallback(gateway::serve)
-        .layer(TraceLayer::new_for_http())
+        // Outermost first: the id exists before the span opens, the span before the handler.
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(drop_odd_request_id))
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(middleware::from_fn_with_state(metrics, observe)),
+        )
         .with_state(state)
+}
+
+/// Whether a client-supplied request id is kept: short, and only characters that are safe in
+/// logs, headers and JSON without escaping.
+fn sane_request_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+}
+
+/// Removes an incoming request id that is not [`sane_request_id`], so a fresh one is made.
+async fn drop_odd_request_id(mut request: Request, next: Next) -> Response {
+    let ids = request.headers().get_all(&REQUEST_ID);
+    let keep = ids.iter().count() == 1 && ids.iter().all(|v| sane_request_id(v.as_bytes()));
+    if !keep {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
+}
+
+/// The span of one request: every log line inside it names the request id.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        request_id = request_id(request.headers()).unwrap_or_default(),
+    )
+}
+
+/// Times the request by route template (the gateway's label for unrouted paths, so raw paths
+/// never become labels) and runs it with its id in scope for the audit recorder.
+async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| GATEWAY_ROUTE.to_owned(), |p| p.as_str().to_owned());
+    let method = method_label(request.method().as_str());
+    let id = request_id(request.headers()).map(str::to_owned);
+    let started = Instant::now();
+    let response = crate::recorder::in_request(id, next.run(request)).await;
+    metrics.http_request(
+        &HttpLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        },
+        started.elapsed(),
+    );
+    response
 }
 
 /// Serves the broker on `listener` until `shutdown` completes.
@@ -124,9 +214,195 @@ pub fn denied(d: &Denied) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
     use jit_proto::Scope;
+    use tower::ServiceExt;
 
     use super::*;
+    use crate::audit::AuditQuery;
+    use crate::clock::ManualClock;
+    use crate::store::GrantStore;
+    use crate::store::memory::MemoryStore;
+
+    fn test_app() -> (Router, Arc<dyn GrantStore>) {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(100));
+        let state = AppState::for_tests(store.clone(), Arc::new(ManualClock::new(1_000_000)));
+        (app(state), store)
+    }
+
+    /// A request `/authz` refuses with an audited `access.denied` (a malformed token).
+    fn refused_authz() -> axum::http::request::Builder {
+        Request::get("/authz")
+            .header(
+                "X-Original-URI",
+                "/acme/api.git/info/refs?service=git-upload-pack",
+            )
+            .header("X-Original-Method", "GET")
+            .header(header::AUTHORIZATION, "Bearer not-a-token")
+    }
+
+    async fn audited(store: &dyn GrantStore) -> Vec<crate::audit::AuditEvent> {
+        store
+            .read_audit(&AuditQuery {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await
+            .expect("read")
+    }
+
+    #[tokio::test]
+    async fn audit_event_carries_the_responses_request_id() {
+        let (app, store) = test_app();
+        let r = app
+            .clone()
+            .oneshot(refused_authz().body(Body::empty()).expect("req"))
+            .await
+            .expect("infallible");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let id = r
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .expect("x-request-id on the response")
+            .to_owned();
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+        let events = audited(&*store).await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event, "access.denied");
+        assert_eq!(events[0].data.get("request_id"), Some(&id.clone().into()));
+
+        // A proxy's sane id is kept end to end; an odd one is replaced.
+        let r = app
+            .clone()
+            .oneshot(
+                refused_authz()
+                    .header(&REQUEST_ID, "nginx-0123abcd")
+                    .body(Body::empty())
+                    .expect("req"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(
+            r.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()),
+            Some("nginx-0123abcd")
+        );
+        let events = audited(&*store).await;
+        assert_eq!(
+            events[1].data.get("request_id"),
+            Some(&"nginx-0123abcd".into())
+        );
+        let odd = "x".repeat(MAX_REQUEST_ID + 1);
+        for sent in [odd.as_str(), "a b", "\"a\""] {
+            let r = app
+                .clone()
+                .oneshot(
+                    refused_authz()
+                        .header(&REQUEST_ID, sent)
+                        .body(Body::empty())
+                        .expect("req"),
+                )
+                .await
+                .expect("infallible");
+            let got = r.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok());
+            assert!(got.is_some_and(|g| g != sent && g.len() == 36), "{got:?}");
+        }
+        assert!(sane_request_id("x".repeat(MAX_REQUEST_ID).as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn metrics_endpoint_is_valid_exposition_by_route_template() {
+        let (app, _) = test_app();
+        for req in [
+            refused_authz(),
+            Request::get("/healthz"),
+            Request::get("/acme/api.git/info/refs?service=git-upload-pack"),
+            Request::get("/some/other/raw/path"),
+        ] {
+            app.clone()
+                .oneshot(req.body(Body::empty()).expect("req"))
+                .await
+                .expect("infallible");
+        }
+        let r = app
+            .oneshot(Request::get("/metrics").body(Body::empty()).expect("req"))
+            .await
+            .expect("infallible");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some(crate::metrics::CONTENT_TYPE)
+        );
+        let body = r.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8(body.to_vec()).expect("utf-8");
+        let samples = crate::metrics::tests::parse_exposition(&text)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let has =
+            |name: &str, labels: &str| samples.iter().any(|(n, l, _)| n == name && l == labels);
+        assert!(
+            has("jit_audit_events_total", "event=\"access.denied\""),
+            "{text}"
+        );
+        assert!(has("jit_store_up", ""), "{text}");
+        assert!(
+            has(
+                "jit_store_operation_duration_seconds_count",
+                "op=\"append_audit\""
+            ),
+            "{text}"
+        );
+        for route in ["/authz", "/healthz"] {
+            assert!(
+                samples
+                    .iter()
+                    .any(|(n, l, _)| n == "jit_http_request_duration_seconds_count"
+                        && l.starts_with(&format!("route=\"{route}\""))),
+                "{route}: {text}"
+            );
+        }
+        // Raw gateway paths never become labels.
+        assert!(!text.contains("/acme/api.git"), "{text}");
+        assert!(!text.contains("/some/other"), "{text}");
+        assert!(text.contains("route=\"gateway\""), "{text}");
+        promtool_check(&text);
+    }
+
+    /// Runs `promtool check metrics` on `text` when promtool is installed. Its parser is the
+    /// classic text format's: a parse error fails (exit 1); of its lint problems (exit 3) only
+    /// one is expected, from reading OpenMetrics counters classically — family `x` is typed
+    /// `counter`, its sample `x_total` then looks like a family without help text.
+    fn promtool_check(text: &str) {
+        use std::io::Write as _;
+        let child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else {
+            eprintln!("promtool is not installed: checked structurally only");
+            return;
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(text.as_bytes()).expect("write to promtool");
+        }
+        let out = child.wait_with_output().expect("promtool ran");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let only_counter_suffixes = said.lines().filter(|l| !l.is_empty()).all(|l| {
+            l.strip_suffix("_total no help text")
+                .is_some_and(|family| text.contains(&format!("# TYPE {family} counter\n")))
+        });
+        assert!(
+            out.status.success() || (out.status.code() == Some(3) && only_counter_suffixes),
+            "promtool: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     #[test]
     fn challenge_names_the_needed_scope() {

@@ -1,8 +1,10 @@
 //! Liveness, readiness and metrics for orchestrators and monitoring.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 
+use crate::metrics::CONTENT_TYPE;
 use crate::state::Health;
 
 /// `GET /healthz`: the process serves.
@@ -12,48 +14,21 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /readyz`: 200 when the store answers, else 503 naming why.
 pub async fn readyz(State(state): State<Health>) -> (StatusCode, String) {
-    match state.store.ping().await {
+    let pinged = state.store.ping().await;
+    state.audit.counts().store_up(pinged.is_ok());
+    match pinged {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
     }
 }
 
-/// `GET /metrics`: Prometheus text format. Every decision the broker makes is an audit event,
-/// so decisions are counted there: `jit_audit_events_total{event="grant.issued"}`,
-/// `…{event="access.denied"}`, and appends that failed (each one a refused request).
-pub async fn metrics(State(state): State<Health>) -> impl axum::response::IntoResponse {
-    use std::fmt::Write as _;
-    let (kinds, failed) = state.audit.counts().snapshot();
-    let mut out = String::from(
-        "# HELP jit_audit_events_total Audit events recorded by this process, by kind.\n\
-         # TYPE jit_audit_events_total counter\n",
-    );
-    for (kind, n) in kinds {
-        // Kinds are the broker's own fixed names (`grant.issued`): no escaping needed.
-        let _ = writeln!(out, "jit_audit_events_total{{event=\"{kind}\"}} {n}");
-    }
-    out.push_str(
-        "# HELP jit_unaudited_refusals_total Refusals counted instead of audited (credential-less challenges, refused credentials over an address's budget).\n\
-         # TYPE jit_unaudited_refusals_total counter\n",
-    );
-    for (reason, n) in state.audit.counts().unaudited_snapshot() {
-        let _ = writeln!(
-            out,
-            "jit_unaudited_refusals_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    let _ = write!(
-        out,
-        "# HELP jit_audit_failures_total Audit events that could not be recorded (their requests were refused).\n\
-         # TYPE jit_audit_failures_total counter\njit_audit_failures_total {failed}\n\
-         # HELP jit_store_up Whether the grant store answers.\n# TYPE jit_store_up gauge\njit_store_up {}\n",
-        u8::from(state.store.ping().await.is_ok())
-    );
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        out,
-    )
+/// `GET /metrics`: the registry of [`crate::metrics`] as OpenMetrics text. Every decision the
+/// broker makes is an audit event, so decisions are counted there:
+/// `jit_audit_events_total{event="grant.issued"}`, `…{event="access.denied"}`; beside them
+/// unaudited refusals, failed appends, the store's health and latency, and request latency by
+/// route. The store is pinged on every scrape.
+pub async fn metrics(State(state): State<Health>) -> impl IntoResponse {
+    let metrics = state.audit.counts();
+    metrics.store_up(state.store.ping().await.is_ok());
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode())
 }

@@ -19,6 +19,7 @@ pub mod memory;
 pub mod redis;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
+pub mod timed;
 
 use async_trait::async_trait;
 use jit_proto::{Claims, RefPattern, RepoPath, Scope};

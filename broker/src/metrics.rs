@@ -1,0 +1,449 @@
+//! The broker's metrics: one Prometheus registry per broker state and the typed handles that
+//! the HTTP floor, the recorder and the store decorator update. Depends on nothing else of the
+//! crate, so every floor may import it; `/metrics` only encodes it.
+//!
+//! Every label has a bounded set of values: route templates (never raw paths), audit event
+//! kinds and refusal reasons (the broker's own fixed names), store operation names, normalised
+//! methods and status codes.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
+/// scrapes natively).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The `route` label of requests that no route matched: the Git gateway.
+pub const GATEWAY_ROUTE: &str = "gateway";
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route template (`/oauth/token`), or [`GATEWAY_ROUTE`].
+    pub route: String,
+    /// The method, one of the standard ones or `other`.
+    pub method: &'static str,
+    /// The response status code.
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    op: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 1 ms to about a minute: store round trips, API calls, a gateway's answer head.
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.5, 13))
+}
+
+/// The registry and its handles. Cheap to update from any task; [`Metrics::encode`] renders
+/// the text exposition.
+pub struct Metrics {
+    registry: Registry,
+    http: Histograms<HttpLabels>,
+    events: Family<EventLabels, Counter>,
+    unaudited: Family<ReasonLabels, Counter>,
+    audit_failures: Counter,
+    store_up: Gauge,
+    store: Histograms<StoreLabels>,
+    store_errors: Family<StoreLabels, Counter>,
+    /// Label values seen so far, for the snapshots: a family cannot be iterated.
+    kinds_seen: Mutex<BTreeSet<String>>,
+    reasons_seen: Mutex<BTreeSet<&'static str>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every family registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let http = Histograms::<HttpLabels>::new_with_constructor(latency_buckets as fn() -> _);
+        let events = Family::<EventLabels, Counter>::default();
+        let unaudited = Family::<ReasonLabels, Counter>::default();
+        let audit_failures = Counter::default();
+        let store_up = Gauge::default();
+        let store = Histograms::<StoreLabels>::new_with_constructor(latency_buckets as fn() -> _);
+        let store_errors = Family::<StoreLabels, Counter>::default();
+        // Counters get their `_total` suffix from the encoder: `jit_audit_events_total`.
+        registry.register(
+            "jit_http_request_duration_seconds",
+            "Time to answer an HTTP request (to the response head; gateway bodies stream on), by route template, method and status",
+            http.clone(),
+        );
+        registry.register(
+            "jit_audit_events",
+            "Audit events recorded by this process, by kind (every decision is one)",
+            events.clone(),
+        );
+        registry.register(
+            "jit_unaudited_refusals",
+            "Refusals counted instead of audited (credential-less challenges, refused credentials over an address's budget)",
+            unaudited.clone(),
+        );
+        registry.register(
+            "jit_audit_failures",
+            "Audit events that could not be recorded (their requests were refused)",
+            audit_failures.clone(),
+        );
+        registry.register(
+            "jit_store_up",
+            "Whether the grant store answered its last ping",
+            store_up.clone(),
+        );
+        registry.register(
+            "jit_store_operation_duration_seconds",
+            "Time of grant store calls, by operation",
+            store.clone(),
+        );
+        registry.register(
+            "jit_store_errors",
+            "Grant store calls that failed, by operation",
+            store_errors.clone(),
+        );
+        Self {
+            registry,
+            http,
+            events,
+            unaudited,
+            audit_failures,
+            store_up,
+            store,
+            store_errors,
+            kinds_seen: Mutex::default(),
+            reasons_seen: Mutex::default(),
+        }
+    }
+
+    /// Observes one answered HTTP request.
+    pub fn http_request(&self, labels: &HttpLabels, took: Duration) {
+        self.http.get_or_create(labels).observe(took.as_secs_f64());
+    }
+
+    /// Counts one recorded audit event of `kind`.
+    pub fn audit_event(&self, kind: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                event: kind.to_owned(),
+            })
+            .inc();
+        let Ok(mut seen) = self.kinds_seen.lock() else {
+            return;
+        };
+        if !seen.contains(kind) {
+            seen.insert(kind.to_owned());
+        }
+    }
+
+    /// Counts `n` audit events that could not be recorded.
+    pub fn audit_failed(&self, n: u64) {
+        self.audit_failures.inc_by(n);
+    }
+
+    /// Counts a refusal that is deliberately not an audit event (`no_credential`: git's first,
+    /// credential-less request of every clone; `refused_over_limit`: an address presenting
+    /// refused credentials faster than its budget), so a flood cannot push the trail out.
+    pub fn unaudited(&self, reason: &'static str) {
+        self.unaudited.get_or_create(&ReasonLabels { reason }).inc();
+        if let Ok(mut seen) = self.reasons_seen.lock() {
+            seen.insert(reason);
+        }
+    }
+
+    /// Records whether the store answered.
+    pub fn store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
+    }
+
+    /// Observes one store call named `op`, and counts it if it failed.
+    pub fn store_call(&self, op: &'static str, took: Duration, ok: bool) {
+        let labels = StoreLabels { op };
+        self.store
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.store_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The [`Metrics::unaudited`] counts, sorted by reason.
+    pub fn unaudited_snapshot(&self) -> Vec<(&'static str, u64)> {
+        let reasons = self
+            .reasons_seen
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        reasons
+            .into_iter()
+            .map(|reason| {
+                let n = self.unaudited.get_or_create(&ReasonLabels { reason }).get();
+                (reason, n)
+            })
+            .collect()
+    }
+
+    /// `(kind, count)` pairs of recorded audit events, sorted, and the failed count.
+    pub fn snapshot(&self) -> (Vec<(String, u64)>, u64) {
+        let kinds = self
+            .kinds_seen
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        let counts = kinds
+            .into_iter()
+            .map(|event| {
+                let n = self
+                    .events
+                    .get_or_create(&EventLabels {
+                        event: event.clone(),
+                    })
+                    .get();
+                (event, n)
+            })
+            .collect();
+        (counts, self.audit_failures.get())
+    }
+
+    /// The text exposition of every family ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a `String` cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// `method` as a bounded label value.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Checks `text` structurally as an OpenMetrics/Prometheus text exposition: every sample
+    /// belongs to a family declared by a `# TYPE` line before it (with the suffixes its type
+    /// allows), names and labels are valid, values are numbers, `# EOF` ends it. Returns the
+    /// samples as `(name, labels, value)`.
+    pub(crate) fn parse_exposition(text: &str) -> Result<Vec<(String, String, f64)>, String> {
+        fn valid_name(s: &str) -> bool {
+            let mut chars = s.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        }
+        fn valid_labels(s: &str) -> bool {
+            // `k="v",k2="v2"` with values free of quotes, backslashes and newlines (ours are).
+            s.split(',').all(|pair| {
+                pair.split_once('=').is_some_and(|(k, v)| {
+                    valid_name(k)
+                        && !k.starts_with("__")
+                        && v.len() >= 2
+                        && v.starts_with('"')
+                        && v.ends_with('"')
+                        && !v[1..v.len() - 1].contains(['"', '\\', '\n'])
+                })
+            })
+        }
+        let mut types: BTreeMap<String, String> = BTreeMap::new();
+        let mut samples = Vec::new();
+        let mut eof = false;
+        for line in text.lines() {
+            if eof {
+                return Err(format!("text after # EOF: {line:?}"));
+            }
+            if line == "# EOF" {
+                eof = true;
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').ok_or(format!("bad TYPE: {line:?}"))?;
+                if !valid_name(name) {
+                    return Err(format!("bad family name: {name:?}"));
+                }
+                if ![
+                    "counter",
+                    "gauge",
+                    "histogram",
+                    "summary",
+                    "info",
+                    "unknown",
+                ]
+                .contains(&kind)
+                {
+                    return Err(format!("bad type: {line:?}"));
+                }
+                if types.insert(name.to_owned(), kind.to_owned()).is_some() {
+                    return Err(format!("family declared twice: {name}"));
+                }
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default();
+                if !valid_name(name) {
+                    return Err(format!("bad HELP: {line:?}"));
+                }
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                return Err(format!("unexpected line: {line:?}"));
+            }
+            let (series, value) = line
+                .rsplit_once(' ')
+                .ok_or(format!("sample without value: {line:?}"))?;
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().map_err(|_| format!("bad value: {line:?}"))?,
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let labels = rest
+                        .strip_suffix('}')
+                        .ok_or(format!("unclosed labels: {line:?}"))?;
+                    if !valid_labels(labels) {
+                        return Err(format!("bad labels: {line:?}"));
+                    }
+                    (name, labels)
+                }
+                None => (series, ""),
+            };
+            if !valid_name(name) {
+                return Err(format!("bad sample name: {line:?}"));
+            }
+            let owner = |suffixes: &[&str]| {
+                suffixes.iter().find_map(|s| {
+                    let family = name.strip_suffix(s)?;
+                    types.get(family).map(|t| (family, t.as_str()))
+                })
+            };
+            let typed = match owner(&[""]) {
+                Some((_, t)) if t == "gauge" || t == "unknown" => true,
+                _ => match owner(&["_total", "_created"]) {
+                    Some((_, "counter")) => true,
+                    _ => matches!(
+                        owner(&["_bucket", "_sum", "_count", "_created"]),
+                        Some((_, "histogram" | "summary"))
+                    ),
+                },
+            };
+            if !typed {
+                return Err(format!("sample of no declared family: {line:?}"));
+            }
+            samples.push((name.to_owned(), labels.to_owned(), value));
+        }
+        if !eof {
+            return Err("no # EOF".into());
+        }
+        Ok(samples)
+    }
+
+    #[test]
+    fn exposition_is_well_formed_and_keeps_dashboard_names() {
+        let m = Metrics::new();
+        m.audit_event("grant.issued");
+        m.audit_event("grant.issued");
+        m.audit_event("access.denied");
+        m.audit_failed(3);
+        m.unaudited("no_credential");
+        m.store_up(true);
+        m.store_call("check", Duration::from_millis(2), true);
+        m.store_call("put", Duration::from_millis(40), false);
+        m.http_request(
+            &HttpLabels {
+                route: "/oauth/token".into(),
+                method: method_label("POST"),
+                status: 200,
+            },
+            Duration::from_millis(5),
+        );
+        let text = m.encode();
+        let samples = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let value = |name: &str, labels: &str| {
+            samples
+                .iter()
+                .find(|(n, l, _)| n == name && l == labels)
+                .map(|s| s.2)
+        };
+        assert_eq!(
+            value("jit_audit_events_total", "event=\"grant.issued\""),
+            Some(2.0)
+        );
+        assert_eq!(
+            value("jit_unaudited_refusals_total", "reason=\"no_credential\""),
+            Some(1.0)
+        );
+        assert_eq!(value("jit_audit_failures_total", ""), Some(3.0));
+        assert_eq!(value("jit_store_up", ""), Some(1.0));
+        assert_eq!(value("jit_store_errors_total", "op=\"put\""), Some(1.0));
+        assert_eq!(
+            value("jit_store_operation_duration_seconds_count", "op=\"check\""),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                "jit_http_request_duration_seconds_count",
+                "route=\"/oauth/token\",method=\"POST\",status=\"200\""
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            m.snapshot(),
+            (
+                vec![
+                    ("access.denied".to_owned(), 1),
+                    ("grant.issued".to_owned(), 2)
+                ],
+                3
+            )
+        );
+        assert_eq!(m.unaudited_snapshot(), [("no_credential", 1)]);
+    }
+
+    #[test]
+    fn structural_check_refuses_untyped_samples() {
+        assert!(parse_exposition("# TYPE a counter\na_total 1\n# EOF\n").is_ok());
+        assert!(parse_exposition("# TYPE a counter\nb_total 1\n# EOF\n").is_err());
+        assert!(parse_exposition("# TYPE a gauge\na_total 1\n# EOF\n").is_err());
+        assert!(parse_exposition("# TYPE a gauge\na{1x=\"v\"} 1\n# EOF\n").is_err());
+        assert!(parse_exposition("# TYPE a gauge\na 1\n").is_err());
+    }
+
+    #[test]
+    fn methods_are_bounded() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("BREW"), "other");
+    }
+}

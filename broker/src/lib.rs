@@ -1,5 +1,20 @@
 //! The git-jit broker: identity exchange, policy, signing, the grant store, the Git gateway
 //! and the audit log, as a library with a thin binary.
+//!
+//! # Layout
+//!
+//! Modules sit on floors, lowest first; none uses a module on its own floor or above
+//! (`tests/layers.rs` checks it, docs/architecture.md draws it).
+//! 1. [`clock`], [`config`] (plain serde data), [`keys`], [`metrics`].
+//! 2. Pure domain: [`identity`], [`token`], [`audit`] (chain), [`ratelimit`], [`devissuer`].
+//! 3. [`policy`] (decides on verified identities), [`store`] (grants, audit events).
+//! 4. [`recorder`] (writes audit events), [`error`]; 5. [`revocation`].
+//! 6. Services: [`gatekeeper`] (the one decision on a Git request), [`exchange`],
+//!    [`admin`], [`gateway`] (Git smart-HTTP and upstreams).
+//! 7. [`compile`]: `Config` → runtime objects, once, for `check-config` and `serve`.
+//! 8. [`state`]: `AppState` and the narrow sub-states handlers take.
+//! 9. [`http`]: routes and handlers, [`app`] and [`run`].
+//! 10. [`commands`]: the subcommands' bodies; `main.rs` only parses flags.
 #![forbid(unsafe_code)]
 
 pub mod admin;

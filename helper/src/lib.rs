@@ -1,5 +1,21 @@
 //! git-jit's client side: the git credential helper (`git-credential-jit`) and the `git jit`
 //! command share this library. See DESIGN.md "Helper".
+//!
+//! # Layout
+//!
+//! Lowest first; wire shapes are jit-proto's, never redefined here.
+//! - [`config`], [`session`], [`cache`], [`claims`]: files on this machine (XDG paths, the
+//!   0600 login session and token cache) and the unverified peek at a JWT's expiry.
+//! - [`protocol`]: git's credential-helper protocol, generic over `Read`/`Write`.
+//! - [`challenge`]: which scope a git request needs, from jit-proto's parsed challenge.
+//! - [`oidc`], [`login`]: the OpenID relying party on `openidconnect` — discovery, device
+//!   login, refresh, ID-token validation.
+//! - [`identity`]: which subject token to exchange (CI platform, token file, login session).
+//! - [`broker`]: the broker's HTTP interface (metadata, RFC 8693 exchange).
+//! - [`credential`]: `git-credential-jit get/store/erase`.
+//! - [`admin`], [`table`], [`export`]: `git jit admin`: the admin API client, tables by display
+//!   width, CSV through the `csv` crate.
+//! - [`cli`]: the `git jit` commands; the binaries in `src/bin` only call into it.
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -1,5 +1,7 @@
 //! The git-jit end-to-end harness: real peers on free ports, cleaned up on drop.
 //!
+//! # Layout
+//!
 //! - [`redis`]: `redis-server`, single node ([`RedisServer`]) and cluster ([`RedisCluster`]).
 //! - [`oidc`]: the npm `oidc-provider` as the company SSO ([`OidcProvider`]), with browserless
 //!   ID tokens and device-flow approval.

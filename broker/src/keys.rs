@@ -203,7 +203,13 @@ impl KeyRing {
             let path = path.to_path_buf();
             move |source| KeyError::Io { path, source }
         };
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        if !dir.exists() {
+            let mut builder = fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(io(dir))?;
+        }
         let (key, der) = SigningKey::generate()?;
         let stamp = now
             .format(time::macros::format_description!(
@@ -348,5 +354,17 @@ mod tests {
             thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
             "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
         );
+    }
+
+    /// Regression: the key folder was created 0755 although the help says 0700.
+    #[cfg(unix)]
+    #[test]
+    fn generate_creates_the_key_folder_0700() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        let keys = dir.path().join("new").join("keys");
+        KeyRing::generate_into(&keys, time::OffsetDateTime::UNIX_EPOCH).expect("generate");
+        let mode = fs::metadata(&keys).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{mode:o}");
     }
 }

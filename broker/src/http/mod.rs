@@ -87,7 +87,7 @@ pub fn app(state: AppState) -> Router {
         // Outermost first: the id exists before the span opens, the span before the handler.
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn(drop_odd_request_id))
+                .layer(middleware::from_fn(guard_headers))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(TraceLayer::new_for_http().make_span_with(request_span))
@@ -106,10 +106,31 @@ fn sane_request_id(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
 }
 
-/// Removes an incoming request id that is not [`sane_request_id`], so a fresh one is made.
-async fn drop_odd_request_id(mut request: Request, next: Next) -> Response {
-    let ids = request.headers().get_all(&REQUEST_ID);
-    let keep = ids.iter().count() == 1 && ids.iter().all(|v| sane_request_id(v.as_bytes()));
+/// The checks on headers every request passes first, in one middleware:
+/// - more than one `Authorization` header is a 400 for every route: which one counts would
+///   otherwise depend on who reads the headers (the broker took the first, a server behind a
+///   proxy may take the last);
+/// - an incoming request id that is not [`sane_request_id`] is dropped, so a fresh one is made.
+async fn guard_headers(mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "git-jit: more than one Authorization header; send exactly one",
+        );
+    }
+    let ids = headers.get_all(&REQUEST_ID);
+    let mut iter = ids.iter();
+    let keep = match (iter.next(), iter.next()) {
+        (None, _) => true,
+        (Some(id), None) => sane_request_id(id.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
     if !keep {
         request.headers_mut().remove(&REQUEST_ID);
     }
@@ -122,10 +143,10 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
 
 /// The span of one request: every log line inside it names the request id.
 fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    // The request id is the key that ties log lines to audit events (which name the
+    // repository and scope); the raw URI is left out so each span costs one short field.
     tracing::info_span!(
         "request",
-        method = %request.method(),
-        uri = %request.uri(),
         request_id = request_id(request.headers()).unwrap_or_default(),
     )
 }
@@ -447,5 +468,36 @@ mod tests {
                 .and_then(|v| v.to_str().ok()),
             Some("7")
         );
+    }
+
+    /// Two `Authorization` headers (the first valid-looking, the second something else) are
+    /// refused with 400 on every door before any decision, and nothing is audited.
+    #[tokio::test]
+    async fn two_authorization_headers_are_a_400_everywhere() {
+        let (app, store) = test_app();
+        let requests = [
+            Request::get("/acme/api.git/info/refs?service=git-upload-pack"),
+            Request::get("/authz").header(
+                "X-Original-URI",
+                "/acme/api.git/info/refs?service=git-upload-pack",
+            ),
+            Request::get("/v1/grants"),
+            Request::post("/oauth/introspect"),
+        ];
+        for r in requests {
+            let r = r
+                .header(header::AUTHORIZATION, "Bearer first")
+                .header(header::AUTHORIZATION, "Basic eDpzZWNvbmQ=")
+                .body(Body::empty())
+                .expect("request");
+            let uri = r.uri().clone();
+            let response = app.clone().oneshot(r).await.expect("answer");
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+        }
+        assert!(audited(store.as_ref()).await.is_empty());
+        // One header is still fine.
+        let r = refused_authz().body(Body::empty()).expect("request");
+        let response = app.oneshot(r).await.expect("answer");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 }

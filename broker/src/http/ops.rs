@@ -12,13 +12,17 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 200 when the store answers, else 503 naming why.
+/// `GET /readyz`: 200 when the store answers, else 503. The answer is one word: the store's
+/// error (addresses, user names) is logged, never returned to whoever can reach the port.
 pub async fn readyz(State(state): State<Health>) -> (StatusCode, String) {
     let pinged = state.store.ping().await;
     state.audit.counts().store_up(pinged.is_ok());
     match pinged {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the grant store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
+        }
     }
 }
 

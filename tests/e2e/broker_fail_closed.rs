@@ -100,7 +100,10 @@ fn broker_fails_closed_while_redis_is_down_and_recovers() -> Result<()> {
         assert_ne!(body["active"], serde_json::Value::Bool(true));
         let ready = http.get(format!("{url}/readyz")).send().await?;
         assert_eq!(ready.status().as_u16(), 503);
-        assert!(ready.text().await?.contains("unavailable"));
+        let text = ready.text().await?;
+        assert!(text.contains("unavailable"), "{text}");
+        // The store's own error (its address, its words) is logged, not answered.
+        assert_eq!(text, "not ready: the grant store is unavailable\n");
 
         redis.start_again().await?;
         let mut ready = false;

@@ -12,8 +12,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 200 when the store answers, else 503. The answer is one word: the store's
-/// error (addresses, user names) is logged, never returned to whoever can reach the port.
+/// `GET /readyz`: 200 when the store answers, else 503 with a fixed line: the store's error
+/// (addresses, user names) is logged, never returned to whoever can reach the port.
 pub async fn readyz(State(state): State<Health>) -> (StatusCode, String) {
     let pinged = state.store.ping().await;
     state.audit.counts().store_up(pinged.is_ok());
@@ -21,7 +21,10 @@ pub async fn readyz(State(state): State<Health>) -> (StatusCode, String) {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: the grant store does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the grant store is unavailable\n".to_owned(),
+            )
         }
     }
 }

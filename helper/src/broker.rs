@@ -443,6 +443,25 @@ mod tests {
         );
     }
 
+    /// Regression: a 307 from the token endpoint made the helper re-post the subject token to
+    /// the redirect's target, another origin.
+    #[tokio::test]
+    async fn a_redirected_exchange_sends_the_identity_nowhere_else() {
+        let elsewhere = TestServer::start(|_| Reply::json(200, json!({})));
+        let target = format!("{}/steal", elsewhere.url);
+        let srv = TestServer::start(move |_| Reply::json(307, json!({})).with("location", &target));
+        let b = BrokerClient::new(&srv.url, client()).expect("client");
+        let tok = Secret::new("eyJ.identity.token");
+        let scope = Scope::parse("repo:acme/api:read").expect("scope");
+        let result = b.exchange(&md(&srv.url), &ask(&tok, &scope, &[])).await;
+        assert!(result.is_err(), "a redirect is not a token");
+        assert_eq!(srv.seen().len(), 1);
+        assert!(
+            elsewhere.seen().is_empty(),
+            "the identity token followed the redirect"
+        );
+    }
+
     #[test]
     fn base_is_normalised() {
         let b = BrokerClient::new("https://b.example/sub/?q#f", client()).expect("ok");

@@ -56,8 +56,11 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 /// The settings every git-jit HTTP client shares (the login issuer's client adds its own).
+/// Redirects are never followed: a redirected token request would carry an identity token to
+/// wherever the redirect points (a 307 keeps the method and the body).
 pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("git-jit/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))

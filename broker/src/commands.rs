@@ -113,9 +113,57 @@ pub fn dev_state(listen: SocketAddr, repos: &Path, user: &str) -> anyhow::Result
     Ok(state)
 }
 
+/// The repositories folder of `jit-broker dev`: `repos` as given, else `git-jit/dev-repos` in
+/// the user's data directory (`$XDG_DATA_HOME`, else `~/.local/share`) — never a shared
+/// temporary directory, where another local user could plant a folder with a hook that runs
+/// on the next push. A missing folder is created 0700; an existing one must not be open to
+/// other users.
+pub fn dev_repos(
+    repos: Option<PathBuf>,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<PathBuf> {
+    let dir = match repos {
+        Some(dir) => dir,
+        None => {
+            let data = env("XDG_DATA_HOME")
+                .filter(|d| Path::new(d).is_absolute())
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|h| Path::new(&h).join(".local").join("share")))
+                .context("neither XDG_DATA_HOME nor HOME is set; pass --repos DIR")?;
+            data.join("git-jit").join("dev-repos")
+        }
+    };
+    private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Creates `dir` 0700 when missing; refuses it when group or others may use it.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        return Ok(());
+    }
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    anyhow::ensure!(meta.is_dir(), "{} is not a directory", dir.display());
+    let mode = meta.permissions().mode() & 0o777;
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "{} is open to other users (mode {mode:o}): another user could plant a hook that runs on push; \
+         use a private folder (chmod 700 {}) or another --repos",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
 /// `jit-broker dev`.
 pub async fn dev(listen: SocketAddr, repos: Option<PathBuf>, user: &str) -> anyhow::Result<()> {
-    let repos = repos.unwrap_or_else(|| std::env::temp_dir().join("git-jit-dev").join("repos"));
+    let repos = dev_repos(repos, |k| std::env::var(k).ok())?;
     let state = dev_state(listen, &repos, user)?;
     serve_on(listen, state, shutdown_signal()).await
 }
@@ -310,5 +358,31 @@ actions = ["read"]
         assert_eq!(report, "audit chain intact: 2 events, seq 1..=2");
         std::fs::write(&file, lines.replace("access.allowed", "access.denied")).expect("write");
         assert!(rt.block_on(audit_verify(None, Some(&file))).is_err());
+    }
+
+    /// Regression: dev mode used (and created) `git-jit-dev/repos` in the shared temporary
+    /// directory, and reused one another user had planted there.
+    #[test]
+    fn dev_repositories_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let home = tempfile::tempdir().expect("dir");
+        let h = home.path().to_string_lossy().into_owned();
+        let env = |k: &str| (k == "HOME").then(|| h.clone());
+        let dir = dev_repos(None, env).expect("default");
+        assert_eq!(dir, home.path().join(".local/share/git-jit/dev-repos"));
+        let mode = std::fs::metadata(&dir).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{mode:o}");
+        // A folder others may write into is refused, named, with what to do.
+        let planted = home.path().join("planted");
+        std::fs::create_dir(&planted).expect("dir");
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = dev_repos(Some(planted.clone()), env).expect_err("open folder");
+        assert!(err.to_string().contains("open to other users"), "{err}");
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert_eq!(
+            dev_repos(Some(planted.clone()), env).expect("private"),
+            planted
+        );
+        assert!(dev_repos(None, |_| None).is_err(), "no HOME, no default");
     }
 }

@@ -37,8 +37,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Directory of bare repositories the gateway serves (`dir:` upstream); a demo
-        /// repository `demo/hello` is created in it. Default: `git-jit-dev/repos` in the
-        /// system's temporary directory.
+        /// repository `demo/hello` is created in it. Default: `git-jit/dev-repos` in the
+        /// user's data directory ($XDG_DATA_HOME or ~/.local/share), created 0700; a folder
+        /// open to other users is refused.
         #[arg(long)]
         repos: Option<PathBuf>,
         /// The identity `git jit login` gets from the development issuer.

@@ -61,8 +61,8 @@ const MAX_VERIFIED: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct TokenSigner {
     keys: Arc<KeyRing>,
-    issuer: String,
-    audience: String,
+    issuer: Arc<str>,
+    audience: Arc<str>,
     verified: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>>,
 }
 
@@ -71,8 +71,8 @@ impl TokenSigner {
     pub fn new(keys: Arc<KeyRing>, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         Self {
             keys,
-            issuer: issuer.into(),
-            audience: audience.into(),
+            issuer: Arc::from(issuer.into()),
+            audience: Arc::from(audience.into()),
             verified: Arc::default(),
         }
     }
@@ -145,10 +145,10 @@ impl TokenSigner {
         let data = jsonwebtoken::decode::<Claims>(token, key.decoding(), &validation)
             .map_err(|_| TokenError::Invalid)?;
         let claims = data.claims;
-        if claims.iss != self.issuer {
+        if claims.iss != *self.issuer {
             return Err(TokenError::Issuer);
         }
-        if claims.aud != self.audience {
+        if claims.aud != *self.audience {
             return Err(TokenError::Audience);
         }
         within_window(claims, now)

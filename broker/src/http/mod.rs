@@ -24,7 +24,9 @@ use jit_proto::challenge::BearerChallenge;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -41,7 +43,7 @@ pub const MAX_API_BODY: usize = 64 * 1024;
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The request id header: kept from the client (or proxy) when it is sane
-/// ([`MAX_REQUEST_ID`]), else a fresh UUID; echoed on the response, on every log line of the
+/// ([`MAX_REQUEST_ID`]), else a fresh one (a random per-process prefix and a counter); echoed on the response, on every log line of the
 /// request's span and in the `data.request_id` of its audit events.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -88,12 +90,51 @@ pub fn app(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn(guard_headers))
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(middleware::from_fn_with_state(metrics, observe)),
         )
         .with_state(state)
+}
+
+/// Request ids: a random per-process prefix and a counter. Unique across replicas and
+/// restarts, and one atomic add per request — a UUID took a `getrandom` system call on every
+/// request of the hot path.
+#[derive(Clone)]
+struct RequestIds {
+    prefix: Arc<str>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut seed = [0u8; 8];
+        let prefix =
+            match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed) {
+                Ok(()) => hex::encode(seed),
+                // No randomness: the start time still tells replicas and restarts apart.
+                Err(_) => format!(
+                    "{:x}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos())
+                ),
+            };
+        Self {
+            prefix: Arc::from(prefix),
+            next: Arc::default(),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// Whether a client-supplied request id is kept: short, and only characters that are safe in
@@ -288,7 +329,12 @@ mod tests {
             .and_then(|v| v.to_str().ok())
             .expect("x-request-id on the response")
             .to_owned();
-        assert_eq!(id.len(), 36, "a UUID: {id}");
+        // A generated id: the process's 16-hex-digit prefix, a dash, a hex counter.
+        let (prefix, counter) = id.split_once('-').expect("prefix-counter");
+        assert_eq!(prefix.len(), 16, "{id}");
+        assert!(prefix.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert!(u64::from_str_radix(counter, 16).is_ok(), "{id}");
+        assert!(sane_request_id(id.as_bytes()), "{id}");
         let events = audited(&*store).await;
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event, "access.denied");
@@ -327,7 +373,13 @@ mod tests {
                 .await
                 .expect("infallible");
             let got = r.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok());
-            assert!(got.is_some_and(|g| g != sent && g.len() == 36), "{got:?}");
+            // Replaced by a generated id (prefix-counter), never the odd one.
+            assert!(
+                got.is_some_and(
+                    |g| g != sent && g.split_once('-').is_some_and(|(p, _)| p == prefix)
+                ),
+                "{got:?}"
+            );
         }
         assert!(sane_request_id("x".repeat(MAX_REQUEST_ID).as_bytes()));
     }

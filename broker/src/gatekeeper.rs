@@ -17,6 +17,31 @@ use crate::recorder::Auditor;
 use crate::store::{GrantStatus, GrantStore, StoreError};
 use crate::token::TokenSigner;
 
+/// The doors that ask the gatekeeper.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Door {
+    /// The Git gateway: sees the whole request, a push's ref updates included.
+    #[default]
+    Gateway,
+    /// A reverse proxy's sub-request (`/authz`): sees the path and headers, never the body.
+    Authz,
+}
+
+impl Door {
+    /// `gateway` or `authz`, as the audit trail records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Gateway => "gateway",
+            Door::Authz => "authz",
+        }
+    }
+
+    /// Whether the door sees a push's ref updates (and can enforce ref patterns).
+    pub fn sees_ref_updates(self) -> bool {
+        self == Door::Gateway
+    }
+}
+
 /// Facts about the requester kept in the audit trail.
 #[derive(Debug, Clone, Default)]
 pub struct RequestInfo {
@@ -24,8 +49,8 @@ pub struct RequestInfo {
     pub client: Option<String>,
     /// The client's user agent (truncated).
     pub user_agent: Option<String>,
-    /// The door: `gateway` or `authz`.
-    pub via: &'static str,
+    /// The door the request came through.
+    pub via: Door,
 }
 
 /// Why a request carries no usable credential.
@@ -201,7 +226,7 @@ pub struct Gatekeeper {
 fn event(kind: &str, now_ms: i64, needed: &Scope, info: &RequestInfo) -> AuditEvent {
     let mut e = AuditEvent::new(kind, now_ms)
         .with("action", action_of(needed).as_str())
-        .with("via", info.via);
+        .with("via", info.via.as_str());
     e.repo = Some(needed.repo.to_string());
     e.scope = Some(needed.to_string());
     e.client = info.client.clone();
@@ -305,7 +330,9 @@ impl Gatekeeper {
             let message = forbidden_message(&claims.scope, needed);
             return Err(self.deny(base, Denied::Forbidden { message }).await);
         }
-        if info.via == "authz" && needed.actions.contains(Action::Write) && !claims.refs.is_empty()
+        if !info.via.sees_ref_updates()
+            && needed.actions.contains(Action::Write)
+            && !claims.refs.is_empty()
         {
             // Refused already at the ref advertisement, where git still shows the message.
             let patterns: Vec<&str> = claims.refs.iter().map(|p| p.as_str()).collect();

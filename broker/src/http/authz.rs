@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{denied, text};
-use crate::gatekeeper::{Gatekeeper, is_probe_shape};
+use crate::gatekeeper::{Door, Gatekeeper, is_probe_shape};
 use crate::gateway::{self, Endpoint};
 
 /// The header carrying the original request's URI (nginx `$request_uri`: raw, undecoded).
@@ -47,7 +47,7 @@ pub async fn authz(State(gatekeeper): State<Gatekeeper>, request: Request) -> Re
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let info = super::request_info(headers, client, "authz");
+    let info = super::request_info(headers, client, Door::Authz);
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);

@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{denied, text};
-use crate::gatekeeper::{Gatekeeper, is_probe_shape};
+use crate::gatekeeper::{Door, Gatekeeper, is_probe_shape};
 use crate::gateway::{Endpoint, Gateway, GitRequest, GitService, classify, proxy, push};
 
 /// The gateway's narrow state: the decision and the upstreams.
@@ -48,7 +48,7 @@ pub async fn serve(State(state): State<GatewayState>, request: Request) -> Respo
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let info = super::request_info(request.headers(), client, "gateway");
+    let info = super::request_info(request.headers(), client, Door::Gateway);
     let needed = git.needed_scope();
     let request = match answer_probe(&git, request).await {
         Ok(r) => r,

@@ -30,7 +30,7 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::gatekeeper::{Denied, RequestInfo};
+use crate::gatekeeper::{Denied, Door, RequestInfo};
 pub use crate::gateway::text;
 use crate::metrics::{GATEWAY_ROUTE, HttpLabels, Metrics, method_label};
 use crate::state::AppState;
@@ -229,7 +229,7 @@ pub async fn run(
 }
 
 /// What the request says about its client, for the audit trail.
-fn request_info(headers: &HeaderMap, client: Option<SocketAddr>, via: &'static str) -> RequestInfo {
+fn request_info(headers: &HeaderMap, client: Option<SocketAddr>, via: Door) -> RequestInfo {
     RequestInfo {
         client: client.map(|a| a.ip().to_string()),
         user_agent: headers

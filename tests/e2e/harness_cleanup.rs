@@ -81,15 +81,28 @@ fn servers_die_with_a_killed_test_process() -> Result<()> {
             bail!("{e:#}; the child's stderr:\n{}", child_log());
         }
 
-        // The proof only counts if the servers were there to begin with.
-        let before = processes_of(session, &marker);
-        for server in [
+        // The proof only counts if the servers were there to begin with. A freshly forked
+        // nginx worker carries its master's title until it sets its own, so wait (bounded)
+        // until every server shows up under its own name.
+        let servers = [
             "redis-server",
             "node",
             "nginx: master",
             "nginx: worker",
             "fcgiwrap",
-        ] {
+        ];
+        let mut before = processes_of(session, &marker);
+        for _ in 0..100 {
+            let all_there = servers
+                .iter()
+                .all(|s| before.iter().any(|(_, cmdline)| cmdline.contains(s)));
+            if all_there {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            before = processes_of(session, &marker);
+        }
+        for server in servers {
             assert!(
                 before.iter().any(|(_, cmdline)| cmdline.contains(server)),
                 "no {server} among the child's processes: {before:#?}"

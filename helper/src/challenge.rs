@@ -1,8 +1,9 @@
 //! What scope does this git request need? The helper's policy on top of jit-proto's
 //! `WWW-Authenticate` parser ([`jit_proto::challenge`]): take the `scope` of the server's
 //! Bearer challenges (as passed by git in `wwwauth[]`), merging actions on one repository and
-//! refusing several repositories or one git is not talking to; without a challenge, fall back
-//! to `read` on the repository in the request's `path`.
+//! refusing several repositories or one git is not talking to (exactly the repository the
+//! request's path names, never a suffix of it); without a challenge, fall back to `read` on
+//! the repository in the request's `path`.
 
 use jit_proto::challenge::parse_challenges;
 use jit_proto::{Actions, RepoPath, Scope, ScopeError};
@@ -102,19 +103,19 @@ pub fn repo_from_path(path: Option<&str>) -> Result<RepoPath, ChallengeError> {
     })
 }
 
-/// The scope this request needs: the challenge's, checked against `path` when git sent one
-/// (the gateway may be mounted under a prefix, so `git/acme/api.git` matches `acme/api`);
-/// otherwise `read` on the repository in `path`. The flag says whether a challenge decided.
+/// The scope this request needs: the challenge's, checked against `path` when git sent one —
+/// the repository the challenge names must be exactly the one the path names (`path` is
+/// what follows the broker's path prefix, see [`crate::origin`]); otherwise `read` on the
+/// repository in `path`. The flag says whether a challenge decided.
 pub fn needed_scope(
     wwwauth: &[String],
     path: Option<&str>,
 ) -> Result<(Scope, bool), ChallengeError> {
     if let Some(scope) = scope_from_wwwauth(wwwauth)? {
         if let Some(p) = path {
-            let sent = p.strip_suffix(".git").unwrap_or(p);
-            let want = scope.repo.as_str();
-            let same = sent == want || sent.ends_with(&format!("/{want}"));
-            if !same {
+            // Parsed like the fallback, so `acme/api` and `acme/api.git` are one repository
+            // and `evil/acme/api` is another.
+            if repo_from_path(Some(p))? != scope.repo {
                 return Err(ChallengeError::RepoMismatch {
                     scope: scope.to_string(),
                     path: p.to_owned(),
@@ -211,12 +212,32 @@ mod tests {
         assert!(needed_scope(&v, Some("acme/xapi.git")).is_err());
     }
 
+    /// Regression: a challenge for `acme/api` was accepted on the path `evil/acme/api`
+    /// (a suffix match); the path after the broker's prefix must name exactly that repository.
     #[test]
-    fn challenge_under_a_path_prefix_matches() {
+    fn challenge_must_name_exactly_the_repository_of_the_path() {
         let v = strings(&[r#"Bearer scope="repo:acme/api:write""#]);
-        let (s, from_challenge) = needed_scope(&v, Some("git/acme/api.git")).expect("ok");
-        assert_eq!(s.to_string(), "repo:acme/api:write");
-        assert!(from_challenge);
+        for path in [
+            "evil/acme/api.git",
+            "evil/acme/api",
+            "git/acme/api.git",
+            "acme/api/x.git",
+            "xacme/api.git",
+        ] {
+            assert!(
+                matches!(
+                    needed_scope(&v, Some(path)),
+                    Err(ChallengeError::RepoMismatch { .. })
+                ),
+                "{path}"
+            );
+        }
+        assert!(needed_scope(&v, Some("acme/../x.git")).is_err());
+        for path in ["acme/api.git", "acme/api"] {
+            let (s, from_challenge) = needed_scope(&v, Some(path)).expect(path);
+            assert_eq!(s.to_string(), "repo:acme/api:write");
+            assert!(from_challenge);
+        }
         assert!(
             needed_scope(&v, None).is_ok(),
             "proactive auth without useHttpPath"

@@ -86,7 +86,9 @@ pub async fn credential(
         .as_deref()
         .ok_or_else(|| LoginError::NoLoginIssuer(broker.base()))?;
     let store = SessionStore::new(config_dir);
-    let token = login::current_id_token(&store, issuer, broker.clock()).await?;
+    // Admin commands talk only to the configured broker (`broker_url(None)`).
+    let token =
+        login::current_id_token(&store, issuer, &broker.base(), true, broker.clock()).await?;
     Ok((token, CredentialSource::Session))
 }
 
@@ -741,6 +743,8 @@ mod tests {
                 id_token: Secret::new(&idt),
                 id_token_expires_at: 9000,
                 refresh_token: None,
+                // Saved before sessions named their broker: fine for the configured one.
+                broker: None,
             })
             .expect("save");
         let (t, src) = credential(&none, tmp.path(), &b, None)

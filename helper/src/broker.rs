@@ -136,9 +136,8 @@ pub struct Granted {
     pub skew: Option<i64>,
 }
 
-/// A client of one broker.
 /// Checks and normalises a broker URL: http(s), a host, no query or fragment, no trailing '/'.
-fn parse_base(base: &str) -> Result<Url, BrokerError> {
+pub(crate) fn parse_base(base: &str) -> Result<Url, BrokerError> {
     let invalid = || BrokerError::InvalidUrl(base.to_owned());
     let mut url = Url::parse(base).map_err(|_| invalid())?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
@@ -168,6 +167,7 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// A client of one broker.
 #[derive(Debug, Clone)]
 pub struct BrokerClient {
     base: Url,
@@ -242,14 +242,20 @@ impl BrokerClient {
                 url: url.clone(),
                 reason: format!("bad metadata: {}", chain(&e)),
             })?;
-        // The identity token goes to `token_endpoint`: only ever to the broker itself.
-        let same_origin =
-            Url::parse(&md.token_endpoint).is_ok_and(|t| t.origin() == self.base.origin());
-        if !same_origin {
+        // The identity token goes to `token_endpoint`: only ever to the broker itself, under
+        // its own path prefix (another application may share the origin).
+        let prefix = self.base.path().trim_end_matches('/');
+        let own = Url::parse(&md.token_endpoint).is_ok_and(|t| {
+            t.origin() == self.base.origin()
+                && t.path()
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if !own {
             return Err(BrokerError::Protocol {
                 url,
                 reason: format!(
-                    "token_endpoint {:?} is not on the broker's own origin; refusing to send an identity there",
+                    "token_endpoint {:?} is not under the broker's own URL; refusing to send an identity there",
                     md.token_endpoint
                 ),
             });
@@ -438,9 +444,33 @@ mod tests {
         let b = BrokerClient::new(&srv.url, client()).expect("client");
         let err = b.metadata().await.expect_err("foreign token_endpoint");
         assert!(
-            err.to_string().contains("not on the broker's own origin"),
+            err.to_string().contains("not under the broker's own URL"),
             "{err}"
         );
+    }
+
+    /// A broker under a path prefix sends identities only below that prefix: another
+    /// application on the same origin does not get them.
+    #[tokio::test]
+    async fn identity_stays_under_the_brokers_path_prefix() {
+        let srv = TestServer::start(|r| {
+            let host = r.header("host").unwrap_or("").to_owned();
+            // Under /jit the metadata points next door, /jitx; under /ok it points home.
+            let home = if r.target.starts_with("/jit/") {
+                format!("http://{host}/jitx")
+            } else {
+                format!("http://{host}/ok")
+            };
+            Reply::json(200, serde_json::to_value(md(&home)).expect("json"))
+        });
+        let b = BrokerClient::new(&format!("{}/jit", srv.url), client()).expect("client");
+        let err = b.metadata().await.expect_err("token_endpoint outside /jit");
+        assert!(
+            err.to_string().contains("not under the broker's own URL"),
+            "{err}"
+        );
+        let b = BrokerClient::new(&format!("{}/ok", srv.url), client()).expect("client");
+        assert!(b.metadata().await.is_ok(), "its own endpoint");
     }
 
     /// Regression: a 307 from the token endpoint made the helper re-post the subject token to

@@ -15,7 +15,7 @@ mod admin;
 pub use admin::{AdminArgs, AdminCommand, Terminal, TimeArg};
 
 use crate::admin::AdminError;
-use crate::broker::BrokerError;
+use crate::broker::{BrokerClient, BrokerError};
 use crate::claims;
 use crate::config::{self, ConfigError};
 use crate::credential::{Context, Extras, HelperError, Obtained, obtain};
@@ -40,7 +40,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Configure git to use git-jit for a server: sets `credential.<URL>.helper=jit` and
-    /// `credential.<URL>.useHttpPath=true`, and remembers URL as the broker.
+    /// `credential.<URL>.useHttpPath=true`, and remembers URL as the broker (or, when another
+    /// broker is configured, as a Git server its tokens may go to).
     Setup(SetupArgs),
     /// Log in with your SSO account (OIDC device flow): prints a URL and a code to open on
     /// any device. The session is kept in the config directory, 0600.
@@ -186,19 +187,41 @@ fn setup(ctx: &Context<'_>, a: &SetupArgs, out: &mut dyn Write) -> Result<(), Cl
     git_config(scope, &["--replace-all", &key("helper"), ""])?;
     git_config(scope, &["--add", &key("helper"), "jit"])?;
     git_config(scope, &["--replace-all", &key("useHttpPath"), "true"])?;
-    let remembered =
-        a.url.is_some() && config::remember_broker(&ctx.settings.dirs, &broker.base())?;
+    let dirs = &ctx.settings.dirs;
+    let base = broker.base();
+    let configured = ctx
+        .settings
+        .broker
+        .as_deref()
+        .map(BrokerClient::base_of)
+        .transpose()?;
+    // The broker and the servers its tokens may go to are pinned in config.toml: the helper
+    // answers git for these URLs only.
+    let (pinned, server) = match configured {
+        Some(b) if b != base => {
+            let pinned = config::remember_broker(dirs, &b)?.then_some(b);
+            (pinned, config::remember_server(dirs, &base)?)
+        }
+        _ => {
+            let pinned =
+                (a.url.is_some() && config::remember_broker(dirs, &base)?).then(|| base.clone());
+            (pinned, false)
+        }
+    };
     writeln!(
         out,
         "git now asks git-jit for credentials for {url} ({} config)",
         &scope[2..]
     )?;
-    if remembered {
+    let file = dirs.config_file();
+    if let Some(b) = pinned {
+        writeln!(out, "broker: {b} (saved in {})", file.display())?;
+    }
+    if server {
         writeln!(
             out,
-            "broker: {} (saved in {})",
-            broker.base(),
-            ctx.settings.dirs.config_file().display()
+            "server: {base} takes the broker's tokens (saved in {})",
+            file.display()
         )?;
     }
     Ok(())
@@ -226,6 +249,11 @@ async fn login(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
         pacing,
     )
     .await?;
+    // The ID token will go to this broker and no other.
+    let session = crate::session::Session {
+        broker: Some(broker.base()),
+        ..session
+    };
     SessionStore::new(&ctx.settings.dirs.config).save(&session)?;
     // Tokens cached for a previous identity must not outlive it.
     let _ = ctx.cache().clear();

@@ -1,6 +1,7 @@
 //! Where git-jit keeps its files and how it is configured: the XDG directories (overridable
 //! with `GIT_JIT_CONFIG_DIR` / `GIT_JIT_CACHE_DIR`), the optional `config.toml`, and the
-//! environment overlay (`GIT_JIT_BROKER`, `GIT_JIT_ID_TOKEN_ENV`, `GIT_JIT_ID_TOKEN_FILE`).
+//! environment overlay (`GIT_JIT_BROKER`, `GIT_JIT_AUDIENCE`, `GIT_JIT_ID_TOKEN_ENV`,
+//! `GIT_JIT_ID_TOKEN_FILE`).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,8 @@ pub fn process_env(name: &str) -> Option<String> {
 
 /// The environment variable naming the broker's URL.
 pub const ENV_BROKER: &str = "GIT_JIT_BROKER";
+/// The environment variable naming the audience CI identity tokens are requested for.
+pub const ENV_AUDIENCE: &str = "GIT_JIT_AUDIENCE";
 /// The environment variable that overrides the configuration directory.
 pub const ENV_CONFIG_DIR: &str = "GIT_JIT_CONFIG_DIR";
 /// The environment variable that overrides the cache directory.
@@ -103,6 +106,14 @@ pub struct FileConfig {
     /// The broker's base URL (`https://git.example.com`). Without it the helper uses the
     /// origin of the Git URL it is asked about (the gateway is the broker).
     pub broker: Option<String>,
+    /// Git servers other than the broker that take its tokens (an nginx `auth_request`
+    /// front, `https://git.example.com`), recorded by `git jit setup`. A token goes only to
+    /// the broker's origin and path prefix or to one of these, never to another host.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// The audience CI identity tokens are requested for (GitHub Actions). Default: the
+    /// configured broker's URL, which is also the broker's default.
+    pub audience: Option<String>,
     /// The environment variable that holds a CI ID token (GitLab `id_tokens:` name).
     pub id_token_env: Option<String>,
     /// A file that holds an ID token, re-read each time (Kubernetes projected token).
@@ -116,6 +127,10 @@ pub struct Settings {
     pub dirs: Dirs,
     /// The broker's base URL, when configured.
     pub broker: Option<String>,
+    /// Git servers other than the broker that take its tokens.
+    pub servers: Vec<String>,
+    /// The audience CI identity tokens are requested for, when configured.
+    pub audience: Option<String>,
     /// The variable that holds a CI ID token.
     pub id_token_env: String,
     /// A file that holds an ID token.
@@ -142,6 +157,8 @@ impl Settings {
                 .map(str::to_owned)
                 .or_else(|| env(ENV_BROKER))
                 .or(file.broker),
+            servers: file.servers,
+            audience: env(ENV_AUDIENCE).or(file.audience),
             id_token_env: env(ENV_ID_TOKEN_ENV)
                 .or(file.id_token_env)
                 .unwrap_or_else(|| DEFAULT_ID_TOKEN_ENV.to_owned()),
@@ -172,6 +189,48 @@ pub fn remember_broker(dirs: &Dirs, broker: &str) -> Result<bool, ConfigError> {
     let line = format!("broker = {}\n", toml::Value::String(broker.to_owned()));
     let mut new = line;
     new.push_str(&text);
+    let write = |p: &Path| -> std::io::Result<()> {
+        std::fs::create_dir_all(&dirs.config)?;
+        std::fs::write(p, &new)
+    };
+    write(&path).map_err(|source| ConfigError::Write { path, source })?;
+    Ok(true)
+}
+
+/// Records `url` in `servers` of `config.toml` (used by `git jit setup` for a Git server
+/// that is not the broker). Returns whether the file changed.
+pub fn remember_server(dirs: &Dirs, url: &str) -> Result<bool, ConfigError> {
+    let path = dirs.config_file();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let parse_err = |source| ConfigError::Parse {
+        path: path.clone(),
+        source,
+    };
+    let current: FileConfig = toml::from_str(&text).map_err(parse_err)?;
+    if current.servers.iter().any(|s| s == url) {
+        return Ok(false);
+    }
+    let new = if current.servers.is_empty() {
+        // Every key is top-level: a line before the rest keeps the person's comments.
+        let list = toml::Value::Array(vec![toml::Value::String(url.to_owned())]);
+        format!("servers = {list}\n{text}")
+    } else {
+        let mut table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+        let mut servers = current.servers;
+        servers.push(url.to_owned());
+        table.insert(
+            "servers".into(),
+            toml::Value::Array(servers.into_iter().map(toml::Value::String).collect()),
+        );
+        toml::to_string(&table).map_err(|e| ConfigError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?
+    };
     let write = |p: &Path| -> std::io::Result<()> {
         std::fs::create_dir_all(&dirs.config)?;
         std::fs::write(p, &new)
@@ -279,5 +338,28 @@ mod tests {
         assert!(!remember_broker(&dirs, "https://b").expect("kept"));
         let text = std::fs::read_to_string(dirs.config_file()).expect("read");
         assert_eq!(text, "broker = \"https://a\"\n");
+    }
+
+    #[test]
+    fn remembers_each_server_once() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dirs = Dirs {
+            config: tmp.path().join("c"),
+            cache: tmp.path().join("k"),
+        };
+        assert!(remember_broker(&dirs, "https://jit").expect("write"));
+        assert!(remember_server(&dirs, "https://git").expect("write"));
+        assert!(!remember_server(&dirs, "https://git").expect("kept"));
+        assert!(remember_server(&dirs, "https://git2").expect("write"));
+        let cfg = dirs.config.to_str().expect("utf8").to_owned();
+        let env = env_of(&[
+            ("GIT_JIT_CONFIG_DIR", &cfg),
+            ("GIT_JIT_CACHE_DIR", &cfg),
+            ("GIT_JIT_AUDIENCE", "https://aud"),
+        ]);
+        let s = Settings::load(&env, None).expect("load");
+        assert_eq!(s.broker.as_deref(), Some("https://jit"));
+        assert_eq!(s.servers, ["https://git", "https://git2"]);
+        assert_eq!(s.audience.as_deref(), Some("https://aud"));
     }
 }

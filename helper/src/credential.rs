@@ -2,6 +2,8 @@
 //! cache or exchanges an identity at the broker; `erase` drops the repository's cached tokens
 //! (and says why the server refused, when its challenge tells); `store` has nothing to do.
 //! Only protocol goes to `out`; at most one line goes to `err`, and never a secret.
+//! A request for a URL that is not the configured broker's (or a Git server recorded by
+//! `git jit setup`) gets no answer at all, so git goes on to its other helpers.
 
 use std::io::{BufRead, Write};
 
@@ -13,6 +15,7 @@ use crate::cache::{CacheError, CachedToken, TokenCache};
 use crate::challenge::{self, ChallengeError};
 use crate::config::{Env, Settings};
 use crate::identity::{self, IdentityError, Lookup, Source};
+use crate::origin::{self, Destination, OriginError};
 use crate::protocol::{Answer, ProtocolError, Request};
 
 /// Why the helper could not answer.
@@ -29,6 +32,9 @@ pub enum HelperError {
         "no broker configured: set GIT_JIT_BROKER, `broker` in config.toml, or run `git jit setup <URL>`"
     )]
     NoBroker,
+    /// git asked about a URL the broker's tokens do not go to.
+    #[error(transparent)]
+    NotOurs(#[from] OriginError),
     /// Talking to the broker failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -84,6 +90,31 @@ impl Context<'_> {
             _ => Err(HelperError::NoBroker),
         }
     }
+
+    /// Which broker answers `req`, and the repository part of git's path: git's URL must be
+    /// under the configured broker's URL or a recorded server's (scheme, host, port, path
+    /// prefix on a segment boundary). Without a configured broker, the request's own origin
+    /// is the broker and its tokens go back to it alone.
+    pub fn route<'r>(&self, req: &'r Request) -> Result<Route<'r>, HelperError> {
+        let broker = self.broker_url(Some(req))?;
+        let mut allowed = vec![Destination::parse(&broker)?];
+        if self.settings.broker.is_some() {
+            for s in &self.settings.servers {
+                allowed.push(Destination::parse(s)?);
+            }
+        }
+        let path = origin::locate(&allowed, &broker, req)?;
+        Ok(Route { broker, path })
+    }
+}
+
+/// Where a credential request is answered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route<'r> {
+    /// The broker's URL.
+    pub broker: String,
+    /// git's path below the broker's (or server's) path prefix: the repository.
+    pub path: Option<&'r str>,
 }
 
 /// A token freshly obtained from the broker and cached.
@@ -106,14 +137,28 @@ pub async fn obtain(
     scope: &Scope,
     extras: Extras<'_>,
 ) -> Result<Obtained, HelperError> {
-    let md = broker.metadata().await?;
     let base = broker.base();
+    // Identities go only to the configured broker, CI tokens for the configured audience.
+    let configured = ctx
+        .settings
+        .broker
+        .as_deref()
+        .map(BrokerClient::base_of)
+        .transpose()?;
+    let audience = (configured.as_deref() == Some(base.as_str())).then(|| {
+        ctx.settings
+            .audience
+            .clone()
+            .unwrap_or_else(|| base.clone())
+    });
+    let md = broker.metadata().await?;
     let lookup = Lookup {
         env: ctx.env,
         settings: &ctx.settings,
         http: broker.http(),
         metadata: &md,
         broker: &base,
+        pinned: audience.as_deref(),
         clock: ctx.clock,
     };
     let subject = identity::subject_token(&lookup).await?;
@@ -148,8 +193,8 @@ pub async fn get(
     ctx: &Context<'_>,
     req: &Request,
 ) -> Result<(Answer, Option<String>), HelperError> {
-    let (scope, from_challenge) = challenge::needed_scope(&req.wwwauth, req.path.as_deref())?;
-    let url = ctx.broker_url(Some(req))?;
+    let Route { broker: url, path } = ctx.route(req)?;
+    let (scope, from_challenge) = challenge::needed_scope(&req.wwwauth, path)?;
     if let Some(t) = ctx
         .cache()
         .find(&BrokerClient::base_of(&url)?, &scope, (ctx.clock)())?
@@ -186,11 +231,15 @@ pub async fn get(
 /// `erase`: drops the repository's cached tokens; returns the server's stated reason for
 /// refusing the token, when its Bearer challenge carries an `error_description`.
 pub fn erase(ctx: &Context<'_>, req: &Request) -> Result<Option<String>, HelperError> {
-    let repo: Option<RepoPath> = match challenge::needed_scope(&req.wwwauth, req.path.as_deref()) {
+    // Another server's refusal is none of git-jit's business.
+    let Ok(Route { broker: url, path }) = ctx.route(req) else {
+        return Ok(None);
+    };
+    let repo: Option<RepoPath> = match challenge::needed_scope(&req.wwwauth, path) {
         Ok((scope, _)) => Some(scope.repo),
         Err(_) => None,
     };
-    if let (Some(repo), Ok(url)) = (repo, ctx.broker_url(Some(req))) {
+    if let Some(repo) = repo {
         ctx.cache()
             .remove_repo(&BrokerClient::base_of(&url)?, &repo)?;
     }
@@ -223,6 +272,8 @@ pub async fn run<R: BufRead, W: Write, E: Write>(
     let (result, note) = match operation {
         "get" => match get(ctx, &req).await {
             Ok((answer, note)) => (answer.write(&mut out).map_err(HelperError::from), note),
+            // Not git-jit's URL: no answer, so git asks its other helpers (or fails).
+            Err(e @ HelperError::NotOurs(_)) => (Err(e), None),
             Err(e) => {
                 // Tell git to stop: no other helper or prompt can produce a git-jit token.
                 let _ = Answer::Quit.write(&mut out);
@@ -263,11 +314,14 @@ mod tests {
     /// under `refs/heads/main`.
     fn broker() -> TestServer {
         TestServer::start(|r| {
-            if r.target == "/.well-known/oauth-authorization-server" {
+            if let Some(prefix) = r
+                .target
+                .strip_suffix("/.well-known/oauth-authorization-server")
+            {
                 return Reply::json(
                     200,
                     json!({
-                        "issuer": "b", "token_endpoint": format!("http://{}/oauth/token", r.header("host").unwrap_or("")),
+                        "issuer": "b", "token_endpoint": format!("http://{}{prefix}/oauth/token", r.header("host").unwrap_or("")),
                         "introspection_endpoint": "i", "jwks_uri": "j", "grant_types_supported": [],
                         "token_audience": "git", "subject_token_audience": "git-jit", "scope_syntax": "",
                     }),
@@ -304,6 +358,8 @@ mod tests {
                 cache: tmp.path().join("k"),
             },
             broker: Some(srv.url.clone()),
+            servers: vec![],
+            audience: None,
             id_token_env: "GIT_JIT_ID_TOKEN".into(),
             id_token_file: None,
         };
@@ -315,7 +371,11 @@ mod tests {
         }
     }
 
+    /// Runs the helper; `host=h` in `input` stands for the configured broker's host.
     async fn helper(f: &Fixture, op: &str, input: &str) -> (i32, String, String) {
+        let broker = f.settings.broker.as_deref().unwrap_or("http://h");
+        let host = broker["http://".len()..].split('/').next().unwrap_or("h");
+        let input = &input.replace("host=h\n", &format!("host={host}\n"));
         let env = |k: &str| f.env.get(k).cloned();
         let ctx = Context {
             env: &env,
@@ -479,5 +539,116 @@ mod tests {
         let (_, out, err) = helper(&f, "get", "protocol=http\nhost=h\npath=acme/../x.git\n").await;
         assert_eq!(out, "quit=1\n");
         assert!(err.contains("is not valid"), "{err}");
+    }
+
+    /// Regression: a credential request for another host was answered with the broker's
+    /// token. Now git gets no answer at all (it asks its other helpers), one line on stderr
+    /// says why, and neither the cache nor the broker is touched.
+    #[tokio::test]
+    async fn a_request_for_another_host_gets_no_answer() {
+        let srv = broker();
+        let f = fixture(&srv, "ci-jwt");
+        let (_, out, _) = helper(&f, "get", PUSH).await;
+        assert!(out.contains("credential=brk-repo:acme/api:write"), "{out}");
+        let seen = srv.seen().len();
+        let port = srv.url.rsplit(':').next().expect("port");
+        let other_port = format!("host=127.0.0.1:{}\n", u16::MAX);
+        let localhost = format!("host=localhost:{port}\n");
+        for (from, to) in [
+            ("host=h\n", "host=evil.example\n"),
+            ("host=h\n", other_port.as_str()),
+            ("host=h\n", localhost.as_str()),
+            ("protocol=http\n", "protocol=https\n"),
+        ] {
+            let input = PUSH.replace(from, to);
+            let (code, out, err) = helper(&f, "get", &input).await;
+            assert_eq!((code, out.as_str()), (0, ""), "{to}");
+            assert!(err.starts_with("git-jit: not answering for"), "{err}");
+            assert!(err.contains(&srv.url), "names where tokens go: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(!err.contains("brk-") && !err.contains("ci-jwt"), "{err}");
+            let (code, out, err) = helper(&f, "erase", &input).await;
+            assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""), "{to}");
+        }
+        assert_eq!(srv.seen().len(), seen, "nothing was asked of the broker");
+        assert_eq!(
+            TokenCache::new(&f.settings.dirs.cache)
+                .entries()
+                .expect("e")
+                .len(),
+            1,
+            "erase for another host left the cache alone"
+        );
+    }
+
+    /// A Git server recorded by `git jit setup` (an nginx front) takes the broker's tokens.
+    #[tokio::test]
+    async fn a_recorded_server_is_answered() {
+        let srv = broker();
+        let mut f = fixture(&srv, "ci-jwt");
+        f.settings.servers = vec![format!("http://127.0.0.1:{}/git", u16::MAX)];
+        let input = PUSH.replace(
+            "host=h\npath=acme/api.git",
+            &format!("host=127.0.0.1:{}\npath=git/acme/api.git", u16::MAX),
+        );
+        let (_, out, err) = helper(&f, "get", &input).await;
+        assert!(
+            out.contains("credential=brk-repo:acme/api:write"),
+            "{out} {err}"
+        );
+        let (_, out, err) = helper(&f, "get", &input.replace("path=git/", "path=")).await;
+        assert_eq!(out, "", "outside the server's prefix");
+        assert!(err.contains("not answering"), "{err}");
+    }
+
+    /// Regression: with the broker under a path prefix, a challenge for `acme/api` was
+    /// accepted on the path `git/evil/acme/api.git` (a suffix match). The repository after
+    /// the prefix must be exactly the challenge's; a path outside the prefix gets no answer.
+    #[tokio::test]
+    async fn a_challenge_for_a_suffix_of_the_path_is_refused() {
+        let srv = broker();
+        let mut f = fixture(&srv, "ci-jwt");
+        f.settings.broker = Some(format!("{}/git", srv.url));
+        let input = PUSH.replace("path=acme/api.git", "path=git/evil/acme/api.git");
+        let (code, out, err) = helper(&f, "get", &input).await;
+        assert_eq!((code, out.as_str()), (0, "quit=1\n"));
+        assert!(
+            err.contains(
+                "asked for repository repo:acme/api:write but git is fetching \"evil/acme/api.git\""
+            ),
+            "{err}"
+        );
+        assert!(
+            srv.seen().iter().all(|r| r.method != "POST"),
+            "no exchange for a mismatched challenge"
+        );
+        let input = PUSH.replace("path=acme/api.git", "path=evil/acme/api.git");
+        let (_, out, err) = helper(&f, "get", &input).await;
+        assert_eq!(out, "", "outside the prefix: {err}");
+        let input = PUSH.replace("path=acme/api.git", "path=git/acme/api.git");
+        let (_, out, err) = helper(&f, "get", &input).await;
+        assert!(
+            out.contains("credential=brk-repo:acme/api:write"),
+            "{out} {err}"
+        );
+    }
+
+    /// CI identities go to the configured broker only: without one, the broker is the Git
+    /// URL's origin, and the helper refuses to send it the job's identity.
+    #[tokio::test]
+    async fn no_ci_identity_for_a_broker_from_the_git_url() {
+        let srv = broker();
+        let mut f = fixture(&srv, "ci-jwt");
+        let host = srv.url["http://".len()..].to_owned();
+        f.settings.broker = None;
+        let input = PUSH.replace("host=h\n", &format!("host={host}\n"));
+        let (_, out, err) = helper(&f, "get", &input).await;
+        assert_eq!(out, "quit=1\n");
+        assert!(
+            err.contains("refusing to send the environment variable GIT_JIT_ID_TOKEN identity"),
+            "{err}"
+        );
+        assert!(!err.contains("ci-jwt"), "{err}");
+        assert!(srv.seen().iter().all(|r| r.method != "POST"), "no exchange");
     }
 }

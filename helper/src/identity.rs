@@ -2,6 +2,10 @@
 //! Actions (its OIDC token endpoint, for the broker's audience), a variable set by the CI
 //! (GitLab `id_tokens:`; its name is configurable), a token file (Kubernetes projected
 //! service-account token) — then the person's `git jit login` session.
+//!
+//! Identities go only to the broker the person configured (`git jit setup`, `GIT_JIT_BROKER`):
+//! a CI identity is never sent to a broker taken from a Git URL, and the audience asked of
+//! GitHub Actions is the configured one, never what a server's metadata says.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -31,6 +35,28 @@ pub enum IdentityError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The broker is not the configured one: no CI identity goes there.
+    #[error(
+        "refusing to send the {identity} identity to {broker}: CI identities go only to the broker configured with `git jit setup <URL>` or GIT_JIT_BROKER"
+    )]
+    NotPinned {
+        /// The identity that would have been sent.
+        identity: Source,
+        /// The broker it would have gone to.
+        broker: String,
+    },
+    /// The broker's metadata asks for another audience than the configured one.
+    #[error(
+        "the broker at {broker} asks for CI identity tokens with audience {advertised:?}, but the configured audience is {configured:?}; refusing (set `audience` in config.toml or GIT_JIT_AUDIENCE if the broker's is right)"
+    )]
+    AudienceMismatch {
+        /// The broker.
+        broker: String,
+        /// The audience from the configuration.
+        configured: String,
+        /// The audience the broker's metadata names.
+        advertised: String,
     },
     /// The person's session is missing, expired or broken.
     #[error(transparent)]
@@ -80,10 +106,14 @@ pub struct Lookup<'a> {
     pub settings: &'a Settings,
     /// The HTTP client.
     pub http: &'a reqwest::Client,
-    /// The broker's metadata (audience, login issuer).
+    /// The broker's metadata (login issuer; its audience is only compared, never used).
     pub metadata: &'a ServerMetadata,
-    /// The broker's base URL, for messages.
+    /// The broker's base URL: where the identity goes.
     pub broker: &'a str,
+    /// The audience CI identity tokens are requested for, from the configuration; `None`
+    /// when `broker` is not the configured broker (taken from a Git URL), and then no CI
+    /// identity, nor a login session made for another broker, is sent.
+    pub pinned: Option<&'a str>,
     /// The local clock.
     pub clock: fn() -> i64,
 }
@@ -94,8 +124,15 @@ pub async fn subject_token(l: &Lookup<'_>) -> Result<SubjectToken, IdentityError
         (l.env)("ACTIONS_ID_TOKEN_REQUEST_URL"),
         (l.env)("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
     ) {
-        let token =
-            github_actions(l.http, &url, &bearer, &l.metadata.subject_token_audience).await?;
+        let audience = pinned(l, Source::GitHubActions)?;
+        if l.metadata.subject_token_audience != audience {
+            return Err(IdentityError::AudienceMismatch {
+                broker: l.broker.to_owned(),
+                configured: audience.to_owned(),
+                advertised: l.metadata.subject_token_audience.clone(),
+            });
+        }
+        let token = github_actions(l.http, &url, &bearer, audience).await?;
         return Ok(SubjectToken {
             token,
             token_type: SubjectTokenType::Jwt,
@@ -104,6 +141,7 @@ pub async fn subject_token(l: &Lookup<'_>) -> Result<SubjectToken, IdentityError
     }
     let var = &l.settings.id_token_env;
     if let Some(v) = (l.env)(var) {
+        pinned(l, Source::EnvVar(var.clone()))?;
         let token = Secret::new(v.trim());
         return Ok(SubjectToken {
             token,
@@ -112,6 +150,7 @@ pub async fn subject_token(l: &Lookup<'_>) -> Result<SubjectToken, IdentityError
         });
     }
     if let Some(path) = &l.settings.id_token_file {
+        pinned(l, Source::File(path.clone()))?;
         let text = std::fs::read_to_string(path).map_err(|source| IdentityError::File {
             path: path.clone(),
             source,
@@ -129,11 +168,20 @@ pub async fn subject_token(l: &Lookup<'_>) -> Result<SubjectToken, IdentityError
         .as_deref()
         .ok_or_else(|| LoginError::NoLoginIssuer(l.broker.to_owned()))?;
     let store = SessionStore::new(&l.settings.dirs.config);
-    let token = login::current_id_token(&store, issuer, l.clock).await?;
+    let token =
+        login::current_id_token(&store, issuer, l.broker, l.pinned.is_some(), l.clock).await?;
     Ok(SubjectToken {
         token,
         token_type: SubjectTokenType::IdToken,
         source: Source::Session,
+    })
+}
+
+/// The configured audience, or why `source` must not go to this broker.
+fn pinned<'a>(l: &Lookup<'a>, source: Source) -> Result<&'a str, IdentityError> {
+    l.pinned.ok_or_else(|| IdentityError::NotPinned {
+        identity: source,
+        broker: l.broker.to_owned(),
     })
 }
 
@@ -184,7 +232,9 @@ mod tests {
                 config: dir.join("c"),
                 cache: dir.join("k"),
             },
-            broker: None,
+            broker: Some("https://b".into()),
+            servers: vec![],
+            audience: None,
             id_token_env: "CI_JIT_TOKEN".into(),
             id_token_file: file,
         }
@@ -211,6 +261,15 @@ mod tests {
         s: &Settings,
         m: &ServerMetadata,
     ) -> Result<SubjectToken, IdentityError> {
+        find_at(env, s, m, Some("git-jit broker")).await
+    }
+
+    async fn find_at(
+        env: &[(&str, &str)],
+        s: &Settings,
+        m: &ServerMetadata,
+        pinned: Option<&str>,
+    ) -> Result<SubjectToken, IdentityError> {
         let map: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
@@ -223,6 +282,7 @@ mod tests {
             http: &http,
             metadata: m,
             broker: "https://b",
+            pinned,
             clock: || 1000,
         };
         subject_token(&l).await
@@ -310,6 +370,7 @@ mod tests {
                 id_token: Secret::new(idt.clone()),
                 id_token_expires_at: 99_999,
                 refresh_token: None,
+                broker: Some("https://b".into()),
             })
             .expect("save");
         let t = find(&[], &s, &md(Some("https://idp")))
@@ -319,5 +380,99 @@ mod tests {
             (t.token.expose(), t.token_type, t.source),
             (idt.as_str(), SubjectTokenType::IdToken, Source::Session)
         );
+    }
+
+    /// CI identities are requested and sent only for the configured broker: with a broker
+    /// taken from a Git URL, GitHub Actions is not asked, the variable and the file are not
+    /// sent, and a login session made for the configured broker stays home.
+    #[tokio::test]
+    async fn no_identity_for_a_broker_that_is_not_configured() {
+        let gha = TestServer::start(|_| Reply::json(200, json!({"value": "gha-jwt"})));
+        let tmp = tempfile::tempdir().expect("tmp");
+        let url = format!("{}/token?x=1", gha.url);
+        let env = [
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", url.as_str()),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-secret"),
+        ];
+        let s = settings(tmp.path(), None);
+        let e = find_at(&env, &s, &md(None), None)
+            .await
+            .expect_err("GitHub Actions for an unconfigured broker");
+        assert!(
+            matches!(
+                e,
+                IdentityError::NotPinned {
+                    identity: Source::GitHubActions,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("git jit setup"), "{e}");
+        assert!(!e.to_string().contains("runner-secret"), "{e}");
+        assert!(
+            gha.seen().is_empty(),
+            "GitHub Actions was asked for a token"
+        );
+
+        let e = find_at(&[("CI_JIT_TOKEN", "gitlab-jwt")], &s, &md(None), None)
+            .await
+            .expect_err("variable");
+        assert!(matches!(e, IdentityError::NotPinned { .. }), "{e}");
+        assert!(!e.to_string().contains("gitlab-jwt"), "{e}");
+        let file = tmp.path().join("sa-token");
+        std::fs::write(&file, "k8s-jwt\n").expect("write");
+        let s = settings(tmp.path(), Some(file));
+        let e = find_at(&[], &s, &md(None), None).await.expect_err("file");
+        assert!(matches!(e, IdentityError::NotPinned { .. }), "{e}");
+
+        let s = settings(tmp.path(), None);
+        SessionStore::new(&s.dirs.config)
+            .save(&Session {
+                issuer: "https://idp".into(),
+                client_id: "git-jit-cli".into(),
+                token_endpoint: "https://idp/token".into(),
+                id_token: Secret::new(fake_jwt(&json!({"sub": "alice", "exp": 99_999}))),
+                id_token_expires_at: 99_999,
+                refresh_token: None,
+                broker: None,
+            })
+            .expect("save");
+        let e = find_at(&[], &s, &md(Some("https://idp")), None)
+            .await
+            .expect_err("session");
+        assert!(
+            matches!(e, IdentityError::Login(LoginError::NotPinned(_))),
+            "{e}"
+        );
+    }
+
+    /// The audience asked of GitHub Actions is the configured one; a broker's metadata that
+    /// names another is refused, and GitHub is not asked.
+    #[tokio::test]
+    async fn the_audience_comes_from_the_configuration_not_the_metadata() {
+        let gha = TestServer::start(|_| Reply::json(200, json!({"value": "gha-jwt"})));
+        let tmp = tempfile::tempdir().expect("tmp");
+        let url = format!("{}/token?x=1", gha.url);
+        let env = [
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", url.as_str()),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-secret"),
+        ];
+        let mut m = md(None);
+        m.subject_token_audience = "https://other-relying-party.example".into();
+        let e = find_at(&env, &settings(tmp.path(), None), &m, Some("https://b"))
+            .await
+            .expect_err("another audience");
+        assert!(matches!(e, IdentityError::AudienceMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("GIT_JIT_AUDIENCE"), "{e}");
+        assert!(
+            gha.seen().is_empty(),
+            "GitHub Actions was asked for a token"
+        );
+        m.subject_token_audience = "https://b".into();
+        find_at(&env, &settings(tmp.path(), None), &m, Some("https://b"))
+            .await
+            .expect("the configured audience");
+        assert_eq!(gha.seen()[0].target, "/token?x=1&audience=https%3A%2F%2Fb");
     }
 }

@@ -7,6 +7,7 @@
 //! - [`config`], [`session`], [`cache`], [`claims`]: files on this machine (XDG paths, the
 //!   0600 login session and token cache) and the unverified peek at a JWT's expiry.
 //! - [`protocol`]: git's credential-helper protocol, generic over `Read`/`Write`.
+//! - [`origin`]: where a broker's tokens may go (its origin and path prefix, recorded servers).
 //! - [`challenge`]: which scope a git request needs, from jit-proto's parsed challenge.
 //! - [`oidc`], [`login`]: the OpenID relying party on `openidconnect` — discovery, device
 //!   login, refresh, ID-token validation.
@@ -30,6 +31,7 @@ pub mod export;
 pub mod identity;
 pub mod login;
 pub mod oidc;
+pub mod origin;
 pub mod protocol;
 pub mod session;
 pub mod table;

@@ -38,6 +38,21 @@ pub enum LoginError {
         /// The broker's login issuer.
         want: String,
     },
+    /// The session was made for another broker.
+    #[error(
+        "your login session is for the broker at {have}, not {want}; refusing to send it there (run `git jit login` with {want} configured)"
+    )]
+    OtherBroker {
+        /// The broker the session was made for.
+        have: String,
+        /// The broker it would go to.
+        want: String,
+    },
+    /// The broker is not the configured one and the session names none.
+    #[error(
+        "refusing to send your login session to {0}: it is not the configured broker (run `git jit setup <URL>` or set GIT_JIT_BROKER)"
+    )]
+    NotPinned(String),
     /// The session can no longer be refreshed.
     #[error("your login session has expired ({0}): run `git jit login`")]
     Expired(String),
@@ -173,17 +188,33 @@ fn session_from(
         id_token: v.id_token,
         id_token_expires_at: v.expires_at,
         refresh_token: v.refresh_token.or(old_refresh),
+        broker: None,
     }
 }
 
-/// The person's current ID token for `issuer`, refreshed (verified, and saved) when it is
-/// about to expire.
+/// The person's current ID token for `issuer`, to be sent to `broker` (a base URL; `pinned`
+/// when it is the configured broker), refreshed (verified, and saved) when it is about to
+/// expire. The ID token goes only to the broker the session was made for: another host
+/// advertising the same issuer must not receive it.
 pub async fn current_id_token(
     store: &SessionStore,
     issuer: &str,
+    broker: &str,
+    pinned: bool,
     clock: fn() -> i64,
 ) -> Result<Secret, LoginError> {
     let s = store.load()?.ok_or(LoginError::NotLoggedIn)?;
+    match s.broker.as_deref() {
+        Some(b) if b == broker => {}
+        Some(b) => {
+            return Err(LoginError::OtherBroker {
+                have: b.to_owned(),
+                want: broker.to_owned(),
+            });
+        }
+        None if pinned => {}
+        None => return Err(LoginError::NotPinned(broker.to_owned())),
+    }
     if s.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
         return Err(LoginError::OtherIssuer {
             have: s.issuer,
@@ -220,7 +251,10 @@ pub async fn current_id_token(
         }
         .into());
     }
-    let new = session_from(&s.issuer, &s.client_id, &provider, v, Some(refresh));
+    let new = Session {
+        broker: s.broker.clone(),
+        ..session_from(&s.issuer, &s.client_id, &provider, v, Some(refresh))
+    };
     store.save(&new)?;
     Ok(new.id_token)
 }
@@ -236,6 +270,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     const CLIENT: &str = "git-jit-cli";
+    const BROKER: &str = "https://b";
 
     /// A canned token-endpoint reply, built from the issuer's URL.
     type TokenReply = Box<dyn Fn(&str) -> Reply + Send>;
@@ -405,6 +440,7 @@ mod tests {
             id_token: Secret::new(fake_jwt(&json!({"sub": "alice", "exp": exp}))),
             id_token_expires_at: exp,
             refresh_token: refresh.map(Secret::new),
+            broker: Some(BROKER.into()),
         }
     }
 
@@ -417,7 +453,7 @@ mod tests {
             .save(&session(&srv.url, 1050, Some("rt")))
             .expect("save");
         let _ = http();
-        let got = current_id_token(&store, &srv.url, || 1000)
+        let got = current_id_token(&store, &srv.url, BROKER, false, || 1000)
             .await
             .expect("refreshed");
         let saved = store.load().expect("load").expect("some");
@@ -438,7 +474,7 @@ mod tests {
         assert_eq!(post.form("client_id").as_deref(), Some(CLIENT));
         // Still fresh: no network.
         let before = srv.seen().len();
-        current_id_token(&store, &srv.url, || 1000)
+        current_id_token(&store, &srv.url, BROKER, false, || 1000)
             .await
             .expect("cached");
         assert_eq!(srv.seen().len(), before);
@@ -464,7 +500,7 @@ mod tests {
             let srv = oidc(vec![reply]);
             let old = session(&srv.url, 1050, Some("rt"));
             store.save(&old).expect("save");
-            let e = current_id_token(&store, &srv.url, || 1000)
+            let e = current_id_token(&store, &srv.url, BROKER, false, || 1000)
                 .await
                 .expect_err(why);
             assert!(
@@ -480,14 +516,14 @@ mod tests {
         let _ = http();
         let tmp = tempfile::tempdir().expect("tmp");
         let store = SessionStore::new(tmp.path().join("cfg"));
-        let e = current_id_token(&store, "https://idp", || 0)
+        let e = current_id_token(&store, "https://idp", BROKER, false, || 0)
             .await
             .expect_err("none");
         assert_eq!(e.to_string(), "not logged in: run `git jit login`");
         store
             .save(&session("https://other", 10_000, None))
             .expect("save");
-        let e = current_id_token(&store, "https://idp", || 0)
+        let e = current_id_token(&store, "https://idp", BROKER, false, || 0)
             .await
             .expect_err("issuer");
         assert!(matches!(e, LoginError::OtherIssuer { .. }));
@@ -497,12 +533,45 @@ mod tests {
         store
             .save(&session(&srv.url, 10, Some("rt")))
             .expect("save");
-        let e = current_id_token(&store, &srv.url, || 1000)
+        let e = current_id_token(&store, &srv.url, BROKER, false, || 1000)
             .await
             .expect_err("expired");
         assert!(e.to_string().contains("run `git jit login`"), "{e}");
         assert!(e.to_string().contains("invalid_grant"), "{e}");
         assert!(store.remove().expect("rm"));
         assert!(!store.remove().expect("rm twice"));
+    }
+
+    /// The person's ID token goes only to the broker the session was made for: another host
+    /// that advertises the same issuer in its metadata gets nothing. A session saved before
+    /// sessions named their broker is used with the configured broker only.
+    #[tokio::test]
+    async fn the_session_goes_only_to_its_own_broker() {
+        let _ = http();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = SessionStore::new(tmp.path().join("cfg"));
+        store
+            .save(&session("https://idp", 10_000, None))
+            .expect("save");
+        for pinned in [false, true] {
+            let e = current_id_token(&store, "https://idp", "https://evil", pinned, || 0)
+                .await
+                .expect_err("another broker");
+            assert!(matches!(e, LoginError::OtherBroker { .. }), "{e}");
+        }
+        let ok = current_id_token(&store, "https://idp", BROKER, true, || 0).await;
+        assert!(ok.is_ok(), "its own broker");
+        let legacy = Session {
+            broker: None,
+            ..session("https://idp", 10_000, None)
+        };
+        store.save(&legacy).expect("save");
+        let e = current_id_token(&store, "https://idp", "https://evil", false, || 0)
+            .await
+            .expect_err("not the configured broker");
+        assert!(matches!(e, LoginError::NotPinned(_)), "{e}");
+        assert!(e.to_string().contains("not the configured broker"), "{e}");
+        let ok = current_id_token(&store, "https://idp", "https://b", true, || 0).await;
+        assert!(ok.is_ok(), "a legacy session with the configured broker");
     }
 }

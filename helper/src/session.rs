@@ -37,6 +37,10 @@ pub struct Session {
     /// The refresh token, when the issuer gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<Secret>,
+    /// The broker `git jit login` ran for (its base URL): the ID token goes to no other.
+    /// Sessions saved before this field existed are used only with the configured broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
 }
 
 /// The session file in the config directory.
@@ -105,6 +109,7 @@ mod tests {
             id_token: Secret::new(fake_jwt(&json!({"sub": "alice", "exp": exp}))),
             id_token_expires_at: exp,
             refresh_token: refresh.map(Secret::new),
+            broker: Some("https://b".into()),
         }
     }
 

@@ -563,6 +563,8 @@ mod tests {
                     cache: tmp.path().join("k"),
                 },
                 broker: Some(srv.url.clone()),
+                servers: vec![],
+                audience: None,
                 id_token_env: "CI_JIT_TOKEN".into(),
                 id_token_file: None,
             },

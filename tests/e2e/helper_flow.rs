@@ -2,7 +2,8 @@
 //! login` (device flow approved at the real oidc-provider), then plain `git clone` / `git push`
 //! through the gateway with `git-credential-jit` answering git; a refused ref and a revocation
 //! explained in git's output; and the same with no login under GitHub Actions variables.
-//! No token is ever printed to stderr or logged by the broker.
+//! No token is ever printed to stderr or logged by the broker. The helper answers only for
+//! the broker it was set up for, and only for the repository a challenge names exactly.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -16,7 +17,7 @@ use jit_e2e::{
 };
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-use crate::support::{assert_no_jwt, revoke};
+use crate::support::{assert_no_jwt, corp_broker, revoke};
 
 const UPSTREAM_USER: &str = "git-jit";
 const PASSWORD_ENV: &str = "JIT_UPSTREAM_PASSWORD";
@@ -374,6 +375,103 @@ fn helper_setup_login_then_plain_git_clone_push_refusal_and_revocation() -> Resu
             }
         }
         assert!(!log.contains(&password));
+        Ok(())
+    })
+}
+
+/// Runs the real `git-credential-jit get` (through git, as `git credential-jit`) with `input`
+/// on stdin, in `git`'s environment.
+async fn credential_get(git: &GitClient, input: &str) -> Result<(String, String)> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut cmd = git.command(["credential-jit", "get"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(input.as_bytes()).await?;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .context("git-credential-jit did not finish")??;
+    anyhow::ensure!(out.status.success(), "git-credential-jit failed: {out:?}");
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Regression (tokens go only where they were obtained for): the real helper, set up for one
+/// broker and holding a cached token for `acme/api`, answered a request for another host (or
+/// the same port under another name) with that token, and accepted a challenge for
+/// `acme/api` on the path `evil/acme/api.git`. Now the other host gets no answer at all (git
+/// goes on to other helpers), the mismatched challenge is refused, and the broker's own URL
+/// still gets its token.
+#[test]
+fn helper_answers_only_its_broker_and_the_challenged_repository() -> Result<()> {
+    crate::support::run(async move {
+        let redis = RedisServer::start().await?;
+        let ci = CiIssuer::start().await?;
+        let keys = tempfile::tempdir()?;
+        generate_keys(keys.path())?;
+        let broker =
+            BrokerProcess::start(&corp_broker(keys.path(), &redis.url(), &ci.issuer(), None))
+                .await?;
+        let url = broker.url();
+        let port = broker.port();
+        let mut git = client()?;
+        let id = ci
+            .token()
+            .subject("alice@example.com")
+            .claim("groups", serde_json::json!(["engineering"]))
+            .sign();
+        git.env("GIT_JIT_ID_TOKEN", &id);
+        git.run(&["jit", "setup", &url]).await?;
+        let mut t = Transcript::default();
+
+        let ours = format!("protocol=http\nhost=127.0.0.1:{port}\npath=acme/api.git\n\n");
+        let (out, err) = credential_get(&git, &ours).await?;
+        t.keep("get for the broker", &err);
+        assert!(
+            out.contains("password=eyJ"),
+            "the broker's own URL: {out} {err}"
+        );
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        for (protocol, host) in [
+            ("http", "evil.example".to_owned()),
+            ("http", format!("127.0.0.1:{closed}")),
+            ("http", format!("localhost:{port}")),
+            ("https", format!("127.0.0.1:{port}")),
+        ] {
+            let input = format!("protocol={protocol}\nhost={host}\npath=acme/api.git\n\n");
+            let (out, err) = credential_get(&git, &input).await?;
+            t.keep(&format!("get for {protocol}://{host}"), &err);
+            assert_eq!(out, "", "answered {protocol}://{host}; stderr: {err}");
+            assert!(
+                err.contains("git-jit: not answering for") && err.contains(&url),
+                "{protocol}://{host}: {err}"
+            );
+        }
+
+        let challenged = format!(
+            "capability[]=authtype\nprotocol=http\nhost=127.0.0.1:{port}\npath=evil/acme/api.git\n\
+             wwwauth[]=Bearer realm=\"git-jit\", scope=\"repo:acme/api:read\"\n\n"
+        );
+        let (out, err) = credential_get(&git, &challenged).await?;
+        t.keep("get with a challenge for acme/api on evil/acme/api", &err);
+        assert_eq!(out, "quit=1\n", "stderr: {err}");
+        assert!(
+            err.contains(
+                "asked for repository repo:acme/api:read but git is fetching \"evil/acme/api.git\""
+            ),
+            "{err}"
+        );
+
+        assert_no_jwt("git-credential-jit's stderr", &t.0);
+        assert!(!t.0.contains(&id), "the identity token leaked");
         Ok(())
     })
 }

@@ -155,7 +155,7 @@ pub(crate) fn parse_base(base: &str) -> Result<Url, BrokerError> {
 }
 
 /// Whether `url`'s host is this machine (`localhost`, 127.0.0.0/8, `::1`).
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host_str() {
         Some("localhost") => true,
         Some(h) => h

@@ -23,7 +23,7 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::broker::chain;
+use crate::broker::{chain, is_loopback};
 
 /// The ID-token signature algorithms accepted: RS256 (what most issuers, and the test suite's
 /// oidc-provider, sign with) and ES256 (the broker's dev issuer). Asymmetric only.
@@ -279,6 +279,24 @@ impl Provider {
                 "the document is for issuer {}, not {issuer}",
                 doc.issuer.as_str()
             )));
+        }
+        // Device codes and refresh tokens go to these endpoints, keys come from the JWKS:
+        // never in clear text beyond this machine.
+        let device = doc.device_authorization_endpoint.as_ref().map(|d| d.url());
+        for (name, u) in [
+            ("issuer", Some(doc.issuer.url())),
+            ("token_endpoint", Some(doc.token_endpoint.url())),
+            ("jwks_uri", Some(doc.jwks_uri.url())),
+            ("device_authorization_endpoint", device),
+        ] {
+            let Some(u) = u else { continue };
+            let secure = u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u));
+            if !secure {
+                return Err(protocol(format!(
+                    "{name} {:?} must use https (plain http is accepted only on loopback)",
+                    u.as_str()
+                )));
+            }
         }
         let jwks = CoreJsonWebKeySet::fetch_async(&doc.jwks_uri, http)
             .await
@@ -546,6 +564,37 @@ mod tests {
             .await
             .expect_err("another issuer");
         assert!(e.to_string().contains("not "), "{e}");
+    }
+
+    /// Refresh tokens and device codes go only to the issuer's endpoints over https (or on
+    /// loopback): a discovery document naming a plain-http endpoint elsewhere is refused.
+    #[tokio::test]
+    async fn discovery_refuses_clear_text_endpoints_beyond_loopback() {
+        for field in [
+            "token_endpoint",
+            "jwks_uri",
+            "device_authorization_endpoint",
+        ] {
+            let srv = TestServer::start(move |r| {
+                let base = format!("http://{}", r.header("host").unwrap_or(""));
+                let mut doc = json!({"issuer": base, "token_endpoint": format!("{base}/token"),
+                    "jwks_uri": format!("{base}/jwks"),
+                    "device_authorization_endpoint": format!("{base}/device")});
+                doc[field] = json!("http://idp.example/x");
+                match r.target.as_str() {
+                    "/jwks" => Reply::json(200, jwks()),
+                    _ => Reply::json(200, doc),
+                }
+            });
+            let e = Provider::discover(&http(), &srv.url, "cli")
+                .await
+                .expect_err(field);
+            assert!(
+                e.to_string()
+                    .contains(&format!("{field} \"http://idp.example/x\" must use https")),
+                "{e}"
+            );
+        }
     }
 
     #[tokio::test]

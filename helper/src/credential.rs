@@ -287,15 +287,18 @@ pub async fn run<R: BufRead, W: Write, E: Write>(
         // `store` and operations from future git versions: nothing to do.
         _ => (Ok(()), None),
     };
+    // Servers' words (a challenge's `error_description`, a host git was given) reach the
+    // person's terminal: one line, escapes made visible.
+    let line = |text: &str| format!("git-jit: {}", jit_proto::display::clean(text));
     match result {
         Ok(()) => {
             if let Some(n) = note {
-                let _ = writeln!(err, "git-jit: {n}");
+                let _ = writeln!(err, "{}", line(&n));
             }
             0
         }
         Err(e) => {
-            let _ = writeln!(err, "git-jit: {e}");
+            let _ = writeln!(err, "{}", line(&e.to_string()));
             // `quit=1` already tells git to stop; a zero exit keeps git's own message short.
             0
         }
@@ -521,6 +524,21 @@ mod tests {
         );
         let (_, _, err) = helper(&f, "store", rejected).await;
         assert_eq!(err, "");
+    }
+
+    /// A server's words reach the terminal inert: one line, escapes shown, not obeyed (the
+    /// challenge parser already refuses C0 controls; a bidi override is valid text there).
+    #[tokio::test]
+    async fn a_servers_words_cannot_drive_the_terminal() {
+        let srv = broker();
+        let f = fixture(&srv, "ci-jwt");
+        let rejected = "protocol=http\nhost=h\npath=acme/api.git\n\
+            wwwauth[]=Bearer scope=\"repo:acme/api:read\", error_description=\"\u{202e}txt.exe\"\n";
+        let (_, _, err) = helper(&f, "erase", rejected).await;
+        assert_eq!(
+            err,
+            "git-jit: the server refused the token: \\u{202e}txt.exe\n"
+        );
     }
 
     #[tokio::test]

@@ -200,6 +200,12 @@ async fn github_actions(
     let fail = |m: String| IdentityError::GitHubActions(m);
     let mut u = reqwest::Url::parse(url)
         .map_err(|_| fail("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL".into()))?;
+    // The runner's bearer token goes there: never in clear text beyond this machine.
+    if !(u.scheme() == "https" || (u.scheme() == "http" && crate::broker::is_loopback(&u))) {
+        return Err(fail(
+            "ACTIONS_ID_TOKEN_REQUEST_URL must use https (plain http only on loopback)".into(),
+        ));
+    }
     u.query_pairs_mut().append_pair("audience", audience);
     let resp = http
         .get(u)
@@ -324,6 +330,23 @@ mod tests {
             .await
             .expect_err("403");
         assert!(e.to_string().contains("id-token: write"), "{e}");
+    }
+
+    /// The runner's bearer token is never sent in clear text beyond this machine.
+    #[tokio::test]
+    async fn github_actions_url_must_be_https() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        for url in ["http://runner.example/token", "ftp://127.0.0.1/token"] {
+            let env = [
+                ("ACTIONS_ID_TOKEN_REQUEST_URL", url),
+                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-secret"),
+            ];
+            let e = find(&env, &settings(tmp.path(), None), &md(None))
+                .await
+                .expect_err(url);
+            assert!(e.to_string().contains("must use https"), "{url}: {e}");
+            assert!(!e.to_string().contains("runner-secret"), "{e}");
+        }
     }
 
     #[tokio::test]

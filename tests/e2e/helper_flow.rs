@@ -475,6 +475,23 @@ fn helper_answers_only_its_broker_and_the_challenged_repository() -> Result<()> 
             "{err}"
         );
 
+        // A Git server set up next to the configured broker (an nginx front) takes its
+        // tokens: `git jit setup` records it.
+        let front = format!("http://127.0.0.1:{closed}");
+        let out = git.run(&["jit", "setup", &front]).await?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains(&format!("server: {front} takes the broker's tokens")),
+            "{said}"
+        );
+        let input = format!("protocol=http\nhost=127.0.0.1:{closed}\npath=acme/api.git\n\n");
+        let (out, err) = credential_get(&git, &input).await?;
+        t.keep("get for a recorded server", &err);
+        assert!(
+            out.contains("password=eyJ"),
+            "no token for the recorded server; stderr: {err}"
+        );
+
         assert_no_jwt("git-credential-jit's stderr", &t.0);
         assert!(!t.0.contains(&id), "the identity token leaked");
         Ok(())

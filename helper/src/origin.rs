@@ -245,4 +245,54 @@ mod tests {
             assert!(matches!(e, OriginError::OutsidePrefix { .. }), "{path:?}");
         }
     }
+
+    const HOSTS: &[&[u8]] = &[
+        b"h.example",
+        b"H.EXAMPLE",
+        b"evil.example",
+        b".",
+        b":",
+        b"443",
+        b"8443",
+        b"@",
+        b"/",
+        b"\\",
+        b"#",
+        b"?",
+        b"%2e",
+        b"[::1]",
+        b"127.0.0.1",
+        b"xn--",
+        b"\xc3\xa9",
+    ];
+    const PATHS: &[&[u8]] = &[
+        b"git", b"gitx", b"/", b"acme", b"api.git", b"..", b"%2f", b"evil",
+    ];
+
+    /// Pseudo-random hosts and paths never panic, and whatever is answered lies at the
+    /// destination's origin and under its prefix.
+    #[test]
+    fn random_requests_are_answered_only_under_the_destination() {
+        let d = dests(&["https://h.example/git"]);
+        let mut rng = crate::arbitrary::Rng::new(0x6f72_6967_696e);
+        let mut answered = 0;
+        for _ in 0..5000 {
+            // Half of them start like the destination, to reach the interesting edges.
+            let mut host = if rng.below(2) == 0 { "h.example" } else { "" }.to_owned();
+            host.push_str(&String::from_utf8_lossy(&rng.input(HOSTS, 3)));
+            let mut path = if rng.below(2) == 0 { "git/" } else { "" }.to_owned();
+            path.push_str(&String::from_utf8_lossy(&rng.input(PATHS, 4)));
+            let r = req("https", &host, Some(&path));
+            if let Ok(rest) = locate(&d, "b", &r) {
+                answered += 1;
+                let u = Url::parse(&format!("https://{host}/"))
+                    .expect("a host that was answered parses");
+                assert_eq!(u.host_str(), Some("h.example"), "{host}");
+                assert_eq!(u.port_or_known_default(), Some(443), "{host}");
+                let rest = rest.expect("a path");
+                assert_eq!(format!("git/{rest}"), path);
+            }
+        }
+        assert!(answered > 0, "nothing was answered");
+    }
 }

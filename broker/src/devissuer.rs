@@ -143,13 +143,9 @@ impl DevIssuer {
     /// How the broker trusts this issuer.
     pub fn issuer_config(&self) -> IssuerConfig {
         IssuerConfig {
-            name: NAME.to_owned(),
-            issuer: self.url.clone(),
-            audience: CLIENT_ID.to_owned(),
-            subject_claim: "sub".to_owned(),
             client_id: Some(CLIENT_ID.to_owned()),
-            jwks_url: None,
             algorithms: vec!["ES256".to_owned()],
+            ..IssuerConfig::new(NAME, &self.url, CLIENT_ID)
         }
     }
 

@@ -2,7 +2,8 @@
 //! newcomer gets an identity without an SSO.
 //!
 //! It exists only in dev mode (there is no config key for it), answers only loopback
-//! clients, and holds one fresh in-memory ES256 key. Routes, under `/dev/issuer`:
+//! clients addressing it by a loopback name ([`loopback_host_only`]: a web page that rebinds
+//! its own DNS name to 127.0.0.1 is refused), and holds one fresh in-memory ES256 key. Routes, under `/dev/issuer`:
 //! `GET /.well-known/openid-configuration`, `GET /jwks`, `POST /device` (RFC 8628 device
 //! authorization, approved at once for the developer running `jit-broker dev`, so `git jit
 //! login` works without an SSO) and `POST /token`: the device-code and refresh-token grants,
@@ -11,11 +12,12 @@
 //! trusts it as the issuer named `dev`, with the roles of [`DevIssuer::roles`].
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, Form, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Form, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -143,13 +145,9 @@ impl DevIssuer {
     /// How the broker trusts this issuer.
     pub fn issuer_config(&self) -> IssuerConfig {
         IssuerConfig {
-            name: NAME.to_owned(),
-            issuer: self.url.clone(),
-            audience: CLIENT_ID.to_owned(),
-            subject_claim: "sub".to_owned(),
             client_id: Some(CLIENT_ID.to_owned()),
-            jwks_url: None,
             algorithms: vec!["ES256".to_owned()],
+            ..IssuerConfig::new(NAME, &self.url, CLIENT_ID)
         }
     }
 
@@ -229,7 +227,78 @@ pub fn routes<S>(dev: Arc<DevIssuer>) -> Router<S> {
         .route(&format!("{PATH}/jwks"), get(jwks))
         .route(&format!("{PATH}/token"), post(mint))
         .route(&format!("{PATH}/device"), post(device))
+        .layer(middleware::from_fn(loopback_host_only))
         .with_state(dev)
+}
+
+/// Whether `host` (a `Host` header or a URI authority) names the loopback interface:
+/// `localhost`, an IPv4 loopback address or `[::1]`, each with or without a port. A name
+/// that only resolves to 127.0.0.1 (DNS rebinding) is not one.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bracketed = host.starts_with('[');
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, "")) => (v6, None),
+            Some((v6, after)) => match after.strip_prefix(':') {
+                Some(port) => (v6, Some(port)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
+    };
+    let name_ok = if bracketed {
+        name.parse::<Ipv6Addr>().is_ok_and(|a| a.is_loopback())
+    } else {
+        name.eq_ignore_ascii_case("localhost")
+            || name.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback())
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+    });
+    name_ok && port_ok
+}
+
+/// Longest part of a refused `Host` repeated in the answer, in characters.
+const HOST_SHOWN: usize = 100;
+
+/// Middleware of every route of a development broker: a request must name the loopback
+/// interface in its `Host` header (and in its request target, when that is absolute), or it
+/// is refused with 421 Misdirected Request. The dev broker listens on loopback only, but a web
+/// page can rebind its own DNS name to 127.0.0.1 and reach it from the developer's browser;
+/// such requests carry the page's name, never a loopback one.
+pub async fn loopback_host_only(req: Request, next: Next) -> Response {
+    let hosts: Vec<&str> = req
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .chain(req.uri().authority().map(|a| a.as_str()))
+        .collect();
+    match hosts.iter().find(|h| !is_loopback_host(h)) {
+        None if !hosts.is_empty() => next.run(req).await,
+        refused => {
+            let shown: String = refused
+                .map_or("(none)", |h| h)
+                .chars()
+                .take(HOST_SHOWN)
+                .collect();
+            let shown = shown.escape_debug().to_string();
+            tracing::warn!(host = %shown, "dev mode: request for another host name refused (DNS rebinding?)");
+            (
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this development broker answers only requests addressed to localhost, \
+                     127.0.0.1 or [::1], not to host \"{shown}\" (a web page reaching it through \
+                     DNS rebinding would use its own name)\n"
+                ),
+            )
+                .into_response()
+        }
+    }
 }
 
 type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
@@ -356,5 +425,134 @@ async fn mint(
         )
         .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Request as HttpRequest, StatusCode, header};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::state::AppState;
+
+    #[test]
+    fn loopback_host_names_only() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.0.0.2:1",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:8080",
+            "localhost:",
+            "localhost:80:80",
+            "localhost:99999",
+            "localhost:+80",
+            "10.0.0.1:8080",
+            "0.0.0.0:8080",
+            "[::1",
+            "[::1]x",
+            "[::2]:80",
+            "::1",
+            "[127.0.0.1]",
+            "localhost@evil.example",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+
+    /// `(status, body)` of `req` sent to a dev broker from 127.0.0.1.
+    async fn dev_answer(req: HttpRequest<Body>) -> (StatusCode, String) {
+        let state = AppState::dev("http://127.0.0.1:8080", "dev@localhost").expect("dev state");
+        let app = crate::app(state).layer(axum::Extension(ConnectInfo(SocketAddr::from((
+            [127, 0, 0, 1],
+            40000,
+        )))));
+        let resp = app.oneshot(req).await.expect("response");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn mint_request(host: Option<&str>) -> HttpRequest<Body> {
+        let mut req = HttpRequest::post("/dev/issuer/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(h) = host {
+            req = req.header(header::HOST, h);
+        }
+        req.body(Body::from("sub=mallory")).expect("request")
+    }
+
+    #[tokio::test]
+    async fn dns_rebinding_host_names_are_refused_by_the_whole_dev_broker() {
+        let (status, body) = dev_answer(mint_request(Some("rebind.evil.example:8080"))).await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{body}");
+        assert!(
+            body.contains("not to host \"rebind.evil.example:8080\""),
+            "{body}"
+        );
+        assert!(!body.contains("id_token"));
+        let (status, _) = dev_answer(mint_request(None)).await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+        let (status, body) = dev_answer(mint_request(Some("127.0.0.1:8080"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = dev_answer(mint_request(Some("localhost:8080"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // Not only the issuer: the exchange, the operations routes and the gateway too.
+        for path in [
+            "/healthz",
+            "/.well-known/jwks.json",
+            "/demo/hello.git/info/refs",
+        ] {
+            let req = HttpRequest::get(path)
+                .header(header::HOST, "rebind.evil.example")
+                .body(Body::empty())
+                .expect("request");
+            assert_eq!(
+                dev_answer(req).await.0,
+                StatusCode::MISDIRECTED_REQUEST,
+                "{path}"
+            );
+        }
+        let req = HttpRequest::post("/oauth/token")
+            .header(header::HOST, "rebind.evil.example")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("grant_type=x"))
+            .expect("request");
+        assert_eq!(dev_answer(req).await.0, StatusCode::MISDIRECTED_REQUEST);
+        // An absolute request target naming another host is refused as well.
+        let req = HttpRequest::get("http://rebind.evil.example/healthz")
+            .header(header::HOST, "127.0.0.1:8080")
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(dev_answer(req).await.0, StatusCode::MISDIRECTED_REQUEST);
+        // Two Host headers, one of them foreign.
+        let req = HttpRequest::get("/healthz")
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::HOST, "rebind.evil.example")
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(dev_answer(req).await.0, StatusCode::MISDIRECTED_REQUEST);
+        let req = HttpRequest::get("/healthz")
+            .header(header::HOST, "[::1]:8080")
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(dev_answer(req).await.0, StatusCode::OK);
     }
 }

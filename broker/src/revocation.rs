@@ -25,7 +25,9 @@ pub async fn identity_not_revoked(
     };
     let authenticated_ms = ["auth_time", "iat"]
         .iter()
-        .find_map(|c| identity.claims.get(*c).and_then(serde_json::Value::as_i64))
+        .find_map(|c| identity.claims.get(*c))
+        // Verified identities carry only bounded NumericDates; anything else has no time.
+        .and_then(|v| jit_proto::time::numeric_date(v).ok())
         .map(|s| s.saturating_mul(1000));
     match authenticated_ms {
         Some(at) if at > latest => Ok(()),

@@ -312,6 +312,39 @@ pub(crate) mod tests {
         assert!(s.verify(t.expose(), 1599).is_ok());
     }
 
+    /// A token signed with the broker's own key whose claims are `claims` with `patch` applied.
+    fn signed_json(s: &TokenSigner, claims: &Claims, patch: &str) -> String {
+        let mut body = serde_json::to_value(claims).expect("json");
+        let patch: serde_json::Value = serde_json::from_str(patch).expect("patch");
+        if let (Some(b), Some(p)) = (body.as_object_mut(), patch.as_object()) {
+            b.extend(p.clone());
+        }
+        let key = s.keys().signer();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(TOKEN_TYPE.to_owned());
+        header.kid = Some(key.kid().to_owned());
+        jsonwebtoken::encode(&header, &body, key.encoding()).expect("sign")
+    }
+
+    #[test]
+    fn rejects_absurd_time_claims_even_when_signed() {
+        let s = signer();
+        let c = claims(1000, 600);
+        for patch in [
+            r#"{"exp": 9223372036854775807}"#,
+            r#"{"exp": 253402300800}"#,
+            r#"{"exp": 1e300}"#,
+            r#"{"exp": 1600.5}"#,
+            r#"{"nbf": -9223372036854775808}"#,
+            r#"{"iat": -1}"#,
+        ] {
+            let t = signed_json(&s, &c, patch);
+            assert_eq!(s.verify(&t, 1000), Err(TokenError::Invalid), "{patch}");
+        }
+        let at_the_bound = signed_json(&s, &c, r#"{"exp": 253402300799}"#);
+        assert!(s.verify(&at_the_bound, 1000).is_ok());
+    }
+
     #[test]
     fn rejects_wrong_iss_and_aud() {
         let s = signer();

@@ -173,8 +173,10 @@ pub struct GrantInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Issued at, milliseconds since the epoch.
+    #[serde(deserialize_with = "crate::time::de_epoch_ms")]
     pub issued_ms: i64,
     /// Expires at, seconds since the epoch.
+    #[serde(deserialize_with = "crate::time::de_numeric_date")]
     pub exp: i64,
 }
 

@@ -22,7 +22,8 @@ pub struct TokenResponse {
     pub issued_token_type: String,
     /// Always `Bearer`.
     pub token_type: String,
-    /// Seconds until the token expires.
+    /// Seconds until the token expires (at most [`crate::time::MAX_LIFETIME_SECS`]).
+    #[serde(deserialize_with = "crate::time::de_lifetime_secs")]
     pub expires_in: i64,
     /// The scope granted, exactly as asked.
     pub scope: String,

@@ -11,6 +11,7 @@
 //! - [`refs`]: ref names and the ref patterns a write grant is narrowed to.
 //! - [`glob`]: the anchored `*`/`**` matcher behind ref and repository patterns.
 //! - [`token`]: the claims of a git-jit token and its JOSE `typ`.
+//! - [`time`]: NumericDates and lifetimes, bounded before any arithmetic.
 //! - [`secret`]: [`Secret`], the wrapper that never prints its content.
 //! - [`exchange`]: the RFC 8693 token exchange form (`POST /oauth/token`) and its git-jit
 //!   parameters (`role`, `reason`, `ttl`, `refs`); the answer is [`api::TokenResponse`].
@@ -37,6 +38,7 @@ pub mod glob;
 pub mod refs;
 pub mod scope;
 pub mod secret;
+pub mod time;
 pub mod token;
 
 #[cfg(test)]

@@ -20,10 +20,13 @@ pub struct Claims {
     /// The name of the trusted issuer that vouched for `sub`.
     pub idp: String,
     /// Issued at (seconds since the epoch).
+    #[serde(deserialize_with = "crate::time::de_numeric_date")]
     pub iat: i64,
     /// Not before (seconds since the epoch).
+    #[serde(deserialize_with = "crate::time::de_numeric_date")]
     pub nbf: i64,
     /// Expires at (seconds since the epoch).
+    #[serde(deserialize_with = "crate::time::de_numeric_date")]
     pub exp: i64,
     /// Token id: 128 random bits, base64url. The only form of a token that is ever logged.
     pub jti: String,

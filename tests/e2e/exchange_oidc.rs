@@ -9,12 +9,13 @@ use anyhow::Result;
 use jit_e2e::bins::generate_keys;
 use jit_e2e::oidc::{OTHER_CLIENT, TEST_CLIENT};
 use jit_e2e::{BrokerProcess, CiIssuer, OidcProvider, RedisServer};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{claims_of, exchange, exchange_raw};
 
 const GITHUB_POLICY: &str = include_str!("../../deploy/policies/github-actions.toml");
 const GITLAB_POLICY: &str = include_str!("../../deploy/policies/gitlab-ci.toml");
+const KUBERNETES_POLICY: &str = include_str!("../../deploy/policies/kubernetes.toml");
 
 fn sso_config(keys: &Path, redis: &str, issuer: &str) -> String {
     format!(
@@ -178,15 +179,21 @@ fn refused((status, why): (u16, String)) {
     );
 }
 
-/// The broker with the example GitHub Actions and GitLab CI policies appended, their issuer
-/// URLs pointed at the CI issuer and their audience at this broker.
+/// The broker with the example GitHub Actions, GitLab CI and Kubernetes policies appended,
+/// their issuer URLs pointed at the CI issuer and their audience at this broker.
 fn ci_config(keys: &Path, redis: &str, ci: &CiIssuer) -> String {
-    let policies = format!("{GITHUB_POLICY}\n{GITLAB_POLICY}")
+    let k8s = ci.platform_issuer("kubernetes");
+    let policies = format!("{GITHUB_POLICY}\n{GITLAB_POLICY}\n{KUBERNETES_POLICY}")
         .replace(
             "https://token.actions.githubusercontent.com",
             &ci.platform_issuer("github"),
         )
         .replace("https://gitlab.example.com", &ci.platform_issuer("gitlab"))
+        .replace(
+            "https://k8s-api.prod.example.com:6443/openid/v1/jwks",
+            &format!("{k8s}/jwks"),
+        )
+        .replace("https://kubernetes.default.svc.cluster.local", &k8s)
         .replace("https://jit.example.com", "{{URL}}");
     format!(
         r#"
@@ -292,6 +299,173 @@ fn exchange_ci_tokens_under_the_example_policies_write_only_their_own_repository
         refused(ask(unprotected, "repo:acme/api:write").await?);
         let outsider = gl("other/api").sign();
         refused(ask(outsider, "repo:other/api:read").await?);
+
+        // Kubernetes: a projected service-account token, whose header has no `typ`.
+        let sa = ci.kubernetes_sa("mirror", "git-sync").sign();
+        assert_eq!(jsonwebtoken::decode_header(&sa)?.typ, None);
+        assert_eq!(
+            ask(sa, "repo:mirror/linux:read").await?,
+            (200, "k8s-mirror".into())
+        );
+        // Every platform token above carried `typ: JWT` except this one.
+        assert_eq!(
+            jsonwebtoken::decode_header(gl("acme/api").sign())?
+                .typ
+                .as_deref(),
+            Some("JWT")
+        );
+        Ok(())
+    })
+}
+
+/// What the audit trail of `broker` says, one JSON event per line, read as `admin`.
+async fn audit_trail(broker: &str, admin: &str) -> Result<Vec<Value>> {
+    let text = jit_e2e::http_client()
+        .get(format!("{broker}/v1/audit"))
+        .bearer_auth(admin)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
+}
+
+#[test]
+fn exchange_refuses_access_tokens_foreign_azp_and_absurd_times_of_a_trusted_issuer() -> Result<()> {
+    crate::support::run(async move {
+        let redis = RedisServer::start().await?;
+        let ci = CiIssuer::start().await?;
+        let keys = tempfile::tempdir()?;
+        generate_keys(keys.path())?;
+        let config = crate::support::corp_broker(keys.path(), &redis.url(), &ci.issuer(), None);
+        let broker = BrokerProcess::start(&config).await?;
+        let url = broker.url();
+        let alice = || {
+            ci.token()
+                .subject("alice@example.com")
+                .claim("groups", json!(["engineering"]))
+        };
+        // The same person's identity token is exchanged, with `typ: JWT` or without `typ`.
+        for token in [alice().sign(), alice().typ(None).sign()] {
+            let (status, body) = exchange_raw(&url, &token, "repo:acme/api:read", &[]).await?;
+            assert_eq!(status, 200, "{body}");
+        }
+        // Tokens the trusted issuer signed, for the broker's audience, that are not identity
+        // tokens or not for this client, or whose times are absurd.
+        let access_token = |typ: &str| {
+            alice()
+                .typ(Some(typ))
+                .claim("client_id", "git-jit")
+                .claim("scope", "openid repo")
+        };
+        let cases = [
+            (
+                access_token("at+jwt"),
+                r#"subject_token is an OAuth access token (RFC 9068), not an identity token (typ "at+jwt")"#,
+            ),
+            (
+                access_token("application/at+jwt"),
+                r#"subject_token is an OAuth access token (RFC 9068), not an identity token (typ "application/at+jwt")"#,
+            ),
+            (
+                alice().typ(Some("logout+jwt")),
+                r#"subject_token is a logout token (OpenID Connect Back-Channel Logout), not an identity token (typ "logout+jwt")"#,
+            ),
+            (
+                alice().typ(Some("JOSE")),
+                r#"subject_token type "JOSE" is not accepted from issuer 'corp' (accepted: JWT)"#,
+            ),
+            (
+                alice().auds(&["git-jit", "https://api.example.com"]),
+                "subject_token has several audiences but no 'azp' naming 'git-jit' (OpenID Connect Core 3.1.3.7)",
+            ),
+            (
+                alice()
+                    .auds(&["git-jit", "https://api.example.com"])
+                    .claim("azp", "https://api.example.com"),
+                r#"subject_token was issued to another client: 'azp' is "https://api.example.com", not 'git-jit'"#,
+            ),
+            (
+                alice().claim("azp", "another-client"),
+                r#"subject_token was issued to another client: 'azp' is "another-client", not 'git-jit'"#,
+            ),
+            (
+                alice().claim("exp", 1e300),
+                "subject_token 'exp' is beyond the year 9999 (at most 253402300799)",
+            ),
+            (
+                alice().claim("exp", i64::MAX),
+                "subject_token 'exp' is beyond the year 9999 (at most 253402300799)",
+            ),
+            (alice().claim("nbf", -1), "subject_token 'nbf' is negative"),
+            (
+                alice().claim("auth_time", jit_e2e::now_unix() + 86_400),
+                "subject_token was issued in the future ('auth_time')",
+            ),
+        ];
+        let (mut tokens, mut wrong) = (Vec::new(), Vec::new());
+        for (builder, why) in &cases {
+            let token = builder.sign();
+            let (status, body) = exchange_raw(&url, &token, "repo:acme/api:read", &[]).await?;
+            let got = (
+                status,
+                body["error"].as_str(),
+                body["error_description"].as_str(),
+            );
+            if got != (400, Some("invalid_grant"), Some(*why)) {
+                wrong.push(format!(
+                    "expected {why:?}, got {status} {:?}",
+                    got.2.unwrap_or("(granted)")
+                ));
+            }
+            assert!(!body.to_string().contains(&token));
+            tokens.push(token);
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        // Each refusal is audited like any refused identity, with its reason and no token.
+        let admin = ci
+            .token()
+            .subject("sec@example.com")
+            .claim("groups", json!(["security"]))
+            .sign();
+        let trail = audit_trail(&url, &admin).await?;
+        for (_, why) in &cases {
+            assert!(
+                trail
+                    .iter()
+                    .any(|e| e["event"] == "grant.denied" && e["denial"] == *why),
+                "no grant.denied event saying {why:?}"
+            );
+        }
+        let text = serde_json::to_string(&trail)?;
+        for token in &tokens {
+            assert!(
+                !text.contains(token.as_str()),
+                "a token reached the audit trail"
+            );
+        }
+        // The admin API trusts the same verification: an admin's access token is no identity.
+        let admin_access = ci
+            .token()
+            .subject("sec@example.com")
+            .claim("groups", json!(["security"]))
+            .typ(Some("at+jwt"))
+            .sign();
+        let status = jit_e2e::http_client()
+            .get(format!("{url}/v1/audit"))
+            .bearer_auth(&admin_access)
+            .send()
+            .await?
+            .status();
+        assert_eq!(
+            status.as_u16(),
+            401,
+            "an admin's access token opened the audit trail"
+        );
         Ok(())
     })
 }

@@ -227,9 +227,10 @@ impl CiIssuer {
     }
 
     /// A Kubernetes projected service-account token for `namespace`/`name`, issued by
-    /// `BASE/kubernetes`.
+    /// `BASE/kubernetes`. Like the API server's, its header has no `typ`.
     pub fn kubernetes_sa(&self, namespace: &str, name: &str) -> TokenBuilder {
         let mut b = TokenBuilder::new(self.inner.clone(), self.platform_issuer("kubernetes"));
+        b.typ = None;
         let pod = format!("{name}-7c9d8b6f5-x2x7q");
         b.claims.insert(
             "sub".into(),

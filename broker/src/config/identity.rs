@@ -13,7 +13,9 @@ pub struct IssuerConfig {
     pub name: String,
     /// The issuer URL, compared exactly with the token's `iss` (mind trailing slashes).
     pub issuer: String,
-    /// The audience the tokens must carry in `aud` (for an SSO: the client id).
+    /// The audience the tokens must carry in `aud` (for an SSO: the client id). When `aud`
+    /// holds several values, `azp` must name this audience or `client_id`, and a present `azp`
+    /// always must (OpenID Connect Core §3.1.3.7).
     pub audience: String,
     /// The claim that names the subject. Default `sub`.
     #[serde(default = "default_subject_claim")]
@@ -29,6 +31,34 @@ pub struct IssuerConfig {
     /// (RS*, PS*, ES256, ES384, EdDSA).
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
+    /// The JOSE header `typ` values accepted, compared without regard to case and with or
+    /// without the `application/` prefix (RFC 7515 §4.1.9). Default `["JWT"]`, what OIDC
+    /// providers and CI platforms put on ID tokens. Types of other tokens an issuer signs —
+    /// OAuth access tokens (`at+jwt`, RFC 9068), logout and security-event tokens, DPoP
+    /// proofs, git-jit's own `jit+jwt` — cannot be listed: they are never identity tokens.
+    #[serde(default = "default_accepted_typ")]
+    pub accepted_typ: Vec<String>,
+    /// Whether a token without a `typ` header is refused. Default `false`: `typ` is optional
+    /// (RFC 7519 §5.1) and some issuers send none (Kubernetes service-account tokens).
+    #[serde(default)]
+    pub require_typ: bool,
+}
+
+impl IssuerConfig {
+    /// An issuer with the defaults of every optional key.
+    pub fn new(name: &str, issuer: &str, audience: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            subject_claim: default_subject_claim(),
+            client_id: None,
+            jwks_url: None,
+            algorithms: default_algorithms(),
+            accepted_typ: default_accepted_typ(),
+            require_typ: false,
+        }
+    }
 }
 
 /// `[login]`: how people log in from the terminal (`git jit login`), published in the
@@ -108,4 +138,8 @@ fn default_subject_claim() -> String {
 
 fn default_algorithms() -> Vec<String> {
     vec!["RS256".to_owned(), "ES256".to_owned()]
+}
+
+fn default_accepted_typ() -> Vec<String> {
+    vec!["JWT".to_owned()]
 }

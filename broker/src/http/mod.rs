@@ -67,7 +67,8 @@ pub fn app(state: AppState) -> Router {
         None => Router::new(),
     };
     let metrics = state.audit.metrics();
-    Router::new()
+    let dev_mode = state.settings.dev_mode;
+    let router = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -95,7 +96,14 @@ pub fn app(state: AppState) -> Router {
                 .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(middleware::from_fn_with_state(metrics, observe)),
         )
-        .with_state(state)
+        .with_state(state);
+    // A development broker on 127.0.0.1 is still reachable from the developer's browser by a
+    // page that rebinds its DNS name: every route answers loopback host names only.
+    if dev_mode {
+        router.layer(middleware::from_fn(crate::devissuer::loopback_host_only))
+    } else {
+        router
+    }
 }
 
 /// Request ids: a random per-process prefix and a counter. Unique across replicas and

@@ -3,11 +3,15 @@
 //!
 //! The issuer is chosen by the token's *unverified* `iss` only (an exact string match with
 //! the configured URL); nothing else is read before the signature verifies with one of that
-//! issuer's published keys ([`jwks`]). Then `iss` (exact), `aud` (must contain the configured
-//! audience), `exp`, `nbf` and `iat` (at most [`LEEWAY_SECS`] of clock skew, against the
-//! injected time) are checked. Only asymmetric algorithms are accepted, each only with a key
-//! of its own type. Error messages are precise and safe: they never contain the token.
+//! issuer's published keys ([`jwks`]). The header's `typ` must be one the issuer accepts, and
+//! never that of an access token (RFC 9068 `at+jwt`) or another token that is not an identity
+//! token. Then `iss` (exact), `aud` (must contain the configured audience), `azp` (required
+//! with several audiences, OpenID Connect Core §3.1.3.7), `exp`, `nbf`, `iat` and `auth_time`
+//! (bounded NumericDates, at most [`LEEWAY_SECS`] of clock skew against the injected time)
+//! are checked ([`claims`]). Only asymmetric algorithms are accepted, each only with a key of
+//! its own type. Error messages are precise and safe: they never contain the token.
 
+mod claims;
 pub mod jwks;
 /// A claim's value as text when it is a string, a boolean or a number (what conditions and
 /// `{claim}` placeholders compare); arrays, objects and null have none.
@@ -110,18 +114,60 @@ pub enum IdentityError {
     /// `aud` does not contain the configured audience.
     #[error("subject_token audience does not include '{0}'")]
     Audience(String),
-    /// A required time claim is missing or not a number.
-    #[error("subject_token has no numeric '{0}' claim")]
+    /// The header's `typ` is not one the issuer accepts (or is missing where required).
+    #[error(
+        "subject_token type {typ} is not accepted from issuer '{issuer}' (accepted: {accepted})"
+    )]
+    TokenType {
+        /// The issuer's name.
+        issuer: String,
+        /// The header's `typ` (shown escaped), or `(none)`.
+        typ: String,
+        /// The accepted types.
+        accepted: String,
+    },
+    /// The token is of a kind that is never an identity token (an access token, a logout
+    /// token…), whichever issuer signed it.
+    #[error("subject_token is {what}, not an identity token (typ {typ})")]
+    NotIdentityToken {
+        /// The header's `typ` (shown escaped), or what else gave the kind away.
+        typ: String,
+        /// What kind of token it is.
+        what: &'static str,
+    },
+    /// `aud` holds several audiences but there is no `azp`.
+    #[error(
+        "subject_token has several audiences but no 'azp' naming '{0}' (OpenID Connect Core 3.1.3.7)"
+    )]
+    MissingAzp(String),
+    /// `azp` names another client.
+    #[error("subject_token was issued to another client: 'azp' is {azp}, not '{expected}'")]
+    AuthorizedParty {
+        /// The token's `azp` (shown escaped).
+        azp: String,
+        /// The configured audience.
+        expected: String,
+    },
+    /// A required time claim is missing.
+    #[error("subject_token has no '{0}' claim")]
     MissingTime(&'static str),
+    /// A time claim is not a NumericDate in range (refused before any arithmetic).
+    #[error("subject_token '{claim}' {why}")]
+    BadTime {
+        /// The claim's name.
+        claim: &'static str,
+        /// What is wrong with it.
+        why: jit_proto::time::TimeError,
+    },
     /// `exp` passed more than the leeway ago.
     #[error("subject_token has expired")]
     Expired,
     /// `nbf` is further in the future than the leeway.
     #[error("subject_token is not valid yet ('nbf' is in the future)")]
     NotYetValid,
-    /// `iat` is further in the future than the leeway.
-    #[error("subject_token was issued in the future ('iat')")]
-    IssuedInFuture,
+    /// `iat` (or `auth_time`) is further in the future than the leeway.
+    #[error("subject_token was issued in the future ('{0}')")]
+    IssuedInFuture(&'static str),
     /// The subject claim is missing or empty.
     #[error("subject_token has no usable '{0}' claim for the subject")]
     MissingSubject(String),
@@ -225,6 +271,7 @@ pub fn validate_issuers(issuers: &[IssuerConfig]) -> Result<(), PolicyError> {
             check_url(&key("jwks_url"), u)?;
         }
         parse_algorithms(&key("algorithms"), &c.algorithms)?;
+        claims::validate_accepted_typ(&key("accepted_typ"), &c.accepted_typ)?;
     }
     Ok(())
 }
@@ -367,6 +414,8 @@ impl Verifier {
                 allowed: cfg.algorithms.join(", "),
             });
         }
+        // The header is signed: a token refused here would be refused after verification too.
+        claims::check_typ(cfg, header.typ.as_deref())?;
         let kid = header.kid.as_deref().ok_or(IdentityError::MissingKid)?;
         let key = trusted
             .keys
@@ -389,7 +438,7 @@ impl Verifier {
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|_| IdentityError::Signature)?
             .claims;
-        check_claims(cfg, &claims, now_ms.div_euclid(1000))?;
+        claims::check_claims(cfg, &claims, now_ms.div_euclid(1000))?;
         let subject = claims
             .get(&cfg.subject_claim)
             .and_then(scalar_text)
@@ -401,53 +450,4 @@ impl Verifier {
             claims,
         })
     }
-}
-
-fn time_claim(
-    claims: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<i64>, IdentityError> {
-    match claims.get(name) {
-        None => Ok(None),
-        // JWT NumericDate may be fractional; whole seconds suffice.
-        Some(v) => v
-            .as_i64()
-            .or_else(|| {
-                v.as_f64()
-                    .filter(|f| f.is_finite())
-                    .map(|f| f.floor() as i64)
-            })
-            .map(Some)
-            .ok_or(IdentityError::MissingTime(name)),
-    }
-}
-
-/// Checks `iss`, `aud` and the time claims of verified claims at `now` (seconds).
-fn check_claims(
-    cfg: &IssuerConfig,
-    claims: &Map<String, Value>,
-    now: i64,
-) -> Result<(), IdentityError> {
-    if claims.get("iss").and_then(Value::as_str) != Some(cfg.issuer.as_str()) {
-        return Err(IdentityError::Issuer(cfg.issuer.clone()));
-    }
-    let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => a == &cfg.audience,
-        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(&cfg.audience)),
-        _ => false,
-    };
-    if !aud_ok {
-        return Err(IdentityError::Audience(cfg.audience.clone()));
-    }
-    let exp = time_claim(claims, "exp")?.ok_or(IdentityError::MissingTime("exp"))?;
-    if now >= exp.saturating_add(LEEWAY_SECS) {
-        return Err(IdentityError::Expired);
-    }
-    if time_claim(claims, "nbf")?.is_some_and(|nbf| now.saturating_add(LEEWAY_SECS) < nbf) {
-        return Err(IdentityError::NotYetValid);
-    }
-    if time_claim(claims, "iat")?.is_some_and(|iat| iat > now.saturating_add(LEEWAY_SECS)) {
-        return Err(IdentityError::IssuedInFuture);
-    }
-    Ok(())
 }

@@ -143,15 +143,7 @@ impl TestIssuer {
 
     /// How the broker trusts this issuer, as `name` with `audience`.
     pub(crate) fn config(&self, name: &str, audience: &str) -> IssuerConfig {
-        IssuerConfig {
-            name: name.into(),
-            issuer: self.url.clone(),
-            audience: audience.into(),
-            subject_claim: "sub".into(),
-            client_id: None,
-            jwks_url: None,
-            algorithms: vec!["RS256".into(), "ES256".into()],
-        }
+        IssuerConfig::new(name, &self.url, audience)
     }
 
     /// Replaces the published key set.
@@ -188,12 +180,24 @@ impl TestIssuer {
 
     /// An RS256 token signed with the test RSA key.
     pub(crate) fn rs256(&self, aud: &str, now: i64, extra: Value) -> Secret {
+        self.rs256_typed(Some("JWT"), aud, now, extra)
+    }
+
+    /// An RS256 token whose header carries `typ` (none when `None`).
+    pub(crate) fn rs256_typed(
+        &self,
+        typ: Option<&str>,
+        aud: &str,
+        now: i64,
+        extra: Value,
+    ) -> Secret {
         let mut claims =
             json!({"iss": self.url, "aud": aud, "iat": now, "nbf": now, "exp": now + 600});
         if let (Value::Object(c), Value::Object(e)) = (&mut claims, extra) {
             c.extend(e);
         }
         let mut header = Header::new(Algorithm::RS256);
+        header.typ = typ.map(str::to_owned);
         header.kid = Some(RSA_KID.into());
         let key = EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).expect("rsa key");
         Secret::new(jsonwebtoken::encode(&header, &claims, &key).expect("sign"))

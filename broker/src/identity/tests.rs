@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::testissuer::{RSA_KID, RSA_PUBLIC_PEM, TestIssuer, rsa_jwk};
 use super::*;
+use jit_proto::time::TimeError;
 
 const AUD: &str = "git-jit-test";
 const NOW: i64 = 1_700_000_000;
@@ -36,7 +37,14 @@ async fn es256_and_rs256_tokens_verify() {
         v.verify(t.expose(), NOW_MS).await.expect("rs256").subject,
         "bob"
     );
-    let t = iss.rs256("unused", NOW, json!({"sub": "bob", "aud": ["other", AUD]}));
+    let t = iss.rs256(
+        "unused",
+        NOW,
+        json!({"sub": "bob", "aud": ["other", AUD], "azp": AUD}),
+    );
+    assert!(v.verify(t.expose(), NOW_MS).await.is_ok());
+    // No `typ` at all (Kubernetes service-account tokens) is accepted by default.
+    let t = iss.rs256_typed(None, AUD, NOW, json!({"sub": "k8s"}));
     assert!(v.verify(t.expose(), NOW_MS).await.is_ok());
     assert_eq!(iss.jwks_hits(), 1, "keys are cached");
 }
@@ -105,21 +113,265 @@ async fn time_claims_have_sixty_seconds_of_leeway() {
     );
     assert_eq!(
         ok(json!({"sub": "a", "iat": NOW + 61})).await,
-        Err(IdentityError::IssuedInFuture)
+        Err(IdentityError::IssuedInFuture("iat"))
     );
+    let bad = |claim, why| Err(IdentityError::BadTime { claim, why });
     assert_eq!(
         ok(json!({"sub": "a", "exp": null})).await,
-        Err(IdentityError::MissingTime("exp"))
+        bad("exp", TimeError::NotNumber)
     );
     assert_eq!(
         ok(json!({"sub": "a", "exp": "soon"})).await,
+        bad("exp", TimeError::NotNumber)
+    );
+    // Without `exp` at all.
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(RSA_KID.into());
+    let key =
+        EncodingKey::from_rsa_pem(super::testissuer::RSA_PRIVATE_PEM.as_bytes()).expect("key");
+    let no_exp = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": iss.url, "aud": AUD, "sub": "a", "iat": NOW}),
+        &key,
+    )
+    .expect("sign");
+    assert_eq!(
+        v.verify(&no_exp, NOW_MS).await,
         Err(IdentityError::MissingTime("exp"))
     );
+    // A whole number written as a float is a NumericDate; a fraction is not whole seconds.
     assert!(
-        ok(json!({"sub": "a", "exp": (NOW + 10) as f64 + 0.5}))
+        ok(json!({"sub": "a", "exp": (NOW + 10) as f64}))
             .await
             .is_ok()
     );
+    assert_eq!(
+        ok(json!({"sub": "a", "exp": (NOW + 10) as f64 + 0.5})).await,
+        bad("exp", TimeError::NotWhole)
+    );
+}
+
+#[tokio::test]
+async fn absurd_time_claims_are_refused_before_arithmetic() {
+    let (iss, v) = setup().await;
+    let verify = |claims: &str| {
+        let extra: serde_json::Value = serde_json::from_str(claims).expect("json");
+        let t = iss.rs256(AUD, NOW, extra);
+        let v = &v;
+        async move { v.verify(t.expose(), NOW_MS).await }
+    };
+    let bad = |claim, why| Err(IdentityError::BadTime { claim, why });
+    // `exp` of 1e300 saturated to i64::MAX was a token that never expires.
+    assert_eq!(
+        verify(r#"{"sub": "a", "exp": 1e300}"#).await,
+        bad("exp", TimeError::BeyondYear9999)
+    );
+    assert_eq!(
+        verify(r#"{"sub": "a", "exp": 9223372036854775807}"#).await,
+        bad("exp", TimeError::BeyondYear9999)
+    );
+    assert_eq!(
+        verify(r#"{"sub": "a", "exp": 18446744073709551615}"#).await,
+        bad("exp", TimeError::BeyondYear9999)
+    );
+    assert_eq!(
+        verify(r#"{"sub": "a", "exp": 253402300800}"#).await,
+        bad("exp", TimeError::BeyondYear9999)
+    );
+    assert_eq!(
+        verify(r#"{"sub": "a", "nbf": -1e300}"#).await,
+        bad("nbf", TimeError::Negative)
+    );
+    assert_eq!(
+        verify(r#"{"sub": "a", "iat": -1}"#).await,
+        bad("iat", TimeError::Negative)
+    );
+    assert_eq!(
+        verify(r#"{"sub": "a", "auth_time": 1e300}"#).await,
+        bad("auth_time", TimeError::BeyondYear9999)
+    );
+    // An `auth_time` in the future would outlive every revocation of the person.
+    assert_eq!(
+        verify(&format!(r#"{{"sub": "a", "auth_time": {}}}"#, NOW + 3600)).await,
+        Err(IdentityError::IssuedInFuture("auth_time"))
+    );
+    assert!(
+        verify(&format!(r#"{{"sub": "a", "auth_time": {}}}"#, NOW - 3600))
+            .await
+            .is_ok()
+    );
+    let err = verify(r#"{"sub": "a", "exp": 1e300}"#)
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "subject_token 'exp' is beyond the year 9999 (at most 253402300799)"
+    );
+}
+
+#[tokio::test]
+async fn access_tokens_of_a_trusted_issuer_are_not_identity_tokens() {
+    let (iss, v) = setup().await;
+    // An RFC 9068 access token: signed by the trusted issuer, the client id as audience.
+    for typ in [
+        "at+jwt",
+        "application/at+jwt",
+        "AT+JWT",
+        "Application/At+Jwt",
+    ] {
+        let t = iss.rs256_typed(
+            Some(typ),
+            AUD,
+            NOW,
+            json!({"sub": "alice", "client_id": AUD}),
+        );
+        let err = v.verify(t.expose(), NOW_MS).await.expect_err(typ);
+        assert_eq!(
+            err,
+            IdentityError::NotIdentityToken {
+                typ: format!("\"{typ}\""),
+                what: "an OAuth access token (RFC 9068)",
+            },
+            "{typ}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "subject_token is an OAuth access token (RFC 9068), not an identity token (typ \"{typ}\")"
+            )
+        );
+        assert!(!err.to_string().contains(t.expose()));
+    }
+    // Other tokens the issuer signs with the same keys.
+    for (typ, what) in [
+        ("logout+jwt", "a logout token"),
+        ("secevent+jwt", "a security event token"),
+        ("jit+jwt", "a git-jit token"),
+    ] {
+        let t = iss.rs256_typed(Some(typ), AUD, NOW, json!({"sub": "alice"}));
+        let err = v.verify(t.expose(), NOW_MS).await.expect_err(typ);
+        assert!(err.to_string().contains(what), "{err}");
+    }
+    // A logout token without its `typ` still carries `events`.
+    let t = iss.rs256_typed(
+        None,
+        AUD,
+        NOW,
+        json!({"sub": "alice", "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+    );
+    assert!(matches!(
+        v.verify(t.expose(), NOW_MS).await,
+        Err(IdentityError::NotIdentityToken { .. })
+    ));
+    // Any type not configured is refused, naming the accepted ones.
+    let t = iss.rs256_typed(Some("JOSE"), AUD, NOW, json!({"sub": "alice"}));
+    let err = v.verify(t.expose(), NOW_MS).await.expect_err("JOSE");
+    assert_eq!(
+        err.to_string(),
+        "subject_token type \"JOSE\" is not accepted from issuer 'corp' (accepted: JWT)"
+    );
+    for typ in ["JWT", "jwt", "application/jwt"] {
+        let t = iss.rs256_typed(Some(typ), AUD, NOW, json!({"sub": "alice"}));
+        assert!(v.verify(t.expose(), NOW_MS).await.is_ok(), "{typ}");
+    }
+}
+
+#[tokio::test]
+async fn accepted_typ_is_configured_per_issuer() {
+    let iss = TestIssuer::start().await;
+    let strict = IssuerConfig {
+        accepted_typ: vec!["application/id-token+jwt".into()],
+        require_typ: true,
+        ..iss.config("corp", AUD)
+    };
+    let v = Verifier::new(&[strict], CacheTimes::default()).expect("verifier");
+    let t = iss.rs256_typed(Some("id-token+JWT"), AUD, NOW, json!({"sub": "a"}));
+    assert!(v.verify(t.expose(), NOW_MS).await.is_ok());
+    let t = iss.rs256_typed(Some("JWT"), AUD, NOW, json!({"sub": "a"}));
+    assert!(matches!(
+        v.verify(t.expose(), NOW_MS).await,
+        Err(IdentityError::TokenType { .. })
+    ));
+    let t = iss.rs256_typed(None, AUD, NOW, json!({"sub": "a"}));
+    let err = v.verify(t.expose(), NOW_MS).await.expect_err("no typ");
+    assert_eq!(
+        err.to_string(),
+        "subject_token type (none) is not accepted from issuer 'corp' (accepted: application/id-token+jwt)"
+    );
+    // An access-token type cannot be configured as accepted.
+    let lax = IssuerConfig {
+        accepted_typ: vec!["JWT".into(), "at+jwt".into()],
+        ..iss.config("corp", AUD)
+    };
+    let e = Verifier::new(&[lax], CacheTimes::default())
+        .err()
+        .expect("refused config");
+    assert_eq!(e.key, "issuer[0].accepted_typ");
+    assert!(e.problem.contains("OAuth access token"), "{}", e.problem);
+    // The defaults, as the config file spells them.
+    let parsed: IssuerConfig =
+        toml::from_str("name = \"corp\"\nissuer = \"https://sso.example\"\naudience = \"x\"")
+            .expect("config");
+    assert_eq!(
+        (parsed.accepted_typ, parsed.require_typ),
+        (vec!["JWT".to_owned()], false)
+    );
+}
+
+#[tokio::test]
+async fn several_audiences_need_azp_naming_the_client() {
+    let (iss, v) = setup().await;
+    let verify = |extra: serde_json::Value| {
+        let t = iss.rs256("unused", NOW, extra);
+        let v = &v;
+        async move { v.verify(t.expose(), NOW_MS).await }
+    };
+    assert_eq!(
+        verify(json!({"sub": "a", "aud": ["other", AUD]})).await,
+        Err(IdentityError::MissingAzp(AUD.into()))
+    );
+    assert_eq!(
+        verify(json!({"sub": "a", "aud": ["other", AUD], "azp": "other"})).await,
+        Err(IdentityError::AuthorizedParty {
+            azp: "\"other\"".into(),
+            expected: AUD.into()
+        })
+    );
+    assert!(
+        verify(json!({"sub": "a", "aud": ["other", AUD], "azp": AUD}))
+            .await
+            .is_ok()
+    );
+    // A present `azp` must name the client even with one audience.
+    let err = verify(json!({"sub": "a", "aud": AUD, "azp": "other"}))
+        .await
+        .expect_err("other client");
+    assert_eq!(
+        err.to_string(),
+        "subject_token was issued to another client: 'azp' is \"other\", not 'git-jit-test'"
+    );
+    assert!(matches!(
+        verify(json!({"sub": "a", "aud": [AUD], "azp": 7})).await,
+        Err(IdentityError::AuthorizedParty { .. })
+    ));
+    assert!(verify(json!({"sub": "a", "aud": [AUD]})).await.is_ok());
+    assert!(
+        verify(json!({"sub": "a", "aud": AUD, "azp": AUD}))
+            .await
+            .is_ok()
+    );
+    // The issuer's configured client id is the client too.
+    let with_client = IssuerConfig {
+        client_id: Some("git-jit-cli".into()),
+        ..iss.config("corp", AUD)
+    };
+    let v2 = Verifier::new(&[with_client], CacheTimes::default()).expect("verifier");
+    let t = iss.rs256(
+        "unused",
+        NOW,
+        json!({"sub": "a", "aud": ["git-jit-cli", AUD], "azp": "git-jit-cli"}),
+    );
+    assert!(v2.verify(t.expose(), NOW_MS).await.is_ok());
 }
 
 #[tokio::test]

@@ -265,6 +265,7 @@ async fn dev_mode_mints_identities_for_loopback_only() {
     let state = AppState::dev("http://127.0.0.1:8080", "dev@localhost").expect("dev state");
     let mint = |peer: [u8; 4]| {
         let req = HttpRequest::post("/dev/issuer/token")
+            .header(header::HOST, "127.0.0.1:8080")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Body::from("sub=alice%40example.com&groups=eng"))
             .expect("request");
@@ -283,21 +284,21 @@ async fn dev_mode_mints_identities_for_loopback_only() {
     let (status, json, _) = send(
         app(),
         exchange_form(id_token, "repo:anything/here:read", &[]),
-        &[],
+        &[("host", "127.0.0.1:8080")],
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{json}");
     let (status, json, _) = send(
         app(),
         exchange_form(id_token, "repo:demo/x:write", &[("reason", "try")]),
-        &[],
+        &[("host", "127.0.0.1:8080")],
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{json}");
     let (status, _, _) = send(
         app(),
         exchange_form(id_token, "repo:acme/x:write", &[("reason", "try")]),
-        &[],
+        &[("host", "127.0.0.1:8080")],
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod authz;
 pub mod discovery;
 pub mod gateway;
+pub mod listener;
 pub mod oauth;
 pub mod ops;
 
@@ -67,10 +68,15 @@ pub fn app(state: AppState) -> Router {
         None => Router::new(),
     };
     let metrics = state.audit.metrics();
+    // With `server.metrics_listen` set, `/metrics` is served there only ([`metrics_app`]).
+    let ops = match state.server.metrics_listen {
+        Some(_) => Router::new(),
+        None => Router::new().route("/metrics", get(ops::metrics)),
+    };
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .merge(ops)
         .route("/.well-known/jwks.json", get(discovery::jwks))
         .route(
             "/.well-known/oauth-authorization-server",
@@ -214,18 +220,48 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
     response
 }
 
-/// Serves the broker on `listener` until `shutdown` completes.
+/// The application of `server.metrics_listen`: `GET /metrics` alone.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .with_state(state)
+}
+
+/// Serves the broker on `listener` until `shutdown` completes, under the connection caps and
+/// timeouts of `[server]` ([`listener::serve`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let policy = listener::ConnectionPolicy::for_process(&state.server);
+    tracing::info!(
+        max_connections = policy.max_connections,
+        per_address = policy.per_address,
+        header_read_timeout_secs = policy.header_read_timeout.as_secs(),
+        idle_timeout_secs = policy.idle_timeout.as_secs(),
+        "connection limits"
+    );
+    let metrics = state.audit.counts().connections.clone();
+    listener::serve(listener, app(state), policy, metrics, shutdown).await
+}
+
+/// Serves [`metrics_app`] on `listener` (`server.metrics_listen`) until `shutdown` completes,
+/// with the same timeouts and a small cap of its own: it has one client, the scraper.
+pub async fn run_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let server = &state.server;
+    let policy = listener::ConnectionPolicy {
+        max_connections: 16,
+        per_address: 16,
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(server.idle_timeout_secs),
+    };
+    let metrics = state.audit.counts().connections.clone();
+    listener::serve(listener, metrics_app(state), policy, metrics, shutdown).await
 }
 
 /// What the request says about its client, for the audit trail.

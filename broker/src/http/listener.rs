@@ -429,6 +429,134 @@ mod tests {
         );
     }
 
+    use axum::routing::{get, post};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Bound on anything the tests wait for; only a broken server reaches it.
+    const BOUND: Duration = Duration::from_secs(30);
+
+    /// A server on a free port with a 1 s idle timeout: `/ok`; `/wait`, which says it
+    /// `entered` and answers once `release`d; `/upload`, which reads its whole body.
+    async fn server(
+        entered: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    ) -> (
+        SocketAddr,
+        ConnectionMetrics,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let router = Router::new()
+            .route("/ok", get(|| async { "ok\n" }))
+            .route(
+                "/wait",
+                get(move || async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    "released\n"
+                }),
+            )
+            .route(
+                "/upload",
+                post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let policy = ConnectionPolicy {
+            max_connections: 8,
+            per_address: 8,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let metrics = ConnectionMetrics::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve(
+            listener,
+            router,
+            policy,
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (addr, metrics, stop, served)
+    }
+
+    async fn read_until(s: &mut TcpStream, needle: &str) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&out).contains(needle) {
+            let n = tokio::time::timeout(BOUND, s.read(&mut buf))
+                .await
+                .expect("answer in time")
+                .expect("read");
+            assert!(
+                n > 0,
+                "closed before {needle:?}: {}",
+                String::from_utf8_lossy(&out)
+            );
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut rest = Vec::new();
+        matches!(
+            tokio::time::timeout(BOUND, s.read_to_end(&mut rest)).await,
+            Ok(Ok(_)) | Ok(Err(_))
+        )
+    }
+
+    /// Shutdown stops accepting, lets the request in flight finish, closes kept-alive
+    /// connections, and returns.
+    #[tokio::test]
+    async fn graceful_shutdown_finishes_requests_in_flight() {
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (addr, _, stop, served) = server(entered.clone(), release.clone()).await;
+        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        idle.write_all(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        read_until(&mut idle, "ok\n").await;
+        let mut busy = TcpStream::connect(addr).await.expect("connect");
+        busy.write_all(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        // The request is in its handler before shutdown begins.
+        entered.notified().await;
+        let _ = stop.send(());
+        assert!(
+            closed(&mut idle).await,
+            "the kept-alive connection is closed"
+        );
+        release.notify_one();
+        let answer = read_until(&mut busy, "released\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        tokio::time::timeout(BOUND, served)
+            .await
+            .expect("serve returns")
+            .expect("joined")
+            .expect("served");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "no longer accepting"
+        );
+    }
+
+    /// An upload that stalls mid-body is closed after the idle timeout, and counted.
+    #[tokio::test]
+    async fn a_stalled_upload_is_closed_after_the_idle_timeout() {
+        let (addr, metrics, _stop, _served) = server(Arc::default(), Arc::default()).await;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nhalf")
+            .await
+            .expect("write");
+        assert!(closed(&mut s).await, "closed within {BOUND:?}");
+        assert_eq!(metrics.counts("idle"), (0, 1));
+    }
+
     #[test]
     fn the_policy_follows_the_config_and_the_descriptor_limit() {
         let server = ServerConfig::default();

@@ -142,6 +142,30 @@ fn two_authorization_headers_are_refused_on_every_door_of_the_process() -> Resul
                 "{line}: {answer}"
             );
         }
+        // The rest of the class: the other headers a decision reads as one value.
+        for (name, request) in [
+            (
+                "X-Original-URI",
+                "GET /authz HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer x\r\n\
+                 X-Original-URI: /acme/api.git/info/refs?service=git-upload-pack\r\n\
+                 X-Original-URI: /acme/api.git/info/refs?service=git-receive-pack\r\n\
+                 Connection: close\r\n\r\n",
+            ),
+            (
+                "Content-Encoding",
+                "POST /acme/api.git/git-receive-pack HTTP/1.1\r\nHost: b\r\n\
+                 Authorization: Bearer x\r\nContent-Encoding: identity\r\n\
+                 Content-Encoding: gzip\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            ),
+        ] {
+            let answer =
+                tokio::task::spawn_blocking(move || raw_std(port, request.as_bytes())).await??;
+            assert!(answer.starts_with("HTTP/1.1 400 "), "{name}: {answer}");
+            assert!(
+                answer.contains(&format!("more than one {name} header")),
+                "{answer}"
+            );
+        }
         Ok(())
     })
 }
@@ -253,6 +277,22 @@ fn a_trickled_header_is_closed_after_the_header_read_timeout() -> Result<()> {
                 "jit_connections_timed_out_total{reason=\"header_read\"}"
             ) >= 1,
             "{text}"
+        );
+        Ok(())
+    })
+}
+
+/// A configured cap the descriptor limit cannot hold is kept, with a warning at start that
+/// names the limit (Linux allows at most 2^30 descriptors per process: 2e9 never fits).
+#[test]
+fn a_cap_beyond_the_descriptor_limit_is_warned_at_start() -> Result<()> {
+    crate::support::run(async move {
+        let broker = broker("[server]\nmax_connections = 2000000000\n", &[]).await?;
+        let logs = broker.logs();
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("WARN") && l.contains("RLIMIT_NOFILE")),
+            "{logs}"
         );
         Ok(())
     })

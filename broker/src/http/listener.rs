@@ -61,6 +61,14 @@ impl ConnectionPolicy {
     pub fn for_process(server: &ServerConfig) -> Self {
         let nofile = rlimit::Resource::NOFILE.get_soft().ok();
         let policy = Self::new(server, nofile);
+        tracing::info!(
+            max_connections = policy.max_connections,
+            per_address = policy.per_address,
+            header_read_timeout_secs = policy.header_read_timeout.as_secs(),
+            idle_timeout_secs = policy.idle_timeout.as_secs(),
+            rlimit_nofile = nofile,
+            "connection limits"
+        );
         if let Some(limit) = nofile {
             let needed = (policy.max_connections as u64).saturating_add(crate::config::FD_RESERVE);
             if needed > limit {

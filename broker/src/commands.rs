@@ -58,7 +58,8 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Binds `listen` and serves `state` until `shutdown`.
+/// Binds `listen` (and `server.metrics_listen`, when set) and serves `state` until
+/// `shutdown`.
 pub async fn serve_on(
     listen: SocketAddr,
     state: AppState,
@@ -69,12 +70,46 @@ pub async fn serve_on(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, issuer = %state.settings.public_url, "broker listening");
+    let metrics_listener = match state.server.metrics_listen {
+        Some(at) => {
+            let l = TcpListener::bind(at)
+                .await
+                .with_context(|| format!("server.metrics_listen: cannot listen on {at}"))?;
+            tracing::info!(addr = %l.local_addr()?, "serving /metrics (not on the main listener)");
+            Some(l)
+        }
+        None => None,
+    };
     tracing::info!(
-        "serving /oauth/token, /oauth/introspect, /v1/grants, /v1/revoke, /v1/audit, /.well-known/jwks.json, /.well-known/oauth-authorization-server, /healthz, /readyz, /authz and the Git gateway (/<repo>.git/...)"
+        "serving /oauth/token, /oauth/introspect, /v1/grants, /v1/revoke, /v1/audit, /.well-known/jwks.json, /.well-known/oauth-authorization-server, /healthz, /readyz, {}/authz and the Git gateway (/<repo>.git/...)",
+        if metrics_listener.is_some() {
+            ""
+        } else {
+            "/metrics, "
+        }
     );
-    crate::http::run(listener, state, shutdown)
-        .await
-        .context("server failed")
+    let Some(metrics_listener) = metrics_listener else {
+        return crate::http::run(listener, state, shutdown)
+            .await
+            .context("server failed");
+    };
+    // One shutdown for both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let metrics = tokio::spawn(crate::http::run_metrics(
+        metrics_listener,
+        state.clone(),
+        wait(stopped.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let served = crate::http::run(listener, state, wait(stopped)).await;
+    metrics.abort();
+    served.context("server failed")
 }
 
 /// `jit-broker serve --config FILE`.

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::admin::AdminPolicy;
-use crate::config::{Config, ConfigError, ExchangeConfig, KeyProblem, StoreConfig};
+use crate::config::{Config, ConfigError, ExchangeConfig, KeyProblem, ServerConfig, StoreConfig};
 use crate::gateway::{Gateway, UpstreamError};
 use crate::identity::{CacheTimes, Verifier};
+use crate::introspection::IntrospectionAuth;
 use crate::policy::CompiledPolicy;
 
 /// Facts about this broker that endpoints publish.
@@ -56,6 +57,10 @@ pub struct Compiled {
     pub listen: SocketAddr,
     /// Issuers configured (for the `check-config` summary).
     pub issuers: usize,
+    /// `[server]`: connection caps and timeouts, the metrics address.
+    pub server: ServerConfig,
+    /// Who may call `/oauth/introspect`, secrets loaded.
+    pub introspection: IntrospectionAuth,
 }
 
 fn invalid(file: &Path, p: KeyProblem) -> ConfigError {
@@ -104,6 +109,9 @@ pub fn compile(config: &Config, file: &Path) -> Result<Compiled, ConfigError> {
         other => bad(KeyProblem::new("upstream", other.to_string())),
     })?;
     let verifier = Verifier::new(&config.issuer, CacheTimes::default()).map_err(bad)?;
+    let introspection =
+        IntrospectionAuth::compile(&config.server.introspection, |k| std::env::var(k).ok())
+            .map_err(bad)?;
     let (login_issuer, login_client_id, login_scope) = match &config.login {
         Some(l) => {
             let (issuer, client) = l.resolve(&config.issuer).map_err(bad)?;
@@ -131,6 +139,8 @@ pub fn compile(config: &Config, file: &Path) -> Result<Compiled, ConfigError> {
         export: config.audit.export.clone(),
         listen: config.broker.listen,
         issuers: config.issuer.len(),
+        server: config.server.clone(),
+        introspection,
     })
 }
 

@@ -10,7 +10,8 @@
 //! 3. [`policy`] (decides on verified identities), [`store`] (grants, audit events).
 //! 4. [`recorder`] (writes audit events), [`error`]; 5. [`revocation`].
 //! 6. Services: [`gatekeeper`] (the one decision on a Git request), [`exchange`],
-//!    [`admin`], [`gateway`] (Git smart-HTTP and upstreams).
+//!    [`admin`], [`gateway`] (Git smart-HTTP and upstreams), [`introspection`] (who may
+//!    introspect).
 //! 7. [`compile`]: `Config` → runtime objects, once, for `check-config` and `serve`.
 //! 8. [`state`]: `AppState` and the narrow sub-states handlers take.
 //! 9. [`http`]: routes and handlers, [`app`] and [`run`].
@@ -30,6 +31,7 @@ pub mod gatekeeper;
 pub mod gateway;
 pub mod http;
 pub mod identity;
+pub mod introspection;
 pub mod keys;
 pub mod metrics;
 pub mod policy;

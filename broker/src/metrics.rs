@@ -71,6 +71,8 @@ pub struct Metrics {
     /// Label values seen so far, for the snapshots: a family cannot be iterated.
     kinds_seen: Mutex<BTreeSet<String>>,
     reasons_seen: Mutex<BTreeSet<&'static str>>,
+    /// The listener's connection counts (edge: caps and timeouts).
+    pub connections: ConnectionMetrics,
 }
 
 impl Default for Metrics {
@@ -126,8 +128,10 @@ impl Metrics {
             "Grant store calls that failed, by operation",
             store_errors.clone(),
         );
+        let connections = ConnectionMetrics::register(&mut registry);
         Self {
             registry,
+            connections,
             http,
             events,
             unaudited,
@@ -237,6 +241,65 @@ impl Metrics {
         out
     }
 }
+
+// ---- edge: the listener's connections (caps, timeouts) -------------------------------------
+
+/// Counts of the HTTP listener: connections open, refused at accept, and closed for a timeout.
+/// Reasons are the listener's fixed names.
+#[derive(Clone, Default)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    refused: Family<ReasonLabels, Counter>,
+    timed_out: Family<ReasonLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "jit_connections_open",
+            "Client connections open now",
+            m.open.clone(),
+        );
+        registry.register(
+            "jit_connections_refused",
+            "Connections closed as soon as they were accepted, by reason (capacity: the cap on connections; address_share: one address's share of it; accept_error: the process could not accept, e.g. out of descriptors)",
+            m.refused.clone(),
+        );
+        registry.register(
+            "jit_connections_timed_out",
+            "Connections closed for a timeout, by reason (header_read: request headers not complete in time, also between kept-alive requests; idle: no byte moved for too long)",
+            m.timed_out.clone(),
+        );
+        m
+    }
+
+    /// One more connection open (`1`) or one closed (`-1`).
+    pub fn open(&self, delta: i64) {
+        self.open.inc_by(delta);
+    }
+
+    /// Counts a connection refused for `reason`.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a connection closed for the timeout `reason`.
+    pub fn timed_out(&self, reason: &'static str) {
+        self.timed_out.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// The refused and timed-out counts of `reason` (for tests and reports).
+    pub fn counts(&self, reason: &'static str) -> (u64, u64) {
+        let labels = ReasonLabels { reason };
+        (
+            self.refused.get_or_create(&labels).get(),
+            self.timed_out.get_or_create(&labels).get(),
+        )
+    }
+}
+
+// ---- end of edge ----------------------------------------------------------------------------
 
 /// `method` as a bounded label value.
 pub fn method_label(method: &str) -> &'static str {

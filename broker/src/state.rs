@@ -11,12 +11,13 @@ use axum::extract::FromRef;
 use crate::admin::{AdminApi, AdminPolicy};
 use crate::clock::{Clock, SystemClock};
 use crate::compile::{Compiled, Settings};
-use crate::config::StoreKind;
+use crate::config::{ServerConfig, StoreKind};
 use crate::devissuer::{self, DevIssuer};
 use crate::exchange::{ExchangeConfig, Exchanger};
 use crate::gatekeeper::Gatekeeper;
 use crate::gateway::Gateway;
 use crate::identity::Verifier;
+use crate::introspection::{IntrospectionAuth, IntrospectionGate};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
@@ -66,6 +67,10 @@ pub struct AppState {
     pub admins: Arc<AdminPolicy>,
     /// The Git gateway's upstreams.
     pub gateway: Arc<Gateway>,
+    /// `[server]`: connection caps and timeouts, the metrics address.
+    pub server: Arc<ServerConfig>,
+    /// Who may call `/oauth/introspect`.
+    pub introspection: Arc<IntrospectionAuth>,
 }
 
 impl AppState {
@@ -97,6 +102,8 @@ impl AppState {
             dev_issuer: None,
             admins: Arc::new(AdminPolicy::default()),
             gateway: Arc::new(Gateway::empty()),
+            server: Arc::new(ServerConfig::default()),
+            introspection: Arc::new(IntrospectionAuth::default()),
         }
     }
 
@@ -117,6 +124,13 @@ impl AppState {
     /// The same state with `admins` allowed on the admin API.
     pub fn with_admins(mut self, admins: AdminPolicy) -> Self {
         self.admins = Arc::new(admins);
+        self
+    }
+
+    /// The same state with `[server]` settings and the introspection callers set.
+    pub fn with_server(mut self, server: ServerConfig, introspection: IntrospectionAuth) -> Self {
+        self.server = Arc::new(server);
+        self.introspection = Arc::new(introspection);
         self
     }
 
@@ -159,7 +173,8 @@ impl AppState {
         )
         .with_access(compiled.verifier, compiled.policy, compiled.exchange)
         .with_admins(compiled.admins)
-        .with_gateway(compiled.gateway))
+        .with_gateway(compiled.gateway)
+        .with_server(compiled.server, compiled.introspection))
     }
 
     /// State for `jit-broker dev`: memory store, a fresh in-memory key, everything local,
@@ -239,6 +254,17 @@ impl FromRef<AppState> for Gatekeeper {
             clock: s.clock.clone(),
             audit: s.audit.clone(),
             limits: s.limits.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for IntrospectionGate {
+    fn from_ref(s: &AppState) -> Self {
+        Self {
+            auth: s.introspection.clone(),
+            limits: s.limits.clone(),
+            clock: s.clock.clone(),
+            metrics: s.audit.metrics(),
         }
     }
 }

@@ -385,6 +385,7 @@ mod tests {
             issuer: url.to_owned(),
             token_endpoint: format!("{url}/oauth/token"),
             introspection_endpoint: format!("{url}/oauth/introspect"),
+            introspection_endpoint_auth_methods_supported: vec![],
             jwks_uri: format!("{url}/.well-known/jwks.json"),
             grant_types_supported: vec![GRANT_TYPE_TOKEN_EXCHANGE.to_owned()],
             token_audience: "git".into(),

@@ -251,6 +251,7 @@ mod tests {
             issuer: "https://b".into(),
             token_endpoint: "https://b/oauth/token".into(),
             introspection_endpoint: "https://b/oauth/introspect".into(),
+            introspection_endpoint_auth_methods_supported: vec![],
             jwks_uri: "https://b/jwks".into(),
             grant_types_supported: vec![],
             token_audience: "git".into(),

@@ -73,6 +73,10 @@ pub struct ServerMetadata {
     pub token_endpoint: String,
     /// Where RFC 7662 introspection goes.
     pub introspection_endpoint: String,
+    /// How introspection callers authenticate (RFC 8414 §2): `client_secret_basic` for a
+    /// configured client; loopback callers need none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
     /// The broker's JWKS.
     pub jwks_uri: String,
     /// Always `[urn:ietf:params:oauth:grant-type:token-exchange]`.

@@ -7,6 +7,7 @@ mod admin_cli;
 mod authz_nginx;
 mod broker_fail_closed;
 mod dev_rebinding;
+mod edge;
 mod exchange_oidc;
 mod gateway;
 mod harness_broker;

@@ -125,6 +125,11 @@ impl BrokerProcess {
         self.port
     }
 
+    /// The broker's process id, while it runs (to inspect or limit it, e.g. `prlimit`).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(ManagedProcess::pid)
+    }
+
     /// The config file the broker was started with.
     pub fn config_path(&self) -> &std::path::Path {
         &self.config_path

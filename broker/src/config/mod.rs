@@ -11,11 +11,15 @@ mod admin;
 mod exchange;
 mod identity;
 mod policy;
+mod server;
 
 pub use admin::{AdminConfig, AdminIdentityConfig};
 pub use exchange::{ExchangeConfig, RateLimitConfig};
 pub use identity::{IssuerConfig, LoginConfig};
 pub use policy::{ConditionConfig, RoleConfig, ScalarConfig, check_name, valid_name};
+pub use server::{
+    FD_RESERVE, IntrospectionClientConfig, IntrospectionConfig, ServerConfig, derived_cap,
+};
 
 /// A value that parses but is not acceptable, named by its key (`role[2].max_ttl`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +105,9 @@ pub struct Config {
     /// `[[upstream]]`: the Git servers behind the gateway, first matching entry wins.
     #[serde(default)]
     pub upstream: Vec<UpstreamConfig>,
+    /// `[server]`: connection caps and timeouts, the metrics address, introspection callers.
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 /// `[audit]`: the SIEM export. Events are always chained into the store; this copies each
@@ -332,6 +339,9 @@ impl Config {
                 ),
             ));
         }
+        self.server
+            .validate()
+            .map_err(|p| invalid(&p.key, p.problem))?;
         if self.store.audit_max_events == 0 {
             return Err(invalid(
                 "store.audit_max_events",

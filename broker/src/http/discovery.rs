@@ -26,6 +26,7 @@ pub async fn metadata(State(s): State<Arc<Settings>>) -> Json<ServerMetadata> {
         issuer: s.public_url.clone(),
         token_endpoint: format!("{}/oauth/token", s.public_url),
         introspection_endpoint: format!("{}/oauth/introspect", s.public_url),
+        introspection_endpoint_auth_methods_supported: vec!["client_secret_basic".to_owned()],
         jwks_uri: format!("{}/.well-known/jwks.json", s.public_url),
         grant_types_supported: vec![GRANT_TYPE_TOKEN_EXCHANGE.to_owned()],
         token_audience: s.audience.clone(),

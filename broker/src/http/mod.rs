@@ -6,6 +6,7 @@ pub mod admin;
 pub mod authz;
 pub mod discovery;
 pub mod gateway;
+pub mod listener;
 pub mod oauth;
 pub mod ops;
 
@@ -68,10 +69,15 @@ pub fn app(state: AppState) -> Router {
     };
     let metrics = state.audit.metrics();
     let dev_mode = state.settings.dev_mode;
+    // With `server.metrics_listen` set, `/metrics` is served there only ([`metrics_app`]).
+    let ops = match state.server.metrics_listen {
+        Some(_) => Router::new(),
+        None => Router::new().route("/metrics", get(ops::metrics)),
+    };
     let router = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .merge(ops)
         .route("/.well-known/jwks.json", get(discovery::jwks))
         .route(
             "/.well-known/oauth-authorization-server",
@@ -155,23 +161,42 @@ fn sane_request_id(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
 }
 
+/// Headers a decision reads as one value, by the name a refusal gives them. Two of any is a
+/// 400: which one counts would otherwise depend on who reads the headers (the broker takes the
+/// first, a server behind a proxy may take the last) — two `Authorization`s, two
+/// `X-Original-URI`s for `/authz`, two `Content-Encoding`s on a push whose body the gateway
+/// reads one way and the upstream another.
+const SINGLE_VALUED: [(&str, HeaderName); 7] = [
+    ("Authorization", header::AUTHORIZATION),
+    ("Host", header::HOST),
+    ("Content-Type", header::CONTENT_TYPE),
+    ("Content-Encoding", header::CONTENT_ENCODING),
+    (
+        "X-Original-URI",
+        HeaderName::from_static(authz::ORIGINAL_URI),
+    ),
+    (
+        "X-Original-Method",
+        HeaderName::from_static(authz::ORIGINAL_METHOD),
+    ),
+    (
+        "X-Original-Content-Length",
+        HeaderName::from_static(authz::ORIGINAL_CONTENT_LENGTH),
+    ),
+];
+
 /// The checks on headers every request passes first, in one middleware:
-/// - more than one `Authorization` header is a 400 for every route: which one counts would
-///   otherwise depend on who reads the headers (the broker took the first, a server behind a
-///   proxy may take the last);
+/// - more than one of a [`SINGLE_VALUED`] header is a 400 for every route;
 /// - an incoming request id that is not [`sane_request_id`] is dropped, so a fresh one is made.
 async fn guard_headers(mut request: Request, next: Next) -> Response {
     let headers = request.headers();
-    if headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .nth(1)
-        .is_some()
-    {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "git-jit: more than one Authorization header; send exactly one",
-        );
+    for (shown, name) in &SINGLE_VALUED {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("git-jit: more than one {shown} header; send exactly one"),
+            );
+        }
     }
     let ids = headers.get_all(&REQUEST_ID);
     let mut iter = ids.iter();
@@ -222,18 +247,41 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
     response
 }
 
-/// Serves the broker on `listener` until `shutdown` completes.
+/// The application of `server.metrics_listen`: `GET /metrics` alone.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .with_state(state)
+}
+
+/// Serves the broker on `listener` until `shutdown` completes, under the connection caps and
+/// timeouts of `[server]` ([`listener::serve`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let policy = listener::ConnectionPolicy::for_process(&state.server);
+    let metrics = state.audit.counts().connections.clone();
+    listener::serve(listener, app(state), policy, metrics, shutdown).await
+}
+
+/// Serves [`metrics_app`] on `listener` (`server.metrics_listen`) until `shutdown` completes,
+/// with the same timeouts and a small cap of its own: it has one client, the scraper.
+pub async fn run_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let server = &state.server;
+    let policy = listener::ConnectionPolicy {
+        max_connections: 16,
+        per_address: 16,
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(server.idle_timeout_secs),
+    };
+    let metrics = state.audit.counts().connections.clone();
+    listener::serve(listener, metrics_app(state), policy, metrics, shutdown).await
 }
 
 /// What the request says about its client, for the audit trail.
@@ -553,6 +601,36 @@ mod tests {
             let uri = r.uri().clone();
             let response = app.clone().oneshot(r).await.expect("answer");
             assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+        }
+        // The other single-valued headers too, each named.
+        for (name, first, second) in [
+            (
+                "X-Original-URI",
+                "/acme/api.git/info/refs?service=git-upload-pack",
+                "/other/x.git/info/refs?service=git-receive-pack",
+            ),
+            ("X-Original-Method", "GET", "POST"),
+            ("Content-Encoding", "identity", "gzip"),
+            ("Host", "broker.test", "evil.test"),
+        ] {
+            let r = refused_authz()
+                .header(name, first)
+                .header(name, second)
+                .body(Body::empty())
+                .expect("request");
+            let response = app.clone().oneshot(r).await.expect("answer");
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{name}");
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            let said = String::from_utf8_lossy(&body);
+            assert!(
+                said.contains(&format!("more than one {name} header")),
+                "{said}"
+            );
         }
         assert!(audited(store.as_ref()).await.is_empty());
         // One header is still fine.

@@ -1,20 +1,20 @@
 //! OAuth endpoints: RFC 8693 token exchange (`POST /oauth/token`) and RFC 7662 introspection
-//! (`POST /oauth/introspect`). The handlers parse and map errors; the exchange and the
-//! gatekeeper decide.
+//! (`POST /oauth/introspect`, for authorised callers). The handlers parse and map errors; the
+//! exchange, the introspection gate and the gatekeeper decide.
 
 use std::net::SocketAddr;
 
 use axum::extract::rejection::{BytesRejection, FormRejection};
 use axum::extract::{ConnectInfo, Form, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use jit_proto::api::Introspection;
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::exchange::{Caller, Exchanger, TokenRequest};
 use crate::gatekeeper::Gatekeeper;
+use crate::introspection::{IntrospectionGate, Refused};
 
 /// `POST /oauth/token`.
 pub async fn token(
@@ -61,15 +61,49 @@ pub struct IntrospectRequest {
     token_type_hint: Option<String>,
 }
 
-/// `POST /oauth/introspect`: `active: true` with the claims for a live token; only
+/// Headers a proxy adds when it relays a request for someone else: such a request is not
+/// taken for a loopback caller's.
+const FORWARDING_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
+/// `POST /oauth/introspect`, for authorised callers only (RFC 7662 §2.1; see
+/// [`crate::introspection`]): others get 401 with a Basic challenge, or 429 once their address
+/// has spent its budget of refusals. Then `active: true` with the claims for a live token; only
 /// `{"active": false}` for expired, revoked, forged or garbage input. A store outage is a 503,
 /// never a guess.
 pub async fn introspect(
+    State(gate): State<IntrospectionGate>,
     State(gatekeeper): State<Gatekeeper>,
-    Form(req): Form<IntrospectRequest>,
-) -> Result<Json<Introspection>, ApiError> {
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    form: Result<Form<IntrospectRequest>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let peer = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let relayed = FORWARDING_HEADERS.iter().any(|h| headers.contains_key(*h));
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    match gate.admit(authorization, peer, relayed) {
+        Ok(_) => {}
+        Err(Refused::TooMany { retry_after }) => {
+            return Err(ApiError::RateLimited { retry_after });
+        }
+        Err(Refused::Unauthorised(why)) => {
+            let mut r = ApiError::OAuth {
+                status: StatusCode::UNAUTHORIZED,
+                code: "invalid_client",
+                description: why.to_string(),
+            }
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"git-jit\""),
+            );
+            return Ok(r);
+        }
+    }
+    let Form(req) = form.map_err(|e| {
+        ApiError::invalid_request(format!("the body must be a valid form: {}", e.body_text()))
+    })?;
     let token = req
         .token
         .ok_or_else(|| ApiError::invalid_request("missing form parameter 'token'"))?;
-    Ok(Json(gatekeeper.introspect(&token).await?))
+    Ok(Json(gatekeeper.introspect(&token).await?).into_response())
 }

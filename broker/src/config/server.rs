@@ -1,0 +1,310 @@
+//! `[server]`: how the broker's HTTP listener treats connections (caps, timeouts), where
+//! `/metrics` is served, and who may call `/oauth/introspect`.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::KeyProblem;
+
+/// Descriptors kept back from the connection cap derived from `RLIMIT_NOFILE`: the listeners,
+/// store connections, log and export files, key files, pipes to `git http-backend`.
+pub const FD_RESERVE: u64 = 64;
+
+/// The smallest and largest connection cap derived from `RLIMIT_NOFILE`.
+pub const DERIVED_CAP_RANGE: (usize, usize) = (16, 10_000);
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Most client connections open at once; a connection over the cap is closed as soon as
+    /// it is accepted (counted in `jit_connections_refused_total{reason="capacity"}`).
+    /// Default: half of the descriptors the process may open (`RLIMIT_NOFILE`, soft) after a
+    /// reserve of 64 — a gated request may hold a second descriptor upstream — between 16 and
+    /// 10,000. A value above what the limit allows is kept, with a warning at start.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// The share of `max_connections`, in percent (1–100), that one client address (an IPv4
+    /// address, an IPv6 /64) may hold; over it, its new connections are closed at once
+    /// (`…{reason="address_share"}`) while others still get in. Default 50. Behind a reverse
+    /// proxy every connection comes from the proxy: set 100 there and cap clients at the proxy.
+    #[serde(default = "default_share")]
+    pub max_connections_per_address_percent: u8,
+    /// Seconds a client has to send a request's complete headers, counted from the moment the
+    /// broker waits for them — also between requests on a kept-alive connection, so an idle
+    /// kept-alive connection is closed after this long too. Default 10.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may move no byte in either direction (a stalled upload, a client
+    /// that stops reading its clone) before it is closed. Default 300.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Serve `GET /metrics` on this address (e.g. `127.0.0.1:9464`) instead of the main
+    /// listener, which then no longer answers it. Unset: `/metrics` is on the main listener.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// `[server.introspection]`: who may call `POST /oauth/introspect`.
+    #[serde(default)]
+    pub introspection: IntrospectionConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            max_connections_per_address_percent: default_share(),
+            header_read_timeout_secs: default_header_read_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            metrics_listen: None,
+            introspection: IntrospectionConfig::default(),
+        }
+    }
+}
+
+fn default_share() -> u8 {
+    50
+}
+
+fn default_header_read_timeout() -> u64 {
+    10
+}
+
+fn default_idle_timeout() -> u64 {
+    300
+}
+
+/// `[server.introspection]`: RFC 7662 §2.1 wants the caller of the introspection endpoint
+/// authorised. Callers authenticate with HTTP Basic as one of `client`; loopback callers
+/// (not relayed by a proxy) are let in without a credential unless `allow_loopback = false`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// Let callers on a loopback address in without a credential (a gateway or proxy on the
+    /// same host). A request carrying `Forwarded`, `X-Forwarded-For` or `X-Real-IP` is never
+    /// taken for loopback: it was relayed for someone else. Default true.
+    #[serde(default = "default_true")]
+    pub allow_loopback: bool,
+    /// `[[server.introspection.client]]`: the resource servers that may introspect.
+    #[serde(default)]
+    pub client: Vec<IntrospectionClientConfig>,
+}
+
+impl Default for IntrospectionConfig {
+    fn default() -> Self {
+        Self {
+            allow_loopback: true,
+            client: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[[server.introspection.client]]`: one caller of `/oauth/introspect`, authenticating with
+/// HTTP Basic (`client_id:secret`). The secret is given exactly one way: the name of an
+/// environment variable holding it, or its SHA-256 in hex (`printf %s SECRET | sha256sum`),
+/// which may sit in the file. Use a long random secret (32+ bytes): the hash is unsalted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionClientConfig {
+    /// The client id (the Basic user name).
+    pub client_id: String,
+    /// Environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// The secret's SHA-256, 64 hex digits.
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
+}
+
+impl ServerConfig {
+    /// Checks each value on its own; `key` problems are named under `server.`.
+    pub fn validate(&self) -> Result<(), KeyProblem> {
+        if self.max_connections == Some(0) {
+            return Err(KeyProblem::new(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=100).contains(&self.max_connections_per_address_percent) {
+            return Err(KeyProblem::new(
+                "server.max_connections_per_address_percent",
+                format!(
+                    "{} is not a percentage between 1 and 100",
+                    self.max_connections_per_address_percent
+                ),
+            ));
+        }
+        for (key, secs) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+        ] {
+            if !(1..=86_400).contains(&secs) {
+                return Err(KeyProblem::new(
+                    format!("server.{key}"),
+                    format!("{secs} must be between 1 and 86400 seconds"),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, c) in self.introspection.client.iter().enumerate() {
+            let key = |k: &str| format!("server.introspection.client[{i}].{k}");
+            if c.client_id.is_empty() || c.client_id.contains(':') {
+                return Err(KeyProblem::new(
+                    key("client_id"),
+                    "must be non-empty without ':' (it is the Basic user name)",
+                ));
+            }
+            if !seen.insert(c.client_id.as_str()) {
+                return Err(KeyProblem::new(
+                    key("client_id"),
+                    format!("{:?} is configured twice", c.client_id),
+                ));
+            }
+            match (&c.secret_env, &c.secret_sha256) {
+                (Some(_), None) => {}
+                (None, Some(h)) => {
+                    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(KeyProblem::new(
+                            key("secret_sha256"),
+                            "must be a SHA-256 in hex (64 hex digits)",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(KeyProblem::new(
+                        key("secret_env"),
+                        "give exactly one of secret_env or secret_sha256",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection cap: `max_connections`, else derived from `nofile`, the soft
+    /// `RLIMIT_NOFILE` (taken as 1024, the usual default, when unknown).
+    pub fn connection_cap(&self, nofile: Option<u64>) -> usize {
+        self.max_connections
+            .unwrap_or_else(|| derived_cap(nofile.unwrap_or(1024)))
+    }
+
+    /// Connections one address may hold: its share of `cap`, at least 1.
+    pub fn per_address_cap(&self, cap: usize) -> usize {
+        (cap.saturating_mul(usize::from(self.max_connections_per_address_percent)) / 100).max(1)
+    }
+}
+
+/// The connection cap that `nofile` descriptors allow: half of them after [`FD_RESERVE`],
+/// clamped to [`DERIVED_CAP_RANGE`].
+pub fn derived_cap(nofile: u64) -> usize {
+    let half = nofile.saturating_sub(FD_RESERVE) / 2;
+    let (lo, hi) = DERIVED_CAP_RANGE;
+    usize::try_from(half).unwrap_or(hi).clamp(lo, hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_is_derived_from_the_descriptor_limit_and_shared_per_address() {
+        let c = ServerConfig::default();
+        assert_eq!(c.connection_cap(Some(256)), 96);
+        assert_eq!(c.connection_cap(Some(1024)), 480);
+        assert_eq!(c.connection_cap(Some(10)), 16);
+        assert_eq!(c.connection_cap(Some(u64::MAX)), 10_000);
+        assert_eq!(c.per_address_cap(64), 32);
+        assert_eq!(c.per_address_cap(1), 1);
+        let fixed = ServerConfig {
+            max_connections: Some(64),
+            max_connections_per_address_percent: 100,
+            ..ServerConfig::default()
+        };
+        assert_eq!(fixed.connection_cap(Some(256)), 64);
+        assert_eq!(fixed.per_address_cap(64), 64);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let bad = [
+            (
+                ServerConfig {
+                    max_connections: Some(0),
+                    ..ServerConfig::default()
+                },
+                "server.max_connections",
+            ),
+            (
+                ServerConfig {
+                    max_connections_per_address_percent: 0,
+                    ..ServerConfig::default()
+                },
+                "server.max_connections_per_address_percent",
+            ),
+            (
+                ServerConfig {
+                    max_connections_per_address_percent: 101,
+                    ..ServerConfig::default()
+                },
+                "server.max_connections_per_address_percent",
+            ),
+            (
+                ServerConfig {
+                    header_read_timeout_secs: 0,
+                    ..ServerConfig::default()
+                },
+                "server.header_read_timeout_secs",
+            ),
+        ];
+        for (c, key) in bad {
+            assert_eq!(c.validate().expect_err(key).key, key);
+        }
+        let client = |id: &str, env: Option<&str>, hash: Option<&str>| IntrospectionClientConfig {
+            client_id: id.into(),
+            secret_env: env.map(Into::into),
+            secret_sha256: hash.map(Into::into),
+        };
+        let with = |clients: Vec<IntrospectionClientConfig>| ServerConfig {
+            introspection: IntrospectionConfig {
+                allow_loopback: true,
+                client: clients,
+            },
+            ..ServerConfig::default()
+        };
+        let hash = "a".repeat(64);
+        assert!(with(vec![client("rs", Some("E"), None)]).validate().is_ok());
+        assert!(
+            with(vec![client("rs", None, Some(&hash))])
+                .validate()
+                .is_ok()
+        );
+        for (clients, key) in [
+            (
+                vec![client("rs", None, None)],
+                "server.introspection.client[0].secret_env",
+            ),
+            (
+                vec![client("rs", Some("E"), Some(&hash))],
+                "server.introspection.client[0].secret_env",
+            ),
+            (
+                vec![client("rs", None, Some("abc"))],
+                "server.introspection.client[0].secret_sha256",
+            ),
+            (
+                vec![client("a:b", Some("E"), None)],
+                "server.introspection.client[0].client_id",
+            ),
+            (
+                vec![client("rs", Some("E"), None), client("rs", Some("F"), None)],
+                "server.introspection.client[1].client_id",
+            ),
+        ] {
+            assert_eq!(with(clients).validate().expect_err(key).key, key);
+        }
+    }
+}

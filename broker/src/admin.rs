@@ -1,7 +1,10 @@
 //! Who is an admin, and the admin API's narrow state (its handlers are in `http::admin`): list
 //! live grants, revoke anything, read the audit trail. Admins are identities the config names (`[admin]`): a verified OIDC ID token of a
 //! listed issuer whose claims meet the conditions, or a live broker token of an admin role.
-//! Every admin action is itself audited.
+//! Every admin action is itself audited, and so is every refused call (no credential, a
+//! forged or expired one, another issuer's, a non-admin's) as `admin.denied`, within the
+//! client address's budget of refused credentials: past it the answer is 429, counted, and
+//! one `access.limited` event per address and minute summarises the rest.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,12 +15,13 @@ use jit_proto::admin::GrantInfo;
 use jit_proto::credential::Credential;
 use jit_proto::token::TOKEN_TYPE;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, EventKind};
 use crate::clock::Clock;
 pub use crate::config::{AdminConfig, AdminIdentityConfig};
 use crate::error::ApiError;
 use crate::identity::Verifier;
 use crate::policy::pattern::ClaimCondition;
+use crate::ratelimit::{Limits, address_key};
 use crate::recorder::Auditor;
 use crate::revocation::identity_not_revoked;
 use crate::store::{Grant, GrantStatus, GrantStore};
@@ -83,6 +87,16 @@ pub struct AdminApi {
     pub identity: Arc<Verifier>,
     /// Who is an admin.
     pub admins: Arc<AdminPolicy>,
+    /// The budget of refused calls per client address.
+    pub limits: Arc<Limits>,
+}
+
+/// What is known of a refused caller: the verified subject, when it got that far.
+#[derive(Debug, Default)]
+struct Refused {
+    subject: Option<String>,
+    idp: Option<String>,
+    jti: Option<String>,
 }
 
 /// Who is acting.
@@ -111,9 +125,64 @@ fn forbidden(description: String) -> ApiError {
 }
 
 impl AdminApi {
-    /// Authenticates an admin from `Authorization: Bearer …`.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Admin, ApiError> {
+    /// Authenticates an admin from `Authorization: Bearer …`, calling from `addr`. A refusal
+    /// is audited as `admin.denied` within the address's budget; past it, a 429.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        addr: SocketAddr,
+    ) -> Result<Admin, ApiError> {
+        let (error, who) = match self.verify_admin(headers).await {
+            Ok(admin) => return Ok(admin),
+            // An outage is no refusal of the caller: nothing to charge.
+            Err((e @ ApiError::StoreUnavailable(_), _)) => return Err(e),
+            Err(refused) => refused,
+        };
+        let mut event = AuditEvent::new(EventKind::AdminDenied, self.clock.now_ms());
+        event.subject = who.subject;
+        event.idp = who.idp;
+        event.jti = who.jti;
+        event.client = Some(addr.ip().to_string());
+        event.user_agent = user_agent(headers);
+        event.denial = Some(match &error {
+            ApiError::OAuth { description, .. } => description.clone(),
+            other => other.to_string(),
+        });
+        let limiter = &self.limits.refused;
+        let key = address_key(&addr.ip().to_string());
+        match limiter.take_or_summarise(&key, self.clock.now_ms()) {
+            Ok(()) => {
+                // The call is refused either way; a lost record is counted by the auditor.
+                let _ = self.audit.record(event).await;
+                Err(error)
+            }
+            Err(limited) => {
+                self.audit.counts().unaudited("refused_over_limit");
+                if let Some(refused) = limited.summary {
+                    let mut summary = event
+                        .with("via", "admin")
+                        .with("limiter", limiter.name())
+                        .with("refused", refused)
+                        .with("retry_after", limited.retry_after);
+                    summary.event = EventKind::AccessLimited;
+                    summary.denial = Some(format!(
+                        "too many refused admin calls from this address; retry in {} s",
+                        limited.retry_after
+                    ));
+                    let _ = self.audit.record(summary).await;
+                }
+                Err(ApiError::RateLimited {
+                    retry_after: limited.retry_after,
+                })
+            }
+        }
+    }
+
+    /// Who the credential of `headers` proves to be, if an admin; the refusal and what is
+    /// known of the caller otherwise.
+    async fn verify_admin(&self, headers: &HeaderMap) -> Result<Admin, (ApiError, Refused)> {
         let state = self;
+        let nobody = |e: ApiError| (e, Refused::default());
         let needs = "admin API needs Authorization: Bearer <ID token or admin broker token>";
         let token = match headers
             .get(header::AUTHORIZATION)
@@ -121,7 +190,7 @@ impl AdminApi {
             .map(Credential::parse)
         {
             Some(Ok(Credential::Bearer(token))) => token,
-            _ => return Err(unauthorized(needs)),
+            _ => return Err(nobody(unauthorized(needs))),
         };
         let token = token.expose();
         let now_ms = state.clock.now_ms();
@@ -131,18 +200,23 @@ impl AdminApi {
             let claims = state
                 .signer
                 .verify(token, now_ms.div_euclid(1000))
-                .map_err(|e| unauthorized(&format!("broker token refused: {e}")))?;
-            if !matches!(
-                state.store.check(&claims, now_ms).await?,
-                GrantStatus::Live(_)
-            ) {
-                return Err(unauthorized("broker token is revoked or expired"));
+                .map_err(|e| nobody(unauthorized(&format!("broker token refused: {e}"))))?;
+            let who = || Refused {
+                subject: Some(claims.sub.clone()),
+                idp: Some(claims.idp.clone()),
+                jti: Some(claims.jti.clone()),
+            };
+            let status = state
+                .store
+                .check(&claims, now_ms)
+                .await
+                .map_err(|e| (e.into(), who()))?;
+            if !matches!(status, GrantStatus::Live(_)) {
+                return Err((unauthorized("broker token is revoked or expired"), who()));
             }
             if !state.admins.roles.contains(&claims.role) {
-                return Err(forbidden(format!(
-                    "role {:?} is not an admin role",
-                    claims.role
-                )));
+                let e = forbidden(format!("role {:?} is not an admin role", claims.role));
+                return Err((e, who()));
             }
             return Ok(Admin {
                 subject: claims.sub,
@@ -153,17 +227,25 @@ impl AdminApi {
             .identity
             .verify(token, now_ms)
             .await
-            .map_err(|e| unauthorized(&e.to_string()))?;
+            .map_err(|e| nobody(unauthorized(&e.to_string())))?;
+        let who = || Refused {
+            subject: Some(id.subject.clone()),
+            idp: Some(id.issuer.clone()),
+            jti: None,
+        };
         // A person revoked by subject or issuer is no admin either, until they authenticate again.
-        identity_not_revoked(state.store.as_ref(), &id).await?;
+        identity_not_revoked(state.store.as_ref(), &id)
+            .await
+            .map_err(|e| (e, who()))?;
         let is_admin = state.admins.identities.iter().any(|(issuer, conds)| {
             issuer == &id.issuer && conds.iter().all(|c| c.check(&id.claims).is_ok())
         });
         if !is_admin {
-            return Err(forbidden(format!(
+            let e = forbidden(format!(
                 "{} (issuer {}) is not an admin",
                 id.subject, id.issuer
-            )));
+            ));
+            return Err((e, who()));
         }
         Ok(Admin {
             subject: id.subject,
@@ -183,12 +265,17 @@ impl AdminApi {
         e.subject = Some(admin.subject.clone());
         e.idp = Some(admin.idp.clone());
         e.client = Some(addr.ip().to_string());
-        e.user_agent = headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        e.user_agent = user_agent(headers);
         e
     }
+}
+
+/// The caller's user agent, truncated as the doors truncate it.
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(200).collect())
 }
 
 impl From<Grant> for GrantInfo {

@@ -3,6 +3,12 @@
 //! next one — grant the scope the request needs. The HTTP gateway and `/authz` (and any other
 //! door) ask [`Gatekeeper::check`]; each answer is `Result<Allowed, Denied>`, and every
 //! denial is audited here, in one place, before the door turns it into its reply.
+//!
+//! Denials are budgeted so that no caller can turn them into a flood of audit events: a
+//! refused credential is charged to its client address, a denial of a valid token to the
+//! token (`jti`) and to its identity (issuer and subject). Past a budget the answer is 429,
+//! counted in `jit_rate_limited_total{limiter}`, and one `access.limited` event per key and
+//! minute summarises the refusals since the previous one.
 
 use std::sync::Arc;
 
@@ -10,7 +16,7 @@ use jit_proto::api::{IntrospectedClaims, Introspection};
 use jit_proto::credential::Credential;
 use jit_proto::{Action, Claims, Scope, Secret};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, EventKind};
 use crate::clock::Clock;
 use crate::ratelimit::Limits;
 use crate::recorder::Auditor;
@@ -116,8 +122,15 @@ pub enum Denied {
         /// Why the token was refused (a fixed text of ours).
         reason: String,
     },
-    /// Too many refused credentials from one address: a 429, counted, not audited.
+    /// Too many refused credentials from one address: a 429, counted, summarised once a
+    /// minute in the audit trail.
     TooManyRefusals {
+        /// Seconds until a retry may pass.
+        retry_after: u64,
+    },
+    /// Too many denials of one valid token, or of one identity's tokens: a 429, counted,
+    /// summarised once a minute in the audit trail.
+    TooManyDenials {
         /// Seconds until a retry may pass.
         retry_after: u64,
     },
@@ -139,7 +152,7 @@ impl Denied {
     pub fn status(&self) -> u16 {
         match self {
             Denied::NoCredential { .. } | Denied::InvalidToken { .. } => 401,
-            Denied::TooManyRefusals { .. } => 429,
+            Denied::TooManyRefusals { .. } | Denied::TooManyDenials { .. } => 429,
             Denied::Forbidden { .. } => 403,
             Denied::Unavailable { .. } => 503,
         }
@@ -181,6 +194,9 @@ impl Denied {
             Denied::TooManyRefusals { retry_after } => format!(
                 "git-jit: too many refused credentials from this address; retry in {retry_after} s"
             ),
+            Denied::TooManyDenials { retry_after } => format!(
+                "git-jit: too many refused requests for this token or identity; retry in {retry_after} s"
+            ),
             Denied::Forbidden { message } => message.clone(),
             Denied::Unavailable { what } => {
                 format!("git-jit: {what} is unavailable; access is refused until it is back")
@@ -219,8 +235,18 @@ pub struct Gatekeeper {
     pub clock: Arc<dyn Clock>,
     /// Records each decision.
     pub audit: Auditor,
-    /// The budget of refused credentials per address.
+    /// The budgets of refused credentials per address, and of denials per token and
+    /// identity.
     pub limits: Arc<Limits>,
+}
+
+/// Which budgets a denial is charged to.
+#[derive(Clone, Copy)]
+enum Charge<'a> {
+    /// A refused credential: its client address (and its token and identity, when it verified).
+    Refused(Option<&'a Claims>),
+    /// A valid token's denial: the token and its identity.
+    Valid(&'a Claims),
 }
 
 fn event(kind: &str, now_ms: i64, needed: &Scope, info: &RequestInfo) -> AuditEvent {
@@ -251,17 +277,76 @@ impl Gatekeeper {
         denied
     }
 
-    /// A refused credential: audited while the client address stays within its budget of
-    /// refusals; past it, a 429 that is counted, not audited one by one.
-    async fn refuse(&self, event: AuditEvent, denied: Denied, info: &RequestInfo) -> Denied {
-        let key = crate::ratelimit::address_key(info.client.as_deref().unwrap_or("unknown"));
-        match self.limits.refused.take(&key, self.clock.now_ms()) {
+    /// A denial within its budgets is audited ([`Gatekeeper::deny`]); past one, it becomes a
+    /// 429 that is counted, and summarised by one `access.limited` event per key and window.
+    async fn limit(
+        &self,
+        event: AuditEvent,
+        denied: Denied,
+        info: &RequestInfo,
+        charge: Charge<'_>,
+    ) -> Denied {
+        match self.charge(info, charge) {
             Ok(()) => self.deny(event, denied).await,
-            Err(retry_after) => {
-                self.audit.counts().unaudited("refused_over_limit");
-                Denied::TooManyRefusals { retry_after }
+            Err((limiter, limited)) => {
+                let over = match charge {
+                    Charge::Refused(_) => {
+                        self.audit.counts().unaudited("refused_over_limit");
+                        Denied::TooManyRefusals {
+                            retry_after: limited.retry_after,
+                        }
+                    }
+                    Charge::Valid(_) => {
+                        self.audit.counts().unaudited("denied_over_limit");
+                        Denied::TooManyDenials {
+                            retry_after: limited.retry_after,
+                        }
+                    }
+                };
+                if let Some(refused) = limited.summary {
+                    let mut summary = event
+                        .with("limiter", limiter)
+                        .with("refused", refused)
+                        .with("retry_after", limited.retry_after);
+                    summary.event = EventKind::AccessLimited;
+                    summary.denial = Some(over.audit_text());
+                    // The request is refused either way; a lost summary is counted.
+                    let _ = self.audit.record(summary).await;
+                }
+                over
             }
         }
+    }
+
+    /// Takes one denial from each budget `charge` names; the first exhausted one's name and
+    /// answer otherwise.
+    fn charge(
+        &self,
+        info: &RequestInfo,
+        charge: Charge<'_>,
+    ) -> Result<(), (&'static str, crate::ratelimit::Limited)> {
+        let now_ms = self.clock.now_ms();
+        let l = &self.limits;
+        let claims = match charge {
+            Charge::Refused(claims) => {
+                let key =
+                    crate::ratelimit::address_key(info.client.as_deref().unwrap_or("unknown"));
+                l.refused
+                    .take_or_summarise(&key, now_ms)
+                    .map_err(|e| (l.refused.name(), e))?;
+                claims
+            }
+            Charge::Valid(claims) => Some(claims),
+        };
+        if let Some(c) = claims {
+            l.denied_token
+                .take_or_summarise(&c.jti, now_ms)
+                .map_err(|e| (l.denied_token.name(), e))?;
+            l.denied_identity
+                .take_or_summarise(&format!("{} {}", c.idp, c.sub), now_ms)
+                .map_err(|e| (l.denied_identity.name(), e))?;
+        }
+        Ok(())
     }
 
     /// Decides a request that needs `needed`, presenting `authorization` (the raw header
@@ -289,7 +374,7 @@ impl Gatekeeper {
                     needed: needed.clone(),
                     reason: e.to_string(),
                 };
-                return Err(self.refuse(base, denied, info).await);
+                return Err(self.limit(base, denied, info, Charge::Refused(None)).await);
             }
         };
         let claims = match self.signer.verify(token.expose(), now_ms.div_euclid(1000)) {
@@ -299,7 +384,7 @@ impl Gatekeeper {
                     needed: needed.clone(),
                     reason: e.to_string(),
                 };
-                return Err(self.refuse(base, denied, info).await);
+                return Err(self.limit(base, denied, info, Charge::Refused(None)).await);
             }
         };
         let base = with_claims(base, &claims);
@@ -324,11 +409,13 @@ impl Gatekeeper {
                 needed: needed.clone(),
                 reason: reason.to_owned(),
             };
-            return Err(self.refuse(base, denied, info).await);
+            let charge = Charge::Refused(Some(&claims));
+            return Err(self.limit(base, denied, info, charge).await);
         }
         if !claims.scope.covers(needed) {
             let message = forbidden_message(&claims.scope, needed);
-            return Err(self.deny(base, Denied::Forbidden { message }).await);
+            let denied = Denied::Forbidden { message };
+            return Err(self.limit(base, denied, info, Charge::Valid(&claims)).await);
         }
         if !info.via.sees_ref_updates()
             && needed.actions.contains(Action::Write)
@@ -340,7 +427,8 @@ impl Gatekeeper {
                 "git-jit: this grant is limited to refs {}; ref-limited pushes must go through the git-jit gateway",
                 patterns.join(", ")
             );
-            return Err(self.deny(base, Denied::Forbidden { message }).await);
+            let denied = Denied::Forbidden { message };
+            return Err(self.limit(base, denied, info, Charge::Valid(&claims)).await);
         }
         Ok(Allowed {
             claims,
@@ -370,22 +458,31 @@ impl Gatekeeper {
     }
 
     /// Records `access.denied` for a verified token refused after [`Gatekeeper::check`] (a
-    /// push whose ref updates the grant does not allow). The push is refused either way.
+    /// push whose ref updates the grant does not allow), within the token's and identity's
+    /// budgets of denials. The push is refused either way; past a budget the answer is the
+    /// returned 429 instead of git's report.
     pub async fn refuse_push(
         &self,
         allowed: &Allowed,
         info: &RequestInfo,
         denial: String,
         updates: serde_json::Value,
-    ) {
+    ) -> Option<Denied> {
         let now_ms = self.clock.now_ms();
         let mut e = with_claims(
             event("access.denied", now_ms, &allowed.needed, info),
             &allowed.claims,
         )
         .with("updates", updates);
-        e.denial = Some(denial);
-        let _ = self.audit.record(e).await;
+        e.denial = Some(denial.clone());
+        let denied = Denied::Forbidden { message: denial };
+        match self
+            .limit(e, denied, info, Charge::Valid(&allowed.claims))
+            .await
+        {
+            d @ Denied::TooManyDenials { .. } => Some(d),
+            _ => None,
+        }
     }
 
     /// RFC 7662: `active: true` with the claims for a live token; only `active: false` for

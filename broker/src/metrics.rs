@@ -45,6 +45,12 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+// Rate limiting and audit retention (abuse limits of the doors and the trail).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimiterLabels {
+    limiter: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
     op: &'static str,
@@ -68,6 +74,8 @@ pub struct Metrics {
     store_up: Gauge,
     store: Histograms<StoreLabels>,
     store_errors: Family<StoreLabels, Counter>,
+    // Rate limiting (abuse limits of the doors and the exchange).
+    rate_limited: Family<LimiterLabels, Counter>,
     /// Label values seen so far, for the snapshots: a family cannot be iterated.
     kinds_seen: Mutex<BTreeSet<String>>,
     reasons_seen: Mutex<BTreeSet<&'static str>>,
@@ -92,6 +100,13 @@ impl Metrics {
         let store_up = Gauge::default();
         let store = Histograms::<StoreLabels>::new_with_constructor(latency_buckets as fn() -> _);
         let store_errors = Family::<StoreLabels, Counter>::default();
+        // Rate limiting (abuse limits of the doors and the exchange).
+        let rate_limited = Family::<LimiterLabels, Counter>::default();
+        registry.register(
+            "jit_rate_limited",
+            "Requests refused with 429 by a rate limiter, by limiter (exchange_identity, exchange_client, refused_address, denied_token, denied_identity)",
+            rate_limited.clone(),
+        );
         // Counters get their `_total` suffix from the encoder: `jit_audit_events_total`.
         registry.register(
             "jit_http_request_duration_seconds",
@@ -139,6 +154,7 @@ impl Metrics {
             store_up,
             store,
             store_errors,
+            rate_limited,
             kinds_seen: Mutex::default(),
             reasons_seen: Mutex::default(),
         }
@@ -177,6 +193,13 @@ impl Metrics {
         if let Ok(mut seen) = self.reasons_seen.lock() {
             seen.insert(reason);
         }
+    }
+
+    /// Counts one request refused by the rate limiter named `limiter`.
+    pub fn rate_limited(&self, limiter: &'static str) {
+        self.rate_limited
+            .get_or_create(&LimiterLabels { limiter })
+            .inc();
     }
 
     /// Records whether the store answered.

@@ -6,8 +6,9 @@
 
 use std::future::Future;
 
-use crate::audit::{AuditEvent, chain_hash};
+use crate::audit::{AuditEvent, ChainHead, chain_hash};
 use crate::metrics::Metrics;
+use jit_proto::display::clean;
 
 tokio::task_local! {
     /// The id of the HTTP request the current task is serving.
@@ -167,7 +168,7 @@ async fn write_loop(
     metrics: std::sync::Arc<Metrics>,
     mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, Done)>,
 ) {
-    let mut head: Option<(u64, String)> = None;
+    let mut head: Option<ChainHead> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (mut events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
@@ -178,14 +179,16 @@ async fn write_loop(
         if result.is_ok() {
             for e in &events {
                 metrics.audit_event(e.event.as_str());
+                // Subjects come from identity providers, repositories and denials from
+                // requests: inert text in the log, whatever the log's format.
                 tracing::info!(
                     target: "audit",
-                    event = %e.event,
+                    event = %clean(e.event.as_str()),
                     seq = e.seq,
-                    subject = e.subject.as_deref(),
-                    repo = e.repo.as_deref(),
-                    jti = e.jti.as_deref(),
-                    denial = e.denial.as_deref(),
+                    subject = e.subject.as_deref().map(clean),
+                    repo = e.repo.as_deref().map(clean),
+                    jti = e.jti.as_deref().map(clean),
+                    denial = e.denial.as_deref().map(clean),
                     "audit"
                 );
                 if let Some(x) = &export {
@@ -200,34 +203,35 @@ async fn write_loop(
     }
 }
 
-/// Chains `events` onto the head and appends them, re-reading the head when another replica
-/// wrote first.
+/// Chains `events` onto the head, each on its kind's lane, and appends them, re-reading the
+/// head when another replica wrote first.
 async fn append_chained(
     store: &dyn crate::store::GrantStore,
-    head: &mut Option<(u64, String)>,
+    head: &mut Option<ChainHead>,
     events: &mut [AuditEvent],
 ) -> Result<(), crate::store::StoreError> {
     let started = std::time::Instant::now();
     let mut conflicts = 0u32;
     while started.elapsed() < CHAIN_PATIENCE {
-        let (seq, prev) = match head.as_ref() {
+        let current = match head.as_ref() {
             Some(h) => h.clone(),
             None => match store.audit_head().await {
-                Ok(h) => h.unwrap_or((0, String::new())),
+                Ok(h) => h.unwrap_or_default(),
                 Err(e) => return Err(e),
             },
         };
-        let (mut next_seq, mut prev_hash) = (seq, prev);
+        let mut next = current.clone();
         for e in events.iter_mut() {
-            next_seq += 1;
-            e.seq = next_seq;
-            e.prev = std::mem::take(&mut prev_hash);
+            let lane = e.event.lane();
+            e.lane = Some(lane);
+            e.seq = next.seq + 1;
+            e.prev = next.hash(lane).to_owned();
             e.hash = chain_hash(e);
-            prev_hash = e.hash.clone();
+            next.advance(lane, e);
         }
-        match store.append_audit(events, seq).await {
+        match store.append_audit(events, current.seq, &next).await {
             Ok(true) => {
-                *head = Some((next_seq, prev_hash));
+                *head = Some(next);
                 return Ok(());
             }
             // Another replica appended first: learn the new head and try again, after a
@@ -267,7 +271,7 @@ async fn backoff(n: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AuditQuery, ChainError, verify_chain};
+    use crate::audit::{AuditQuery, ChainError, Lane, verify_chain};
     use crate::store::GrantStore;
     use crate::store::memory::MemoryStore;
     use std::sync::Arc;
@@ -357,7 +361,7 @@ mod tests {
         events[2].hash = chain_hash(&events[2]);
         assert!(matches!(
             verify_chain(&events),
-            Err(ChainError::Broken { seq: 4, .. })
+            Err(ChainError::LaneBroken { seq: 4, .. })
         ));
     }
 
@@ -367,9 +371,10 @@ mod tests {
         events.remove(2);
         assert!(matches!(
             verify_chain(&events),
-            Err(ChainError::Broken {
+            Err(ChainError::LaneBroken {
                 seq: 4,
-                expected_seq: 3,
+                previous_seq: 2,
+                lane: "traffic",
                 ..
             })
         ));
@@ -381,8 +386,115 @@ mod tests {
         events.swap(1, 2);
         assert!(matches!(
             verify_chain(&events),
-            Err(ChainError::Broken { .. })
+            Err(ChainError::LaneBroken { seq: 3, .. })
         ));
+        // Out of seq order even where each lane still links: refused too.
+        let mut events = mixed().await;
+        events.swap(0, 1);
+        assert!(matches!(
+            verify_chain(&events),
+            Err(ChainError::Broken { seq: 1, .. })
+        ));
+    }
+
+    /// Evidence and traffic interleaved: g1 d2 d3 g4 d5 d6 g7 (g grant, d denial).
+    async fn mixed() -> Vec<AuditEvent> {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(1000));
+        let a = Auditor::new(store.clone(), None);
+        for (i, kind) in [
+            "grant.issued",
+            "access.denied",
+            "access.denied",
+            "grant.revoked",
+            "access.denied",
+            "access.denied",
+            "grant.issued",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            a.record(AuditEvent::new(kind, 1000 + i as i64))
+                .await
+                .expect("recorded");
+        }
+        store
+            .read_audit(&AuditQuery {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await
+            .expect("read")
+    }
+
+    /// Each lane is its own chain: traffic trimmed (from its start, or all of it) leaves the
+    /// evidence verifiable, and deleting evidence amid traffic is still caught.
+    #[tokio::test]
+    async fn lanes_chain_separately() {
+        let events = mixed().await;
+        assert_eq!(verify_chain(&events), Ok(7));
+        let lanes: Vec<Option<Lane>> = events.iter().map(|e| e.lane).collect();
+        let (g, d) = (Some(Lane::Evidence), Some(Lane::Traffic));
+        assert_eq!(lanes, [g, d, d, g, d, d, g]);
+        // Traffic trimmed from its start (the oldest two denials gone): intact.
+        let trimmed: Vec<AuditEvent> = events
+            .iter()
+            .filter(|e| !(e.lane == d && e.seq <= 3))
+            .cloned()
+            .collect();
+        assert_eq!(verify_chain(&trimmed), Ok(5));
+        // No traffic at all: the evidence alone is intact.
+        let evidence: Vec<AuditEvent> = events.iter().filter(|e| e.lane == g).cloned().collect();
+        assert_eq!(verify_chain(&evidence), Ok(3));
+        // A grant removed from amid traffic: the next grant no longer links.
+        let mut cut = events.clone();
+        cut.remove(3);
+        assert!(matches!(
+            verify_chain(&cut),
+            Err(ChainError::LaneBroken {
+                seq: 7,
+                previous_seq: 1,
+                lane: "evidence",
+                ..
+            })
+        ));
+    }
+
+    /// A trail written before lanes (one chain, no `lane`) is continued by both lanes from
+    /// its last event, and the whole verifies.
+    #[tokio::test]
+    async fn version_1_chain_continues_into_lanes() {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(1000));
+        let mut head = crate::audit::ChainHead::default();
+        let mut old = Vec::new();
+        for (i, kind) in ["grant.issued", "access.denied"].into_iter().enumerate() {
+            let mut e = AuditEvent::new(kind, i as i64);
+            e.v = 1;
+            e.seq = i as u64 + 1;
+            e.prev = head.evidence.clone();
+            e.hash = chain_hash(&e);
+            head =
+                crate::audit::ChainHead::decode(&format!("{} {}", e.seq, e.hash)).expect("v1 head");
+            old.push(e);
+        }
+        assert!(store.append_audit(&old, 0, &head).await.expect("append"));
+        let a = Auditor::new(store.clone(), None);
+        for kind in ["access.denied", "grant.issued"] {
+            a.record(AuditEvent::new(kind, 10)).await.expect("recorded");
+        }
+        let all = store
+            .read_audit(&AuditQuery {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await
+            .expect("read");
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(
+            all[2].prev, all[1].hash,
+            "both lanes continue the old chain"
+        );
+        assert_eq!(all[3].prev, all[1].hash);
+        assert_eq!(verify_chain(&all), Ok(4));
     }
 
     #[tokio::test]

@@ -23,10 +23,10 @@ use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
 use crate::ratelimit::Limits;
 use crate::recorder::{Auditor, Export};
-use crate::store::GrantStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, Topology};
 use crate::store::timed::TimedStore;
+use crate::store::{AuditRetention, GrantStore};
 use crate::token::TokenSigner;
 
 /// Why the broker could not be set up.
@@ -92,12 +92,15 @@ impl AppState {
         Self {
             settings: Arc::new(settings),
             signer,
-            audit: Auditor::with_metrics(store.clone(), export, metrics),
+            audit: Auditor::with_metrics(store.clone(), export, metrics.clone()),
             store,
             clock,
             identity: Arc::new(Verifier::empty()),
             policy: Arc::new(CompiledPolicy::default()),
-            limits: Arc::new(Limits::default()),
+            limits: Arc::new(Limits::new(
+                &crate::config::RateLimitConfig::default(),
+                metrics.clone(),
+            )),
             exchange: Arc::new(ExchangeConfig::default()),
             dev_issuer: None,
             admins: Arc::new(AdminPolicy::default()),
@@ -116,7 +119,7 @@ impl AppState {
     ) -> Self {
         self.identity = Arc::new(identity);
         self.policy = Arc::new(policy);
-        self.limits = Arc::new(Limits::new(&exchange.rate_limit));
+        self.limits = Arc::new(Limits::new(&exchange.rate_limit, self.audit.metrics()));
         self.exchange = Arc::new(exchange);
         self
     }
@@ -145,7 +148,7 @@ impl AppState {
         let keys = KeyRing::load_dir(&compiled.keys_dir)?;
         let config = &compiled.store;
         let store: Arc<dyn GrantStore> = match config.kind {
-            StoreKind::Memory => Arc::new(MemoryStore::new(config.audit_max_events)),
+            StoreKind::Memory => Arc::new(MemoryStore::with_retention(retention(config))),
             StoreKind::Redis => {
                 let topology = if config.cluster.is_empty() {
                     let url = config
@@ -156,11 +159,10 @@ impl AppState {
                 } else {
                     Topology::Cluster(config.cluster.clone())
                 };
-                Arc::new(RedisStore::new(
-                    topology,
-                    config.prefix.clone(),
-                    config.audit_max_events,
-                ))
+                Arc::new(
+                    RedisStore::new(topology, config.prefix.clone(), config.audit_max_events)
+                        .with_retention(retention(config)),
+                )
             }
         };
         let export = Self::audit_export(compiled.export.as_deref())?;
@@ -228,6 +230,17 @@ impl AppState {
     }
 }
 
+/// The audit trail's budgets of `[store]`.
+fn retention(config: &crate::config::StoreConfig) -> AuditRetention {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    let mut r = AuditRetention::with_max_events(config.audit_max_events);
+    r.evidence.max_bytes = config.audit_evidence_max_bytes;
+    r.evidence.max_age_ms = i64::from(config.audit_evidence_max_days) * DAY_MS;
+    r.traffic.max_bytes = config.audit_traffic_max_bytes;
+    r.traffic.max_age_ms = i64::from(config.audit_traffic_max_days) * DAY_MS;
+    r
+}
+
 /// What `/readyz` and `/metrics` look at.
 #[derive(Clone)]
 pub struct Health {
@@ -293,6 +306,7 @@ impl FromRef<AppState> for AdminApi {
             audit: s.audit.clone(),
             identity: s.identity.clone(),
             admins: s.admins.clone(),
+            limits: s.limits.clone(),
         }
     }
 }

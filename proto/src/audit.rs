@@ -11,8 +11,35 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Current version of the audit event schema.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Current version of the audit event schema: 2 adds [`AuditEvent::lane`] (each lane is its
+/// own hash chain); version 1 events form one chain over every event.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The two lanes of the trail, each kept, trimmed and hash-chained on its own, so that
+/// traffic anyone can cause never pushes evidence out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    /// What only a successful exchange or an admin can cause: grants issued, revocations,
+    /// admin actions (and kinds this version does not know).
+    Evidence,
+    /// What every Git request or refused caller can cause: accesses allowed and denied,
+    /// refused exchanges and admin calls, rate-limit summaries.
+    Traffic,
+}
+
+impl Lane {
+    /// Both lanes, evidence first.
+    pub const ALL: [Lane; 2] = [Lane::Evidence, Lane::Traffic];
+
+    /// `evidence` or `traffic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Evidence => "evidence",
+            Lane::Traffic => "traffic",
+        }
+    }
+}
 
 /// What happened. Compares, hashes and serialises as its string, so
 /// `EventKind::Other("grant.issued".into()) == EventKind::GrantIssued`.
@@ -32,13 +59,19 @@ pub enum EventKind {
     AdminGrants,
     /// `admin.audit`: an admin read the audit trail.
     AdminAudit,
+    /// `admin.denied`: a call to the admin API was refused (no, a forged, or a non-admin
+    /// credential).
+    AdminDenied,
+    /// `access.limited`: one summary of the refusals a rate limiter answered with 429 for one
+    /// key (token, identity or address) since its previous summary.
+    AccessLimited,
     /// Any other kind (from a newer broker), kept verbatim.
     Other(String),
 }
 
 impl EventKind {
     /// Every kind this version knows, in a stable order.
-    pub const KNOWN: [EventKind; 7] = [
+    pub const KNOWN: [EventKind; 9] = [
         Self::GrantIssued,
         Self::GrantDenied,
         Self::GrantRevoked,
@@ -46,6 +79,8 @@ impl EventKind {
         Self::AccessDenied,
         Self::AdminGrants,
         Self::AdminAudit,
+        Self::AdminDenied,
+        Self::AccessLimited,
     ];
 
     /// The kind as it travels.
@@ -58,6 +93,8 @@ impl EventKind {
             Self::AccessDenied => "access.denied",
             Self::AdminGrants => "admin.grants",
             Self::AdminAudit => "admin.audit",
+            Self::AdminDenied => "admin.denied",
+            Self::AccessLimited => "access.limited",
             Self::Other(s) => s,
         }
     }
@@ -70,14 +107,30 @@ impl EventKind {
             .unwrap_or_else(|| Self::Other(s.to_owned()))
     }
 
-    /// Whether the event records a refusal (`grant.denied`, `access.denied`).
+    /// Whether the event records a refusal (`grant.denied`, `access.denied`, `admin.denied`,
+    /// `access.limited`).
     pub fn is_denial(&self) -> bool {
-        matches!(self.known(), Some(Self::GrantDenied | Self::AccessDenied))
+        matches!(
+            self.known(),
+            Some(Self::GrantDenied | Self::AccessDenied | Self::AdminDenied | Self::AccessLimited)
+        )
     }
 
-    /// Whether the event records an admin's action (`admin.*`, `grant.revoked`).
+    /// Whether the event records an admin's action (`admin.*` but a refused call,
+    /// `grant.revoked`).
     pub fn is_admin(&self) -> bool {
-        self.category() == "admin" || matches!(self.known(), Some(Self::GrantRevoked))
+        (self.category() == "admin" && !matches!(self.known(), Some(Self::AdminDenied)))
+            || matches!(self.known(), Some(Self::GrantRevoked))
+    }
+
+    /// The lane the event is kept in: traffic for `access.*`, `grant.denied` and
+    /// `admin.denied`; evidence for everything else, kinds this version does not know too.
+    pub fn lane(&self) -> Lane {
+        if self.is_denial() || self.category() == "access" {
+            Lane::Traffic
+        } else {
+            Lane::Evidence
+        }
     }
 
     /// The part before the first `.` (`grant`, `access`, `admin`).
@@ -221,6 +274,10 @@ pub struct AuditEvent {
     /// Event-specific details (deciding claims, ref updates, lifetimes, counts).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// The lane whose chain the event is on (schema 2); absent on version 1 events, which
+    /// form one chain over every event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<Lane>,
     /// Position in the hash chain (1 for the first event ever written).
     #[serde(default)]
     pub seq: u64,
@@ -251,6 +308,7 @@ impl AuditEvent {
             client: None,
             user_agent: None,
             data: serde_json::Map::new(),
+            lane: None,
             seq: 0,
             prev: String::new(),
             hash: String::new(),
@@ -282,7 +340,15 @@ mod tests {
         let e = AuditEvent::new("access.denied", 5);
         assert_eq!(
             serde_json::to_string(&e).expect("json"),
-            r#"{"v":1,"ts":5,"event":"access.denied","seq":0,"prev":"","hash":""}"#
+            r#"{"v":2,"ts":5,"event":"access.denied","seq":0,"prev":"","hash":""}"#
+        );
+        let e = AuditEvent {
+            lane: Some(Lane::Traffic),
+            ..AuditEvent::new("access.denied", 5)
+        };
+        assert_eq!(
+            serde_json::to_string(&e).expect("json"),
+            r#"{"v":2,"ts":5,"event":"access.denied","lane":"traffic","seq":0,"prev":"","hash":""}"#
         );
         let e = AuditEvent {
             id: Some("1-0".into()),
@@ -291,7 +357,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&e).expect("json"),
-            r#"{"v":1,"id":"1-0","ts":6,"event":"grant.denied","denial":"no","data":{"k":1},"seq":0,"prev":"","hash":""}"#
+            r#"{"v":2,"id":"1-0","ts":6,"event":"grant.denied","denial":"no","data":{"k":1},"seq":0,"prev":"","hash":""}"#
         );
     }
 
@@ -321,7 +387,34 @@ mod tests {
             .filter(|k| k.is_denial())
             .map(EventKind::as_str)
             .collect();
-        assert_eq!(denials, ["grant.denied", "access.denied"]);
+        assert_eq!(
+            denials,
+            [
+                "grant.denied",
+                "access.denied",
+                "admin.denied",
+                "access.limited"
+            ]
+        );
+        let traffic: Vec<&str> = EventKind::KNOWN
+            .iter()
+            .filter(|k| k.lane() == Lane::Traffic)
+            .map(EventKind::as_str)
+            .collect();
+        assert_eq!(
+            traffic,
+            [
+                "grant.denied",
+                "access.allowed",
+                "access.denied",
+                "admin.denied",
+                "access.limited"
+            ]
+        );
+        assert_eq!(
+            EventKind::Other("approval.granted".into()).lane(),
+            Lane::Evidence
+        );
         let admin: Vec<&str> = EventKind::KNOWN
             .iter()
             .filter(|k| k.is_admin())
@@ -400,6 +493,11 @@ mod tests {
                 _ => e.with(&key, rng.one_in(2)),
             };
         }
+        e.lane = match rng.below(3) {
+            0 => None,
+            1 => Some(Lane::Evidence),
+            _ => Some(Lane::Traffic),
+        };
         e.seq = rng.next_u64();
         e.prev = rng.string("0123456789abcdef", 0, 64);
         e.hash = rng.string("0123456789abcdef", 0, 64);

@@ -39,6 +39,34 @@ pub struct RateLimitConfig {
     /// Refused credentials one client address may present in a burst. Default 100.
     #[serde(default = "default_refused_burst")]
     pub refused_burst: u32,
+    /// Denials per minute one valid token (by `jti`) may draw at the gateway or `/authz` (a
+    /// live token asking for what it does not grant); past it, 429 and one audit event per
+    /// minute summarising the rest. Default 60.
+    #[serde(default = "default_denied_token_per_minute")]
+    pub denied_token_per_minute: u32,
+    /// Denials one valid token may draw in a burst. Default 30.
+    #[serde(default = "default_denied_token_burst")]
+    pub denied_token_burst: u32,
+    /// Denials per minute the valid tokens of one identity (issuer and subject) may draw
+    /// together. Default 120.
+    #[serde(default = "default_denied_identity_per_minute")]
+    pub denied_identity_per_minute: u32,
+    /// Denials the valid tokens of one identity may draw in a burst. Default 60.
+    #[serde(default = "default_denied_identity_burst")]
+    pub denied_identity_burst: u32,
+}
+
+fn default_denied_token_per_minute() -> u32 {
+    60
+}
+fn default_denied_token_burst() -> u32 {
+    30
+}
+fn default_denied_identity_per_minute() -> u32 {
+    120
+}
+fn default_denied_identity_burst() -> u32 {
+    60
 }
 
 fn default_refused_per_minute() -> u32 {
@@ -70,6 +98,10 @@ impl Default for RateLimitConfig {
             client_burst: default_client_burst(),
             refused_per_minute: default_refused_per_minute(),
             refused_burst: default_refused_burst(),
+            denied_token_per_minute: default_denied_token_per_minute(),
+            denied_token_burst: default_denied_token_burst(),
+            denied_identity_per_minute: default_denied_identity_per_minute(),
+            denied_identity_burst: default_denied_identity_burst(),
         }
     }
 }
@@ -84,6 +116,13 @@ impl RateLimitConfig {
             ("client_burst", self.client_burst),
             ("refused_per_minute", self.refused_per_minute),
             ("refused_burst", self.refused_burst),
+            ("denied_token_per_minute", self.denied_token_per_minute),
+            ("denied_token_burst", self.denied_token_burst),
+            (
+                "denied_identity_per_minute",
+                self.denied_identity_per_minute,
+            ),
+            ("denied_identity_burst", self.denied_identity_burst),
         ]
         .into_iter()
         .find(|(_, v)| *v == 0)

@@ -227,9 +227,37 @@ pub struct StoreConfig {
     /// Prefix of every key the broker writes. Default `jit`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// Audit events kept in the store (older ones are trimmed). Default 1,000,000.
+    /// Audit events kept in the store per lane (evidence, traffic; older ones are trimmed).
+    /// Default 1,000,000.
     #[serde(default = "default_audit_max")]
     pub audit_max_events: usize,
+    /// Bytes of event JSON the evidence lane (grants, revocations, admin actions) keeps.
+    /// Default 1 GiB.
+    #[serde(default = "default_evidence_bytes")]
+    pub audit_evidence_max_bytes: u64,
+    /// Days the evidence lane keeps events. Default 400.
+    #[serde(default = "default_evidence_days")]
+    pub audit_evidence_max_days: u32,
+    /// Bytes of event JSON the traffic lane (Git accesses, every refusal) keeps. Default
+    /// 256 MiB.
+    #[serde(default = "default_traffic_bytes")]
+    pub audit_traffic_max_bytes: u64,
+    /// Days the traffic lane keeps events. Default 30.
+    #[serde(default = "default_traffic_days")]
+    pub audit_traffic_max_days: u32,
+}
+
+fn default_evidence_bytes() -> u64 {
+    1 << 30
+}
+fn default_evidence_days() -> u32 {
+    400
+}
+fn default_traffic_bytes() -> u64 {
+    256 << 20
+}
+fn default_traffic_days() -> u32 {
+    30
 }
 
 impl Default for StoreConfig {
@@ -240,6 +268,10 @@ impl Default for StoreConfig {
             cluster: Vec::new(),
             prefix: default_prefix(),
             audit_max_events: default_audit_max(),
+            audit_evidence_max_bytes: default_evidence_bytes(),
+            audit_evidence_max_days: default_evidence_days(),
+            audit_traffic_max_bytes: default_traffic_bytes(),
+            audit_traffic_max_days: default_traffic_days(),
         }
     }
 }
@@ -347,6 +379,28 @@ impl Config {
                 "store.audit_max_events",
                 "must be at least 1".into(),
             ));
+        }
+        for (key, zero) in [
+            (
+                "store.audit_evidence_max_bytes",
+                self.store.audit_evidence_max_bytes == 0,
+            ),
+            (
+                "store.audit_evidence_max_days",
+                self.store.audit_evidence_max_days == 0,
+            ),
+            (
+                "store.audit_traffic_max_bytes",
+                self.store.audit_traffic_max_bytes == 0,
+            ),
+            (
+                "store.audit_traffic_max_days",
+                self.store.audit_traffic_max_days == 0,
+            ),
+        ] {
+            if zero {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
         }
         Ok(())
     }

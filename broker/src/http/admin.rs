@@ -29,7 +29,7 @@ pub async fn grants(
     headers: HeaderMap,
     Query(q): Query<GrantsQuery>,
 ) -> Result<Json<GrantPage>, ApiError> {
-    let admin = state.authenticate(&headers).await?;
+    let admin = state.authenticate(&headers, addr).await?;
     let repo = q
         .repo_path()
         .map_err(|e| ApiError::invalid_request(e.to_string()))?;
@@ -67,7 +67,7 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Result<Json<RevokeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    let admin = state.authenticate(&headers).await?;
+    let admin = state.authenticate(&headers, addr).await?;
     let Json(req) =
         body.map_err(|e| ApiError::invalid_request(format!("revoke body: {}", e.body_text())))?;
     let reason = req.reason.trim();
@@ -187,7 +187,7 @@ pub async fn audit(
     headers: HeaderMap,
     Query(p): Query<AuditParams>,
 ) -> Result<Response, ApiError> {
-    let admin = state.authenticate(&headers).await?;
+    let admin = state.authenticate(&headers, addr).await?;
     let format = p
         .format()
         .map_err(|e| ApiError::invalid_request(e.to_string()))?;

@@ -101,10 +101,13 @@ pub async fn serve(State(state): State<GatewayState>, request: Request) -> Respo
                     .map(|r| format!("{}: {}", r.refname, r.reason))
                     .collect();
                 let updates = push::updates_json(&list);
-                gatekeeper
+                match gatekeeper
                     .refuse_push(&allowed, &info, reasons.join("; "), updates)
-                    .await;
-                answer
+                    .await
+                {
+                    Some(over_budget) => denied(&over_budget),
+                    None => answer,
+                }
             }
             Err(e) => {
                 tracing::info!(repo = %git.repo, jti = %claims.jti, error = %e, "malformed push");

@@ -320,7 +320,9 @@ pub fn denied(d: &Denied) -> Response {
         );
     }
     let retry_after = match d {
-        Denied::TooManyRefusals { retry_after } => Some(retry_after.to_string()),
+        Denied::TooManyRefusals { retry_after } | Denied::TooManyDenials { retry_after } => {
+            Some(retry_after.to_string())
+        }
         Denied::Unavailable { .. } => Some("5".to_owned()),
         _ => None,
     };

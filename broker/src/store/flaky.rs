@@ -8,7 +8,7 @@ use jit_proto::Claims;
 
 use super::memory::MemoryStore;
 use super::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget, StoreError};
-use crate::audit::{AuditEvent, AuditQuery};
+use crate::audit::{AuditEvent, AuditQuery, ChainHead};
 
 /// A memory store with two switches: `grants_down` fails storing, checking and pinging;
 /// `audit_down` fails the audit log.
@@ -63,13 +63,18 @@ impl GrantStore for Flaky {
     async fn list(&self, f: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
         self.inner.list(f, now_ms).await
     }
-    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
         self.gate(&self.audit_down)?;
         self.inner.audit_head().await
     }
-    async fn append_audit(&self, e: &[AuditEvent], head: u64) -> Result<bool, StoreError> {
+    async fn append_audit(
+        &self,
+        e: &[AuditEvent],
+        seq: u64,
+        head: &ChainHead,
+    ) -> Result<bool, StoreError> {
         self.gate(&self.audit_down)?;
-        self.inner.append_audit(e, head).await
+        self.inner.append_audit(e, seq, head).await
     }
     async fn read_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         self.inner.read_audit(q).await

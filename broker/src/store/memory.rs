@@ -1,5 +1,6 @@
 //! The in-process store of `jit-broker dev` and single-process deployments: the same
-//! semantics as the Redis store, kept in one mutex-guarded map.
+//! semantics as the Redis store, kept in one mutex-guarded map. The audit trail is two queues,
+//! one per lane, each trimmed by its own budget.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -8,10 +9,39 @@ use async_trait::async_trait;
 use jit_proto::Claims;
 
 use super::{
-    EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantStatus, GrantStore, MAX_TOKEN_LIFETIME_SECS,
-    RevokeTarget, StoreError, revoked_by,
+    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantStatus, GrantStore, LaneBudget,
+    MAX_TOKEN_LIFETIME_SECS, RevokeTarget, StoreError, lane_of, revoked_by,
 };
-use crate::audit::{AuditEvent, AuditQuery};
+use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
+
+/// One lane of the trail: events with their JSON sizes, and the sum of those.
+#[derive(Default)]
+struct LaneLog {
+    events: VecDeque<(AuditEvent, u64)>,
+    bytes: u64,
+}
+
+impl LaneLog {
+    fn push(&mut self, event: AuditEvent, size: u64) {
+        self.bytes += size;
+        self.events.push_back((event, size));
+    }
+
+    /// Drops the oldest events until the lane is within `budget`, measured at `now_ms`.
+    fn trim(&mut self, budget: &LaneBudget, now_ms: i64) {
+        let oldest_kept = now_ms.saturating_sub(budget.max_age_ms);
+        while let Some((e, size)) = self.events.front() {
+            let over = self.events.len() as u64 > budget.max_events
+                || self.bytes > budget.max_bytes
+                || e.ts < oldest_kept;
+            if !over {
+                break;
+            }
+            self.bytes -= *size;
+            self.events.pop_front();
+        }
+    }
+}
 
 #[derive(Default)]
 struct Inner {
@@ -22,9 +52,10 @@ struct Inner {
     issued: HashMap<String, i64>,
     /// dimension → (revoked-before ms, forget-at ms).
     watermarks: HashMap<String, (i64, i64)>,
-    audit: VecDeque<AuditEvent>,
+    evidence: LaneLog,
+    traffic: LaneLog,
     audit_seq: u64,
-    audit_head: Option<(u64, String)>,
+    audit_head: Option<ChainHead>,
 }
 
 impl Inner {
@@ -72,15 +103,21 @@ impl Inner {
 /// The in-memory grant store.
 pub struct MemoryStore {
     inner: Mutex<Inner>,
-    audit_max: usize,
+    retention: AuditRetention,
 }
 
 impl MemoryStore {
-    /// A store keeping at most `audit_max` audit events.
+    /// A store keeping at most `audit_max` audit events per lane (and the default byte and
+    /// age budgets).
     pub fn new(audit_max: usize) -> Self {
+        Self::with_retention(AuditRetention::with_max_events(audit_max))
+    }
+
+    /// A store keeping what `retention` says of each audit lane.
+    pub fn with_retention(retention: AuditRetention) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
-            audit_max: audit_max.max(1),
+            retention,
         }
     }
 
@@ -179,7 +216,7 @@ impl GrantStore for MemoryStore {
         Ok(out)
     }
 
-    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
         Ok(self.lock()?.audit_head.clone())
     }
 
@@ -187,35 +224,52 @@ impl GrantStore for MemoryStore {
         &self,
         events: &[AuditEvent],
         expected_head_seq: u64,
+        head: &ChainHead,
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock()?;
-        if inner.audit_head.as_ref().map_or(0, |h| h.0) != expected_head_seq {
+        if inner.audit_head.as_ref().map_or(0, |h| h.seq) != expected_head_seq {
             return Ok(false);
         }
+        let Some(newest) = events.iter().map(|e| e.ts).max() else {
+            return Ok(true);
+        };
         for event in events {
-            inner.audit_head = Some((event.seq, event.hash.clone()));
             inner.audit_seq += 1;
+            let size = serde_json::to_vec(event).map_or(0, |j| j.len() as u64);
             let mut e = event.clone();
             e.id = Some(format!("{}-{}", e.ts, inner.audit_seq));
-            inner.audit.push_back(e);
+            match lane_of(event) {
+                Lane::Evidence => inner.evidence.push(e, size),
+                Lane::Traffic => inner.traffic.push(e, size),
+            }
         }
-        while inner.audit.len() > self.audit_max {
-            inner.audit.pop_front();
-        }
+        inner.audit_head = Some(head.clone());
+        inner.evidence.trim(&self.retention.evidence, newest);
+        inner.traffic.trim(&self.retention.traffic, newest);
         Ok(true)
     }
 
     async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let inner = self.lock()?;
-        Ok(inner
-            .audit
-            .iter()
-            .filter(|e| query.from_ms.is_none_or(|f| e.ts >= f))
-            .filter(|e| query.to_ms.is_none_or(|t| e.ts <= t))
-            .filter(|e| query.matches(e))
-            .take(query.limit)
-            .cloned()
-            .collect())
+        let wanted = |e: &&AuditEvent| {
+            query.from_ms.is_none_or(|f| e.ts >= f)
+                && query.to_ms.is_none_or(|t| e.ts <= t)
+                && query.matches(e)
+        };
+        let lane = |l: &LaneLog| -> Vec<AuditEvent> {
+            l.events
+                .iter()
+                .map(|(e, _)| e)
+                .filter(wanted)
+                .take(query.limit)
+                .cloned()
+                .collect()
+        };
+        Ok(super::merge_by_seq(
+            lane(&inner.evidence),
+            lane(&inner.traffic),
+            query.limit,
+        ))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -233,8 +287,8 @@ mod tests {
     /// the suite's expiry cases take no real time.
     #[tokio::test]
     async fn shared_suite() {
-        suite::run_all(&SuiteTime::manual(), |audit_max| async move {
-            Box::new(MemoryStore::new(audit_max)) as Box<dyn GrantStore>
+        suite::run_all(&SuiteTime::manual(), |retention| async move {
+            Box::new(MemoryStore::with_retention(retention)) as Box<dyn GrantStore>
         })
         .await;
     }

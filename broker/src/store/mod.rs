@@ -25,13 +25,91 @@ use async_trait::async_trait;
 use jit_proto::{Claims, RefPattern, RepoPath, Scope};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEvent, AuditQuery};
+use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 
 /// The longest lifetime any token may have (roles are refused above it): 24 hours.
 pub const MAX_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
 /// How long the store remembers that an expired grant existed, to answer "expired" rather
 /// than "unknown".
 pub const EXPIRED_MEMORY_SECS: i64 = 24 * 3600;
+
+/// How much of one lane of the audit trail the store keeps. An append trims the lane's oldest
+/// events until it holds at most `max_events`, at most `max_bytes` of event JSON, and nothing
+/// older than `max_age_ms` before the newest event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneBudget {
+    /// Most events kept.
+    pub max_events: u64,
+    /// Most bytes of event JSON kept.
+    pub max_bytes: u64,
+    /// Oldest event kept, in ms before the newest event appended.
+    pub max_age_ms: i64,
+}
+
+/// The budgets of both lanes: evidence (grants, revocations, admin actions) and traffic (Git
+/// accesses and every refusal) are trimmed separately, so traffic never pushes evidence out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditRetention {
+    /// The evidence lane's budget.
+    pub evidence: LaneBudget,
+    /// The traffic lane's budget.
+    pub traffic: LaneBudget,
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+impl AuditRetention {
+    /// The defaults (see docs/audit.md): evidence 400 days or 1 GiB, traffic 30 days or
+    /// 256 MiB, at most `max_events` events per lane.
+    pub fn with_max_events(max_events: usize) -> Self {
+        let max_events = max_events.max(1) as u64;
+        Self {
+            evidence: LaneBudget {
+                max_events,
+                max_bytes: 1 << 30,
+                max_age_ms: 400 * DAY_MS,
+            },
+            traffic: LaneBudget {
+                max_events,
+                max_bytes: 256 << 20,
+                max_age_ms: 30 * DAY_MS,
+            },
+        }
+    }
+
+    /// The budget of `lane`.
+    pub fn lane(&self, lane: Lane) -> &LaneBudget {
+        match lane {
+            Lane::Evidence => &self.evidence,
+            Lane::Traffic => &self.traffic,
+        }
+    }
+}
+
+/// The lane a stored event is kept in: its own, or evidence for a version 1 event (which
+/// names none).
+pub fn lane_of(event: &AuditEvent) -> Lane {
+    event.lane.unwrap_or(Lane::Evidence)
+}
+
+/// The events of both lanes (each oldest first) as one run ordered by seq, at most `limit`.
+pub fn merge_by_seq(a: Vec<AuditEvent>, b: Vec<AuditEvent>, limit: usize) -> Vec<AuditEvent> {
+    let mut out = Vec::with_capacity((a.len() + b.len()).min(limit));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while out.len() < limit {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.seq <= y.seq => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        };
+        match next {
+            Some(e) => out.push(e),
+            None => break,
+        }
+    }
+    out
+}
 
 /// A store failure. Every variant means "deny".
 #[derive(Debug, Clone, thiserror::Error)]
@@ -225,20 +303,22 @@ pub trait GrantStore: Send + Sync + 'static {
     /// Live grants passing `filter`, oldest first. Revoked and expired grants never appear.
     async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError>;
 
-    /// The newest audit event's `(seq, hash)`, if any was ever written.
-    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
+    /// The chain head (newest seq, each lane's newest hash), if any event was ever written.
+    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError>;
 
-    /// Appends a batch of chained audit events (oldest first) if the newest event's seq is
-    /// still `expected_head_seq` (0: the log is empty); `Ok(false)`, appending nothing, when
-    /// another writer got there first. Compare-and-set keeps the hash chain linear across
-    /// replicas; the batch lands whole or not at all. The log is bounded: the oldest fall off.
+    /// Appends a batch of chained audit events (oldest first, each to its lane, [`lane_of`])
+    /// and sets the head to `head`, if the newest event's seq is still `expected_head_seq`
+    /// (0: the log is empty); `Ok(false)`, appending nothing, when another writer got there
+    /// first. Compare-and-set keeps the hash chains linear across replicas; the batch lands
+    /// whole or not at all. Each lane is bounded by its [`LaneBudget`]: its oldest fall off.
     async fn append_audit(
         &self,
         events: &[AuditEvent],
         expected_head_seq: u64,
+        head: &ChainHead,
     ) -> Result<bool, StoreError>;
 
-    /// Reads audit events back, oldest first.
+    /// Reads audit events of both lanes back, oldest first (by seq).
     async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Whether the store answers.

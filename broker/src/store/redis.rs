@@ -11,8 +11,11 @@
 //!   it holds a person's or an issuer's watermark, which also guards future exchanges and so
 //!   is kept;
 //! - `P:index` a sorted set of live token ids by expiry, for listings;
-//! - `P:{audit}` the audit stream, trimmed to a bounded length, and `P:{audit}:head` the
-//!   chain head (`seq hash`), changed together by one script (compare-and-set).
+//! - `P:{audit}` the evidence lane of the audit trail (grants, revocations, admin actions)
+//!   and `P:{audit}:traffic` its traffic lane (accesses, refusals), two streams each trimmed
+//!   by its own budget of events, bytes and age ([`AuditRetention`]); `P:{audit}:bytes` the
+//!   bytes of event JSON each lane holds; `P:{audit}:head` the chain head
+//!   (`seq evidence-hash traffic-hash`). One script changes them together (compare-and-set).
 //!
 //! The `{J}` hash tag keeps a grant's keys in one cluster slot, so they change atomically.
 //! No command ever spans two slots. A connection is made lazily and re-made by the
@@ -31,10 +34,10 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
 use super::{
-    EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantStatus, GrantStore, MAX_TOKEN_LIFETIME_SECS,
-    RevokeTarget, StoreError, revoked_by,
+    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantStatus, GrantStore,
+    MAX_TOKEN_LIFETIME_SECS, RevokeTarget, StoreError, lane_of, merge_by_seq, revoked_by,
 };
-use crate::audit::{AuditEvent, AuditQuery};
+use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 
 /// How long one Redis call may take before the broker gives up and fails closed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -62,21 +65,65 @@ end
 return 1
 ";
 
-/// Appends a batch of audit events if the chain head is still the expected one.
-/// KEYS: stream, head. ARGV: expected seq, max length, new head, then (preferred id, event
-/// JSON) pairs, oldest first.
+/// Appends a batch of audit events if the chain head is still the expected one, then trims
+/// each lane to its budget, oldest first.
+/// KEYS: evidence stream, head, traffic stream, bytes hash. ARGV: expected seq, new head,
+/// newest event time (ms), the evidence budget (events, bytes, age ms), the traffic budget,
+/// then (lane 1|2, preferred id, event JSON) triples, oldest first.
+/// At most `MAX_TRIM` events are trimmed per lane per append, so a script stays short; a lane
+/// over budget (after the budget was lowered) shrinks over the next appends.
 const APPEND_AUDIT: &str = r"
+local MAX_TRIM = 2048
 local head = redis.call('GET', KEYS[2])
 local seq = 0
 if head then seq = tonumber(string.match(head, '^(%d+)')) end
 if seq ~= tonumber(ARGV[1]) then return 0 end
-for i = 4, #ARGV, 2 do
-  local ok = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[i], 'e', ARGV[i + 1])
+local streams = {KEYS[1], KEYS[3]}
+local fields = {'evidence', 'traffic'}
+local added = {0, 0}
+for i = 10, #ARGV, 3 do
+  local lane = tonumber(ARGV[i])
+  local ok = redis.pcall('XADD', streams[lane], ARGV[i + 1], 'e', ARGV[i + 2])
   if type(ok) == 'table' and ok.err then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i + 1])
+    redis.call('XADD', streams[lane], '*', 'e', ARGV[i + 2])
+  end
+  added[lane] = added[lane] + #ARGV[i + 2]
+end
+redis.call('SET', KEYS[2], ARGV[2])
+local newest = tonumber(ARGV[3])
+for lane = 1, 2 do
+  local key = streams[lane]
+  local base = 4 + (lane - 1) * 3
+  local max_events = tonumber(ARGV[base])
+  local max_bytes = tonumber(ARGV[base + 1])
+  local oldest_kept = newest - tonumber(ARGV[base + 2])
+  local bytes = redis.call('HINCRBY', KEYS[4], fields[lane], added[lane])
+  local len = redis.call('XLEN', key)
+  local removed = 0
+  local over = function(id)
+    return len > max_events or bytes > max_bytes or tonumber(string.match(id, '^(%d+)')) < oldest_kept
+  end
+  local count = 1
+  while removed < MAX_TRIM and len > 0 do
+    local page = redis.call('XRANGE', key, '-', '+', 'COUNT', count)
+    local ids = {}
+    for _, entry in ipairs(page) do
+      if not over(entry[1]) then break end
+      ids[#ids + 1] = entry[1]
+      bytes = bytes - #entry[2][2]
+      len = len - 1
+    end
+    if #ids == 0 then break end
+    redis.call('XDEL', key, unpack(ids))
+    removed = removed + #ids
+    if #ids < #page then break end
+    count = 64
+  end
+  if removed > 0 then
+    if bytes < 0 then bytes = 0 end
+    redis.call('HSET', KEYS[4], fields[lane], bytes)
   end
 end
-redis.call('SET', KEYS[2], ARGV[3])
 return 1
 ";
 
@@ -128,7 +175,7 @@ pub struct RedisStore {
     topology: Topology,
     conn: OnceCell<Conn>,
     prefix: String,
-    audit_max: usize,
+    retention: AuditRetention,
     raise: redis::Script,
     append: redis::Script,
 }
@@ -139,17 +186,23 @@ fn unavailable(e: RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store on `topology` using keys under `prefix`, keeping at most about `audit_max`
-    /// audit events. Connects on first use.
+    /// A store on `topology` using keys under `prefix`, keeping at most `audit_max` audit
+    /// events per lane (and the default byte and age budgets). Connects on first use.
     pub fn new(topology: Topology, prefix: impl Into<String>, audit_max: usize) -> Self {
         Self {
             topology,
             conn: OnceCell::new(),
             prefix: prefix.into(),
-            audit_max: audit_max.max(1),
+            retention: AuditRetention::with_max_events(audit_max),
             raise: redis::Script::new(RAISE_WATERMARK),
             append: redis::Script::new(APPEND_AUDIT),
         }
+    }
+
+    /// The same store keeping what `retention` says of each audit lane.
+    pub fn with_retention(mut self, retention: AuditRetention) -> Self {
+        self.retention = retention;
+        self
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
@@ -213,6 +266,90 @@ impl RedisStore {
 
     fn audit_head_key(&self) -> String {
         format!("{}:{{audit}}:head", self.prefix)
+    }
+
+    fn audit_lane_key(&self, lane: Lane) -> String {
+        match lane {
+            Lane::Evidence => self.audit_key(),
+            Lane::Traffic => format!("{}:{{audit}}:traffic", self.prefix),
+        }
+    }
+
+    fn audit_bytes_key(&self) -> String {
+        format!("{}:{{audit}}:bytes", self.prefix)
+    }
+
+    /// The bytes of event JSON each lane holds, as the store counts them (evidence, traffic).
+    pub async fn audit_bytes(&self) -> Result<(u64, u64), StoreError> {
+        let mut c = self.conn().await?;
+        let (e, t): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.audit_bytes_key())
+            .arg("evidence")
+            .arg("traffic")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok((e.unwrap_or(0), t.unwrap_or(0)))
+    }
+
+    /// One lane's events passing `query`, oldest first, at most `query.limit`.
+    async fn read_lane(
+        &self,
+        lane: Lane,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let key = self.audit_lane_key(lane);
+        let mut c = self.conn().await?;
+        let mut out = Vec::new();
+        let mut start = format!("{}", query.from_ms.unwrap_or(0).max(0));
+        // Ids may run ahead of event times by clock skew between replicas: read a minute past.
+        let stop_ms = query.to_ms.map(|t| t.saturating_add(60_000));
+        while out.len() < query.limit {
+            let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(AUDIT_PAGE)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            let Some((last_id, _)) = page.last() else {
+                break;
+            };
+            start = format!("({last_id}");
+            let full = page.len() == AUDIT_PAGE;
+            for (id, fields) in page {
+                let id_ms: i64 = id
+                    .split('-')
+                    .next()
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(0);
+                if stop_ms.is_some_and(|s| id_ms > s) {
+                    return Ok(out);
+                }
+                let Some(json) = fields.get("e") else {
+                    return Err(StoreError::Corrupt(format!(
+                        "audit entry {id} has no event"
+                    )));
+                };
+                let mut e: AuditEvent = serde_json::from_str(json)
+                    .map_err(|err| StoreError::Corrupt(format!("audit entry {id}: {err}")))?;
+                e.id = Some(id);
+                let in_range = query.from_ms.is_none_or(|f| e.ts >= f)
+                    && query.to_ms.is_none_or(|t| e.ts <= t);
+                if in_range && query.matches(&e) {
+                    out.push(e);
+                    if out.len() >= query.limit {
+                        break;
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// The remaining TTL of a grant's key in milliseconds (`PTTL`), for tests and operators.
@@ -461,7 +598,7 @@ impl GrantStore for RedisStore {
         Ok(out)
     }
 
-    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
         let mut c = self.conn().await?;
         let head: Option<String> = redis::cmd("GET")
             .arg(self.audit_head_key())
@@ -469,11 +606,7 @@ impl GrantStore for RedisStore {
             .await
             .map_err(unavailable)?;
         head.map(|h| {
-            let (seq, hash) = h.split_once(' ').unwrap_or((h.as_str(), ""));
-            let seq = seq
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("audit head {h:?}")))?;
-            Ok((seq, hash.to_owned()))
+            ChainHead::decode(&h).ok_or_else(|| StoreError::Corrupt(format!("audit head {h:?}")))
         })
         .transpose()
     }
@@ -482,23 +615,40 @@ impl GrantStore for RedisStore {
         &self,
         events: &[AuditEvent],
         expected_head_seq: u64,
+        head: &ChainHead,
     ) -> Result<bool, StoreError> {
-        let Some(last) = events.last() else {
+        let Some(newest) = events.iter().map(|e| e.ts).max() else {
             return Ok(true);
         };
+        let r = &self.retention;
         let mut invocation = self.append.prepare_invoke();
         invocation
             .key(self.audit_key())
             .key(self.audit_head_key())
+            .key(self.audit_lane_key(Lane::Traffic))
+            .key(self.audit_bytes_key())
             .arg(expected_head_seq)
-            .arg(self.audit_max)
-            .arg(format!("{} {}", last.seq, last.hash));
+            .arg(head.encode())
+            .arg(newest);
+        for b in [&r.evidence, &r.traffic] {
+            invocation
+                .arg(b.max_events)
+                .arg(b.max_bytes)
+                .arg(b.max_age_ms);
+        }
         for event in events {
             let json = serde_json::to_string(event)
                 .map_err(|e| StoreError::Corrupt(format!("audit event: {e}")))?;
+            let lane = match lane_of(event) {
+                Lane::Evidence => 1,
+                Lane::Traffic => 2,
+            };
             // The id carries the event's own time so that time-range reads are XRANGE reads;
             // if another replica's clock ran ahead, the script falls back to the next id.
-            invocation.arg(format!("{}-*", event.ts.max(0))).arg(json);
+            invocation
+                .arg(lane)
+                .arg(format!("{}-*", event.ts.max(0)))
+                .arg(json);
         }
         let mut c = self.conn().await?;
         let appended: i64 = invocation.invoke_async(&mut c).await.map_err(unavailable)?;
@@ -506,57 +656,11 @@ impl GrantStore for RedisStore {
     }
 
     async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut c = self.conn().await?;
-        let mut out = Vec::new();
-        let mut start = format!("{}", query.from_ms.unwrap_or(0).max(0));
-        // Ids may run ahead of event times by clock skew between replicas: read a minute past.
-        let stop_ms = query.to_ms.map(|t| t.saturating_add(60_000));
-        while out.len() < query.limit {
-            let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-                .arg(self.audit_key())
-                .arg(&start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(AUDIT_PAGE)
-                .query_async(&mut c)
-                .await
-                .map_err(unavailable)?;
-            let Some((last_id, _)) = page.last() else {
-                break;
-            };
-            start = format!("({last_id}");
-            let full = page.len() == AUDIT_PAGE;
-            for (id, fields) in page {
-                let id_ms: i64 = id
-                    .split('-')
-                    .next()
-                    .and_then(|m| m.parse().ok())
-                    .unwrap_or(0);
-                if stop_ms.is_some_and(|s| id_ms > s) {
-                    return Ok(out);
-                }
-                let Some(json) = fields.get("e") else {
-                    return Err(StoreError::Corrupt(format!(
-                        "audit entry {id} has no event"
-                    )));
-                };
-                let mut e: AuditEvent = serde_json::from_str(json)
-                    .map_err(|err| StoreError::Corrupt(format!("audit entry {id}: {err}")))?;
-                e.id = Some(id);
-                let in_range = query.from_ms.is_none_or(|f| e.ts >= f)
-                    && query.to_ms.is_none_or(|t| e.ts <= t);
-                if in_range && query.matches(&e) {
-                    out.push(e);
-                    if out.len() >= query.limit {
-                        break;
-                    }
-                }
-            }
-            if !full {
-                break;
-            }
-        }
-        Ok(out)
+        let (evidence, traffic) = tokio::try_join!(
+            self.read_lane(Lane::Evidence, query),
+            self.read_lane(Lane::Traffic, query)
+        )?;
+        Ok(merge_by_seq(evidence, traffic, query.limit))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

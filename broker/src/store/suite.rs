@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use jit_proto::{Claims, RepoPath, Scope};
 
-use super::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget};
-use crate::audit::{AuditEvent, AuditQuery};
+use super::{AuditRetention, Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget};
+use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// How time passes for the store under test.
@@ -127,12 +127,23 @@ async fn live(store: &dyn GrantStore, t: &SuiteTime, g: &Grant) -> bool {
     )
 }
 
-/// Runs every case, each on a fresh store from `make(audit_max)`, with time as `t` says.
+/// The head after `events` (their lanes as they name them, evidence if none).
+pub fn head_after(events: &[AuditEvent]) -> ChainHead {
+    let mut head = ChainHead::default();
+    for e in events {
+        head.advance(super::lane_of(e), e);
+    }
+    head
+}
+
+/// Runs every case, each on a fresh store from `make(retention)`, with time as `t` says.
 pub async fn run_all<F, Fut>(t: &SuiteTime, make: F)
 where
-    F: Fn(usize) -> Fut,
+    F: Fn(AuditRetention) -> Fut,
     Fut: Future<Output = Box<dyn GrantStore>>,
 {
+    let make_with = &make;
+    let make = |n: usize| make(AuditRetention::with_max_events(n));
     put_check_status(&*make(1000).await, t).await;
     refuses_expired_put(&*make(1000).await, t).await;
     logical_expiry(&*make(1000).await, t).await;
@@ -153,6 +164,10 @@ where
     audit_round_trip(&*make(1000).await, t).await;
     audit_is_bounded(&*make(10).await, t, 10).await;
     audit_batches_land_whole(&*make(1000).await, t).await;
+    let mut small = AuditRetention::with_max_events(1_000_000);
+    small.traffic.max_bytes = 16 * 1024;
+    small.evidence.max_age_ms = 60_000;
+    traffic_never_pushes_evidence_out(&*make_with(small).await, t).await;
 }
 
 async fn audit_batches_land_whole(store: &dyn GrantStore, t: &SuiteTime) {
@@ -165,13 +180,13 @@ async fn audit_batches_land_whole(store: &dyn GrantStore, t: &SuiteTime) {
             e
         })
         .collect();
-    assert!(store.append_audit(&batch, 0).await.unwrap());
-    assert_eq!(
-        store.audit_head().await.unwrap(),
-        Some((3, "h3".to_owned()))
-    );
+    let head = head_after(&batch);
+    assert!(store.append_audit(&batch, 0, &head).await.unwrap());
+    assert_eq!(store.audit_head().await.unwrap(), Some(head.clone()));
+    assert_eq!(head.seq, 3);
+    assert_eq!(head.evidence, "h3");
     // A stale batch is refused whole: nothing of it lands.
-    assert!(!store.append_audit(&batch, 0).await.unwrap());
+    assert!(!store.append_audit(&batch, 0, &head).await.unwrap());
     let all = store
         .read_audit(&AuditQuery {
             limit: 100,
@@ -428,22 +443,32 @@ async fn audit_round_trip(store: &dyn GrantStore, t: &SuiteTime) {
     e2.subject = Some("bob".into());
     let mut e3 = AuditEvent::new("access.allowed", t0 + 20).with("updates", 2);
     e3.subject = Some("alice".into());
+    e2.lane = Some(Lane::Traffic);
+    e3.lane = Some(Lane::Traffic);
+    let mut written = Vec::new();
     for (i, e) in [&mut e1, &mut e2, &mut e3].into_iter().enumerate() {
         e.seq = i as u64 + 1;
         e.hash = format!("h{}", e.seq);
+        written.push(e.clone());
         assert!(
             store
-                .append_audit(std::slice::from_ref(e), i as u64)
+                .append_audit(std::slice::from_ref(e), i as u64, &head_after(&written))
                 .await
                 .unwrap()
         );
     }
     // Compare-and-set: an append against a stale head is refused and changes nothing.
     let stale = AuditEvent::new("grant.issued", t0 + 30);
-    assert!(!store.append_audit(&[stale], 1).await.unwrap());
+    assert!(
+        !store
+            .append_audit(&[stale], 1, &ChainHead::default())
+            .await
+            .unwrap()
+    );
+    let head = store.audit_head().await.unwrap().unwrap();
     assert_eq!(
-        store.audit_head().await.unwrap(),
-        Some((3, "h3".to_owned()))
+        (head.seq, head.evidence.as_str(), head.traffic.as_str()),
+        (3, "h1", "h3")
     );
     let all = store
         .read_audit(&AuditQuery {
@@ -493,7 +518,8 @@ async fn audit_is_bounded(store: &dyn GrantStore, t: &SuiteTime, max: usize) {
     for i in 0..(max as i64 * 30) {
         let mut e = AuditEvent::new("access.allowed", t0 + i);
         e.seq = i as u64 + 1;
-        assert!(store.append_audit(&[e], i as u64).await.unwrap());
+        let head = head_after(std::slice::from_ref(&e));
+        assert!(store.append_audit(&[e], i as u64, &head).await.unwrap());
     }
     let all = store
         .read_audit(&AuditQuery {
@@ -502,9 +528,8 @@ async fn audit_is_bounded(store: &dyn GrantStore, t: &SuiteTime, max: usize) {
         })
         .await
         .unwrap();
-    // Redis trims approximately (whole radix-tree nodes of up to 100 entries).
     assert!(
-        all.len() <= max + 100,
+        all.len() <= max,
         "audit log kept {} of {}",
         all.len(),
         max * 30
@@ -515,4 +540,86 @@ async fn audit_is_bounded(store: &dyn GrantStore, t: &SuiteTime, max: usize) {
         t0 + max as i64 * 30 - 1,
         "the newest are kept"
     );
+}
+
+/// A flood of traffic (the traffic lane over its byte budget many times) trims only traffic:
+/// the evidence before, amid and after it stays, and reads return both lanes in seq order.
+/// Evidence older than its age budget is trimmed by age.
+async fn traffic_never_pushes_evidence_out(store: &dyn GrantStore, t: &SuiteTime) {
+    let t0 = t.now_ms();
+    let mut seq = 0u64;
+    let mut head = ChainHead::default();
+    let mut append = |kind: &str, ts: i64, lane: Lane, big: bool| {
+        seq += 1;
+        let mut e = AuditEvent::new(kind, ts);
+        e.lane = Some(lane);
+        e.seq = seq;
+        e.hash = format!("h{seq}");
+        if big {
+            e.denial = Some("x".repeat(900));
+        }
+        head.advance(lane, &e);
+        (e, head.clone())
+    };
+    let (first, h) = append("grant.issued", t0, Lane::Evidence, false);
+    assert!(store.append_audit(&[first], 0, &h).await.unwrap());
+    // ~1 KB each, 300 of them: eighteen times the 16 KiB traffic budget.
+    for i in 0..300 {
+        let (e, h) = append("access.denied", t0 + 1 + i, Lane::Traffic, true);
+        assert!(store.append_audit(&[e], h.seq - 1, &h).await.unwrap());
+        if i == 150 {
+            let (e, h) = append("grant.revoked", t0 + 1 + i, Lane::Evidence, false);
+            assert!(store.append_audit(&[e], h.seq - 1, &h).await.unwrap());
+        }
+    }
+    let all = store
+        .read_audit(&AuditQuery {
+            limit: usize::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kinds = |k: &str| all.iter().filter(|e| e.event == k).count();
+    assert_eq!(kinds("grant.issued"), 1, "the grant survives the flood");
+    assert_eq!(kinds("grant.revoked"), 1);
+    let traffic_bytes: usize = all
+        .iter()
+        .filter(|e| e.lane == Some(Lane::Traffic))
+        .map(|e| {
+            let mut e = e.clone();
+            e.id = None;
+            serde_json::to_vec(&e).unwrap().len()
+        })
+        .sum();
+    assert!(
+        traffic_bytes <= 16 * 1024,
+        "traffic kept {traffic_bytes} bytes"
+    );
+    assert!(kinds("access.denied") >= 10, "the newest traffic is kept");
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "one order");
+    assert_eq!(all.last().unwrap().seq, 302, "the newest is kept");
+    // A page after a seq reads across both lanes.
+    let page = store
+        .read_audit(&AuditQuery {
+            after_seq: 1,
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 3);
+    assert!(page[0].seq > 1);
+    // Evidence is trimmed by age: an event past the 60 s budget of the newest goes.
+    let (late, h) = append("grant.issued", t0 + 120_000, Lane::Evidence, false);
+    assert!(store.append_audit(&[late], h.seq - 1, &h).await.unwrap());
+    let evidence = store
+        .read_audit(&AuditQuery {
+            event: Some("grant.".into()),
+            limit: usize::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(evidence.len(), 1, "{evidence:?}");
+    assert_eq!(evidence[0].ts, t0 + 120_000);
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use jit_proto::Claims;
 
 use super::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget, StoreError};
-use crate::audit::{AuditEvent, AuditQuery};
+use crate::audit::{AuditEvent, AuditQuery, ChainHead};
 use crate::metrics::Metrics;
 
 /// Wraps a store, observing each call's latency and failure.
@@ -65,7 +65,7 @@ impl GrantStore for TimedStore {
         self.timed("list", self.inner.list(filter, now_ms)).await
     }
 
-    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
         self.timed("audit_head", self.inner.audit_head()).await
     }
 
@@ -73,10 +73,11 @@ impl GrantStore for TimedStore {
         &self,
         events: &[AuditEvent],
         expected_head_seq: u64,
+        head: &ChainHead,
     ) -> Result<bool, StoreError> {
         self.timed(
             "append_audit",
-            self.inner.append_audit(events, expected_head_seq),
+            self.inner.append_audit(events, expected_head_seq, head),
         )
         .await
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, StatusCode, header};
 use jit_proto::admin::GrantInfo;
 use jit_proto::credential::Credential;
+use jit_proto::display::clean;
 use jit_proto::token::TOKEN_TYPE;
 
 use crate::audit::{AuditEvent, EventKind};
@@ -215,7 +216,7 @@ impl AdminApi {
                 return Err((unauthorized("broker token is revoked or expired"), who()));
             }
             if !state.admins.roles.contains(&claims.role) {
-                let e = forbidden(format!("role {:?} is not an admin role", claims.role));
+                let e = forbidden(format!("role {} is not an admin role", clean(&claims.role)));
                 return Err((e, who()));
             }
             return Ok(Admin {
@@ -241,9 +242,11 @@ impl AdminApi {
             issuer == &id.issuer && conds.iter().all(|c| c.check(&id.claims).is_ok())
         });
         if !is_admin {
+            // The subject comes from the identity provider; the description reaches a terminal.
             let e = forbidden(format!(
                 "{} (issuer {}) is not an admin",
-                id.subject, id.issuer
+                clean(&id.subject),
+                id.issuer
             ));
             return Err((e, who()));
         }

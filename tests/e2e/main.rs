@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_cli;
+mod audit_budget;
 mod authz_nginx;
 mod broker_fail_closed;
 mod dev_rebinding;
@@ -20,3 +21,4 @@ mod helper_flow;
 mod replicas;
 mod store_redis;
 mod support;
+mod terminal_escapes;

@@ -567,4 +567,147 @@ mod tests {
         assert_eq!(Denied::TooManyRefusals { retry_after: 3 }.status(), 429);
         assert_eq!(Denied::Unavailable { what: "x" }.status(), 503);
     }
+
+    mod budget {
+        use std::sync::Arc;
+
+        use axum::body::Body;
+        use axum::http::{Request, StatusCode, header};
+        use tower::ServiceExt as _;
+
+        use super::super::*;
+        use crate::audit::AuditQuery;
+        use crate::clock::ManualClock;
+        use crate::state::AppState;
+        use crate::store::Grant;
+        use crate::store::memory::MemoryStore;
+
+        const NOW_MS: i64 = 1_700_000_000_000;
+
+        struct World {
+            state: AppState,
+            store: Arc<MemoryStore>,
+            clock: Arc<ManualClock>,
+        }
+
+        fn world() -> World {
+            let store = Arc::new(MemoryStore::new(10_000));
+            let clock = Arc::new(ManualClock::new(NOW_MS));
+            World {
+                state: AppState::for_tests(store.clone(), clock.clone()),
+                store,
+                clock,
+            }
+        }
+
+        impl World {
+            async fn token(&self, sub: &str) -> (String, String) {
+                let now = NOW_MS / 1000;
+                let claims = Claims {
+                    iss: "https://broker.test".into(),
+                    aud: "git-jit".into(),
+                    sub: sub.into(),
+                    idp: "corp".into(),
+                    iat: now,
+                    nbf: now,
+                    exp: now + 3600,
+                    jti: crate::token::new_jti().expect("jti"),
+                    scope: Scope::parse("repo:acme/api:read").expect("scope"),
+                    refs: vec![],
+                    role: "dev".into(),
+                    reason: None,
+                    req: None,
+                };
+                self.store
+                    .put(&Grant::from_claims(&claims, NOW_MS - 1), NOW_MS)
+                    .await
+                    .expect("put");
+                let t = self.state.signer.sign(&claims).expect("sign");
+                (t.expose().to_owned(), claims.jti)
+            }
+
+            /// `n` requests for a repository the token may not read: (403s, 429s).
+            async fn deny(&self, token: &str, n: usize) -> (usize, usize) {
+                let (mut forbidden, mut limited) = (0, 0);
+                for _ in 0..n {
+                    let req = Request::get("/acme/secret.git/info/refs?service=git-upload-pack")
+                        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                        .body(Body::empty())
+                        .expect("request");
+                    let r = crate::app(self.state.clone())
+                        .oneshot(req)
+                        .await
+                        .expect("infallible");
+                    match r.status() {
+                        StatusCode::FORBIDDEN => forbidden += 1,
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            assert!(r.headers().get(header::RETRY_AFTER).is_some());
+                            limited += 1;
+                        }
+                        other => panic!("unexpected {other}"),
+                    }
+                }
+                (forbidden, limited)
+            }
+
+            async fn events(&self, kind: &str) -> Vec<AuditEvent> {
+                self.store
+                    .read_audit(&AuditQuery {
+                        event: Some(kind.into()),
+                        limit: usize::MAX,
+                        ..AuditQuery::default()
+                    })
+                    .await
+                    .expect("audit")
+            }
+        }
+
+        /// One token: its burst of denials is audited, the rest are 429s, summarised once per
+        /// window with the count since the previous summary; time refills the budget.
+        #[tokio::test]
+        async fn a_tokens_denials_past_its_budget_are_429s_summarised_per_window() {
+            let w = world();
+            let (token, jti) = w.token("mallory").await;
+            assert_eq!(w.deny(&token, 40).await, (30, 10));
+            assert_eq!(w.events("access.denied").await.len(), 30);
+            let summaries = w.events("access.limited").await;
+            assert_eq!(summaries.len(), 1);
+            assert_eq!(summaries[0].jti.as_deref(), Some(jti.as_str()));
+            assert_eq!(summaries[0].data["limiter"], "denied_token");
+            assert_eq!(summaries[0].data["refused"], 1);
+            assert_eq!(summaries[0].lane, Some(crate::audit::Lane::Traffic));
+
+            w.clock.advance_ms(60_000);
+            assert_eq!(w.deny(&token, 31).await, (30, 1));
+            let summaries = w.events("access.limited").await;
+            assert_eq!(summaries.len(), 2);
+            assert_eq!(
+                summaries[1].data["refused"], 10,
+                "9 in between and this one"
+            );
+            let text = w.state.audit.metrics().encode();
+            assert!(
+                text.contains("jit_rate_limited_total{limiter=\"denied_token\"} 11"),
+                "{text}"
+            );
+        }
+
+        /// Many tokens of one identity share the identity's budget.
+        #[tokio::test]
+        async fn an_identitys_tokens_share_one_budget() {
+            let w = world();
+            for _ in 0..2 {
+                let (token, _) = w.token("mallory").await;
+                assert_eq!(w.deny(&token, 25).await, (25, 0));
+            }
+            let (token, _) = w.token("mallory").await;
+            assert_eq!(w.deny(&token, 25).await, (10, 15));
+            let summaries = w.events("access.limited").await;
+            assert_eq!(summaries.len(), 1);
+            assert_eq!(summaries[0].data["limiter"], "denied_identity");
+            // Another identity is not held back.
+            let (other, _) = w.token("alice").await;
+            assert_eq!(w.deny(&other, 1).await, (1, 0));
+        }
+    }
 }

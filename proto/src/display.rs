@@ -43,6 +43,27 @@ pub fn clean(s: &str) -> String {
         .collect()
 }
 
+/// JSON text with every dangerous character written as a JSON `\uXXXX` escape: the same
+/// JSON values, exactly (a parser reads back the very same strings), but nothing in the bytes
+/// that drives or reorders a terminal. `serde_json` escapes only what JSON requires (C0,
+/// `"`, `\`), so C1 controls, bidi controls and line separators would otherwise pass raw.
+/// Outside strings valid JSON holds no such character, so only string contents change.
+pub fn json_inert(json: &str) -> String {
+    if !json.contains(|c: char| c != '\n' && is_dangerous(c)) {
+        return json.to_owned();
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c != '\n' && is_dangerous(c) {
+            // Every dangerous character is in the Basic Multilingual Plane: one escape.
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A CSV cell as a spreadsheet should get it: dangerous characters escaped visibly, and a
 /// cell starting with `=`, `+`, `-`, `@`, tab or CR prefixed with `'` so it stays text
 /// (OWASP's CSV-injection advice). Idempotent: a neutralised cell stays as it is.
@@ -106,5 +127,24 @@ mod tests {
         ] {
             assert_eq!(clean(plain), plain);
         }
+    }
+
+    #[test]
+    fn json_stays_exact_and_becomes_inert() {
+        let value =
+            serde_json::json!({"subject": "eve\u{1b}]8;;x\u{7}\u{9b}2J\u{202e}\u{2028}", "n": 1});
+        for text in [
+            serde_json::to_string(&value).expect("json"),
+            serde_json::to_string_pretty(&value).expect("json"),
+        ] {
+            let shown = json_inert(&text);
+            assert!(
+                !shown.contains(|c: char| c != '\n' && is_dangerous(c)),
+                "{shown:?}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&shown).expect("still JSON");
+            assert_eq!(back, value, "the same values");
+        }
+        assert_eq!(json_inert("{\"a\":\"plain é\"}"), "{\"a\":\"plain é\"}");
     }
 }

@@ -90,6 +90,19 @@ fn a_subject_with_terminal_escapes_reaches_people_inert_and_json_exact() -> Resu
             assert_inert(&format!("{args:?}"), &table);
         }
 
+        // JSON for people: the same values, the bytes inert (C1, bidi and separators as
+        // JSON escapes, which serde_json alone would leave raw).
+        let out = admin(&url, &sec, &["audit", "--json", "--event", "grant.issued"])?;
+        let lines = String::from_utf8(out.stdout)?;
+        assert_inert("audit --json", &lines);
+        let first: Value = serde_json::from_str(lines.lines().next().unwrap_or_default())?;
+        assert_eq!(first["subject"], EVIL, "{lines}");
+        let out = admin(&url, &sec, &["grants", "--json"])?;
+        let listed = String::from_utf8(out.stdout)?;
+        assert_inert("grants --json", &listed);
+        let listed: Value = serde_json::from_str(&listed)?;
+        assert_eq!(listed[0]["sub"], EVIL, "{listed}");
+
         // The identity itself is no admin: the refusal it reads names it, inert.
         let out = admin(&url, &evil, &["grants"])?;
         let stderr = String::from_utf8(out.stderr)?;

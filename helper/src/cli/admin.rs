@@ -11,6 +11,7 @@ use jit_proto::admin::{
     AuditFormat, AuditParams, GrantInfo, GrantsQuery, RevokeBy, RevokeRequest, RevokeResponse,
 };
 use jit_proto::audit::AuditEvent;
+use jit_proto::display::json_inert;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -262,7 +263,7 @@ async fn grants(
     if a.json {
         let text = serde_json::to_string_pretty(&grants)
             .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
-        writeln!(out, "{text}")?;
+        writeln!(out, "{}", json_inert(&text))?;
         return Ok(());
     }
     if grants.is_empty() {
@@ -352,7 +353,7 @@ async fn revoke(
     if a.json {
         let text =
             serde_json::to_string(&resp).map_err(|e| CliError::Io(std::io::Error::other(e)))?;
-        writeln!(out, "{text}")?;
+        writeln!(out, "{}", json_inert(&text))?;
     } else {
         writeln!(
             out,
@@ -387,7 +388,10 @@ async fn audit(
         } else {
             AuditFormat::JsonLines
         };
-        out.write_all(client.audit(&filter, format, limit).await?.as_bytes())?;
+        // CSV cells are made inert by the export; JSON keeps its values, escaped inert.
+        let body = client.audit(&filter, format, limit).await?;
+        let body = if a.csv { body } else { json_inert(&body) };
+        out.write_all(body.as_bytes())?;
         return Ok(());
     }
     let events = client.audit_events(&filter, limit).await?;

@@ -249,7 +249,7 @@ pub fn verify_report(events: &[AuditEvent]) -> Result<String, crate::audit::Chai
                 // Trimmed by the length bound, or deleted from the start: the store cannot
                 // tell. The export keeps them; verify it with --file.
                 report.push_str(&format!(
-                    "\nevents seq 1..={} are not here (trimmed by store.audit_max_events, or removed); verify the export for them",
+                    "\nevents seq 1..={} are not here (trimmed by the store's audit budgets, or removed); verify the export for them",
                     a.seq - 1
                 ));
             }

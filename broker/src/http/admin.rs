@@ -438,6 +438,58 @@ claims = { groups = "security" }
         let listed = events(&w, "admin.grants").await;
         assert_eq!(listed.len(), 1, "admin actions are audited");
         assert_eq!(listed[0].subject.as_deref(), Some("sec@example.com"));
+
+        // Every refusal above is audited, naming the caller as far as it verified.
+        let refused = events(&w, "admin.denied").await;
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        assert_eq!(refused[0].subject, None);
+        assert!(
+            refused[0]
+                .denial
+                .as_deref()
+                .is_some_and(|d| d.contains("needs Authorization"))
+        );
+        assert_eq!(refused[2].subject.as_deref(), Some("bob@example.com"));
+        assert!(
+            refused[3].jti.is_some(),
+            "a broker token is named by its jti"
+        );
+        assert!(
+            refused
+                .iter()
+                .all(|e| e.client.as_deref() == Some("10.0.0.9"))
+        );
+        assert!(
+            refused
+                .iter()
+                .all(|e| e.lane == Some(crate::audit::Lane::Traffic))
+        );
+    }
+
+    /// Refused admin calls share the address's budget of refused credentials: past it, 429
+    /// with Retry-After, one `access.limited` summary, and nothing more in the trail.
+    #[tokio::test]
+    async fn refused_admin_calls_past_the_budget_are_429s() {
+        let w = world().await;
+        let burst = crate::config::RateLimitConfig::default().refused_burst as usize;
+        for _ in 0..burst {
+            let (s, _, _) = call(&w, "GET", "/v1/grants", Some("garbage"), None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED);
+        }
+        for _ in 0..20 {
+            let (s, h, _) = call(&w, "GET", "/v1/grants", Some("garbage"), None).await;
+            assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+            assert!(h.get(header::RETRY_AFTER).is_some());
+        }
+        assert_eq!(events(&w, "admin.denied").await.len(), burst);
+        let summaries = events(&w, "access.limited").await;
+        assert_eq!(summaries.len(), 1);
+        assert_eq!(summaries[0].data["via"], "admin");
+        assert_eq!(summaries[0].data["refused"], 1);
+        // An admin is not held back by others' refusals from the same address.
+        let admin = id_token(&w, "sec@example.com", "security");
+        let (s, _, _) = call(&w, "GET", "/v1/grants", Some(&admin), None).await;
+        assert_eq!(s, StatusCode::OK);
     }
 
     #[tokio::test]

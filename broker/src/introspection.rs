@@ -318,7 +318,7 @@ mod tests {
         };
         let gate = IntrospectionGate {
             auth: Arc::new(auth(true)),
-            limits: Arc::new(Limits::new(&limits)),
+            limits: Arc::new(Limits::new(&limits, Arc::new(Metrics::new()))),
             clock: Arc::new(crate::clock::ManualClock::new(1_000_000)),
             metrics: Arc::new(Metrics::new()),
         };

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jit_broker::commands;
+use jit_broker::http::observe::RequestIdFormat;
 
 /// git-jit broker: short-lived, repository-scoped Git credentials.
 #[derive(Debug, Parser)]
@@ -148,8 +149,12 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Human => builder.event_format(RequestIdFormat::human()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .event_format(RequestIdFormat::json())
+            .init(),
     }
 }
 

@@ -209,13 +209,21 @@ impl Metrics {
 
     /// Observes one store call named `op`, and counts it if it failed.
     pub fn store_call(&self, op: &'static str, took: Duration, ok: bool) {
-        let labels = StoreLabels { op };
-        self.store
-            .get_or_create(&labels)
-            .observe(took.as_secs_f64());
+        self.store_histogram(op).observe(took.as_secs_f64());
         if !ok {
-            self.store_errors.get_or_create(&labels).inc();
+            self.store_error(op);
         }
+    }
+
+    /// The latency histogram of store calls named `op`: a handle to keep, so a hot path
+    /// observes without looking its label set up on every call.
+    pub fn store_histogram(&self, op: &'static str) -> Histogram {
+        self.store.get_or_create(&StoreLabels { op }).clone()
+    }
+
+    /// Counts one failed store call named `op`.
+    pub fn store_error(&self, op: &'static str) {
+        self.store_errors.get_or_create(&StoreLabels { op }).inc();
     }
 
     /// The [`Metrics::unaudited`] counts, sorted by reason.

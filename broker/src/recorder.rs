@@ -24,6 +24,14 @@ pub async fn in_request<F: Future>(id: Option<String>, f: F) -> F::Output {
     }
 }
 
+/// Calls `f` with the id of the request being served on this task ([`in_request`]), if any.
+/// The broker's log format names it on every line written while a request is served.
+pub fn with_request_id<R>(f: impl FnOnce(Option<&str>) -> R) -> R {
+    // A copy per log line, not per request: lines are few.
+    let id = REQUEST_ID.try_with(Clone::clone).ok();
+    f(id.as_deref())
+}
+
 /// Where audit events are copied as JSON lines, for a SIEM.
 pub enum Export {
     /// Standard output.

@@ -8,32 +8,30 @@ pub mod discovery;
 pub mod gateway;
 pub mod listener;
 pub mod oauth;
+pub mod observe;
 pub mod ops;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
 use jit_proto::challenge::BearerChallenge;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+#[cfg(test)]
+use self::observe::sane_request_id;
+use self::observe::{Observer, RequestIds, observe};
 use crate::gatekeeper::{Denied, Door, RequestInfo};
 pub use crate::gateway::text;
-use crate::metrics::{GATEWAY_ROUTE, HttpLabels, Metrics, method_label};
 use crate::state::AppState;
 
 /// Largest body accepted by the OAuth and admin endpoints.
@@ -44,8 +42,9 @@ pub const MAX_API_BODY: usize = 64 * 1024;
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The request id header: kept from the client (or proxy) when it is sane
-/// ([`MAX_REQUEST_ID`]), else a fresh one (a random per-process prefix and a counter); echoed on the response, on every log line of the
-/// request's span and in the `data.request_id` of its audit events.
+/// ([`MAX_REQUEST_ID`]), else a fresh one (a random per-process prefix and a counter); echoed
+/// on the response, on every log line written while the request is served
+/// ([`observe::RequestIdFormat`]) and in the `data.request_id` of its audit events.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-supplied request id kept; a longer or odd one is replaced.
@@ -93,14 +92,18 @@ pub fn app(state: AppState) -> Router {
         // Git traffic streams: no body limit, no timeout. Every path not routed above is the
         // gateway's.
         .fallback(gateway::serve)
-        // Outermost first: the id exists before the span opens, the span before the handler.
+        // Outermost first: the header checks, request id and timing, then tower-http's
+        // failure log (inside, so its lines name the request id).
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn(guard_headers))
-                .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(middleware::from_fn_with_state(metrics, observe)),
+                .layer(middleware::from_fn_with_state(
+                    Observer {
+                        metrics,
+                        ids: RequestIds::new(),
+                    },
+                    observe,
+                ))
+                .layer(TraceLayer::new_for_http()),
         )
         .with_state(state);
     // A development broker on 127.0.0.1 is still reachable from the developer's browser by a
@@ -110,141 +113,6 @@ pub fn app(state: AppState) -> Router {
     } else {
         router
     }
-}
-
-/// Request ids: a random per-process prefix and a counter. Unique across replicas and
-/// restarts, and one atomic add per request — a UUID took a `getrandom` system call on every
-/// request of the hot path.
-#[derive(Clone)]
-struct RequestIds {
-    prefix: Arc<str>,
-    next: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        let mut seed = [0u8; 8];
-        let prefix =
-            match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed) {
-                Ok(()) => hex::encode(seed),
-                // No randomness: the start time still tells replicas and restarts apart.
-                Err(_) => format!(
-                    "{:x}",
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos())
-                ),
-            };
-        Self {
-            prefix: Arc::from(prefix),
-            next: Arc::default(),
-        }
-    }
-}
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
-/// Whether a client-supplied request id is kept: short, and only characters that are safe in
-/// logs, headers and JSON without escaping.
-fn sane_request_id(id: &[u8]) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_REQUEST_ID
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
-}
-
-/// Headers a decision reads as one value, by the name a refusal gives them. Two of any is a
-/// 400: which one counts would otherwise depend on who reads the headers (the broker takes the
-/// first, a server behind a proxy may take the last) — two `Authorization`s, two
-/// `X-Original-URI`s for `/authz`, two `Content-Encoding`s on a push whose body the gateway
-/// reads one way and the upstream another.
-const SINGLE_VALUED: [(&str, HeaderName); 7] = [
-    ("Authorization", header::AUTHORIZATION),
-    ("Host", header::HOST),
-    ("Content-Type", header::CONTENT_TYPE),
-    ("Content-Encoding", header::CONTENT_ENCODING),
-    (
-        "X-Original-URI",
-        HeaderName::from_static(authz::ORIGINAL_URI),
-    ),
-    (
-        "X-Original-Method",
-        HeaderName::from_static(authz::ORIGINAL_METHOD),
-    ),
-    (
-        "X-Original-Content-Length",
-        HeaderName::from_static(authz::ORIGINAL_CONTENT_LENGTH),
-    ),
-];
-
-/// The checks on headers every request passes first, in one middleware:
-/// - more than one of a [`SINGLE_VALUED`] header is a 400 for every route;
-/// - an incoming request id that is not [`sane_request_id`] is dropped, so a fresh one is made.
-async fn guard_headers(mut request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    for (shown, name) in &SINGLE_VALUED {
-        if headers.get_all(name).iter().nth(1).is_some() {
-            return text(
-                StatusCode::BAD_REQUEST,
-                &format!("git-jit: more than one {shown} header; send exactly one"),
-            );
-        }
-    }
-    let ids = headers.get_all(&REQUEST_ID);
-    let mut iter = ids.iter();
-    let keep = match (iter.next(), iter.next()) {
-        (None, _) => true,
-        (Some(id), None) => sane_request_id(id.as_bytes()),
-        (Some(_), Some(_)) => false,
-    };
-    if !keep {
-        request.headers_mut().remove(&REQUEST_ID);
-    }
-    next.run(request).await
-}
-
-fn request_id(headers: &HeaderMap) -> Option<&str> {
-    headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok())
-}
-
-/// The span of one request: every log line inside it names the request id.
-fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    // The request id is the key that ties log lines to audit events (which name the
-    // repository and scope); the raw URI is left out so each span costs one short field.
-    tracing::info_span!(
-        "request",
-        request_id = request_id(request.headers()).unwrap_or_default(),
-    )
-}
-
-/// Times the request by route template (the gateway's label for unrouted paths, so raw paths
-/// never become labels) and runs it with its id in scope for the audit recorder.
-async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| GATEWAY_ROUTE.to_owned(), |p| p.as_str().to_owned());
-    let method = method_label(request.method().as_str());
-    let id = request_id(request.headers()).map(str::to_owned);
-    let started = Instant::now();
-    let response = crate::recorder::in_request(id, next.run(request)).await;
-    metrics.http_request(
-        &HttpLabels {
-            route,
-            method,
-            status: response.status().as_u16(),
-        },
-        started.elapsed(),
-    );
-    response
 }
 
 /// The application of `server.metrics_listen`: `GET /metrics` alone.
@@ -334,7 +202,10 @@ pub fn denied(d: &Denied) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use axum::body::Body;
+    use axum::extract::Request;
     use http_body_util::BodyExt;
     use jit_proto::Scope;
     use tower::ServiceExt;

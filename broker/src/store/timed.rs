@@ -2,26 +2,48 @@
 //! (`jit_store_operation_duration_seconds{op}`, `jit_store_errors_total{op}`). It delegates
 //! everything and decides nothing.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use jit_proto::Claims;
+use prometheus_client::metrics::histogram::Histogram;
 
 use super::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget, StoreError};
 use crate::audit::{AuditEvent, AuditQuery, ChainHead};
 use crate::metrics::Metrics;
 
+/// The operations, in the order of [`TimedStore::histograms`].
+const OPS: [&str; 10] = [
+    "put",
+    "check",
+    "status",
+    "revoke",
+    "revoked_before",
+    "list",
+    "audit_head",
+    "append_audit",
+    "read_audit",
+    "ping",
+];
+
 /// Wraps a store, observing each call's latency and failure.
 pub struct TimedStore {
     inner: Arc<dyn GrantStore>,
     metrics: Arc<Metrics>,
+    /// Each operation's histogram handle, looked up in its family once (on first use, so an
+    /// operation never called shows no series).
+    histograms: [OnceLock<Histogram>; OPS.len()],
 }
 
 impl TimedStore {
     /// Times `inner`'s calls into `metrics`.
     pub fn new(inner: Arc<dyn GrantStore>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+        Self {
+            inner,
+            metrics,
+            histograms: Default::default(),
+        }
     }
 
     async fn timed<T>(
@@ -31,8 +53,17 @@ impl TimedStore {
     ) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = call.await;
-        self.metrics
-            .store_call(op, started.elapsed(), result.is_ok());
+        let took = started.elapsed().as_secs_f64();
+        // Ten string comparisons at most: cheaper than hashing a label set under a lock.
+        match OPS.iter().position(|o| *o == op) {
+            Some(i) => self.histograms[i]
+                .get_or_init(|| self.metrics.store_histogram(op))
+                .observe(took),
+            None => self.metrics.store_histogram(op).observe(took),
+        }
+        if result.is_err() {
+            self.metrics.store_error(op);
+        }
         result
     }
 }

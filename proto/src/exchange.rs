@@ -28,7 +28,7 @@ pub const MAX_REASON_LEN: usize = 1024;
 /// Most ref patterns one request may name. Each is matched against every ref of every push
 /// the grant makes, so the count multiplies the cost of a push; real grants name one to three.
 /// (Each pattern is at most [`crate::refs::MAX_REF_PATTERN_LEN`] bytes.)
-pub const MAX_REFS: usize = 16;
+pub const MAX_REFS: usize = 8;
 /// Longest lifetime the `ttl` parameter can express, in minutes (roles allow far less).
 pub const MAX_TTL_MINUTES: u32 = 100_000;
 /// Longest role name, in bytes.
@@ -451,7 +451,7 @@ mod tests {
         let past = vec!["refs/heads/a"; MAX_REFS + 1].join(" ");
         assert_eq!(
             parse_refs(&past).map_err(|e| e.to_string()),
-            Err("at most 16 ref patterns may be requested".to_owned())
+            Err("at most 8 ref patterns may be requested".to_owned())
         );
         let max = crate::refs::MAX_REF_PATTERN_LEN;
         let long = |n: usize| format!("refs/heads/{}", "x".repeat(n - "refs/heads/".len()));
@@ -459,7 +459,7 @@ mod tests {
         let err = parse_refs(&long(max + 1))
             .expect_err("too long")
             .to_string();
-        assert!(err.contains("at most 256 are allowed"), "{err}");
+        assert!(err.contains("at most 128 are allowed"), "{err}");
     }
 
     /// Every refusal, with the error it is named by and the OAuth code the client gets.

@@ -190,7 +190,7 @@ impl<'a> Text<'a> {
                 if deep {
                     fill_from_lowest(&mut reach, n);
                 } else {
-                    fill_within_segments(&mut reach, &mut next, &self.in_segment);
+                    fill_within_segments(&mut reach, &self.in_segment);
                 }
             } else {
                 let slot = usize::from(self.slot[usize::from(pat[p])]);
@@ -199,15 +199,17 @@ impl<'a> Text<'a> {
                     return false;
                 }
                 let mask = &self.masks[(slot - 1) * w..slot * w];
-                let mut carry = 0;
-                for k in 0..w {
-                    next[k] = ((reach[k] << 1) | carry) & mask[k];
-                    carry = reach[k] >> 63;
+                let (mut carry, mut any) = (0, 0);
+                for ((n, &r), &m) in next.iter_mut().zip(reach.iter()).zip(mask) {
+                    let v = ((r << 1) | carry) & m;
+                    carry = r >> 63;
+                    *n = v;
+                    any |= v;
                 }
                 std::mem::swap(&mut reach, &mut next);
-            }
-            if reach.iter().all(|&x| x == 0) {
-                return false;
+                if any == 0 {
+                    return false;
+                }
             }
         }
         reach[n / 64] & (1u64 << (n % 64)) != 0
@@ -237,19 +239,15 @@ fn fill_from_lowest(reach: &mut [u64], n: usize) {
 /// reachable. With `a` the positions one step past a reachable one and inside a segment,
 /// adding `a` to the `in_segment` mask carries through each run of in-segment positions from
 /// the lowest `a` bit to the run's end, so `((m + a) ^ m | a) & m` is exactly the filled run.
-fn fill_within_segments(reach: &mut [u64], scratch: &mut [u64], m: &[u64]) {
-    let mut shift = 0;
-    for k in 0..reach.len() {
-        scratch[k] = ((reach[k] << 1) | shift) & m[k];
-        shift = reach[k] >> 63;
-    }
-    let mut carry = false;
-    for k in 0..reach.len() {
-        let a = scratch[k];
-        let (s, c1) = m[k].overflowing_add(a);
+fn fill_within_segments(reach: &mut [u64], m: &[u64]) {
+    let (mut shift, mut carry) = (0, false);
+    for (r, &m) in reach.iter_mut().zip(m) {
+        let a = ((*r << 1) | shift) & m;
+        shift = *r >> 63;
+        let (s, c1) = m.overflowing_add(a);
         let (s, c2) = s.overflowing_add(u64::from(carry));
         carry = c1 || c2;
-        reach[k] |= ((s ^ m[k]) | a) & m[k];
+        *r |= ((s ^ m) | a) & m;
     }
 }
 

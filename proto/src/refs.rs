@@ -17,8 +17,8 @@ pub const MAX_REF_LEN: usize = 1024;
 
 /// Longest accepted ref pattern, in bytes. Patterns come from token requests and are
 /// matched against every ref of every push, so their size multiplies the cost of a push:
-/// 256 bytes holds any real branch or tag namespace (`refs/heads/team/project/hotfix/*`).
-pub const MAX_REF_PATTERN_LEN: usize = 256;
+/// 128 bytes holds any real branch or tag namespace (`refs/heads/team/project/hotfix/*`).
+pub const MAX_REF_PATTERN_LEN: usize = 128;
 
 /// Why a ref name or ref pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "ref pattern is {} bytes long; at most 256 are allowed",
+                "ref pattern is {} bytes long; at most 128 are allowed",
                 MAX_REF_PATTERN_LEN + 1
             )
         );

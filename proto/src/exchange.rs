@@ -446,9 +446,9 @@ mod tests {
     /// The ref bounds at the limit pass and one past it fail, naming the limit.
     #[test]
     fn ref_pattern_bounds() {
-        let at = vec!["refs/heads/a"; MAX_REFS].join(" ");
+        let at = ["refs/heads/a"; MAX_REFS].join(" ");
         assert_eq!(parse_refs(&at).map(|r| r.len()), Ok(MAX_REFS));
-        let past = vec!["refs/heads/a"; MAX_REFS + 1].join(" ");
+        let past = ["refs/heads/a"; MAX_REFS + 1].join(" ");
         assert_eq!(
             parse_refs(&past).map_err(|e| e.to_string()),
             Err("at most 8 ref patterns may be requested".to_owned())
@@ -467,7 +467,7 @@ mod tests {
     fn bad_forms_table() {
         let long_token = "a".repeat(MAX_SUBJECT_TOKEN_LEN + 1);
         let long_reason = "r".repeat(MAX_REASON_LEN + 1);
-        let many_refs = vec!["refs/heads/a"; MAX_REFS + 1].join(" ");
+        let many_refs = ["refs/heads/a"; MAX_REFS + 1].join(" ");
         let long_ref = format!(
             "refs/heads/{}",
             "x".repeat(crate::refs::MAX_REF_PATTERN_LEN)

@@ -112,10 +112,10 @@ impl<'a> LsRefsAnswer<'a> {
                 Packet::Flush => self.done = true,
                 Packet::Data(_) => {
                     let line = packet.line().unwrap_or_default();
-                    if let Some((name, target)) = symref_line(line)? {
-                        if self.wanted.contains(name) {
-                            self.targets.insert(name.to_owned(), target.to_owned());
-                        }
+                    if let Some((name, target)) = symref_line(line)?
+                        && self.wanted.contains(name)
+                    {
+                        self.targets.insert(name.to_owned(), target.to_owned());
                     }
                 }
             }

@@ -183,7 +183,7 @@ async fn refusals_are_precise_audited_and_change_nothing() {
             exchange_form(
                 &t,
                 "repo:acme/api:write",
-                &[("refs", &vec!["refs/heads/feature/a"; 9].join(" "))],
+                &[("refs", &["refs/heads/feature/a"; 9].join(" "))],
             ),
             StatusCode::BAD_REQUEST,
             "invalid_request",

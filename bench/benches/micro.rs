@@ -1,7 +1,8 @@
 //! Micro-benchmarks of git-jit's hot paths, pure CPU, no I/O:
 //! scope parsing, token signing and verification, a policy decision over the example
-//! policies (12 roles), gateway routing, pkt-line and receive-pack command parsing, and the
-//! credential-protocol parsing of the helper.
+//! policies (12 roles), gateway routing, pkt-line and receive-pack command parsing, the ref
+//! pattern matcher (typical and worst cases at the input bounds), and the credential-protocol
+//! parsing of the helper.
 //!
 //! `cargo bench -p jit-bench --bench micro` (a few minutes on 2 cores). Sample sizes are kept
 //! modest; the figures are per operation, single thread.
@@ -266,6 +267,75 @@ fn gateway(c: &mut Criterion) {
     g.finish();
 }
 
+/// The worst ref pattern the bounds allow: 128 bytes of `*a` that keep every position of a
+/// long segment alive until the last segment fails to match.
+fn worst_pattern(i: usize) -> String {
+    let head = format!("refs/heads/{i:x}");
+    let stars = "*a".repeat((jit_proto::refs::MAX_REF_PATTERN_LEN - head.len() - 4) / 2);
+    format!("{head}{stars}*b/c")
+}
+
+/// The worst ref for [`worst_pattern`]: 1024 bytes, the name bound.
+fn worst_ref(i: usize) -> String {
+    let head = format!("refs/heads/{i:x}");
+    let fill = jit_proto::refs::MAX_REF_LEN - head.len() - 4;
+    format!("{head}{}/b/c", "a".repeat(fill))
+}
+
+fn ref_matcher(c: &mut Criterion) {
+    use jit_proto::glob::Text;
+    let typical = RefPattern::parse("refs/heads/feature/**").unwrap();
+    let pattern = worst_pattern(0);
+    let text = worst_ref(0);
+    assert_eq!(pattern.len(), jit_proto::refs::MAX_REF_PATTERN_LEN);
+    assert_eq!(text.len(), jit_proto::refs::MAX_REF_LEN);
+    let mut steps = 0;
+    assert!(!Text::new(&text).matches(&pattern, &mut steps));
+    eprintln!(
+        "ref matcher worst case: {steps} word steps for one 128-byte pattern against one 1024-byte ref"
+    );
+
+    // A push at every bound: the most commands, each the longest ref, against the most
+    // patterns, each the longest and hardest. Every pattern shares the refs' first segment
+    // (`refs/heads/0…`) so none fails early.
+    let patterns: Vec<RefPattern> = (0..jit_proto::exchange::MAX_REFS)
+        .map(|_| RefPattern::parse(&worst_pattern(0)).unwrap())
+        .collect();
+    let zero = "0".repeat(40);
+    let commands: Vec<receive_pack::Command> = (0..receive_pack::MAX_PUSH_COMMANDS)
+        .map(|_| receive_pack::Command {
+            old: zero.clone(),
+            new: "1".repeat(40),
+            refname: worst_ref(0),
+        })
+        .collect();
+    let mut steps = 0;
+    let refused = receive_pack::decide_counted(&commands, &patterns, &mut steps);
+    assert_eq!(refused.len(), commands.len());
+    eprintln!(
+        "ref decision worst case: {} commands × {} patterns = {steps} word steps",
+        commands.len(),
+        patterns.len()
+    );
+
+    let mut g = c.benchmark_group("ref matcher");
+    group_settings(&mut g);
+    g.bench_function(
+        "refs/heads/feature/** vs refs/heads/feature/topic-42",
+        |b| b.iter(|| typical.matches(black_box("refs/heads/feature/topic-42"))),
+    );
+    g.bench_function("worst: 128-byte pattern vs 1024-byte ref", |b| {
+        b.iter(|| Text::new(black_box(&text)).matches(black_box(&pattern), &mut 0))
+    });
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(commands.len() as u64));
+    g.bench_function(
+        "worst push decision: 1000 refs of 1 KiB × 8 patterns of 128 B",
+        |b| b.iter(|| receive_pack::decide(black_box(&commands), black_box(&patterns))),
+    );
+    g.finish();
+}
+
 fn credential_protocol(c: &mut Criterion) {
     use jit_helper::protocol::{Answer, Request as CredRequest};
     // What git 2.47 sends on `get` after the gateway's 401 (credential.useHttpPath=true).
@@ -307,6 +377,7 @@ criterion_group!(
     token,
     policy_decision,
     gateway,
+    ref_matcher,
     credential_protocol
 );
 criterion_main!(benches);

@@ -76,6 +76,8 @@ pub struct Metrics {
     store_errors: Family<StoreLabels, Counter>,
     // Rate limiting (abuse limits of the doors and the exchange).
     rate_limited: Family<LimiterLabels, Counter>,
+    /// Gateway: audit details summarised because they were too large (issue 12, item 7).
+    summarised: Family<FieldLabels, Counter>,
     /// Label values seen so far, for the snapshots: a family cannot be iterated.
     kinds_seen: Mutex<BTreeSet<String>>,
     reasons_seen: Mutex<BTreeSet<&'static str>>,
@@ -107,6 +109,7 @@ impl Metrics {
             "Requests refused with 429 by a rate limiter, by limiter (exchange_identity, exchange_client, refused_address, denied_token, denied_identity)",
             rate_limited.clone(),
         );
+        let summarised = Family::<FieldLabels, Counter>::default();
         // Counters get their `_total` suffix from the encoder: `jit_audit_events_total`.
         registry.register(
             "jit_http_request_duration_seconds",
@@ -144,6 +147,11 @@ impl Metrics {
             store_errors.clone(),
         );
         let connections = ConnectionMetrics::register(&mut registry);
+        registry.register(
+            "jit_audit_summarised",
+            "Audit event details too large to record whole, summarised instead (by field: a push's `updates`, its `denial`)",
+            summarised.clone(),
+        );
         Self {
             registry,
             connections,
@@ -155,6 +163,7 @@ impl Metrics {
             store,
             store_errors,
             rate_limited,
+            summarised,
             kinds_seen: Mutex::default(),
             reasons_seen: Mutex::default(),
         }
@@ -331,6 +340,27 @@ impl ConnectionMetrics {
 }
 
 // ---- end of edge ----------------------------------------------------------------------------
+
+// --- Gateway: oversize audit details (issue 12, item 7) ---------------------------------
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldLabels {
+    field: &'static str,
+}
+
+impl Metrics {
+    /// Counts one audit detail (`updates`, `denial`) summarised because it was too large.
+    pub fn audit_summarised(&self, field: &'static str) {
+        self.summarised.get_or_create(&FieldLabels { field }).inc();
+    }
+
+    /// How many `field` details were summarised.
+    pub fn audit_summarised_count(&self, field: &'static str) -> u64 {
+        self.summarised.get_or_create(&FieldLabels { field }).get()
+    }
+}
+
+// --- end gateway ---------------------------------------------------------------------
 
 /// `method` as a bounded label value.
 pub fn method_label(method: &str) -> &'static str {

@@ -285,3 +285,110 @@ async fn raw_status(addr: std::net::SocketAddr, target: &str, token: &str) -> St
         .unwrap_or_default()
         .to_owned()
 }
+
+fn in_bare(s: &Server, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(s.repos.join("demo/hello.git"))
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+}
+
+/// Regression (a push through a symbolic ref): with a grant limited to
+/// `refs/heads/hotfix/*`, pushing to `refs/heads/hotfix/alias` — a symbolic ref on the
+/// upstream pointing at `refs/heads/main` — made `git receive-pack` move `main`. The gateway
+/// now asks the upstream (protocol v2 `ls-refs` with `symrefs`) and decides on the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_through_a_symbolic_ref_is_decided_on_its_target() {
+    let s = start().await;
+    in_bare(
+        &s,
+        &["update-ref", "refs/heads/hotfix/real", "refs/heads/main"],
+    );
+    in_bare(
+        &s,
+        &["symbolic-ref", "refs/heads/hotfix/alias", "refs/heads/main"],
+    );
+    in_bare(
+        &s,
+        &[
+            "symbolic-ref",
+            "refs/heads/hotfix/inner",
+            "refs/heads/hotfix/real",
+        ],
+    );
+    let work = tempfile::tempdir().expect("work");
+    let w = work.path();
+    let (read, _) = s.token("repo:demo/hello:read", &[]).await;
+    let (hotfix, _) = s
+        .token("repo:demo/hello:write", &["refs/heads/hotfix/*"])
+        .await;
+    let (write_all, _) = s.token("repo:demo/hello:write", &[]).await;
+    let (ok, out) = s
+        .git(w, &["clone", &s.url(Some(&read), "demo/hello"), "c"])
+        .await;
+    assert!(ok, "{out}");
+    let repo = w.join("c");
+    let (ok, _) = s
+        .git(&repo, &["commit", "--allow-empty", "-qm", "through"])
+        .await;
+    assert!(ok);
+    let main_before = s.bare_ref("refs/heads/main");
+    let url = s.url(Some(&hotfix), "demo/hello");
+
+    // An update and a delete through the alias are refused, naming the target.
+    for refspec in ["HEAD:refs/heads/hotfix/alias", ":refs/heads/hotfix/alias"] {
+        let (ok, out) = s.git(&repo, &["push", &url, refspec]).await;
+        assert!(!ok, "{refspec}: {out}");
+        assert!(
+            out.contains(
+                "git-jit: refs/heads/hotfix/alias is a symbolic ref to refs/heads/main, which the grant does not allow"
+            ),
+            "{refspec}: {out}"
+        );
+        assert_eq!(s.bare_ref("refs/heads/main"), main_before, "{refspec}");
+    }
+    // Mixed with an allowed ref, the whole push is refused.
+    let (ok, out) = s
+        .git(
+            &repo,
+            &[
+                "push",
+                &url,
+                "HEAD:refs/heads/hotfix/new",
+                "HEAD:refs/heads/hotfix/alias",
+            ],
+        )
+        .await;
+    assert!(!ok && out.contains("refused as a whole"), "{out}");
+    assert_eq!(s.bare_ref("refs/heads/hotfix/new"), None);
+
+    // A symref whose target the grant covers is pushed through.
+    let (ok, out) = s
+        .git(&repo, &["push", &url, "HEAD:refs/heads/hotfix/inner"])
+        .await;
+    assert!(ok, "{out}");
+    let head = s.git(&repo, &["rev-parse", "HEAD"]).await.1;
+    assert_eq!(
+        s.bare_ref("refs/heads/hotfix/real").as_deref(),
+        Some(head.trim())
+    );
+    // Plain refs under the pattern are unaffected; an unrestricted grant is not looked up.
+    let (ok, out) = s
+        .git(&repo, &["push", &url, "HEAD:refs/heads/hotfix/plain"])
+        .await;
+    assert!(ok, "{out}");
+    let (ok, out) = s
+        .git(
+            &repo,
+            &[
+                "push",
+                &s.url(Some(&write_all), "demo/hello"),
+                "HEAD:refs/heads/hotfix/alias",
+            ],
+        )
+        .await;
+    assert!(ok, "{out}");
+    assert_eq!(s.bare_ref("refs/heads/main").as_deref(), Some(head.trim()));
+}

@@ -25,8 +25,10 @@ use crate::secret::Secret;
 pub const MAX_SUBJECT_TOKEN_LEN: usize = 16 * 1024;
 /// Longest reason accepted, in bytes (after trimming).
 pub const MAX_REASON_LEN: usize = 1024;
-/// Most ref patterns one request may name.
-pub const MAX_REFS: usize = 32;
+/// Most ref patterns one request may name. Each is matched against every ref of every push
+/// the grant makes, so the count multiplies the cost of a push; real grants name one to three.
+/// (Each pattern is at most [`crate::refs::MAX_REF_PATTERN_LEN`] bytes.)
+pub const MAX_REFS: usize = 8;
 /// Longest lifetime the `ttl` parameter can express, in minutes (roles allow far less).
 pub const MAX_TTL_MINUTES: u32 = 100_000;
 /// Longest role name, in bytes.
@@ -441,12 +443,35 @@ mod tests {
         assert_eq!((r.role, r.ttl, r.reason), (None, None, None));
     }
 
+    /// The ref bounds at the limit pass and one past it fail, naming the limit.
+    #[test]
+    fn ref_pattern_bounds() {
+        let at = ["refs/heads/a"; MAX_REFS].join(" ");
+        assert_eq!(parse_refs(&at).map(|r| r.len()), Ok(MAX_REFS));
+        let past = ["refs/heads/a"; MAX_REFS + 1].join(" ");
+        assert_eq!(
+            parse_refs(&past).map_err(|e| e.to_string()),
+            Err("at most 8 ref patterns may be requested".to_owned())
+        );
+        let max = crate::refs::MAX_REF_PATTERN_LEN;
+        let long = |n: usize| format!("refs/heads/{}", "x".repeat(n - "refs/heads/".len()));
+        assert!(parse_refs(&long(max)).is_ok());
+        let err = parse_refs(&long(max + 1))
+            .expect_err("too long")
+            .to_string();
+        assert!(err.contains("at most 128 are allowed"), "{err}");
+    }
+
     /// Every refusal, with the error it is named by and the OAuth code the client gets.
     #[test]
     fn bad_forms_table() {
         let long_token = "a".repeat(MAX_SUBJECT_TOKEN_LEN + 1);
         let long_reason = "r".repeat(MAX_REASON_LEN + 1);
-        let many_refs = vec!["refs/heads/a"; MAX_REFS + 1].join(" ");
+        let many_refs = ["refs/heads/a"; MAX_REFS + 1].join(" ");
+        let long_ref = format!(
+            "refs/heads/{}",
+            "x".repeat(crate::refs::MAX_REF_PATTERN_LEN)
+        );
         let cases: Vec<(ExchangeForm, ExchangeError, &str)> = vec![
             (
                 without("grant_type"),
@@ -545,6 +570,14 @@ mod tests {
                     ..with(&[])
                 },
                 ExchangeError::TooManyRefs,
+                "invalid_request",
+            ),
+            (
+                ExchangeForm {
+                    refs: Some(long_ref.clone()),
+                    ..with(&[])
+                },
+                ExchangeError::Ref(RefError::PatternTooLong(long_ref.len())),
                 "invalid_request",
             ),
             (

@@ -8,8 +8,17 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest accepted ref name or pattern, in bytes.
+/// Longest accepted ref name, in bytes. git itself sets no length in
+/// `check_refname_format`, but a loose ref is a file below `.git/`, so the operating system
+/// caps it (`PATH_MAX`, 4096 on Linux, for the whole path; `NAME_MAX`, 255, per segment);
+/// 1024 is far beyond any ref a person or tool names, and bounds what one pushed command
+/// costs the broker (parsing, matching, auditing).
 pub const MAX_REF_LEN: usize = 1024;
+
+/// Longest accepted ref pattern, in bytes. Patterns come from token requests and are
+/// matched against every ref of every push, so their size multiplies the cost of a push:
+/// 128 bytes holds any real branch or tag namespace (`refs/heads/team/project/hotfix/*`).
+pub const MAX_REF_PATTERN_LEN: usize = 128;
 
 /// Why a ref name or ref pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +29,9 @@ pub enum RefError {
     /// Longer than [`MAX_REF_LEN`].
     #[error("ref is {0} bytes long; at most {MAX_REF_LEN} are allowed")]
     TooLong(usize),
+    /// A pattern longer than [`MAX_REF_PATTERN_LEN`].
+    #[error("ref pattern is {0} bytes long; at most {MAX_REF_PATTERN_LEN} are allowed")]
+    PatternTooLong(usize),
     /// Broke one of git's ref-name rules (`git check-ref-format`).
     #[error("ref {name:?} is not a valid ref name: {why}")]
     Invalid {
@@ -80,14 +92,15 @@ impl RefPattern {
     /// Parses a pattern; it must be a valid ref name apart from `*` and `**`, and use no
     /// syntax outside the dialect (`?`, `[...]`, `{...}`, `***`).
     pub fn parse(s: &str) -> Result<Self, RefError> {
+        if s.len() > MAX_REF_PATTERN_LEN {
+            return Err(RefError::PatternTooLong(s.len()));
+        }
         // The dialect's check runs first so that `?` or `[` is reported as pattern syntax
         // rather than as a character git forbids in ref names.
-        if s.len() <= MAX_REF_LEN {
-            crate::glob::check(s).map_err(|e| RefError::Invalid {
-                name: s.to_owned(),
-                why: e.why(),
-            })?;
-        }
+        crate::glob::check(s).map_err(|e| RefError::Invalid {
+            name: s.to_owned(),
+            why: e.why(),
+        })?;
         check_ref_chars(s, true)?;
         Ok(Self(s.to_owned()))
     }
@@ -100,6 +113,12 @@ impl RefPattern {
     /// Whether the concrete ref `name` matches this pattern, anchored at both ends.
     pub fn matches(&self, name: &str) -> bool {
         crate::glob::glob_match(&self.0, name)
+    }
+
+    /// [`matches`](Self::matches) against a ref prepared once for several patterns;
+    /// `steps` counts the work (see [`crate::glob::Text`]).
+    pub fn matches_text(&self, name: &crate::glob::Text<'_>, steps: &mut u64) -> bool {
+        name.matches(&self.0, steps)
     }
 
     /// Whether every ref this pattern matches is also matched by `outer`, used to check that
@@ -188,6 +207,26 @@ mod tests {
             assert!(RefPattern::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(check_ref_name("refs/heads/*").is_err());
+    }
+
+    #[test]
+    fn lengths_at_and_past_the_bounds() {
+        let name = |len: usize| format!("refs/heads/{}", "x".repeat(len - "refs/heads/".len()));
+        assert_eq!(check_ref_name(&name(MAX_REF_LEN)), Ok(()));
+        assert_eq!(
+            check_ref_name(&name(MAX_REF_LEN + 1)),
+            Err(RefError::TooLong(MAX_REF_LEN + 1))
+        );
+        assert!(RefPattern::parse(&name(MAX_REF_PATTERN_LEN)).is_ok());
+        let err = RefPattern::parse(&name(MAX_REF_PATTERN_LEN + 1)).expect_err("too long");
+        assert_eq!(err, RefError::PatternTooLong(MAX_REF_PATTERN_LEN + 1));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "ref pattern is {} bytes long; at most 128 are allowed",
+                MAX_REF_PATTERN_LEN + 1
+            )
+        );
         assert!(check_ref_name("refs/heads/feature/x").is_ok());
     }
 

@@ -77,11 +77,17 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// With `server_directives` added to the upstream nginx's `server { }`.
+    async fn start_with(server_directives: Option<&str>) -> Result<Self> {
         let redis = RedisServer::start().await?;
         let ci = CiIssuer::start().await?;
         let password = format!("upstream-{}", jit_e2e::random_token(12));
         let git = GitServer::start_with(GitServerConfig {
             basic_auth: Some((UPSTREAM_USER.into(), password.clone())),
+            server_directives: server_directives.map(str::to_owned),
             ..Default::default()
         })
         .await?;
@@ -596,6 +602,219 @@ fn gateway_dir_upstream_clone_and_push() -> Result<()> {
         // The dir: upstream is served by the broker itself: nginx never saw these requests.
         let access = f.git.access_log();
         assert!(!access.contains("local/tool"), "{access}");
+        Ok(())
+    })
+}
+
+/// The admin's view of the audit trail, one JSON event per line.
+async fn trail(f: &Fixture) -> Result<String> {
+    Ok(jit_e2e::http_client()
+        .get(format!("{}/v1/audit", f.broker.url()))
+        .bearer_auth(f.admin())
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?)
+}
+
+/// Regression (a push through a symbolic ref): the grant allows `refs/heads/feature/**`; the
+/// upstream (nginx + git http-backend) has `refs/heads/feature/alias`, a symbolic ref to
+/// `refs/heads/main`. Pushing to the alias used to move `main`; the gateway now learns the
+/// target from the upstream (protocol v2 `ls-refs`, `symrefs`) and refuses.
+#[test]
+fn gateway_decides_a_push_through_a_symbolic_ref_on_its_target() -> Result<()> {
+    crate::support::run(async move {
+        let f = Fixture::start().await?;
+        f.git.git_in_repo(
+            "acme/api",
+            &[
+                "symbolic-ref",
+                "refs/heads/feature/alias",
+                "refs/heads/main",
+            ],
+        )?;
+        let token = f.token("repo:acme/api:read,write").await?;
+        let git = GitClient::new()?;
+        let wt = clone(&git, &f.url("acme/api", &token), "api").await?;
+        commit(&git, &wt, "through-alias.txt").await?;
+        let before = f.refs("acme/api")?;
+        for refspec in ["HEAD:refs/heads/feature/alias", ":refs/heads/feature/alias"] {
+            let stderr = git
+                .run_expect_failure(&[
+                    "-C",
+                    wt.to_str().context("utf-8")?,
+                    "push",
+                    "origin",
+                    refspec,
+                ])
+                .await?;
+            assert!(
+                stderr.contains(
+                    "git-jit: refs/heads/feature/alias is a symbolic ref to refs/heads/main, which the grant does not allow"
+                ),
+                "{refspec}: {stderr}"
+            );
+            assert_eq!(
+                f.refs("acme/api")?,
+                before,
+                "{refspec} changed the repository"
+            );
+        }
+        // An ordinary ref under the pattern still goes through.
+        git.run_in(
+            &wt,
+            &["push", "--quiet", "origin", "HEAD:refs/heads/feature/ok"],
+        )
+        .await?;
+        let denied = trail(&f).await?;
+        assert!(
+            denied.lines().any(|l| l.contains("\"access.denied\"")
+                && l.contains("symbolic ref to refs/heads/main")),
+            "no access.denied naming the target:\n{denied}"
+        );
+        f.assert_clean_log();
+        Ok(())
+    })
+}
+
+/// A ref-limited push is refused when the upstream cannot say which refs are symbolic (here
+/// it refuses every `git-upload-pack` request): the gateway never guesses.
+#[test]
+fn gateway_refuses_a_ref_limited_push_when_the_upstream_cannot_tell_its_symrefs() -> Result<()> {
+    crate::support::run(async move {
+        let f = Fixture::start_with(Some("location ~ /git-upload-pack$ { return 503; }")).await?;
+        let token = f.token("repo:acme/api:read,write").await?;
+        let git = GitClient::new()?;
+        let source = f.git.root().join("acme/api.git");
+        let wt = clone(&git, source.to_str().context("utf-8")?, "api").await?;
+        commit(&git, &wt, "x.txt").await?;
+        let before = f.refs("acme/api")?;
+        let stderr = git
+            .run_expect_failure(&[
+                "-C",
+                wt.to_str().context("utf-8")?,
+                "push",
+                &f.url("acme/api", &token),
+                "HEAD:refs/heads/feature/x",
+            ])
+            .await?;
+        assert!(
+            stderr.contains("git-jit: cannot learn from the upstream whether the pushed refs are symbolic refs (the upstream answered HTTP 502)"),
+            "{stderr}"
+        );
+        assert_eq!(f.refs("acme/api")?, before);
+        Ok(())
+    })
+}
+
+fn pkt(line: &str) -> Vec<u8> {
+    let mut v = format!("{:04x}", line.len() + 4).into_bytes();
+    v.extend_from_slice(line.as_bytes());
+    v
+}
+
+/// Regression (audit amplification): a refused push of 900 ref names of 1 KB each became one
+/// audit event of ~2 MB in Redis. The event now lists the first updates and summarises the
+/// rest by counts and a SHA-256 of the command lines; a push of more than 1000 commands is
+/// refused before any decision.
+#[test]
+fn a_refused_push_of_900_long_refs_is_one_small_audit_event() -> Result<()> {
+    crate::support::run(async move {
+        let f = Fixture::start().await?;
+        let token = f.token("repo:acme/api:read,write").await?;
+        let (zero, new) = ("0".repeat(40), "1".repeat(40));
+        let lines: Vec<String> = (0..900)
+            .map(|i| format!("{zero} {new} refs/heads/{i:04}{}", "x".repeat(1000)))
+            .collect();
+        let mut body = Vec::new();
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        for (i, l) in lines.iter().enumerate() {
+            digest.update(format!("{l}\n").as_bytes());
+            body.extend(pkt(&if i == 0 {
+                format!("{l}\0report-status")
+            } else {
+                l.clone()
+            }));
+        }
+        body.extend_from_slice(b"0000");
+        let upload = body.len();
+        let http = jit_e2e::http_client();
+        let url = format!(
+            "http://127.0.0.1:{}/acme/api.git/git-receive-pack",
+            f.broker.port()
+        );
+        let answer = http
+            .post(&url)
+            .header("authorization", basic(&token))
+            .header("content-type", "application/x-git-receive-pack-request")
+            .body(body)
+            .send()
+            .await?;
+        assert_eq!(answer.status(), 200);
+        let report = answer.text().await?;
+        assert!(
+            report.contains("ref not allowed by grant"),
+            "{}",
+            &report[..200]
+        );
+
+        let events = trail(&f).await?;
+        let denied: Vec<&str> = events
+            .lines()
+            .filter(|l| l.contains("\"access.denied\""))
+            .collect();
+        assert_eq!(denied.len(), 1, "{events}");
+        let line = denied[0];
+        assert!(
+            line.len() < 16 * 1024,
+            "the audit event is {} bytes for an upload of {upload}",
+            line.len()
+        );
+        let event: serde_json::Value = serde_json::from_str(line)?;
+        let updates = &event["data"]["updates"];
+        assert_eq!(updates["count"], 900, "{updates}");
+        assert_eq!(updates["create"], 900);
+        let hex: String = digest
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(updates["sha256"], hex);
+        assert!(
+            event["denial"]
+                .as_str()
+                .is_some_and(|d| d.ends_with("more refused ref updates (900 in all)")),
+            "{}",
+            event["denial"]
+        );
+
+        // Past the command bound: refused before any decision, naming the limit.
+        let mut body = Vec::new();
+        for i in 0..1001 {
+            let l = format!("{zero} {new} refs/heads/feature/{i}");
+            body.extend(pkt(&if i == 0 {
+                format!("{l}\0report-status")
+            } else {
+                l
+            }));
+        }
+        body.extend_from_slice(b"0000");
+        let answer = http
+            .post(&url)
+            .header("authorization", basic(&token))
+            .header("content-type", "application/x-git-receive-pack-request")
+            .body(body)
+            .send()
+            .await?;
+        assert_eq!(answer.status(), 413);
+        assert!(
+            answer
+                .text()
+                .await?
+                .contains("push updates more than 1000 refs at once"),
+        );
         Ok(())
     })
 }

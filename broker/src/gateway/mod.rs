@@ -14,6 +14,7 @@ pub mod pktline;
 pub mod proxy;
 pub mod push;
 pub mod receive_pack;
+pub mod symref;
 pub mod upstream;
 
 use axum::body::Body;

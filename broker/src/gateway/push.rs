@@ -3,11 +3,20 @@
 //! untouched rest to the upstream or answer git with a report-status refusal — in which case
 //! nothing at all reaches the upstream.
 //!
+//! Under a ref-limited grant the decision is on the refs that will really change: a pushed
+//! name that is a symbolic ref on the upstream is decided on its target too ([`super::symref`]).
+//!
+//! The push's audit record is bounded whatever the push: beyond [`AUDIT_LISTED_UPDATES`]
+//! updates or [`AUDIT_LISTED_REF_BYTES`] of ref names, it lists the first ones and
+//! summarises the whole list by counts and a SHA-256 digest ([`updates_json`],
+//! [`denial_text`]).
+//!
 //! A gzip-encoded push body (`Content-Encoding: gzip`; git itself never compresses pushes,
 //! other clients may) is decompressed as it streams and forwarded decompressed, without the
 //! header: the command list must be read in clear, and forwarding one representation keeps
 //! what was checked identical to what the upstream receives.
 
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::pin::Pin;
 use std::time::Duration;
@@ -18,11 +27,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use flate2::write::GzDecoder;
 use futures_util::{Stream, StreamExt, stream};
-use jit_proto::Claims;
+use jit_proto::{Claims, RefPattern};
+use sha2::{Digest as _, Sha256};
 
+use super::proxy::Forward;
 use super::receive_pack::{
-    CommandError, CommandList, CommandParser, RefRefusal, decide, refusal_report,
+    Command, CommandError, CommandList, CommandParser, RefRefusal, decide, decide_targets,
+    refusal_report,
 };
+use super::symref;
+use super::upstream::{Gateway, Upstream};
+use crate::metrics::Metrics;
 
 /// A request or response body on its way through the gateway.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -32,6 +47,16 @@ pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> +
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 /// Compressed bytes fed to the decoder at once: bounds the output of one step (~1 MiB).
 const GUNZIP_STEP: usize = 1024;
+/// Matcher work (pattern bytes × ref words, summed) above which the decision leaves the
+/// async runtime for a blocking thread, so no push holds a request thread for long.
+const INLINE_DECISION_WORK: usize = 64 * 1024;
+
+/// Ref updates an audit event lists one by one; a longer push is summarised.
+pub const AUDIT_LISTED_UPDATES: usize = 20;
+/// Bytes of ref names an audit event lists one by one; a longer push is summarised.
+pub const AUDIT_LISTED_REF_BYTES: usize = 4096;
+/// Bytes of refusal reasons an audit event's `denial` repeats; the rest is counted.
+pub const AUDIT_DENIAL_BYTES: usize = 2048;
 
 /// Why a push request could not be inspected.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +75,9 @@ pub enum PushError {
 impl IntoResponse for PushError {
     fn into_response(self) -> Response {
         let status = match &self {
-            PushError::Commands(CommandError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            PushError::Commands(CommandError::TooLarge | CommandError::TooManyCommands) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             PushError::Encoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -85,11 +112,24 @@ pub fn passthrough(body: BodyDataStream) -> BodyStream {
     Box::pin(body.map(|r| r.map_err(std::io::Error::other)))
 }
 
-/// Reads the command list of a receive-pack request and decides it against `claims.refs`.
+/// The upstream a push will go to, asked which pushed names are symbolic refs.
+#[derive(Clone, Copy)]
+pub struct PushTarget<'a> {
+    /// The upstream table.
+    pub gateway: &'a Gateway,
+    /// The push's upstream.
+    pub upstream: &'a Upstream,
+    /// What is forwarded of the push (repository, subject, client).
+    pub forward: &'a Forward,
+}
+
+/// Reads the command list of a receive-pack request and decides it against `claims.refs`,
+/// looking up symbolic refs on `target` when the grant is ref-limited.
 pub async fn inspect(
     headers: &HeaderMap,
     body: BodyDataStream,
     claims: &Claims,
+    target: PushTarget<'_>,
 ) -> Result<Inspected, PushError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -116,7 +156,7 @@ pub async fn inspect(
         }
     }
     let list = parser.finish()?;
-    let refused = decide(&list.commands, &claims.refs);
+    let refused = check(&list, &claims.refs, target).await;
     if refused.is_empty() {
         let head = head.freeze();
         let body = Box::pin(stream::once(async move { Ok(head) }).chain(body));
@@ -158,19 +198,139 @@ pub async fn inspect(
     })
 }
 
-/// The audit form of a push's updates: `[{ref, kind, old, new}]`.
-pub fn updates_json(list: &CommandList) -> serde_json::Value {
-    list.commands
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "ref": c.refname,
-                "kind": c.kind().as_str(),
-                "old": c.old,
-                "new": c.new,
-            })
-        })
-        .collect()
+/// Decides the ref names, then — for a ref-limited grant whose names all passed — the refs
+/// they really write on the upstream. When the upstream cannot say, every update is refused.
+async fn check(
+    list: &CommandList,
+    allowed: &[RefPattern],
+    target: PushTarget<'_>,
+) -> Vec<RefRefusal> {
+    let refused = decide_off_runtime(&list.commands, allowed).await;
+    if !refused.is_empty() || allowed.is_empty() || list.commands.is_empty() {
+        return refused;
+    }
+    let names: BTreeSet<&str> = list.commands.iter().map(|c| c.refname.as_str()).collect();
+    let sha256 = list.commands.iter().any(|c| c.old.len() == 64);
+    let PushTarget {
+        gateway,
+        upstream,
+        forward,
+    } = target;
+    match symref::lookup(gateway, upstream, forward, &names, sha256).await {
+        Ok(targets) => decide_targets(&list.commands, &targets, allowed),
+        Err(e) => {
+            tracing::warn!(repo = %forward.repo, error = %e, "cannot look up symbolic refs; push refused");
+            list.commands
+                .iter()
+                .map(|c| RefRefusal {
+                    refname: c.refname.clone(),
+                    reason: format!(
+                        "git-jit: cannot learn from the upstream whether the pushed refs are \
+                         symbolic refs ({e}); a ref-limited push is refused until it can"
+                    ),
+                })
+                .collect()
+        }
+    }
+}
+
+/// [`decide`], on a blocking thread when the matching work is large.
+async fn decide_off_runtime(commands: &[Command], allowed: &[RefPattern]) -> Vec<RefRefusal> {
+    let pattern_bytes: usize = allowed.iter().map(|p| p.as_str().len()).sum();
+    let ref_words: usize = commands.iter().map(|c| c.refname.len() / 64 + 1).sum();
+    if pattern_bytes.saturating_mul(ref_words) <= INLINE_DECISION_WORK {
+        return decide(commands, allowed);
+    }
+    let (commands, allowed) = (commands.to_vec(), allowed.to_vec());
+    let all = commands.clone();
+    match tokio::task::spawn_blocking(move || decide(&commands, &allowed)).await {
+        Ok(refused) => refused,
+        Err(e) => {
+            tracing::error!(error = %e, "ref decision failed");
+            all.iter()
+                .map(|c| RefRefusal {
+                    refname: c.refname.clone(),
+                    reason: "git-jit: internal error while checking the ref".into(),
+                })
+                .collect()
+        }
+    }
+}
+
+fn update_json(c: &Command) -> serde_json::Value {
+    serde_json::json!({
+        "ref": c.refname,
+        "kind": c.kind().as_str(),
+        "old": c.old,
+        "new": c.new,
+    })
+}
+
+/// The audit form of a push's updates: `[{ref, kind, old, new}]`, or — beyond
+/// [`AUDIT_LISTED_UPDATES`] updates or [`AUDIT_LISTED_REF_BYTES`] of ref names — a summary
+/// `{count, create, update, delete, sha256, listed}`: `listed` holds the first updates that
+/// fit, `sha256` is the hex SHA-256 of every command line `old SP new SP ref LF` in push
+/// order (what the client sent, so the whole list can be checked against a client's copy).
+/// Summaries are counted in `metrics`.
+pub fn updates_json(list: &CommandList, metrics: &Metrics) -> serde_json::Value {
+    let ref_bytes: usize = list.commands.iter().map(|c| c.refname.len()).sum();
+    if list.commands.len() <= AUDIT_LISTED_UPDATES && ref_bytes <= AUDIT_LISTED_REF_BYTES {
+        return list.commands.iter().map(update_json).collect();
+    }
+    metrics.audit_summarised("updates");
+    let mut digest = Sha256::new();
+    let mut counts = [0usize; 3];
+    for c in &list.commands {
+        digest.update(format!("{} {} {}\n", c.old, c.new, c.refname).as_bytes());
+        counts[match c.kind().as_str() {
+            "create" => 0,
+            "update" => 1,
+            _ => 2,
+        }] += 1;
+    }
+    let mut listed = Vec::new();
+    let mut budget = AUDIT_LISTED_REF_BYTES;
+    for c in list.commands.iter().take(AUDIT_LISTED_UPDATES) {
+        if c.refname.len() > budget {
+            break;
+        }
+        budget -= c.refname.len();
+        listed.push(update_json(c));
+    }
+    serde_json::json!({
+        "count": list.commands.len(),
+        "create": counts[0],
+        "update": counts[1],
+        "delete": counts[2],
+        "sha256": hex::encode(digest.finalize()),
+        "listed": listed,
+    })
+}
+
+/// The audit `denial` of a refused push: `ref: reason` joined by `; `, cut after
+/// [`AUDIT_DENIAL_BYTES`] with the number of refusals left out (counted in `metrics`).
+pub fn denial_text(refused: &[RefRefusal], metrics: &Metrics) -> String {
+    let mut out = String::new();
+    for (i, r) in refused.iter().enumerate() {
+        let item = format!("{}: {}", r.refname, r.reason);
+        if out.len() + item.len() > AUDIT_DENIAL_BYTES {
+            metrics.audit_summarised("denial");
+            let rest = refused.len() - i;
+            if !out.is_empty() {
+                out.push_str("; ");
+            }
+            out.push_str(&format!(
+                "… and {rest} more refused ref updates ({} in all)",
+                refused.len()
+            ));
+            return out;
+        }
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&item);
+    }
+    out
 }
 
 struct Gunzip {

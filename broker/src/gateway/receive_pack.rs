@@ -12,13 +12,25 @@
 //! A lone flush is an empty request (git's authentication probe). Signed pushes (`push-cert`)
 //! are refused: their commands sit inside the certificate and are not parsed here.
 
+use std::collections::BTreeMap;
+
 use jit_proto::RefPattern;
+use jit_proto::glob::Text;
 use jit_proto::refs::check_ref_name;
 
 use super::pktline::{self, Packet, PktError};
 
 /// The most bytes of shallow lines, commands and push options the gateway buffers.
 pub const MAX_COMMAND_LIST: usize = 1024 * 1024;
+
+/// The most ref updates one push may carry. Every update is checked against every pattern of
+/// the grant (and, for a ref-limited grant, looked up on the upstream), so the count bounds
+/// what one request costs; a client pushing more refs at once (a mirror of a large
+/// repository) splits them into several pushes.
+pub const MAX_PUSH_COMMANDS: usize = 1000;
+
+/// How much of a grant's pattern list a refusal reason repeats, in bytes.
+const SHOWN_PATTERNS_MAX: usize = 300;
 
 /// Why a receive-pack request head is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +41,11 @@ pub enum CommandError {
     /// The command list is larger than [`MAX_COMMAND_LIST`].
     #[error("push command list exceeds {MAX_COMMAND_LIST} bytes")]
     TooLarge,
+    /// More than [`MAX_PUSH_COMMANDS`] ref updates.
+    #[error(
+        "push updates more than {MAX_PUSH_COMMANDS} refs at once; push them in several smaller pushes"
+    )]
+    TooManyCommands,
     /// The body ended before the command list did.
     #[error("push request ends inside its command list")]
     Truncated,
@@ -221,10 +238,10 @@ impl CommandParser {
                         .map(str::to_owned)
                         .collect();
                 }
-                self.list.commands.push(parse_command(command)?);
+                self.push_command(command)?;
                 self.state = State::Commands;
             }
-            State::Commands => self.list.commands.push(parse_command(line)?),
+            State::Commands => self.push_command(line)?,
             State::Options => {
                 let option = std::str::from_utf8(line).map_err(|_| CommandError::BadOption)?;
                 if option.contains('\0') {
@@ -234,6 +251,16 @@ impl CommandParser {
             }
             State::Done => {}
         }
+        Ok(())
+    }
+}
+
+impl CommandParser {
+    fn push_command(&mut self, line: &[u8]) -> Result<(), CommandError> {
+        if self.list.commands.len() >= MAX_PUSH_COMMANDS {
+            return Err(CommandError::TooManyCommands);
+        }
+        self.list.commands.push(parse_command(line)?);
         Ok(())
     }
 }
@@ -276,18 +303,27 @@ pub struct RefRefusal {
 
 /// Checks every update against the grant's ref patterns (empty: every ref) and git's ref
 /// name rules. Deletes and forced updates are ref updates like any other: a pattern applies to
-/// every way of changing the refs it names.
+/// every way of changing the refs it names. Each ref is prepared once for all patterns
+/// ([`Text`]): the whole decision costs at most commands × pattern bytes × ref words.
 pub fn decide(commands: &[Command], allowed: &[RefPattern]) -> Vec<RefRefusal> {
+    decide_counted(commands, allowed, &mut 0)
+}
+
+/// [`decide`], adding the matcher's work to `steps`.
+pub fn decide_counted(
+    commands: &[Command],
+    allowed: &[RefPattern],
+    steps: &mut u64,
+) -> Vec<RefRefusal> {
     commands
         .iter()
         .filter_map(|c| {
             let reason = if let Err(e) = check_ref_name(&c.refname) {
                 format!("git-jit: invalid ref name: {e}")
-            } else if !allowed.is_empty() && !allowed.iter().any(|p| p.matches(&c.refname)) {
-                let list: Vec<&str> = allowed.iter().map(RefPattern::as_str).collect();
+            } else if !allows(allowed, &c.refname, steps) {
                 format!(
                     "git-jit: ref not allowed by grant: allowed {}",
-                    list.join(", ")
+                    shown_patterns(allowed)
                 )
             } else {
                 return None;
@@ -298,6 +334,70 @@ pub fn decide(commands: &[Command], allowed: &[RefPattern]) -> Vec<RefRefusal> {
             })
         })
         .collect()
+}
+
+fn allows(allowed: &[RefPattern], name: &str, steps: &mut u64) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let text = Text::new(name);
+    allowed.iter().any(|p| p.matches_text(&text, steps))
+}
+
+/// The grant's patterns for a refusal reason, cut after [`SHOWN_PATTERNS_MAX`] bytes.
+fn shown_patterns(allowed: &[RefPattern]) -> String {
+    let mut out = String::new();
+    for (i, p) in allowed.iter().enumerate() {
+        if out.len() + p.as_str().len() > SHOWN_PATTERNS_MAX {
+            out.push_str(&format!(", … ({} patterns in all)", allowed.len()));
+            break;
+        }
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(p.as_str());
+    }
+    out
+}
+
+/// Checks the refs a push really writes, once [`decide`] allowed the names: `targets` maps
+/// each pushed name that is a symbolic ref on the upstream to the ref it points at, which git
+/// updates (or deletes) instead. That target must be allowed too.
+pub fn decide_targets(
+    commands: &[Command],
+    targets: &BTreeMap<String, String>,
+    allowed: &[RefPattern],
+) -> Vec<RefRefusal> {
+    let mut steps = 0;
+    commands
+        .iter()
+        .filter_map(|c| {
+            let target = targets.get(&c.refname)?;
+            let ok = check_ref_name(target).is_ok() && allows(allowed, target, &mut steps);
+            (!ok).then(|| RefRefusal {
+                refname: c.refname.clone(),
+                reason: format!(
+                    "git-jit: {} is a symbolic ref to {}, which the grant does not allow: allowed {}",
+                    c.refname,
+                    shown(target),
+                    shown_patterns(allowed)
+                ),
+            })
+        })
+        .collect()
+}
+
+/// A name from the upstream, as shown in a reason: control characters replaced, cut.
+fn shown(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .take(300)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if name.chars().nth(300).is_some() {
+        s.push('…');
+    }
+    s
 }
 
 /// The report-status answer refusing the whole push: `unpack ok` (nothing was unpacked, but
@@ -569,6 +669,76 @@ mod tests {
                 "git-jit: ref not allowed by grant: allowed refs/heads/hotfix/*, refs/tags/v*"
             );
         }
+    }
+
+    #[test]
+    fn command_count_at_and_past_the_bound() {
+        let lines = |n: usize| {
+            let mut v = vec![format!("{Z} {B} refs/heads/b0\0report-status")];
+            v.extend((1..n).map(|i| format!("{Z} {B} refs/heads/b{i}")));
+            v.push(String::new());
+            let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+            body(&refs, b"")
+        };
+        let (list, _) = parse_whole(&lines(MAX_PUSH_COMMANDS)).expect("at the bound");
+        assert_eq!(list.commands.len(), MAX_PUSH_COMMANDS);
+        let err = parse_whole(&lines(MAX_PUSH_COMMANDS + 1)).expect_err("past the bound");
+        assert_eq!(err, CommandError::TooManyCommands);
+        assert_eq!(
+            err.to_string(),
+            "push updates more than 1000 refs at once; push them in several smaller pushes"
+        );
+    }
+
+    #[test]
+    fn a_symref_is_decided_on_its_target() {
+        let allowed = [pat("refs/heads/hotfix/*")];
+        let commands = [
+            cmd(A, B, "refs/heads/hotfix/alias"),
+            cmd(A, B, "refs/heads/hotfix/plain"),
+            cmd(A, B, "refs/heads/hotfix/inside"),
+        ];
+        let targets: BTreeMap<String, String> = [
+            ("refs/heads/hotfix/alias", "refs/heads/main"),
+            ("refs/heads/hotfix/inside", "refs/heads/hotfix/real"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        assert!(decide(&commands, &allowed).is_empty());
+        let refused = decide_targets(&commands, &targets, &allowed);
+        assert_eq!(
+            refused,
+            [RefRefusal {
+                refname: "refs/heads/hotfix/alias".into(),
+                reason: "git-jit: refs/heads/hotfix/alias is a symbolic ref to refs/heads/main, \
+                         which the grant does not allow: allowed refs/heads/hotfix/*"
+                    .into(),
+            }]
+        );
+        // A target git would not accept as a ref name is refused, shown without control bytes.
+        let odd: BTreeMap<String, String> = [(
+            "refs/heads/hotfix/alias".to_owned(),
+            "HEAD\u{1b}[2J".to_owned(),
+        )]
+        .into();
+        let refused = decide_targets(&commands[..1], &odd, &allowed);
+        assert!(
+            refused[0].reason.contains("symbolic ref to HEAD?[2J"),
+            "{refused:?}"
+        );
+        // Unrestricted grants allow any valid target.
+        assert!(decide_targets(&commands, &targets, &[]).is_empty());
+    }
+
+    #[test]
+    fn refusal_reasons_cut_a_long_pattern_list() {
+        let allowed: Vec<RefPattern> = (0..8)
+            .map(|i| pat(&format!("refs/heads/{i}/{}", "x".repeat(100))))
+            .collect();
+        let refused = decide(&[cmd(A, B, "refs/heads/main")], &allowed);
+        assert!(refused[0].reason.len() < 600, "{}", refused[0].reason);
+        assert!(refused[0].reason.ends_with(", … (8 patterns in all)"));
     }
 
     #[test]

@@ -521,8 +521,23 @@ async fn push_outside_ref_patterns_is_refused_whole_and_never_forwarded() {
     );
     assert!(e.audit("access.allowed").await.is_empty());
 
-    // Within the patterns the push is allowed (and reaches the refusing test upstream).
-    let (s, _, _) = push(&e, &t, &[format!("{Z} {B} refs/heads/hotfix/new")], true).await;
+    // Within the patterns the names pass, but the upstream cannot be asked whether they are
+    // symbolic refs: the push is refused, never guessed.
+    let (s, _, body) = push(&e, &t, &[format!("{Z} {B} refs/heads/hotfix/new")], true).await;
+    assert_eq!(s, StatusCode::OK);
+    let lines = band1_lines(&body);
+    assert!(
+        lines[1].starts_with(
+            "ng refs/heads/hotfix/new git-jit: cannot learn from the upstream whether the pushed refs are symbolic refs (the upstream answered HTTP 502)"
+        ),
+        "{lines:?}"
+    );
+    assert_eq!(e.audit("access.denied").await.len(), 3);
+    assert!(e.audit("access.allowed").await.is_empty());
+
+    // An unrestricted grant needs no lookup: allowed (and reaches the refusing test upstream).
+    let (all, _) = e.token("repo:acme/api:write", &[]).await;
+    let (s, _, _) = push(&e, &all, &[format!("{Z} {B} refs/heads/hotfix/new")], true).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY);
     let allowed = e.audit("access.allowed").await;
     assert_eq!(
@@ -530,6 +545,62 @@ async fn push_outside_ref_patterns_is_refused_whole_and_never_forwarded() {
         "refs/heads/hotfix/new"
     );
     assert_eq!(allowed[0].data["updates"][0]["kind"], "create");
+}
+
+/// Regression (audit amplification): a refused push of 900 refs of 1 KB each was recorded as
+/// one event of about 2 MB (every ref in `updates`, every reason in `denial`). The event now
+/// lists the first updates, summarises the rest, and the summary is counted.
+#[tokio::test]
+async fn a_refused_push_of_many_long_refs_is_a_bounded_audit_event() {
+    let e = env();
+    let (t, _) = e
+        .token("repo:acme/api:write", &["refs/heads/hotfix/*"])
+        .await;
+    let lines: Vec<String> = (0..900)
+        .map(|i| format!("{Z} {B} refs/heads/{i:04}{}", "x".repeat(1000)))
+        .collect();
+    let (s, _, _) = push(&e, &t, &lines, false).await;
+    assert_eq!(s, StatusCode::OK);
+    let denied = e.audit("access.denied").await;
+    assert_eq!(denied.len(), 1);
+    let size = serde_json::to_vec(&denied[0]).expect("json").len();
+    assert!(size < 16 * 1024, "the event is {size} bytes");
+    let updates = &denied[0].data["updates"];
+    assert_eq!(updates["count"], 900);
+    assert_eq!(updates["create"], 900);
+    assert!(
+        updates["listed"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty() && l.len() <= 20)
+    );
+    let mut digest = <sha2::Sha256 as sha2::Digest>::new();
+    for l in &lines {
+        sha2::Digest::update(&mut digest, format!("{l}\n").as_bytes());
+    }
+    assert_eq!(
+        updates["sha256"],
+        hex::encode(sha2::Digest::finalize(digest))
+    );
+    let metrics = e.state.audit.counts();
+    assert_eq!(metrics.audit_summarised_count("updates"), 1);
+    assert_eq!(metrics.audit_summarised_count("denial"), 1);
+    assert!(
+        metrics
+            .encode()
+            .contains("jit_audit_summarised_total{field=\"updates\"} 1")
+    );
+
+    // A short push is listed whole, and nothing more is counted.
+    let (s, _, _) = push(&e, &t, &[format!("{Z} {B} refs/heads/main")], false).await;
+    assert_eq!(s, StatusCode::OK);
+    let denied = e.audit("access.denied").await;
+    assert!(
+        denied
+            .iter()
+            .any(|d| d.data["updates"][0]["ref"] == "refs/heads/main"),
+        "{denied:?}"
+    );
+    assert_eq!(metrics.audit_summarised_count("updates"), 1);
 }
 
 #[tokio::test]

@@ -75,13 +75,19 @@ pub async fn serve(State(state): State<GatewayState>, request: Request) -> Respo
     let mut forward = proxy::Forward::new(&git, &parts.headers, &claims.sub, client);
     let body = body.into_data_stream();
     if git.endpoint == Endpoint::Rpc(GitService::ReceivePack) {
-        match push::inspect(&parts.headers, body, claims).await {
+        let target = push::PushTarget {
+            gateway: &state.upstreams,
+            upstream,
+            forward: &forward,
+        };
+        let metrics = gatekeeper.audit.counts();
+        match push::inspect(&parts.headers, body, claims, target).await {
             Ok(push::Inspected::Forward {
                 list,
                 body,
                 decoded,
             }) => {
-                let updates = push::updates_json(&list);
+                let updates = push::updates_json(&list, metrics);
                 if let Err(d) = gatekeeper.allow(&allowed, &info, Some(updates)).await {
                     return denied(&d);
                 }
@@ -96,13 +102,10 @@ pub async fn serve(State(state): State<GatewayState>, request: Request) -> Respo
                 refused,
                 answer,
             }) => {
-                let reasons: Vec<String> = refused
-                    .iter()
-                    .map(|r| format!("{}: {}", r.refname, r.reason))
-                    .collect();
-                let updates = push::updates_json(&list);
+                let denial = push::denial_text(&refused, metrics);
+                let updates = push::updates_json(&list, metrics);
                 match gatekeeper
-                    .refuse_push(&allowed, &info, reasons.join("; "), updates)
+                    .refuse_push(&allowed, &info, denial, updates)
                     .await
                 {
                     Some(over_budget) => denied(&over_budget),

@@ -180,6 +180,26 @@ async fn refusals_are_precise_audited_and_change_nothing() {
             "must start with 'refs/'",
         ),
         (
+            exchange_form(
+                &t,
+                "repo:acme/api:write",
+                &[("refs", &["refs/heads/feature/a"; 9].join(" "))],
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "at most 8 ref patterns may be requested",
+        ),
+        (
+            exchange_form(
+                &t,
+                "repo:acme/api:write",
+                &[("refs", &format!("refs/heads/feature/{}", "x".repeat(112)))],
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "ref pattern is 131 bytes long; at most 128 are allowed",
+        ),
+        (
             exchange_form("not.a.jwt", "repo:acme/api:read", &[]),
             StatusCode::BAD_REQUEST,
             "invalid_grant",

@@ -165,10 +165,12 @@ impl AdminClient {
             }
             .into();
         };
-        let description = err
-            .error_description
-            .clone()
-            .unwrap_or_else(|| err.error.clone());
+        // The broker's words reach a terminal: no control or bidi character may drive it.
+        let description = jit_proto::display::clean(
+            err.error_description
+                .as_deref()
+                .unwrap_or(err.error.as_str()),
+        );
         match status {
             StatusCode::UNAUTHORIZED => AdminError::Unauthenticated {
                 description,
@@ -177,7 +179,7 @@ impl AdminClient {
             StatusCode::FORBIDDEN => AdminError::NotAdmin(description),
             StatusCode::SERVICE_UNAVAILABLE => BrokerError::Unavailable(description).into(),
             _ => BrokerError::Denied {
-                error: err.error,
+                error: jit_proto::display::clean(&err.error),
                 description,
                 skew: broker::skew(headers, (self.broker.clock())()),
             }
@@ -656,6 +658,11 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "the broker did not accept your credential: token expired (check the token in $JIT_ADMIN)"
+        );
+        let e = fail_with(|| Reply::json(403, json!({"error": "insufficient_scope", "error_description": "bob\u{1b}]0;owned\u{7} is not an admin"}))).await;
+        assert!(
+            !e.to_string().chars().any(jit_proto::display::is_dangerous),
+            "{e}"
         );
         let e = fail_with(|| Reply::json(403, json!({"error": "insufficient_scope", "error_description": "bob (issuer corp) is not an admin"}))).await;
         assert_eq!(

@@ -356,10 +356,12 @@ fn classify(
             reason: format!("status {status} without an OAuth error body"),
         };
     };
-    let description = err
-        .error_description
-        .clone()
-        .unwrap_or_else(|| err.error.clone());
+    // The broker's words reach a terminal: no control or bidi character may drive it.
+    let description = jit_proto::display::clean(
+        err.error_description
+            .as_deref()
+            .unwrap_or(err.error.as_str()),
+    );
     if status == StatusCode::SERVICE_UNAVAILABLE || err.error == "temporarily_unavailable" {
         return BrokerError::Unavailable(description);
     }
@@ -367,7 +369,7 @@ fn classify(
         return BrokerError::ReasonRequired { description };
     }
     BrokerError::Denied {
-        error: err.error,
+        error: jit_proto::display::clean(&err.error),
         description,
         skew,
     }
@@ -565,6 +567,27 @@ mod tests {
     async fn denial_shows_the_brokers_reason_verbatim() {
         let e = fail_with(|| Reply::json(403, json!({"error": "invalid_scope", "error_description": "role ci may not write refs/heads/main"}))).await;
         assert_eq!(e.to_string(), "role ci may not write refs/heads/main");
+    }
+
+    #[tokio::test]
+    async fn a_brokers_words_cannot_drive_the_terminal() {
+        let e = fail_with(|| Reply::json(403, json!({"error": "invalid\u{1b}]8;;x\u{7}scope", "error_description": "role \u{1b}[2Jci\u{9b}1m \u{202e}may not"}))).await;
+        let shown = e.to_string();
+        assert!(
+            !shown.chars().any(jit_proto::display::is_dangerous),
+            "{shown:?}"
+        );
+        assert!(
+            shown.contains("ci") && shown.contains("may not"),
+            "{shown:?}"
+        );
+        let BrokerError::Denied { error, .. } = e else {
+            panic!("not a denial: {e:?}")
+        };
+        assert!(
+            !error.chars().any(jit_proto::display::is_dangerous),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]

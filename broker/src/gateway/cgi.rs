@@ -150,6 +150,9 @@ impl DirUpstream {
             while let Ok(Some(line)) = lines.next_line().await {
                 if logged < MAX_STDERR_LOG {
                     logged += line.len();
+                    // The upstream's words may quote a pushed ref name: no control or bidi
+                    // character reaches an operator's terminal.
+                    let line = jit_proto::display::clean(&line);
                     tracing::warn!(%repo, "git http-backend: {line}");
                 }
             }

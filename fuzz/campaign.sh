@@ -56,7 +56,7 @@ while kill -0 "$pid" 2>/dev/null; do
 done
 status=0
 wait "$pid" || status=$?
-execs=$(awk -F: '/stat::number_of_executed_units/ { gsub(/ /, "", $2); print $2 }' "$log" | tail -1)
+execs=$(awk '/stat::number_of_executed_units/ { print $NF }' "$log" | tail -1)
 echo "$(date -u +%FT%TZ) cpu_s=$cpu execs=${execs:-0} exit=$status log=$(basename "$log")" >>"$ledger"
 echo "$target: run used ${cpu}s CPU, ${execs:-0} executions (exit $status); total $(spent)s of ${budget}s"
 if ls "$artifacts"/crash-* "$artifacts"/timeout-* "$artifacts"/oom-* >/dev/null 2>&1; then

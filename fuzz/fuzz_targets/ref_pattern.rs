@@ -6,8 +6,8 @@
 //! Properties: never a panic; `glob_match` agrees with a plain backtracking reference
 //! matcher (the differential oracle for the dialect, run on short inputs); every ref name
 //! the gateway accepts is one git accepts too (gix-validate's implementation of
-//! `git check-ref-format`, the differential oracle for ref names) and is a pattern matching
-//! exactly itself; a parsed pattern matches its own text; `within` is sound: when `p.within(q)`
+//! `git check-ref-format`, the differential oracle for ref names) and, unless it holds
+//! `{`, `}` or `]`, is a pattern matching exactly itself; a parsed pattern matches its own text; `within` is sound: when `p.within(q)`
 //! every ref `p` matches, `q` matches too; role repository patterns without placeholders
 //! substitute to themselves and match what the glob matches.
 #![no_main]
@@ -65,9 +65,13 @@ fuzz_target!(|data: &[u8]| {
                 "{name:?} accepted here but not by git's rules"
             );
             assert!(!name.contains('*'));
-            let p = RefPattern::parse(name).expect("a ref name is a pattern");
-            assert!(p.matches(name));
-            assert!(!p.matches(&format!("{name}/x")) && !p.matches(&format!("{name}x")));
+            // `{`, `}` and `]` are legal in ref names but refused in patterns (other
+            // dialects' syntax), so only the other names are patterns of themselves.
+            if !name.contains(['{', '}', ']']) {
+                let p = RefPattern::parse(name).expect("a ref name is a pattern");
+                assert!(p.matches(name));
+                assert!(!p.matches(&format!("{name}/x")) && !p.matches(&format!("{name}x")));
+            }
         }
     }
 

@@ -78,8 +78,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = ExchangeRequest::try_from(form.clone()) else {
         return;
     };
+    // The form's scope is a whitespace-separated list that must hold exactly one scope.
     let scope_text = form.scope.as_deref().unwrap_or_default();
-    assert_eq!(Scope::parse(scope_text).as_ref(), Ok(&request.scope));
+    let listed: Vec<&str> = scope_text.split_whitespace().collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(Scope::parse(listed[0]).as_ref(), Ok(&request.scope));
     let again = ExchangeRequest::try_from(request.to_form());
     assert_eq!(again.as_ref(), Ok(&request));
 });

@@ -1,5 +1,5 @@
 //! Deterministic pseudo-random inputs for the parsers' property tests: the stable twin of
-//! the cargo-fuzz targets in `fuzz/helper/`, so CI exercises the same code paths without
+//! the cargo-fuzz targets in `fuzz/`, so CI exercises the same code paths without
 //! nightly. An xorshift generator with a fixed seed; inputs mix raw bytes with fragments of
 //! the grammar under test so they get past the first byte.
 

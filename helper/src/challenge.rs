@@ -269,7 +269,7 @@ mod tests {
         b"\x01",
     ];
 
-    /// The stable twin of `fuzz/helper/fuzz_targets/www_authenticate.rs` for the helper's
+    /// The stable twin of `fuzz/fuzz_targets/www_authenticate.rs` for the helper's
     /// policy (the parser's own round-trip property lives in jit-proto): never a panic, and
     /// a scope found is always one git-jit scope on one repository.
     #[test]

@@ -434,7 +434,7 @@ mod tests {
         b"\xc3\xa9",
     ];
 
-    /// The stable twin of `fuzz/helper/fuzz_targets/credential_protocol.rs`.
+    /// The stable twin of `fuzz/fuzz_targets/credential_protocol.rs`.
     #[test]
     fn random_input_never_panics_and_accepted_input_round_trips() {
         let mut rng = crate::arbitrary::Rng::new(0x6a69_742d_7072_6f74);

@@ -112,9 +112,14 @@ fn parse_len(head: &[u8]) -> Result<usize, PktError> {
     usize::from_str_radix(text, 16).map_err(|_| bad())
 }
 
-/// Appends one data packet holding `payload` to `out`. Payloads longer than
-/// [`MAX_PAYLOAD_LEN`] are split over several packets (callers only send short lines).
+/// Appends one data packet holding `payload` to `out` (`0004` for an empty one). Payloads
+/// longer than [`MAX_PAYLOAD_LEN`] are split over several packets (callers only send short
+/// lines).
 pub fn write_data(out: &mut Vec<u8>, payload: &[u8]) {
+    if payload.is_empty() {
+        out.extend_from_slice(b"0004");
+        return;
+    }
     for chunk in payload.chunks(MAX_PAYLOAD_LEN) {
         out.extend_from_slice(format!("{:04x}", chunk.len() + 4).as_bytes());
         out.extend_from_slice(chunk);
@@ -237,6 +242,16 @@ mod tests {
         let mut sb = Vec::new();
         write_sideband(&mut sb, 1, b"0000");
         assert_eq!(sb, b"0009\x010000");
+    }
+
+    /// Found by the `receive_pack` fuzz target: `0004` parses as an empty data packet, but
+    /// writing that packet back wrote nothing, so parse → write → parse lost it.
+    #[test]
+    fn an_empty_payload_is_written_as_an_empty_packet() {
+        let mut out = Vec::new();
+        write_data(&mut out, b"");
+        assert_eq!(out, b"0004");
+        assert_eq!(parse_all(&out), Ok(vec![Packet::Data(b"")]));
     }
 
     #[test]

@@ -49,10 +49,11 @@ pub struct Caller {
 
 impl Caller {
     /// The caller of a request from `peer` with `headers`; with `trust_forwarded_for`, the
-    /// last `X-Forwarded-For` entry names the client.
+    /// last `X-Forwarded-For` entry names the client — the last entry of the last header
+    /// line, because a proxy may append a line of its own after the one the client sent.
     pub fn of(trust_forwarded_for: bool, peer: Option<IpAddr>, headers: &HeaderMap) -> Self {
         let forwarded = trust_forwarded_for
-            .then(|| headers.get("x-forwarded-for"))
+            .then(|| headers.get_all("x-forwarded-for").iter().next_back())
             .flatten()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())

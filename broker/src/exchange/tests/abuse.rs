@@ -82,6 +82,28 @@ async fn identities_and_clients_are_rate_limited() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// A proxy may append its own `X-Forwarded-For` line instead of extending the client's: the
+/// client's own line (spoofable) must not name the client, in the audit or for the limits.
+#[tokio::test]
+async fn the_last_forwarded_for_line_names_the_client() {
+    let mut config = ExchangeConfig::default();
+    config.trust_forwarded_for = true;
+    let w = world_with(config).await;
+    let t = alice(&w);
+    let (status, json, _) = send(
+        app_from(&w.state, [10, 0, 0, 9]),
+        exchange_form(&t, "repo:acme/api:read", &[]),
+        &[
+            ("x-forwarded-for", "198.51.100.66"),
+            ("x-forwarded-for", "10.1.1.1, 192.0.2.7"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let issued = audit(&w).await;
+    assert_eq!(issued[0].client.as_deref(), Some("192.0.2.7"));
+}
+
 #[tokio::test]
 async fn forwarded_for_is_ignored_unless_trusted() {
     let w = world().await;

@@ -4,29 +4,14 @@
 use std::process::Output;
 
 use anyhow::Result;
-use jit_e2e::bins::{GIT_JIT, generate_keys};
-use jit_e2e::{BrokerProcess, CiIssuer, RedisServer, bin_path};
+use jit_e2e::bins::generate_keys;
+use jit_e2e::{BrokerProcess, CiIssuer, RedisServer};
 use serde_json::{Value, json};
+
+use crate::support::git_jit_admin as admin;
 
 fn config(keys: &std::path::Path, redis: &str, issuer: &str) -> String {
     crate::support::corp_broker(keys, redis, issuer, None)
-}
-
-/// Runs `git-jit admin …` with the admin's ID token in `JIT_ADMIN_TOKEN`.
-fn admin(broker: &str, token: &str, args: &[&str]) -> Result<Output> {
-    let home = tempfile::tempdir()?;
-    Ok(std::process::Command::new(bin_path(GIT_JIT)?)
-        .arg("--broker")
-        .arg(broker)
-        .arg("admin")
-        .args(["--token-env", "JIT_ADMIN_TOKEN"])
-        .args(args)
-        .env("JIT_ADMIN_TOKEN", token)
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path().join("config"))
-        .env("XDG_CACHE_HOME", home.path().join("cache"))
-        .stdin(std::process::Stdio::null())
-        .output()?)
 }
 
 fn text(o: &Output) -> (String, String) {

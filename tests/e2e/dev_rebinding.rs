@@ -5,30 +5,10 @@
 
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use crate::support::raw_request;
+use anyhow::Result;
 use jit_e2e::bin_path;
 use jit_e2e::process::{ManagedProcess, free_port, wait_healthy};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-/// Writes `request` byte for byte to 127.0.0.1:`port`; the status and the whole answer.
-async fn raw(port: u16, request: &str) -> Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(request.as_bytes()).await?;
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        stream.read_to_end(&mut answer),
-    )
-    .await
-    .context("no complete answer within 10 s")??;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("not an HTTP answer: {answer:?}"))?;
-    Ok((status, answer))
-}
 
 fn mint(host: &str) -> String {
     let body = "sub=mallory%40evil.example&groups=security";
@@ -64,7 +44,7 @@ fn dev_broker_refuses_requests_for_a_rebound_host_name() -> Result<()> {
 
         // The rebinding page's request: the dev issuer would mint it an identity.
         let rebound = format!("rebind.evil.example:{port}");
-        let (status, answer) = raw(port, &mint(&rebound)).await?;
+        let (status, answer) = raw_request(port, &mint(&rebound)).await?;
         assert_eq!(status, 421, "{answer}");
         assert!(
             answer.contains(&format!("not to host \"{rebound}\"")),
@@ -76,21 +56,26 @@ fn dev_broker_refuses_requests_for_a_rebound_host_name() -> Result<()> {
             "POST /oauth/token HTTP/1.1\r\nHost: {rebound}\r\nContent-Type: \
              application/x-www-form-urlencoded\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
-        assert_eq!(raw(port, &exchange).await?.0, 421);
+        assert_eq!(raw_request(port, &exchange).await?.0, 421);
         for path in [
             "/.well-known/oauth-authorization-server",
             "/dev/issuer/jwks",
             "/demo/hello.git/info/refs?service=git-upload-pack",
         ] {
-            assert_eq!(raw(port, &get(path, &rebound)).await?.0, 421, "{path}");
+            assert_eq!(
+                raw_request(port, &get(path, &rebound)).await?.0,
+                421,
+                "{path}"
+            );
         }
         // Without a Host header, or with a second, foreign one.
-        let (status, _) = raw(port, "GET /healthz HTTP/1.0\r\nConnection: close\r\n\r\n").await?;
+        let (status, _) =
+            raw_request(port, "GET /healthz HTTP/1.0\r\nConnection: close\r\n\r\n").await?;
         assert_eq!(status, 421);
         let two = format!(
             "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: {rebound}\r\nConnection: close\r\n\r\n"
         );
-        let (status, _) = raw(port, &two).await?;
+        let (status, _) = raw_request(port, &two).await?;
         assert!(status == 400 || status == 421, "{status}");
 
         // The loopback names still work, with and without a port.
@@ -99,7 +84,7 @@ fn dev_broker_refuses_requests_for_a_rebound_host_name() -> Result<()> {
             format!("localhost:{port}"),
             "localhost".to_owned(),
         ] {
-            let (status, answer) = raw(port, &mint(&host)).await?;
+            let (status, answer) = raw_request(port, &mint(&host)).await?;
             assert_eq!(status, 200, "{host}: {answer}");
             assert!(answer.contains("id_token"), "{answer}");
         }

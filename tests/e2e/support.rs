@@ -170,8 +170,6 @@ pub async fn raw_get(
     target: &str,
     authorization: Option<&str>,
 ) -> Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let mut request = format!(
         "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: git/jit-e2e-raw\r\nConnection: close\r\n"
     );
@@ -179,6 +177,14 @@ pub async fn raw_get(
         request.push_str(&format!("Authorization: {a}\r\n"));
     }
     request.push_str("\r\n");
+    raw_request(port, &request).await
+}
+
+/// Writes `request` byte for byte to 127.0.0.1:`port` and reads until the server closes;
+/// the status and the whole raw answer.
+pub async fn raw_request(port: u16, request: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream.write_all(request.as_bytes()).await?;
     let mut answer = Vec::new();
     tokio::time::timeout(
@@ -194,6 +200,26 @@ pub async fn raw_get(
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("not an HTTP answer: {answer:?}"))?;
     Ok((status, answer))
+}
+
+/// Runs `git-jit --broker <broker> admin …` with `token` (an admin's ID token) in
+/// `JIT_ADMIN_TOKEN`, in a fresh home.
+pub fn git_jit_admin(broker: &str, token: &str, args: &[&str]) -> Result<std::process::Output> {
+    let home = tempfile::tempdir()?;
+    Ok(
+        std::process::Command::new(jit_e2e::bin_path(jit_e2e::bins::GIT_JIT)?)
+            .arg("--broker")
+            .arg(broker)
+            .arg("admin")
+            .args(["--token-env", "JIT_ADMIN_TOKEN"])
+            .args(args)
+            .env("JIT_ADMIN_TOKEN", token)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .stdin(std::process::Stdio::null())
+            .output()?,
+    )
 }
 
 /// Fails if `text` (`what`: a command's stderr, a log) contains anything shaped like a JWT:

@@ -4,33 +4,16 @@
 //! terminal only as visible escapes — in `git jit admin audit --csv`, the tables, the error
 //! a non-admin sees, and the broker's log — while `/v1/audit`'s JSON keeps it exactly.
 
-use std::process::Output;
-
 use anyhow::Result;
-use jit_e2e::bins::{GIT_JIT, generate_keys};
-use jit_e2e::{BrokerProcess, CiIssuer, RedisServer, bin_path};
+use jit_e2e::bins::generate_keys;
+use jit_e2e::{BrokerProcess, CiIssuer, RedisServer};
 use jit_proto::display::is_dangerous;
 use serde_json::{Value, json};
 
+use crate::support::git_jit_admin as admin;
+
 /// The subject: every class of character the broker and the helper neutralise.
 const EVIL: &str = "eve\u{1b}]8;;https://evil.example/\u{7}click\u{1b}]8;;\u{7}\u{1b}[2J\u{9b}31m\u{202e}gpj.exe\u{200f}\u{2028}x";
-
-/// Runs `git-jit admin …` with the ID token in `JIT_ADMIN_TOKEN`.
-fn admin(broker: &str, token: &str, args: &[&str]) -> Result<Output> {
-    let home = tempfile::tempdir()?;
-    Ok(std::process::Command::new(bin_path(GIT_JIT)?)
-        .arg("--broker")
-        .arg(broker)
-        .arg("admin")
-        .args(["--token-env", "JIT_ADMIN_TOKEN"])
-        .args(args)
-        .env("JIT_ADMIN_TOKEN", token)
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path().join("config"))
-        .env("XDG_CACHE_HOME", home.path().join("cache"))
-        .stdin(std::process::Stdio::null())
-        .output()?)
-}
 
 /// Fails if `text` (`what`) holds a character that drives or reorders a terminal; line feeds
 /// between lines are the only control characters allowed.

@@ -15,8 +15,8 @@ use futures_util::{StreamExt, stream};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
+use super::body::BodyStream;
 use super::proxy::Forward;
-use super::push::BodyStream;
 use super::text;
 
 /// The largest CGI header block accepted from `git http-backend`.

@@ -8,6 +8,7 @@
 //! trailing slashes and backslashes are refused, case is kept. [`classify`] is shared with
 //! `/authz`, so both decide the needed scope identically.
 
+pub mod body;
 pub mod cgi;
 pub mod demo;
 pub mod pktline;

@@ -15,7 +15,7 @@ use futures_util::TryStreamExt;
 use jit_proto::{RepoPath, Secret};
 use reqwest::Url;
 
-use super::push::BodyStream;
+use super::body::BodyStream;
 use super::{Endpoint, GitRequest, text};
 
 /// The `Git-Protocol` header (protocol v2 negotiation).

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
-use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::BodyDataStream;
@@ -26,10 +25,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use flate2::write::GzDecoder;
-use futures_util::{Stream, StreamExt, stream};
+use futures_util::{StreamExt, stream};
 use jit_proto::{Claims, RefPattern};
 use sha2::{Digest as _, Sha256};
 
+use super::body::BodyStream;
 use super::proxy::Forward;
 use super::receive_pack::{
     Command, CommandError, CommandList, CommandParser, RefRefusal, decide, decide_targets,
@@ -38,9 +38,6 @@ use super::receive_pack::{
 use super::symref;
 use super::upstream::{Gateway, Upstream};
 use crate::metrics::Metrics;
-
-/// A request or response body on its way through the gateway.
-pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 /// How long a refused push's remaining upload is read (and discarded) so the client sees
 /// the answer rather than a broken pipe.

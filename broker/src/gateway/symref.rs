@@ -20,9 +20,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
 
+use super::body::BodyStream;
 use super::pktline::{self, Packet, PktError};
 use super::proxy::Forward;
-use super::push::BodyStream;
 use super::upstream::{Gateway, Upstream};
 use super::{Endpoint, GitService};
 

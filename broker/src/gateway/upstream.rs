@@ -9,9 +9,9 @@ use jit_proto::glob::Glob;
 use jit_proto::{RepoPath, Secret};
 use reqwest::Url;
 
+use super::body::BodyStream;
 use super::cgi::DirUpstream;
 use super::proxy::{Forward, HttpUpstream, UpstreamAuth};
-use super::push::BodyStream;
 use crate::config::{UpstreamConfig, UpstreamCredential};
 use crate::policy::pattern::RepoPattern;
 

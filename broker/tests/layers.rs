@@ -182,3 +182,110 @@ fn the_parser_sees_grouped_and_nested_imports() {
     );
     assert_eq!(used_modules(&code), ["a", "c", "d", "g"]);
 }
+
+/// The sibling files of `module`'s folder that `code` names (`super::x`, `crate::module::x`).
+fn used_siblings(code: &str, module: &str) -> Vec<String> {
+    let mut used = Vec::new();
+    let own = format!("crate::{module}::");
+    for prefix in ["super::", own.as_str()] {
+        let mut rest = code;
+        while let Some(i) = rest.find(prefix) {
+            // `a::super::` is not this folder's; `super::super::x` is the parent's parent.
+            let preceded = rest[..i].ends_with("::");
+            rest = &rest[i + prefix.len()..];
+            if preceded {
+                continue;
+            }
+            if rest.starts_with("super::") {
+                while let Some(r) = rest.strip_prefix("super::") {
+                    rest = r;
+                }
+                continue;
+            }
+            if let Some(group) = rest.strip_prefix('{') {
+                let end = group.find('}').unwrap_or(group.len());
+                used.extend(group[..end].split(',').map(first_ident));
+            } else {
+                used.push(first_ident(rest));
+            }
+        }
+    }
+    used.retain(|m| !m.is_empty());
+    used
+}
+
+/// Inside a module's folder the files form no circle either (`farm-studio look` counts
+/// circles between files, not only between top-level modules): a type two parts share goes
+/// down into a leaf of its own.
+#[test]
+fn no_circle_between_the_files_of_one_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut problems = Vec::new();
+    let mut edges_seen = 0;
+    for (module, _) in FLOORS {
+        let dir = src.join(module);
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut files = Vec::new();
+        sources(&dir, &mut files);
+        let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for file in &files {
+            let name = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let rel = format!("{module}/{name}.rs");
+            if name == "mod" || name == "tests" || TEST_SUPPORT.contains(&rel.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            let mut used = used_siblings(&production_code(&text), module);
+            used.retain(|u| *u != name && dir.join(format!("{u}.rs")).is_file());
+            used.sort();
+            used.dedup();
+            edges_seen += used.len();
+            graph.insert(name, used);
+        }
+        // Depth-first search; a grey node met again closes a circle.
+        fn visit(
+            n: &str,
+            graph: &BTreeMap<String, Vec<String>>,
+            path: &mut Vec<String>,
+            done: &mut Vec<String>,
+            found: &mut Vec<String>,
+        ) {
+            if let Some(i) = path.iter().position(|p| p == n) {
+                found.push(format!("{} -> {n}", path[i..].join(" -> ")));
+                return;
+            }
+            if done.iter().any(|d| d == n) {
+                return;
+            }
+            path.push(n.to_owned());
+            for next in graph.get(n).into_iter().flatten() {
+                visit(next, graph, path, done, found);
+            }
+            path.pop();
+            done.push(n.to_owned());
+        }
+        let mut done = Vec::new();
+        for n in graph.keys() {
+            let mut found = Vec::new();
+            visit(n, &graph, &mut Vec::new(), &mut done, &mut found);
+            problems.extend(found.into_iter().map(|c| format!("{module}/: {c}")));
+        }
+    }
+    assert!(
+        edges_seen > 10,
+        "only {edges_seen} sibling imports seen: is the parser broken?"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn sibling_imports_are_seen_in_groups_and_by_crate_path() {
+    let code = "use super::{body::BodyStream, proxy::Forward};\nuse super::super::x;\n\
+                let y = crate::gateway::push::inspect();";
+    assert_eq!(used_siblings(code, "gateway"), ["body", "proxy", "push"]);
+}

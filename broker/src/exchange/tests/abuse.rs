@@ -86,8 +86,10 @@ async fn identities_and_clients_are_rate_limited() {
 /// client's own line (spoofable) must not name the client, in the audit or for the limits.
 #[tokio::test]
 async fn the_last_forwarded_for_line_names_the_client() {
-    let mut config = ExchangeConfig::default();
-    config.trust_forwarded_for = true;
+    let config = ExchangeConfig {
+        trust_forwarded_for: true,
+        ..ExchangeConfig::default()
+    };
     let w = world_with(config).await;
     let t = alice(&w);
     let (status, json, _) = send(

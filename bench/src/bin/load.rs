@@ -23,6 +23,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use jit_bench::{REPO, UPSTREAM_PASSWORD, UPSTREAM_USER, broker_config, exchange, form_body};
 use jit_e2e::bins::{GIT_CREDENTIAL_JIT, bin_path, generate_keys};
 use jit_e2e::{BrokerProcess, CiIssuer, GitClient, GitServer, GitServerConfig, RedisServer};
 
@@ -65,11 +66,6 @@ impl Settings {
     }
 }
 
-/// The repository cloned in the clone phase (and named by every token).
-const REPO: &str = "acme/big";
-/// The upstream's Basic credential (test-only; nginx on loopback).
-const UPSTREAM_USER: &str = "git-jit";
-const UPSTREAM_PASSWORD: &str = "bench-upstream-secret";
 /// Longest a single clone may take before it counts as failed.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -102,75 +98,6 @@ impl Report {
             }
         }
     }
-}
-
-fn broker_config(keys: &Path, redis: &str, issuer: &str, upstream: &str) -> String {
-    let keys = keys.display();
-    format!(
-        r#"
-[broker]
-listen = "{{{{LISTEN}}}}"
-public_url = "{{{{URL}}}}"
-keys_dir = "{keys}"
-
-[store]
-url = "{redis}"
-
-# High enough that the bench measures the exchange, not the limiter (defaults: 30/min per
-# identity, 120/min per client address).
-[exchange.rate_limit]
-identity_per_minute = 100000000
-identity_burst = 1000000
-client_per_minute = 100000000
-client_burst = 1000000
-
-[[issuer]]
-name = "ci"
-issuer = "{issuer}"
-audience = "git-jit"
-algorithms = ["RS256", "ES256"]
-
-[[role]]
-name = "ci-read"
-issuer = "ci"
-claims = {{ repository_owner = "acme" }}
-repositories = ["acme/**"]
-actions = ["read"]
-default_ttl = 60
-max_ttl = 120
-
-[[role]]
-name = "ci-write-main"
-issuer = "ci"
-claims = {{ repository_owner = "acme", ref = "refs/heads/main" }}
-repositories = ["{{repository}}"]
-actions = ["read", "write"]
-refs = ["refs/heads/main"]
-default_ttl = 10
-max_ttl = 30
-
-[[role]]
-name = "dev-read"
-issuer = "ci"
-claims = {{ groups = "engineering" }}
-repositories = ["acme/**", "tools/*"]
-actions = ["read"]
-
-[[role]]
-name = "release"
-issuer = "ci"
-claims = {{ groups = "release-managers" }}
-repositories = ["acme/*"]
-actions = ["write"]
-refs = ["refs/tags/v*"]
-reason_required = true
-
-[[upstream]]
-repositories = ["**"]
-url = "{upstream}"
-credential = {{ kind = "basic", username = "{UPSTREAM_USER}", password_env = "JIT_BENCH_UPSTREAM_PASSWORD" }}
-"#
-    )
 }
 
 /// The pid of the broker started with `config` (found by its command line in /proc: the
@@ -411,51 +338,6 @@ fn pack_bytes(git_dir: &Path) -> Result<u64> {
 
 // ---------------------------------------------------------------------------------------------
 // Token exchange (setup and the wrk body)
-
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
-
-fn form_body(subject_token: &str, scope: &str) -> String {
-    fn enc(s: &str) -> String {
-        let mut out = String::new();
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    }
-    format!(
-        "grant_type={}&subject_token={}&subject_token_type={}&scope={}",
-        enc(TOKEN_EXCHANGE),
-        enc(subject_token),
-        enc(ID_TOKEN_TYPE),
-        enc(scope)
-    )
-}
-
-async fn exchange(
-    http: &reqwest::Client,
-    broker: &str,
-    id_token: &str,
-    scope: &str,
-) -> Result<String> {
-    let r = http
-        .post(format!("{broker}/oauth/token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(id_token, scope))
-        .send()
-        .await?;
-    let status = r.status();
-    let body: serde_json::Value = r.json().await?;
-    ensure!(status.is_success(), "exchange refused ({status}): {body}");
-    body["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no access_token in the exchange answer")
-}
 
 // ---------------------------------------------------------------------------------------------
 // wrk

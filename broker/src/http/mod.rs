@@ -37,8 +37,8 @@ use crate::state::AppState;
 /// Largest body accepted by the OAuth and admin endpoints.
 pub const MAX_API_BODY: usize = 64 * 1024;
 
-/// The longest a routed (non-gateway) request may take before it is answered 503. The
-/// gateway has none: a clone streams for as long as it needs.
+/// The longest a routed request may take before it is answered 503. The gateway has none (a
+/// clone streams for as long as it needs), nor `/authz`, its decision behind another door.
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The request id header: kept from the client (or proxy) when it is sane
@@ -84,11 +84,16 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(api)
         .merge(dev)
-        .route("/authz", get(authz::authz))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             API_TIMEOUT,
         ))
+        // `/authz` is the gateway's decision behind another door, and like the gateway it has
+        // no API timeout: every wait in it is bounded on its own (each Redis call by the
+        // store's response timeout, connecting by its connect timeout, the audit append by the
+        // chain's patience), and a timer per decision cost its hot path a registration and a
+        // wake-up of the runtime's driver.
+        .route("/authz", get(authz::authz))
         // Git traffic streams: no body limit, no timeout. Every path not routed above is the
         // gateway's.
         .fallback(gateway::serve)

@@ -9,6 +9,7 @@
 //! task-local the audit recorder reads ([`crate::recorder::in_request`]), at the cost of a
 //! lookup when a line is written instead of a span on every request.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,13 +56,19 @@ impl RequestIds {
         }
     }
 
-    /// A fresh id: `prefix-counter` (hex).
+    /// A fresh id: `prefix-counter` (lower-case hex, as `{:x}` writes it, without the
+    /// formatting machinery: this runs on every request).
     fn make(&self) -> String {
-        use std::fmt::Write as _;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut id = String::with_capacity(self.prefix.len() + 17);
         id.push_str(&self.prefix);
-        let _ = write!(id, "-{n:x}");
+        id.push('-');
+        let digits = (u64::BITS - n.leading_zeros()).div_ceil(4).max(1);
+        for i in (0..digits).rev() {
+            id.push(char::from(
+                b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize],
+            ));
+        }
         id
     }
 }
@@ -100,6 +107,31 @@ const SINGLE_VALUED: [(&str, HeaderName); 7] = [
     ),
 ];
 
+/// The routes of [`super::app`], so their label costs no allocation per request. A route
+/// missing here is still labelled, with a copy of its template.
+const ROUTES: [&str; 12] = [
+    "/authz",
+    "/oauth/token",
+    "/oauth/introspect",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/.well-known/jwks.json",
+    "/.well-known/oauth-authorization-server",
+    "/v1/grants",
+    "/v1/revoke",
+    "/v1/audit",
+    GATEWAY_ROUTE,
+];
+
+/// The latency histogram's label of the route template `path`.
+fn route_label(path: &str) -> Cow<'static, str> {
+    match ROUTES.iter().find(|r| **r == path) {
+        Some(r) => Cow::Borrowed(r),
+        None => Cow::Owned(path.to_owned()),
+    }
+}
+
 /// The state of [`observe`].
 #[derive(Clone)]
 pub(super) struct Observer {
@@ -120,7 +152,9 @@ pub(super) async fn observe(
     next: Next,
 ) -> Response {
     let headers = request.headers();
-    for (shown, name) in &SINGLE_VALUED {
+    // As many values as names: no header is repeated, and the lookups below can be skipped.
+    let repeated = headers.len() > headers.keys_len();
+    for (shown, name) in SINGLE_VALUED.iter().filter(|_| repeated) {
         if headers.get_all(name).iter().nth(1).is_some() {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -151,7 +185,7 @@ pub(super) async fn observe(
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| GATEWAY_ROUTE.to_owned(), |p| p.as_str().to_owned());
+        .map_or(Cow::Borrowed(GATEWAY_ROUTE), |p| route_label(p.as_str()));
     let method = method_label(request.method().as_str());
     let started = Instant::now();
     let mut response = crate::recorder::in_request(Some(id), next.run(request)).await;
@@ -260,6 +294,21 @@ mod tests {
         fn text(&self) -> String {
             String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8")
         }
+    }
+
+    #[test]
+    fn request_ids_count_in_hex_after_the_prefix() {
+        let ids = RequestIds::new();
+        for n in [0u64, 1, 9, 10, 15, 16, 255, 256, 0xdead_beef, u64::MAX] {
+            ids.next.store(n, Ordering::Relaxed);
+            assert_eq!(ids.make(), format!("{}-{n:x}", ids.prefix), "{n}");
+        }
+    }
+
+    #[test]
+    fn route_labels_are_the_templates() {
+        assert!(matches!(route_label("/authz"), Cow::Borrowed("/authz")));
+        assert!(matches!(route_label("/dev/jwks"), Cow::Owned(ref r) if r == "/dev/jwks"));
     }
 
     async fn log_in_and_out_of_a_request() {

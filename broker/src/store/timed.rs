@@ -13,7 +13,23 @@ use super::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget, StoreErro
 use crate::audit::{AuditEvent, AuditQuery, ChainHead};
 use crate::metrics::Metrics;
 
-/// The operations, in the order of [`TimedStore::histograms`].
+/// The operations, each the index of its name in [`OPS`] and of its histogram in
+/// [`TimedStore::histograms`].
+#[derive(Clone, Copy)]
+enum Op {
+    Put,
+    Check,
+    Status,
+    Revoke,
+    RevokedBefore,
+    List,
+    AuditHead,
+    AppendAudit,
+    ReadAudit,
+    Ping,
+}
+
+/// The operations' label values, in the order of [`Op`].
 const OPS: [&str; 10] = [
     "put",
     "check",
@@ -48,21 +64,18 @@ impl TimedStore {
 
     async fn timed<T>(
         &self,
-        op: &'static str,
+        op: Op,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = call.await;
         let took = started.elapsed().as_secs_f64();
-        // Ten string comparisons at most: cheaper than hashing a label set under a lock.
-        match OPS.iter().position(|o| *o == op) {
-            Some(i) => self.histograms[i]
-                .get_or_init(|| self.metrics.store_histogram(op))
-                .observe(took),
-            None => self.metrics.store_histogram(op).observe(took),
-        }
+        let name = OPS[op as usize];
+        self.histograms[op as usize]
+            .get_or_init(|| self.metrics.store_histogram(name))
+            .observe(took);
         if result.is_err() {
-            self.metrics.store_error(op);
+            self.metrics.store_error(name);
         }
         result
     }
@@ -71,33 +84,34 @@ impl TimedStore {
 #[async_trait]
 impl GrantStore for TimedStore {
     async fn put(&self, grant: &Grant, now_ms: i64) -> Result<(), StoreError> {
-        self.timed("put", self.inner.put(grant, now_ms)).await
+        self.timed(Op::Put, self.inner.put(grant, now_ms)).await
     }
 
     async fn check(&self, claims: &Claims, now_ms: i64) -> Result<GrantStatus, StoreError> {
-        self.timed("check", self.inner.check(claims, now_ms)).await
+        self.timed(Op::Check, self.inner.check(claims, now_ms))
+            .await
     }
 
     async fn status(&self, jti: &str, now_ms: i64) -> Result<GrantStatus, StoreError> {
-        self.timed("status", self.inner.status(jti, now_ms)).await
+        self.timed(Op::Status, self.inner.status(jti, now_ms)).await
     }
 
     async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
-        self.timed("revoke", self.inner.revoke(target, now_ms))
+        self.timed(Op::Revoke, self.inner.revoke(target, now_ms))
             .await
     }
 
     async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
-        self.timed("revoked_before", self.inner.revoked_before(dims))
+        self.timed(Op::RevokedBefore, self.inner.revoked_before(dims))
             .await
     }
 
     async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
-        self.timed("list", self.inner.list(filter, now_ms)).await
+        self.timed(Op::List, self.inner.list(filter, now_ms)).await
     }
 
     async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
-        self.timed("audit_head", self.inner.audit_head()).await
+        self.timed(Op::AuditHead, self.inner.audit_head()).await
     }
 
     async fn append_audit(
@@ -107,18 +121,19 @@ impl GrantStore for TimedStore {
         head: &ChainHead,
     ) -> Result<bool, StoreError> {
         self.timed(
-            "append_audit",
+            Op::AppendAudit,
             self.inner.append_audit(events, expected_head_seq, head),
         )
         .await
     }
 
     async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        self.timed("read_audit", self.inner.read_audit(query)).await
+        self.timed(Op::ReadAudit, self.inner.read_audit(query))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.timed("ping", self.inner.ping()).await
+        self.timed(Op::Ping, self.inner.ping()).await
     }
 }
 

@@ -193,10 +193,10 @@ async fn write_loop(
                     target: "audit",
                     event = %clean(e.event.as_str()),
                     seq = e.seq,
-                    subject = e.subject.as_deref().map(clean),
-                    repo = e.repo.as_deref().map(clean),
-                    jti = e.jti.as_deref().map(clean),
-                    denial = e.denial.as_deref().map(clean),
+                    subject = e.subject.as_deref().map(clean).as_deref(),
+                    repo = e.repo.as_deref().map(clean).as_deref(),
+                    jti = e.jti.as_deref().map(clean).as_deref(),
+                    denial = e.denial.as_deref().map(clean).as_deref(),
                     "audit"
                 );
                 if let Some(x) = &export {

@@ -170,7 +170,8 @@ impl AdminClient {
             err.error_description
                 .as_deref()
                 .unwrap_or(err.error.as_str()),
-        );
+        )
+        .into_owned();
         match status {
             StatusCode::UNAUTHORIZED => AdminError::Unauthenticated {
                 description,
@@ -179,7 +180,7 @@ impl AdminClient {
             StatusCode::FORBIDDEN => AdminError::NotAdmin(description),
             StatusCode::SERVICE_UNAVAILABLE => BrokerError::Unavailable(description).into(),
             _ => BrokerError::Denied {
-                error: jit_proto::display::clean(&err.error),
+                error: jit_proto::display::clean(&err.error).into_owned(),
                 description,
                 skew: broker::skew(headers, (self.broker.clock())()),
             }

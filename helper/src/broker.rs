@@ -361,7 +361,8 @@ fn classify(
         err.error_description
             .as_deref()
             .unwrap_or(err.error.as_str()),
-    );
+    )
+    .into_owned();
     if status == StatusCode::SERVICE_UNAVAILABLE || err.error == "temporarily_unavailable" {
         return BrokerError::Unavailable(description);
     }
@@ -369,7 +370,7 @@ fn classify(
         return BrokerError::ReasonRequired { description };
     }
     BrokerError::Denied {
-        error: jit_proto::display::clean(&err.error),
+        error: jit_proto::display::clean(&err.error).into_owned(),
         description,
         skew,
     }

@@ -2,6 +2,8 @@
 //! Subjects come from identity providers and ref names from pushes, so they may hold terminal
 //! escapes or spreadsheet formulas; these functions make them inert. JSON stays exact.
 
+use std::borrow::Cow;
+
 /// Whether a character must not reach a terminal as is:
 /// - C0 controls and DEL (ESC starts CSI/OSC sequences — OSC 8 hyperlinks, title changes —
 ///   BEL ends OSC, CR and LF forge lines), and C1 controls U+0080–U+009F (U+009B is an 8-bit
@@ -28,19 +30,21 @@ pub fn is_dangerous(c: char) -> bool {
 }
 
 /// `s` with dangerous characters written as visible escapes (`\u{1b}`, `\n`).
-pub fn clean(s: &str) -> String {
+pub fn clean(s: &str) -> Cow<'_, str> {
     if !s.contains(is_dangerous) {
-        return s.to_owned();
+        return Cow::Borrowed(s);
     }
-    s.chars()
-        .map(|c| {
-            if is_dangerous(c) {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if is_dangerous(c) {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// JSON text with every dangerous character written as a JSON `\uXXXX` escape: the same
@@ -72,7 +76,7 @@ pub fn csv_cell(s: &str) -> String {
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {
-        s
+        s.into_owned()
     }
 }
 

@@ -9,7 +9,8 @@
 # go to fuzz/artifacts/<target>/. CPU time is read from /proc/<pid>/stat (utime + stime)
 # and is cumulative over runs: $FUZZ_LOGS (default fuzz/logs)/<target>.ledger gets one line per run
 # ("<date> cpu_s=<n> execs=<n> exit=<n>"), so an interrupted or crashed campaign resumes
-# where it stopped. The fuzzer runs at the lowest priority (nice 19).
+# where it stopped. The fuzzer runs at the lowest priority (nice 19) unless $FUZZ_NICE names
+# another niceness (on a machine busy with builds, nice 19 gets next to no CPU).
 set -euo pipefail
 
 target=${1:?usage: campaign.sh <target> [cpu-seconds] [libFuzzer flags...]}
@@ -38,7 +39,7 @@ if (( left <= 0 )); then
 fi
 
 log="$logs/$target.$(date -u +%Y%m%dT%H%M%S).log"
-nice -n 19 "$bin" "$corpus" -artifact_prefix="$artifacts/" -print_final_stats=1 \
+nice -n "${FUZZ_NICE:-19}" "$bin" "$corpus" -artifact_prefix="$artifacts/" -print_final_stats=1 \
     -timeout=10 -rss_limit_mb=2048 "$@" >"$log" 2>&1 &
 pid=$!
 cpu=0

@@ -15,7 +15,7 @@
 use jit_broker::policy::RepoPattern;
 use jit_proto::RepoPath;
 use jit_proto::glob::{self, Glob, glob_match};
-use jit_proto::refs::{RefPattern, check_ref_name};
+use jit_proto::refs::{MAX_REF_PATTERN_LEN, RefError, RefPattern, check_ref_name};
 use libfuzzer_sys::fuzz_target;
 
 /// The dialect as specified, by backtracking: exponential, so only for short inputs.
@@ -66,8 +66,15 @@ fuzz_target!(|data: &[u8]| {
             );
             assert!(!name.contains('*'));
             // `{`, `}` and `]` are legal in ref names but refused in patterns (other
-            // dialects' syntax), so only the other names are patterns of themselves.
-            if !name.contains(['{', '}', ']']) {
+            // dialects' syntax), and a pattern is shorter than the longest ref name, so only
+            // the other names are patterns of themselves; a longer one is refused for its
+            // length and nothing else.
+            if name.len() > MAX_REF_PATTERN_LEN {
+                assert_eq!(
+                    RefPattern::parse(name),
+                    Err(RefError::PatternTooLong(name.len()))
+                );
+            } else if !name.contains(['{', '}', ']']) {
                 let p = RefPattern::parse(name).expect("a ref name is a pattern");
                 assert!(p.matches(name));
                 assert!(!p.matches(&format!("{name}/x")) && !p.matches(&format!("{name}x")));

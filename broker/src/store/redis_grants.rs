@@ -583,17 +583,20 @@ impl RedisStore {
         dims: &[String],
     ) -> Result<(Option<Grant>, bool, bool, Vec<Option<i64>>), StoreError> {
         let mut c = conn.clone();
+        let mut p = redis::pipe();
+        p.get(self.grant_key("g", jti))
+            .exists(self.grant_key("t", jti))
+            .exists(self.grant_key("i", jti));
+        if !dims.is_empty() {
+            p.cmd("HMGET").arg(self.rev_key(bucket(jti))).arg(dims);
+        }
         let (raw, tomb, issued, marks): (Option<String>, bool, bool, Vec<Option<i64>>) =
-            redis::pipe()
-                .get(self.grant_key("g", jti))
-                .exists(self.grant_key("t", jti))
-                .exists(self.grant_key("i", jti))
-                .cmd("HMGET")
-                .arg(self.rev_key(bucket(jti)))
-                .arg(dims)
-                .query_async(&mut c)
-                .await
-                .map_err(unavailable)?;
+            if dims.is_empty() {
+                let (raw, tomb, issued) = p.query_async(&mut c).await.map_err(unavailable)?;
+                (raw, tomb, issued, Vec::new())
+            } else {
+                p.query_async(&mut c).await.map_err(unavailable)?
+            };
         let grant = raw.map(|s| parse_grant(&s)).transpose()?;
         Ok((grant, tomb, issued, marks))
     }

@@ -1,25 +1,18 @@
 //! The production store on Redis (single node or Redis Cluster).
 //!
-//! Keys (`P` is the configured prefix, `J` a token id):
-//! - `P:g:{J}` the grant (JSON), with a TTL equal to the token's remaining lifetime — expiry
-//!   needs no sweeper;
-//! - `P:t:{J}` a tombstone with the same TTL, written on revocation, so "revoked" is told
-//!   apart from "unknown";
-//! - `P:i:{J}` an "issued" marker living a day past expiry, so "expired" is told apart too;
-//! - `P:rev` a hash of revoked-before watermarks (`all`, `sub:…`, `repo:…`, `role:…`,
-//!   `idp:…`): the O(1) bulk revocation check. Its TTL is the longest token lifetime, unless
-//!   it holds a person's or an issuer's watermark, which also guards future exchanges and so
-//!   is kept;
-//! - `P:index` a sorted set of live token ids by expiry, for listings;
+//! Grants, their indexes, watermarks and tidy queue: see [`super::redis_grants`] (key layout
+//! and its Redis Cluster trade-off). Audit keys (`P` is the configured prefix):
 //! - `P:{audit}` the evidence lane of the audit trail (grants, revocations, admin actions)
 //!   and `P:{audit}:traffic` its traffic lane (accesses, refusals), two streams each trimmed
 //!   by its own budget of events, bytes and age ([`AuditRetention`]); `P:{audit}:bytes` the
 //!   bytes of event JSON each lane holds; `P:{audit}:head` the chain head
 //!   (`seq evidence-hash traffic-hash`). One script changes them together (compare-and-set).
 //!
-//! The `{J}` hash tag keeps a grant's keys in one cluster slot, so they change atomically.
-//! No command ever spans two slots. A connection is made lazily and re-made by the
-//! connection manager; while Redis is away every call answers `Unavailable`.
+//! No command ever spans two slots (multi-key reads are split by the cluster client). Two
+//! connections are made lazily and re-made by their managers: one for the request path
+//! (checks, exchanges, audit), one for admin and background work (listings, revocations,
+//! tidying), so `/authz` never queues behind a listing. While Redis is away every call
+//! answers `Unavailable`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -33,9 +26,11 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
+use super::redis_grants::bucket;
 use super::{
-    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantStatus, GrantStore,
-    MAX_TOKEN_LIFETIME_SECS, RevokeTarget, StoreError, lane_of, merge_by_seq, revoked_by,
+    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus,
+    GrantStore, ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of,
+    merge_by_seq,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 
@@ -63,6 +58,27 @@ elseif not kept then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return 1
+";
+
+/// Revokes one token: writes its tombstone for the record's remaining life and deletes the
+/// record, atomically (both in the token's bucket). KEYS: record, tombstone. Returns 1 if a
+/// record was there.
+const REVOKE_ONE: &str = r"
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then return 0 end
+redis.call('SET', KEYS[2], 1, 'PX', ttl)
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// Moves the tidy queue on if its head is still the job just worked (another replica may
+/// have done it already): replaces it with its progress, or pops it when ARGV[2] is empty.
+/// KEYS: queue. ARGV: the job worked, its replacement. Returns the jobs left.
+const ADVANCE_JOB: &str = r"
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
+  if ARGV[2] == '' then redis.call('LPOP', KEYS[1]) else redis.call('LSET', KEYS[1], 0, ARGV[2]) end
+end
+return redis.call('LLEN', KEYS[1])
 ";
 
 /// Appends a batch of audit events if the chain head is still the expected one, then trims
@@ -136,8 +152,9 @@ pub enum Topology {
     Cluster(Vec<String>),
 }
 
+/// A connection to a single node or a cluster.
 #[derive(Clone)]
-enum Conn {
+pub(super) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -174,13 +191,17 @@ impl ConnectionLike for Conn {
 pub struct RedisStore {
     topology: Topology,
     conn: OnceCell<Conn>,
-    prefix: String,
+    /// Admin and background work's own connection.
+    admin: OnceCell<Conn>,
+    pub(super) prefix: String,
     retention: AuditRetention,
-    raise: redis::Script,
+    pub(super) raise: redis::Script,
+    revoke_one: redis::Script,
+    pub(super) advance: redis::Script,
     append: redis::Script,
 }
 
-fn unavailable(e: RedisError) -> StoreError {
+pub(super) fn unavailable(e: RedisError) -> StoreError {
     // Redis error texts carry no secrets (the URL's password is not part of them).
     StoreError::Unavailable(e.to_string())
 }
@@ -192,9 +213,12 @@ impl RedisStore {
         Self {
             topology,
             conn: OnceCell::new(),
+            admin: OnceCell::new(),
             prefix: prefix.into(),
             retention: AuditRetention::with_max_events(audit_max),
             raise: redis::Script::new(RAISE_WATERMARK),
+            revoke_one: redis::Script::new(REVOKE_ONE),
+            advance: redis::Script::new(ADVANCE_JOB),
             append: redis::Script::new(APPEND_AUDIT),
         }
     }
@@ -206,58 +230,49 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                match &self.topology {
-                    Topology::Single(url) => {
-                        let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-                        let config = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                            .set_number_of_retries(1)
-                            .set_max_delay(Duration::from_millis(500));
-                        let cm = tokio::time::timeout(
-                            CONNECT_TIMEOUT * 2,
-                            ConnectionManager::new_with_config(client, config),
-                        )
-                        .await
-                        .map_err(|_| StoreError::Unavailable("timed out connecting".into()))?
-                        .map_err(unavailable)?;
-                        Ok::<_, StoreError>(Conn::Single(cm))
-                    }
-                    Topology::Cluster(nodes) => {
-                        let client = ClusterClientBuilder::new(nodes.clone())
-                            .connection_timeout(CONNECT_TIMEOUT)
-                            .response_timeout(RESPONSE_TIMEOUT)
-                            .retries(1)
-                            .build()
-                            .map_err(unavailable)?;
-                        let c = tokio::time::timeout(
-                            CONNECT_TIMEOUT * 2,
-                            client.get_async_connection(),
-                        )
-                        .await
-                        .map_err(|_| StoreError::Unavailable("timed out connecting".into()))?
-                        .map_err(unavailable)?;
-                        Ok(Conn::Cluster(c))
-                    }
-                }
-            })
-            .await?;
-        Ok(conn.clone())
+        Ok(self.conn.get_or_try_init(|| self.connect()).await?.clone())
     }
 
-    fn key(&self, kind: &str, jti: &str) -> String {
-        format!("{}:{kind}:{{{jti}}}", self.prefix)
+    /// The connection of admin and background work (listings, revocations, tidying).
+    pub(super) async fn admin_conn(&self) -> Result<Conn, StoreError> {
+        Ok(self.admin.get_or_try_init(|| self.connect()).await?.clone())
     }
 
-    fn rev_key(&self) -> String {
-        format!("{}:rev", self.prefix)
-    }
-
-    fn index_key(&self) -> String {
-        format!("{}:index", self.prefix)
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        match &self.topology {
+            Topology::Single(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let cm = tokio::time::timeout(
+                    CONNECT_TIMEOUT * 2,
+                    ConnectionManager::new_with_config(client, config),
+                )
+                .await
+                .map_err(|_| StoreError::Unavailable("timed out connecting".into()))?
+                .map_err(unavailable)?;
+                Ok::<_, StoreError>(Conn::Single(cm))
+            }
+            Topology::Cluster(nodes) => {
+                let client = ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .retries(1)
+                    .build()
+                    .map_err(unavailable)?;
+                let c = tokio::time::timeout(
+                    CONNECT_TIMEOUT * 2,
+                    client.get_async_connection(),
+                )
+                .await
+                .map_err(|_| StoreError::Unavailable("timed out connecting".into()))?
+                .map_err(unavailable)?;
+                Ok(Conn::Cluster(c))
+            }
+        }
     }
 
     fn audit_key(&self) -> String {
@@ -356,117 +371,14 @@ impl RedisStore {
     pub async fn grant_pttl(&self, jti: &str) -> Result<i64, StoreError> {
         let mut c = self.conn().await?;
         redis::cmd("PTTL")
-            .arg(self.key("g", jti))
+            .arg(self.grant_key("g", jti))
             .query_async(&mut c)
             .await
             .map_err(unavailable)
-    }
-
-    async fn watermarks(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
-        let mut c = self.conn().await?;
-        redis::cmd("HMGET")
-            .arg(self.rev_key())
-            .arg(dims)
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn all_watermarks(&self) -> Result<HashMap<String, i64>, StoreError> {
-        let mut c = self.conn().await?;
-        redis::cmd("HGETALL")
-            .arg(self.rev_key())
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)
-    }
-
-    /// The grant record, whether a tombstone exists, whether an issued marker exists.
-    async fn record(&self, jti: &str) -> Result<(Option<Grant>, bool, bool), StoreError> {
-        let mut c = self.conn().await?;
-        let (raw, tomb, issued): (Option<String>, bool, bool) = redis::pipe()
-            .get(self.key("g", jti))
-            .exists(self.key("t", jti))
-            .exists(self.key("i", jti))
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        let grant = raw.map(|s| parse_grant(&s)).transpose()?;
-        Ok((grant, tomb, issued))
-    }
-
-    /// Live grants (by the index and the current watermarks), unfiltered.
-    async fn live_grants(&self, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
-        let mut c = self.conn().await?;
-        let index = self.index_key();
-        let _: i64 = redis::cmd("ZREMRANGEBYSCORE")
-            .arg(&index)
-            .arg("-inf")
-            .arg(now_ms)
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        let jtis: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&index)
-            .arg(format!("({now_ms}"))
-            .arg("+inf")
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        let raws = try_join_all(jtis.iter().map(|jti| {
-            let mut c = c.clone();
-            let key = self.key("g", jti);
-            async move {
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async::<Option<String>>(&mut c)
-                    .await
-            }
-        }))
-        .await
-        .map_err(unavailable)?;
-        let marks = self.all_watermarks().await?;
-        let mut out = Vec::with_capacity(raws.len());
-        for raw in raws.into_iter().flatten() {
-            let g = parse_grant(&raw)?;
-            let wms: Vec<Option<i64>> = g
-                .dimensions()
-                .iter()
-                .map(|d| marks.get(d).copied())
-                .collect();
-            if g.remaining_ms(now_ms) > 0 && !revoked_by(&wms, g.issued_ms) {
-                out.push(g);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn end_grant(&self, g: &Grant, now_ms: i64) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let remaining = g.remaining_ms(now_ms).max(1);
-        let _: () = redis::pipe()
-            .atomic()
-            .del(self.key("g", &g.jti))
-            .cmd("SET")
-            .arg(self.key("t", &g.jti))
-            .arg(1)
-            .arg("PX")
-            .arg(remaining)
-            .ignore()
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        let _: i64 = redis::cmd("ZREM")
-            .arg(self.index_key())
-            .arg(&g.jti)
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 }
 
-fn parse_grant(raw: &str) -> Result<Grant, StoreError> {
+pub(super) fn parse_grant(raw: &str) -> Result<Grant, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("grant record: {e}")))
 }
 
@@ -479,123 +391,146 @@ impl GrantStore for RedisStore {
         }
         let json = serde_json::to_string(grant)
             .map_err(|e| StoreError::Corrupt(format!("grant record: {e}")))?;
-        let mut c = self.conn().await?;
+        let marker = Self::marker_value(grant)?;
+        let c = self.conn().await?;
+        // Indexes first: a record that exists is always listed. If the record then fails,
+        // its index entries point at nothing and are dropped when met or at expiry.
+        try_join_all(self.index_writes(grant, now_ms).into_iter().map(|p| {
+            let mut c = c.clone();
+            async move { p.query_async::<()>(&mut c).await }
+        }))
+        .await
+        .map_err(unavailable)?;
+        let mut c = c;
         let _: () = redis::pipe()
             .atomic()
             .cmd("SET")
-            .arg(self.key("g", &grant.jti))
+            .arg(self.grant_key("g", &grant.jti))
             .arg(json)
             .arg("PX")
             .arg(remaining)
             .ignore()
             .cmd("SET")
-            .arg(self.key("i", &grant.jti))
-            .arg(grant.exp)
+            .arg(self.grant_key("i", &grant.jti))
+            .arg(marker)
             .arg("PX")
             .arg(remaining + EXPIRED_MEMORY_SECS * 1000)
             .ignore()
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
-        let indexed: Result<i64, _> = redis::cmd("ZADD")
-            .arg(self.index_key())
-            .arg(grant.exp.saturating_mul(1000))
-            .arg(&grant.jti)
-            .query_async(&mut c)
-            .await;
-        if let Err(e) = indexed {
-            // Never leave a grant that listings cannot see: undo it (best effort; it expires
-            // by itself anyway) and report the failure so no token is handed out.
-            let _: Result<(), _> = redis::cmd("DEL")
-                .arg(self.key("g", &grant.jti))
-                .query_async(&mut c)
-                .await;
-            return Err(unavailable(e));
-        }
         Ok(())
     }
 
     async fn check(&self, claims: &Claims, now_ms: i64) -> Result<GrantStatus, StoreError> {
-        // The grant's record and the five watermarks that could revoke it, in parallel: two
-        // fixed-size round trips, whatever the number of grants or revocations.
+        // The grant's record, tombstone, marker and the five watermarks that could revoke it
+        // share the bucket's slot: one round trip, whatever the number of grants or
+        // revocations.
         let probe = Grant::from_claims(claims, 0);
-        let dims = probe.dimensions();
-        let (record, marks) = tokio::try_join!(self.record(&claims.jti), self.watermarks(&dims))?;
-        Ok(match record {
-            (_, true, _) => GrantStatus::Revoked,
-            (Some(g), _, _) if !g.describes(claims) => GrantStatus::Unknown,
-            (Some(g), _, _) if g.remaining_ms(now_ms) <= 0 => GrantStatus::Expired,
-            (Some(g), _, _) if revoked_by(&marks, g.issued_ms) => GrantStatus::Revoked,
-            (Some(g), _, _) => GrantStatus::Live(g),
-            (None, _, _) if claims.exp.saturating_mul(1000) <= now_ms => GrantStatus::Expired,
-            (None, _, true) => GrantStatus::Expired,
-            (None, _, false) => GrantStatus::Unknown,
+        let c = self.conn().await?;
+        let found = self.lookup(&c, &claims.jti, &probe.dimensions()).await?;
+        Ok(match found {
+            (Some(g), false, _, _) if !g.describes(claims) => GrantStatus::Unknown,
+            (None, false, _, _) if claims.exp.saturating_mul(1000) <= now_ms => {
+                GrantStatus::Expired
+            }
+            found => Self::judge(found, now_ms),
         })
     }
 
     async fn status(&self, jti: &str, now_ms: i64) -> Result<GrantStatus, StoreError> {
-        Ok(match self.record(jti).await? {
-            (_, true, _) => GrantStatus::Revoked,
-            (Some(g), _, _) if g.remaining_ms(now_ms) <= 0 => GrantStatus::Expired,
-            (Some(g), _, _) => {
-                if revoked_by(&self.watermarks(&g.dimensions()).await?, g.issued_ms) {
-                    GrantStatus::Revoked
-                } else {
-                    GrantStatus::Live(g)
-                }
-            }
-            (None, _, true) => GrantStatus::Expired,
-            (None, _, false) => GrantStatus::Unknown,
+        let c = self.conn().await?;
+        let (grant, tomb, issued, _) = self.lookup(&c, jti, &[]).await?;
+        let marks = match &grant {
+            Some(g) if !tomb => self.lookup(&c, jti, &g.dimensions()).await?.3,
+            _ => Vec::new(),
+        };
+        Ok(Self::judge((grant, tomb, issued, marks), now_ms))
+    }
+
+    async fn revoke(
+        &self,
+        target: &RevokeTarget,
+        now_ms: i64,
+    ) -> Result<Revocation, StoreError> {
+        let c = self.admin_conn().await?;
+        if let RevokeTarget::Jti(jti) = target {
+            let GrantStatus::Live(g) = self.status(jti, now_ms).await? else {
+                return Ok(Revocation {
+                    at_most: 0,
+                    tidy_pending: false,
+                });
+            };
+            let mut conn = c.clone();
+            let _: i64 = self
+                .revoke_one
+                .key(self.grant_key("g", jti))
+                .key(self.grant_key("t", jti))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let member = g.index_member().as_str().to_owned();
+            let entries = std::iter::once("all".to_owned())
+                .chain(g.index_dimensions())
+                .map(|d| (d, member.clone()))
+                .collect();
+            let queued = self
+                .queue_best_effort(&c, &TidyJob::Drop { entries })
+                .await;
+            return Ok(Revocation {
+                at_most: 1,
+                tidy_pending: queued,
+            });
+        }
+        // In force first: every bucket's copy of the watermark, in parallel.
+        let dim = target.dimension();
+        self.raise_everywhere(&c, &dim, now_ms).await?;
+        let queued = self
+            .queue_best_effort(
+                &c,
+                &TidyJob::Sweep {
+                    dim: dim.clone(),
+                    upto_ms: now_ms,
+                    after: None,
+                },
+            )
+            .await;
+        let at_most = self.index_len(&c, &dim).await?;
+        Ok(Revocation {
+            at_most,
+            tidy_pending: queued,
         })
     }
 
-    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
-        let covered: Vec<Grant> = match target {
-            RevokeTarget::Jti(jti) => match self.status(jti, now_ms).await? {
-                GrantStatus::Live(g) => vec![g],
-                _ => vec![],
-            },
-            bulk => {
-                let covered = self
-                    .live_grants(now_ms)
-                    .await?
-                    .into_iter()
-                    .filter(|g| bulk.covers(g))
-                    .collect();
-                // The watermark is what makes the revocation hold on every replica at once;
-                // deleting the records below only tidies listings and answers "revoked".
-                let mut c = self.conn().await?;
-                let _: i64 = self
-                    .raise
-                    .key(self.rev_key())
-                    .arg(bulk.dimension())
-                    .arg(now_ms)
-                    .arg((MAX_TOKEN_LIFETIME_SECS + 60) * 1000)
-                    .invoke_async(&mut c)
-                    .await
-                    .map_err(unavailable)?;
-                covered
-            }
-        };
-        for g in &covered {
-            self.end_grant(g, now_ms).await?;
-        }
-        Ok(covered.len() as u64)
-    }
-
     async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
-        self.watermarks(dims).await
+        // Every bucket holds every watermark; the first dimension picks one, so lookups of
+        // different people spread over the shards.
+        let b = bucket(dims.first().map_or("", String::as_str));
+        let mut c = self.conn().await?;
+        redis::cmd("HMGET")
+            .arg(self.rev_key(b))
+            .arg(dims)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
     }
 
-    async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
-        let mut out: Vec<Grant> = self
-            .live_grants(now_ms)
-            .await?
-            .into_iter()
-            .filter(|g| filter.matches(g))
-            .collect();
-        out.sort_by(|a, b| (a.issued_ms, &a.jti).cmp(&(b.issued_ms, &b.jti)));
-        Ok(out)
+    async fn list_page(
+        &self,
+        filter: &GrantFilter,
+        after: Option<&ListCursor>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<GrantListing, StoreError> {
+        self.grants_page(filter, after, limit, now_ms).await
+    }
+
+    async fn tidy(&self, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        self.tidy_batch(now_ms).await
+    }
+
+    async fn tidy_pending(&self) -> Result<u64, StoreError> {
+        self.jobs_pending().await
     }
 
     async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {

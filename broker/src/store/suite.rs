@@ -161,6 +161,14 @@ where
     revoked_expired_unknown(&*make(1000).await, t).await;
     mismatched_claims_are_not_live(&*make(1000).await, t).await;
     listing_filters(&*make(1000).await, t).await;
+    revocation_holds_before_any_tidy(&*make(1000).await, t).await;
+    paging_sees_each_live_grant_once(&*make(1000).await, t, GrantFilter::default()).await;
+    let by_repo = GrantFilter {
+        repo: Some(RepoPath::parse("acme/api").unwrap()),
+        ..Default::default()
+    };
+    paging_sees_each_live_grant_once(&*make(1000).await, t, by_repo).await;
+    listings_skip_the_dead_and_tidy_them(&*make(1000).await, t).await;
     audit_round_trip(&*make(1000).await, t).await;
     audit_is_bounded(&*make(10).await, t, 10).await;
     audit_batches_land_whole(&*make(1000).await, t).await;
@@ -260,15 +268,18 @@ async fn revoke_by_jti(store: &dyn GrantStore, t: &SuiteTime) {
         store
             .revoke(&RevokeTarget::Jti("j-a".into()), t.now_ms())
             .await
-            .unwrap(),
+            .unwrap()
+            .at_most,
         1
     );
     assert_eq!(
         store
             .revoke(&RevokeTarget::Jti("j-a".into()), t.now_ms())
             .await
-            .unwrap(),
-        0
+            .unwrap()
+            .at_most,
+        0,
+        "a token already revoked is not counted again"
     );
     assert_eq!(
         store.check(&claims_of(&a), t.now_ms()).await.unwrap(),
@@ -299,10 +310,11 @@ async fn bulk_revoke(store: &dyn GrantStore, t: &SuiteTime, target: RevokeTarget
     let expected: Vec<&Grant> = grants.iter().filter(|g| target.covers(g)).collect();
     let n = store.revoke(&target, t.now_ms()).await.unwrap();
     assert_eq!(
-        n,
+        n.at_most,
         expected.len() as u64,
-        "{target:?} ends exactly the grants it covers"
+        "{target:?}: at most the grants its index holds (all live here)"
     );
+    assert!(n.tidy_pending);
     for g in &grants {
         let st = store.check(&claims_of(g), t.now_ms()).await.unwrap();
         if target.covers(g) {
@@ -432,6 +444,157 @@ async fn listing_filters(store: &dyn GrantStore, t: &SuiteTime) {
         ..Default::default()
     };
     assert_eq!(jtis(store.list(&f, t.now_ms()).await.unwrap()), ["l2"]);
+}
+
+/// A revocation is in force on the very next check, before any tidying; tidying then
+/// removes the ended records and index entries, and doing it again ends nothing.
+async fn revocation_holds_before_any_tidy(store: &dyn GrantStore, t: &SuiteTime) {
+    let grants = [
+        t.grant("r1", "alice", "acme/api", "dev", "corp", 600),
+        t.grant("r2", "bob", "acme/api", "dev", "corp", 600),
+        t.grant("r3", "bob", "acme/web", "dev", "corp", 600),
+        t.grant("r4", "carol", "acme/web", "ops", "corp", 600),
+    ];
+    for g in &grants {
+        store.put(g, t.now_ms()).await.unwrap();
+    }
+    let repo = RevokeTarget::Repo(RepoPath::parse("acme/api").unwrap());
+    let r = store.revoke(&repo, t.now_ms()).await.unwrap();
+    assert_eq!((r.at_most, r.tidy_pending), (2, true));
+    let one = store
+        .revoke(&RevokeTarget::Jti("r4".into()), t.now_ms())
+        .await
+        .unwrap();
+    assert_eq!((one.at_most, one.tidy_pending), (1, true));
+    assert_eq!(store.tidy_pending().await.unwrap(), 2, "nothing tidied yet");
+    for g in &grants {
+        let st = store.check(&claims_of(g), t.now_ms()).await.unwrap();
+        let want_live = g.jti == "r3";
+        assert_eq!(matches!(st, GrantStatus::Live(_)), want_live, "{}: {st:?}", g.jti);
+    }
+    let jtis = |v: Vec<Grant>| v.into_iter().map(|g| g.jti).collect::<Vec<_>>();
+    let listed = store.list(&GrantFilter::default(), t.now_ms()).await.unwrap();
+    assert_eq!(jtis(listed), ["r3"], "an admin listing never shows revoked grants");
+
+    let done = super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
+    assert!(!done.more);
+    assert_eq!(done.ended, 2, "the two repository grants' records are ended");
+    assert_eq!(store.tidy_pending().await.unwrap(), 0);
+    for g in &grants[..2] {
+        assert_eq!(
+            store.check(&claims_of(g), t.now_ms()).await.unwrap(),
+            GrantStatus::Revoked,
+            "still revoked once tidied"
+        );
+        assert_eq!(
+            store.status(&g.jti, t.now_ms()).await.unwrap(),
+            GrantStatus::Revoked
+        );
+    }
+    assert_eq!(
+        store.status("r4", t.now_ms()).await.unwrap(),
+        GrantStatus::Revoked
+    );
+    // The index was tidied: revoking the repository again finds nothing in it.
+    assert_eq!(store.revoke(&repo, t.now_ms()).await.unwrap().at_most, 0);
+    let again = super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
+    assert_eq!((again.ended, again.dropped), (0, 0), "tidying is idempotent");
+    assert!(live(store, t, &grants[2]).await);
+    assert_eq!(
+        store.revoke(&RevokeTarget::All, t.now_ms()).await.unwrap().at_most,
+        1,
+        "only the live grant is left in the global index"
+    );
+}
+
+/// Paging through `filter` in small pages, while grants are added and revoked between the
+/// pages, returns every grant live throughout exactly once, never one revoked before its
+/// page, never one failing the filter.
+async fn paging_sees_each_live_grant_once(store: &dyn GrantStore, t: &SuiteTime, filter: GrantFilter) {
+    let repos = ["acme/api", "acme/web", "other/x"];
+    let subs = ["alice", "bob", "carol", "dave"];
+    let mut initial = Vec::new();
+    for i in 0..120 {
+        // Several grants share each millisecond: the jti breaks the tie.
+        let g = grant_at(
+            t.now_ms() + i / 7,
+            &format!("p{i:03}"),
+            subs[i as usize % subs.len()],
+            repos[i as usize % repos.len()],
+            "dev",
+            "corp",
+            600,
+        );
+        store.put(&g, t.now_ms()).await.unwrap();
+        initial.push(g);
+    }
+    let mut seen = std::collections::HashMap::new();
+    let mut revoked_at_page = std::collections::HashMap::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list_page(&filter, after.as_ref(), 7, t.now_ms())
+            .await
+            .unwrap();
+        assert!(page.grants.len() <= 7);
+        for g in &page.grants {
+            assert!(filter.matches(g), "{} fails the filter", g.jti);
+            assert!(
+                seen.insert(g.jti.clone(), pages).is_none(),
+                "{} listed twice",
+                g.jti
+            );
+            assert!(
+                !revoked_at_page.contains_key(&g.jti),
+                "{} listed after its revocation",
+                g.jti
+            );
+        }
+        pages += 1;
+        // Between pages: a new grant, and one of the first ones revoked.
+        let fresh = t.grant(&format!("n{pages:03}"), "erin", "acme/api", "dev", "corp", 600);
+        store.put(&fresh, t.now_ms()).await.unwrap();
+        let victim = &initial[(pages * 13) % initial.len()];
+        store
+            .revoke(&RevokeTarget::Jti(victim.jti.clone()), t.now_ms())
+            .await
+            .unwrap();
+        revoked_at_page.entry(victim.jti.clone()).or_insert(pages);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+        assert!(pages < 200, "paging does not end");
+    }
+    for g in initial.iter().filter(|g| filter.matches(g)) {
+        if !revoked_at_page.contains_key(&g.jti) {
+            assert!(seen.contains_key(&g.jti), "{} never listed", g.jti);
+        }
+    }
+}
+
+/// Index entries of expired and revoked grants met by a listing are skipped and tidied.
+async fn listings_skip_the_dead_and_tidy_them(store: &dyn GrantStore, t: &SuiteTime) {
+    let short = t.grant("d-short", "alice", "acme/api", "dev", "corp", 1);
+    let long = t.grant("d-long", "alice", "acme/api", "dev", "corp", 600);
+    store.put(&short, t.now_ms()).await.unwrap();
+    store.put(&long, t.now_ms()).await.unwrap();
+    t.pass_expiry_of(&short).await;
+    let f = GrantFilter {
+        subject: Some("alice".into()),
+        ..Default::default()
+    };
+    let page = store.list_page(&f, None, 10, t.now_ms()).await.unwrap();
+    assert_eq!(page.grants, vec![long.clone()]);
+    assert_eq!(page.next, None);
+    super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
+    assert_eq!(store.tidy_pending().await.unwrap(), 0);
+    let r = store
+        .revoke(&RevokeTarget::Subject("alice".into()), t.now_ms())
+        .await
+        .unwrap();
+    assert_eq!(r.at_most, 1, "the expired grant's entry was tidied");
 }
 
 async fn audit_round_trip(store: &dyn GrantStore, t: &SuiteTime) {

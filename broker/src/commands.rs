@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 
 use crate::audit::{AuditEvent, AuditQuery, verify_chain};
 use crate::clock::{Clock as _, SystemClock};
-use crate::compile;
+use crate::compile::{self, AuditSetup};
+use crate::recorder::sink::SinkTarget;
 use crate::config::Config;
 use crate::exchange::{parse_refs, parse_ttl};
 use crate::gateway::{Gateway, demo};
@@ -121,15 +122,32 @@ pub async fn serve(file: &Path) -> anyhow::Result<()> {
 }
 
 /// `jit-broker dev`: the state, and the lines to log, for a development broker on `listen`
-/// serving bare repositories under `repos`.
-pub fn dev_state(listen: SocketAddr, repos: &Path, user: &str) -> anyhow::Result<AppState> {
+/// serving bare repositories under `repos`, writing its audit files into `audit`.
+pub fn dev_state(
+    listen: SocketAddr,
+    repos: &Path,
+    audit: &Path,
+    user: &str,
+) -> anyhow::Result<AppState> {
     anyhow::ensure!(
         listen.ip().is_loopback(),
         "dev mode listens on loopback only, not {listen}"
     );
     let demo = demo::create(repos)
         .with_context(|| format!("cannot create the demo repository in {}", repos.display()))?;
-    let state = AppState::dev(&format!("http://{listen}"), user)?.with_gateway(Gateway::dir(repos));
+    let setup = AuditSetup {
+        sink: SinkTarget::File {
+            dir: audit.to_path_buf(),
+            replica: format!("dev-{}", std::process::id()),
+            rotate_bytes: 16 << 20,
+        },
+        replica_given: true,
+        checkpoint_interval: std::time::Duration::from_secs(60),
+    };
+    let state = AppState::dev(&format!("http://{listen}"), user)?
+        .with_gateway(Gateway::dir(repos))
+        .with_durable_audit(&setup, None)?;
+    tracing::info!(dir = %audit.display(), "audit files (verify: jit-broker audit verify --dir DIR)");
     tracing::info!(repos = %repos.display(), "gateway serves bare repositories (dir: upstream)");
     tracing::info!("demo repository: git clone http://{listen}/{demo}.git");
     tracing::warn!(
@@ -159,17 +177,32 @@ pub fn dev_repos(
 ) -> anyhow::Result<PathBuf> {
     let dir = match repos {
         Some(dir) => dir,
-        None => {
-            let data = env("XDG_DATA_HOME")
-                .filter(|d| Path::new(d).is_absolute())
-                .map(PathBuf::from)
-                .or_else(|| env("HOME").map(|h| Path::new(&h).join(".local").join("share")))
-                .context("neither XDG_DATA_HOME nor HOME is set; pass --repos DIR")?;
-            data.join("git-jit").join("dev-repos")
-        }
+        None => dev_data(&env)
+            .context("neither XDG_DATA_HOME nor HOME is set; pass --repos DIR")?
+            .join("dev-repos"),
     };
     private_dir(&dir)?;
     Ok(dir)
+}
+
+/// The audit folder of `jit-broker dev`: `git-jit/dev-audit` in the user's data directory,
+/// else `git-jit-dev-audit-<pid>` in the temporary directory (private, or refused).
+pub fn dev_audit(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<PathBuf> {
+    let dir = match dev_data(&env) {
+        Some(data) => data.join("dev-audit"),
+        None => std::env::temp_dir().join(format!("git-jit-dev-audit-{}", std::process::id())),
+    };
+    private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// `git-jit` in the user's data directory (`$XDG_DATA_HOME`, else `~/.local/share`).
+fn dev_data(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env("XDG_DATA_HOME")
+        .filter(|d| Path::new(d).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".local").join("share")))
+        .map(|d| d.join("git-jit"))
 }
 
 /// Creates `dir` 0700 when missing; refuses it when group or others may use it.
@@ -199,7 +232,14 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 /// `jit-broker dev`.
 pub async fn dev(listen: SocketAddr, repos: Option<PathBuf>, user: &str) -> anyhow::Result<()> {
     let repos = dev_repos(repos, |k| std::env::var(k).ok())?;
-    let state = dev_state(listen, &repos, user)?;
+    // Each dev broker starts a new trail (its store is in memory): a folder per run.
+    let run = format!(
+        "run-{}-{}",
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+        std::process::id()
+    );
+    let audit = dev_audit(|k| std::env::var(k).ok())?.join(run);
+    let state = dev_state(listen, &repos, &audit, user)?;
     serve_on(listen, state, shutdown_signal()).await
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use jit_proto::Scope;
 use tokio::net::TcpListener;
 
-use crate::audit::{AuditEvent, AuditQuery, verify_chain};
+use crate::recorder::verify;
 use crate::clock::{Clock as _, SystemClock};
 use crate::compile::{self, AuditSetup};
 use crate::recorder::sink::SinkTarget;
@@ -260,56 +260,77 @@ pub fn keys_generate(dir: &Path) -> anyhow::Result<String> {
     Ok(format!("{} kid={kid}", path.display()))
 }
 
-/// `jit-broker audit verify`: reads the store named by `config`, or the export `file`, and
-/// returns the report lines.
-pub async fn audit_verify(config: Option<&Path>, file: Option<&Path>) -> anyhow::Result<String> {
-    let events = match (config, file) {
-        (Some(config), _) => {
-            let state = AppState::open(compile::load(config)?)
-                .with_context(|| format!("{}", config.display()))?;
-            let all = AuditQuery {
-                limit: usize::MAX,
-                ..Default::default()
-            };
-            state.store.read_audit(&all).await?
-        }
-        (None, Some(file)) => read_event_lines(file)?,
-        (None, None) => anyhow::bail!("give --config or --file"),
+/// What `audit verify` is asked.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyArgs {
+    /// The broker configuration: its store (when no files are given), its keys, and its
+    /// store's head to compare the files' end with.
+    pub config: Option<PathBuf>,
+    /// Audit folders or files (of one or several replicas).
+    pub paths: Vec<PathBuf>,
+    /// A JWKS file (the broker's `/.well-known/jwks.json`) to check checkpoint signatures.
+    pub jwks: Option<PathBuf>,
+}
+
+/// Events read per page from the store.
+const VERIFY_PAGE: usize = 5000;
+
+/// `jit-broker audit verify`: checks the files given, or else the store named by the
+/// configuration, event by event; returns the report lines.
+pub async fn audit_verify(args: &VerifyArgs) -> anyhow::Result<String> {
+    let state = match &args.config {
+        Some(config) => Some(
+            AppState::open_store_only(compile::load(config)?)
+                .with_context(|| format!("{}", config.display()))?,
+        ),
+        None => None,
     };
-    Ok(verify_report(&events)?)
-}
-
-/// The report of a verified chain of `events`.
-pub fn verify_report(events: &[AuditEvent]) -> Result<String, crate::audit::ChainError> {
-    let n = verify_chain(events)?;
-    Ok(match (events.first(), events.last()) {
-        (Some(a), Some(b)) => {
-            let mut report = format!("audit chain intact: {n} events, seq {}..={}", a.seq, b.seq);
-            if a.seq > 1 {
-                // Trimmed by the length bound, or deleted from the start: the store cannot
-                // tell. The export keeps them; verify it with --file.
-                report.push_str(&format!(
-                    "\nevents seq 1..={} are not here (trimmed by the store's audit budgets, or removed); verify the export for them",
-                    a.seq - 1
-                ));
-            }
-            report
+    let jwks = match &args.jwks {
+        Some(file) => Some(load_jwks(file)?),
+        None => None,
+    };
+    let keys = |kid: &str, message: &[u8], sig: &str| -> Option<bool> {
+        if let Some(jwks) = &jwks {
+            let key = jwks.get(kid)?;
+            return Some(
+                jsonwebtoken::crypto::verify(sig, message, key, jsonwebtoken::Algorithm::EdDSA)
+                    .unwrap_or(false),
+            );
         }
-        _ => "audit chain empty".to_owned(),
-    })
+        let (ring, _) = state.as_ref()?;
+        crate::recorder::key_ring_verifies(ring, kid, message, sig)
+    };
+    if !args.paths.is_empty() {
+        let head = match &state {
+            Some((_, store)) => store.audit_head().await?.map(|h| h.seq),
+            None => None,
+        };
+        return Ok(verify::verify_files(&args.paths, &keys, head)?);
+    }
+    let Some((_, store)) = &state else {
+        anyhow::bail!("give --config, or audit folders or files (--dir, --file)");
+    };
+    Ok(verify::verify_store(&**store, &keys, VERIFY_PAGE).await?)
 }
 
-fn read_event_lines(file: &Path) -> anyhow::Result<Vec<AuditEvent>> {
+/// The Ed25519 keys of a JWKS file, by `kid`.
+fn load_jwks(
+    file: &Path,
+) -> anyhow::Result<std::collections::HashMap<String, jsonwebtoken::DecodingKey>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str::<AuditEvent>(l)
-                .with_context(|| format!("{}:{}: not an audit event", file.display(), i + 1))
-        })
-        .collect()
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JWK set", file.display()))?;
+    let mut keys = std::collections::HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk)
+            .with_context(|| format!("{}: key {kid}", file.display()))?;
+        keys.insert(kid, key);
+    }
+    Ok(keys)
 }
 
 /// `jit-broker explain`: pure, no runtime needed. The report, and whether it grants.
@@ -343,6 +364,7 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<(String, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditEvent;
 
     const CONFIG: &str = r#"
 [broker]
@@ -408,7 +430,7 @@ actions = ["read"]
     }
 
     #[test]
-    fn keys_generate_then_audit_verify_an_export() {
+    fn keys_generate_then_audit_verify_a_file() {
         let dir = tempfile::tempdir().expect("dir");
         let out = keys_generate(&dir.path().join("keys")).expect("generates");
         assert!(out.contains(" kid="), "{out}");
@@ -421,18 +443,23 @@ actions = ["read"]
         b.hash = crate::audit::chain_hash(&b);
         let lines = [&a, &b]
             .iter()
-            .map(|e| serde_json::to_string(e).expect("json"))
-            .collect::<Vec<_>>()
-            .join("\n");
+            .map(|e| serde_json::to_string(e).expect("json") + "\n")
+            .collect::<String>();
         let file = dir.path().join("audit.jsonl");
         std::fs::write(&file, &lines).expect("write");
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let report = rt
-            .block_on(audit_verify(None, Some(&file)))
-            .expect("intact");
-        assert_eq!(report, "audit chain intact: 2 events, seq 1..=2");
-        std::fs::write(&file, lines.replace("access.allowed", "access.denied")).expect("write");
-        assert!(rt.block_on(audit_verify(None, Some(&file))).is_err());
+        let args = VerifyArgs {
+            paths: vec![file.clone()],
+            ..Default::default()
+        };
+        let report = rt.block_on(audit_verify(&args)).expect("intact");
+        assert!(
+            report.starts_with("audit chain intact: 2 events, seq 1..=2, 0 checkpoints\nno checkpoint"),
+            "{report}"
+        );
+        std::fs::write(&file, lines.replace("access.allowed", "access.denied") + "\n")
+            .expect("write");
+        assert!(rt.block_on(audit_verify(&args)).is_err());
     }
 
     /// Regression: dev mode used (and created) `git-jit-dev/repos` in the shared temporary

@@ -7,6 +7,7 @@
 //! [`crate::audit`]'s.
 
 pub mod sink;
+pub mod verify;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -145,28 +145,11 @@ impl AppState {
         self
     }
 
-    /// State for `jit-broker serve`: opens what `compiled` names (keys, store, export).
+    /// State for `jit-broker serve`: opens what `compiled` names (keys, store, audit sink,
+    /// export).
     pub fn open(compiled: Compiled) -> Result<Self, StartError> {
         let keys = KeyRing::load_dir(&compiled.keys_dir)?;
-        let config = &compiled.store;
-        let store: Arc<dyn GrantStore> = match config.kind {
-            StoreKind::Memory => Arc::new(MemoryStore::with_retention(retention(config))),
-            StoreKind::Redis => {
-                let topology = if config.cluster.is_empty() {
-                    let url = config
-                        .url
-                        .clone()
-                        .ok_or_else(|| StartError::Config("store.url is missing".into()))?;
-                    Topology::Single(url)
-                } else {
-                    Topology::Cluster(config.cluster.clone())
-                };
-                Arc::new(
-                    RedisStore::new(topology, config.prefix.clone(), config.audit_max_events)
-                        .with_retention(retention(config)),
-                )
-            }
-        };
+        let store = open_store(&compiled.store)?;
         let export = Self::audit_export(compiled.export.as_deref())?;
         let audit = compiled.audit.clone();
         Self::new(compiled.settings, keys, store, Arc::new(SystemClock), None)
@@ -257,6 +240,17 @@ impl AppState {
         Ok(state)
     }
 
+    /// The keys and the store `compiled` names, and nothing else (no sink, no listener): what
+    /// `audit verify` reads while the broker runs.
+    pub fn open_store_only(
+        compiled: Compiled,
+    ) -> Result<(KeyRing, Arc<dyn GrantStore>), StartError> {
+        Ok((
+            KeyRing::load_dir(&compiled.keys_dir)?,
+            open_store(&compiled.store)?,
+        ))
+    }
+
     /// The audit export named by the config, opened.
     pub fn audit_export(export: Option<&str>) -> Result<Option<Export>, StartError> {
         match export {
@@ -272,6 +266,28 @@ impl AppState {
     pub fn load_keys(dir: &Path) -> Result<KeyRing, StartError> {
         Ok(KeyRing::load_dir(dir)?)
     }
+}
+
+/// The store `config` names (connects on first use).
+fn open_store(config: &crate::config::StoreConfig) -> Result<Arc<dyn GrantStore>, StartError> {
+    Ok(match config.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::with_retention(retention(config))),
+        StoreKind::Redis => {
+            let topology = if config.cluster.is_empty() {
+                let url = config
+                    .url
+                    .clone()
+                    .ok_or_else(|| StartError::Config("store.url is missing".into()))?;
+                Topology::Single(url)
+            } else {
+                Topology::Cluster(config.cluster.clone())
+            };
+            Arc::new(
+                RedisStore::new(topology, config.prefix.clone(), config.audit_max_events)
+                    .with_retention(retention(config)),
+            )
+        }
+    })
 }
 
 /// The audit trail's budgets of `[store]`.

@@ -262,6 +262,9 @@ pub struct ChainVerifier {
     first_seq: Option<u64>,
     checkpoints: u64,
     last_checkpoint: Option<CheckpointSeen>,
+    /// Whether this is a window of the trail whose lanes were trimmed separately (the
+    /// store's), where the event just before a checkpoint may be gone.
+    window: bool,
 }
 
 fn slot(lane: Lane) -> usize {
@@ -272,9 +275,20 @@ fn slot(lane: Lane) -> usize {
 }
 
 impl ChainVerifier {
-    /// A verifier that has seen nothing.
+    /// A verifier that has seen nothing, for a complete trail (the files): a checkpoint must
+    /// follow the very event it covers.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A verifier for the store's window, whose lanes are trimmed separately: a checkpoint
+    /// may cover an event of a lane trimmed away (its lane heads are still checked where
+    /// that lane was seen).
+    pub fn window() -> Self {
+        Self {
+            window: true,
+            ..Self::default()
+        }
     }
 
     /// Events verified so far.
@@ -381,7 +395,15 @@ impl ChainVerifier {
     ) -> Result<(), ChainError> {
         let bad = |why: String| ChainError::BadCheckpoint { seq: e.seq, why };
         let cp = Checkpoint::of(e).ok_or_else(|| bad("a field is missing".into()))?;
-        if let Some((pseq, _)) = self.previous.as_ref().filter(|p| p.0 != cp.head.seq) {
+        let window = self.window;
+        let mismatch = |p: &&(u64, String)| {
+            if window {
+                cp.head.seq < p.0
+            } else {
+                cp.head.seq != p.0
+            }
+        };
+        if let Some((pseq, _)) = self.previous.as_ref().filter(mismatch) {
             return Err(bad(format!(
                 "it covers seq {} but follows seq {pseq}",
                 cp.head.seq

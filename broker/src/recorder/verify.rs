@@ -329,7 +329,11 @@ mod tests {
     async fn verify_detects_an_edited_event() {
         let t = trail(30, 1).await;
         let (path, mut lines) = t.lines().remove(1);
-        lines[1] = lines[1].replace("\"subject\":\"user", "\"subject\":\"mallory");
+        let i = lines
+            .iter()
+            .position(|l| l.contains("\"subject\":\"user"))
+            .expect("an event with a subject");
+        lines[i] = lines[i].replace("\"subject\":\"user", "\"subject\":\"mallory");
         t.write(&path, &lines);
         let err = t.verify(None).expect_err("edited").to_string();
         assert!(err.contains("was altered"), "{err}");

@@ -9,16 +9,16 @@ use anyhow::Context as _;
 use jit_proto::Scope;
 use tokio::net::TcpListener;
 
-use crate::recorder::verify;
 use crate::clock::{Clock as _, SystemClock};
 use crate::compile::{self, AuditSetup};
-use crate::recorder::sink::SinkTarget;
 use crate::config::Config;
 use crate::exchange::{parse_refs, parse_ttl};
 use crate::gateway::{Gateway, demo};
 use crate::keys::KeyRing;
 use crate::policy::Request;
 use crate::policy::explain::{explain as policy_explain, identity_from_claims};
+use crate::recorder::sink::SinkTarget;
+use crate::recorder::verify;
 use crate::state::AppState;
 
 /// What `explain` is asked.
@@ -454,11 +454,16 @@ actions = ["read"]
         };
         let report = rt.block_on(audit_verify(&args)).expect("intact");
         assert!(
-            report.starts_with("audit chain intact: 2 events, seq 1..=2, 0 checkpoints\nno checkpoint"),
+            report.starts_with(
+                "audit chain intact: 2 events, seq 1..=2, 0 checkpoints\nno checkpoint"
+            ),
             "{report}"
         );
-        std::fs::write(&file, lines.replace("access.allowed", "access.denied") + "\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            lines.replace("access.allowed", "access.denied") + "\n",
+        )
+        .expect("write");
         assert!(rt.block_on(audit_verify(&args)).is_err());
     }
 

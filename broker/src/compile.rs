@@ -13,11 +13,11 @@ use crate::config::{
     AuditConfig, AuditSinkKind, Config, ConfigError, ExchangeConfig, KeyProblem, ServerConfig,
     StoreConfig,
 };
-use crate::recorder::sink::SinkTarget;
 use crate::gateway::{Gateway, UpstreamError};
 use crate::identity::{CacheTimes, Verifier};
 use crate::introspection::IntrospectionAuth;
 use crate::policy::CompiledPolicy;
+use crate::recorder::sink::SinkTarget;
 
 /// Facts about this broker that endpoints publish.
 #[derive(Debug, Clone)]

@@ -111,13 +111,8 @@ pub fn key_ring_verifies(
 ) -> Option<bool> {
     let key = keys.get(kid)?;
     Some(
-        jsonwebtoken::crypto::verify(
-            sig,
-            message,
-            key.decoding(),
-            jsonwebtoken::Algorithm::EdDSA,
-        )
-        .unwrap_or(false),
+        jsonwebtoken::crypto::verify(sig, message, key.decoding(), jsonwebtoken::Algorithm::EdDSA)
+            .unwrap_or(false),
     )
 }
 

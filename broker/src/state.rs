@@ -10,6 +10,7 @@ use axum::extract::FromRef;
 
 use crate::admin::{AdminApi, AdminPolicy};
 use crate::clock::{Clock, SystemClock};
+use crate::compile::AuditSetup;
 use crate::compile::{Compiled, Settings};
 use crate::config::{ServerConfig, StoreKind};
 use crate::devissuer::{self, DevIssuer};
@@ -22,7 +23,6 @@ use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
 use crate::ratelimit::Limits;
-use crate::compile::AuditSetup;
 use crate::recorder::sink::{Sink, SinkError, SinkTarget};
 use crate::recorder::{Auditor, Checkpoints, Export};
 use crate::store::memory::MemoryStore;

@@ -103,7 +103,10 @@ fn generate(n: u64, dir: &Path) -> Result<(u64, u64, KeyRing)> {
             let mut e = AuditEvent::new("grant.issued", ts)
                 .with("ttl_minutes", 30)
                 .with("request_id", format!("req-{seq:016x}"));
-            e.subject = Some(format!("repo:acme/service-{}:ref:refs/heads/main", seq % 97));
+            e.subject = Some(format!(
+                "repo:acme/service-{}:ref:refs/heads/main",
+                seq % 97
+            ));
             e.idp = Some("github".into());
             e.repo = Some(format!("acme/service-{}", seq % 97));
             e.scope = Some(format!("repo:acme/service-{}:read", seq % 97));
@@ -112,9 +115,12 @@ fn generate(n: u64, dir: &Path) -> Result<(u64, u64, KeyRing)> {
             e.client = Some("10.1.2.3".into());
             e
         } else {
-            let mut e = AuditEvent::new("access.allowed", ts)
-                .with("request_id", format!("req-{seq:016x}"));
-            e.subject = Some(format!("repo:acme/service-{}:ref:refs/heads/main", seq % 97));
+            let mut e =
+                AuditEvent::new("access.allowed", ts).with("request_id", format!("req-{seq:016x}"));
+            e.subject = Some(format!(
+                "repo:acme/service-{}:ref:refs/heads/main",
+                seq % 97
+            ));
             e.repo = Some(format!("acme/service-{}", seq % 97));
             e.scope = Some(format!("repo:acme/service-{}:read", seq % 97));
             e.jti = Some(format!("{:032x}", seq & !3));
@@ -133,7 +139,10 @@ fn generate(n: u64, dir: &Path) -> Result<(u64, u64, KeyRing)> {
                 f.flush()?;
             }
             let path: PathBuf = dir.join(file_name("bench", seq));
-            out = Some(BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?));
+            out = Some(BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(path)?,
+            ));
             in_file = 0;
             files += 1;
         }

@@ -191,6 +191,19 @@ impl Backend {
                         .create(dir)
                         .map_err(io)?;
                 }
+                // Files others may replace or delete are no evidence.
+                let mode = std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(dir).map_err(io)?.permissions(),
+                );
+                if mode & 0o022 != 0 {
+                    return Err(SinkError::Io {
+                        target: dir.display().to_string(),
+                        source: std::io::Error::other(format!(
+                            "the folder is writable by other users (mode {:o}); chmod go-w it or set audit.dir",
+                            mode & 0o777
+                        )),
+                    });
+                }
                 // Fails at start, not at the first event, when the folder cannot be written;
                 // and refuses a second broker writing under the same replica name, whose
                 // files would interleave with these.
@@ -572,6 +585,22 @@ mod tests {
     fn while_ok(r: &mut TrailReader) -> Result<(), TrailError> {
         while r.next_event()?.is_some() {}
         Ok(())
+    }
+
+    #[test]
+    fn a_folder_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let err = Sink::open(SinkTarget::File {
+            dir: dir.path().to_path_buf(),
+            replica: "r".into(),
+            rotate_bytes: 1 << 20,
+        })
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("writable by other users"), "{err}");
     }
 
     /// A file the sink cannot create (its name taken by something else, its folder gone)

@@ -55,10 +55,11 @@ pub fn verify_files(
     let mut reader = TrailReader::open(paths)?;
     let mut v = ChainVerifier::new();
     while let Some(read) = reader.next_event()? {
-        v.push(read.event, keys).map_err(|error| VerifyError::Chain {
-            at: format!("{}: ", read.at),
-            error,
-        })?;
+        v.push(read.event, keys)
+            .map_err(|error| VerifyError::Chain {
+                at: format!("{}: ", read.at),
+                error,
+            })?;
     }
     let report = report(&v, "files");
     let files_end = v.range().map_or(0, |(_, b)| b);
@@ -124,10 +125,14 @@ fn report(v: &ChainVerifier, source: &str) -> String {
     );
     match v.last_checkpoint() {
         Some(cp) => {
-            let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(cp.ts) * 1_000_000)
-                .ok()
-                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-                .unwrap_or_else(|| cp.ts.to_string());
+            let when =
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(cp.ts) * 1_000_000)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| cp.ts.to_string());
             let signed = match &cp.signature {
                 Signature::Valid(kid) => format!("signature valid (key {kid})"),
                 Signature::NotChecked(kid) => {
@@ -197,8 +202,11 @@ mod tests {
         }
 
         fn write(&self, path: &PathBuf, lines: &[String]) {
-            std::fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>())
-                .expect("write");
+            std::fs::write(
+                path,
+                lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+            )
+            .expect("write");
         }
     }
 
@@ -239,7 +247,11 @@ mod tests {
         };
         let mut seen = 0;
         for i in 0..n {
-            let kind = if i % 3 == 0 { "grant.issued" } else { "access.allowed" };
+            let kind = if i % 3 == 0 {
+                "grant.issued"
+            } else {
+                "access.allowed"
+            };
             // Real times: the store's window trims by age from the newest event (the
             // checkpoints carry the real time).
             let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
@@ -293,7 +305,10 @@ mod tests {
         let squat = t.files().join(file_name("r1", 2));
         std::fs::create_dir(&squat).expect("squat the next file's name");
         let refused = t.audit.record(AuditEvent::new("grant.issued", now)).await;
-        assert!(refused.is_err(), "a sink that cannot be written must refuse");
+        assert!(
+            refused.is_err(),
+            "a sink that cannot be written must refuse"
+        );
         let (_, failed) = t.audit.counts().snapshot();
         assert_eq!(failed, 1);
         std::fs::remove_dir(&squat).expect("unsquat");
@@ -307,7 +322,11 @@ mod tests {
             .flat_map(|(_, l)| l)
             .map(|l| serde_json::from_str::<AuditEvent>(l).expect("event").seq)
             .collect();
-        assert_eq!(seqs, [1, 2, 3], "the missed event is written first, in order");
+        assert_eq!(
+            seqs,
+            [1, 2, 3],
+            "the missed event is written first, in order"
+        );
         assert!(t.verify(None).is_ok());
     }
 

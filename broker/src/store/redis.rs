@@ -391,7 +391,10 @@ impl RedisStore {
         if let Some(from) = query.from_ms {
             // Event times may run behind seq order by the replicas' clock skew: start a
             // minute early and filter.
-            next = next.max(self.first_seq_at(&mut c, &key, from.saturating_sub(60_000)).await?);
+            next = next.max(
+                self.first_seq_at(&mut c, &key, from.saturating_sub(60_000))
+                    .await?,
+            );
         }
         let stop_ms = query.to_ms.map(|t| t.saturating_add(60_000));
         let mut out = Vec::new();
@@ -450,7 +453,11 @@ impl RedisStore {
                 .await
                 .map_err(unavailable)?;
             Ok(page.into_iter().next().map(|(id, f)| {
-                let seq = id.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let seq = id
+                    .split('-')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 let t = f.get("t").and_then(|t| t.parse().ok()).unwrap_or(i64::MAX);
                 (seq, t)
             }))

@@ -208,7 +208,11 @@ async fn audit_pages_at_depth(store: &dyn GrantStore, t: &SuiteTime) {
         let mut batch = Vec::new();
         for i in 0..100 {
             seq += 1;
-            let kind = if i % 7 == 0 { "grant.issued" } else { "access.allowed" };
+            let kind = if i % 7 == 0 {
+                "grant.issued"
+            } else {
+                "access.allowed"
+            };
             let mut e = AuditEvent::new(kind, t0 + seq as i64 * 10);
             e.lane = Some(EventKindLane::of(kind));
             e.seq = seq;
@@ -252,7 +256,11 @@ async fn audit_pages_at_depth(store: &dyn GrantStore, t: &SuiteTime) {
             .filter(|e| e.seq > after && e.event == "grant.issued")
             .take(20)
             .collect();
-        assert_eq!(grants.iter().collect::<Vec<_>>(), want, "grants after {after}");
+        assert_eq!(
+            grants.iter().collect::<Vec<_>>(),
+            want,
+            "grants after {after}"
+        );
     }
     for from_seq in [1i64, 333, 1000] {
         let (from, to) = (t0 + from_seq * 10, t0 + (from_seq + 40) * 10);

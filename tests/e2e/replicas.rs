@@ -189,7 +189,7 @@ fn revocation_on_one_replica_holds_on_the_other_at_once() -> Result<()> {
         let mut conn = client.get_multiplexed_async_connection().await?;
         let victim = events[1]["id"].as_str().unwrap_or_default().to_owned();
         let deleted: i64 = redis::cmd("XDEL")
-            .arg("jit:{audit}")
+            .arg("jit:{audit}:s:evidence")
             .arg(&victim)
             .query_async(&mut conn)
             .await?;

@@ -475,8 +475,10 @@ impl GrantStore for MemoryStore {
                 && query.matches(e)
         };
         let lane = |l: &LaneLog| -> Vec<AuditEvent> {
+            // Seq order within a lane: start right after `after_seq`.
+            let start = l.events.partition_point(|(e, _)| e.seq <= query.after_seq);
             l.events
-                .iter()
+                .range(start..)
                 .map(|(e, _)| e)
                 .filter(wanted)
                 .take(query.limit)

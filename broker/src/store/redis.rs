@@ -2,11 +2,15 @@
 //!
 //! Grants, their indexes, watermarks and tidy queue: see [`super::redis_grants`] (key layout
 //! and its Redis Cluster trade-off). Audit keys (`P` is the configured prefix):
-//! - `P:{audit}` the evidence lane of the audit trail (grants, revocations, admin actions)
-//!   and `P:{audit}:traffic` its traffic lane (accesses, refusals), two streams each trimmed
-//!   by its own budget of events, bytes and age ([`AuditRetention`]); `P:{audit}:bytes` the
-//!   bytes of event JSON each lane holds; `P:{audit}:head` the chain head
-//!   (`seq evidence-hash traffic-hash`). One script changes them together (compare-and-set).
+//! - `P:{audit}:s:evidence` the evidence lane of the audit trail's window (grants,
+//!   revocations, admin actions, checkpoints) and `P:{audit}:s:traffic` its traffic lane
+//!   (accesses, refusals): two streams whose entry ids are the events' seq (`<seq>-0`), so a
+//!   page after any seq is one `XRANGE` from there, each trimmed by its own budget of events,
+//!   bytes and age ([`AuditRetention`]); `P:{audit}:bytes` the bytes of event JSON each lane
+//!   holds; `P:{audit}:head` the chain head (`seq evidence-hash traffic-hash`). One script
+//!   changes them together (compare-and-set). `P:{audit}` and `P:{audit}:traffic` hold what
+//!   was written before seq ids (ids from event times): still read, trimmed first, never
+//!   appended to. The complete trail is in the audit sink's files, not here.
 //!
 //! No command ever spans two slots (multi-key reads are split by the cluster client). Two
 //! connections are made lazily and re-made by their managers: one for the request path
@@ -83,11 +87,14 @@ return redis.call('LLEN', KEYS[1])
 
 /// Appends a batch of audit events if the chain head is still the expected one, then trims
 /// each lane to its budget, oldest first.
-/// KEYS: evidence stream, head, traffic stream, bytes hash. ARGV: expected seq, new head,
+/// KEYS: evidence stream, head, traffic stream, bytes hash, the two streams of before seq
+/// ids (evidence, traffic; trimmed first, never appended to). ARGV: expected seq, new head,
 /// newest event time (ms), the evidence budget (events, bytes, age ms), the traffic budget,
-/// then (lane 1|2, preferred id, event JSON) triples, oldest first.
-/// At most `MAX_TRIM` events are trimmed per lane per append, so a script stays short; a lane
-/// over budget (after the budget was lowered) shrinks over the next appends.
+/// then (lane 1|2, seq, event JSON, event time) quadruples, oldest first.
+/// Each event's stream id is `<seq>-0`, so a read after a seq starts right there. The batch
+/// is checked against each stream's last id before anything is written: it lands whole or not
+/// at all. At most `MAX_TRIM` events are trimmed per lane per append, so a script stays
+/// short; a lane over budget (after the budget was lowered) shrinks over the next appends.
 const APPEND_AUDIT: &str = r"
 local MAX_TRIM = 2048
 local head = redis.call('GET', KEYS[2])
@@ -95,45 +102,55 @@ local seq = 0
 if head then seq = tonumber(string.match(head, '^(%d+)')) end
 if seq ~= tonumber(ARGV[1]) then return 0 end
 local streams = {KEYS[1], KEYS[3]}
+local before = {KEYS[5], KEYS[6]}
 local fields = {'evidence', 'traffic'}
 local added = {0, 0}
-for i = 10, #ARGV, 3 do
-  local lane = tonumber(ARGV[i])
-  local ok = redis.pcall('XADD', streams[lane], ARGV[i + 1], 'e', ARGV[i + 2])
-  if type(ok) == 'table' and ok.err then
-    redis.call('XADD', streams[lane], '*', 'e', ARGV[i + 2])
+for lane = 1, 2 do
+  local last = redis.call('XREVRANGE', streams[lane], '+', '-', 'COUNT', 1)[1]
+  if last and tonumber(string.match(last[1], '^(%d+)')) > seq then
+    return redis.error_reply('audit stream ' .. streams[lane] .. ' runs ahead of the chain head')
   end
+end
+for i = 10, #ARGV, 4 do
+  local lane = tonumber(ARGV[i])
+  redis.call('XADD', streams[lane], ARGV[i + 1] .. '-0', 'e', ARGV[i + 2], 't', ARGV[i + 3])
   added[lane] = added[lane] + #ARGV[i + 2]
 end
 redis.call('SET', KEYS[2], ARGV[2])
 local newest = tonumber(ARGV[3])
 for lane = 1, 2 do
-  local key = streams[lane]
   local base = 4 + (lane - 1) * 3
   local max_events = tonumber(ARGV[base])
   local max_bytes = tonumber(ARGV[base + 1])
   local oldest_kept = newest - tonumber(ARGV[base + 2])
   local bytes = redis.call('HINCRBY', KEYS[4], fields[lane], added[lane])
-  local len = redis.call('XLEN', key)
+  local len = redis.call('XLEN', before[lane]) + redis.call('XLEN', streams[lane])
   local removed = 0
-  local over = function(id)
-    return len > max_events or bytes > max_bytes or tonumber(string.match(id, '^(%d+)')) < oldest_kept
+  -- An entry's time: its `t` field, or (written before seq ids) its id's time.
+  local over = function(entry)
+    local t = entry[2][4] or string.match(entry[1], '^(%d+)')
+    return len > max_events or bytes > max_bytes or tonumber(t) < oldest_kept
   end
-  local count = 1
-  while removed < MAX_TRIM and len > 0 do
-    local page = redis.call('XRANGE', key, '-', '+', 'COUNT', count)
-    local ids = {}
-    for _, entry in ipairs(page) do
-      if not over(entry[1]) then break end
-      ids[#ids + 1] = entry[1]
-      bytes = bytes - #entry[2][2]
-      len = len - 1
+  for _, key in ipairs({before[lane], streams[lane]}) do
+    local count = 1
+    local done = false
+    while removed < MAX_TRIM and len > 0 do
+      local page = redis.call('XRANGE', key, '-', '+', 'COUNT', count)
+      local ids = {}
+      for _, entry in ipairs(page) do
+        if not over(entry) then done = true break end
+        ids[#ids + 1] = entry[1]
+        bytes = bytes - #entry[2][2]
+        len = len - 1
+      end
+      if #ids > 0 then
+        redis.call('XDEL', key, unpack(ids))
+        removed = removed + #ids
+      end
+      if done or #ids < count then break end
+      count = 64
     end
-    if #ids == 0 then break end
-    redis.call('XDEL', key, unpack(ids))
-    removed = removed + #ids
-    if #ids < #page then break end
-    count = 64
+    if done then break end
   end
   if removed > 0 then
     if bytes < 0 then bytes = 0 end
@@ -283,7 +300,14 @@ impl RedisStore {
         format!("{}:{{audit}}:head", self.prefix)
     }
 
+    /// A lane's stream, its entries' ids derived from the events' seq (`<seq>-0`).
     fn audit_lane_key(&self, lane: Lane) -> String {
+        format!("{}:{{audit}}:s:{}", self.prefix, lane.as_str())
+    }
+
+    /// A lane's stream as written before seq ids (ids from event times): read and trimmed,
+    /// never appended to.
+    fn audit_before_key(&self, lane: Lane) -> String {
         match lane {
             Lane::Evidence => self.audit_key(),
             Lane::Traffic => format!("{}:{{audit}}:traffic", self.prefix),
@@ -307,13 +331,14 @@ impl RedisStore {
         Ok((e.unwrap_or(0), t.unwrap_or(0)))
     }
 
-    /// One lane's events passing `query`, oldest first, at most `query.limit`.
-    async fn read_lane(
+    /// One lane's events written before seq ids passing `query`, oldest first, at most
+    /// `query.limit`: a scan from the start (or from `from_ms`), as those ids allow.
+    async fn read_before(
         &self,
         lane: Lane,
         query: &AuditQuery,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let key = self.audit_lane_key(lane);
+        let key = self.audit_before_key(lane);
         let mut c = self.conn().await?;
         let mut out = Vec::new();
         let mut start = format!("{}", query.from_ms.unwrap_or(0).max(0));
@@ -365,6 +390,122 @@ impl RedisStore {
             }
         }
         Ok(out)
+    }
+
+    /// One lane's events passing `query`, oldest first, at most `query.limit`. The stream ids
+    /// are the events' seq: the read starts right after `after_seq` (or at the first event of
+    /// `from_ms`, found by bisection), whatever the depth.
+    async fn read_lane(
+        &self,
+        lane: Lane,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let key = self.audit_lane_key(lane);
+        let mut c = self.conn().await?;
+        let mut next = query.after_seq.saturating_add(1);
+        if let Some(from) = query.from_ms {
+            // Event times may run behind seq order by the replicas' clock skew: start a
+            // minute early and filter.
+            next = next.max(
+                self.first_seq_at(&mut c, &key, from.saturating_sub(60_000))
+                    .await?,
+            );
+        }
+        let stop_ms = query.to_ms.map(|t| t.saturating_add(60_000));
+        let mut out = Vec::new();
+        while out.len() < query.limit {
+            let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("{next}-0"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(AUDIT_PAGE)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            let full = page.len() == AUDIT_PAGE;
+            for (id, fields) in page {
+                let Some(json) = fields.get("e") else {
+                    return Err(StoreError::Corrupt(format!(
+                        "audit entry {id} has no event"
+                    )));
+                };
+                let mut e: AuditEvent = serde_json::from_str(json)
+                    .map_err(|err| StoreError::Corrupt(format!("audit entry {id}: {err}")))?;
+                next = e.seq.saturating_add(1);
+                if stop_ms.is_some_and(|s| e.ts > s) {
+                    return Ok(out);
+                }
+                e.id = Some(id);
+                let in_range = query.from_ms.is_none_or(|f| e.ts >= f)
+                    && query.to_ms.is_none_or(|t| e.ts <= t);
+                if in_range && query.matches(&e) {
+                    out.push(e);
+                    if out.len() >= query.limit {
+                        break;
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first seq of the lane `key` whose event time is at least `ms` (bisection over the
+    /// seq ids: a few round trips at any depth), or past the end.
+    async fn first_seq_at(&self, c: &mut Conn, key: &str, ms: i64) -> Result<u64, StoreError> {
+        // The entry at or after `seq`: its seq and time.
+        async fn at(c: &mut Conn, key: &str, seq: u64) -> Result<Option<(u64, i64)>, StoreError> {
+            let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+                .arg(key)
+                .arg(format!("{seq}-0"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(c)
+                .await
+                .map_err(unavailable)?;
+            Ok(page.into_iter().next().map(|(id, f)| {
+                let seq = id
+                    .split('-')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let t = f.get("t").and_then(|t| t.parse().ok()).unwrap_or(i64::MAX);
+                (seq, t)
+            }))
+        }
+        let Some((mut lo, t)) = at(c, key, 1).await? else {
+            return Ok(1);
+        };
+        if t >= ms {
+            return Ok(lo);
+        }
+        let last: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+            .arg(key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        let mut hi = last
+            .first()
+            .and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok())
+            .map_or(lo, |s| s.saturating_add(1));
+        // Invariant: the event at `lo` is before `ms`; everything from `hi` on is not.
+        // (Event times out of seq order by clock skew only move the start by that skew.)
+        while lo.saturating_add(1) < hi {
+            let mid = lo + (hi - lo) / 2;
+            match at(c, key, mid).await? {
+                Some((seq, t)) if t < ms => lo = seq.clamp(mid, hi - 1),
+                _ => hi = mid,
+            }
+        }
+        Ok(hi)
     }
 
     /// The remaining TTL of a grant's key in milliseconds (`PTTL`), for tests and operators.
@@ -558,10 +699,12 @@ impl GrantStore for RedisStore {
         let r = &self.retention;
         let mut invocation = self.append.prepare_invoke();
         invocation
-            .key(self.audit_key())
+            .key(self.audit_lane_key(Lane::Evidence))
             .key(self.audit_head_key())
             .key(self.audit_lane_key(Lane::Traffic))
             .key(self.audit_bytes_key())
+            .key(self.audit_before_key(Lane::Evidence))
+            .key(self.audit_before_key(Lane::Traffic))
             .arg(expected_head_seq)
             .arg(head.encode())
             .arg(newest);
@@ -578,12 +721,11 @@ impl GrantStore for RedisStore {
                 Lane::Evidence => 1,
                 Lane::Traffic => 2,
             };
-            // The id carries the event's own time so that time-range reads are XRANGE reads;
-            // if another replica's clock ran ahead, the script falls back to the next id.
             invocation
                 .arg(lane)
-                .arg(format!("{}-*", event.ts.max(0)))
-                .arg(json);
+                .arg(event.seq)
+                .arg(json)
+                .arg(event.ts.max(0));
         }
         let mut c = self.conn().await?;
         let appended: i64 = invocation.invoke_async(&mut c).await.map_err(unavailable)?;
@@ -591,10 +733,15 @@ impl GrantStore for RedisStore {
     }
 
     async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        let (evidence, traffic) = tokio::try_join!(
+        let (mut evidence, mut traffic, evidence_now, traffic_now) = tokio::try_join!(
+            self.read_before(Lane::Evidence, query),
+            self.read_before(Lane::Traffic, query),
             self.read_lane(Lane::Evidence, query),
-            self.read_lane(Lane::Traffic, query)
+            self.read_lane(Lane::Traffic, query),
         )?;
+        // Everything written before seq ids precedes everything written since, lane by lane.
+        evidence.extend(evidence_now);
+        traffic.extend(traffic_now);
         Ok(merge_by_seq(evidence, traffic, query.limit))
     }
 

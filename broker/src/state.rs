@@ -21,7 +21,9 @@ use crate::introspection::{IntrospectionAuth, IntrospectionGate};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
+use crate::ratelimit::Backend;
 use crate::ratelimit::Limits;
+use crate::ratelimit::redis::{RedisGcra, Target};
 use crate::recorder::{Auditor, Export};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, Topology};
@@ -147,26 +149,37 @@ impl AppState {
     pub fn open(compiled: Compiled) -> Result<Self, StartError> {
         let keys = KeyRing::load_dir(&compiled.keys_dir)?;
         let config = &compiled.store;
-        let store: Arc<dyn GrantStore> = match config.kind {
-            StoreKind::Memory => Arc::new(MemoryStore::with_retention(retention(config))),
+        // With Redis, the rate limits live there too (their own connection), shared by every
+        // replica; with the memory store, in this process.
+        let (store, limits): (Arc<dyn GrantStore>, Option<Arc<dyn Backend>>) = match config.kind {
+            StoreKind::Memory => (
+                Arc::new(MemoryStore::with_retention(retention(config))),
+                None,
+            ),
             StoreKind::Redis => {
-                let topology = if config.cluster.is_empty() {
+                let (topology, target) = if config.cluster.is_empty() {
                     let url = config
                         .url
                         .clone()
                         .ok_or_else(|| StartError::Config("store.url is missing".into()))?;
-                    Topology::Single(url)
+                    (Topology::Single(url.clone()), Target::Single(url))
                 } else {
-                    Topology::Cluster(config.cluster.clone())
+                    (
+                        Topology::Cluster(config.cluster.clone()),
+                        Target::Cluster(config.cluster.clone()),
+                    )
                 };
-                Arc::new(
-                    RedisStore::new(topology, config.prefix.clone(), config.audit_max_events)
-                        .with_retention(retention(config)),
+                (
+                    Arc::new(
+                        RedisStore::new(topology, config.prefix.clone(), config.audit_max_events)
+                            .with_retention(retention(config)),
+                    ),
+                    Some(Arc::new(RedisGcra::new(target, config.prefix.clone()))),
                 )
             }
         };
         let export = Self::audit_export(compiled.export.as_deref())?;
-        Ok(Self::new(
+        let state = Self::new(
             compiled.settings,
             keys,
             store,
@@ -176,7 +189,22 @@ impl AppState {
         .with_access(compiled.verifier, compiled.policy, compiled.exchange)
         .with_admins(compiled.admins)
         .with_gateway(compiled.gateway)
-        .with_server(compiled.server, compiled.introspection))
+        .with_server(compiled.server, compiled.introspection);
+        Ok(match limits {
+            Some(backend) => state.with_limits_in(backend),
+            None => state,
+        })
+    }
+
+    /// The same state keeping its rate limits in `backend` (shared by every replica using
+    /// it), with the limits of its `[exchange.rate_limit]`.
+    pub fn with_limits_in(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.limits = Arc::new(Limits::shared(
+            &self.exchange.rate_limit,
+            self.audit.metrics(),
+            backend,
+        ));
+        self
     }
 
     /// State for `jit-broker dev`: memory store, a fresh in-memory key, everything local,

@@ -29,8 +29,8 @@ pub struct RateLimitConfig {
     pub identity_burst: u32,
     /// Requests per minute one client address may sustain (before verification): a flood
     /// ceiling, shared by every replica, above what one replica can verify, because one
-    /// address is often a whole CI fleet's egress (docs/operations.md). Default 300,000
-    /// (5,000/s).
+    /// address is often a whole CI fleet's egress (docs/operations.md). Default 600,000
+    /// (10,000/s).
     #[serde(default = "default_client_per_minute")]
     pub client_per_minute: u32,
     /// Requests one client address may make at once: a 500-job matrix build. Default 500.
@@ -88,7 +88,7 @@ fn default_identity_burst() -> u32 {
     10
 }
 fn default_client_per_minute() -> u32 {
-    300_000
+    600_000
 }
 fn default_client_burst() -> u32 {
     500

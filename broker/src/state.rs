@@ -22,7 +22,9 @@ use crate::introspection::{IntrospectionAuth, IntrospectionGate};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
+use crate::ratelimit::Backend;
 use crate::ratelimit::Limits;
+use crate::ratelimit::redis::{RedisGcra, Target};
 use crate::recorder::sink::{Sink, SinkError, SinkTarget};
 use crate::recorder::{Auditor, Checkpoints, Export};
 use crate::store::memory::MemoryStore;
@@ -150,16 +152,32 @@ impl AppState {
     pub fn open(compiled: Compiled) -> Result<Self, StartError> {
         let keys = KeyRing::load_dir(&compiled.keys_dir)?;
         let store = open_store(&compiled.store)?;
+        // With Redis, the rate limits live there too (their own connection), shared by every
+        // replica; with the memory store, in this process.
+        let limits = open_limits(&compiled.store);
         let export = Self::audit_export(compiled.export.as_deref())?;
         let audit = compiled.audit.clone();
-        Self::new(compiled.settings, keys, store, Arc::new(SystemClock), None)
-            .with_durable_audit(&audit, export)
-            .map(|s| {
-                s.with_access(compiled.verifier, compiled.policy, compiled.exchange)
-                    .with_admins(compiled.admins)
-                    .with_gateway(compiled.gateway)
-                    .with_server(compiled.server, compiled.introspection)
-            })
+        let state = Self::new(compiled.settings, keys, store, Arc::new(SystemClock), None)
+            .with_durable_audit(&audit, export)?
+            .with_access(compiled.verifier, compiled.policy, compiled.exchange)
+            .with_admins(compiled.admins)
+            .with_gateway(compiled.gateway)
+            .with_server(compiled.server, compiled.introspection);
+        Ok(match limits {
+            Some(backend) => state.with_limits_in(backend),
+            None => state,
+        })
+    }
+
+    /// The same state keeping its rate limits in `backend` (shared by every replica using
+    /// it), with the limits of its `[exchange.rate_limit]`.
+    pub fn with_limits_in(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.limits = Arc::new(Limits::shared(
+            &self.exchange.rate_limit,
+            self.audit.metrics(),
+            backend,
+        ));
+        self
     }
 
     /// The same state recording into the durable sink `audit` names (opened here: a sink
@@ -288,6 +306,17 @@ fn open_store(config: &crate::config::StoreConfig) -> Result<Arc<dyn GrantStore>
             )
         }
     })
+}
+
+/// Where the rate limits live when `config` names Redis: there, on their own connection
+/// (`None`: in this process).
+fn open_limits(config: &crate::config::StoreConfig) -> Option<Arc<dyn Backend>> {
+    let target = match config.kind {
+        StoreKind::Memory => return None,
+        StoreKind::Redis if config.cluster.is_empty() => Target::Single(config.url.clone()?),
+        StoreKind::Redis => Target::Cluster(config.cluster.clone()),
+    };
+    Some(Arc::new(RedisGcra::new(target, config.prefix.clone())))
 }
 
 /// The audit trail's budgets of `[store]`.

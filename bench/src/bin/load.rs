@@ -7,7 +7,9 @@
 //! 2. `GET /authz` decisions per second, p50/p99, with a valid token against Redis (wrk);
 //! 3. token exchanges per second, p99, with an RS256 ID token (keys cached) (wrk);
 //! 4. `git credential fill` through `git-credential-jit` with a warm cache vs.
-//!    `git credential-store` (ratio of medians).
+//!    `git credential-store` (ratio of medians);
+//! 5. a CI burst against the default limits: 2,000 exchanges of distinct CI jobs at once over
+//!    64 connections from one address (refused by limits, p99), and one identity hammering.
 //!
 //! One summary line per figure on stdout; progress on stderr. Exits non-zero if a run failed
 //! (a request refused, a clone broken, a tool missing) — never because a figure is slow.
@@ -830,6 +832,68 @@ async fn helper_phase(w: &World, report: &mut Report) -> Result<()> {
         w.settings.helper_runs,
         cold * 1e3
     ));
+    helper_cold(w, report, home.path(), &helper, &input, &jit_env, j)?;
+    Ok(())
+}
+
+/// Cold fills (an empty cache each time: discovery and an exchange at the loopback `http://`
+/// broker) against the warm median `warm`, and the files one cold helper opens.
+fn helper_cold(
+    w: &World,
+    report: &mut Report,
+    home: &Path,
+    helper: &str,
+    input: &str,
+    jit_env: &[(&str, &str)],
+    warm: f64,
+) -> Result<()> {
+    let runs = w.settings.helper_runs.min(20);
+    let mut cold = Vec::new();
+    for i in 0..runs {
+        let cache = home.join(format!("jit-cache-cold-{i}"));
+        let cache = cache.to_string_lossy().into_owned();
+        let mut env: Vec<(&str, &str)> = jit_env
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "GIT_JIT_CACHE_DIR")
+            .collect();
+        env.push(("GIT_JIT_CACHE_DIR", cache.as_str()));
+        cold.push(credential_fill(home, helper, input, &env)?.0);
+    }
+    let c = median(&mut cold);
+    // Files the helper process itself opens on a cold fill (strace, when installed).
+    let cache = home.join("jit-cache-strace");
+    let cache = cache.to_string_lossy().into_owned();
+    let mut env: Vec<(&str, &str)> = jit_env
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "GIT_JIT_CACHE_DIR")
+        .collect();
+    env.push(("GIT_JIT_CACHE_DIR", cache.as_str()));
+    let trace = home.join("helper.strace");
+    let traced = format!(
+        "!strace -f -e trace=openat,open -o {} {helper}",
+        trace.display()
+    );
+    let opened = match credential_fill(home, &traced, input, &env) {
+        Ok(_) => std::fs::read_to_string(&trace)
+            .map(|t| {
+                let files = t.lines().filter(|l| l.contains("open")).count();
+                let certs = t
+                    .lines()
+                    .filter(|l| l.contains("/etc/ssl") || l.contains("ca-certificates"))
+                    .count();
+                format!("{files} files opened, {certs} of them under the system trust store")
+            })
+            .unwrap_or_else(|_| "strace wrote nothing".into()),
+        Err(_) => "strace not available".into(),
+    };
+    report.line(format!(
+        "helper: cold git credential fill (discovery + exchange, loopback http broker) {:.2} ms vs warm {:.2} ms = {:.2}x (median of {runs}); one cold helper: {opened}",
+        c * 1e3,
+        warm * 1e3,
+        c / warm
+    ));
     Ok(())
 }
 
@@ -858,6 +922,149 @@ fn machine_line() -> String {
         "machine: {cores} cores, {cpu}, {mem_gb:.1} GiB RAM, load average before the run {}",
         load.join(" ")
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// CI burst (issue 11, item 5)
+
+/// Exchanges in the CI burst.
+const BURST_JOBS: usize = 2_000;
+/// Connections the burst is fired over.
+const BURST_CONNECTIONS: usize = 64;
+
+/// `config` with its `[exchange.rate_limit]` table removed (the broker's defaults apply) and
+/// its store keys under `prefix` (limits apart from the main bench broker's).
+fn with_default_limits(config: &str, prefix: &str) -> Result<String> {
+    let start = config
+        .find("[exchange.rate_limit]")
+        .context("the bench config has no [exchange.rate_limit]")?;
+    let end = config[start..]
+        .find("\n[[")
+        .map(|i| start + i + 1)
+        .context("[exchange.rate_limit] is not followed by another table")?;
+    let out = format!("{}{}", &config[..start], &config[end..]);
+    ensure!(
+        out.contains("[store]\n"),
+        "the bench config has no [store] table"
+    );
+    Ok(out.replacen("[store]\n", &format!("[store]\nprefix = \"{prefix}\"\n"), 1))
+}
+
+/// A CI matrix from one egress address against the broker's default limits: 2,000 jobs, each
+/// its own GitHub Actions run (distinct `run_id`), exchange at once over 64 connections; how
+/// many the limits refuse (target 0) and the latency. Then one job hammering: 50 exchanges
+/// with one identity, of which the per-identity limit must refuse all past its burst.
+async fn burst_phase(w: &World, report: &mut Report) -> Result<()> {
+    let config = with_default_limits(
+        &broker_config(
+            w._keys.path(),
+            &w.redis.url(),
+            &w._idp.platform_issuer("github"),
+            &w.git.base_url(),
+        ),
+        "burst",
+    )?;
+    let broker = BrokerProcess::start_with_env(
+        &config,
+        &[("JIT_BENCH_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)],
+    )
+    .await?;
+    progress(format!("burst: signing {BURST_JOBS} RS256 ID tokens (distinct run ids)"));
+    let tokens: Vec<String> = (0..BURST_JOBS)
+        .map(|i| {
+            w._idp
+                .github_actions(REPO)
+                .rs256()
+                .expires_in(3600)
+                .claim("run_id", (20_000_000_000u64 + i as u64).to_string())
+                .sign()
+        })
+        .collect();
+    let tokens = std::sync::Arc::new(tokens);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = format!("{}/oauth/token", broker.url());
+    let scope = format!("repo:{REPO}:read");
+    progress(format!(
+        "burst: {BURST_JOBS} exchanges at once over {BURST_CONNECTIONS} connections"
+    ));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..BURST_CONNECTIONS)
+        .map(|_| {
+            let (tokens, next, url, scope) =
+                (tokens.clone(), next.clone(), url.clone(), scope.clone());
+            tokio::spawn(async move {
+                // One client per worker holding one keep-alive connection.
+                let http = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .http1_only()
+                    .build()?;
+                let mut seen = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(token) = tokens.get(i) else { break };
+                    let t = Instant::now();
+                    let r = http
+                        .post(&url)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(form_body(token, &scope))
+                        .send()
+                        .await?;
+                    let status = r.status().as_u16();
+                    let _ = r.bytes().await?;
+                    seen.push((status, t.elapsed().as_secs_f64() * 1e3));
+                }
+                anyhow::Ok(seen)
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(BURST_JOBS);
+    for worker in workers {
+        answers.extend(worker.await??);
+    }
+    let took = started.elapsed().as_secs_f64();
+    let limited = answers.iter().filter(|(s, _)| *s == 429).count();
+    let granted = answers.iter().filter(|(s, _)| *s == 200).count();
+    let other = answers.len() - limited - granted;
+    let mut ms: Vec<f64> = answers.iter().map(|(_, ms)| *ms).collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+    report.line(format!(
+        "burst: {BURST_JOBS} CI exchanges (one GitHub run each) over {BURST_CONNECTIONS} connections from one address, default limits: {granted} granted, {limited} refused by limits (429), {other} other; p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; all answered in {took:.2} s ({}/s)",
+        pct(0.50),
+        pct(0.99),
+        pct(1.0),
+        thousands(answers.len() as f64 / took),
+    ));
+
+    // One job hammering: the same identity, as fast as one connection goes.
+    let hammer = w
+        ._idp
+        .github_actions(REPO)
+        .rs256()
+        .expires_in(3600)
+        .claim("run_id", "30000000000")
+        .sign();
+    let http = jit_e2e::http_client();
+    let (mut passed, mut refused) = (0, 0);
+    for _ in 0..50 {
+        let r = http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&hammer, &scope))
+            .send()
+            .await?;
+        match r.status().as_u16() {
+            200 => passed += 1,
+            429 => refused += 1,
+            s => bail!("hammering identity: unexpected status {s}"),
+        }
+    }
+    report.line(format!(
+        "burst: one identity hammering, 50 exchanges back to back: {passed} granted, {refused} refused by the per-identity limit"
+    ));
+    ensure!(other == 0, "{other} burst exchanges failed otherwise");
+    drop(broker);
+    Ok(())
 }
 
 async fn run() -> Result<Report> {
@@ -893,6 +1100,10 @@ async fn run() -> Result<Report> {
     if run("helper") {
         let r = helper_phase(&world, &mut report).await;
         report.phase("helper", r);
+    }
+    if run("burst") {
+        let r = burst_phase(&world, &mut report).await;
+        report.phase("burst", r);
     }
     if !world.redis.is_running() {
         report.phase::<()>("redis", Err(anyhow::anyhow!("redis-server is gone")));

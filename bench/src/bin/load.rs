@@ -969,7 +969,9 @@ async fn burst_phase(w: &World, report: &mut Report) -> Result<()> {
         &[("JIT_BENCH_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)],
     )
     .await?;
-    progress(format!("burst: signing {BURST_JOBS} RS256 ID tokens (distinct run ids)"));
+    progress(format!(
+        "burst: signing {BURST_JOBS} RS256 ID tokens (distinct run ids)"
+    ));
     let tokens: Vec<String> = (0..BURST_JOBS)
         .map(|i| {
             w._idp

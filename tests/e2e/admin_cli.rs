@@ -122,7 +122,7 @@ fn security_team_lists_revokes_and_reads_the_trail() -> Result<()> {
         assert!(out.status.success(), "{stderr}");
         assert!(
             stdout.contains(
-                "revoked subject alice@example.com: in force now, at most 1 live grant ended"
+                "revoked sub alice@example.com: in force now, at most 1 live grant ended"
             ),
             "{stdout}"
         );

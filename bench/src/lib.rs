@@ -93,8 +93,8 @@ issuer = "ci"
 claims = {{ repository_owner = "scale" }}
 repositories = ["scale/**"]
 actions = ["read"]
-default_ttl = 7200
-max_ttl = 7200
+default_ttl = 120
+max_ttl = 120
 
 [[admin.identity]]
 issuer = "ci"

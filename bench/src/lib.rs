@@ -86,6 +86,20 @@ actions = ["write"]
 refs = ["refs/tags/v*"]
 reason_required = true
 
+# The scale phase: grants that outlive the run, and an admin who lists and revokes them.
+[[role]]
+name = "scale-read"
+issuer = "ci"
+claims = {{ repository_owner = "scale" }}
+repositories = ["scale/**"]
+actions = ["read"]
+default_ttl = 120
+max_ttl = 120
+
+[[admin.identity]]
+issuer = "ci"
+claims = {{ groups = "security" }}
+
 [[upstream]]
 repositories = ["**"]
 url = "{upstream}"

@@ -468,10 +468,7 @@ mod tests {
             .grants(&GrantsQuery::default(), None)
             .await
             .expect_err("loop");
-        assert!(
-            e.to_string().contains("same cursor twice"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("same cursor twice"), "{e}");
         // An empty page with a cursor is followed, not taken for the end.
         let srv = TestServer::start(|r| match param(&r.target, "cursor") {
             None => Reply::json(200, json!({"grants": [], "next_cursor": "more"})),

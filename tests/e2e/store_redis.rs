@@ -185,14 +185,24 @@ fn tidy_resumes_after_a_restart_and_is_idempotent() -> Result<()> {
         let now = SystemClock.now_ms();
         let mut grants = Vec::new();
         for i in 0..n {
-            let g = suite::grant_at(now, &format!("tr-{i:05}"), "alice", "acme/api", "dev", "corp", 600);
+            let g = suite::grant_at(
+                now,
+                &format!("tr-{i:05}"),
+                "alice",
+                "acme/api",
+                "dev",
+                "corp",
+                600,
+            );
             first.put(&g, now).await?;
             grants.push(g);
         }
         let keep = suite::grant_at(now, "tr-other", "bob", "acme/web", "dev", "corp", 600);
         first.put(&keep, now).await?;
         let later = SystemClock.now_ms() + 1;
-        let r = first.revoke(&RevokeTarget::Subject("alice".into()), later).await?;
+        let r = first
+            .revoke(&RevokeTarget::Subject("alice".into()), later)
+            .await?;
         assert_eq!((r.at_most, r.tidy_pending), (n as u64, true));
         let p = first.tidy(later).await?;
         assert_eq!(p.ended, bounds::TIDY_BATCH as u64);
@@ -200,7 +210,11 @@ fn tidy_resumes_after_a_restart_and_is_idempotent() -> Result<()> {
         drop(first);
 
         let second = RedisStore::new(topology, "tr", 100);
-        assert_eq!(second.tidy_pending().await?, 1, "the job outlived its broker");
+        assert_eq!(
+            second.tidy_pending().await?,
+            1,
+            "the job outlived its broker"
+        );
         for g in grants.iter().step_by(97) {
             assert_eq!(
                 second.check(&suite::claims_of(g), later).await?,
@@ -209,7 +223,11 @@ fn tidy_resumes_after_a_restart_and_is_idempotent() -> Result<()> {
             );
         }
         let rest = tidy::drain(&second, later, 100).await?;
-        assert_eq!(rest.ended, (n - bounds::TIDY_BATCH) as u64, "resumed, not restarted");
+        assert_eq!(
+            rest.ended,
+            (n - bounds::TIDY_BATCH) as u64,
+            "resumed, not restarted"
+        );
         assert_eq!(second.tidy_pending().await?, 0);
         let again = tidy::drain(&second, later, 100).await?;
         assert_eq!((again.ended, again.dropped), (0, 0));

@@ -584,21 +584,38 @@ claims = { groups = "security" }
             }
         }
         seen.sort();
-        assert_eq!(seen, ["acme/a", "acme/b", "acme/c"], "each grant exactly once");
+        assert_eq!(
+            seen,
+            ["acme/a", "acme/b", "acme/c"],
+            "each grant exactly once"
+        );
 
-        let (_, _, body) = call(&w, "GET", "/v1/grants?subject=alice&limit=1", Some(&admin), None).await;
+        let (_, _, body) = call(
+            &w,
+            "GET",
+            "/v1/grants?subject=alice&limit=1",
+            Some(&admin),
+            None,
+        )
+        .await;
         let page: GrantPage = serde_json::from_str(&body).expect("page");
         let cursor = page.next_cursor.expect("more to come");
         let cases = [
             (format!("/v1/grants?cursor={cursor}"), "other filters"),
             ("/v1/grants?cursor=%25%25".to_owned(), "garbled"),
             ("/v1/grants?cursor=bm90LWEtY3Vyc29y".to_owned(), "garbled"),
-            (format!("/v1/grants?cursor={}", "A".repeat(600)), "longer than"),
+            (
+                format!("/v1/grants?cursor={}", "A".repeat(600)),
+                "longer than",
+            ),
         ];
         for (path, why) in cases {
             let (s, _, body) = call(&w, "GET", &path, Some(&admin), None).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {body}");
-            assert!(body.contains("cursor") && body.contains(why), "{path}: {body}");
+            assert!(
+                body.contains("cursor") && body.contains(why),
+                "{path}: {body}"
+            );
         }
     }
 

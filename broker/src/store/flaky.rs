@@ -8,8 +8,8 @@ use jit_proto::Claims;
 
 use super::memory::MemoryStore;
 use super::{
-    Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation, RevokeTarget,
-    StoreError, TidyProgress,
+    Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
+    RevokeTarget, StoreError, TidyProgress,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead};
 

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use jit_proto::Claims;
 
 use super::{
-    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus,
-    GrantStore, IndexMember, LaneBudget, ListCursor, MAX_TOKEN_LIFETIME_SECS, Revocation,
-    RevokeTarget, StoreError, TidyJob, TidyProgress, bounds, lane_of, revoked_by,
+    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
+    IndexMember, LaneBudget, ListCursor, MAX_TOKEN_LIFETIME_SECS, Revocation, RevokeTarget,
+    StoreError, TidyJob, TidyProgress, bounds, lane_of, revoked_by,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 
@@ -124,7 +124,8 @@ impl Inner {
     /// long as it would have lived. Returns the index entries removed.
     fn end(&mut self, g: &Grant, revoked: bool, now_ms: i64) -> u64 {
         self.grants.remove(&g.jti);
-        self.by_exp.remove(&(g.exp.saturating_mul(1000), g.jti.clone()));
+        self.by_exp
+            .remove(&(g.exp.saturating_mul(1000), g.jti.clone()));
         if revoked && g.remaining_ms(now_ms) > 0 {
             self.tombstones
                 .insert(g.jti.clone(), now_ms + g.remaining_ms(now_ms));
@@ -305,11 +306,7 @@ impl GrantStore for MemoryStore {
         Ok(self.lock()?.status_of(jti, now_ms))
     }
 
-    async fn revoke(
-        &self,
-        target: &RevokeTarget,
-        now_ms: i64,
-    ) -> Result<Revocation, StoreError> {
+    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<Revocation, StoreError> {
         let mut inner = self.lock()?;
         if let RevokeTarget::Jti(jti) = target {
             let GrantStatus::Live(g) = inner.status_of(jti, now_ms) else {
@@ -324,7 +321,9 @@ impl GrantStore for MemoryStore {
                 .tombstones
                 .insert(g.jti.clone(), now_ms + g.remaining_ms(now_ms));
             inner.grants.remove(&g.jti);
-            inner.by_exp.remove(&(g.exp.saturating_mul(1000), g.jti.clone()));
+            inner
+                .by_exp
+                .remove(&(g.exp.saturating_mul(1000), g.jti.clone()));
             let member = g.index_member().as_str().to_owned();
             let entries = Inner::index_names(&g)
                 .into_iter()
@@ -398,7 +397,7 @@ impl GrantStore for MemoryStore {
         let mut walk = index.range((lower, Bound::Unbounded)).peekable();
         let (mut grants, mut dead, mut last) = (Vec::new(), Vec::new(), None);
         let mut examined = 0;
-        while let Some(m) = walk.next() {
+        for m in walk.by_ref() {
             examined += 1;
             last = Some(m.clone());
             match inner.record_of(m) {

@@ -364,8 +364,7 @@ pub trait GrantStore: Send + Sync + 'static {
 
     /// Revokes what `target` names, in O(1): the watermark (one token: its tombstone) is
     /// written before this returns, and a tidy job is queued for the records.
-    async fn revoke(&self, target: &RevokeTarget, now_ms: i64)
-    -> Result<Revocation, StoreError>;
+    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<Revocation, StoreError>;
 
     /// The revoked-before watermarks (ms) of these dimensions (`sub:alice`, `idp:corp`, as
     /// [`RevokeTarget::dimension`] names them), `None` where there is none.

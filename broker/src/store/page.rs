@@ -112,7 +112,11 @@ impl ListCursor {
 
     /// The cursor's text for a listing filtered by `filter`.
     pub fn encode(&self, filter: &GrantFilter) -> String {
-        let raw = format!("{CURSOR_TAG}.{}.{}", filter_tag(filter), self.after.as_str());
+        let raw = format!(
+            "{CURSOR_TAG}.{}.{}",
+            filter_tag(filter),
+            self.after.as_str()
+        );
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -127,7 +131,8 @@ impl ListCursor {
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or(CursorError::Garbled)?;
         let mut parts = raw.splitn(3, '.');
-        let (Some(CURSOR_TAG), Some(tag), Some(member)) = (parts.next(), parts.next(), parts.next())
+        let (Some(CURSOR_TAG), Some(tag), Some(member)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(CursorError::Garbled);
         };
@@ -162,7 +167,13 @@ mod tests {
         assert!(a.as_str() < IndexMember::after_ms(999).as_str());
         assert!(b.as_str() > IndexMember::after_ms(999).as_str());
         assert_eq!(IndexMember::parse(c.as_str()), Some(c));
-        for bad in ["", "12:ab", "000000000000100x:ab", "0000000000001000:", "0000000000001000ab"] {
+        for bad in [
+            "",
+            "12:ab",
+            "000000000000100x:ab",
+            "0000000000001000:",
+            "0000000000001000ab",
+        ] {
             assert_eq!(IndexMember::parse(bad), None, "{bad}");
         }
     }
@@ -191,10 +202,7 @@ mod tests {
         let long = "A".repeat(MAX_CURSOR_LEN + 1);
         assert_eq!(ListCursor::decode(&long, &f), Err(CursorError::TooLong));
         // A jti with control characters is no member, even inside a well-made envelope.
-        let forged = URL_SAFE_NO_PAD.encode(format!(
-            "c1.{}.0000000000001000:a\nb",
-            filter_tag(&f)
-        ));
+        let forged = URL_SAFE_NO_PAD.encode(format!("c1.{}.0000000000001000:a\nb", filter_tag(&f)));
         assert_eq!(ListCursor::decode(&forged, &f), Err(CursorError::Garbled));
     }
 }

@@ -32,9 +32,8 @@ use tokio::sync::OnceCell;
 
 use super::redis_grants::bucket;
 use super::{
-    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus,
-    GrantStore, ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of,
-    merge_by_seq,
+    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
+    ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of, merge_by_seq,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 
@@ -280,13 +279,10 @@ impl RedisStore {
                     .retries(1)
                     .build()
                     .map_err(unavailable)?;
-                let c = tokio::time::timeout(
-                    CONNECT_TIMEOUT * 2,
-                    client.get_async_connection(),
-                )
-                .await
-                .map_err(|_| StoreError::Unavailable("timed out connecting".into()))?
-                .map_err(unavailable)?;
+                let c = tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_connection())
+                    .await
+                    .map_err(|_| StoreError::Unavailable("timed out connecting".into()))?
+                    .map_err(unavailable)?;
                 Ok(Conn::Cluster(c))
             }
         }
@@ -589,11 +585,7 @@ impl GrantStore for RedisStore {
         Ok(Self::judge((grant, tomb, issued, marks), now_ms))
     }
 
-    async fn revoke(
-        &self,
-        target: &RevokeTarget,
-        now_ms: i64,
-    ) -> Result<Revocation, StoreError> {
+    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<Revocation, StoreError> {
         let c = self.admin_conn().await?;
         if let RevokeTarget::Jti(jti) = target {
             let GrantStatus::Live(g) = self.status(jti, now_ms).await? else {
@@ -615,9 +607,7 @@ impl GrantStore for RedisStore {
                 .chain(g.index_dimensions())
                 .map(|d| (d, member.clone()))
                 .collect();
-            let queued = self
-                .queue_best_effort(&c, &TidyJob::Drop { entries })
-                .await;
+            let queued = self.queue_best_effort(&c, &TidyJob::Drop { entries }).await;
             return Ok(Revocation {
                 at_most: 1,
                 tidy_pending: queued,

@@ -111,7 +111,9 @@ impl RedisStore {
         let keep_ms = (MAX_TOKEN_LIFETIME_SECS + 60) * 1000;
         let stale = format!("({}", IndexMember::after_ms(now_ms - keep_ms));
         let mut global = redis::pipe();
-        global.zadd(self.index_key(ALL), member.as_str(), 0).ignore();
+        global
+            .zadd(self.index_key(ALL), member.as_str(), 0)
+            .ignore();
         let mut by_exp = redis::pipe();
         by_exp
             .zadd(self.exp_key(), member.as_str(), g.exp.saturating_mul(1000))
@@ -311,8 +313,11 @@ impl RedisStore {
         let dim = if dims.is_empty() {
             ALL.to_owned()
         } else {
-            let sizes: Vec<u64> =
-                each(&conn, dims.iter().map(|d| Cmd::zcard(self.index_key(d))).collect()).await?;
+            let sizes: Vec<u64> = each(
+                &conn,
+                dims.iter().map(|d| Cmd::zcard(self.index_key(d))).collect(),
+            )
+            .await?;
             match dims.into_iter().zip(sizes).min_by_key(|(_, n)| *n) {
                 Some((_, 0)) | None => return Ok(GrantListing::default()),
                 Some((d, _)) => d,
@@ -365,7 +370,9 @@ impl RedisStore {
                 }
             }
             let last_examined = from.as_ref().map(IndexMember::as_str);
-            let rest_of_chunk = raw.last().map(String::as_str) != last_examined;
+            let rest_of_chunk = raw
+                .last()
+                .is_some_and(|l| Some(l.as_str()) != last_examined);
             if grants.len() >= limit || !full {
                 let more = full || rest_of_chunk;
                 if !dead.is_empty() {
@@ -409,7 +416,8 @@ impl RedisStore {
             let keys: Vec<String> = raw
                 .iter()
                 .map(|m| {
-                    let jti = IndexMember::parse(m).map_or_else(String::new, |m| m.jti().to_owned());
+                    let jti =
+                        IndexMember::parse(m).map_or_else(String::new, |m| m.jti().to_owned());
                     self.grant_key("i", &jti)
                 })
                 .collect();
@@ -483,8 +491,11 @@ impl RedisStore {
                     raw.iter().filter_map(|m| IndexMember::parse(m)).collect();
                 let records = self.records(conn, &members).await?;
                 // Everything in range was issued at or before the watermark: revoked.
-                let ended: Vec<(Grant, bool)> =
-                    records.iter().flatten().map(|g| (g.clone(), true)).collect();
+                let ended: Vec<(Grant, bool)> = records
+                    .iter()
+                    .flatten()
+                    .map(|g| (g.clone(), true))
+                    .collect();
                 let mut removals: HashMap<String, Vec<String>> = HashMap::new();
                 for (m, r) in members.iter().zip(&records) {
                     if r.is_none() {

@@ -169,6 +169,7 @@ where
     };
     paging_sees_each_live_grant_once(&*make(1000).await, t, by_repo).await;
     listings_skip_the_dead_and_tidy_them(&*make(1000).await, t).await;
+    paging_ends_at_an_exact_multiple(&*make(1000).await, t).await;
     audit_round_trip(&*make(1000).await, t).await;
     audit_is_bounded(&*make(10).await, t, 10).await;
     audit_batches_land_whole(&*make(1000).await, t).await;
@@ -561,15 +562,30 @@ async fn revocation_holds_before_any_tidy(store: &dyn GrantStore, t: &SuiteTime)
     for g in &grants {
         let st = store.check(&claims_of(g), t.now_ms()).await.unwrap();
         let want_live = g.jti == "r3";
-        assert_eq!(matches!(st, GrantStatus::Live(_)), want_live, "{}: {st:?}", g.jti);
+        assert_eq!(
+            matches!(st, GrantStatus::Live(_)),
+            want_live,
+            "{}: {st:?}",
+            g.jti
+        );
     }
     let jtis = |v: Vec<Grant>| v.into_iter().map(|g| g.jti).collect::<Vec<_>>();
-    let listed = store.list(&GrantFilter::default(), t.now_ms()).await.unwrap();
-    assert_eq!(jtis(listed), ["r3"], "an admin listing never shows revoked grants");
+    let listed = store
+        .list(&GrantFilter::default(), t.now_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        jtis(listed),
+        ["r3"],
+        "an admin listing never shows revoked grants"
+    );
 
     let done = super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
     assert!(!done.more);
-    assert_eq!(done.ended, 2, "the two repository grants' records are ended");
+    assert_eq!(
+        done.ended, 2,
+        "the two repository grants' records are ended"
+    );
     assert_eq!(store.tidy_pending().await.unwrap(), 0);
     for g in &grants[..2] {
         assert_eq!(
@@ -589,10 +605,18 @@ async fn revocation_holds_before_any_tidy(store: &dyn GrantStore, t: &SuiteTime)
     // The index was tidied: revoking the repository again finds nothing in it.
     assert_eq!(store.revoke(&repo, t.now_ms()).await.unwrap().at_most, 0);
     let again = super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
-    assert_eq!((again.ended, again.dropped), (0, 0), "tidying is idempotent");
+    assert_eq!(
+        (again.ended, again.dropped),
+        (0, 0),
+        "tidying is idempotent"
+    );
     assert!(live(store, t, &grants[2]).await);
     assert_eq!(
-        store.revoke(&RevokeTarget::All, t.now_ms()).await.unwrap().at_most,
+        store
+            .revoke(&RevokeTarget::All, t.now_ms())
+            .await
+            .unwrap()
+            .at_most,
         1,
         "only the live grant is left in the global index"
     );
@@ -601,7 +625,11 @@ async fn revocation_holds_before_any_tidy(store: &dyn GrantStore, t: &SuiteTime)
 /// Paging through `filter` in small pages, while grants are added and revoked between the
 /// pages, returns every grant live throughout exactly once, never one revoked before its
 /// page, never one failing the filter.
-async fn paging_sees_each_live_grant_once(store: &dyn GrantStore, t: &SuiteTime, filter: GrantFilter) {
+async fn paging_sees_each_live_grant_once(
+    store: &dyn GrantStore,
+    t: &SuiteTime,
+    filter: GrantFilter,
+) {
     let repos = ["acme/api", "acme/web", "other/x"];
     let subs = ["alice", "bob", "carol", "dave"];
     let mut initial = Vec::new();
@@ -644,7 +672,14 @@ async fn paging_sees_each_live_grant_once(store: &dyn GrantStore, t: &SuiteTime,
         }
         pages += 1;
         // Between pages: a new grant, and one of the first ones revoked.
-        let fresh = t.grant(&format!("n{pages:03}"), "erin", "acme/api", "dev", "corp", 600);
+        let fresh = t.grant(
+            &format!("n{pages:03}"),
+            "erin",
+            "acme/api",
+            "dev",
+            "corp",
+            600,
+        );
         store.put(&fresh, t.now_ms()).await.unwrap();
         let victim = &initial[(pages * 13) % initial.len()];
         store
@@ -662,6 +697,28 @@ async fn paging_sees_each_live_grant_once(store: &dyn GrantStore, t: &SuiteTime,
         if !revoked_at_page.contains_key(&g.jti) {
             assert!(seen.contains_key(&g.jti), "{} never listed", g.jti);
         }
+    }
+}
+
+/// A listing whose last page ends exactly at the last grant still ends (at most one more,
+/// empty, page), whatever the store's round size.
+async fn paging_ends_at_an_exact_multiple(store: &dyn GrantStore, t: &SuiteTime) {
+    for i in 0..super::bounds::LIST_CHUNK {
+        let g = t.grant(&format!("x{i:03}"), "alice", "acme/api", "dev", "corp", 600);
+        store.put(&g, t.now_ms()).await.unwrap();
+    }
+    let limit = super::bounds::LIST_CHUNK;
+    let first = store
+        .list_page(&GrantFilter::default(), None, limit, t.now_ms())
+        .await
+        .unwrap();
+    assert_eq!(first.grants.len(), limit);
+    if let Some(next) = first.next {
+        let last = store
+            .list_page(&GrantFilter::default(), Some(&next), limit, t.now_ms())
+            .await
+            .unwrap();
+        assert_eq!((last.grants.len(), last.next), (0, None), "paging ends");
     }
 }
 

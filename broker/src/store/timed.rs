@@ -10,8 +10,8 @@ use jit_proto::Claims;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::{
-    Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation, RevokeTarget,
-    StoreError, TidyProgress,
+    Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
+    RevokeTarget, StoreError, TidyProgress,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead};
 use crate::metrics::Metrics;
@@ -103,11 +103,7 @@ impl GrantStore for TimedStore {
         self.timed(Op::Status, self.inner.status(jti, now_ms)).await
     }
 
-    async fn revoke(
-        &self,
-        target: &RevokeTarget,
-        now_ms: i64,
-    ) -> Result<Revocation, StoreError> {
+    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<Revocation, StoreError> {
         self.timed(Op::Revoke, self.inner.revoke(target, now_ms))
             .await
     }

@@ -357,7 +357,11 @@ async fn revoke(
     } else {
         let target = crate::table::clean(&resp.target);
         if by == RevokeBy::Jti {
-            writeln!(out, "revoked {} ({target})", count(resp.at_most, "live grant"))?;
+            writeln!(
+                out,
+                "revoked {} ({target})",
+                count(resp.at_most, "live grant")
+            )?;
         } else {
             writeln!(
                 out,

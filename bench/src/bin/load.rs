@@ -1363,7 +1363,7 @@ async fn burst_phase(w: &World, report: &mut Report) -> Result<()> {
         &broker_config(
             w._keys.path(),
             &w.redis.url(),
-            &w._idp.platform_issuer("github"),
+            &w.idp.platform_issuer("github"),
             &w.git.base_url(),
         ),
         "burst",
@@ -1378,7 +1378,7 @@ async fn burst_phase(w: &World, report: &mut Report) -> Result<()> {
     ));
     let tokens: Vec<String> = (0..BURST_JOBS)
         .map(|i| {
-            w._idp
+            w.idp
                 .github_actions(REPO)
                 .rs256()
                 .expires_in(3600)
@@ -1444,7 +1444,7 @@ async fn burst_phase(w: &World, report: &mut Report) -> Result<()> {
 
     // One job hammering: the same identity, as fast as one connection goes.
     let hammer = w
-        ._idp
+        .idp
         .github_actions(REPO)
         .rs256()
         .expires_in(3600)

@@ -151,7 +151,7 @@ impl AdminApi {
         });
         let limiter = &self.limits.refused;
         let key = address_key(&addr.ip().to_string());
-        match limiter.take_or_summarise(&key, self.clock.now_ms()) {
+        match limiter.take_or_summarise(&key, self.clock.now_ms()).await {
             Ok(()) => {
                 // The call is refused either way; a lost record is counted by the auditor.
                 let _ = self.audit.record(event).await;

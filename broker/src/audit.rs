@@ -105,13 +105,71 @@ impl AuditQuery {
 /// JSON (struct order, `data` keys sorted) with `id` and `hash` left out. `prev` and `seq` are
 /// inside, so editing, deleting or reordering any event breaks every later link.
 pub fn chain_hash(event: &AuditEvent) -> String {
-    use sha2::{Digest, Sha256};
     let mut e = event.clone();
-    e.id = None;
-    e.hash = String::new();
-    // Serialising a struct of strings, numbers and a JSON map cannot fail.
-    let json = serde_json::to_vec(&e).unwrap_or_default();
-    hex::encode(Sha256::digest(&json))
+    let mut buf = Vec::new();
+    chain_hash_with(&mut e, &mut buf)
+}
+
+/// [`chain_hash`] without copying the event: `id` and `hash` are taken out while it is
+/// serialised into `buf` (reused between calls) and put back.
+fn chain_hash_with(e: &mut AuditEvent, buf: &mut Vec<u8>) -> String {
+    use sha2::{Digest, Sha256};
+    let id = e.id.take();
+    let hash = std::mem::take(&mut e.hash);
+    buf.clear();
+    // Serialising a struct of strings, numbers and a JSON map into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, &*e);
+    e.id = id;
+    e.hash = hash;
+    hex::encode(Sha256::digest(&buf[..]))
+}
+
+/// The statement a checkpoint signs: the chain head (newest seq, each lane's newest hash) at
+/// `ts` (ms), in a fixed text form.
+pub fn checkpoint_message(head: &ChainHead, ts: i64) -> String {
+    format!(
+        "git-jit audit checkpoint v1\n{}\n{}\n{}\n{ts}",
+        head.seq, head.evidence, head.traffic
+    )
+}
+
+/// A signed checkpoint of the chain head, as an `audit.checkpoint` event carries it in its
+/// `data` (`head_seq`, `head_evidence`, `head_traffic`, `kid`, `sig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The head the checkpoint covers: every event up to `head.seq`.
+    pub head: ChainHead,
+    /// The id of the broker key that signed it.
+    pub kid: String,
+    /// The EdDSA signature (base64url) over [`checkpoint_message`] of the head and the
+    /// event's `ts`.
+    pub sig: String,
+}
+
+impl Checkpoint {
+    /// Writes the checkpoint into `event`'s data.
+    pub fn fill(&self, event: &mut AuditEvent) {
+        let d = &mut event.data;
+        d.insert("head_seq".into(), self.head.seq.into());
+        d.insert("head_evidence".into(), self.head.evidence.clone().into());
+        d.insert("head_traffic".into(), self.head.traffic.clone().into());
+        d.insert("kid".into(), self.kid.clone().into());
+        d.insert("sig".into(), self.sig.clone().into());
+    }
+
+    /// The checkpoint an `audit.checkpoint` event carries; `None` if a field is missing.
+    pub fn of(event: &AuditEvent) -> Option<Self> {
+        let text = |k: &str| event.data.get(k)?.as_str().map(str::to_owned);
+        Some(Self {
+            head: ChainHead {
+                seq: event.data.get("head_seq")?.as_u64()?,
+                evidence: text("head_evidence")?,
+                traffic: text("head_traffic")?,
+            },
+            kid: text("kid")?,
+            sig: text("sig")?,
+        })
+    }
 }
 
 /// A break in the audit chain.
@@ -151,77 +209,244 @@ pub enum ChainError {
         /// The position it should have had.
         expected_seq: u64,
     },
+    /// A checkpoint does not match the events before it, or its signature does not verify.
+    #[error("checkpoint at seq {seq} is false: {why}")]
+    BadCheckpoint {
+        /// The checkpoint event's position.
+        seq: u64,
+        /// What did not match.
+        why: String,
+    },
 }
 
-/// Checks a run of events of both lanes, oldest first (by `seq`). Version 1 events (no lane)
-/// form one chain: each follows the one before it. A laned event follows the one before it
-/// in its lane (or, the first in its lane, the last version 1 event). The first event seen
-/// of a lane is its anchor (older ones may have been trimmed by the lane's budget); every
-/// later one must follow it link by link, and `seq` must grow. Returns how many events were
-/// verified.
-pub fn verify_chain(events: &[AuditEvent]) -> Result<usize, ChainError> {
-    let mut previous: Option<&AuditEvent> = None;
-    // The event each lane continues from (a version 1 event continues both).
-    let mut heads: [Option<&AuditEvent>; 2] = [None, None];
-    let slot = |lane: Lane| match lane {
+/// What became of a checkpoint's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signature {
+    /// It verifies with the key `kid`.
+    Valid(String),
+    /// No key was given to verify it with, or none with its `kid`.
+    NotChecked(String),
+}
+
+/// The newest checkpoint a verification met.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSeen {
+    /// The checkpoint event's own seq.
+    pub seq: u64,
+    /// When it was written (ms).
+    pub ts: i64,
+    /// The newest seq it covers.
+    pub covers: u64,
+    /// Its signature's fate.
+    pub signature: Signature,
+}
+
+/// Checks a signature: `Some(true)` valid, `Some(false)` invalid, `None` no key for `kid`.
+pub type SignatureCheck<'a> = &'a dyn Fn(&str, &[u8], &str) -> Option<bool>;
+
+/// Verifies a run of events of both lanes, oldest first (by `seq`), one at a time, keeping
+/// only the last link of each lane: constant memory, however long the trail. Version 1 events
+/// (no lane) form one chain: each follows the one before it. A laned event follows the one
+/// before it in its lane (or, the first in its lane, the last version 1 event). The first
+/// event seen of a lane is its anchor (older ones may have been trimmed by the lane's budget);
+/// every later one must follow it link by link, and `seq` must grow. A checkpoint must name
+/// the head the events before it reached and carry a signature that verifies.
+#[derive(Debug, Default)]
+pub struct ChainVerifier {
+    /// The previous event's seq and hash.
+    previous: Option<(u64, String)>,
+    /// Each lane's newest event (seq, hash); a version 1 event is both lanes'.
+    heads: [Option<(u64, String)>; 2],
+    buf: Vec<u8>,
+    count: u64,
+    first_seq: Option<u64>,
+    checkpoints: u64,
+    last_checkpoint: Option<CheckpointSeen>,
+    /// Whether this is a window of the trail whose lanes were trimmed separately (the
+    /// store's), where the event just before a checkpoint may be gone.
+    window: bool,
+}
+
+fn slot(lane: Lane) -> usize {
+    match lane {
         Lane::Evidence => 0,
         Lane::Traffic => 1,
-    };
-    for e in events {
-        let id = e.id.clone().unwrap_or_default();
-        if chain_hash(e) != e.hash {
-            return Err(ChainError::Altered { seq: e.seq, id });
+    }
+}
+
+impl ChainVerifier {
+    /// A verifier that has seen nothing, for a complete trail (the files): a checkpoint must
+    /// follow the very event it covers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A verifier for the store's window, whose lanes are trimmed separately: a checkpoint
+    /// may cover an event of a lane trimmed away (its lane heads are still checked where
+    /// that lane was seen).
+    pub fn window() -> Self {
+        Self {
+            window: true,
+            ..Self::default()
+        }
+    }
+
+    /// Events verified so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The first and the last seq verified.
+    pub fn range(&self) -> Option<(u64, u64)> {
+        Some((self.first_seq?, self.previous.as_ref()?.0))
+    }
+
+    /// Checkpoints verified so far.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints
+    }
+
+    /// The newest checkpoint verified.
+    pub fn last_checkpoint(&self) -> Option<&CheckpointSeen> {
+        self.last_checkpoint.as_ref()
+    }
+
+    /// Checks the next event; `signature` checks a checkpoint's signature.
+    pub fn push(
+        &mut self,
+        mut e: AuditEvent,
+        signature: SignatureCheck<'_>,
+    ) -> Result<(), ChainError> {
+        let altered = chain_hash_with(&mut e, &mut self.buf) != e.hash;
+        let id = || e.id.clone().unwrap_or_default();
+        if altered {
+            return Err(ChainError::Altered {
+                seq: e.seq,
+                id: id(),
+            });
         }
         let first_ever = e.seq == 1 && !e.prev.is_empty();
         match e.lane {
             None => {
-                if let Some(p) = previous {
-                    if e.prev != p.hash || e.seq != p.seq + 1 {
+                if let Some((pseq, phash)) = &self.previous {
+                    if &e.prev != phash || e.seq != pseq + 1 {
                         return Err(ChainError::Broken {
                             seq: e.seq,
-                            id,
-                            expected_seq: p.seq + 1,
+                            id: id(),
+                            expected_seq: pseq + 1,
                         });
                     }
                 } else if first_ever {
                     return Err(ChainError::Broken {
                         seq: e.seq,
-                        id,
+                        id: id(),
                         expected_seq: 1,
                     });
                 }
-                heads = [Some(e), Some(e)];
             }
             Some(lane) => {
-                if let Some(p) = previous.filter(|p| e.seq <= p.seq) {
+                if let Some((pseq, _)) = self.previous.as_ref().filter(|p| e.seq <= p.0) {
                     return Err(ChainError::Broken {
                         seq: e.seq,
-                        id,
-                        expected_seq: p.seq + 1,
+                        id: id(),
+                        expected_seq: pseq + 1,
                     });
                 }
-                match heads[slot(lane)] {
-                    Some(p) if e.prev != p.hash => {
+                match &self.heads[slot(lane)] {
+                    Some((pseq, phash)) if &e.prev != phash => {
                         return Err(ChainError::LaneBroken {
                             seq: e.seq,
-                            id,
+                            id: id(),
                             lane: lane.as_str(),
-                            previous_seq: p.seq,
+                            previous_seq: *pseq,
                         });
                     }
                     None if first_ever => {
                         return Err(ChainError::Broken {
                             seq: e.seq,
-                            id,
+                            id: id(),
                             expected_seq: 1,
                         });
                     }
                     _ => {}
                 }
-                heads[slot(lane)] = Some(e);
             }
         }
-        previous = Some(e);
+        if e.event == EventKind::AuditCheckpoint {
+            self.checkpoint(&e, signature)?;
+        }
+        self.count += 1;
+        self.first_seq.get_or_insert(e.seq);
+        let link = (e.seq, e.hash);
+        match e.lane {
+            None => self.heads = [Some(link.clone()), Some(link.clone())],
+            Some(lane) => self.heads[slot(lane)] = Some(link.clone()),
+        }
+        self.previous = Some(link);
+        Ok(())
+    }
+
+    /// A checkpoint must name the head the events before it reached (where this run saw
+    /// them) and be signed by a broker key.
+    fn checkpoint(
+        &mut self,
+        e: &AuditEvent,
+        signature: SignatureCheck<'_>,
+    ) -> Result<(), ChainError> {
+        let bad = |why: String| ChainError::BadCheckpoint { seq: e.seq, why };
+        let cp = Checkpoint::of(e).ok_or_else(|| bad("a field is missing".into()))?;
+        let window = self.window;
+        let mismatch = |p: &&(u64, String)| {
+            if window {
+                cp.head.seq < p.0
+            } else {
+                cp.head.seq != p.0
+            }
+        };
+        if let Some((pseq, _)) = self.previous.as_ref().filter(mismatch) {
+            return Err(bad(format!(
+                "it covers seq {} but follows seq {pseq}",
+                cp.head.seq
+            )));
+        }
+        for lane in Lane::ALL {
+            let head = self.heads[slot(lane)].as_ref();
+            if head.is_some_and(|(_, h)| cp.head.hash(lane) != h) {
+                return Err(bad(format!(
+                    "its {} head is not the hash of the {} lane's last event",
+                    lane.as_str(),
+                    lane.as_str()
+                )));
+            }
+        }
+        let message = checkpoint_message(&cp.head, e.ts);
+        let signature = match signature(&cp.kid, message.as_bytes(), &cp.sig) {
+            Some(true) => Signature::Valid(cp.kid.clone()),
+            Some(false) => {
+                return Err(bad(format!(
+                    "its signature does not verify with key {}",
+                    cp.kid
+                )));
+            }
+            None => Signature::NotChecked(cp.kid.clone()),
+        };
+        self.checkpoints += 1;
+        self.last_checkpoint = Some(CheckpointSeen {
+            seq: e.seq,
+            ts: e.ts,
+            covers: cp.head.seq,
+            signature,
+        });
+        Ok(())
+    }
+}
+
+/// Checks a run of events of both lanes, oldest first (by `seq`), with [`ChainVerifier`]
+/// (checkpoint signatures not checked). Returns how many events were verified.
+pub fn verify_chain(events: &[AuditEvent]) -> Result<usize, ChainError> {
+    let mut v = ChainVerifier::new();
+    for e in events {
+        v.push(e.clone(), &|_, _, _| None)?;
     }
     Ok(events.len())
 }

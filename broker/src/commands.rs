@@ -9,15 +9,16 @@ use anyhow::Context as _;
 use jit_proto::Scope;
 use tokio::net::TcpListener;
 
-use crate::audit::{AuditEvent, AuditQuery, verify_chain};
 use crate::clock::{Clock as _, SystemClock};
-use crate::compile;
+use crate::compile::{self, AuditSetup};
 use crate::config::Config;
 use crate::exchange::{parse_refs, parse_ttl};
 use crate::gateway::{Gateway, demo};
 use crate::keys::KeyRing;
 use crate::policy::Request;
 use crate::policy::explain::{explain as policy_explain, identity_from_claims};
+use crate::recorder::sink::SinkTarget;
+use crate::recorder::verify;
 use crate::state::AppState;
 
 /// What `explain` is asked.
@@ -121,15 +122,32 @@ pub async fn serve(file: &Path) -> anyhow::Result<()> {
 }
 
 /// `jit-broker dev`: the state, and the lines to log, for a development broker on `listen`
-/// serving bare repositories under `repos`.
-pub fn dev_state(listen: SocketAddr, repos: &Path, user: &str) -> anyhow::Result<AppState> {
+/// serving bare repositories under `repos`, writing its audit files into `audit`.
+pub fn dev_state(
+    listen: SocketAddr,
+    repos: &Path,
+    audit: &Path,
+    user: &str,
+) -> anyhow::Result<AppState> {
     anyhow::ensure!(
         listen.ip().is_loopback(),
         "dev mode listens on loopback only, not {listen}"
     );
     let demo = demo::create(repos)
         .with_context(|| format!("cannot create the demo repository in {}", repos.display()))?;
-    let state = AppState::dev(&format!("http://{listen}"), user)?.with_gateway(Gateway::dir(repos));
+    let setup = AuditSetup {
+        sink: SinkTarget::File {
+            dir: audit.to_path_buf(),
+            replica: format!("dev-{}", std::process::id()),
+            rotate_bytes: 16 << 20,
+        },
+        replica_given: true,
+        checkpoint_interval: std::time::Duration::from_secs(60),
+    };
+    let state = AppState::dev(&format!("http://{listen}"), user)?
+        .with_gateway(Gateway::dir(repos))
+        .with_durable_audit(&setup, None)?;
+    tracing::info!(dir = %audit.display(), "audit files (verify: jit-broker audit verify --dir DIR)");
     tracing::info!(repos = %repos.display(), "gateway serves bare repositories (dir: upstream)");
     tracing::info!("demo repository: git clone http://{listen}/{demo}.git");
     tracing::warn!(
@@ -159,17 +177,32 @@ pub fn dev_repos(
 ) -> anyhow::Result<PathBuf> {
     let dir = match repos {
         Some(dir) => dir,
-        None => {
-            let data = env("XDG_DATA_HOME")
-                .filter(|d| Path::new(d).is_absolute())
-                .map(PathBuf::from)
-                .or_else(|| env("HOME").map(|h| Path::new(&h).join(".local").join("share")))
-                .context("neither XDG_DATA_HOME nor HOME is set; pass --repos DIR")?;
-            data.join("git-jit").join("dev-repos")
-        }
+        None => dev_data(&env)
+            .context("neither XDG_DATA_HOME nor HOME is set; pass --repos DIR")?
+            .join("dev-repos"),
     };
     private_dir(&dir)?;
     Ok(dir)
+}
+
+/// The audit folder of `jit-broker dev`: `git-jit/dev-audit` in the user's data directory,
+/// else `git-jit-dev-audit-<pid>` in the temporary directory (private, or refused).
+pub fn dev_audit(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<PathBuf> {
+    let dir = match dev_data(&env) {
+        Some(data) => data.join("dev-audit"),
+        None => std::env::temp_dir().join(format!("git-jit-dev-audit-{}", std::process::id())),
+    };
+    private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// `git-jit` in the user's data directory (`$XDG_DATA_HOME`, else `~/.local/share`).
+fn dev_data(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env("XDG_DATA_HOME")
+        .filter(|d| Path::new(d).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".local").join("share")))
+        .map(|d| d.join("git-jit"))
 }
 
 /// Creates `dir` 0700 when missing; refuses it when group or others may use it.
@@ -199,7 +232,14 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 /// `jit-broker dev`.
 pub async fn dev(listen: SocketAddr, repos: Option<PathBuf>, user: &str) -> anyhow::Result<()> {
     let repos = dev_repos(repos, |k| std::env::var(k).ok())?;
-    let state = dev_state(listen, &repos, user)?;
+    // Each dev broker starts a new trail (its store is in memory): a folder per run.
+    let run = format!(
+        "run-{}-{}",
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+        std::process::id()
+    );
+    let audit = dev_audit(|k| std::env::var(k).ok())?.join(run);
+    let state = dev_state(listen, &repos, &audit, user)?;
     serve_on(listen, state, shutdown_signal()).await
 }
 
@@ -220,56 +260,77 @@ pub fn keys_generate(dir: &Path) -> anyhow::Result<String> {
     Ok(format!("{} kid={kid}", path.display()))
 }
 
-/// `jit-broker audit verify`: reads the store named by `config`, or the export `file`, and
-/// returns the report lines.
-pub async fn audit_verify(config: Option<&Path>, file: Option<&Path>) -> anyhow::Result<String> {
-    let events = match (config, file) {
-        (Some(config), _) => {
-            let state = AppState::open(compile::load(config)?)
-                .with_context(|| format!("{}", config.display()))?;
-            let all = AuditQuery {
-                limit: usize::MAX,
-                ..Default::default()
-            };
-            state.store.read_audit(&all).await?
-        }
-        (None, Some(file)) => read_event_lines(file)?,
-        (None, None) => anyhow::bail!("give --config or --file"),
+/// What `audit verify` is asked.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyArgs {
+    /// The broker configuration: its store (when no files are given), its keys, and its
+    /// store's head to compare the files' end with.
+    pub config: Option<PathBuf>,
+    /// Audit folders or files (of one or several replicas).
+    pub paths: Vec<PathBuf>,
+    /// A JWKS file (the broker's `/.well-known/jwks.json`) to check checkpoint signatures.
+    pub jwks: Option<PathBuf>,
+}
+
+/// Events read per page from the store.
+const VERIFY_PAGE: usize = 5000;
+
+/// `jit-broker audit verify`: checks the files given, or else the store named by the
+/// configuration, event by event; returns the report lines.
+pub async fn audit_verify(args: &VerifyArgs) -> anyhow::Result<String> {
+    let state = match &args.config {
+        Some(config) => Some(
+            AppState::open_store_only(compile::load(config)?)
+                .with_context(|| format!("{}", config.display()))?,
+        ),
+        None => None,
     };
-    Ok(verify_report(&events)?)
-}
-
-/// The report of a verified chain of `events`.
-pub fn verify_report(events: &[AuditEvent]) -> Result<String, crate::audit::ChainError> {
-    let n = verify_chain(events)?;
-    Ok(match (events.first(), events.last()) {
-        (Some(a), Some(b)) => {
-            let mut report = format!("audit chain intact: {n} events, seq {}..={}", a.seq, b.seq);
-            if a.seq > 1 {
-                // Trimmed by the length bound, or deleted from the start: the store cannot
-                // tell. The export keeps them; verify it with --file.
-                report.push_str(&format!(
-                    "\nevents seq 1..={} are not here (trimmed by the store's audit budgets, or removed); verify the export for them",
-                    a.seq - 1
-                ));
-            }
-            report
+    let jwks = match &args.jwks {
+        Some(file) => Some(load_jwks(file)?),
+        None => None,
+    };
+    let keys = |kid: &str, message: &[u8], sig: &str| -> Option<bool> {
+        if let Some(jwks) = &jwks {
+            let key = jwks.get(kid)?;
+            return Some(
+                jsonwebtoken::crypto::verify(sig, message, key, jsonwebtoken::Algorithm::EdDSA)
+                    .unwrap_or(false),
+            );
         }
-        _ => "audit chain empty".to_owned(),
-    })
+        let (ring, _) = state.as_ref()?;
+        crate::recorder::key_ring_verifies(ring, kid, message, sig)
+    };
+    if !args.paths.is_empty() {
+        let head = match &state {
+            Some((_, store)) => store.audit_head().await?.map(|h| h.seq),
+            None => None,
+        };
+        return Ok(verify::verify_files(&args.paths, &keys, head)?);
+    }
+    let Some((_, store)) = &state else {
+        anyhow::bail!("give --config, or audit folders or files (--dir, --file)");
+    };
+    Ok(verify::verify_store(&**store, &keys, VERIFY_PAGE).await?)
 }
 
-fn read_event_lines(file: &Path) -> anyhow::Result<Vec<AuditEvent>> {
+/// The Ed25519 keys of a JWKS file, by `kid`.
+fn load_jwks(
+    file: &Path,
+) -> anyhow::Result<std::collections::HashMap<String, jsonwebtoken::DecodingKey>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str::<AuditEvent>(l)
-                .with_context(|| format!("{}:{}: not an audit event", file.display(), i + 1))
-        })
-        .collect()
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JWK set", file.display()))?;
+    let mut keys = std::collections::HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk)
+            .with_context(|| format!("{}: key {kid}", file.display()))?;
+        keys.insert(kid, key);
+    }
+    Ok(keys)
 }
 
 /// `jit-broker explain`: pure, no runtime needed. The report, and whether it grants.
@@ -303,6 +364,7 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<(String, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditEvent;
 
     const CONFIG: &str = r#"
 [broker]
@@ -368,7 +430,7 @@ actions = ["read"]
     }
 
     #[test]
-    fn keys_generate_then_audit_verify_an_export() {
+    fn keys_generate_then_audit_verify_a_file() {
         let dir = tempfile::tempdir().expect("dir");
         let out = keys_generate(&dir.path().join("keys")).expect("generates");
         assert!(out.contains(" kid="), "{out}");
@@ -381,18 +443,28 @@ actions = ["read"]
         b.hash = crate::audit::chain_hash(&b);
         let lines = [&a, &b]
             .iter()
-            .map(|e| serde_json::to_string(e).expect("json"))
-            .collect::<Vec<_>>()
-            .join("\n");
+            .map(|e| serde_json::to_string(e).expect("json") + "\n")
+            .collect::<String>();
         let file = dir.path().join("audit.jsonl");
         std::fs::write(&file, &lines).expect("write");
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let report = rt
-            .block_on(audit_verify(None, Some(&file)))
-            .expect("intact");
-        assert_eq!(report, "audit chain intact: 2 events, seq 1..=2");
-        std::fs::write(&file, lines.replace("access.allowed", "access.denied")).expect("write");
-        assert!(rt.block_on(audit_verify(None, Some(&file))).is_err());
+        let args = VerifyArgs {
+            paths: vec![file.clone()],
+            ..Default::default()
+        };
+        let report = rt.block_on(audit_verify(&args)).expect("intact");
+        assert!(
+            report.starts_with(
+                "audit chain intact: 2 events, seq 1..=2, 0 checkpoints\nno checkpoint"
+            ),
+            "{report}"
+        );
+        std::fs::write(
+            &file,
+            lines.replace("access.allowed", "access.denied") + "\n",
+        )
+        .expect("write");
+        assert!(rt.block_on(audit_verify(&args)).is_err());
     }
 
     /// Regression: dev mode used (and created) `git-jit-dev/repos` in the shared temporary

@@ -6,12 +6,18 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use crate::admin::AdminPolicy;
-use crate::config::{Config, ConfigError, ExchangeConfig, KeyProblem, ServerConfig, StoreConfig};
+use crate::config::{
+    AuditConfig, AuditSinkKind, Config, ConfigError, ExchangeConfig, KeyProblem, ServerConfig,
+    StoreConfig,
+};
 use crate::gateway::{Gateway, UpstreamError};
 use crate::identity::{CacheTimes, Verifier};
 use crate::introspection::IntrospectionAuth;
 use crate::policy::CompiledPolicy;
+use crate::recorder::sink::SinkTarget;
 
 /// Facts about this broker that endpoints publish.
 #[derive(Debug, Clone)]
@@ -53,6 +59,8 @@ pub struct Compiled {
     pub keys_dir: PathBuf,
     /// `audit.export`: `stdout` or a file path.
     pub export: Option<String>,
+    /// The durable audit sink and the checkpoint interval.
+    pub audit: AuditSetup,
     /// Where to listen.
     pub listen: SocketAddr,
     /// Issuers configured (for the `check-config` summary).
@@ -61,6 +69,69 @@ pub struct Compiled {
     pub server: ServerConfig,
     /// Who may call `/oauth/introspect`, secrets loaded.
     pub introspection: IntrospectionAuth,
+}
+
+/// `[audit]` resolved: where the durable copy goes and how often the head is signed.
+#[derive(Debug, Clone)]
+pub struct AuditSetup {
+    /// The sink.
+    pub sink: SinkTarget,
+    /// Whether the replica name was configured (else it is the host name, which may take
+    /// the process id when another broker here uses it).
+    pub replica_given: bool,
+    /// Time between signed checkpoints.
+    pub checkpoint_interval: Duration,
+}
+
+impl AuditSetup {
+    /// `[audit]` of a broker whose keys are in `keys_dir`.
+    pub fn resolve(audit: &AuditConfig, keys_dir: &Path) -> Self {
+        let sink = match audit.sink {
+            AuditSinkKind::File => SinkTarget::File {
+                dir: audit.dir.clone().unwrap_or_else(|| {
+                    keys_dir
+                        .parent()
+                        .unwrap_or_else(|| Path::new("."))
+                        .join("audit")
+                }),
+                replica: audit.replica.clone().unwrap_or_else(host_name),
+                rotate_bytes: audit.rotate_mib << 20,
+            },
+            AuditSinkKind::Syslog => SinkTarget::Syslog,
+            AuditSinkKind::Stdout => SinkTarget::Stdout,
+        };
+        Self {
+            sink,
+            replica_given: audit.replica.is_some(),
+            checkpoint_interval: Duration::from_secs(audit.checkpoint_secs),
+        }
+    }
+}
+
+/// This host's name as a replica name (characters outside the allowed set become `_`),
+/// `broker` if it has none.
+pub fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .take(48)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if crate::config::valid_replica(&name) {
+        name
+    } else {
+        "broker".to_owned()
+    }
 }
 
 fn invalid(file: &Path, p: KeyProblem) -> ConfigError {
@@ -137,6 +208,7 @@ pub fn compile(config: &Config, file: &Path) -> Result<Compiled, ConfigError> {
         store: config.store.clone(),
         keys_dir: config.broker.keys_dir.clone(),
         export: config.audit.export.clone(),
+        audit: AuditSetup::resolve(&config.audit, &config.broker.keys_dir),
         listen: config.broker.listen,
         issuers: config.issuer.len(),
         server: config.server.clone(),

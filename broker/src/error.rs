@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jit_proto::api::OAuthError;
 
+use crate::ratelimit::{LimitError, Refusal, UNAVAILABLE_RETRY_SECS};
 use crate::store::StoreError;
 
 /// An error answered to an HTTP client.
@@ -29,6 +30,9 @@ pub enum ApiError {
         /// Seconds until a retry may succeed.
         retry_after: u64,
     },
+    /// The rate limits could not be checked (their Redis is unreachable): fail closed.
+    #[error("rate limits unavailable")]
+    LimitsUnavailable(#[source] LimitError),
     /// Something inside the broker failed; details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -48,6 +52,17 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::StoreUnavailable(e)
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Over(l) => ApiError::RateLimited {
+                retry_after: l.retry_after,
+            },
+            Refusal::Unavailable(e) => ApiError::LimitsUnavailable(e),
+        }
     }
 }
 
@@ -77,6 +92,17 @@ impl IntoResponse for ApiError {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [(header::RETRY_AFTER, "5")],
+                    body("temporarily_unavailable", d),
+                )
+                    .into_response()
+            }
+            ApiError::LimitsUnavailable(e) => {
+                tracing::error!(error = %e, "rate limits unavailable; failing closed");
+                let d = "the rate limits cannot be checked; no token is issued until they can"
+                    .to_owned();
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, UNAVAILABLE_RETRY_SECS.to_string())],
                     body("temporarily_unavailable", d),
                 )
                     .into_response()

@@ -286,7 +286,7 @@ impl Gatekeeper {
         info: &RequestInfo,
         charge: Charge<'_>,
     ) -> Denied {
-        match self.charge(info, charge) {
+        match self.charge(info, charge).await {
             Ok(()) => self.deny(event, denied).await,
             Err((limiter, limited)) => {
                 let over = match charge {
@@ -320,7 +320,7 @@ impl Gatekeeper {
 
     /// Takes one denial from each budget `charge` names; the first exhausted one's name and
     /// answer otherwise.
-    fn charge(
+    async fn charge(
         &self,
         info: &RequestInfo,
         charge: Charge<'_>,
@@ -333,6 +333,7 @@ impl Gatekeeper {
                     crate::ratelimit::address_key(info.client.as_deref().unwrap_or("unknown"));
                 l.refused
                     .take_or_summarise(&key, now_ms)
+                    .await
                     .map_err(|e| (l.refused.name(), e))?;
                 claims
             }
@@ -341,9 +342,11 @@ impl Gatekeeper {
         if let Some(c) = claims {
             l.denied_token
                 .take_or_summarise(&c.jti, now_ms)
+                .await
                 .map_err(|e| (l.denied_token.name(), e))?;
             l.denied_identity
                 .take_or_summarise(&format!("{} {}", c.idp, c.sub), now_ms)
+                .await
                 .map_err(|e| (l.denied_identity.name(), e))?;
         }
         Ok(())

@@ -193,7 +193,7 @@ pub struct IntrospectionGate {
 impl IntrospectionGate {
     /// Lets the caller in, or refuses it: within the address's budget with the reason (counted
     /// as `introspection_refused`), past it with a retry time (`introspection_over_limit`).
-    pub fn admit(
+    pub async fn admit(
         &self,
         authorization: Option<&[u8]>,
         peer: Option<IpAddr>,
@@ -204,7 +204,7 @@ impl IntrospectionGate {
             Err(r) => r,
         };
         let key = address_key(&peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()));
-        match self.limits.refused.take(&key, self.clock.now_ms()) {
+        match self.limits.refused.take(&key, self.clock.now_ms()).await {
             Ok(()) => {
                 self.metrics.unaudited("introspection_refused");
                 Err(Refused::Unauthorised(refusal))
@@ -309,8 +309,8 @@ mod tests {
         assert!(!format!("{a:?}").contains(&hex::encode(sha256(b"s3cret-hashed"))));
     }
 
-    #[test]
-    fn refused_callers_spend_the_address_budget_then_get_429() {
+    #[tokio::test]
+    async fn refused_callers_spend_the_address_budget_then_get_429() {
         let limits = crate::config::RateLimitConfig {
             refused_per_minute: 1,
             refused_burst: 2,
@@ -325,20 +325,20 @@ mod tests {
         let remote: IpAddr = "192.0.2.7".parse().expect("ip");
         for _ in 0..2 {
             assert_eq!(
-                gate.admit(None, Some(remote), false),
+                gate.admit(None, Some(remote), false).await,
                 Err(Refused::Unauthorised(Refusal::Missing))
             );
         }
         assert!(matches!(
-            gate.admit(None, Some(remote), false),
+            gate.admit(None, Some(remote), false).await,
             Err(Refused::TooMany { retry_after }) if retry_after > 0
         ));
         // Callers let in spend nothing, and other addresses have their own budget.
         let good = basic_header("proxy", "s3cret-plain");
-        assert!(gate.admit(Some(&good), Some(remote), false).is_ok());
+        assert!(gate.admit(Some(&good), Some(remote), false).await.is_ok());
         let other: IpAddr = "192.0.2.8".parse().expect("ip");
         assert_eq!(
-            gate.admit(None, Some(other), false),
+            gate.admit(None, Some(other), false).await,
             Err(Refused::Unauthorised(Refusal::Missing))
         );
         assert_eq!(

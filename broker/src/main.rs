@@ -119,15 +119,25 @@ impl From<ExplainCli> for commands::ExplainArgs {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify the audit hash chain: detects edited, deleted and reordered events. Reads the
-    /// store named by --config, or an exported JSON-lines file given by --file.
+    /// Verify the audit hash chain event by event, in constant memory: detects edited,
+    /// deleted and reordered events, tampered rotation boundaries and false checkpoints, and
+    /// reports the last signed checkpoint. Reads the audit folders (--dir) or files (--file)
+    /// given, merged by seq across replicas; else the store named by --config. With both,
+    /// files that end before the store's head are reported as a cut tail.
     Verify {
-        /// The broker configuration whose store to read.
-        #[arg(long, short, conflicts_with = "file", required_unless_present = "file")]
+        /// The broker configuration: its store, its keys (checkpoint signatures).
+        #[arg(long, short, required_unless_present_any = ["dir", "file"])]
         config: Option<PathBuf>,
-        /// An exported JSON-lines audit file.
+        /// An audit folder (`audit-*.jsonl` of one or several replicas); repeatable.
         #[arg(long)]
-        file: Option<PathBuf>,
+        dir: Vec<PathBuf>,
+        /// One JSON-lines audit file (an export, a single trail file); repeatable.
+        #[arg(long)]
+        file: Vec<PathBuf>,
+        /// The broker's JWKS (`/.well-known/jwks.json` saved to a file) to check checkpoint
+        /// signatures without the private keys.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
     },
 }
 
@@ -208,12 +218,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit {
-            command: AuditCommand::Verify { config, file },
+            command:
+                AuditCommand::Verify {
+                    config,
+                    dir,
+                    file,
+                    jwks,
+                },
         } => {
-            println!(
-                "{}",
-                commands::audit_verify(config.as_deref(), file.as_deref()).await?
-            );
+            let args = commands::VerifyArgs {
+                config,
+                paths: dir.into_iter().chain(file).collect(),
+                jwks,
+            };
+            println!("{}", commands::audit_verify(&args).await?);
             Ok(())
         }
         Command::Keys {

@@ -77,6 +77,7 @@ pub struct Metrics {
     store_errors: Family<StoreLabels, Counter>,
     // Rate limiting (abuse limits of the doors and the exchange).
     rate_limited: Family<LimiterLabels, Counter>,
+    rate_limit_unavailable: Family<LimiterLabels, Counter>,
     /// Gateway: audit details summarised because they were too large (issue 12, item 7).
     summarised: Family<FieldLabels, Counter>,
     /// Label values seen so far, for the snapshots: a family cannot be iterated.
@@ -109,6 +110,12 @@ impl Metrics {
             "jit_rate_limited",
             "Requests refused with 429 by a rate limiter, by limiter (exchange_identity, exchange_client, refused_address, denied_token, denied_identity)",
             rate_limited.clone(),
+        );
+        let rate_limit_unavailable = Family::<LimiterLabels, Counter>::default();
+        registry.register(
+            "jit_rate_limit_unavailable",
+            "Requests refused because their rate limit could not be checked (Redis unreachable: fail closed), by limiter",
+            rate_limit_unavailable.clone(),
         );
         let summarised = Family::<FieldLabels, Counter>::default();
         // Counters get their `_total` suffix from the encoder: `jit_audit_events_total`.
@@ -164,6 +171,7 @@ impl Metrics {
             store,
             store_errors,
             rate_limited,
+            rate_limit_unavailable,
             summarised,
             kinds_seen: Mutex::default(),
             reasons_seen: Mutex::default(),
@@ -208,6 +216,13 @@ impl Metrics {
     /// Counts one request refused by the rate limiter named `limiter`.
     pub fn rate_limited(&self, limiter: &'static str) {
         self.rate_limited
+            .get_or_create(&LimiterLabels { limiter })
+            .inc();
+    }
+
+    /// Counts one request refused because the limiter named `limiter` could not be checked.
+    pub fn rate_limit_unavailable(&self, limiter: &'static str) {
+        self.rate_limit_unavailable
             .get_or_create(&LimiterLabels { limiter })
             .inc();
     }

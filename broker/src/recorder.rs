@@ -1,12 +1,19 @@
 //! The audit recorder: appends events to the store's hash chain (group commit, compare-and-set
-//! across replicas), copies each one to the export (a SIEM's JSON lines), and counts what it
-//! recorded and what it could not, for `/metrics`. It also stamps each event with the id of the
+//! across replicas), writes them to the durable sink ([`sink`]: a per-replica fsynced file by
+//! default) before anyone is answered, signs a checkpoint of the chain head at a fixed interval,
+//! copies each event to the export (a SIEM's JSON lines), and counts what it recorded and what
+//! it could not, for `/metrics`. It also stamps each event with the id of the
 //! HTTP request it was recorded in ([`in_request`]). The events and the chain themselves are
 //! [`crate::audit`]'s.
 
-use std::future::Future;
+pub mod sink;
+pub mod verify;
 
-use crate::audit::{AuditEvent, ChainHead, chain_hash};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{AuditEvent, ChainHead, Checkpoint, EventKind, chain_hash, checkpoint_message};
 use crate::metrics::Metrics;
 use jit_proto::display::clean;
 
@@ -77,7 +84,37 @@ const MAX_BATCH: usize = 256;
 /// Events waiting for the writer before callers are made to wait.
 const QUEUE: usize = 4096;
 
+/// Events kept for the sink after it failed (they are in the store; the sink gets them, in
+/// order, before anything newer). Past this, the oldest are given up and the files show a gap.
+const MAX_UNSYNCED: usize = 100_000;
+
 type Done = tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>;
+
+/// Signs checkpoint statements: returns the key id and the signature (base64url).
+pub type CheckpointSigner = dyn Fn(&[u8]) -> Result<(String, String), String> + Send + Sync;
+
+/// The signed checkpoints of the chain head.
+#[derive(Clone)]
+pub struct Checkpoints {
+    /// How often the head is signed (only when events were written since the last one).
+    pub interval: Duration,
+    /// The broker's signing key.
+    pub sign: Arc<CheckpointSigner>,
+}
+
+/// Checks a checkpoint signature against the keys of `keys`: `None` for an unknown `kid`.
+pub fn key_ring_verifies(
+    keys: &crate::keys::KeyRing,
+    kid: &str,
+    message: &[u8],
+    sig: &str,
+) -> Option<bool> {
+    let key = keys.get(kid)?;
+    Some(
+        jsonwebtoken::crypto::verify(sig, message, key.decoding(), jsonwebtoken::Algorithm::EdDSA)
+            .unwrap_or(false),
+    )
+}
 
 /// Records audit events: chained into the store (the durable trail), copied to the export
 /// and the structured log.
@@ -97,6 +134,8 @@ struct AuditorInner {
     metrics: std::sync::Arc<Metrics>,
     store: std::sync::Arc<dyn crate::store::GrantStore>,
     export: Option<std::sync::Arc<Export>>,
+    sink: Option<Arc<sink::Sink>>,
+    checkpoints: Option<Checkpoints>,
     /// Started on first use, inside the runtime.
     writer: tokio::sync::OnceCell<tokio::sync::mpsc::Sender<(AuditEvent, Done)>>,
 }
@@ -117,14 +156,34 @@ impl Auditor {
         export: Option<Export>,
         metrics: std::sync::Arc<Metrics>,
     ) -> Self {
+        Self::durable(store, export, metrics, None, None)
+    }
+
+    /// An auditor writing to `store` and then to `sink` (when given) before it answers,
+    /// signing the chain head as `checkpoints` says (when given), copying to `export`,
+    /// counting into `metrics`.
+    pub fn durable(
+        store: std::sync::Arc<dyn crate::store::GrantStore>,
+        export: Option<Export>,
+        metrics: std::sync::Arc<Metrics>,
+        sink: Option<sink::Sink>,
+        checkpoints: Option<Checkpoints>,
+    ) -> Self {
         Self {
             inner: std::sync::Arc::new(AuditorInner {
                 metrics,
                 store,
                 export: export.map(std::sync::Arc::new),
+                sink: sink.map(Arc::new),
+                checkpoints,
                 writer: tokio::sync::OnceCell::new(),
             }),
         }
+    }
+
+    /// The durable sink, if any.
+    pub fn sink(&self) -> Option<&sink::Sink> {
+        self.inner.sink.as_deref()
     }
 
     /// The metrics this auditor counts into (recorded events by kind, failed appends,
@@ -138,7 +197,8 @@ impl Auditor {
         self.inner.metrics.clone()
     }
 
-    /// Chains and records one event; returns once it is in the store. Inside a request
+    /// Chains and records one event; returns once it is in the store and the durable sink
+    /// (an error otherwise, and the caller refuses). Inside a request
     /// ([`in_request`]) the event's `data` gets that request's `request_id`.
     pub async fn record(&self, mut event: AuditEvent) -> Result<(), crate::store::StoreError> {
         if let Ok(id) = REQUEST_ID.try_with(|id| id.clone()) {
@@ -154,9 +214,13 @@ impl Auditor {
             .get_or_init(|| async {
                 let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
                 tokio::spawn(write_loop(
-                    self.inner.store.clone(),
-                    self.inner.export.clone(),
-                    self.inner.metrics.clone(),
+                    Writer {
+                        store: self.inner.store.clone(),
+                        export: self.inner.export.clone(),
+                        metrics: self.inner.metrics.clone(),
+                        sink: self.inner.sink.clone(),
+                        checkpoints: self.inner.checkpoints.clone(),
+                    },
                     rx,
                 ));
                 tx
@@ -168,25 +232,66 @@ impl Auditor {
     }
 }
 
-/// The writer task: takes what is waiting (up to [`MAX_BATCH`]), chains it onto the head,
-/// appends it in one round trip, answers every caller. Ends when every `Auditor` is gone.
-async fn write_loop(
+/// What the writer task writes to.
+struct Writer {
     store: std::sync::Arc<dyn crate::store::GrantStore>,
     export: Option<std::sync::Arc<Export>>,
     metrics: std::sync::Arc<Metrics>,
-    mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, Done)>,
-) {
+    sink: Option<Arc<sink::Sink>>,
+    checkpoints: Option<Checkpoints>,
+}
+
+/// The writer task: takes what is waiting (up to [`MAX_BATCH`]), chains it onto the head,
+/// appends it to the store in one round trip, writes it to the sink (one fsync), answers
+/// every caller. Every checkpoint interval in which events were written, it appends a signed
+/// checkpoint of the head. Ends when every `Auditor` is gone.
+async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, Done)>) {
     let mut head: Option<ChainHead> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    // Events in the store that the sink has not taken yet (it failed): written first next time.
+    let mut unsynced: Vec<AuditEvent> = Vec::new();
+    let period = w
+        .checkpoints
+        .as_ref()
+        .map_or(Duration::from_secs(3600 * 24 * 365), |c| c.interval);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The seq of this writer's last checkpoint: no new one until events follow it.
+    let mut checkpointed = 0u64;
+    let mut written = 0u64;
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                if n == 0 {
+                    break;
+                }
+            }
+            _ = tick.tick(), if w.checkpoints.is_some() => {
+                if written == checkpointed {
+                    continue;
+                }
+                let ts = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+                let (done, _) = tokio::sync::oneshot::channel();
+                batch.push((AuditEvent::new(EventKind::AuditCheckpoint, ts as i64), done));
+            }
+        }
         let (mut events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
-        let result = append_chained(&*store, &mut head, &mut events).await;
+        let mut result = append_chained(&w, &mut head, &mut events).await;
+        if result.is_ok() {
+            result = w.to_sink(&mut unsynced, &events).await;
+        }
         if result.is_err() {
-            metrics.audit_failed(events.len() as u64);
+            w.metrics.audit_failed(events.len() as u64);
         }
         if result.is_ok() {
+            if let Some(last) = events.last() {
+                written = last.seq;
+                if last.event == EventKind::AuditCheckpoint {
+                    checkpointed = last.seq;
+                }
+            }
             for e in &events {
-                metrics.audit_event(e.event.as_str());
+                w.metrics.audit_event(e.event.as_str());
                 // Subjects come from identity providers, repositories and denials from
                 // requests: inert text in the log, whatever the log's format.
                 tracing::info!(
@@ -199,7 +304,7 @@ async fn write_loop(
                     denial = e.denial.as_deref().map(clean).as_deref(),
                     "audit"
                 );
-                if let Some(x) = &export {
+                if let Some(x) = &w.export {
                     x.write(e);
                 }
             }
@@ -211,13 +316,54 @@ async fn write_loop(
     }
 }
 
+impl Writer {
+    /// Writes `events` to the sink after whatever it missed before; keeps them for the next
+    /// time if it fails. The events are in the store already: a failure here means the
+    /// decisions they record are refused, and the sink still gets them, in chain order.
+    async fn to_sink(
+        &self,
+        unsynced: &mut Vec<AuditEvent>,
+        events: &[AuditEvent],
+    ) -> Result<(), crate::store::StoreError> {
+        let Some(sink) = &self.sink else {
+            return Ok(());
+        };
+        let written = if unsynced.is_empty() {
+            sink.write(events).await
+        } else {
+            unsynced.extend_from_slice(events);
+            sink.write(unsynced).await
+        };
+        match written {
+            Ok(()) => {
+                unsynced.clear();
+                Ok(())
+            }
+            Err(e) => {
+                if unsynced.is_empty() {
+                    unsynced.extend_from_slice(events);
+                }
+                if unsynced.len() > MAX_UNSYNCED {
+                    let lost = unsynced.len() - MAX_UNSYNCED;
+                    unsynced.drain(..lost);
+                    tracing::error!(target: "audit", lost, "audit sink still failing: the oldest events it missed are given up; the files will show the gap");
+                }
+                tracing::error!(target: "audit", error = %e, events = events.len(), "audit events not written to the sink; refusing");
+                Err(crate::store::StoreError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
 /// Chains `events` onto the head, each on its kind's lane, and appends them, re-reading the
-/// head when another replica wrote first.
+/// head when another replica wrote first. A checkpoint event gets the signature of the head
+/// it follows.
 async fn append_chained(
-    store: &dyn crate::store::GrantStore,
+    w: &Writer,
     head: &mut Option<ChainHead>,
     events: &mut [AuditEvent],
 ) -> Result<(), crate::store::StoreError> {
+    let store = &*w.store;
     let started = std::time::Instant::now();
     let mut conflicts = 0u32;
     while started.elapsed() < CHAIN_PATIENCE {
@@ -232,6 +378,9 @@ async fn append_chained(
         for e in events.iter_mut() {
             let lane = e.event.lane();
             e.lane = Some(lane);
+            if e.event == EventKind::AuditCheckpoint {
+                sign_checkpoint(w.checkpoints.as_ref(), &next, e)?;
+            }
             e.seq = next.seq + 1;
             e.prev = next.hash(lane).to_owned();
             e.hash = chain_hash(e);
@@ -260,6 +409,26 @@ async fn append_chained(
     Err(crate::store::StoreError::Unavailable(
         "audit chain contended; event not recorded".into(),
     ))
+}
+
+/// Fills a checkpoint event with the signed statement of `head` (the head it follows).
+fn sign_checkpoint(
+    checkpoints: Option<&Checkpoints>,
+    head: &ChainHead,
+    e: &mut AuditEvent,
+) -> Result<(), crate::store::StoreError> {
+    let unsigned = |why: String| {
+        crate::store::StoreError::Unavailable(format!("audit checkpoint not signed: {why}"))
+    };
+    let c = checkpoints.ok_or_else(|| unsigned("no signing key".into()))?;
+    let (kid, sig) = (c.sign)(checkpoint_message(head, e.ts).as_bytes()).map_err(unsigned)?;
+    Checkpoint {
+        head: head.clone(),
+        kid,
+        sig,
+    }
+    .fill(e);
+    Ok(())
 }
 
 /// A pause after the `n`th lost race in a row: a yield at first, then up to `n` ms, random.

@@ -10,6 +10,7 @@ use axum::extract::FromRef;
 
 use crate::admin::{AdminApi, AdminPolicy};
 use crate::clock::{Clock, SystemClock};
+use crate::compile::AuditSetup;
 use crate::compile::{Compiled, Settings};
 use crate::config::{ServerConfig, StoreKind};
 use crate::devissuer::{self, DevIssuer};
@@ -21,8 +22,11 @@ use crate::introspection::{IntrospectionAuth, IntrospectionGate};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
+use crate::ratelimit::Backend;
 use crate::ratelimit::Limits;
-use crate::recorder::{Auditor, Export};
+use crate::ratelimit::redis::{RedisGcra, Target};
+use crate::recorder::sink::{Sink, SinkError, SinkTarget};
+use crate::recorder::{Auditor, Checkpoints, Export};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, Topology};
 use crate::store::timed::TimedStore;
@@ -143,40 +147,81 @@ impl AppState {
         self
     }
 
-    /// State for `jit-broker serve`: opens what `compiled` names (keys, store, export).
+    /// State for `jit-broker serve`: opens what `compiled` names (keys, store, audit sink,
+    /// export).
     pub fn open(compiled: Compiled) -> Result<Self, StartError> {
         let keys = KeyRing::load_dir(&compiled.keys_dir)?;
-        let config = &compiled.store;
-        let store: Arc<dyn GrantStore> = match config.kind {
-            StoreKind::Memory => Arc::new(MemoryStore::with_retention(retention(config))),
-            StoreKind::Redis => {
-                let topology = if config.cluster.is_empty() {
-                    let url = config
-                        .url
-                        .clone()
-                        .ok_or_else(|| StartError::Config("store.url is missing".into()))?;
-                    Topology::Single(url)
-                } else {
-                    Topology::Cluster(config.cluster.clone())
-                };
-                Arc::new(
-                    RedisStore::new(topology, config.prefix.clone(), config.audit_max_events)
-                        .with_retention(retention(config)),
-                )
-            }
-        };
+        let store = open_store(&compiled.store)?;
+        // With Redis, the rate limits live there too (their own connection), shared by every
+        // replica; with the memory store, in this process.
+        let limits = open_limits(&compiled.store);
         let export = Self::audit_export(compiled.export.as_deref())?;
-        Ok(Self::new(
-            compiled.settings,
-            keys,
-            store,
-            Arc::new(SystemClock),
+        let audit = compiled.audit.clone();
+        let state = Self::new(compiled.settings, keys, store, Arc::new(SystemClock), None)
+            .with_durable_audit(&audit, export)?
+            .with_access(compiled.verifier, compiled.policy, compiled.exchange)
+            .with_admins(compiled.admins)
+            .with_gateway(compiled.gateway)
+            .with_server(compiled.server, compiled.introspection);
+        Ok(match limits {
+            Some(backend) => state.with_limits_in(backend),
+            None => state,
+        })
+    }
+
+    /// The same state keeping its rate limits in `backend` (shared by every replica using
+    /// it), with the limits of its `[exchange.rate_limit]`.
+    pub fn with_limits_in(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.limits = Arc::new(Limits::shared(
+            &self.exchange.rate_limit,
+            self.audit.metrics(),
+            backend,
+        ));
+        self
+    }
+
+    /// The same state recording into the durable sink `audit` names (opened here: a sink
+    /// that cannot be opened stops the start) before answering, with signed checkpoints of
+    /// the chain head, and copying to `export`.
+    pub fn with_durable_audit(
+        mut self,
+        audit: &AuditSetup,
+        export: Option<Export>,
+    ) -> Result<Self, StartError> {
+        let failed = |e: SinkError| StartError::Config(format!("audit.sink: {e}"));
+        let sink = match Sink::open(audit.sink.clone()) {
+            Err(SinkError::ReplicaInUse { .. }) if !audit.replica_given => {
+                // The host name is taken by another broker on this host: this process's own
+                // name, then.
+                let mut target = audit.sink.clone();
+                if let SinkTarget::File { replica, .. } = &mut target {
+                    replica.push_str(&format!("-{}", std::process::id()));
+                }
+                Sink::open(target).map_err(failed)?
+            }
+            other => other.map_err(failed)?,
+        };
+        if let SinkTarget::File { dir, replica, .. } = sink.target() {
+            tracing::info!(dir = %dir.display(), replica = %replica, "audit events are written to files here, fsynced before each answer");
+        }
+        let signer = self.signer.clone();
+        let checkpoints = Checkpoints {
+            interval: audit.checkpoint_interval,
+            sign: Arc::new(move |message: &[u8]| {
+                let key = signer.keys().signer();
+                jsonwebtoken::crypto::sign(message, key.encoding(), jsonwebtoken::Algorithm::EdDSA)
+                    .map(|sig| (key.kid().to_owned(), sig))
+                    .map_err(|e| e.to_string())
+            }),
+        };
+        self.audit = Auditor::durable(
+            self.store.clone(),
             export,
-        )
-        .with_access(compiled.verifier, compiled.policy, compiled.exchange)
-        .with_admins(compiled.admins)
-        .with_gateway(compiled.gateway)
-        .with_server(compiled.server, compiled.introspection))
+            self.audit.metrics(),
+            Some(sink),
+            Some(checkpoints),
+        );
+        Ok(self)
     }
 
     /// State for `jit-broker dev`: memory store, a fresh in-memory key, everything local,
@@ -213,6 +258,17 @@ impl AppState {
         Ok(state)
     }
 
+    /// The keys and the store `compiled` names, and nothing else (no sink, no listener): what
+    /// `audit verify` reads while the broker runs.
+    pub fn open_store_only(
+        compiled: Compiled,
+    ) -> Result<(KeyRing, Arc<dyn GrantStore>), StartError> {
+        Ok((
+            KeyRing::load_dir(&compiled.keys_dir)?,
+            open_store(&compiled.store)?,
+        ))
+    }
+
     /// The audit export named by the config, opened.
     pub fn audit_export(export: Option<&str>) -> Result<Option<Export>, StartError> {
         match export {
@@ -228,6 +284,39 @@ impl AppState {
     pub fn load_keys(dir: &Path) -> Result<KeyRing, StartError> {
         Ok(KeyRing::load_dir(dir)?)
     }
+}
+
+/// The store `config` names (connects on first use).
+fn open_store(config: &crate::config::StoreConfig) -> Result<Arc<dyn GrantStore>, StartError> {
+    Ok(match config.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::with_retention(retention(config))),
+        StoreKind::Redis => {
+            let topology = if config.cluster.is_empty() {
+                let url = config
+                    .url
+                    .clone()
+                    .ok_or_else(|| StartError::Config("store.url is missing".into()))?;
+                Topology::Single(url)
+            } else {
+                Topology::Cluster(config.cluster.clone())
+            };
+            Arc::new(
+                RedisStore::new(topology, config.prefix.clone(), config.audit_max_events)
+                    .with_retention(retention(config)),
+            )
+        }
+    })
+}
+
+/// Where the rate limits live when `config` names Redis: there, on their own connection
+/// (`None`: in this process).
+fn open_limits(config: &crate::config::StoreConfig) -> Option<Arc<dyn Backend>> {
+    let target = match config.kind {
+        StoreKind::Memory => return None,
+        StoreKind::Redis if config.cluster.is_empty() => Target::Single(config.url.clone()?),
+        StoreKind::Redis => Target::Cluster(config.cluster.clone()),
+    };
+    Some(Arc::new(RedisGcra::new(target, config.prefix.clone())))
 }
 
 /// The audit trail's budgets of `[store]`.

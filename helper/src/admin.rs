@@ -196,17 +196,17 @@ impl AdminClient {
         .into()
     }
 
-    /// One page of live grants passing `filter` (its filters; `offset` and `limit` are
+    /// One page of live grants passing `filter` (its filters; `cursor` and `limit` are
     /// the arguments').
     pub async fn grant_page(
         &self,
         filter: &GrantsQuery,
-        offset: usize,
+        cursor: Option<String>,
         limit: usize,
     ) -> Result<GrantPage, AdminError> {
         let url = format!("{}/v1/grants", self.base());
         let query = GrantsQuery {
-            offset,
+            cursor,
             limit: Some(limit),
             ..filter.clone()
         };
@@ -216,38 +216,38 @@ impl AdminClient {
             .map_err(|e| Self::protocol(&url, format!("bad grant page: {e}")))
     }
 
-    /// Every live grant passing `filter`'s filters (at most `limit`), following
-    /// `next_offset`; and how many pass it in all.
+    /// Live grants passing `filter`'s filters (at most `limit`), following `next_cursor`
+    /// (a page may be short, even empty, and still have one); and whether more match.
     pub async fn grants(
         &self,
         filter: &GrantsQuery,
         limit: Option<usize>,
-    ) -> Result<(Vec<GrantInfo>, usize), AdminError> {
+    ) -> Result<(Vec<GrantInfo>, bool), AdminError> {
         let mut out = Vec::new();
-        let mut offset = 0;
+        let mut cursor: Option<String> = None;
         loop {
             let want = limit.map_or(MAX_GRANT_PAGE, |l| (l - out.len()).min(MAX_GRANT_PAGE));
-            let page = self.grant_page(filter, offset, want).await?;
+            let page = self.grant_page(filter, cursor.clone(), want).await?;
             out.extend(page.grants);
             if let Some(l) = limit {
                 out.truncate(l);
             }
-            match page.next_offset {
-                Some(_) if limit.is_some_and(|l| out.len() >= l) => return Ok((out, page.total)),
-                // A page that does not advance would loop for ever.
-                Some(next) if next > offset => offset = next,
-                Some(next) => {
+            match page.next_cursor {
+                Some(_) if limit.is_some_and(|l| out.len() >= l) => return Ok((out, true)),
+                // A cursor that does not move would loop for ever.
+                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
                     return Err(Self::protocol(
                         &format!("{}/v1/grants", self.base()),
-                        format!("paging went from offset {offset} to {next}"),
+                        "paging returned the same cursor twice",
                     ));
                 }
-                None => return Ok((out, page.total)),
+                Some(next) => cursor = Some(next),
+                None => return Ok((out, false)),
             }
         }
     }
 
-    /// Revokes; the broker's count of live grants ended.
+    /// Revokes; the broker's answer (in force when it comes).
     pub async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeResponse, AdminError> {
         let url = format!("{}/v1/revoke", self.base());
         let (_, body) = self
@@ -388,11 +388,11 @@ mod tests {
             .map(|(_, v)| v)
     }
 
-    /// Serves 5 grants two at a time.
+    /// Serves 5 grants two at a time; its cursors are `at<offset>`.
     fn grant_server() -> TestServer {
         TestServer::start(|r| {
-            let off: usize = param(&r.target, "offset")
-                .and_then(|v| v.parse().ok())
+            let off: usize = param(&r.target, "cursor")
+                .and_then(|v| v.strip_prefix("at").and_then(|n| n.parse().ok()))
                 .unwrap_or(0);
             let lim: usize = param(&r.target, "limit")
                 .and_then(|v| v.parse().ok())
@@ -400,9 +400,9 @@ mod tests {
                 .min(2);
             let end = (off + lim).min(5);
             let grants: Vec<_> = (off..end).map(grant).collect();
-            let mut page = json!({"grants": grants, "total": 5});
+            let mut page = json!({"grants": grants});
             if end < 5 {
-                page["next_offset"] = json!(end);
+                page["next_cursor"] = json!(format!("at{end}"));
             }
             Reply::json(200, page)
         })
@@ -417,15 +417,15 @@ mod tests {
             issuer: Some("corp".into()),
             ..GrantsQuery::default()
         };
-        let (grants, total) = admin(&srv).grants(&filter, None).await.expect("grants");
-        assert_eq!((grants.len(), total), (5, 5));
+        let (grants, more) = admin(&srv).grants(&filter, None).await.expect("grants");
+        assert_eq!((grants.len(), more), (5, false));
         assert_eq!(grants[4].jti, "j4");
         let seen = srv.seen();
         assert_eq!(seen.len(), 3);
-        // Byte for byte what the helper has always sent.
+        // Byte for byte: the first page has no cursor.
         assert_eq!(
             seen[0].target,
-            "/v1/grants?subject=alice%40example.com&repo=acme%2Fapi&issuer=corp&offset=0&limit=1000"
+            "/v1/grants?subject=alice%40example.com&repo=acme%2Fapi&issuer=corp&limit=1000"
         );
         let first = &seen[0];
         assert_eq!(first.method, "GET");
@@ -439,21 +439,18 @@ mod tests {
         assert_eq!(param(&first.target, "issuer").as_deref(), Some("corp"));
         assert_eq!(param(&first.target, "role"), None);
         assert_eq!(param(&first.target, "limit").as_deref(), Some("1000"));
-        let offsets: Vec<_> = seen.iter().map(|r| param(&r.target, "offset")).collect();
-        assert_eq!(
-            offsets,
-            [Some("0".into()), Some("2".into()), Some("4".into())]
-        );
+        let cursors: Vec<_> = seen.iter().map(|r| param(&r.target, "cursor")).collect();
+        assert_eq!(cursors, [None, Some("at2".into()), Some("at4".into())]);
     }
 
     #[tokio::test]
     async fn grants_stops_at_the_limit() {
         let srv = grant_server();
-        let (grants, total) = admin(&srv)
+        let (grants, more) = admin(&srv)
             .grants(&GrantsQuery::default(), Some(3))
             .await
             .expect("grants");
-        assert_eq!((grants.len(), total), (3, 5));
+        assert_eq!((grants.len(), more), (3, true));
         let limits: Vec<_> = srv
             .seen()
             .iter()
@@ -465,19 +462,23 @@ mod tests {
     #[tokio::test]
     async fn paging_that_does_not_advance_is_an_error_not_a_loop() {
         let srv = TestServer::start(|_| {
-            Reply::json(
-                200,
-                json!({"grants": [grant(0)], "total": 9, "next_offset": 0}),
-            )
+            Reply::json(200, json!({"grants": [grant(0)], "next_cursor": "same"}))
         });
         let e = admin(&srv)
             .grants(&GrantsQuery::default(), None)
             .await
             .expect_err("loop");
-        assert!(
-            e.to_string().contains("paging went from offset 0 to 0"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("same cursor twice"), "{e}");
+        // An empty page with a cursor is followed, not taken for the end.
+        let srv = TestServer::start(|r| match param(&r.target, "cursor") {
+            None => Reply::json(200, json!({"grants": [], "next_cursor": "more"})),
+            Some(_) => Reply::json(200, json!({"grants": [grant(7)]})),
+        });
+        let (grants, more) = admin(&srv)
+            .grants(&GrantsQuery::default(), None)
+            .await
+            .expect("grants");
+        assert_eq!((grants.len(), more), (1, false));
         let srv = TestServer::start(|_| Reply {
             status: 200,
             headers: vec![("x-next-after-seq".into(), "0".into())],
@@ -495,7 +496,7 @@ mod tests {
         let srv = TestServer::start(|_| {
             Reply::json(
                 200,
-                json!({"revoked": 3, "target": "subject alice@example.com"}),
+                json!({"at_most": 3, "target": "subject alice@example.com", "tidy_pending": true}),
             )
         });
         let req = RevokeRequest {
@@ -504,7 +505,7 @@ mod tests {
             reason: "INC-7 laptop stolen".into(),
         };
         let got = admin(&srv).revoke(&req).await.expect("revoked");
-        assert_eq!(got.revoked, 3);
+        assert_eq!((got.at_most, got.tidy_pending), (3, true));
         let post = &srv.seen()[0];
         assert_eq!(
             (post.method.as_str(), post.target.as_str()),

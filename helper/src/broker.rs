@@ -10,6 +10,8 @@ use jit_proto::exchange::{ExchangeRequest, SubjectTokenType, TokenResponse, Ttl}
 use jit_proto::{RefPattern, Scope, Secret};
 use reqwest::{StatusCode, Url};
 
+use crate::retry::{self, RetryPolicy};
+
 /// Clock skew beyond which the helper warns (seconds).
 pub const MAX_SKEW_SECS: i64 = 60;
 
@@ -173,6 +175,7 @@ pub struct BrokerClient {
     base: Url,
     http: reqwest::Client,
     clock: fn() -> i64,
+    retry: RetryPolicy,
 }
 
 impl BrokerClient {
@@ -182,7 +185,43 @@ impl BrokerClient {
             base: parse_base(base)?,
             http,
             clock: now,
+            retry: RetryPolicy::default(),
         })
+    }
+
+    /// Replaces the retry policy (tests; `RetryPolicy::none()` to never retry).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sends the request `make` builds, again after a 429 or a 503 as the retry policy
+    /// allows (honouring `Retry-After`); any other answer, or a network error, at once.
+    async fn send(
+        &self,
+        url: &str,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, BrokerError> {
+        let started = std::time::Instant::now();
+        let mut tries = 0;
+        loop {
+            let resp = make()
+                .send()
+                .await
+                .map_err(|e| Self::unreachable(url, &e))?;
+            tries += 1;
+            if !retry::retryable(resp.status()) {
+                return Ok(resp);
+            }
+            let asked = retry::retry_after(
+                header(resp.headers(), "retry-after").as_deref(),
+                SystemTime::now(),
+            );
+            match self.retry.wait(tries, started.elapsed(), asked) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Ok(resp),
+            }
+        }
     }
 
     /// Replaces the clock (tests).
@@ -222,12 +261,7 @@ impl BrokerClient {
     /// Fetches the broker's metadata.
     pub async fn metadata(&self) -> Result<ServerMetadata, BrokerError> {
         let url = format!("{}/.well-known/oauth-authorization-server", self.base());
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| Self::unreachable(&url, &e))?;
+        let resp = self.send(&url, || self.http.get(&url)).await?;
         let status = resp.status();
         if !status.is_success() {
             return Err(BrokerError::Protocol {
@@ -283,13 +317,7 @@ impl BrokerClient {
             )
         }
         .to_form();
-        let resp = self
-            .http
-            .post(&url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| Self::unreachable(&url, &e))?;
+        let resp = self.send(&url, || self.http.post(&url).form(&form)).await?;
         let now = (self.clock)();
         let skew = skew(resp.headers(), now);
         let status = resp.status();
@@ -556,7 +584,8 @@ mod tests {
         let srv = TestServer::start(move |_| reply());
         let b = BrokerClient::new(&srv.url, client())
             .expect("ok")
-            .with_clock(|| 784_111_777);
+            .with_clock(|| 784_111_777)
+            .with_retry(RetryPolicy::none());
         let tok = Secret::new("idt");
         let scope = Scope::parse("repo:acme/api:read").expect("scope");
         b.exchange(&md(&srv.url), &ask(&tok, &scope, &[]))
@@ -635,6 +664,106 @@ mod tests {
         })
         .await;
         assert!(matches!(e, BrokerError::Protocol { .. }), "{e:?}");
+    }
+
+    fn granted() -> Reply {
+        Reply::json(
+            200,
+            json!({"access_token": "brk", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "token_type": "Bearer", "expires_in": 1800, "scope": "repo:acme/api:read", "jti": "j1"}),
+        )
+    }
+
+    /// Answers the exchange with `first` for the first `n` requests, then with a grant.
+    fn refusing(n: usize, first: fn() -> Reply) -> TestServer {
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        TestServer::start(move |_| {
+            if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                first()
+            } else {
+                granted()
+            }
+        })
+    }
+
+    /// The default policy with millisecond jitter, so the tests do not wait for seconds.
+    fn quick() -> RetryPolicy {
+        RetryPolicy {
+            backoff: std::time::Duration::from_millis(5),
+            backoff_cap: std::time::Duration::from_millis(20),
+            ..RetryPolicy::default()
+        }
+    }
+
+    async fn exchange_on(srv: &TestServer, retry: RetryPolicy) -> Result<Granted, BrokerError> {
+        let b = BrokerClient::new(&srv.url, client())
+            .expect("ok")
+            .with_retry(retry);
+        let tok = Secret::new("idt");
+        let scope = Scope::parse("repo:acme/api:read").expect("scope");
+        b.exchange(&md(&srv.url), &ask(&tok, &scope, &[])).await
+    }
+
+    #[tokio::test]
+    async fn a_429_or_503_is_retried_after_retry_after() {
+        let srv = refusing(2, || {
+            Reply::json(429, json!({"error": "slow_down"})).with("retry-after", "0")
+        });
+        let g = exchange_on(&srv, quick())
+            .await
+            .expect("granted on the third try");
+        assert_eq!(g.response.access_token.expose(), "brk");
+        assert_eq!(srv.seen().len(), 3);
+        // The same identity each time: the form is sent again whole.
+        assert!(
+            srv.seen()
+                .iter()
+                .all(|r| r.form("subject_token").as_deref() == Some("idt"))
+        );
+
+        let srv = refusing(1, || {
+            Reply::json(503, json!({"error": "temporarily_unavailable"}))
+                .with("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")
+        });
+        exchange_on(&srv, quick())
+            .await
+            .expect("granted on the second try");
+        assert_eq!(srv.seen().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_never_retried() {
+        for reply in [
+            (|| Reply::json(400, json!({"error": "invalid_scope"}))) as fn() -> Reply,
+            || Reply::json(403, json!({"error": "access_denied"})),
+            || Reply::json(500, json!({"error": "server_error"})),
+            || Reply::json(502, json!({"error": "bad_gateway"})).with("retry-after", "0"),
+        ] {
+            let srv = refusing(1, reply);
+            assert!(exchange_on(&srv, quick()).await.is_err());
+            assert_eq!(srv.seen().len(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_in_tries_and_time() {
+        let srv = refusing(usize::MAX, || {
+            Reply::json(429, json!({"error": "slow_down"})).with("retry-after", "0")
+        });
+        let e = exchange_on(&srv, quick())
+            .await
+            .expect_err("always refused");
+        assert!(matches!(e, BrokerError::RateLimited { .. }), "{e:?}");
+        assert_eq!(srv.seen().len(), 4, "four tries at most");
+
+        // A wait past the budget is not made: the refusal is answered at once.
+        let srv = refusing(usize::MAX, || {
+            Reply::json(429, json!({"error": "slow_down"})).with("retry-after", "3600")
+        });
+        let e = exchange_on(&srv, RetryPolicy::default())
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains("retry after 3600"), "{e}");
+        assert_eq!(srv.seen().len(), 1);
     }
 
     #[tokio::test]

@@ -12,6 +12,9 @@
 //! - [`oidc`], [`login`]: the OpenID relying party on `openidconnect` — discovery, device
 //!   login, refresh, ID-token validation.
 //! - [`identity`]: which subject token to exchange (CI platform, token file, login session).
+//! - [`tls`]: the HTTP client's TLS, reading the system trust store only on a first TLS
+//!   handshake (a loopback `http://` broker never pays for it).
+//! - [`retry`]: when to ask the broker again (429 and 503 only, `Retry-After`, jitter, bounded).
 //! - [`broker`]: the broker's HTTP interface (metadata, RFC 8693 exchange).
 //! - [`credential`]: `git-credential-jit get/store/erase`.
 //! - [`admin`], [`table`], [`export`]: `git jit admin`: the admin API client, tables by display
@@ -33,8 +36,10 @@ pub mod login;
 pub mod oidc;
 pub mod origin;
 pub mod protocol;
+pub mod retry;
 pub mod session;
 pub mod table;
+pub mod tls;
 
 #[cfg(test)]
 pub(crate) mod arbitrary;
@@ -61,7 +66,14 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 /// Redirects are never followed: a redirected token request would carry an identity token to
 /// wherever the redirect points (a 307 keeps the method and the body).
 pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder();
+    // The trust store is read on the first TLS handshake, not here (see `tls`). A provider
+    // without safe protocol versions cannot happen with ring; reqwest's own setup then.
+    let builder = match tls::client_config() {
+        Ok(config) => builder.tls_backend_preconfigured(config),
+        Err(_) => builder,
+    };
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("git-jit/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))

@@ -32,7 +32,7 @@ pub enum AdminQueryError {
     Format(String),
 }
 
-/// `GET /v1/grants?subject=&repo=&role=&issuer=&offset=&limit=`; absent filters match all.
+/// `GET /v1/grants?subject=&repo=&role=&issuer=&cursor=&limit=`; absent filters match all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantsQuery {
@@ -48,9 +48,10 @@ pub struct GrantsQuery {
     /// Only this trusted issuer's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// How many matching grants to skip (paging).
-    #[serde(default)]
-    pub offset: usize,
+    /// Where the page starts: the `next_cursor` of the page before (absent: the oldest).
+    /// Opaque; bound to the filters it was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
     /// Page size (see [`GrantsQuery::page_size`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
@@ -180,16 +181,15 @@ pub struct GrantInfo {
     pub exp: i64,
 }
 
-/// A page of live grants.
+/// A page of live grants. The broker bounds the work of one page, so a page may hold fewer
+/// grants than asked (even none) and still have a `next_cursor`: page on until there is none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantPage {
-    /// The grants on this page, oldest first.
+    /// The grants on this page, oldest first (by issue time, then jti).
     pub grants: Vec<GrantInfo>,
-    /// How many live grants pass the filter in all.
-    pub total: usize,
-    /// The `offset` of the next page, when there is one.
+    /// The `cursor` of the next page, when the listing may hold more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_offset: Option<usize>,
+    pub next_cursor: Option<String>,
 }
 
 /// What a revocation targets.
@@ -223,13 +223,19 @@ pub struct RevokeRequest {
     pub reason: String,
 }
 
-/// The answer to a revocation.
+/// The answer to a revocation, given as soon as it is in force on every replica (before any
+/// record is tidied): what can be said in O(1), whatever the number of grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeResponse {
-    /// How many live grants it ended.
-    pub revoked: u64,
     /// What was revoked, e.g. `subject alice@example.com`.
     pub target: String,
+    /// At most this many live grants were ended: exact for one token (1, or 0 if it was not
+    /// live); for a bulk target the number of grants indexed under it, which may still count
+    /// some that had already expired or been revoked.
+    pub at_most: u64,
+    /// Whether deleting the ended grants' records is left to the broker's background tidy-up
+    /// (they are refused already).
+    pub tidy_pending: bool,
 }
 
 #[cfg(test)]
@@ -242,13 +248,13 @@ mod tests {
         let q = GrantsQuery {
             subject: Some("alice@example.com".into()),
             repo: Some("acme/api".into()),
-            offset: 200,
+            cursor: Some("YzEu".into()),
             limit: Some(100),
             ..GrantsQuery::default()
         };
         assert_eq!(
             serde_urlencoded::to_string(&q).expect("encodes"),
-            "subject=alice%40example.com&repo=acme%2Fapi&offset=200&limit=100"
+            "subject=alice%40example.com&repo=acme%2Fapi&cursor=YzEu&limit=100"
         );
         let p = AuditParams {
             from: Some("1700000000000".into()),
@@ -274,7 +280,7 @@ mod tests {
     fn bad_queries_table() {
         let g = |s: &str| serde_urlencoded::from_str::<GrantsQuery>(s).map_err(|e| e.to_string());
         let a = |s: &str| serde_urlencoded::from_str::<AuditParams>(s).map_err(|e| e.to_string());
-        assert!(g("offset=-1").is_err_and(|e| e.contains("invalid digit")));
+        assert!(g("offset=10").is_err_and(|e| e.contains("unknown field `offset`")));
         assert!(g("limit=ten").is_err_and(|e| e.contains("invalid digit")));
         assert!(a("after_seq=x").is_err_and(|e| e.contains("invalid digit")));
         let q = g("repo=acme/../x").expect("raw text parses");
@@ -309,7 +315,7 @@ mod tests {
                 repo: opt(&mut rng),
                 role: opt(&mut rng),
                 issuer: opt(&mut rng),
-                offset: rng.below(1 << 20),
+                cursor: opt(&mut rng),
                 limit: (!rng.one_in(2)).then(|| rng.below(1 << 20)),
             };
             let text = serde_urlencoded::to_string(&q).expect("encodes");

@@ -65,13 +65,16 @@ pub enum EventKind {
     /// `access.limited`: one summary of the refusals a rate limiter answered with 429 for one
     /// key (token, identity or address) since its previous summary.
     AccessLimited,
+    /// `audit.checkpoint`: the broker's signature over the chain head at that moment, written
+    /// at a fixed interval so that a trail cut short after it can be told from a complete one.
+    AuditCheckpoint,
     /// Any other kind (from a newer broker), kept verbatim.
     Other(String),
 }
 
 impl EventKind {
     /// Every kind this version knows, in a stable order.
-    pub const KNOWN: [EventKind; 9] = [
+    pub const KNOWN: [EventKind; 10] = [
         Self::GrantIssued,
         Self::GrantDenied,
         Self::GrantRevoked,
@@ -81,6 +84,7 @@ impl EventKind {
         Self::AdminAudit,
         Self::AdminDenied,
         Self::AccessLimited,
+        Self::AuditCheckpoint,
     ];
 
     /// The kind as it travels.
@@ -95,6 +99,7 @@ impl EventKind {
             Self::AdminAudit => "admin.audit",
             Self::AdminDenied => "admin.denied",
             Self::AccessLimited => "access.limited",
+            Self::AuditCheckpoint => "audit.checkpoint",
             Self::Other(s) => s,
         }
     }

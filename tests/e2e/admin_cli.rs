@@ -120,7 +120,12 @@ fn security_team_lists_revokes_and_reads_the_trail() -> Result<()> {
         )?;
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{stderr}");
-        assert!(stdout.contains("revoked 1 live grant"), "{stdout}");
+        assert!(
+            stdout.contains(
+                "revoked sub alice@example.com: in force now, at most 1 live grant ended"
+            ),
+            "{stdout}"
+        );
         let introspect = |t: String| {
             let http = http.clone();
             let url = url.clone();

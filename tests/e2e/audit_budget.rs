@@ -171,6 +171,58 @@ fn denials_of_one_token_are_budgeted_and_never_push_its_grant_out() -> Result<()
     })
 }
 
+/// The durable sink: the `grant.issued` of an exchange is in the broker's audit file when the
+/// exchange's answer arrives (nothing is awaited after it), and the files verify, checked
+/// against the store's head.
+#[test]
+fn every_event_is_in_the_audit_file_before_the_answer() -> Result<()> {
+    crate::support::run(async move {
+        let redis = RedisServer::start().await?;
+        let idp = CiIssuer::start().await?;
+        let keys = tempfile::tempdir()?;
+        generate_keys(keys.path())?;
+        let broker =
+            BrokerProcess::start(&config(keys.path(), &redis.url(), &idp.issuer(), "")).await?;
+        let id = idp
+            .token()
+            .subject("alice@example.com")
+            .claim("groups", json!(["engineering"]))
+            .sign();
+        let token = crate::support::exchange(&broker.url(), &id, "repo:acme/api:read").await?;
+        let jti = crate::support::claims_of(&token)?.jti;
+        let audit = broker
+            .config_path()
+            .parent()
+            .context("config folder")?
+            .join("audit");
+        let mut found = false;
+        for entry in std::fs::read_dir(&audit)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "jsonl") {
+                for line in std::fs::read_to_string(&path)?.lines() {
+                    let e: Value = serde_json::from_str(line)?;
+                    found |= e["event"] == "grant.issued" && e["jti"] == jti.as_str();
+                }
+            }
+        }
+        assert!(
+            found,
+            "the grant's event is in the audit file before the answer"
+        );
+        let out = std::process::Command::new(bin_path(JIT_BROKER)?)
+            .args(["audit", "verify", "--config"])
+            .arg(broker.config_path())
+            .arg("--dir")
+            .arg(&audit)
+            .output()?;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{said}");
+        assert!(said.contains("audit chain intact"), "{said}");
+        Ok(())
+    })
+}
+
 /// Even with the denial budget raised so that every one of 3,000 denials is audited, and the
 /// store keeping only 500 events per lane, the flood trims only traffic: the grant stays,
 /// the newest denials stay, and `jit-broker audit verify` finds both chains intact.
@@ -232,7 +284,18 @@ fn a_traffic_flood_trims_only_traffic_and_the_chain_verifies() -> Result<()> {
             .filter(|e| e["event"] == "access.denied")
             .filter_map(|e| e["seq"].as_u64())
             .max();
-        assert_eq!(newest_denial, Some(3001), "the newest denials are kept");
+        // The grant (seq 1), the 3,000 denials, and any signed checkpoint the broker wrote
+        // meanwhile (every 60 s while events come).
+        let checkpoints = events
+            .iter()
+            .filter(|e| e["event"] == "audit.checkpoint")
+            .filter(|e| e["seq"].as_u64() < newest_denial)
+            .count() as u64;
+        assert_eq!(
+            newest_denial,
+            Some(3001 + checkpoints),
+            "the newest denials are kept"
+        );
 
         let out = std::process::Command::new(bin_path(JIT_BROKER)?)
             .args(["audit", "verify", "--config"])

@@ -18,6 +18,7 @@ mod harness_git;
 mod harness_oidc;
 mod harness_redis;
 mod helper_flow;
+mod ratelimit_redis;
 mod replicas;
 mod store_redis;
 mod support;

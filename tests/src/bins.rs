@@ -87,7 +87,14 @@ impl BrokerProcess {
         let mut last_err = None;
         for _ in 0..5 {
             let port = free_port()?;
-            let text = config_toml
+            // Each broker keeps its audit files in its own folder (the default, beside the
+            // keys, may be a temporary folder other tests share).
+            let audit = if config_toml.contains("[audit]") {
+                String::new()
+            } else {
+                format!("\n[audit]\ndir = \"{}/audit\"\n", placeholders::DIR)
+            };
+            let text = (config_toml.to_owned() + &audit)
                 .replace(placeholders::LISTEN, &format!("127.0.0.1:{port}"))
                 .replace(placeholders::PORT, &port.to_string())
                 .replace(placeholders::URL, &format!("http://127.0.0.1:{port}"))

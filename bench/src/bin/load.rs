@@ -7,7 +7,14 @@
 //! 2. `GET /authz` decisions per second, p50/p99, with a valid token against Redis (wrk);
 //! 3. token exchanges per second, p99, with an RS256 ID token (keys cached) (wrk);
 //! 4. `git credential fill` through `git-credential-jit` with a warm cache vs.
-//!    `git credential-store` (ratio of medians).
+//!    `git credential-store` (ratio of medians);
+//! 5. a CI burst against the default limits: 2,000 exchanges of distinct CI jobs at once over
+//!    64 connections from one address (refused by limits, p99), and one identity hammering.
+//! 6. organisation scale (`JIT_BENCH_ONLY=scale`, not in the default run): for each N of
+//!    `JIT_BENCH_SCALE_N` (default 10000), N live grants made by real exchanges, then the first
+//!    page and a filtered page of `GET /v1/grants`, `/authz` while listings run, revoke one /
+//!    by repository / everything (call time, time until `/authz` refuses, tidy time), the
+//!    broker's RSS and Redis bytes per live grant.
 //!
 //! One summary line per figure on stdout; progress on stderr. Exits non-zero if a run failed
 //! (a request refused, a clone broken, a tool missing) — never because a figure is slow.
@@ -469,7 +476,7 @@ struct World {
     /// A broker token for `repo:acme/big:read`.
     read_token: String,
     work: tempfile::TempDir,
-    _idp: CiIssuer,
+    idp: CiIssuer,
     _keys: tempfile::TempDir,
     _repos: tempfile::TempDir,
 }
@@ -544,7 +551,7 @@ async fn setup(settings: Settings) -> Result<World> {
         id_token,
         read_token,
         work,
-        _idp: idp,
+        idp,
         _keys: keys,
         _repos: repos,
     })
@@ -830,6 +837,467 @@ async fn helper_phase(w: &World, report: &mut Report) -> Result<()> {
         w.settings.helper_runs,
         cold * 1e3
     ));
+    helper_cold(w, report, home.path(), &helper, &input, &jit_env, j)?;
+    Ok(())
+}
+
+/// Cold fills (an empty cache each time: discovery and an exchange at the loopback `http://`
+/// broker) against the warm median `warm`, and the files one cold helper opens.
+fn helper_cold(
+    w: &World,
+    report: &mut Report,
+    home: &Path,
+    helper: &str,
+    input: &str,
+    jit_env: &[(&str, &str)],
+    warm: f64,
+) -> Result<()> {
+    let runs = w.settings.helper_runs.min(20);
+    let mut cold = Vec::new();
+    for i in 0..runs {
+        let cache = home.join(format!("jit-cache-cold-{i}"));
+        let cache = cache.to_string_lossy().into_owned();
+        let mut env: Vec<(&str, &str)> = jit_env
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "GIT_JIT_CACHE_DIR")
+            .collect();
+        env.push(("GIT_JIT_CACHE_DIR", cache.as_str()));
+        cold.push(credential_fill(home, helper, input, &env)?.0);
+    }
+    let c = median(&mut cold);
+    // Files the helper process itself opens on a cold fill (strace, when installed).
+    let cache = home.join("jit-cache-strace");
+    let cache = cache.to_string_lossy().into_owned();
+    let mut env: Vec<(&str, &str)> = jit_env
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "GIT_JIT_CACHE_DIR")
+        .collect();
+    env.push(("GIT_JIT_CACHE_DIR", cache.as_str()));
+    let trace = home.join("helper.strace");
+    let traced = format!(
+        "!strace -f -e trace=openat,open -o {} {helper}",
+        trace.display()
+    );
+    let opened = match credential_fill(home, &traced, input, &env) {
+        Ok(_) => std::fs::read_to_string(&trace)
+            .map(|t| {
+                let files = t.lines().filter(|l| l.contains("open")).count();
+                let certs = t
+                    .lines()
+                    .filter(|l| l.contains("/etc/ssl") || l.contains("ca-certificates"))
+                    .count();
+                format!("{files} files opened, {certs} of them under the system trust store")
+            })
+            .unwrap_or_else(|_| "strace wrote nothing".into()),
+        Err(_) => "strace not available".into(),
+    };
+    report.line(format!(
+        "helper: cold git credential fill (discovery + exchange, loopback http broker) {:.2} ms vs warm {:.2} ms = {:.2}x (median of {runs}); one cold helper: {opened}",
+        c * 1e3,
+        warm * 1e3,
+        c / warm
+    ));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Organisation scale
+
+/// Repositories the scale phase spreads its grants over (`scale/r0` … ).
+const SCALE_REPOS: usize = 200;
+
+/// `redis-cli -p PORT args…`, its output trimmed.
+fn redis_cli(port: u16, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .context("running redis-cli")?;
+    ensure!(out.status.success(), "redis-cli {args:?} failed");
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn redis_num(port: u16, args: &[&str]) -> Result<u64> {
+    let text = redis_cli(port, args)?;
+    text.parse()
+        .with_context(|| format!("redis-cli {args:?} answered {text:?}"))
+}
+
+/// `used_memory` of INFO memory.
+fn redis_used_memory(port: u16) -> Result<u64> {
+    let info = redis_cli(port, &["INFO", "memory"])?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("used_memory not in INFO memory")
+}
+
+/// The `jti` claim of a broker token (its payload read without verifying: the bench made it).
+fn jti_of(token: &str) -> Result<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).context("not a JWT")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+    v["jti"].as_str().map(str::to_owned).context("no jti")
+}
+
+/// One `/authz` decision for a read of `scale/rK` with `token`: its status.
+async fn authz_status(
+    http: &reqwest::Client,
+    broker: &str,
+    token: &str,
+    repo: &str,
+) -> Result<u16> {
+    let r = http
+        .get(format!("{broker}/authz"))
+        .header("authorization", format!("Bearer {token}"))
+        .header(
+            "x-original-uri",
+            format!("/{repo}.git/info/refs?service=git-upload-pack"),
+        )
+        .header("x-original-method", "GET")
+        .send()
+        .await?;
+    Ok(r.status().as_u16())
+}
+
+/// Seconds one admin call takes, and its JSON answer.
+async fn admin_call(req: reqwest::RequestBuilder, admin: &str) -> Result<(f64, serde_json::Value)> {
+    let started = Instant::now();
+    let r = req
+        .header("authorization", format!("Bearer {admin}"))
+        .send()
+        .await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await?;
+    let secs = started.elapsed().as_secs_f64();
+    ensure!(status.is_success(), "admin call refused ({status}): {body}");
+    Ok((secs, body))
+}
+
+/// Makes `n` grants by real exchanges, `conc` at a time, spread over [`SCALE_REPOS`]
+/// repositories; returns one token per repository.
+async fn make_grants(
+    http: &reqwest::Client,
+    broker: &str,
+    id_tokens: &[String],
+    n: usize,
+) -> Result<Vec<String>> {
+    const CONC: usize = 32;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CONC {
+        let (http, broker, ids, next) = (
+            http.clone(),
+            broker.to_owned(),
+            id_tokens.to_vec(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut mine: Vec<(usize, String)> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(mine);
+                }
+                let k = i % ids.len();
+                let token = exchange(&http, &broker, &ids[k], &format!("repo:scale/r{k}:read"))
+                    .await
+                    .with_context(|| format!("exchange {i}"))?;
+                if i < ids.len() {
+                    mine.push((k, token));
+                }
+                if i % 20_000 == 0 && i > 0 {
+                    progress(format!("scale: {i} of {n} grants"));
+                }
+            }
+        }));
+    }
+    let mut per_repo = vec![String::new(); id_tokens.len()];
+    for t in tasks {
+        for (k, token) in t.await?? {
+            per_repo[k] = token;
+        }
+    }
+    Ok(per_repo)
+}
+
+/// Revokes with `body`, then asks `/authz` with `victim` (of `repo`) until it is refused.
+/// Returns (call seconds, seconds from the call's start until refused, the answer).
+async fn revoke_and_probe(
+    http: &reqwest::Client,
+    broker: &str,
+    admin: &str,
+    body: serde_json::Value,
+    victim: &str,
+    repo: &str,
+) -> Result<(f64, f64, serde_json::Value)> {
+    ensure!(
+        authz_status(http, broker, victim, repo).await? == 204,
+        "the victim's token is not live before the revocation"
+    );
+    let started = Instant::now();
+    let (call, answer) =
+        admin_call(http.post(format!("{broker}/v1/revoke")).json(&body), admin).await?;
+    for _ in 0..10_000 {
+        if authz_status(http, broker, victim, repo).await? != 204 {
+            return Ok((call, started.elapsed().as_secs_f64(), answer));
+        }
+    }
+    bail!("the revoked token was still accepted after 10,000 checks")
+}
+
+/// Waits until the tidy queue is empty; seconds waited (from `since`).
+async fn wait_tidied(port: u16, since: Instant) -> Result<f64> {
+    let deadline = Duration::from_secs(1800);
+    while since.elapsed() < deadline {
+        let jobs = redis_num(port, &["LLEN", "jit:{tidy}:jobs"])?;
+        if jobs == 0 {
+            return Ok(since.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("tidying did not finish in {} s", deadline.as_secs())
+}
+
+fn median_of(mut xs: Vec<f64>) -> f64 {
+    median(&mut xs)
+}
+
+/// `/authz` (wrk, `seconds`) while a task lists pages of grants back to back.
+async fn authz_while_listing(
+    w: &World,
+    token: &str,
+    repo: &str,
+    admin: &str,
+    seconds: u64,
+) -> Result<(WrkResult, u64)> {
+    let script = format!(
+        "wrk.method = \"GET\"\n\
+         wrk.headers[\"Authorization\"] = {}\n\
+         wrk.headers[\"X-Original-URI\"] = {}\n\
+         wrk.headers[\"X-Original-Method\"] = \"GET\"\n",
+        lua_string(&format!("Bearer {token}")),
+        lua_string(&format!("/{repo}.git/info/refs?service=git-upload-pack")),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lister = {
+        let (stop, http, url, admin) = (
+            stop.clone(),
+            jit_e2e::http_client(),
+            w.broker.url(),
+            admin.to_owned(),
+        );
+        tokio::spawn(async move {
+            let mut pages = 0u64;
+            let mut cursor: Option<String> = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut req = http
+                    .get(format!("{url}/v1/grants"))
+                    .query(&[("limit", "100")]);
+                if let Some(c) = &cursor {
+                    req = req.query(&[("cursor", c.as_str())]);
+                }
+                let (_, page) = admin_call(req, &admin).await?;
+                cursor = page["next_cursor"].as_str().map(str::to_owned);
+                pages += 1;
+            }
+            Ok::<_, anyhow::Error>(pages)
+        })
+    };
+    let r = wrk(
+        w.work.path(),
+        &format!("{}/authz", w.broker.url()),
+        &script,
+        &w.settings,
+        seconds,
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let pages = lister.await??;
+    let r = r?;
+    check_wrk("authz while listing", &r)?;
+    Ok((r, pages))
+}
+
+async fn scale_phase(w: &World, report: &mut Report) -> Result<()> {
+    let sizes: Vec<usize> = std::env::var("JIT_BENCH_SCALE_N")
+        .unwrap_or_else(|_| "10000".into())
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .with_context(|| format!("JIT_BENCH_SCALE_N: {v:?}"))
+        })
+        .collect::<Result<_>>()?;
+    let http = jit_e2e::http_client();
+    let broker = w.broker.url();
+    let port = w.redis.port();
+    let id_tokens: Vec<String> = (0..SCALE_REPOS)
+        .map(|k| {
+            w.idp
+                .github_actions(&format!("scale/r{k}"))
+                .rs256()
+                .expires_in(7200)
+                .sign()
+        })
+        .collect();
+    let admin = w
+        .idp
+        .github_actions("acme/security")
+        .claim("groups", "security")
+        .rs256()
+        .expires_in(7200)
+        .sign();
+    for n in sizes {
+        let before = redis_used_memory(port)?;
+        let made = Instant::now();
+        progress(format!("scale: making {n} grants by exchange"));
+        let tokens = make_grants(&http, &broker, &id_tokens, n).await?;
+        let make_secs = made.elapsed().as_secs_f64();
+        let after = redis_used_memory(port)?;
+        let indexed = redis_num(port, &["ZCARD", "jit:ix:{all}"])?;
+        ensure!(indexed >= n as u64, "only {indexed} of {n} grants indexed");
+        let per_grant = (after.saturating_sub(before)) as f64 / n as f64;
+        reset_peak_rss(w.broker_pid)?;
+
+        let mut first = Vec::new();
+        let mut filtered = Vec::new();
+        let mut deep = Vec::new();
+        let mut cursor = None::<String>;
+        for i in 0..7 {
+            let (t, page) = admin_call(
+                http.get(format!("{broker}/v1/grants"))
+                    .query(&[("limit", "50")]),
+                &admin,
+            )
+            .await?;
+            ensure!(
+                page["grants"].as_array().map_or(0, Vec::len) == 50,
+                "short first page"
+            );
+            first.push(t);
+            let repo = format!("scale/r{}", i % SCALE_REPOS);
+            let (t, page) = admin_call(
+                http.get(format!("{broker}/v1/grants"))
+                    .query(&[("limit", "50"), ("repo", repo.as_str())]),
+                &admin,
+            )
+            .await?;
+            ensure!(
+                page["grants"].as_array().is_some_and(|g| !g.is_empty()),
+                "empty filtered page"
+            );
+            filtered.push(t);
+            // A page deep into the listing: follow the cursor 7 pages on.
+            let mut req = http
+                .get(format!("{broker}/v1/grants"))
+                .query(&[("limit", "50")]);
+            if let Some(c) = &cursor {
+                req = req.query(&[("cursor", c.as_str())]);
+            }
+            let (t, page) = admin_call(req, &admin).await?;
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+            deep.push(t);
+        }
+        let list_rss_mb = proc_status_kb(w.broker_pid, "VmHWM:")? as f64 / 1024.0;
+        report.line(format!(
+            "scale N={n}: made in {make_secs:.1} s ({:.0}/s); GET /v1/grants?limit=50 first page {:.1} ms, \
+             filtered by repo {:.1} ms, next pages {:.1} ms (medians of 7); broker peak RSS while listing {list_rss_mb:.0} MB; \
+             Redis {per_grant:.0} B per live grant (with its audit event)",
+            n as f64 / make_secs,
+            median_of(first) * 1e3,
+            median_of(filtered) * 1e3,
+            median_of(deep) * 1e3,
+        ));
+
+        // /authz alone, then while an admin pages through the grants back to back.
+        let seconds = w.settings.seconds.min(5);
+        let script_repo = "scale/r1";
+        let idle = {
+            let script = format!(
+                "wrk.method = \"GET\"\n\
+                 wrk.headers[\"Authorization\"] = {}\n\
+                 wrk.headers[\"X-Original-URI\"] = {}\n\
+                 wrk.headers[\"X-Original-Method\"] = \"GET\"\n",
+                lua_string(&format!("Bearer {}", tokens[1])),
+                lua_string(&format!(
+                    "/{script_repo}.git/info/refs?service=git-upload-pack"
+                )),
+            );
+            let r = wrk(
+                w.work.path(),
+                &format!("{broker}/authz"),
+                &script,
+                &w.settings,
+                seconds,
+            )
+            .await?;
+            check_wrk("authz idle", &r)?;
+            r
+        };
+        let (busy, pages) =
+            authz_while_listing(w, &tokens[1], script_repo, &admin, seconds).await?;
+        report.line(format!(
+            "scale N={n}: /authz idle {} req/s p99 {:.2} ms; while listing ({pages} pages of 100 in {seconds} s) {} req/s p99 {:.2} ms",
+            thousands(idle.rps),
+            idle.p99_ms,
+            thousands(busy.rps),
+            busy.p99_ms
+        ));
+
+        // Revoke one, by repository, everything.
+        let one = tokens[2].clone();
+        let (c1, r1, _) = revoke_and_probe(
+            &http,
+            &broker,
+            &admin,
+            serde_json::json!({"by": "jti", "value": jti_of(&one)?, "reason": "bench"}),
+            &one,
+            "scale/r2",
+        )
+        .await?;
+        let (c2, r2, a2) = revoke_and_probe(
+            &http,
+            &broker,
+            &admin,
+            serde_json::json!({"by": "repo", "value": "scale/r3", "reason": "bench"}),
+            &tokens[3],
+            "scale/r3",
+        )
+        .await?;
+        let repo_tidy = wait_tidied(port, Instant::now()).await?;
+        let since = Instant::now();
+        let (c3, r3, a3) = revoke_and_probe(
+            &http,
+            &broker,
+            &admin,
+            serde_json::json!({"by": "all", "reason": "bench"}),
+            &tokens[4],
+            "scale/r4",
+        )
+        .await?;
+        let all_tidy = wait_tidied(port, since).await?;
+        let left = redis_num(port, &["ZCARD", "jit:ix:{all}"])?;
+        report.line(format!(
+            "scale N={n}: revoke one: call {:.1} ms, refused {:.1} ms after the call began; \
+             by repo (at most {}): call {:.1} ms, refused after {:.1} ms, tidied in {:.2} s; \
+             everything (at most {}): call {:.1} ms, refused after {:.1} ms, tidied in {:.1} s ({left} index entries left)",
+            c1 * 1e3,
+            r1 * 1e3,
+            a2["at_most"],
+            c2 * 1e3,
+            r2 * 1e3,
+            repo_tidy,
+            a3["at_most"],
+            c3 * 1e3,
+            r3 * 1e3,
+            all_tidy,
+        ));
+    }
     Ok(())
 }
 
@@ -858,6 +1326,151 @@ fn machine_line() -> String {
         "machine: {cores} cores, {cpu}, {mem_gb:.1} GiB RAM, load average before the run {}",
         load.join(" ")
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// CI burst (issue 11, item 5)
+
+/// Exchanges in the CI burst.
+const BURST_JOBS: usize = 2_000;
+/// Connections the burst is fired over.
+const BURST_CONNECTIONS: usize = 64;
+
+/// `config` with its `[exchange.rate_limit]` table removed (the broker's defaults apply) and
+/// its store keys under `prefix` (limits apart from the main bench broker's).
+fn with_default_limits(config: &str, prefix: &str) -> Result<String> {
+    let start = config
+        .find("[exchange.rate_limit]")
+        .context("the bench config has no [exchange.rate_limit]")?;
+    let end = config[start..]
+        .find("\n[[")
+        .map(|i| start + i + 1)
+        .context("[exchange.rate_limit] is not followed by another table")?;
+    let out = format!("{}{}", &config[..start], &config[end..]);
+    ensure!(
+        out.contains("[store]\n"),
+        "the bench config has no [store] table"
+    );
+    Ok(out.replacen("[store]\n", &format!("[store]\nprefix = \"{prefix}\"\n"), 1))
+}
+
+/// A CI matrix from one egress address against the broker's default limits: 2,000 jobs, each
+/// its own GitHub Actions run (distinct `run_id`), exchange at once over 64 connections; how
+/// many the limits refuse (target 0) and the latency. Then one job hammering: 50 exchanges
+/// with one identity, of which the per-identity limit must refuse all past its burst.
+async fn burst_phase(w: &World, report: &mut Report) -> Result<()> {
+    let config = with_default_limits(
+        &broker_config(
+            w._keys.path(),
+            &w.redis.url(),
+            &w.idp.platform_issuer("github"),
+            &w.git.base_url(),
+        ),
+        "burst",
+    )?;
+    let broker = BrokerProcess::start_with_env(
+        &config,
+        &[("JIT_BENCH_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)],
+    )
+    .await?;
+    progress(format!(
+        "burst: signing {BURST_JOBS} RS256 ID tokens (distinct run ids)"
+    ));
+    let tokens: Vec<String> = (0..BURST_JOBS)
+        .map(|i| {
+            w.idp
+                .github_actions(REPO)
+                .rs256()
+                .expires_in(3600)
+                .claim("run_id", (20_000_000_000u64 + i as u64).to_string())
+                .sign()
+        })
+        .collect();
+    let tokens = std::sync::Arc::new(tokens);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = format!("{}/oauth/token", broker.url());
+    let scope = format!("repo:{REPO}:read");
+    progress(format!(
+        "burst: {BURST_JOBS} exchanges at once over {BURST_CONNECTIONS} connections"
+    ));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..BURST_CONNECTIONS)
+        .map(|_| {
+            let (tokens, next, url, scope) =
+                (tokens.clone(), next.clone(), url.clone(), scope.clone());
+            tokio::spawn(async move {
+                // One client per worker holding one keep-alive connection.
+                let http = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .http1_only()
+                    .build()?;
+                let mut seen = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(token) = tokens.get(i) else { break };
+                    let t = Instant::now();
+                    let r = http
+                        .post(&url)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(form_body(token, &scope))
+                        .send()
+                        .await?;
+                    let status = r.status().as_u16();
+                    let _ = r.bytes().await?;
+                    seen.push((status, t.elapsed().as_secs_f64() * 1e3));
+                }
+                anyhow::Ok(seen)
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(BURST_JOBS);
+    for worker in workers {
+        answers.extend(worker.await??);
+    }
+    let took = started.elapsed().as_secs_f64();
+    let limited = answers.iter().filter(|(s, _)| *s == 429).count();
+    let granted = answers.iter().filter(|(s, _)| *s == 200).count();
+    let other = answers.len() - limited - granted;
+    let mut ms: Vec<f64> = answers.iter().map(|(_, ms)| *ms).collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+    report.line(format!(
+        "burst: {BURST_JOBS} CI exchanges (one GitHub run each) over {BURST_CONNECTIONS} connections from one address, default limits: {granted} granted, {limited} refused by limits (429), {other} other; p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; all answered in {took:.2} s ({}/s)",
+        pct(0.50),
+        pct(0.99),
+        pct(1.0),
+        thousands(answers.len() as f64 / took),
+    ));
+
+    // One job hammering: the same identity, as fast as one connection goes.
+    let hammer = w
+        .idp
+        .github_actions(REPO)
+        .rs256()
+        .expires_in(3600)
+        .claim("run_id", "30000000000")
+        .sign();
+    let http = jit_e2e::http_client();
+    let (mut passed, mut refused) = (0, 0);
+    for _ in 0..50 {
+        let r = http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&hammer, &scope))
+            .send()
+            .await?;
+        match r.status().as_u16() {
+            200 => passed += 1,
+            429 => refused += 1,
+            s => bail!("hammering identity: unexpected status {s}"),
+        }
+    }
+    report.line(format!(
+        "burst: one identity hammering, 50 exchanges back to back: {passed} granted, {refused} refused by the per-identity limit"
+    ));
+    ensure!(other == 0, "{other} burst exchanges failed otherwise");
+    drop(broker);
+    Ok(())
 }
 
 async fn run() -> Result<Report> {
@@ -893,6 +1506,15 @@ async fn run() -> Result<Report> {
     if run("helper") {
         let r = helper_phase(&world, &mut report).await;
         report.phase("helper", r);
+    }
+    if run("burst") {
+        let r = burst_phase(&world, &mut report).await;
+        report.phase("burst", r);
+    }
+    // Only when asked: it fills Redis with up to millions of grants.
+    if only.split(',').any(|p| p.trim() == "scale") {
+        let r = scale_phase(&world, &mut report).await;
+        report.phase("scale", r);
     }
     if !world.redis.is_running() {
         report.phase::<()>("redis", Err(anyhow::anyhow!("redis-server is gone")));

@@ -15,20 +15,25 @@ pub struct ExchangeConfig {
     pub rate_limit: RateLimitConfig,
 }
 
-/// `[exchange.rate_limit]`: the token-bucket limits of `POST /oauth/token`.
+/// `[exchange.rate_limit]`: the limits of `POST /oauth/token` and of the doors' refusals
+/// (GCRA: `per_minute` sustained, `burst` at once; in Redis, shared by every replica).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Exchanges per minute one verified identity may sustain. Default 30.
+    /// Exchanges per minute one verified identity may sustain: a person (issuer and
+    /// subject), or one CI job (its run, job or pod claims; not its repository). Default 30.
     #[serde(default = "default_identity_per_minute")]
     pub identity_per_minute: u32,
     /// Exchanges one identity may make in a burst. Default 10.
     #[serde(default = "default_identity_burst")]
     pub identity_burst: u32,
-    /// Requests per minute one client address may sustain (before verification). Default 120.
+    /// Requests per minute one client address may sustain (before verification): a flood
+    /// ceiling, shared by every replica, above what one replica can verify, because one
+    /// address is often a whole CI fleet's egress (docs/operations.md). Default 600,000
+    /// (10,000/s).
     #[serde(default = "default_client_per_minute")]
     pub client_per_minute: u32,
-    /// Requests one client address may make in a burst. Default 60.
+    /// Requests one client address may make at once: a 500-job matrix build. Default 500.
     #[serde(default = "default_client_burst")]
     pub client_burst: u32,
     /// Refused credentials (forged, expired, revoked tokens) per minute one client address
@@ -83,10 +88,10 @@ fn default_identity_burst() -> u32 {
     10
 }
 fn default_client_per_minute() -> u32 {
-    120
+    600_000
 }
 fn default_client_burst() -> u32 {
-    60
+    500
 }
 
 impl Default for RateLimitConfig {

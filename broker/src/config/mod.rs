@@ -110,14 +110,103 @@ pub struct Config {
     pub server: ServerConfig,
 }
 
-/// `[audit]`: the SIEM export. Events are always chained into the store; this copies each
-/// one, as a JSON line of the schema in docs/audit.md, once it is recorded.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[audit]`: the durable sink every event reaches before its decision is answered, the
+/// signed checkpoints of the chain head, and the SIEM export.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// `stdout`, or a file path to append to. Unset: no export.
+    /// `stdout`, or a file path to append to: a copy of each event as a JSON line of the
+    /// schema in docs/audit.md, for a SIEM (not synced). Unset: no export.
     #[serde(default)]
     pub export: Option<String>,
+    /// The durable sink: `file` (default; per-replica append-only JSON-lines files, fsynced
+    /// before any answer), `syslog` (`/dev/log`, authpriv) or `stdout`.
+    #[serde(default)]
+    pub sink: AuditSinkKind,
+    /// The folder of the audit files (created 0700). Default: `audit` beside
+    /// `broker.keys_dir`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// This replica's name in its file names (letters, digits, `.`, `_`, `-`). Default: the
+    /// host name; with the process id appended when another broker already writes under
+    /// it in the same folder.
+    #[serde(default)]
+    pub replica: Option<String>,
+    /// A new file starts once the current one holds this many MiB. Default 128.
+    #[serde(default = "default_rotate_mib")]
+    pub rotate_mib: u64,
+    /// Seconds between signed checkpoints of the chain head (written only when events
+    /// followed the last one). Default 60.
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            export: None,
+            sink: AuditSinkKind::default(),
+            dir: None,
+            replica: None,
+            rotate_mib: default_rotate_mib(),
+            checkpoint_secs: default_checkpoint_secs(),
+        }
+    }
+}
+
+/// `audit.sink`: where the durable copy of the trail goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSinkKind {
+    /// Per-replica append-only JSON-lines files, group-committed fsync, rotated by size.
+    #[default]
+    File,
+    /// The local syslog daemon.
+    Syslog,
+    /// Standard output (a collector takes it from there).
+    Stdout,
+}
+
+fn default_rotate_mib() -> u64 {
+    128
+}
+
+fn default_checkpoint_secs() -> u64 {
+    60
+}
+
+impl AuditConfig {
+    /// Checks the values; the problem names its key.
+    pub fn validate(&self) -> Result<(), KeyProblem> {
+        if !(1..=1 << 20).contains(&self.rotate_mib) {
+            return Err(KeyProblem::new(
+                "audit.rotate_mib",
+                "must be between 1 and 1048576",
+            ));
+        }
+        if !(1..=86_400).contains(&self.checkpoint_secs) {
+            return Err(KeyProblem::new(
+                "audit.checkpoint_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if let Some(r) = self.replica.as_ref().filter(|r| !valid_replica(r)) {
+            return Err(KeyProblem::new(
+                "audit.replica",
+                format!("{r:?}: use 1 to 64 letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` may name a replica (it becomes part of file names).
+pub fn valid_replica(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// `[[upstream]]`: where the gateway sends requests for some repositories.
@@ -372,6 +461,9 @@ impl Config {
             ));
         }
         self.server
+            .validate()
+            .map_err(|p| invalid(&p.key, p.problem))?;
+        self.audit
             .validate()
             .map_err(|p| invalid(&p.key, p.problem))?;
         if self.store.audit_max_events == 0 {

@@ -225,8 +225,9 @@ impl Exchanger {
         };
         self.limits
             .client
-            .take(&crate::ratelimit::address_key(&x.caller.client), now_ms)
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+            .check(&crate::ratelimit::address_key(&x.caller.client), now_ms)
+            .await
+            .map_err(ApiError::from)?;
         let parsed = match form.and_then(parse) {
             Ok(p) => p,
             Err(e) => return Err(x.deny(None, None, None, e).await),
@@ -237,9 +238,13 @@ impl Exchanger {
             Ok(i) => i,
             Err(ie) => return Err(x.deny(Some(request), None, None, identity_error(&ie)).await),
         };
-        let identity_key = format!("{} {}", identity.issuer, identity.subject);
-        if let Err(retry_after) = self.limits.identity.take(&identity_key, now_ms) {
-            let e = ApiError::RateLimited { retry_after };
+        if let Err(refusal) = self
+            .limits
+            .identity
+            .check(&identity.limit_key(), now_ms)
+            .await
+        {
+            let e = ApiError::from(refusal);
             return Err(x.deny(Some(request), Some(&identity), None, e).await);
         }
         if let Err(e) = identity_not_revoked(self.store.as_ref(), &identity).await {

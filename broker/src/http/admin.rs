@@ -17,7 +17,7 @@ use jit_proto::display::csv_cell;
 use crate::admin::AdminApi;
 use crate::audit::{AuditEvent, AuditQuery};
 use crate::error::ApiError;
-use crate::store::{GrantFilter, RevokeTarget};
+use crate::store::{GrantFilter, ListCursor, RevokeTarget};
 
 /// Longest accepted revocation reason.
 const MAX_REASON_LEN: usize = 1024;
@@ -40,27 +40,30 @@ pub async fn grants(
         role: q.role.clone(),
         issuer: q.issuer.clone(),
     };
-    let all = state.store.list(&filter, state.clock.now_ms()).await?;
-    let total = all.len();
-    let grants: Vec<GrantInfo> = all
-        .into_iter()
-        .skip(q.offset)
-        .take(limit)
-        .map(GrantInfo::from)
-        .collect();
-    let next_offset = (q.offset + grants.len() < total).then_some(q.offset + grants.len());
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| ListCursor::decode(c, &filter))
+        .transpose()
+        .map_err(|e| ApiError::invalid_request(format!("cursor: {e}")))?;
+    let page = state
+        .store
+        .list_page(&filter, after.as_ref(), limit, state.clock.now_ms())
+        .await?;
+    let grants: Vec<GrantInfo> = page.grants.into_iter().map(GrantInfo::from).collect();
     let event = state
         .event("admin.grants", &admin, addr, &headers)
         .with("returned", grants.len());
     state.audit.record(event).await?;
     Ok(Json(GrantPage {
         grants,
-        total,
-        next_offset,
+        next_cursor: page.next.map(|c| c.encode(&filter)),
     }))
 }
 
-/// `POST /v1/revoke`: ends grants at once on every replica; answers how many live ones.
+/// `POST /v1/revoke`: ends grants at once on every replica, in O(1): the watermark (one
+/// token: its tombstone) is written, then the `grant.revoked` event, then the answer; the
+/// ended records are tidied in the background.
 pub async fn revoke(
     State(state): State<AdminApi>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -98,7 +101,7 @@ pub async fn revoke(
         }
         RevokeBy::All => RevokeTarget::All,
     };
-    let revoked = state.store.revoke(&target, state.clock.now_ms()).await?;
+    let revocation = state.store.revoke(&target, state.clock.now_ms()).await?;
     let described = match &target {
         RevokeTarget::All => "all".to_owned(),
         t => t.dimension().replacen(':', " ", 1),
@@ -106,7 +109,7 @@ pub async fn revoke(
     let mut event = state
         .event("grant.revoked", &admin, addr, &headers)
         .with("target", described.clone())
-        .with("revoked", revoked);
+        .with("at_most", revocation.at_most);
     event.reason = Some(reason.to_owned());
     if let RevokeTarget::Jti(j) = &target {
         event.jti = Some(j.clone());
@@ -117,8 +120,9 @@ pub async fn revoke(
     // The revocation already holds; failing to audit it is reported, not undone.
     state.audit.record(event).await?;
     Ok(Json(RevokeResponse {
-        revoked,
         target: described,
+        at_most: revocation.at_most,
+        tidy_pending: revocation.tidy_pending,
     }))
 }
 
@@ -432,7 +436,8 @@ claims = { groups = "security" }
         let (s, _, body) = call(&w, "GET", "/v1/grants", Some(&admin), None).await;
         assert_eq!(s, StatusCode::OK, "{body}");
         let page: GrantPage = serde_json::from_str(&body).expect("page");
-        assert_eq!(page.total, 1);
+        assert_eq!(page.grants.len(), 1);
+        assert_eq!(page.next_cursor, None);
         assert_eq!(page.grants[0].sub, "bob@example.com");
         assert!(!body.contains(&dev_token), "never the token itself");
         let listed = events(&w, "admin.grants").await;
@@ -526,7 +531,10 @@ claims = { groups = "security" }
         let (s, _, body) = call(&w, "POST", "/v1/revoke", Some(&admin), Some(req)).await;
         assert_eq!(s, StatusCode::OK, "{body}");
         let r: RevokeResponse = serde_json::from_str(&body).expect("json");
-        assert_eq!((r.revoked, r.target.as_str()), (2, "sub alice"));
+        assert_eq!(
+            (r.at_most, r.tidy_pending, r.target.as_str()),
+            (2, true, "sub alice")
+        );
         let left = w
             .store
             .list(&GrantFilter::default(), NOW * 1000)
@@ -540,7 +548,7 @@ claims = { groups = "security" }
         assert_eq!(
             serde_json::from_str::<RevokeResponse>(&body)
                 .expect("json")
-                .revoked,
+                .at_most,
             1
         );
 
@@ -548,7 +556,67 @@ claims = { groups = "security" }
         assert_eq!(revoked.len(), 2);
         assert_eq!(revoked[0].reason.as_deref(), Some("laptop stolen"));
         assert_eq!(revoked[0].subject.as_deref(), Some("sec@example.com"));
-        assert_eq!(revoked[0].data["revoked"], 2);
+        assert_eq!(revoked[0].data["at_most"], 2);
+    }
+
+    #[tokio::test]
+    async fn grants_page_by_cursor_and_bad_cursors_are_named() {
+        let w = world().await;
+        let admin = id_token(&w, "sec@example.com", "security");
+        for repo in ["acme/a", "acme/b", "acme/c"] {
+            broker_token(&w, "alice", "dev", repo).await;
+        }
+        let mut seen = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let path = match &next {
+                Some(c) => format!("/v1/grants?subject=alice&limit=2&cursor={c}"),
+                None => "/v1/grants?subject=alice&limit=2".to_owned(),
+            };
+            let (s, _, body) = call(&w, "GET", &path, Some(&admin), None).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            let page: GrantPage = serde_json::from_str(&body).expect("page");
+            assert!(page.grants.len() <= 2);
+            seen.extend(page.grants.into_iter().map(|g| g.scope.repo.to_string()));
+            match page.next_cursor {
+                Some(c) => next = Some(c),
+                None => break,
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            ["acme/a", "acme/b", "acme/c"],
+            "each grant exactly once"
+        );
+
+        let (_, _, body) = call(
+            &w,
+            "GET",
+            "/v1/grants?subject=alice&limit=1",
+            Some(&admin),
+            None,
+        )
+        .await;
+        let page: GrantPage = serde_json::from_str(&body).expect("page");
+        let cursor = page.next_cursor.expect("more to come");
+        let cases = [
+            (format!("/v1/grants?cursor={cursor}"), "other filters"),
+            ("/v1/grants?cursor=%25%25".to_owned(), "garbled"),
+            ("/v1/grants?cursor=bm90LWEtY3Vyc29y".to_owned(), "garbled"),
+            (
+                format!("/v1/grants?cursor={}", "A".repeat(600)),
+                "longer than",
+            ),
+        ];
+        for (path, why) in cases {
+            let (s, _, body) = call(&w, "GET", &path, Some(&admin), None).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {body}");
+            assert!(
+                body.contains("cursor") && body.contains(why),
+                "{path}: {body}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -128,7 +128,8 @@ pub fn metrics_app(state: AppState) -> Router {
 }
 
 /// Serves the broker on `listener` until `shutdown` completes, under the connection caps and
-/// timeouts of `[server]` ([`listener::serve`]).
+/// timeouts of `[server]` ([`listener::serve`]), with the store's tidy worker
+/// ([`crate::store::tidy::run_worker`]) beside it: dropping it mid-batch loses nothing.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -136,7 +137,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let policy = listener::ConnectionPolicy::for_process(&state.server);
     let metrics = state.audit.counts().connections.clone();
-    listener::serve(listener, app(state), policy, metrics, shutdown).await
+    let tidy = tokio::spawn(crate::store::tidy::run_worker(
+        state.store.clone(),
+        state.clock.clone(),
+    ));
+    let served = listener::serve(listener, app(state), policy, metrics, shutdown).await;
+    tidy.abort();
+    served
 }
 
 /// Serves [`metrics_app`] on `listener` (`server.metrics_listen`) until `shutdown` completes,

@@ -80,7 +80,7 @@ pub async fn introspect(
     let peer = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
     let relayed = FORWARDING_HEADERS.iter().any(|h| headers.contains_key(*h));
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    match gate.admit(authorization, peer, relayed) {
+    match gate.admit(authorization, peer, relayed).await {
         Ok(_) => {}
         Err(Refused::TooMany { retry_after }) => {
             return Err(ApiError::RateLimited { retry_after });

@@ -13,6 +13,7 @@
 
 mod claims;
 pub mod jwks;
+mod workload;
 /// A claim's value as text when it is a string, a boolean or a number (what conditions and
 /// `{claim}` placeholders compare); arrays, objects and null have none.
 pub fn scalar_text(v: &Value) -> Option<String> {

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use jit_proto::Claims;
 
 use super::memory::MemoryStore;
-use super::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget, StoreError};
+use super::{
+    Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
+    RevokeTarget, StoreError, TidyProgress,
+};
 use crate::audit::{AuditEvent, AuditQuery, ChainHead};
 
 /// A memory store with two switches: `grants_down` fails storing, checking and pinging;
@@ -54,14 +57,27 @@ impl GrantStore for Flaky {
     async fn status(&self, jti: &str, now_ms: i64) -> Result<GrantStatus, StoreError> {
         self.inner.status(jti, now_ms).await
     }
-    async fn revoke(&self, t: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
+    async fn revoke(&self, t: &RevokeTarget, now_ms: i64) -> Result<Revocation, StoreError> {
         self.inner.revoke(t, now_ms).await
     }
     async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
         self.inner.revoked_before(dims).await
     }
-    async fn list(&self, f: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
-        self.inner.list(f, now_ms).await
+    async fn list_page(
+        &self,
+        f: &GrantFilter,
+        after: Option<&ListCursor>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<GrantListing, StoreError> {
+        self.inner.list_page(f, after, limit, now_ms).await
+    }
+    async fn tidy(&self, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        self.gate(&self.grants_down)?;
+        self.inner.tidy(now_ms).await
+    }
+    async fn tidy_pending(&self) -> Result<u64, StoreError> {
+        self.inner.tidy_pending().await
     }
     async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
         self.gate(&self.audit_down)?;

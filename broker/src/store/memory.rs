@@ -1,18 +1,24 @@
 //! The in-process store of `jit-broker dev` and single-process deployments: the same
-//! semantics as the Redis store, kept in one mutex-guarded map. The audit trail is two queues,
-//! one per lane, each trimmed by its own budget.
+//! semantics as the Redis store, kept in one mutex-guarded map. Indexes are ordered sets of
+//! [`IndexMember`]s (global and per dimension), tidy jobs a queue. The audit trail is two
+//! queues, one per lane, each trimmed by its own budget.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use jit_proto::Claims;
 
 use super::{
-    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantStatus, GrantStore, LaneBudget,
-    MAX_TOKEN_LIFETIME_SECS, RevokeTarget, StoreError, lane_of, revoked_by,
+    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
+    IndexMember, LaneBudget, ListCursor, MAX_TOKEN_LIFETIME_SECS, Revocation, RevokeTarget,
+    StoreError, TidyJob, TidyProgress, bounds, lane_of, revoked_by,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
+
+/// The global index's name among the dimensions.
+const ALL: &str = "all";
 
 /// One lane of the trail: events with their JSON sizes, and the sum of those.
 #[derive(Default)]
@@ -52,6 +58,12 @@ struct Inner {
     issued: HashMap<String, i64>,
     /// dimension → (revoked-before ms, forget-at ms).
     watermarks: HashMap<String, (i64, i64)>,
+    /// Live (and not yet tidied) grants by expiry, for the sweep.
+    by_exp: BTreeSet<(i64, String)>,
+    /// Index name (`all`, `sub:alice`, …) → members.
+    indexes: HashMap<String, BTreeSet<IndexMember>>,
+    /// Pending tidy jobs, oldest first.
+    jobs: VecDeque<TidyJob>,
     evidence: LaneLog,
     traffic: LaneLog,
     audit_seq: u64,
@@ -92,11 +104,137 @@ impl Inner {
         }
     }
 
-    fn sweep(&mut self, now_ms: i64) {
-        self.grants.retain(|_, g| g.remaining_ms(now_ms) > 0);
+    fn index_names(g: &Grant) -> [String; 5] {
+        let [sub, repo, role, idp] = g.index_dimensions();
+        [ALL.to_owned(), sub, repo, role, idp]
+    }
+
+    fn unindex(&mut self, dim: &str, member: &IndexMember) -> bool {
+        let Some(set) = self.indexes.get_mut(dim) else {
+            return false;
+        };
+        let removed = set.remove(member);
+        if set.is_empty() {
+            self.indexes.remove(dim);
+        }
+        removed
+    }
+
+    /// Deletes a grant's record and index entries; a revoked one leaves a tombstone for as
+    /// long as it would have lived. Returns the index entries removed.
+    fn end(&mut self, g: &Grant, revoked: bool, now_ms: i64) -> u64 {
+        self.grants.remove(&g.jti);
+        self.by_exp
+            .remove(&(g.exp.saturating_mul(1000), g.jti.clone()));
+        if revoked && g.remaining_ms(now_ms) > 0 {
+            self.tombstones
+                .insert(g.jti.clone(), now_ms + g.remaining_ms(now_ms));
+        }
+        let member = g.index_member();
+        Self::index_names(g)
+            .iter()
+            .map(|d| u64::from(self.unindex(d, &member)))
+            .sum()
+    }
+
+    /// The record `member` of index `dim` stands for, if it is still that grant's.
+    fn record_of(&self, member: &IndexMember) -> Option<Grant> {
+        self.grants
+            .get(member.jti())
+            .filter(|g| &g.index_member() == member)
+            .cloned()
+    }
+
+    /// Ends expired grants (by the expiry order, so the cost is what expired) and forgets
+    /// tombstones, markers and watermarks past their time.
+    fn sweep(&mut self, now_ms: i64) -> TidyProgress {
+        let mut p = TidyProgress::default();
+        while let Some((exp_ms, jti)) = self.by_exp.first().cloned() {
+            if exp_ms > now_ms {
+                break;
+            }
+            match self.grants.get(&jti).cloned() {
+                Some(g) => {
+                    p.dropped += self.end(&g, false, now_ms);
+                    p.ended += 1;
+                }
+                None => {
+                    self.by_exp.remove(&(exp_ms, jti));
+                }
+            }
+        }
         self.tombstones.retain(|_, until| *until > now_ms);
         self.issued.retain(|_, until| *until > now_ms);
         self.watermarks.retain(|_, (_, until)| *until > now_ms);
+        p
+    }
+
+    /// One batch of the oldest tidy job.
+    fn tidy_job(&mut self, now_ms: i64) -> TidyProgress {
+        let mut p = TidyProgress::default();
+        let Some(job) = self.jobs.pop_front() else {
+            return p;
+        };
+        match job {
+            TidyJob::Sweep {
+                dim,
+                upto_ms,
+                after,
+            } => {
+                let lower = match after.as_deref().and_then(IndexMember::parse) {
+                    Some(m) => Bound::Excluded(m),
+                    None => Bound::Unbounded,
+                };
+                let upper = Bound::Excluded(IndexMember::first_after_ms(upto_ms));
+                let batch: Vec<IndexMember> = self
+                    .indexes
+                    .get(&dim)
+                    .map(|set| {
+                        set.range((lower, upper))
+                            .take(bounds::TIDY_BATCH)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for m in &batch {
+                    match self.record_of(m) {
+                        Some(g) => {
+                            p.dropped += self.end(&g, true, now_ms);
+                            p.ended += 1;
+                        }
+                        None => p.dropped += u64::from(self.unindex(&dim, m)),
+                    }
+                }
+                if batch.len() == bounds::TIDY_BATCH {
+                    let after = batch.last().map(|m| m.as_str().to_owned());
+                    self.jobs.push_front(TidyJob::Sweep {
+                        dim,
+                        upto_ms,
+                        after,
+                    });
+                }
+            }
+            TidyJob::Drop { entries } => {
+                for (dim, member) in entries {
+                    let Some(m) = IndexMember::parse(&member) else {
+                        continue;
+                    };
+                    match self.record_of(&m) {
+                        Some(g) => match self.status_of(&g.jti, now_ms) {
+                            GrantStatus::Live(_) => {}
+                            status => {
+                                p.dropped +=
+                                    self.end(&g, matches!(status, GrantStatus::Revoked), now_ms);
+                                p.ended += 1;
+                            }
+                        },
+                        None => p.dropped += u64::from(self.unindex(&dim, &m)),
+                    }
+                }
+            }
+        }
+        p.more = !self.jobs.is_empty();
+        p
     }
 }
 
@@ -137,12 +275,22 @@ impl GrantStore for MemoryStore {
             return Err(StoreError::Invalid("grant already expired"));
         }
         let mut inner = self.lock()?;
-        inner.sweep(now_ms);
         inner.issued.insert(
             grant.jti.clone(),
             now_ms + remaining + EXPIRED_MEMORY_SECS * 1000,
         );
-        inner.grants.insert(grant.jti.clone(), grant.clone());
+        if let Some(old) = inner.grants.insert(grant.jti.clone(), grant.clone()) {
+            // The same id stored again replaces the old record in every index.
+            inner.end(&old, false, now_ms);
+            inner.grants.insert(grant.jti.clone(), grant.clone());
+        }
+        inner
+            .by_exp
+            .insert((grant.exp.saturating_mul(1000), grant.jti.clone()));
+        let member = grant.index_member();
+        for dim in Inner::index_names(grant) {
+            inner.indexes.entry(dim).or_default().insert(member.clone());
+        }
         Ok(())
     }
 
@@ -158,40 +306,58 @@ impl GrantStore for MemoryStore {
         Ok(self.lock()?.status_of(jti, now_ms))
     }
 
-    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
+    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<Revocation, StoreError> {
         let mut inner = self.lock()?;
-        inner.sweep(now_ms);
-        let covered: Vec<Grant> = inner
-            .grants
-            .values()
-            .filter(|g| target.covers(g))
-            .cloned()
-            .collect();
-        // Count before the new watermark lands: grants an earlier revocation ended are not live.
-        let live = covered
-            .iter()
-            .filter(|g| matches!(inner.status_of(&g.jti, now_ms), GrantStatus::Live(_)))
-            .count();
-        if !matches!(target, RevokeTarget::Jti(_)) {
-            // A person's or an issuer's watermark also refuses identity tokens authenticated
-            // before it, however long the IdP's session lives: it is kept.
-            let forget = match target {
-                RevokeTarget::Subject(_) | RevokeTarget::Issuer(_) => i64::MAX,
-                _ => now_ms + (MAX_TOKEN_LIFETIME_SECS + 60) * 1000,
+        if let RevokeTarget::Jti(jti) = target {
+            let GrantStatus::Live(g) = inner.status_of(jti, now_ms) else {
+                return Ok(Revocation {
+                    at_most: 0,
+                    tidy_pending: false,
+                });
             };
-            let entry = inner
-                .watermarks
-                .entry(target.dimension())
-                .or_insert((now_ms, forget));
-            *entry = (entry.0.max(now_ms), forget);
-        }
-        for g in covered {
-            inner.grants.remove(&g.jti);
+            // The tombstone and the record's removal are the revocation; the index entries
+            // are tidied.
             inner
                 .tombstones
                 .insert(g.jti.clone(), now_ms + g.remaining_ms(now_ms));
+            inner.grants.remove(&g.jti);
+            inner
+                .by_exp
+                .remove(&(g.exp.saturating_mul(1000), g.jti.clone()));
+            let member = g.index_member().as_str().to_owned();
+            let entries = Inner::index_names(&g)
+                .into_iter()
+                .map(|d| (d, member.clone()))
+                .collect();
+            inner.jobs.push_back(TidyJob::Drop { entries });
+            return Ok(Revocation {
+                at_most: 1,
+                tidy_pending: true,
+            });
         }
-        Ok(live as u64)
+        // A person's or an issuer's watermark also refuses identity tokens authenticated
+        // before it, however long the IdP's session lives: it is kept.
+        let forget = match target {
+            RevokeTarget::Subject(_) | RevokeTarget::Issuer(_) => i64::MAX,
+            _ => now_ms + (MAX_TOKEN_LIFETIME_SECS + 60) * 1000,
+        };
+        let dim = target.dimension();
+        let entry = inner
+            .watermarks
+            .entry(dim.clone())
+            .or_insert((now_ms, forget));
+        *entry = (entry.0.max(now_ms), forget);
+        let upto_ms = entry.0;
+        let at_most = inner.indexes.get(&dim).map_or(0, |s| s.len() as u64);
+        inner.jobs.push_back(TidyJob::Sweep {
+            dim,
+            upto_ms,
+            after: None,
+        });
+        Ok(Revocation {
+            at_most,
+            tidy_pending: true,
+        })
     }
 
     async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
@@ -203,17 +369,68 @@ impl GrantStore for MemoryStore {
             .collect())
     }
 
-    async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
-        let inner = self.lock()?;
-        let mut out: Vec<Grant> = inner
-            .grants
-            .values()
-            .filter(|g| filter.matches(g))
-            .filter(|g| matches!(inner.status_of(&g.jti, now_ms), GrantStatus::Live(_)))
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| (a.issued_ms, &a.jti).cmp(&(b.issued_ms, &b.jti)));
-        Ok(out)
+    async fn list_page(
+        &self,
+        filter: &GrantFilter,
+        after: Option<&ListCursor>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<GrantListing, StoreError> {
+        let mut inner = self.lock()?;
+        let dims = filter.dimensions();
+        // The smallest index the filter names; the rest of the filter is checked per record.
+        let dim = if dims.is_empty() {
+            ALL.to_owned()
+        } else {
+            dims.into_iter()
+                .min_by_key(|d| inner.indexes.get(d).map_or(0, BTreeSet::len))
+                .unwrap_or_else(|| ALL.to_owned())
+        };
+        let Some(index) = inner.indexes.get(&dim) else {
+            return Ok(GrantListing::default());
+        };
+        let lower = match after {
+            Some(c) => Bound::Excluded(c.member().clone()),
+            None => Bound::Unbounded,
+        };
+        let budget = bounds::LIST_ROUNDS * bounds::LIST_CHUNK.max(limit);
+        let mut walk = index.range((lower, Bound::Unbounded)).peekable();
+        let (mut grants, mut dead, mut last) = (Vec::new(), Vec::new(), None);
+        let mut examined = 0;
+        for m in walk.by_ref() {
+            examined += 1;
+            last = Some(m.clone());
+            match inner.record_of(m) {
+                Some(g) if matches!(inner.status_of(&g.jti, now_ms), GrantStatus::Live(_)) => {
+                    if filter.matches(&g) {
+                        grants.push(g);
+                    }
+                }
+                _ => dead.push((dim.clone(), m.as_str().to_owned())),
+            }
+            if grants.len() >= limit || examined >= budget {
+                break;
+            }
+        }
+        let more = walk.peek().is_some();
+        if !dead.is_empty() {
+            inner.jobs.push_back(TidyJob::Drop { entries: dead });
+        }
+        Ok(GrantListing {
+            grants,
+            next: last.filter(|_| more).map(ListCursor::after),
+        })
+    }
+
+    async fn tidy(&self, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        let mut inner = self.lock()?;
+        let mut p = inner.sweep(now_ms);
+        p.add(inner.tidy_job(now_ms));
+        Ok(p)
+    }
+
+    async fn tidy_pending(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.jobs.len() as u64)
     }
 
     async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
@@ -257,8 +474,10 @@ impl GrantStore for MemoryStore {
                 && query.matches(e)
         };
         let lane = |l: &LaneLog| -> Vec<AuditEvent> {
+            // Seq order within a lane: start right after `after_seq`.
+            let start = l.events.partition_point(|(e, _)| e.seq <= query.after_seq);
             l.events
-                .iter()
+                .range(start..)
                 .map(|(e, _)| e)
                 .filter(wanted)
                 .take(query.limit)

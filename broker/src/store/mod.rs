@@ -12,19 +12,36 @@
 //! many grants or revocations exist. A grant issued at or before any of them is revoked.
 //! Watermarks live as long as the longest token can ([`MAX_TOKEN_LIFETIME_SECS`]), after
 //! which every grant they could concern has expired anyway.
+//!
+//! A revocation is in force the moment its watermark (or, for one token, its tombstone) is
+//! written: O(1), whatever the number of grants. Deleting the ended grants' records and index
+//! entries is *tidying* ([`tidy`]): a durable queue of jobs in the store, worked through in
+//! bounded batches by a background task of every broker, resumable after a restart and
+//! idempotent. Tidying is never needed for correctness — checks and listings already refuse
+//! what a watermark covers.
+//!
+//! Listings cost the page, not the population ([`page`]): every live grant is indexed by
+//! issue time (jti tie-break) globally and per subject, repository, role and issuer; a
+//! listing walks the smallest index that its filter names from an opaque cursor, checks the
+//! rest of the filter on the page's records and stops after a few pages' worth of work.
 
 #[cfg(test)]
 pub mod flaky;
 pub mod memory;
+pub mod page;
 pub mod redis;
+pub mod redis_grants;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
+pub mod tidy;
 pub mod timed;
 
 use async_trait::async_trait;
 use jit_proto::{Claims, RefPattern, RepoPath, Scope};
 use serde::{Deserialize, Serialize};
 
+pub use self::page::{GrantListing, IndexMember, ListCursor};
+pub use self::tidy::{TidyJob, TidyProgress};
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 
 /// The longest lifetime any token may have (roles are refused above it): 24 hours.
@@ -189,6 +206,18 @@ impl Grant {
         ]
     }
 
+    /// The four dimensions a grant is indexed under besides the global index (subject,
+    /// repository, role, issuer), as [`RevokeTarget::dimension`] names them.
+    pub fn index_dimensions(&self) -> [String; 4] {
+        let [_, sub, repo, role, idp] = self.dimensions();
+        [sub, repo, role, idp]
+    }
+
+    /// The grant's member in every index it is in.
+    pub fn index_member(&self) -> IndexMember {
+        IndexMember::new(self.issued_ms, &self.jti)
+    }
+
     /// Remaining lifetime at `now_ms`, in milliseconds (≤ 0 when expired).
     pub fn remaining_ms(&self, now_ms: i64) -> i64 {
         self.exp.saturating_mul(1000) - now_ms
@@ -266,6 +295,25 @@ pub struct GrantFilter {
 }
 
 impl GrantFilter {
+    /// The index dimensions the filter names (`sub:alice`, `repo:acme/api`, …); empty when
+    /// it matches everything.
+    pub fn dimensions(&self) -> Vec<String> {
+        let mut dims = Vec::new();
+        if let Some(s) = &self.subject {
+            dims.push(RevokeTarget::Subject(s.clone()).dimension());
+        }
+        if let Some(r) = &self.repo {
+            dims.push(RevokeTarget::Repo(r.clone()).dimension());
+        }
+        if let Some(r) = &self.role {
+            dims.push(RevokeTarget::Role(r.clone()).dimension());
+        }
+        if let Some(i) = &self.issuer {
+            dims.push(RevokeTarget::Issuer(i.clone()).dimension());
+        }
+        dims
+    }
+
     /// Whether `g` passes the filter.
     pub fn matches(&self, g: &Grant) -> bool {
         self.subject.as_ref().is_none_or(|s| &g.sub == s)
@@ -273,6 +321,27 @@ impl GrantFilter {
             && self.role.as_ref().is_none_or(|r| &g.role == r)
             && self.issuer.as_ref().is_none_or(|i| &g.idp == i)
     }
+}
+
+/// What a revocation can say at once (it is in force when this is returned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// At most this many live grants were ended: exact for one token (1 or 0); for a bulk
+    /// target the size of its index, which may still count grants that had already expired
+    /// or been revoked and are not tidied yet.
+    pub at_most: u64,
+    /// Whether records are left for the background tidy-up (they are refused already).
+    pub tidy_pending: bool,
+}
+
+/// Page sizes and work bounds of listings.
+pub mod bounds {
+    /// Index members a listing examines per round (at least the page size).
+    pub const LIST_CHUNK: usize = 100;
+    /// Rounds a listing may take before it returns a short page with a cursor.
+    pub const LIST_ROUNDS: usize = 4;
+    /// Index members one tidy batch handles.
+    pub const TIDY_BATCH: usize = 500;
 }
 
 /// Whether a watermark revokes a grant issued at `issued_ms`.
@@ -293,15 +362,49 @@ pub trait GrantStore: Send + Sync + 'static {
     /// What the store knows of a token id alone (admin and introspection by id).
     async fn status(&self, jti: &str, now_ms: i64) -> Result<GrantStatus, StoreError>;
 
-    /// Revokes what `target` names; returns how many live grants it ended.
-    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError>;
+    /// Revokes what `target` names, in O(1): the watermark (one token: its tombstone) is
+    /// written before this returns, and a tidy job is queued for the records.
+    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<Revocation, StoreError>;
 
     /// The revoked-before watermarks (ms) of these dimensions (`sub:alice`, `idp:corp`, as
     /// [`RevokeTarget::dimension`] names them), `None` where there is none.
     async fn revoked_before(&self, dims: &[String]) -> Result<Vec<Option<i64>>, StoreError>;
 
-    /// Live grants passing `filter`, oldest first. Revoked and expired grants never appear.
-    async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError>;
+    /// One page of live grants passing `filter`, oldest first (by issue time, then jti),
+    /// after `after`; at most `limit`, possibly fewer (even none) with a `next` cursor when
+    /// the work bound ([`bounds`]) was reached first. Revoked and expired grants never
+    /// appear; index entries of dead grants met on the way are queued for tidying.
+    async fn list_page(
+        &self,
+        filter: &GrantFilter,
+        after: Option<&ListCursor>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<GrantListing, StoreError>;
+
+    /// Every live grant passing `filter`, oldest first, reading page after page: for tests
+    /// and tools, never for a request (it costs the population).
+    async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<ListCursor> = None;
+        loop {
+            let page = self
+                .list_page(filter, after.as_ref(), bounds::LIST_CHUNK, now_ms)
+                .await?;
+            out.extend(page.grants);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Works one bounded batch of pending tidy jobs (and of expired index entries); says
+    /// what it did and whether work is left. Idempotent: a batch done twice ends nothing twice.
+    async fn tidy(&self, now_ms: i64) -> Result<TidyProgress, StoreError>;
+
+    /// How many tidy jobs are pending.
+    async fn tidy_pending(&self) -> Result<u64, StoreError>;
 
     /// The chain head (newest seq, each lane's newest hash), if any event was ever written.
     async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError>;

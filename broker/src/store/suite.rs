@@ -161,9 +161,19 @@ where
     revoked_expired_unknown(&*make(1000).await, t).await;
     mismatched_claims_are_not_live(&*make(1000).await, t).await;
     listing_filters(&*make(1000).await, t).await;
+    revocation_holds_before_any_tidy(&*make(1000).await, t).await;
+    paging_sees_each_live_grant_once(&*make(1000).await, t, GrantFilter::default()).await;
+    let by_repo = GrantFilter {
+        repo: Some(RepoPath::parse("acme/api").unwrap()),
+        ..Default::default()
+    };
+    paging_sees_each_live_grant_once(&*make(1000).await, t, by_repo).await;
+    listings_skip_the_dead_and_tidy_them(&*make(1000).await, t).await;
+    paging_ends_at_an_exact_multiple(&*make(1000).await, t).await;
     audit_round_trip(&*make(1000).await, t).await;
     audit_is_bounded(&*make(10).await, t, 10).await;
     audit_batches_land_whole(&*make(1000).await, t).await;
+    audit_pages_at_depth(&*make(100_000).await, t).await;
     let mut small = AuditRetention::with_max_events(1_000_000);
     small.traffic.max_bytes = 16 * 1024;
     small.evidence.max_age_ms = 60_000;
@@ -195,6 +205,96 @@ async fn audit_batches_land_whole(store: &dyn GrantStore, t: &SuiteTime) {
         .await
         .unwrap();
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+}
+
+/// A page read after any seq (or from any time) is the page a full scan finds there: reads
+/// seek, they do not depend on reading from the start.
+async fn audit_pages_at_depth(store: &dyn GrantStore, t: &SuiteTime) {
+    let t0 = t.now_ms();
+    let mut head = ChainHead::default();
+    let mut seq = 0u64;
+    for chunk in 0..12 {
+        let mut batch = Vec::new();
+        for i in 0..100 {
+            seq += 1;
+            let kind = if i % 7 == 0 {
+                "grant.issued"
+            } else {
+                "access.allowed"
+            };
+            let mut e = AuditEvent::new(kind, t0 + seq as i64 * 10);
+            e.lane = Some(EventKindLane::of(kind));
+            e.seq = seq;
+            e.hash = format!("h{seq}");
+            head.advance(EventKindLane::of(kind), &e);
+            batch.push(e);
+        }
+        let expected = chunk * 100;
+        assert!(store.append_audit(&batch, expected, &head).await.unwrap());
+    }
+    let all = store
+        .read_audit(&AuditQuery {
+            limit: usize::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1200);
+    for after in [0u64, 1, 99, 100, 557, 1150, 1199, 1200, 5000] {
+        let page = store
+            .read_audit(&AuditQuery {
+                after_seq: after,
+                limit: 50,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let want: Vec<&AuditEvent> = all.iter().filter(|e| e.seq > after).take(50).collect();
+        assert_eq!(page.iter().collect::<Vec<_>>(), want, "after seq {after}");
+        let grants = store
+            .read_audit(&AuditQuery {
+                after_seq: after,
+                event: Some("grant.".into()),
+                limit: 20,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let want: Vec<&AuditEvent> = all
+            .iter()
+            .filter(|e| e.seq > after && e.event == "grant.issued")
+            .take(20)
+            .collect();
+        assert_eq!(
+            grants.iter().collect::<Vec<_>>(),
+            want,
+            "grants after {after}"
+        );
+    }
+    for from_seq in [1i64, 333, 1000] {
+        let (from, to) = (t0 + from_seq * 10, t0 + (from_seq + 40) * 10);
+        let page = store
+            .read_audit(&AuditQuery {
+                from_ms: Some(from),
+                to_ms: Some(to),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let want: Vec<&AuditEvent> = all.iter().filter(|e| e.ts >= from && e.ts <= to).collect();
+        assert_eq!(page.len(), 41);
+        assert_eq!(page.iter().collect::<Vec<_>>(), want, "from {from_seq}");
+    }
+}
+
+/// The lane an event kind is kept in.
+struct EventKindLane;
+
+impl EventKindLane {
+    fn of(kind: &str) -> Lane {
+        crate::audit::EventKind::parse(kind).lane()
+    }
 }
 
 async fn put_check_status(store: &dyn GrantStore, t: &SuiteTime) {
@@ -260,15 +360,18 @@ async fn revoke_by_jti(store: &dyn GrantStore, t: &SuiteTime) {
         store
             .revoke(&RevokeTarget::Jti("j-a".into()), t.now_ms())
             .await
-            .unwrap(),
+            .unwrap()
+            .at_most,
         1
     );
     assert_eq!(
         store
             .revoke(&RevokeTarget::Jti("j-a".into()), t.now_ms())
             .await
-            .unwrap(),
-        0
+            .unwrap()
+            .at_most,
+        0,
+        "a token already revoked is not counted again"
     );
     assert_eq!(
         store.check(&claims_of(&a), t.now_ms()).await.unwrap(),
@@ -299,10 +402,11 @@ async fn bulk_revoke(store: &dyn GrantStore, t: &SuiteTime, target: RevokeTarget
     let expected: Vec<&Grant> = grants.iter().filter(|g| target.covers(g)).collect();
     let n = store.revoke(&target, t.now_ms()).await.unwrap();
     assert_eq!(
-        n,
+        n.at_most,
         expected.len() as u64,
-        "{target:?} ends exactly the grants it covers"
+        "{target:?}: at most the grants its index holds (all live here)"
     );
+    assert!(n.tidy_pending);
     for g in &grants {
         let st = store.check(&claims_of(g), t.now_ms()).await.unwrap();
         if target.covers(g) {
@@ -432,6 +536,213 @@ async fn listing_filters(store: &dyn GrantStore, t: &SuiteTime) {
         ..Default::default()
     };
     assert_eq!(jtis(store.list(&f, t.now_ms()).await.unwrap()), ["l2"]);
+}
+
+/// A revocation is in force on the very next check, before any tidying; tidying then
+/// removes the ended records and index entries, and doing it again ends nothing.
+async fn revocation_holds_before_any_tidy(store: &dyn GrantStore, t: &SuiteTime) {
+    let grants = [
+        t.grant("r1", "alice", "acme/api", "dev", "corp", 600),
+        t.grant("r2", "bob", "acme/api", "dev", "corp", 600),
+        t.grant("r3", "bob", "acme/web", "dev", "corp", 600),
+        t.grant("r4", "carol", "acme/web", "ops", "corp", 600),
+    ];
+    for g in &grants {
+        store.put(g, t.now_ms()).await.unwrap();
+    }
+    let repo = RevokeTarget::Repo(RepoPath::parse("acme/api").unwrap());
+    let r = store.revoke(&repo, t.now_ms()).await.unwrap();
+    assert_eq!((r.at_most, r.tidy_pending), (2, true));
+    let one = store
+        .revoke(&RevokeTarget::Jti("r4".into()), t.now_ms())
+        .await
+        .unwrap();
+    assert_eq!((one.at_most, one.tidy_pending), (1, true));
+    assert_eq!(store.tidy_pending().await.unwrap(), 2, "nothing tidied yet");
+    for g in &grants {
+        let st = store.check(&claims_of(g), t.now_ms()).await.unwrap();
+        let want_live = g.jti == "r3";
+        assert_eq!(
+            matches!(st, GrantStatus::Live(_)),
+            want_live,
+            "{}: {st:?}",
+            g.jti
+        );
+    }
+    let jtis = |v: Vec<Grant>| v.into_iter().map(|g| g.jti).collect::<Vec<_>>();
+    let listed = store
+        .list(&GrantFilter::default(), t.now_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        jtis(listed),
+        ["r3"],
+        "an admin listing never shows revoked grants"
+    );
+
+    let done = super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
+    assert!(!done.more);
+    assert_eq!(
+        done.ended, 2,
+        "the two repository grants' records are ended"
+    );
+    assert_eq!(store.tidy_pending().await.unwrap(), 0);
+    for g in &grants[..2] {
+        assert_eq!(
+            store.check(&claims_of(g), t.now_ms()).await.unwrap(),
+            GrantStatus::Revoked,
+            "still revoked once tidied"
+        );
+        assert_eq!(
+            store.status(&g.jti, t.now_ms()).await.unwrap(),
+            GrantStatus::Revoked
+        );
+    }
+    assert_eq!(
+        store.status("r4", t.now_ms()).await.unwrap(),
+        GrantStatus::Revoked
+    );
+    // The index was tidied: revoking the repository again finds nothing in it.
+    assert_eq!(store.revoke(&repo, t.now_ms()).await.unwrap().at_most, 0);
+    let again = super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
+    assert_eq!(
+        (again.ended, again.dropped),
+        (0, 0),
+        "tidying is idempotent"
+    );
+    assert!(live(store, t, &grants[2]).await);
+    assert_eq!(
+        store
+            .revoke(&RevokeTarget::All, t.now_ms())
+            .await
+            .unwrap()
+            .at_most,
+        1,
+        "only the live grant is left in the global index"
+    );
+}
+
+/// Paging through `filter` in small pages, while grants are added and revoked between the
+/// pages, returns every grant live throughout exactly once, never one revoked before its
+/// page, never one failing the filter.
+async fn paging_sees_each_live_grant_once(
+    store: &dyn GrantStore,
+    t: &SuiteTime,
+    filter: GrantFilter,
+) {
+    let repos = ["acme/api", "acme/web", "other/x"];
+    let subs = ["alice", "bob", "carol", "dave"];
+    let mut initial = Vec::new();
+    for i in 0..120 {
+        // Several grants share each millisecond: the jti breaks the tie.
+        let g = grant_at(
+            t.now_ms() + i / 7,
+            &format!("p{i:03}"),
+            subs[i as usize % subs.len()],
+            repos[i as usize % repos.len()],
+            "dev",
+            "corp",
+            600,
+        );
+        store.put(&g, t.now_ms()).await.unwrap();
+        initial.push(g);
+    }
+    let mut seen = std::collections::HashMap::new();
+    let mut revoked_at_page = std::collections::HashMap::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list_page(&filter, after.as_ref(), 7, t.now_ms())
+            .await
+            .unwrap();
+        assert!(page.grants.len() <= 7);
+        for g in &page.grants {
+            assert!(filter.matches(g), "{} fails the filter", g.jti);
+            assert!(
+                seen.insert(g.jti.clone(), pages).is_none(),
+                "{} listed twice",
+                g.jti
+            );
+            assert!(
+                !revoked_at_page.contains_key(&g.jti),
+                "{} listed after its revocation",
+                g.jti
+            );
+        }
+        pages += 1;
+        // Between pages: a new grant, and one of the first ones revoked.
+        let fresh = t.grant(
+            &format!("n{pages:03}"),
+            "erin",
+            "acme/api",
+            "dev",
+            "corp",
+            600,
+        );
+        store.put(&fresh, t.now_ms()).await.unwrap();
+        let victim = &initial[(pages * 13) % initial.len()];
+        store
+            .revoke(&RevokeTarget::Jti(victim.jti.clone()), t.now_ms())
+            .await
+            .unwrap();
+        revoked_at_page.entry(victim.jti.clone()).or_insert(pages);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+        assert!(pages < 200, "paging does not end");
+    }
+    for g in initial.iter().filter(|g| filter.matches(g)) {
+        if !revoked_at_page.contains_key(&g.jti) {
+            assert!(seen.contains_key(&g.jti), "{} never listed", g.jti);
+        }
+    }
+}
+
+/// A listing whose last page ends exactly at the last grant still ends (at most one more,
+/// empty, page), whatever the store's round size.
+async fn paging_ends_at_an_exact_multiple(store: &dyn GrantStore, t: &SuiteTime) {
+    for i in 0..super::bounds::LIST_CHUNK {
+        let g = t.grant(&format!("x{i:03}"), "alice", "acme/api", "dev", "corp", 600);
+        store.put(&g, t.now_ms()).await.unwrap();
+    }
+    let limit = super::bounds::LIST_CHUNK;
+    let first = store
+        .list_page(&GrantFilter::default(), None, limit, t.now_ms())
+        .await
+        .unwrap();
+    assert_eq!(first.grants.len(), limit);
+    if let Some(next) = first.next {
+        let last = store
+            .list_page(&GrantFilter::default(), Some(&next), limit, t.now_ms())
+            .await
+            .unwrap();
+        assert_eq!((last.grants.len(), last.next), (0, None), "paging ends");
+    }
+}
+
+/// Index entries of expired and revoked grants met by a listing are skipped and tidied.
+async fn listings_skip_the_dead_and_tidy_them(store: &dyn GrantStore, t: &SuiteTime) {
+    let short = t.grant("d-short", "alice", "acme/api", "dev", "corp", 1);
+    let long = t.grant("d-long", "alice", "acme/api", "dev", "corp", 600);
+    store.put(&short, t.now_ms()).await.unwrap();
+    store.put(&long, t.now_ms()).await.unwrap();
+    t.pass_expiry_of(&short).await;
+    let f = GrantFilter {
+        subject: Some("alice".into()),
+        ..Default::default()
+    };
+    let page = store.list_page(&f, None, 10, t.now_ms()).await.unwrap();
+    assert_eq!(page.grants, vec![long.clone()]);
+    assert_eq!(page.next, None);
+    super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
+    assert_eq!(store.tidy_pending().await.unwrap(), 0);
+    let r = store
+        .revoke(&RevokeTarget::Subject("alice".into()), t.now_ms())
+        .await
+        .unwrap();
+    assert_eq!(r.at_most, 1, "the expired grant's entry was tidied");
 }
 
 async fn audit_round_trip(store: &dyn GrantStore, t: &SuiteTime) {

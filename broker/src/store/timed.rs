@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use jit_proto::Claims;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget, StoreError};
+use super::{
+    Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
+    RevokeTarget, StoreError, TidyProgress,
+};
 use crate::audit::{AuditEvent, AuditQuery, ChainHead};
 use crate::metrics::Metrics;
 
@@ -23,6 +26,8 @@ enum Op {
     Revoke,
     RevokedBefore,
     List,
+    Tidy,
+    TidyPending,
     AuditHead,
     AppendAudit,
     ReadAudit,
@@ -30,13 +35,15 @@ enum Op {
 }
 
 /// The operations' label values, in the order of [`Op`].
-const OPS: [&str; 10] = [
+const OPS: [&str; 12] = [
     "put",
     "check",
     "status",
     "revoke",
     "revoked_before",
     "list",
+    "tidy",
+    "tidy_pending",
     "audit_head",
     "append_audit",
     "read_audit",
@@ -96,7 +103,7 @@ impl GrantStore for TimedStore {
         self.timed(Op::Status, self.inner.status(jti, now_ms)).await
     }
 
-    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<u64, StoreError> {
+    async fn revoke(&self, target: &RevokeTarget, now_ms: i64) -> Result<Revocation, StoreError> {
         self.timed(Op::Revoke, self.inner.revoke(target, now_ms))
             .await
     }
@@ -106,8 +113,23 @@ impl GrantStore for TimedStore {
             .await
     }
 
-    async fn list(&self, filter: &GrantFilter, now_ms: i64) -> Result<Vec<Grant>, StoreError> {
-        self.timed(Op::List, self.inner.list(filter, now_ms)).await
+    async fn list_page(
+        &self,
+        filter: &GrantFilter,
+        after: Option<&ListCursor>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<GrantListing, StoreError> {
+        self.timed(Op::List, self.inner.list_page(filter, after, limit, now_ms))
+            .await
+    }
+
+    async fn tidy(&self, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        self.timed(Op::Tidy, self.inner.tidy(now_ms)).await
+    }
+
+    async fn tidy_pending(&self) -> Result<u64, StoreError> {
+        self.timed(Op::TidyPending, self.inner.tidy_pending()).await
     }
 
     async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {

@@ -259,7 +259,7 @@ async fn grants(
         issuer: a.issuer,
         ..GrantsQuery::default()
     };
-    let (grants, total) = client.grants(&filter, a.limit.map(|l| l as usize)).await?;
+    let (grants, more) = client.grants(&filter, a.limit.map(|l| l as usize)).await?;
     if a.json {
         let text = serde_json::to_string_pretty(&grants)
             .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
@@ -271,14 +271,14 @@ async fn grants(
         return Ok(());
     }
     out.write_all(grants_table(&grants, (ctx.clock)()).render().as_bytes())?;
-    if grants.len() < total {
+    if more {
         writeln!(
             out,
-            "{} of {total} live grants (raise --limit to see more)",
-            grants.len()
+            "{} shown; more match (raise --limit to see more)",
+            count(grants.len() as u64, "live grant")
         )?;
     } else {
-        writeln!(out, "{}", count(total as u64, "live grant"))?;
+        writeln!(out, "{}", count(grants.len() as u64, "live grant"))?;
     }
     Ok(())
 }
@@ -355,12 +355,25 @@ async fn revoke(
             serde_json::to_string(&resp).map_err(|e| CliError::Io(std::io::Error::other(e)))?;
         writeln!(out, "{}", json_inert(&text))?;
     } else {
-        writeln!(
-            out,
-            "revoked {} ({})",
-            count(resp.revoked, "live grant"),
-            crate::table::clean(&resp.target)
-        )?;
+        let target = crate::table::clean(&resp.target);
+        if by == RevokeBy::Jti {
+            writeln!(
+                out,
+                "revoked {} ({target})",
+                count(resp.at_most, "live grant")
+            )?;
+        } else {
+            writeln!(
+                out,
+                "revoked {target}: in force now, at most {} ended{}",
+                count(resp.at_most, "live grant"),
+                if resp.tidy_pending {
+                    "; their records are tidied in the background"
+                } else {
+                    ""
+                }
+            )?;
+        }
     }
     Ok(())
 }
@@ -703,7 +716,7 @@ TIME (UTC)           SEQ  EVENT          SUBJECT  REPO/SCOPE           JTI      
             Reply::json(
                 200,
                 json!({"grants": [{"jti": "j-1234567890", "sub": "alice", "idp": "corp", "role": "dev",
-                        "scope": "repo:acme/api:read", "issued_ms": 1, "exp": 1_700_000_600}], "total": 1}),
+                        "scope": "repo:acme/api:read", "issued_ms": 1, "exp": 1_700_000_600}]}),
             )
         });
         let (r, out) = run_with(
@@ -731,7 +744,11 @@ TIME (UTC)           SEQ  EVENT          SUBJECT  REPO/SCOPE           JTI      
                 Some(v) => format!("{} {v}", body["by"].as_str().unwrap_or("?")),
                 None => "all".into(),
             };
-            Reply::json(200, json!({"revoked": 2, "target": target}))
+            let one = body["by"] == "jti";
+            Reply::json(
+                200,
+                json!({"target": target, "at_most": if one { 1 } else { 2 }, "tidy_pending": true}),
+            )
         })
     }
 
@@ -751,7 +768,11 @@ TIME (UTC)           SEQ  EVENT          SUBJECT  REPO/SCOPE           JTI      
         let (r, out) = run_with(&srv, &["revoke", "--subject", "alice@example.com"], &mut t).await;
         r.expect("revoked");
         assert_eq!(t.asked.len(), 1);
-        assert_eq!(out, "revoked 2 live grants (subject alice@example.com)\n");
+        assert_eq!(
+            out,
+            "revoked subject alice@example.com: in force now, at most 2 live grants ended; \
+             their records are tidied in the background\n"
+        );
         let body: serde_json::Value = serde_json::from_str(&srv.seen()[0].body).expect("json");
         assert_eq!(
             body,
@@ -781,7 +802,19 @@ TIME (UTC)           SEQ  EVENT          SUBJECT  REPO/SCOPE           JTI      
         let mut t = term(true, &["yes"]);
         let (r, out) = run_with(&srv, &["revoke", "--all", "--reason", "breach"], &mut t).await;
         r.expect("revoked");
-        assert_eq!(out, "revoked 2 live grants (all)\n");
+        assert_eq!(
+            out,
+            "revoked all: in force now, at most 2 live grants ended; their records are tidied \
+             in the background\n"
+        );
+        let (r, out) = run_with(
+            &srv,
+            &["revoke", "--jti", "j-1", "--reason", "leaked"],
+            &mut term(false, &[]),
+        )
+        .await;
+        r.expect("revoked");
+        assert_eq!(out, "revoked 1 live grant (jti j-1)\n");
         let (r, out) = run_with(
             &srv,
             &["revoke", "--all", "--reason", "breach", "--yes", "--json"],
@@ -789,8 +822,11 @@ TIME (UTC)           SEQ  EVENT          SUBJECT  REPO/SCOPE           JTI      
         )
         .await;
         r.expect("revoked");
-        assert_eq!(out, "{\"revoked\":2,\"target\":\"all\"}\n");
-        let body: serde_json::Value = serde_json::from_str(&srv.seen()[1].body).expect("json");
+        assert_eq!(
+            out,
+            "{\"target\":\"all\",\"at_most\":2,\"tidy_pending\":true}\n"
+        );
+        let body: serde_json::Value = serde_json::from_str(&srv.seen()[2].body).expect("json");
         assert_eq!(body, json!({"by": "all", "reason": "breach"}));
     }
 

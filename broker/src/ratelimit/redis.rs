@@ -1,0 +1,207 @@
+//! The limits kept in Redis, shared by every replica: one GCRA take is one Lua script, one
+//! round trip, atomic whatever the number of replicas.
+//!
+//! Keys (`P` is the store's prefix, `L` the limiter's name, `H` the first 128 bits of the
+//! SHA-256 of the limiter key, in hex — addresses and identities never appear in key names,
+//! and every key has the same small size):
+//! - `P:rl:{L:H}` a hash: `t` the theoretical arrival time (µs), `o` refusals since the last
+//!   summary, `s` when the last summary was due (ms). Its TTL is the time until the key is
+//!   full again (`t − now`), so Redis holds only the keys active within one burst's worth of
+//!   time, and a forgotten key is exactly a full one.
+//!
+//! The hash tag makes each key its own cluster slot: keys spread over the shards and each
+//! script touches one key. The backend has its own connection (not the grant store's), made
+//! on first use and re-made by the connection manager; while Redis is away every take answers
+//! [`LimitError::Unavailable`] and the caller fails closed.
+//!
+//! Time is the broker's (`now_ms`, passed in), like the grant store's: replicas with skewed
+//! clocks see a key a little earlier or later, never more than their skew.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::RedisError;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use super::{Backend, LimitError, Limited, Rule, SUMMARY_WINDOW_MS, retry_secs};
+
+/// How long one take may wait for Redis before failing closed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// One GCRA take. KEYS[1] the key; ARGV: now (µs), interval (µs), burst, summary window (µs).
+/// Returns `{1}` when it passes; `{0, µs until it would pass, summary (-1: none)}` otherwise.
+/// Numbers are written with `%d`: Lua's default formatting would round 16-digit times.
+const TAKE: &str = r"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tolerance = interval * tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+local v = redis.call('HMGET', KEYS[1], 't', 'o', 's')
+local tat = tonumber(v[1]) or now
+if tat < now then tat = now end
+local next = tat + interval
+if next - now <= tolerance then
+  redis.call('HSET', KEYS[1], 't', string.format('%d', next))
+  redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((next - now) / 1000)))
+  return {1}
+end
+local over = (tonumber(v[2]) or 0) + 1
+local s = tonumber(v[3])
+local summary = -1
+if (not s) or now - s >= window then
+  summary = over
+  over = 0
+  redis.call('HSET', KEYS[1], 's', string.format('%d', now))
+end
+redis.call('HSET', KEYS[1], 'o', over)
+return {0, next - now - tolerance, summary}
+";
+
+/// Where the limits' Redis is: the grant store's own deployment.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// One Redis server (`redis://`, `rediss://`, `redis+unix://`).
+    Single(String),
+    /// A Redis Cluster, given some of its nodes.
+    Cluster(Vec<String>),
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// GCRA states in Redis.
+pub struct RedisGcra {
+    target: Target,
+    prefix: String,
+    conn: OnceCell<Conn>,
+    script: redis::Script,
+}
+
+impl std::fmt::Debug for RedisGcra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The target's URL may carry a password: never printed.
+        f.debug_struct("RedisGcra")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: RedisError) -> LimitError {
+    // Redis error texts carry no secrets (the URL's password is not part of them).
+    LimitError::Unavailable(e.to_string())
+}
+
+impl RedisGcra {
+    /// Limits in the Redis at `target`, keys under `prefix`. Connects on first use.
+    pub fn new(target: Target, prefix: impl Into<String>) -> Self {
+        Self {
+            target,
+            prefix: prefix.into(),
+            conn: OnceCell::new(),
+            script: redis::Script::new(TAKE),
+        }
+    }
+
+    /// The Redis key of `key` under `rule`.
+    pub fn key(&self, rule: &Rule, key: &str) -> String {
+        let digest = Sha256::digest(key.as_bytes());
+        let h = hex::encode(&digest[..16]);
+        format!("{}:rl:{{{}:{h}}}", self.prefix, rule.name)
+    }
+
+    async fn conn(&self) -> Result<Conn, LimitError> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                let timed_out = || LimitError::Unavailable("timed out connecting".into());
+                match &self.target {
+                    Target::Single(url) => {
+                        let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                            .set_number_of_retries(1)
+                            .set_max_delay(Duration::from_millis(500));
+                        let cm = tokio::time::timeout(
+                            CONNECT_TIMEOUT * 2,
+                            ConnectionManager::new_with_config(client, config),
+                        )
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(unavailable)?;
+                        Ok::<_, LimitError>(Conn::Single(cm))
+                    }
+                    Target::Cluster(nodes) => {
+                        let client = ClusterClientBuilder::new(nodes.clone())
+                            .connection_timeout(CONNECT_TIMEOUT)
+                            .response_timeout(RESPONSE_TIMEOUT)
+                            .retries(1)
+                            .build()
+                            .map_err(unavailable)?;
+                        let c = tokio::time::timeout(
+                            CONNECT_TIMEOUT * 2,
+                            client.get_async_connection(),
+                        )
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(unavailable)?;
+                        Ok(Conn::Cluster(c))
+                    }
+                }
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// The remaining TTL of `key`'s state under `rule`, in ms (`-2`: none held).
+    pub async fn pttl(&self, rule: &Rule, key: &str) -> Result<i64, LimitError> {
+        let k = self.key(rule, key);
+        let cmd = redis::cmd("PTTL").arg(&k).clone();
+        match self.conn().await? {
+            Conn::Single(mut c) => cmd.query_async(&mut c).await,
+            Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+        }
+        .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl Backend for RedisGcra {
+    async fn take(
+        &self,
+        rule: &Rule,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Result<(), Limited>, LimitError> {
+        let k = self.key(rule, key);
+        let mut inv = self.script.key(&k);
+        inv.arg(now_ms.saturating_mul(1000))
+            .arg(rule.interval_us)
+            .arg(rule.burst)
+            .arg(SUMMARY_WINDOW_MS * 1000);
+        let reply: Vec<i64> = match self.conn().await? {
+            Conn::Single(mut c) => inv.invoke_async(&mut c).await,
+            Conn::Cluster(mut c) => inv.invoke_async(&mut c).await,
+        }
+        .map_err(unavailable)?;
+        match reply.as_slice() {
+            [1] => Ok(Ok(())),
+            [0, wait_us, summary] => Ok(Err(Limited {
+                retry_after: retry_secs(*wait_us),
+                summary: u64::try_from(*summary).ok(),
+            })),
+            other => Err(LimitError::Unavailable(format!(
+                "unexpected reply from the limits script: {other:?}"
+            ))),
+        }
+    }
+}

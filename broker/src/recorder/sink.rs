@@ -1,0 +1,624 @@
+//! The durable audit sink: where every audit event is written before the decision it records
+//! is answered. By default a per-replica append-only JSON-lines file with group-committed
+//! fsync; syslog and standard output are options.
+//!
+//! One writer thread owns the file. Callers hand it their batch over a channel and wait for
+//! its answer; the thread takes whatever is waiting, writes it, and makes it durable with one
+//! `fdatasync` — so one sync covers every batch that arrived while the previous one ran. A
+//! failed write is cut off again (the file never keeps half a line) and answered as an error,
+//! which the recorder turns into a refusal.
+//!
+//! Files are named `audit-<replica>-<first seq, 20 digits>.jsonl` and rotated by size; the hash
+//! chain runs on across files (and across replicas' files, merged by seq), so a directory of
+//! them verifies as one trail ([`TrailReader`]).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+
+use crate::audit::AuditEvent;
+
+/// Why the sink could not take an event.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing or syncing failed.
+    #[error("audit sink {target}: {source}")]
+    Io {
+        /// The file or socket.
+        target: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The writer thread is gone.
+    #[error("audit sink stopped")]
+    Stopped,
+    /// Another live broker writes under the same replica name in the same folder.
+    #[error(
+        "audit sink {dir}: another broker writes as replica {replica:?} here; give each its own audit.replica"
+    )]
+    ReplicaInUse {
+        /// The folder.
+        dir: String,
+        /// The name.
+        replica: String,
+    },
+}
+
+/// Where the durable copy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkTarget {
+    /// Append-only JSON-lines files in `dir`, fsynced, rotated past `rotate_bytes`.
+    File {
+        /// The directory (created 0700 when missing).
+        dir: PathBuf,
+        /// This replica's name, in the file names.
+        replica: String,
+        /// Size past which the next batch starts a new file.
+        rotate_bytes: u64,
+    },
+    /// The local syslog daemon (`/dev/log`), facility authpriv.
+    Syslog,
+    /// Standard output, one JSON line per event, flushed.
+    Stdout,
+}
+
+/// The file name of a trail file of `replica` starting at `seq`.
+pub fn file_name(replica: &str, seq: u64) -> String {
+    format!("audit-{replica}-{seq:020}.jsonl")
+}
+
+/// The replica and first seq a trail file's name carries.
+pub fn parse_file_name(name: &str) -> Option<(&str, u64)> {
+    let stem = name.strip_prefix("audit-")?.strip_suffix(".jsonl")?;
+    let (replica, seq) = stem.rsplit_once('-')?;
+    (seq.len() == 20 && !replica.is_empty())
+        .then(|| seq.parse().ok())
+        .flatten()
+        .map(|s| (replica, s))
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<(), SinkError>>;
+
+struct Job {
+    /// The batch's JSON lines.
+    lines: Vec<u8>,
+    /// The batch's first seq (names a new file).
+    first_seq: u64,
+    reply: Reply,
+}
+
+/// The durable audit sink (see the module docs).
+pub struct Sink {
+    tx: std::sync::mpsc::Sender<Job>,
+    target: SinkTarget,
+}
+
+impl Sink {
+    /// Opens `target` (creating the directory, connecting to syslog) and starts its writer
+    /// thread.
+    pub fn open(target: SinkTarget) -> Result<Self, SinkError> {
+        let mut backend = Backend::open(&target)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("audit-sink".into())
+            .spawn(move || {
+                // Ends when the last `Sink` is dropped.
+                while let Ok(job) = rx.recv() {
+                    let mut jobs = vec![job];
+                    jobs.extend(rx.try_iter());
+                    let result = backend.write(&jobs);
+                    for job in jobs {
+                        let answer = match &result {
+                            Ok(()) => Ok(()),
+                            Err((target, e)) => Err(SinkError::Io {
+                                target: target.clone(),
+                                source: std::io::Error::new(e.kind(), e.to_string()),
+                            }),
+                        };
+                        let _ = job.reply.send(answer);
+                    }
+                }
+            })
+            .map_err(|source| SinkError::Io {
+                target: "writer thread".into(),
+                source,
+            })?;
+        Ok(Self { tx, target })
+    }
+
+    /// Where this sink writes.
+    pub fn target(&self) -> &SinkTarget {
+        &self.target
+    }
+
+    /// Writes `events` (oldest first) and returns once they are durable (for a file: written
+    /// and fsynced).
+    pub async fn write(&self, events: &[AuditEvent]) -> Result<(), SinkError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let mut lines = Vec::with_capacity(events.len() * 512);
+        for e in events {
+            // An event is strings, numbers and a JSON map: serialising it cannot fail.
+            let _ = serde_json::to_writer(&mut lines, e);
+            lines.push(b'\n');
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job {
+                lines,
+                first_seq: first.seq,
+                reply,
+            })
+            .map_err(|_| SinkError::Stopped)?;
+        answer.await.map_err(|_| SinkError::Stopped)?
+    }
+}
+
+enum Backend {
+    File(FileBackend),
+    Syslog(std::os::unix::net::UnixDatagram),
+    Stdout,
+}
+
+struct FileBackend {
+    /// Held while the sink lives: one writer per replica name and folder.
+    _lock: File,
+    dir: PathBuf,
+    replica: String,
+    rotate_bytes: u64,
+    /// The open file, its path and its length after the last durable write.
+    current: Option<(File, PathBuf, u64)>,
+}
+
+impl Backend {
+    fn open(target: &SinkTarget) -> Result<Self, SinkError> {
+        Ok(match target {
+            SinkTarget::File {
+                dir,
+                replica,
+                rotate_bytes,
+            } => {
+                let io = |source| SinkError::Io {
+                    target: dir.display().to_string(),
+                    source,
+                };
+                if !dir.exists() {
+                    use std::os::unix::fs::DirBuilderExt as _;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                        .map_err(io)?;
+                }
+                // Files others may replace or delete are no evidence.
+                let mode = std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(dir).map_err(io)?.permissions(),
+                );
+                if mode & 0o022 != 0 {
+                    return Err(SinkError::Io {
+                        target: dir.display().to_string(),
+                        source: std::io::Error::other(format!(
+                            "the folder is writable by other users (mode {:o}); chmod go-w it or set audit.dir",
+                            mode & 0o777
+                        )),
+                    });
+                }
+                // Fails at start, not at the first event, when the folder cannot be written;
+                // and refuses a second broker writing under the same replica name, whose
+                // files would interleave with these.
+                let lock_path = dir.join(format!(".{replica}.lock"));
+                let lock = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+                    .map_err(io)?;
+                let locked = fs4::fs_std::FileExt::try_lock_exclusive(&lock).map_err(io)?;
+                if !locked {
+                    return Err(SinkError::ReplicaInUse {
+                        dir: dir.display().to_string(),
+                        replica: replica.clone(),
+                    });
+                }
+                Backend::File(FileBackend {
+                    _lock: lock,
+                    dir: dir.clone(),
+                    replica: replica.clone(),
+                    rotate_bytes: *rotate_bytes,
+                    current: None,
+                })
+            }
+            SinkTarget::Syslog => {
+                let s = std::os::unix::net::UnixDatagram::unbound().map_err(|source| {
+                    SinkError::Io {
+                        target: "syslog".into(),
+                        source,
+                    }
+                })?;
+                s.connect("/dev/log").map_err(|source| SinkError::Io {
+                    target: "syslog /dev/log".into(),
+                    source,
+                })?;
+                Backend::Syslog(s)
+            }
+            SinkTarget::Stdout => Backend::Stdout,
+        })
+    }
+
+    fn write(&mut self, jobs: &[Job]) -> Result<(), (String, std::io::Error)> {
+        match self {
+            Backend::File(f) => f.write(jobs),
+            Backend::Syslog(s) => {
+                for job in jobs {
+                    for line in job.lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                        // authpriv.info (10 * 8 + 6): audit records are access records.
+                        let mut msg = b"<86>git-jit-audit: ".to_vec();
+                        msg.extend_from_slice(line);
+                        s.send(&msg).map_err(|e| ("syslog".to_owned(), e))?;
+                    }
+                }
+                Ok(())
+            }
+            Backend::Stdout => {
+                let mut out = std::io::stdout().lock();
+                for job in jobs {
+                    out.write_all(&job.lines)
+                        .map_err(|e| ("stdout".to_owned(), e))?;
+                }
+                out.flush().map_err(|e| ("stdout".to_owned(), e))
+            }
+        }
+    }
+}
+
+impl FileBackend {
+    fn write(&mut self, jobs: &[Job]) -> Result<(), (String, std::io::Error)> {
+        let Some(first) = jobs.first() else {
+            return Ok(());
+        };
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|(_, _, len)| *len >= self.rotate_bytes)
+        {
+            self.current = None;
+            let path = self.dir.join(file_name(&self.replica, first.first_seq));
+            let opened = open_new(&path).and_then(|f| {
+                // The new name must survive a crash too.
+                File::open(&self.dir)?.sync_all()?;
+                Ok(f)
+            });
+            let file = opened.map_err(|e| (path.display().to_string(), e))?;
+            self.current = Some((file, path, 0));
+        }
+        let Some((file, path, len)) = self.current.as_mut() else {
+            return Err((
+                self.dir.display().to_string(),
+                std::io::Error::other("no open file"),
+            ));
+        };
+        let written = jobs
+            .iter()
+            .try_for_each(|j| file.write_all(&j.lines))
+            .and_then(|()| file.sync_data());
+        match written {
+            Ok(()) => {
+                *len += jobs.iter().map(|j| j.lines.len() as u64).sum::<u64>();
+                Ok(())
+            }
+            Err(e) => {
+                // Never keep half a batch: cut the file back to its last durable length, or,
+                // failing that, leave it and start a new file with the next batch.
+                let target = path.display().to_string();
+                if file.set_len(*len).and_then(|()| file.sync_all()).is_err() {
+                    self.current = None;
+                }
+                Err((target, e))
+            }
+        }
+    }
+}
+
+fn open_new(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// One event read back from a trail file, with where it was.
+#[derive(Debug)]
+pub struct ReadEvent {
+    /// The event.
+    pub event: AuditEvent,
+    /// `file:line`.
+    pub at: String,
+}
+
+/// Why a trail could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TrailError {
+    /// A file or directory could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line is not an audit event (or was cut short).
+    #[error("{at}: not an audit event: {why}")]
+    BadLine {
+        /// `file:line`.
+        at: String,
+        /// The parser's complaint.
+        why: String,
+    },
+    /// Two events claim the same seq.
+    #[error("{at}: seq {seq} appears twice (also at {other})")]
+    Duplicate {
+        /// `file:line`.
+        at: String,
+        /// The repeated seq.
+        seq: u64,
+        /// The earlier place.
+        other: String,
+    },
+}
+
+/// One replica's files, oldest first, read line by line.
+struct ReplicaStream {
+    files: std::vec::IntoIter<PathBuf>,
+    current: Option<(BufReader<File>, String, usize)>,
+    line: String,
+}
+
+impl ReplicaStream {
+    fn next_event(&mut self) -> Result<Option<ReadEvent>, TrailError> {
+        loop {
+            if self.current.is_none() {
+                let Some(path) = self.files.next() else {
+                    return Ok(None);
+                };
+                let name = path.display().to_string();
+                let file = File::open(&path).map_err(|source| TrailError::Io {
+                    path: name.clone(),
+                    source,
+                })?;
+                self.current = Some((BufReader::with_capacity(1 << 16, file), name, 0));
+            }
+            let Some((reader, name, line_no)) = self.current.as_mut() else {
+                continue;
+            };
+            self.line.clear();
+            let n = reader
+                .read_line(&mut self.line)
+                .map_err(|source| TrailError::Io {
+                    path: name.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                self.current = None;
+                continue;
+            }
+            *line_no += 1;
+            let at = format!("{name}:{line_no}");
+            if !self.line.ends_with('\n') {
+                return Err(TrailError::BadLine {
+                    at,
+                    why: "the last line is cut short (a write that never completed)".into(),
+                });
+            }
+            if self.line.trim().is_empty() {
+                continue;
+            }
+            let event = serde_json::from_str::<AuditEvent>(&self.line).map_err(|e| {
+                TrailError::BadLine {
+                    at: at.clone(),
+                    why: e.to_string(),
+                }
+            })?;
+            return Ok(Some(ReadEvent { event, at }));
+        }
+    }
+}
+
+/// Reads a trail — a directory of trail files of one or several replicas, or single files —
+/// as one run ordered by seq: each replica's files in order of their first seq, the replicas
+/// merged by seq. Holds one line per replica: constant memory, however long the trail.
+pub struct TrailReader {
+    streams: Vec<ReplicaStream>,
+    /// The next event of each stream.
+    heads: Vec<Option<ReadEvent>>,
+}
+
+impl TrailReader {
+    /// A reader over `paths`: directories (their `audit-*.jsonl` files) and files (each read
+    /// as it is, in the order given, as one more replica).
+    pub fn open(paths: &[PathBuf]) -> Result<Self, TrailError> {
+        let mut by_replica: std::collections::BTreeMap<String, Vec<(u64, PathBuf)>> =
+            std::collections::BTreeMap::new();
+        let mut singles = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                let io = |source| TrailError::Io {
+                    path: path.display().to_string(),
+                    source,
+                };
+                for entry in std::fs::read_dir(path).map_err(io)? {
+                    let p = entry.map_err(io)?.path();
+                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                    if let Some((replica, seq)) = parse_file_name(name) {
+                        by_replica
+                            .entry(replica.to_owned())
+                            .or_default()
+                            .push((seq, p.clone()));
+                    }
+                }
+            } else {
+                singles.push(path.clone());
+            }
+        }
+        let mut streams: Vec<ReplicaStream> = by_replica
+            .into_values()
+            .map(|mut files| {
+                files.sort();
+                files.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
+            })
+            .chain(singles.into_iter().map(|p| vec![p]))
+            .map(|files| ReplicaStream {
+                files: files.into_iter(),
+                current: None,
+                line: String::new(),
+            })
+            .collect();
+        let mut heads = Vec::with_capacity(streams.len());
+        for s in &mut streams {
+            heads.push(s.next_event()?);
+        }
+        Ok(Self { streams, heads })
+    }
+
+    /// The next event by seq, or `None` at the end.
+    pub fn next_event(&mut self) -> Result<Option<ReadEvent>, TrailError> {
+        let mut best: Option<usize> = None;
+        for (i, h) in self.heads.iter().enumerate() {
+            let Some(h) = h else { continue };
+            match best.and_then(|b| self.heads[b].as_ref()) {
+                Some(b) if b.event.seq < h.event.seq => {}
+                Some(b) if b.event.seq == h.event.seq => {
+                    return Err(TrailError::Duplicate {
+                        at: h.at.clone(),
+                        seq: h.event.seq,
+                        other: b.at.clone(),
+                    });
+                }
+                _ => best = Some(i),
+            }
+        }
+        let Some(i) = best else {
+            return Ok(None);
+        };
+        let next = self.streams[i].next_event()?;
+        Ok(std::mem::replace(&mut self.heads[i], next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64) -> AuditEvent {
+        let mut e = AuditEvent::new("grant.issued", seq as i64);
+        e.seq = seq;
+        e
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        let name = file_name("web-1", 42);
+        assert_eq!(name, "audit-web-1-00000000000000000042.jsonl");
+        assert_eq!(parse_file_name(&name), Some(("web-1", 42)));
+        assert_eq!(parse_file_name("audit--00000000000000000042.jsonl"), None);
+        assert_eq!(parse_file_name("audit-a-42.jsonl"), None);
+        assert_eq!(parse_file_name("other.jsonl"), None);
+    }
+
+    #[tokio::test]
+    async fn batches_are_durable_and_rotate_by_size() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sink = Sink::open(SinkTarget::File {
+            dir: dir.path().join("audit"),
+            replica: "r1".into(),
+            rotate_bytes: 200,
+        })
+        .expect("opens");
+        for seq in 1..=6 {
+            sink.write(&[event(seq)]).await.expect("written");
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("audit"))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".jsonl"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 2, "rotated: {names:?}");
+        assert_eq!(names[0], file_name("r1", 1));
+        let mut reader = TrailReader::open(&[dir.path().join("audit")]).expect("reads");
+        let mut seqs = Vec::new();
+        while let Some(e) = reader.next_event().expect("event") {
+            seqs.push(e.event.seq);
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn reader_merges_replicas_and_refuses_duplicates_and_torn_lines() {
+        let dir = tempfile::tempdir().expect("dir");
+        let line = |seq| serde_json::to_string(&event(seq)).expect("json") + "\n";
+        std::fs::write(dir.path().join(file_name("a", 1)), line(1) + &line(3)).expect("w");
+        std::fs::write(dir.path().join(file_name("b", 2)), line(2) + &line(4)).expect("w");
+        std::fs::write(dir.path().join(file_name("a", 5)), line(5)).expect("w");
+        let mut reader = TrailReader::open(&[dir.path().to_path_buf()]).expect("reads");
+        let mut seqs = Vec::new();
+        while let Some(e) = reader.next_event().expect("event") {
+            seqs.push(e.event.seq);
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        std::fs::write(dir.path().join(file_name("c", 3)), line(3)).expect("w");
+        let mut reader = TrailReader::open(&[dir.path().to_path_buf()]).expect("reads");
+        let err = std::iter::from_fn(|| reader.next_event().transpose())
+            .find_map(Result::err)
+            .expect("duplicate found");
+        assert!(err.to_string().contains("seq 3 appears twice"), "{err}");
+        let torn = dir.path().join("torn.jsonl");
+        std::fs::write(&torn, line(1) + r#"{"v":2,"ts":1"#).expect("w");
+        let err = TrailReader::open(&[torn])
+            .and_then(|mut r| while_ok(&mut r))
+            .expect_err("torn");
+        assert!(err.to_string().contains("cut short"), "{err}");
+    }
+
+    fn while_ok(r: &mut TrailReader) -> Result<(), TrailError> {
+        while r.next_event()?.is_some() {}
+        Ok(())
+    }
+
+    #[test]
+    fn a_folder_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let err = Sink::open(SinkTarget::File {
+            dir: dir.path().to_path_buf(),
+            replica: "r".into(),
+            rotate_bytes: 1 << 20,
+        })
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("writable by other users"), "{err}");
+    }
+
+    /// A file the sink cannot create (its name taken by something else, its folder gone)
+    /// is an error for the batch, and the sink carries on once it can write again.
+    #[tokio::test]
+    async fn a_write_that_fails_is_an_error() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sink = Sink::open(SinkTarget::File {
+            dir: dir.path().to_path_buf(),
+            replica: "r".into(),
+            rotate_bytes: 1,
+        })
+        .expect("opens");
+        std::fs::create_dir(dir.path().join(file_name("r", 1))).expect("squat the name");
+        let err = sink.write(&[event(1)]).await.expect_err("cannot create");
+        assert!(err.to_string().starts_with("audit sink "), "{err}");
+        sink.write(&[event(2)]).await.expect("writes again");
+        let text = std::fs::read_to_string(dir.path().join(file_name("r", 2))).expect("file");
+        assert_eq!(text.lines().count(), 1);
+    }
+}

@@ -1,0 +1,483 @@
+//! `audit verify`: checks a trail event by event in constant memory — files (one replica's or
+//! several merged by seq, across rotations) or the store's window, page by page — and reports
+//! the newest signed checkpoint and what follows it.
+
+use std::path::PathBuf;
+
+use crate::audit::{AuditEvent, AuditQuery, ChainError, ChainVerifier, Signature};
+use crate::store::{GrantStore, StoreError};
+
+use super::sink::{TrailError, TrailReader};
+
+/// Why a trail does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The files could not be read, or hold something that is not an event.
+    #[error(transparent)]
+    Trail(#[from] TrailError),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The chain is broken.
+    #[error("{at}{error}")]
+    Chain {
+        /// Where (`file:line: `), when read from files.
+        at: String,
+        /// The break.
+        error: ChainError,
+    },
+    /// The files end before the store's head: the tail was cut (or not written yet).
+    #[error(
+        "the files end at seq {files_end} but the store's chain reaches seq {store_head}: events seq {}..={store_head} are missing from the files (a cut tail); {report}",
+        files_end + 1
+    )]
+    TailMissing {
+        /// The newest seq in the files.
+        files_end: u64,
+        /// The store's head.
+        store_head: u64,
+        /// The report of what did verify.
+        report: String,
+    },
+}
+
+/// Checks checkpoint signatures: `Some(valid)`, or `None` when no key has that `kid`.
+pub type Keys<'a> = &'a dyn Fn(&str, &[u8], &str) -> Option<bool>;
+
+/// Verifies the trail files under `paths` (folders of `audit-*.jsonl`, or files), merged by
+/// seq. When `store_head` is given (the store's newest seq), files that end before it are a
+/// cut tail.
+pub fn verify_files(
+    paths: &[PathBuf],
+    keys: Keys<'_>,
+    store_head: Option<u64>,
+) -> Result<String, VerifyError> {
+    let mut reader = TrailReader::open(paths)?;
+    let mut v = ChainVerifier::new();
+    while let Some(read) = reader.next_event()? {
+        v.push(read.event, keys)
+            .map_err(|error| VerifyError::Chain {
+                at: format!("{}: ", read.at),
+                error,
+            })?;
+    }
+    let report = report(&v, "files");
+    let files_end = v.range().map_or(0, |(_, b)| b);
+    match store_head {
+        Some(head) if head > files_end => Err(VerifyError::TailMissing {
+            files_end,
+            store_head: head,
+            report,
+        }),
+        _ => Ok(report),
+    }
+}
+
+/// Verifies the store's window of the trail, page by page.
+pub async fn verify_store(
+    store: &dyn GrantStore,
+    keys: Keys<'_>,
+    page: usize,
+) -> Result<String, VerifyError> {
+    let mut v = ChainVerifier::window();
+    let mut after_seq = 0;
+    loop {
+        let events: Vec<AuditEvent> = store
+            .read_audit(&AuditQuery {
+                after_seq,
+                limit: page,
+                ..Default::default()
+            })
+            .await?;
+        let Some(last) = events.last() else { break };
+        after_seq = last.seq;
+        let n = events.len();
+        for e in events {
+            v.push(e, keys).map_err(|error| VerifyError::Chain {
+                at: String::new(),
+                error,
+            })?;
+        }
+        if n < page {
+            break;
+        }
+    }
+    let mut out = report(&v, "store");
+    if let Some((first, _)) = v.range().filter(|(a, _)| *a > 1) {
+        // Trimmed by the window's budgets, or deleted from the start: the store cannot tell.
+        out.push_str(&format!(
+            "\nevents seq 1..={} are not in the store (trimmed by its audit budgets, or removed); verify the audit files for them",
+            first - 1
+        ));
+    }
+    Ok(out)
+}
+
+/// The report lines of a verified run.
+fn report(v: &ChainVerifier, source: &str) -> String {
+    let Some((first, last)) = v.range() else {
+        return "audit chain empty".to_owned();
+    };
+    let mut out = format!(
+        "audit chain intact: {} events, seq {first}..={last}, {} checkpoints",
+        v.count(),
+        v.checkpoints()
+    );
+    match v.last_checkpoint() {
+        Some(cp) => {
+            let when =
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(cp.ts) * 1_000_000)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| cp.ts.to_string());
+            let signed = match &cp.signature {
+                Signature::Valid(kid) => format!("signature valid (key {kid})"),
+                Signature::NotChecked(kid) => {
+                    format!("signature NOT checked: no key {kid} given")
+                }
+            };
+            out.push_str(&format!(
+                "\nlast checkpoint: seq {} at {when}, covering seq ..={}, {signed}",
+                cp.seq, cp.covers
+            ));
+            let after = last - cp.seq;
+            out.push_str(&format!(
+                "\n{after} events after it in the {source} (not yet covered by a checkpoint)"
+            ));
+        }
+        None => out.push_str(&format!(
+            "\nno checkpoint in the {source}: a cut tail cannot be told from a complete trail"
+        )),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::keys::KeyRing;
+    use crate::recorder::sink::{Sink, SinkTarget, file_name};
+    use crate::recorder::{Auditor, Checkpoints, key_ring_verifies};
+    use crate::store::memory::MemoryStore;
+
+    struct Trail {
+        dir: tempfile::TempDir,
+        store: Arc<dyn GrantStore>,
+        keys: Arc<KeyRing>,
+        audit: Auditor,
+    }
+
+    impl Trail {
+        fn files(&self) -> PathBuf {
+            self.dir.path().join("audit")
+        }
+
+        fn verify(&self, head: Option<u64>) -> Result<String, VerifyError> {
+            let keys = self.keys.clone();
+            let check = move |kid: &str, m: &[u8], s: &str| key_ring_verifies(&keys, kid, m, s);
+            verify_files(&[self.files()], &check, head)
+        }
+
+        /// Every file's lines, oldest file first.
+        fn lines(&self) -> Vec<(PathBuf, Vec<String>)> {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(self.files())
+                .expect("dir")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+                .collect();
+            files.sort();
+            files
+                .into_iter()
+                .map(|p| {
+                    let text = std::fs::read_to_string(&p).expect("read");
+                    (p, text.lines().map(str::to_owned).collect())
+                })
+                .collect()
+        }
+
+        fn write(&self, path: &PathBuf, lines: &[String]) {
+            std::fs::write(
+                path,
+                lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+            )
+            .expect("write");
+        }
+    }
+
+    /// A trail of `n` events recorded through the real recorder (memory store, file sink
+    /// rotated every ~2 KB, a checkpoint whenever the 10 ms interval finds new events; the
+    /// test waits for `checkpoints` of them).
+    async fn trail(n: usize, checkpoints: u64) -> Trail {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(100_000));
+        let keys = Arc::new(KeyRing::ephemeral().expect("key"));
+        let sink = Sink::open(SinkTarget::File {
+            dir: dir.path().join("audit"),
+            replica: "r1".into(),
+            rotate_bytes: 2048,
+        })
+        .expect("sink");
+        let signing = keys.clone();
+        let audit = Auditor::durable(
+            store.clone(),
+            None,
+            Arc::new(crate::metrics::Metrics::new()),
+            Some(sink),
+            (checkpoints > 0).then(|| Checkpoints {
+                interval: Duration::from_millis(10),
+                sign: Arc::new(move |m: &[u8]| {
+                    let key = signing.signer();
+                    jsonwebtoken::crypto::sign(m, key.encoding(), jsonwebtoken::Algorithm::EdDSA)
+                        .map(|s| (key.kid().to_owned(), s))
+                        .map_err(|e| e.to_string())
+                }),
+            }),
+        );
+        let t = Trail {
+            dir,
+            store,
+            keys,
+            audit,
+        };
+        let mut seen = 0;
+        for i in 0..n {
+            let kind = if i % 3 == 0 {
+                "grant.issued"
+            } else {
+                "access.allowed"
+            };
+            // Real times: the store's window trims by age from the newest event (the
+            // checkpoints carry the real time).
+            let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+            let mut e = AuditEvent::new(kind, now).with("i", i);
+            e.subject = Some(format!("user{i}"));
+            t.audit.record(e).await.expect("recorded");
+            // Wait (no time is asserted) for the writer to checkpoint what came so far.
+            if checkpoints > 0 && i % (n / checkpoints as usize).max(1) == 0 {
+                while count_checkpoints(&t).await <= seen {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen = count_checkpoints(&t).await;
+            }
+        }
+        t
+    }
+
+    async fn count_checkpoints(t: &Trail) -> u64 {
+        t.store
+            .read_audit(&AuditQuery {
+                event: Some("audit.checkpoint".into()),
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await
+            .expect("read")
+            .len() as u64
+    }
+
+    #[tokio::test]
+    async fn the_event_is_in_the_file_before_record_returns() {
+        let t = trail(0, 0).await;
+        let mut e = AuditEvent::new("grant.issued", 1);
+        e.jti = Some("j-durable".into());
+        t.audit.record(e).await.expect("recorded");
+        let lines = t.lines();
+        let all: Vec<&String> = lines.iter().flat_map(|(_, l)| l).collect();
+        assert_eq!(all.len(), 1);
+        assert!(all[0].contains("\"jti\":\"j-durable\""), "{}", all[0]);
+    }
+
+    /// A sink that cannot be written refuses: `record` fails (the caller denies), the failure
+    /// is counted; once the sink can write again the missed event reaches it first, in order.
+    #[tokio::test]
+    async fn a_sink_that_cannot_be_written_fails_closed() {
+        let t = trail(0, 0).await;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+        // Past the 2 KB rotation size: the next batch needs a new file, named by its seq (2).
+        let big = AuditEvent::new("grant.issued", now).with("pad", "x".repeat(4096));
+        t.audit.record(big).await.expect("first");
+        let squat = t.files().join(file_name("r1", 2));
+        std::fs::create_dir(&squat).expect("squat the next file's name");
+        let refused = t.audit.record(AuditEvent::new("grant.issued", now)).await;
+        assert!(
+            refused.is_err(),
+            "a sink that cannot be written must refuse"
+        );
+        let (_, failed) = t.audit.counts().snapshot();
+        assert_eq!(failed, 1);
+        std::fs::remove_dir(&squat).expect("unsquat");
+        t.audit
+            .record(AuditEvent::new("grant.issued", now))
+            .await
+            .expect("recorded again");
+        let seqs: Vec<u64> = t
+            .lines()
+            .iter()
+            .flat_map(|(_, l)| l)
+            .map(|l| serde_json::from_str::<AuditEvent>(l).expect("event").seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            [1, 2, 3],
+            "the missed event is written first, in order"
+        );
+        assert!(t.verify(None).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_intact_trail_verifies_across_rotations_with_checkpoints() {
+        let t = trail(60, 3).await;
+        assert!(t.lines().len() >= 3, "rotated");
+        let report = t.verify(None).expect("intact");
+        assert!(report.contains("audit chain intact"), "{report}");
+        assert!(report.contains("signature valid"), "{report}");
+        // The store's window verifies too, page by page.
+        let keys = t.keys.clone();
+        let check = move |kid: &str, m: &[u8], s: &str| key_ring_verifies(&keys, kid, m, s);
+        let report = verify_store(&*t.store, &check, 7).await.expect("intact");
+        assert!(report.contains("signature valid"), "{report}");
+    }
+
+    #[tokio::test]
+    async fn verify_detects_an_edited_event() {
+        let t = trail(30, 1).await;
+        let (path, mut lines) = t.lines().remove(1);
+        let i = lines
+            .iter()
+            .position(|l| l.contains("\"subject\":\"user"))
+            .expect("an event with a subject");
+        lines[i] = lines[i].replace("\"subject\":\"user", "\"subject\":\"mallory");
+        t.write(&path, &lines);
+        let err = t.verify(None).expect_err("edited").to_string();
+        assert!(err.contains("was altered"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn verify_detects_a_deleted_middle_event() {
+        let t = trail(30, 1).await;
+        let (path, mut lines) = t.lines().remove(1);
+        lines.remove(1);
+        t.write(&path, &lines);
+        let err = t.verify(None).expect_err("deleted").to_string();
+        assert!(
+            err.contains("deleted or reordered") || err.contains("is false"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_detects_a_tampered_rotation_boundary() {
+        let t = trail(30, 1).await;
+        let files = t.lines();
+        // The first event of the second file removed: the file boundary no longer links.
+        let (path, mut lines) = files[1].clone();
+        lines.remove(0);
+        t.write(&path, &lines);
+        let err = t.verify(None).expect_err("boundary").to_string();
+        assert!(
+            err.contains("deleted or reordered") || err.contains("is false"),
+            "{err}"
+        );
+        // A file swapped in under the next name, starting a fresh chain: refused as well.
+        let t = trail(30, 1).await;
+        let files = t.lines();
+        let (path, lines) = files[1].clone();
+        let mut forged: Vec<String> = Vec::new();
+        let mut prev = String::new();
+        for l in &lines {
+            let mut e: AuditEvent = serde_json::from_str(l).expect("event");
+            e.prev = prev.clone();
+            e.hash = crate::audit::chain_hash(&e);
+            prev = e.hash.clone();
+            forged.push(serde_json::to_string(&e).expect("json"));
+        }
+        t.write(&path, &forged);
+        assert!(t.verify(None).is_err());
+    }
+
+    /// Events after the last checkpoint cut off: the files alone still form a chain (and the
+    /// report names the last checkpoint and what follows it); against the store's head the
+    /// cut tail is named. A tail cut to before a checkpoint that the files still hold breaks it.
+    #[tokio::test]
+    async fn verify_detects_a_truncated_tail_after_a_checkpoint() {
+        let t = trail(40, 2).await;
+        t.audit
+            .record(AuditEvent::new("grant.issued", 5000))
+            .await
+            .expect("one more");
+        let head = t.store.audit_head().await.expect("head").expect("some").seq;
+        // Cut a file right after a checkpoint that events followed, and drop the later files.
+        let files = t.lines();
+        let (k, i) = files
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(k, (_, lines))| {
+                lines
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .skip(1)
+                    .find(|(_, l)| l.contains("audit.checkpoint"))
+                    .map(|(i, _)| (k, i))
+            })
+            .expect("a checkpoint followed by events");
+        let (path, lines) = &files[k];
+        t.write(path, &lines[..=i]);
+        for (later, _) in &files[k + 1..] {
+            std::fs::remove_file(later).expect("rm");
+        }
+        let alone = t.verify(None).expect("a prefix is a chain");
+        assert!(alone.contains("last checkpoint"), "{alone}");
+        let err = t.verify(Some(head)).expect_err("cut tail").to_string();
+        assert!(err.contains("missing from the files"), "{err}");
+        // A checkpoint whose events before it are gone is false.
+        let t = trail(40, 2).await;
+        let (path, mut lines) = t.lines().pop().expect("last file");
+        let cp = lines.iter().rposition(|l| l.contains("audit.checkpoint"));
+        if let Some(i) = cp.filter(|i| *i > 0) {
+            lines.remove(i - 1);
+            t.write(&path, &lines);
+            assert!(t.verify(None).is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn verify_refuses_a_forged_checkpoint_signature() {
+        let t = trail(20, 1).await;
+        let mut all = t.lines();
+        let cp = all
+            .iter_mut()
+            .find_map(|(p, l)| {
+                l.iter()
+                    .position(|x| x.contains("audit.checkpoint"))
+                    .map(|i| (p.clone(), l, i))
+            })
+            .expect("a checkpoint");
+        let (path, lines, i) = cp;
+        let mut e: AuditEvent = serde_json::from_str(&lines[i]).expect("event");
+        let other = KeyRing::ephemeral().expect("key");
+        let key = other.signer();
+        let cpt = crate::audit::Checkpoint::of(&e).expect("checkpoint");
+        let sig = jsonwebtoken::crypto::sign(
+            crate::audit::checkpoint_message(&cpt.head, e.ts).as_bytes(),
+            key.encoding(),
+            jsonwebtoken::Algorithm::EdDSA,
+        )
+        .expect("sign");
+        e.data.insert("sig".into(), sig.into());
+        e.data
+            .insert("kid".into(), t.keys.signer().kid().to_owned().into());
+        e.hash = crate::audit::chain_hash(&e);
+        lines[i] = serde_json::to_string(&e).expect("json");
+        t.write(&path, lines);
+        let err = t.verify(None).expect_err("forged").to_string();
+        assert!(err.contains("signature does not verify"), "{err}");
+    }
+}

@@ -1,0 +1,629 @@
+//! The Redis store's grants: key layout, indexes, listings and tidying (the audit trail's
+//! keys are in [`super::redis`]).
+//!
+//! # Keys (`P` the prefix, `J` a token id, `B` its bucket, `D` a dimension)
+//! - `P:{gB}:g:J` the grant (JSON), with a TTL equal to the token's remaining lifetime;
+//! - `P:{gB}:t:J` a tombstone with the same TTL, written on revocation of one token (the
+//!   record is deleted in the same script), so "revoked" is told apart from "unknown";
+//! - `P:{gB}:i:J` an "issued" marker living a day past expiry (so "expired" is told apart
+//!   too), holding the grant's four index dimensions for the expiry sweep;
+//! - `P:{gB}:rev` the bucket's copy of the revoked-before watermarks (`all`, `sub:…`,
+//!   `repo:…`, `role:…`, `idp:…`). Its TTL is the longest token lifetime, unless it holds a
+//!   person's or an issuer's watermark, which also guards future exchanges and so is kept;
+//! - `P:ix:{all}` every grant, `P:ix:{D}` the grants of one subject, repository, role or
+//!   issuer (`D` = `sub:alice`, `repo:acme/api`, …): sorted sets with score 0 whose members
+//!   `<issued ms>:<jti>` sort by issue time then jti ([`IndexMember`]); paged by `ZRANGEBYLEX`.
+//!   A dimension's index lives a token lifetime past its last grant;
+//! - `P:ix:{exp}` every grant's member by expiry, for the sweep that drops expired entries;
+//! - `P:{tidy}:jobs` the tidy queue (a list of [`TidyJob`] JSON, oldest first).
+//!
+//! # Redis Cluster: one round trip per check, and spreading
+//! A check needs the grant's record, its tombstone and marker, and the five watermarks that
+//! could apply to it. The bucket `B` (0..[`BUCKETS`], from a hash of the token id) is the
+//! hash tag of all of them: each bucket keeps its own *copy* of the watermarks, so a check is
+//! one pipeline to one slot — one round trip, on a single node or a cluster. Grants spread
+//! over the buckets' slots, hence over the shards. The price is on the rare side: a bulk
+//! revocation writes [`BUCKETS`] copies (in parallel, still O(1) in the number of grants), and
+//! the watermarks take [`BUCKETS`] times their memory. A revocation answered with an error
+//! may have reached only some copies; it must be repeated (raising is idempotent).
+//!
+//! Dimension indexes are hash-tagged by their own dimension, so they spread too. The global
+//! index and the expiry index are one key each (one `ZADD` per exchange on their shard): a
+//! listing without a filter pages one sorted set rather than merging [`BUCKETS`] of them.
+
+use std::collections::HashMap;
+
+use futures_util::future::try_join_all;
+use redis::{Cmd, FromRedisValue};
+use sha2::{Digest, Sha256};
+
+use super::redis::{Conn, RedisStore, parse_grant, unavailable};
+use super::{
+    Grant, GrantFilter, GrantListing, GrantStatus, IndexMember, ListCursor,
+    MAX_TOKEN_LIFETIME_SECS, StoreError, TidyJob, TidyProgress, bounds, revoked_by,
+};
+
+/// How many buckets grants (and watermark copies) are spread over.
+pub const BUCKETS: u8 = 32;
+
+/// The name of the global index among the dimensions.
+const ALL: &str = "all";
+
+/// The bucket of a token id (or of any text).
+pub fn bucket(text: &str) -> u8 {
+    Sha256::digest(text.as_bytes())[0] % BUCKETS
+}
+
+/// Runs `cmds` concurrently on `conn` (one flight on a multiplexed connection; each to its
+/// own slot on a cluster).
+async fn each<T: FromRedisValue>(conn: &Conn, cmds: Vec<Cmd>) -> Result<Vec<T>, StoreError> {
+    try_join_all(cmds.into_iter().map(|cmd| {
+        let mut c = conn.clone();
+        async move { cmd.query_async::<T>(&mut c).await }
+    }))
+    .await
+    .map_err(unavailable)
+}
+
+fn zrem_grouped(removals: HashMap<String, Vec<String>>) -> Vec<Cmd> {
+    removals
+        .into_iter()
+        .map(|(key, members)| {
+            let mut c = redis::cmd("ZREM");
+            c.arg(key).arg(members);
+            c
+        })
+        .collect()
+}
+
+impl RedisStore {
+    pub(super) fn grant_key(&self, kind: &str, jti: &str) -> String {
+        format!("{}:{{g{}}}:{kind}:{jti}", self.prefix, bucket(jti))
+    }
+
+    /// The watermark copy of bucket `b`.
+    pub(super) fn rev_key(&self, b: u8) -> String {
+        format!("{}:{{g{b}}}:rev", self.prefix)
+    }
+
+    /// Every bucket's watermark key (tests and operators).
+    pub fn watermark_keys(&self) -> Vec<String> {
+        (0..BUCKETS).map(|b| self.rev_key(b)).collect()
+    }
+
+    /// The index of `dim` (`all`: the global one).
+    pub fn index_key(&self, dim: &str) -> String {
+        format!("{}:ix:{{{dim}}}", self.prefix)
+    }
+
+    fn exp_key(&self) -> String {
+        format!("{}:ix:{{exp}}", self.prefix)
+    }
+
+    fn jobs_key(&self) -> String {
+        format!("{}:{{tidy}}:jobs", self.prefix)
+    }
+
+    /// The index writes of a new grant (made before its record: a record is never
+    /// unlisted), one pipeline per index key.
+    pub(super) fn index_writes(&self, g: &Grant, now_ms: i64) -> Vec<redis::Pipeline> {
+        let member = g.index_member();
+        let keep_ms = (MAX_TOKEN_LIFETIME_SECS + 60) * 1000;
+        let stale = format!("({}", IndexMember::after_ms(now_ms - keep_ms));
+        let mut global = redis::pipe();
+        global
+            .zadd(self.index_key(ALL), member.as_str(), 0)
+            .ignore();
+        let mut by_exp = redis::pipe();
+        by_exp
+            .zadd(self.exp_key(), member.as_str(), g.exp.saturating_mul(1000))
+            .ignore();
+        let mut writes = vec![global, by_exp];
+        for dim in g.index_dimensions() {
+            // Add, trim what was issued too long ago to be live, keep the key a token
+            // lifetime past its newest grant: one key, one slot.
+            let key = self.index_key(&dim);
+            let mut p = redis::pipe();
+            p.zadd(&key, member.as_str(), 0)
+                .ignore()
+                .cmd("ZREMRANGEBYLEX")
+                .arg(&key)
+                .arg("-")
+                .arg(&stale)
+                .ignore()
+                .pexpire(&key, keep_ms)
+                .ignore();
+            writes.push(p);
+        }
+        writes
+    }
+
+    /// The issued marker's value: the grant's four index dimensions.
+    pub(super) fn marker_value(g: &Grant) -> Result<String, StoreError> {
+        serde_json::to_string(&g.index_dimensions())
+            .map_err(|e| StoreError::Corrupt(format!("grant marker: {e}")))
+    }
+
+    /// Ends a batch of grants: deletes each record (a revoked one leaves a tombstone for its
+    /// remaining life) and removes its entries from every index. Returns entries removed.
+    async fn end_grants(
+        &self,
+        conn: &Conn,
+        grants: &[(Grant, bool)],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let ends = grants
+            .iter()
+            .map(|(g, revoked)| {
+                let mut p = redis::pipe();
+                p.atomic().del(self.grant_key("g", &g.jti)).ignore();
+                let remaining = g.remaining_ms(now_ms);
+                if *revoked && remaining > 0 {
+                    p.cmd("SET")
+                        .arg(self.grant_key("t", &g.jti))
+                        .arg(1)
+                        .arg("PX")
+                        .arg(remaining)
+                        .ignore();
+                }
+                let mut c = conn.clone();
+                async move { p.query_async::<()>(&mut c).await }
+            })
+            .collect::<Vec<_>>();
+        try_join_all(ends).await.map_err(unavailable)?;
+        let mut removals: HashMap<String, Vec<String>> = HashMap::new();
+        for (g, _) in grants {
+            let member = g.index_member().as_str().to_owned();
+            let keys = std::iter::once(ALL.to_owned())
+                .chain(g.index_dimensions())
+                .map(|d| self.index_key(&d))
+                .chain(std::iter::once(self.exp_key()));
+            for key in keys {
+                removals.entry(key).or_default().push(member.clone());
+            }
+        }
+        let removed: Vec<u64> = each(conn, zrem_grouped(removals)).await?;
+        Ok(removed.iter().sum())
+    }
+
+    /// The records of `members` (`None` where gone or not that grant's any more).
+    async fn records(
+        &self,
+        conn: &Conn,
+        members: &[IndexMember],
+    ) -> Result<Vec<Option<Grant>>, StoreError> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.grant_key("g", m.jti()))
+            .collect();
+        let mut c = conn.clone();
+        let raws: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        raws.into_iter()
+            .zip(members)
+            .map(|(raw, m)| {
+                Ok(raw
+                    .map(|r| parse_grant(&r))
+                    .transpose()?
+                    .filter(|g| &g.index_member() == m))
+            })
+            .collect()
+    }
+
+    /// Whether each grant is revoked by a watermark of its own bucket's copy (as a check
+    /// would say).
+    async fn revoked_flags(&self, conn: &Conn, grants: &[&Grant]) -> Result<Vec<bool>, StoreError> {
+        let mut by_bucket: HashMap<u8, Vec<usize>> = HashMap::new();
+        for (i, g) in grants.iter().enumerate() {
+            by_bucket.entry(bucket(&g.jti)).or_default().push(i);
+        }
+        let plan: Vec<(u8, Vec<usize>)> = by_bucket.into_iter().collect();
+        let cmds = plan
+            .iter()
+            .map(|(b, idx)| {
+                let mut c = redis::cmd("HMGET");
+                c.arg(self.rev_key(*b));
+                for &i in idx {
+                    c.arg(&grants[i].dimensions()[..]);
+                }
+                c
+            })
+            .collect();
+        let answers: Vec<Vec<Option<i64>>> = each(conn, cmds).await?;
+        let mut out = vec![false; grants.len()];
+        for ((_, idx), marks) in plan.iter().zip(answers) {
+            for (k, &i) in idx.iter().enumerate() {
+                let own = marks.get(k * 5..k * 5 + 5).unwrap_or(&[]);
+                out[i] = revoked_by(own, grants[i].issued_ms);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn queue(&self, conn: &Conn, job: &TidyJob) -> Result<(), StoreError> {
+        let json = serde_json::to_string(job)
+            .map_err(|e| StoreError::Corrupt(format!("tidy job: {e}")))?;
+        let mut c = conn.clone();
+        redis::cmd("RPUSH")
+            .arg(self.jobs_key())
+            .arg(json)
+            .query_async::<i64>(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Queues a job; a failure is logged, not returned: what it would tidy is already
+    /// refused, and the expiry sweep reclaims it at the latest when it expires.
+    pub(super) async fn queue_best_effort(&self, conn: &Conn, job: &TidyJob) -> bool {
+        match self.queue(conn, job).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not queue a tidy job; expiry will reclaim");
+                false
+            }
+        }
+    }
+
+    /// Raises `dim`'s watermark to `now_ms` in every bucket's copy, in parallel.
+    pub(super) async fn raise_everywhere(
+        &self,
+        conn: &Conn,
+        dim: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let raises = (0..BUCKETS).map(|b| {
+            let mut c = conn.clone();
+            let mut inv = self.raise.prepare_invoke();
+            inv.key(self.rev_key(b))
+                .arg(dim)
+                .arg(now_ms)
+                .arg((MAX_TOKEN_LIFETIME_SECS + 60) * 1000);
+            async move { inv.invoke_async::<i64>(&mut c).await }
+        });
+        try_join_all(raises).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// How many members `dim`'s index holds (`all`: the global index).
+    pub(super) async fn index_len(&self, conn: &Conn, dim: &str) -> Result<u64, StoreError> {
+        let mut c = conn.clone();
+        redis::cmd("ZCARD")
+            .arg(self.index_key(dim))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn grants_page(
+        &self,
+        filter: &GrantFilter,
+        after: Option<&ListCursor>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<GrantListing, StoreError> {
+        let conn = self.admin_conn().await?;
+        let dims = filter.dimensions();
+        let dim = if dims.is_empty() {
+            ALL.to_owned()
+        } else {
+            let sizes: Vec<u64> = each(
+                &conn,
+                dims.iter().map(|d| Cmd::zcard(self.index_key(d))).collect(),
+            )
+            .await?;
+            match dims.into_iter().zip(sizes).min_by_key(|(_, n)| *n) {
+                Some((_, 0)) | None => return Ok(GrantListing::default()),
+                Some((d, _)) => d,
+            }
+        };
+        let key = self.index_key(&dim);
+        let chunk = limit.max(bounds::LIST_CHUNK);
+        let mut from = after.map(|c| c.member().clone());
+        let (mut grants, mut dead) = (Vec::new(), Vec::new());
+        for _ in 0..bounds::LIST_ROUNDS {
+            let lower = from
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |m| format!("({}", m.as_str()));
+            let mut c = conn.clone();
+            let raw: Vec<String> = redis::cmd("ZRANGEBYLEX")
+                .arg(&key)
+                .arg(lower)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(chunk)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            let full = raw.len() == chunk;
+            let members: Vec<IndexMember> =
+                raw.iter().filter_map(|m| IndexMember::parse(m)).collect();
+            let records = self.records(&conn, &members).await?;
+            let present: Vec<&Grant> = records.iter().flatten().collect();
+            let mut revoked = self.revoked_flags(&conn, &present).await?.into_iter();
+            for (m, record) in members.iter().zip(&records) {
+                from = Some(m.clone());
+                let live = match record {
+                    Some(g) => {
+                        let r = revoked.next().unwrap_or(true);
+                        g.remaining_ms(now_ms) > 0 && !r
+                    }
+                    None => false,
+                };
+                match record {
+                    Some(g) if live => {
+                        if filter.matches(g) {
+                            grants.push(g.clone());
+                        }
+                    }
+                    _ => dead.push((dim.clone(), m.as_str().to_owned())),
+                }
+                if grants.len() >= limit {
+                    break;
+                }
+            }
+            let last_examined = from.as_ref().map(IndexMember::as_str);
+            let rest_of_chunk = raw
+                .last()
+                .is_some_and(|l| Some(l.as_str()) != last_examined);
+            if grants.len() >= limit || !full {
+                let more = full || rest_of_chunk;
+                if !dead.is_empty() {
+                    self.queue_best_effort(&conn, &TidyJob::Drop { entries: dead })
+                        .await;
+                }
+                return Ok(GrantListing {
+                    grants,
+                    next: from.filter(|_| more).map(ListCursor::after),
+                });
+            }
+        }
+        if !dead.is_empty() {
+            self.queue_best_effort(&conn, &TidyJob::Drop { entries: dead })
+                .await;
+        }
+        Ok(GrantListing {
+            grants,
+            next: from.map(ListCursor::after),
+        })
+    }
+
+    /// Drops index entries of grants expired by now, learning their dimensions from their
+    /// issued markers. One bounded batch.
+    async fn sweep_expired(&self, conn: &Conn, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        let mut c = conn.clone();
+        let raw: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.exp_key())
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(bounds::TIDY_BATCH)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if raw.is_empty() {
+            return Ok(TidyProgress::default());
+        }
+        let markers: Vec<Option<String>> = {
+            let keys: Vec<String> = raw
+                .iter()
+                .map(|m| {
+                    let jti =
+                        IndexMember::parse(m).map_or_else(String::new, |m| m.jti().to_owned());
+                    self.grant_key("i", &jti)
+                })
+                .collect();
+            redis::cmd("MGET")
+                .arg(keys)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?
+        };
+        let mut removals: HashMap<String, Vec<String>> = HashMap::new();
+        for (member, marker) in raw.iter().zip(markers) {
+            let dims: Vec<String> = marker
+                .and_then(|m| serde_json::from_str(&m).ok())
+                .unwrap_or_default();
+            let keys = [ALL.to_owned()]
+                .into_iter()
+                .chain(dims)
+                .map(|d| self.index_key(&d))
+                .chain(std::iter::once(self.exp_key()));
+            for key in keys {
+                removals.entry(key).or_default().push(member.clone());
+            }
+        }
+        let removed: Vec<u64> = each(conn, zrem_grouped(removals)).await?;
+        Ok(TidyProgress {
+            ended: 0,
+            dropped: removed.iter().sum(),
+            more: raw.len() == bounds::TIDY_BATCH,
+        })
+    }
+
+    /// One batch of the oldest tidy job, then the job's progress saved (or it is popped).
+    async fn work_job(&self, conn: &Conn, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        let mut c = conn.clone();
+        let head: Option<String> = redis::cmd("LINDEX")
+            .arg(self.jobs_key())
+            .arg(0)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let Some(head) = head else {
+            return Ok(TidyProgress::default());
+        };
+        let mut p = TidyProgress::default();
+        let next: Option<TidyJob> = match serde_json::from_str::<TidyJob>(&head) {
+            Err(e) => {
+                // An unreadable job would block the queue for ever; what it named is refused
+                // anyway and expiry reclaims it.
+                tracing::warn!(error = %e, "dropping an unreadable tidy job");
+                None
+            }
+            Ok(TidyJob::Sweep {
+                dim,
+                upto_ms,
+                after,
+            }) => {
+                let lower = after
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), |m| format!("({m}"));
+                let raw: Vec<String> = redis::cmd("ZRANGEBYLEX")
+                    .arg(self.index_key(&dim))
+                    .arg(lower)
+                    .arg(format!("({}", IndexMember::after_ms(upto_ms)))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(bounds::TIDY_BATCH)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+                let members: Vec<IndexMember> =
+                    raw.iter().filter_map(|m| IndexMember::parse(m)).collect();
+                let records = self.records(conn, &members).await?;
+                // Everything in range was issued at or before the watermark: revoked.
+                let ended: Vec<(Grant, bool)> = records
+                    .iter()
+                    .flatten()
+                    .map(|g| (g.clone(), true))
+                    .collect();
+                let mut removals: HashMap<String, Vec<String>> = HashMap::new();
+                for (m, r) in members.iter().zip(&records) {
+                    if r.is_none() {
+                        removals
+                            .entry(self.index_key(&dim))
+                            .or_default()
+                            .push(m.as_str().to_owned());
+                    }
+                }
+                p.dropped += self.end_grants(conn, &ended, now_ms).await?;
+                p.dropped += each::<u64>(conn, zrem_grouped(removals))
+                    .await?
+                    .iter()
+                    .sum::<u64>();
+                p.ended += ended.len() as u64;
+                (raw.len() == bounds::TIDY_BATCH).then(|| TidyJob::Sweep {
+                    dim,
+                    upto_ms,
+                    after: raw.last().cloned(),
+                })
+            }
+            Ok(TidyJob::Drop { entries }) => {
+                let parsed: Vec<(String, IndexMember)> = entries
+                    .into_iter()
+                    .filter_map(|(d, m)| IndexMember::parse(&m).map(|m| (d, m)))
+                    .collect();
+                let members: Vec<IndexMember> = parsed.iter().map(|(_, m)| m.clone()).collect();
+                let records = self.records(conn, &members).await?;
+                let present: Vec<&Grant> = records.iter().flatten().collect();
+                let revoked = self.revoked_flags(conn, &present).await?;
+                let mut ended = Vec::new();
+                for (g, r) in present.iter().zip(revoked) {
+                    if r || g.remaining_ms(now_ms) <= 0 {
+                        ended.push(((*g).clone(), r));
+                    }
+                }
+                let mut removals: HashMap<String, Vec<String>> = HashMap::new();
+                for ((d, m), r) in parsed.iter().zip(&records) {
+                    if r.is_none() {
+                        removals
+                            .entry(self.index_key(d))
+                            .or_default()
+                            .push(m.as_str().to_owned());
+                    }
+                }
+                p.dropped += self.end_grants(conn, &ended, now_ms).await?;
+                p.dropped += each::<u64>(conn, zrem_grouped(removals))
+                    .await?
+                    .iter()
+                    .sum::<u64>();
+                p.ended += ended.len() as u64;
+                None
+            }
+        };
+        let replacement = match next {
+            Some(job) => serde_json::to_string(&job)
+                .map_err(|e| StoreError::Corrupt(format!("tidy job: {e}")))?,
+            None => String::new(),
+        };
+        // Only if the head is still the job worked: another replica may have moved on.
+        let left: i64 = self
+            .advance
+            .key(self.jobs_key())
+            .arg(&head)
+            .arg(replacement)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        p.more = left > 0;
+        Ok(p)
+    }
+
+    pub(super) async fn tidy_batch(&self, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        let conn = self.admin_conn().await?;
+        let mut p = self.sweep_expired(&conn, now_ms).await?;
+        p.add(self.work_job(&conn, now_ms).await?);
+        Ok(p)
+    }
+
+    pub(super) async fn jobs_pending(&self) -> Result<u64, StoreError> {
+        let conn = self.admin_conn().await?;
+        let mut c = conn.clone();
+        redis::cmd("LLEN")
+            .arg(self.jobs_key())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Looks a grant's record, tombstone, marker and watermarks up in one round trip to its
+    /// bucket's slot.
+    pub(super) async fn lookup(
+        &self,
+        conn: &Conn,
+        jti: &str,
+        dims: &[String],
+    ) -> Result<(Option<Grant>, bool, bool, Vec<Option<i64>>), StoreError> {
+        let mut c = conn.clone();
+        let mut p = redis::pipe();
+        p.get(self.grant_key("g", jti))
+            .exists(self.grant_key("t", jti))
+            .exists(self.grant_key("i", jti));
+        if !dims.is_empty() {
+            p.cmd("HMGET").arg(self.rev_key(bucket(jti))).arg(dims);
+        }
+        let (raw, tomb, issued, marks): (Option<String>, bool, bool, Vec<Option<i64>>) =
+            if dims.is_empty() {
+                let (raw, tomb, issued) = p.query_async(&mut c).await.map_err(unavailable)?;
+                (raw, tomb, issued, Vec::new())
+            } else {
+                p.query_async(&mut c).await.map_err(unavailable)?
+            };
+        let grant = raw.map(|s| parse_grant(&s)).transpose()?;
+        Ok((grant, tomb, issued, marks))
+    }
+
+    /// The status of a record as the lookup found it, given the claims' expiry when known.
+    pub(super) fn judge(
+        found: (Option<Grant>, bool, bool, Vec<Option<i64>>),
+        now_ms: i64,
+    ) -> GrantStatus {
+        match found {
+            (_, true, _, _) => GrantStatus::Revoked,
+            (Some(g), _, _, _) if g.remaining_ms(now_ms) <= 0 => GrantStatus::Expired,
+            (Some(g), _, _, marks) if revoked_by(&marks, g.issued_ms) => GrantStatus::Revoked,
+            (Some(g), _, _, _) => GrantStatus::Live(g),
+            (None, _, true, _) => GrantStatus::Expired,
+            (None, _, false, _) => GrantStatus::Unknown,
+        }
+    }
+}

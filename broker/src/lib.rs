@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
 pub mod recorder;
+pub mod redis_conn;
 pub mod revocation;
 pub mod state;
 pub mod store;

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 /// Every top-level module of the broker and its floor, lowest first. A module may use only
 /// modules on lower floors. Adding a module means giving it a floor here.
 const FLOORS: &[(&str, u8)] = &[
-    // Foundations: time, plain configuration data, key files.
+    // Foundations: time, plain configuration data, key files, Redis connections.
     ("clock", 1),
     ("metrics", 1),
     ("config", 1),
     ("keys", 1),
+    ("redis_conn", 1),
     // Pure domain: verification, signing, audit events and chain, limits, the dev issuer.
     ("identity", 2),
     ("token", 2),

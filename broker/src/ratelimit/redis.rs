@@ -21,18 +21,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::RedisError;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::{Backend, LimitError, Limited, Rule, SUMMARY_WINDOW_MS, retry_secs};
+pub use crate::redis_conn::Topology as Target;
+use crate::redis_conn::{Conn, connect};
 
 /// How long one take may wait for Redis before failing closed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// One GCRA take. KEYS[1] the key; ARGV: now (µs), interval (µs), burst, summary window (µs).
 /// Returns `{1}` when it passes; `{0, µs until it would pass, summary (-1: none)}` otherwise.
@@ -62,21 +59,6 @@ end
 redis.call('HSET', KEYS[1], 'o', over)
 return {0, next - now - tolerance, summary}
 ";
-
-/// Where the limits' Redis is: the grant store's own deployment.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// One Redis server (`redis://`, `rediss://`, `redis+unix://`).
-    Single(String),
-    /// A Redis Cluster, given some of its nodes.
-    Cluster(Vec<String>),
-}
-
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
 
 /// GCRA states in Redis.
 pub struct RedisGcra {
@@ -122,41 +104,9 @@ impl RedisGcra {
         let conn = self
             .conn
             .get_or_try_init(|| async {
-                let timed_out = || LimitError::Unavailable("timed out connecting".into());
-                match &self.target {
-                    Target::Single(url) => {
-                        let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-                        let config = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                            .set_number_of_retries(1)
-                            .set_max_delay(Duration::from_millis(500));
-                        let cm = tokio::time::timeout(
-                            CONNECT_TIMEOUT * 2,
-                            ConnectionManager::new_with_config(client, config),
-                        )
-                        .await
-                        .map_err(|_| timed_out())?
-                        .map_err(unavailable)?;
-                        Ok::<_, LimitError>(Conn::Single(cm))
-                    }
-                    Target::Cluster(nodes) => {
-                        let client = ClusterClientBuilder::new(nodes.clone())
-                            .connection_timeout(CONNECT_TIMEOUT)
-                            .response_timeout(RESPONSE_TIMEOUT)
-                            .retries(1)
-                            .build()
-                            .map_err(unavailable)?;
-                        let c = tokio::time::timeout(
-                            CONNECT_TIMEOUT * 2,
-                            client.get_async_connection(),
-                        )
-                        .await
-                        .map_err(|_| timed_out())?
-                        .map_err(unavailable)?;
-                        Ok(Conn::Cluster(c))
-                    }
-                }
+                connect(&self.target, RESPONSE_TIMEOUT)
+                    .await
+                    .map_err(LimitError::Unavailable)
             })
             .await?;
         Ok(conn.clone())
@@ -166,11 +116,8 @@ impl RedisGcra {
     pub async fn pttl(&self, rule: &Rule, key: &str) -> Result<i64, LimitError> {
         let k = self.key(rule, key);
         let cmd = redis::cmd("PTTL").arg(&k).clone();
-        match self.conn().await? {
-            Conn::Single(mut c) => cmd.query_async(&mut c).await,
-            Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
-        }
-        .map_err(unavailable)
+        let mut c = self.conn().await?;
+        cmd.query_async(&mut c).await.map_err(unavailable)
     }
 }
 
@@ -188,11 +135,8 @@ impl Backend for RedisGcra {
             .arg(rule.interval_us)
             .arg(rule.burst)
             .arg(SUMMARY_WINDOW_MS * 1000);
-        let reply: Vec<i64> = match self.conn().await? {
-            Conn::Single(mut c) => inv.invoke_async(&mut c).await,
-            Conn::Cluster(mut c) => inv.invoke_async(&mut c).await,
-        }
-        .map_err(unavailable)?;
+        let mut c = self.conn().await?;
+        let reply: Vec<i64> = inv.invoke_async(&mut c).await.map_err(unavailable)?;
         match reply.as_slice() {
             [1] => Ok(Ok(())),
             [0, wait_us, summary] => Ok(Err(Limited {

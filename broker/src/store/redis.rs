@@ -24,23 +24,31 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use jit_proto::Claims;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::RedisError;
+use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use super::redis_grants::bucket;
 use super::{
     AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
     ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of, merge_by_seq,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
+pub(super) use crate::redis_conn::Conn;
+pub use crate::redis_conn::Topology;
+use crate::redis_conn::connect;
+
+/// How many buckets grants (and watermark copies) are spread over (see
+/// [`super::redis_grants`]).
+pub const BUCKETS: u8 = 32;
+
+/// The bucket of a token id (or of any text).
+pub fn bucket(text: &str) -> u8 {
+    Sha256::digest(text.as_bytes())[0] % BUCKETS
+}
 
 /// How long one Redis call may take before the broker gives up and fails closed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1500);
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+
 /// Audit events read per XRANGE page.
 const AUDIT_PAGE: usize = 500;
 
@@ -159,50 +167,6 @@ end
 return 1
 ";
 
-/// Where the store connects.
-#[derive(Debug, Clone)]
-pub enum Topology {
-    /// One Redis server (`redis://`, `rediss://`, `redis+unix://`).
-    Single(String),
-    /// A Redis Cluster, given some of its nodes.
-    Cluster(Vec<String>),
-}
-
-/// A connection to a single node or a cluster.
-#[derive(Clone)]
-pub(super) enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
 /// The Redis grant store.
 pub struct RedisStore {
     topology: Topology,
@@ -255,37 +219,9 @@ impl RedisStore {
     }
 
     async fn connect(&self) -> Result<Conn, StoreError> {
-        match &self.topology {
-            Topology::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                let cm = tokio::time::timeout(
-                    CONNECT_TIMEOUT * 2,
-                    ConnectionManager::new_with_config(client, config),
-                )
-                .await
-                .map_err(|_| StoreError::Unavailable("timed out connecting".into()))?
-                .map_err(unavailable)?;
-                Ok::<_, StoreError>(Conn::Single(cm))
-            }
-            Topology::Cluster(nodes) => {
-                let client = ClusterClientBuilder::new(nodes.clone())
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(RESPONSE_TIMEOUT)
-                    .retries(1)
-                    .build()
-                    .map_err(unavailable)?;
-                let c = tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_connection())
-                    .await
-                    .map_err(|_| StoreError::Unavailable("timed out connecting".into()))?
-                    .map_err(unavailable)?;
-                Ok(Conn::Cluster(c))
-            }
-        }
+        connect(&self.topology, RESPONSE_TIMEOUT)
+            .await
+            .map_err(StoreError::Unavailable)
     }
 
     fn audit_key(&self) -> String {

@@ -35,24 +35,16 @@ use std::collections::HashMap;
 
 use futures_util::future::try_join_all;
 use redis::{Cmd, FromRedisValue};
-use sha2::{Digest, Sha256};
 
+pub use super::redis::{BUCKETS, bucket};
 use super::redis::{Conn, RedisStore, parse_grant, unavailable};
 use super::{
     Grant, GrantFilter, GrantListing, GrantStatus, IndexMember, ListCursor,
     MAX_TOKEN_LIFETIME_SECS, StoreError, TidyJob, TidyProgress, bounds, revoked_by,
 };
 
-/// How many buckets grants (and watermark copies) are spread over.
-pub const BUCKETS: u8 = 32;
-
 /// The name of the global index among the dimensions.
 const ALL: &str = "all";
-
-/// The bucket of a token id (or of any text).
-pub fn bucket(text: &str) -> u8 {
-    Sha256::digest(text.as_bytes())[0] % BUCKETS
-}
 
 /// Runs `cmds` concurrently on `conn` (one flight on a multiplexed connection; each to its
 /// own slot on a cluster).

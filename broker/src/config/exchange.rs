@@ -37,7 +37,7 @@ pub struct RateLimitConfig {
     #[serde(default = "default_client_burst")]
     pub client_burst: u32,
     /// Refused credentials (forged, expired, revoked tokens) per minute one client address
-    /// may present to the gateway or `/authz`; past it, the answer is 429 and the refusals are
+    /// may present to the gateway, `/authz` or, as identity tokens, the exchange; past it, the answer is 429 and the refusals are
     /// counted in `/metrics` instead of each filling the audit log. Default 300.
     #[serde(default = "default_refused_per_minute")]
     pub refused_per_minute: u32,

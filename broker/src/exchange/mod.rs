@@ -236,7 +236,17 @@ impl Exchanger {
         let token = parsed.subject_token.expose();
         let identity = match self.identity.verify(token, now_ms).await {
             Ok(i) => i,
-            Err(ie) => return Err(x.deny(Some(request), None, None, identity_error(&ie)).await),
+            Err(ie) => {
+                // A refused identity token is charged to its address's budget of refused
+                // credentials (valid tokens never draw on it, so a CI fleet behind one egress
+                // is not slowed): past it, a 429 counted in `/metrics`, not one audit event
+                // per forged token.
+                let address = crate::ratelimit::address_key(&x.caller.client);
+                if let Err(refusal) = self.limits.refused.check(&address, now_ms).await {
+                    return Err(ApiError::from(refusal));
+                }
+                return Err(x.deny(Some(request), None, None, identity_error(&ie)).await);
+            }
         };
         if let Err(refusal) = self
             .limits

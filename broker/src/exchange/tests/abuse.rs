@@ -85,6 +85,39 @@ async fn identities_and_clients_are_rate_limited() {
 /// A proxy may append its own `X-Forwarded-For` line instead of extending the client's: the
 /// client's own line (spoofable) must not name the client, in the audit or for the limits.
 #[tokio::test]
+async fn forged_identity_tokens_spend_their_address_budget_and_valid_ones_do_not() {
+    let mut config = ExchangeConfig::default();
+    config.rate_limit.refused_burst = 3;
+    config.rate_limit.refused_per_minute = 1;
+    let w = world_with(config).await;
+    let app = || app_from(&w.state, [10, 0, 0, 7]);
+    let forged = || exchange_form("eyJhbGciOiJSUzI1NiJ9.e30.c2ln", "repo:acme/api:read", &[]);
+    for _ in 0..3 {
+        let (status, json, _) = send(app(), forged(), &[]).await;
+        assert_ne!(status, StatusCode::TOO_MANY_REQUESTS, "{json}");
+        assert_ne!(status, StatusCode::OK, "{json}");
+    }
+    let audited = |events: &[AuditEvent]| {
+        events
+            .iter()
+            .filter(|e| e.event == "grant.denied" && e.subject.is_none())
+            .count()
+    };
+    let before = audited(&audit(&w).await);
+    for _ in 0..20 {
+        let (status, json, headers) = send(app(), forged(), &[]).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{json}");
+        assert!(headers.contains_key(header::RETRY_AFTER));
+    }
+    // Past the budget the refusals are counted, not audited one by one.
+    assert_eq!(audited(&audit(&w).await), before);
+    // A valid identity token from the same address is not refused for the forgeries.
+    let t = alice(&w);
+    let (status, json, _) = send(app(), exchange_form(&t, "repo:acme/api:read", &[]), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+}
+
+#[tokio::test]
 async fn the_last_forwarded_for_line_names_the_client() {
     let config = ExchangeConfig {
         trust_forwarded_for: true,

@@ -300,17 +300,9 @@ impl RedisStore {
                 if stop_ms.is_some_and(|s| id_ms > s) {
                     return Ok(out);
                 }
-                let Some(json) = fields.get("e") else {
-                    return Err(StoreError::Corrupt(format!(
-                        "audit entry {id} has no event"
-                    )));
-                };
-                let mut e: AuditEvent = serde_json::from_str(json)
-                    .map_err(|err| StoreError::Corrupt(format!("audit entry {id}: {err}")))?;
+                let mut e = stream_event(&id, &fields)?;
                 e.id = Some(id);
-                let in_range = query.from_ms.is_none_or(|f| e.ts >= f)
-                    && query.to_ms.is_none_or(|t| e.ts <= t);
-                if in_range && query.matches(&e) {
+                if wanted(query, &e) {
                     out.push(e);
                     if out.len() >= query.limit {
                         break;
@@ -357,21 +349,13 @@ impl RedisStore {
                 .map_err(unavailable)?;
             let full = page.len() == AUDIT_PAGE;
             for (id, fields) in page {
-                let Some(json) = fields.get("e") else {
-                    return Err(StoreError::Corrupt(format!(
-                        "audit entry {id} has no event"
-                    )));
-                };
-                let mut e: AuditEvent = serde_json::from_str(json)
-                    .map_err(|err| StoreError::Corrupt(format!("audit entry {id}: {err}")))?;
+                let mut e = stream_event(&id, &fields)?;
                 next = e.seq.saturating_add(1);
                 if stop_ms.is_some_and(|s| e.ts > s) {
                     return Ok(out);
                 }
                 e.id = Some(id);
-                let in_range = query.from_ms.is_none_or(|f| e.ts >= f)
-                    && query.to_ms.is_none_or(|t| e.ts <= t);
-                if in_range && query.matches(&e) {
+                if wanted(query, &e) {
                     out.push(e);
                     if out.len() >= query.limit {
                         break;
@@ -449,6 +433,24 @@ impl RedisStore {
             .await
             .map_err(unavailable)
     }
+}
+
+/// The audit event of stream entry `id`.
+fn stream_event(id: &str, fields: &HashMap<String, String>) -> Result<AuditEvent, StoreError> {
+    let Some(json) = fields.get("e") else {
+        return Err(StoreError::Corrupt(format!(
+            "audit entry {id} has no event"
+        )));
+    };
+    serde_json::from_str(json)
+        .map_err(|err| StoreError::Corrupt(format!("audit entry {id}: {err}")))
+}
+
+/// Whether `e` is in `query`'s time range and passes its filters.
+fn wanted(query: &AuditQuery, e: &AuditEvent) -> bool {
+    query.from_ms.is_none_or(|f| e.ts >= f)
+        && query.to_ms.is_none_or(|t| e.ts <= t)
+        && query.matches(e)
 }
 
 pub(super) fn parse_grant(raw: &str) -> Result<Grant, StoreError> {

@@ -94,20 +94,14 @@ async fn exchange_status(
     broker: &str,
     id_token: &str,
 ) -> Result<(u16, Option<String>, String)> {
+    let request = jit_proto::ExchangeRequest::new(
+        jit_proto::Secret::new(id_token),
+        jit_proto::exchange::SubjectTokenType::IdToken,
+        jit_proto::Scope::parse("repo:acme/api:read")?,
+    );
     let r = http
         .post(format!("{broker}/oauth/token"))
-        .form(&[
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            ("subject_token", id_token),
-            (
-                "subject_token_type",
-                "urn:ietf:params:oauth:token-type:id_token",
-            ),
-            ("scope", "repo:acme/api:read"),
-        ])
+        .form(&request.to_form())
         .send()
         .await?;
     let status = r.status().as_u16();

@@ -178,6 +178,35 @@ impl RedisStore {
         Ok(removed.iter().sum())
     }
 
+    /// The end of one tidy batch: ends `ended` and drops the index entries (`(dimension,
+    /// member)`, beside their `records`) whose record is gone, counting both into `p`.
+    async fn settle<'a>(
+        &self,
+        conn: &Conn,
+        entries: impl Iterator<Item = (&'a str, &'a IndexMember)>,
+        records: &[Option<Grant>],
+        ended: &[(Grant, bool)],
+        now_ms: i64,
+        p: &mut TidyProgress,
+    ) -> Result<(), StoreError> {
+        let mut removals: HashMap<String, Vec<String>> = HashMap::new();
+        for ((dim, m), r) in entries.zip(records) {
+            if r.is_none() {
+                removals
+                    .entry(self.index_key(dim))
+                    .or_default()
+                    .push(m.as_str().to_owned());
+            }
+        }
+        p.dropped += self.end_grants(conn, ended, now_ms).await?;
+        p.dropped += each::<u64>(conn, zrem_grouped(removals))
+            .await?
+            .iter()
+            .sum::<u64>();
+        p.ended += ended.len() as u64;
+        Ok(())
+    }
+
     /// The records of `members` (`None` where gone or not that grant's any more).
     async fn records(
         &self,
@@ -488,21 +517,9 @@ impl RedisStore {
                     .flatten()
                     .map(|g| (g.clone(), true))
                     .collect();
-                let mut removals: HashMap<String, Vec<String>> = HashMap::new();
-                for (m, r) in members.iter().zip(&records) {
-                    if r.is_none() {
-                        removals
-                            .entry(self.index_key(&dim))
-                            .or_default()
-                            .push(m.as_str().to_owned());
-                    }
-                }
-                p.dropped += self.end_grants(conn, &ended, now_ms).await?;
-                p.dropped += each::<u64>(conn, zrem_grouped(removals))
-                    .await?
-                    .iter()
-                    .sum::<u64>();
-                p.ended += ended.len() as u64;
+                let entries = members.iter().map(|m| (dim.as_str(), m));
+                self.settle(conn, entries, &records, &ended, now_ms, &mut p)
+                    .await?;
                 (raw.len() == bounds::TIDY_BATCH).then(|| TidyJob::Sweep {
                     dim,
                     upto_ms,
@@ -524,21 +541,9 @@ impl RedisStore {
                         ended.push(((*g).clone(), r));
                     }
                 }
-                let mut removals: HashMap<String, Vec<String>> = HashMap::new();
-                for ((d, m), r) in parsed.iter().zip(&records) {
-                    if r.is_none() {
-                        removals
-                            .entry(self.index_key(d))
-                            .or_default()
-                            .push(m.as_str().to_owned());
-                    }
-                }
-                p.dropped += self.end_grants(conn, &ended, now_ms).await?;
-                p.dropped += each::<u64>(conn, zrem_grouped(removals))
-                    .await?
-                    .iter()
-                    .sum::<u64>();
-                p.ended += ended.len() as u64;
+                let entries = parsed.iter().map(|(d, m)| (d.as_str(), m));
+                self.settle(conn, entries, &records, &ended, now_ms, &mut p)
+                    .await?;
                 None
             }
         };

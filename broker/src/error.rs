@@ -70,6 +70,7 @@ fn body(code: &str, description: String) -> Json<OAuthError> {
     Json(OAuthError {
         error: code.to_owned(),
         error_description: Some(description),
+        approval: Default::default(),
     })
 }
 

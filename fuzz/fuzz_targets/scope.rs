@@ -71,6 +71,8 @@ fuzz_target!(|data: &[u8]| {
         reason: field(),
         requested_token_type: None,
         actor_token: None,
+        approval: field(),
+        request_id: field(),
     };
     if let Some(scope) = &form.scope {
         check_scope(scope);

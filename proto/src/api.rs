@@ -40,6 +40,10 @@ pub struct OAuthError {
     /// A precise reason, safe to show to the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
+    /// About an approval request (`authorization_pending`, `slow_down`, `approval_required`,
+    /// …): its id, who may approve, when to poll. Empty otherwise.
+    #[serde(flatten, default)]
+    pub approval: crate::approval::PendingDetails,
 }
 
 /// An introspection answer (RFC 7662 §2.2). Inactive tokens carry nothing but `active`.

@@ -17,6 +17,7 @@ pub use crate::api::TokenResponse;
 use crate::api::{
     GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
 };
+use crate::approval::{APPROVAL_REQUEST, RequestId, RequestIdError};
 use crate::refs::{RefError, RefPattern};
 use crate::scope::{Scope, ScopeError};
 use crate::secret::Secret;
@@ -69,6 +70,12 @@ pub struct ExchangeForm {
     /// RFC 8693 delegation; refused by git-jit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_token: Option<Secret>,
+    /// `request`: file an approval request when the role needs a person's yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    /// Poll the approval request with this id (instead of filing one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The RFC 8693 type of a subject token git-jit accepts.
@@ -230,6 +237,15 @@ pub enum ExchangeError {
     /// A reason with control characters (they would forge audit lines).
     #[error("reason must not contain control characters")]
     ReasonControl,
+    /// An `approval` other than `request`.
+    #[error("approval must be 'request'")]
+    Approval,
+    /// A `request_id` that is not a request id.
+    #[error("request_id: {0}")]
+    RequestId(#[from] RequestIdError),
+    /// Both `approval=request` and a `request_id`.
+    #[error("approval=request files a new request; request_id polls one: send one of them")]
+    ApprovalAndRequestId,
 }
 
 impl ExchangeError {
@@ -260,6 +276,20 @@ pub struct ExchangeRequest {
     pub ttl: Option<Ttl>,
     /// Ref patterns a write grant is narrowed to (at most [`MAX_REFS`]; empty: all refs).
     pub refs: Vec<RefPattern>,
+    /// What to do when the role needs a person's approval.
+    pub approval: ApprovalAsk,
+}
+
+/// What an exchange asks of an approval role.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ApprovalAsk {
+    /// Nothing: a role needing approval answers `approval_required`, saying how to ask.
+    #[default]
+    None,
+    /// File a request (`approval=request`), or find the identical pending one.
+    Request,
+    /// Poll this request (`request_id=…`); the answer is its token once approved.
+    Poll(RequestId),
 }
 
 impl ExchangeRequest {
@@ -273,6 +303,7 @@ impl ExchangeRequest {
             reason: None,
             ttl: None,
             refs: Vec::new(),
+            approval: ApprovalAsk::None,
         }
     }
 
@@ -295,6 +326,11 @@ impl ExchangeRequest {
             refs: (!refs.is_empty()).then_some(refs),
             requested_token_type: None,
             actor_token: None,
+            approval: (self.approval == ApprovalAsk::Request).then(|| APPROVAL_REQUEST.to_owned()),
+            request_id: match &self.approval {
+                ApprovalAsk::Poll(id) => Some(id.to_string()),
+                _ => None,
+            },
         }
     }
 }
@@ -372,6 +408,23 @@ impl TryFrom<ExchangeForm> for ExchangeRequest {
                 return Err(ExchangeError::ReasonControl);
             }
         }
+        let filed = match f.approval.as_deref().filter(|a| !a.is_empty()) {
+            None => false,
+            Some(APPROVAL_REQUEST) => true,
+            Some(_) => return Err(ExchangeError::Approval),
+        };
+        let polled = f
+            .request_id
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(RequestId::parse)
+            .transpose()?;
+        let approval = match (filed, polled) {
+            (true, Some(_)) => return Err(ExchangeError::ApprovalAndRequestId),
+            (true, None) => ApprovalAsk::Request,
+            (false, Some(id)) => ApprovalAsk::Poll(id),
+            (false, None) => ApprovalAsk::None,
+        };
         Ok(Self {
             subject_token,
             subject_token_type,
@@ -380,6 +433,7 @@ impl TryFrom<ExchangeForm> for ExchangeRequest {
             reason,
             ttl,
             refs,
+            approval,
         })
     }
 }
@@ -707,6 +761,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn approval_parameters_file_or_poll_but_never_both() {
+        let id = "rq_abcdefghijklmnopqrstuvwxyz";
+        let parsed = |f| ExchangeRequest::try_from(f).map(|r| r.approval);
+        assert_eq!(parsed(with(&[])), Ok(ApprovalAsk::None));
+        assert_eq!(parsed(with(&[("approval", "")])), Ok(ApprovalAsk::None));
+        assert_eq!(
+            parsed(with(&[("approval", "request")])),
+            Ok(ApprovalAsk::Request)
+        );
+        assert_eq!(
+            parsed(with(&[("request_id", id)])),
+            Ok(ApprovalAsk::Poll(RequestId::parse(id).expect("id")))
+        );
+        assert_eq!(
+            parsed(with(&[("approval", "yes")])),
+            Err(ExchangeError::Approval)
+        );
+        assert_eq!(
+            parsed(with(&[("request_id", "rq_../../x")])),
+            Err(ExchangeError::RequestId(RequestIdError))
+        );
+        let both = parsed(with(&[("approval", "request"), ("request_id", id)]));
+        assert_eq!(both, Err(ExchangeError::ApprovalAndRequestId));
+        assert!(
+            ExchangeError::ApprovalAndRequestId
+                .to_string()
+                .contains("one of them")
+        );
+    }
+
     fn random_request(rng: &mut Rng) -> ExchangeRequest {
         const TOKEN: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~+/=";
         const NAME: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.";
@@ -733,6 +818,15 @@ mod tests {
         }
         if !rng.one_in(3) {
             r.ttl = Ttl::from_minutes(1 + rng.below(MAX_TTL_MINUTES as usize) as u32);
+        }
+        if rng.one_in(3) {
+            r.approval = if rng.one_in(2) {
+                ApprovalAsk::Request
+            } else {
+                let mut bytes = [0u8; 17];
+                bytes.iter_mut().for_each(|b| *b = rng.below(256) as u8);
+                ApprovalAsk::Poll(RequestId::from_random(bytes))
+            };
         }
         for _ in 0..rng.below(4) {
             let name = format!(
@@ -789,6 +883,8 @@ mod tests {
             "*",
             "..",
             "x",
+            "request",
+            "rq_abcdefghijklmnopqrstuvwxyz",
         ];
         let mut rng = Rng::new(42);
         let pick = |rng: &mut Rng| (!rng.one_in(4)).then(|| rng.input(DICT, 4));
@@ -824,6 +920,8 @@ mod tests {
                 refs: pick(&mut rng),
                 requested_token_type: None,
                 actor_token: None,
+                approval: pick(&mut rng),
+                request_id: pick(&mut rng),
             };
             if let Ok(r) = ExchangeRequest::try_from(f) {
                 accepted += 1;

@@ -15,6 +15,8 @@
 //! - [`secret`]: [`Secret`], the wrapper that never prints its content.
 //! - [`exchange`]: the RFC 8693 token exchange form (`POST /oauth/token`) and its git-jit
 //!   parameters (`role`, `reason`, `ttl`, `refs`); the answer is [`api::TokenResponse`].
+//! - [`approval`]: approval requests (`/v1/requests`) and the token endpoint's pending
+//!   answer (`authorization_pending`, `slow_down`, …).
 //! - [`api`]: the other OAuth bodies: token response, RFC 6749 errors, introspection,
 //!   server metadata.
 //! - [`challenge`]: `WWW-Authenticate` challenge lists and the gateway's Bearer challenge.
@@ -29,6 +31,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod approval;
 pub mod audit;
 pub mod challenge;
 pub mod credential;

@@ -109,6 +109,24 @@ pub struct Admin {
     pub idp: String,
 }
 
+/// A person proven by their credential: a verified ID token of a trusted issuer (with its
+/// claims), or a live broker token of an admin role (no claims but subject and issuer).
+#[derive(Debug, Clone)]
+pub struct Person {
+    /// The verified subject.
+    pub subject: String,
+    /// The issuer's name.
+    pub idp: String,
+    /// The ID token's verified claims; empty for a broker token.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Whether the person is an admin (`[admin]`).
+    pub admin: bool,
+    /// Whether they authenticated with an admin role's broker token.
+    pub by_broker_token: bool,
+    /// When the credential was issued (seconds), when it says.
+    pub iat: Option<i64>,
+}
+
 fn unauthorized(description: &str) -> ApiError {
     ApiError::OAuth {
         status: StatusCode::UNAUTHORIZED,
@@ -133,12 +151,38 @@ impl AdminApi {
         headers: &HeaderMap,
         addr: SocketAddr,
     ) -> Result<Admin, ApiError> {
-        let (error, who) = match self.verify_admin(headers).await {
-            Ok(admin) => return Ok(admin),
-            // An outage is no refusal of the caller: nothing to charge.
-            Err((e @ ApiError::StoreUnavailable(_), _)) => return Err(e),
-            Err(refused) => refused,
-        };
+        match self.verify_admin(headers).await {
+            Ok(admin) => Ok(admin),
+            Err((error, who)) => Err(self.refuse(error, who, headers, addr).await),
+        }
+    }
+
+    /// Authenticates any person (admin or not) from `Authorization: Bearer …`: a fresh ID
+    /// token of a trusted issuer, or an admin role's broker token. Refusals are audited and
+    /// budgeted as [`Self::authenticate`]'s.
+    pub async fn authenticate_person(
+        &self,
+        headers: &HeaderMap,
+        addr: SocketAddr,
+    ) -> Result<Person, ApiError> {
+        match self.identify(headers).await {
+            Ok(p) => Ok(p),
+            Err((error, who)) => Err(self.refuse(error, who, headers, addr).await),
+        }
+    }
+
+    /// Audits a refused call within the address's budget; past it, a 429.
+    async fn refuse(
+        &self,
+        error: ApiError,
+        who: Refused,
+        headers: &HeaderMap,
+        addr: SocketAddr,
+    ) -> ApiError {
+        // An outage is no refusal of the caller: nothing to charge.
+        if matches!(error, ApiError::StoreUnavailable(_)) {
+            return error;
+        }
         let mut event = AuditEvent::new(EventKind::AdminDenied, self.clock.now_ms());
         event.subject = who.subject;
         event.idp = who.idp;
@@ -155,7 +199,7 @@ impl AdminApi {
             Ok(()) => {
                 // The call is refused either way; a lost record is counted by the auditor.
                 let _ = self.audit.record(event).await;
-                Err(error)
+                error
             }
             Err(limited) => {
                 self.audit.counts().unaudited("refused_over_limit");
@@ -172,9 +216,9 @@ impl AdminApi {
                     ));
                     let _ = self.audit.record(summary).await;
                 }
-                Err(ApiError::RateLimited {
+                ApiError::RateLimited {
                     retry_after: limited.retry_after,
-                })
+                }
             }
         }
     }
@@ -182,9 +226,33 @@ impl AdminApi {
     /// Who the credential of `headers` proves to be, if an admin; the refusal and what is
     /// known of the caller otherwise.
     async fn verify_admin(&self, headers: &HeaderMap) -> Result<Admin, (ApiError, Refused)> {
+        let person = self.identify(headers).await?;
+        if !person.admin {
+            // The subject comes from the identity provider; the description reaches a terminal.
+            let e = forbidden(format!(
+                "{} (issuer {}) is not an admin",
+                clean(&person.subject),
+                person.idp
+            ));
+            let who = Refused {
+                subject: Some(person.subject),
+                idp: Some(person.idp),
+                jti: None,
+            };
+            return Err((e, who));
+        }
+        Ok(Admin {
+            subject: person.subject,
+            idp: person.idp,
+        })
+    }
+
+    /// Who the credential of `headers` proves to be; the refusal and what is known of the
+    /// caller otherwise.
+    async fn identify(&self, headers: &HeaderMap) -> Result<Person, (ApiError, Refused)> {
         let state = self;
         let nobody = |e: ApiError| (e, Refused::default());
-        let needs = "admin API needs Authorization: Bearer <ID token or admin broker token>";
+        let needs = "this API needs Authorization: Bearer <ID token or admin broker token>";
         let token = match headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -219,9 +287,13 @@ impl AdminApi {
                 let e = forbidden(format!("role {} is not an admin role", clean(&claims.role)));
                 return Err((e, who()));
             }
-            return Ok(Admin {
+            return Ok(Person {
                 subject: claims.sub,
                 idp: claims.idp,
+                claims: serde_json::Map::new(),
+                admin: true,
+                by_broker_token: true,
+                iat: Some(claims.iat),
             });
         }
         let id = state
@@ -238,21 +310,16 @@ impl AdminApi {
         identity_not_revoked(state.store.as_ref(), &id)
             .await
             .map_err(|e| (e, who()))?;
-        let is_admin = state.admins.identities.iter().any(|(issuer, conds)| {
+        let admin = state.admins.identities.iter().any(|(issuer, conds)| {
             issuer == &id.issuer && conds.iter().all(|c| c.check(&id.claims).is_ok())
         });
-        if !is_admin {
-            // The subject comes from the identity provider; the description reaches a terminal.
-            let e = forbidden(format!(
-                "{} (issuer {}) is not an admin",
-                clean(&id.subject),
-                id.issuer
-            ));
-            return Err((e, who()));
-        }
-        Ok(Admin {
+        Ok(Person {
+            iat: id.claims.get("iat").and_then(serde_json::Value::as_i64),
             subject: id.subject,
             idp: id.issuer,
+            claims: id.claims,
+            admin,
+            by_broker_token: false,
         })
     }
 
@@ -293,6 +360,8 @@ impl From<Grant> for GrantInfo {
             reason: g.reason,
             issued_ms: g.issued_ms,
             exp: g.exp,
+            request_id: g.req,
+            break_glass: g.break_glass,
         }
     }
 }

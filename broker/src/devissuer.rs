@@ -166,6 +166,8 @@ impl DevIssuer {
             max_ttl: None,
             reason_required: false,
             approval_required: false,
+            approval: None,
+            break_glass: false,
         };
         let mut read = role("dev-read", "read any repository", "**", Action::Read);
         read.max_ttl = Some(480);

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jit_proto::api::OAuthError;
+use jit_proto::approval::PendingDetails;
 
 use crate::ratelimit::{LimitError, Refusal, UNAVAILABLE_RETRY_SECS};
 use crate::store::StoreError;
@@ -20,6 +21,20 @@ pub enum ApiError {
         code: &'static str,
         /// Safe, precise description.
         description: String,
+    },
+    /// An answer about an approval request (`authorization_pending`, `slow_down`,
+    /// `approval_required`, `expired_token`, `access_denied`): an RFC 6749 §5.2 error with the
+    /// request's details (RFC 8628 §3.5's polling codes).
+    #[error("{code}: {description}")]
+    Approval {
+        /// HTTP status.
+        status: StatusCode,
+        /// The error code.
+        code: &'static str,
+        /// Safe, precise description, written for people.
+        description: String,
+        /// The request's id, state, approvers, polling interval.
+        details: Box<PendingDetails>,
     },
     /// The store is unreachable: the broker fails closed.
     #[error("store unavailable")]
@@ -83,6 +98,22 @@ impl IntoResponse for ApiError {
                 description,
             } => {
                 let mut r = (status, body(code, description)).into_response();
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            }
+            ApiError::Approval {
+                status,
+                code,
+                description,
+                details,
+            } => {
+                let body = Json(OAuthError {
+                    error: code.to_owned(),
+                    error_description: Some(description),
+                    approval: *details,
+                });
+                let mut r = (status, body).into_response();
                 r.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 r

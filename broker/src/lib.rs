@@ -8,7 +8,8 @@
 //! 1. [`clock`], [`config`] (plain serde data), [`keys`], [`metrics`].
 //! 2. Pure domain: [`identity`], [`token`], [`audit`] (chain), [`ratelimit`], [`devissuer`].
 //! 3. [`policy`] (decides on verified identities), [`store`] (grants, audit events).
-//! 4. [`recorder`] (writes audit events), [`error`]; 5. [`revocation`].
+//! 4. [`recorder`] (writes audit events), [`error`]; 5. [`revocation`], [`approval`] (the
+//!    life of approval requests).
 //! 6. Services: [`gatekeeper`] (the one decision on a Git request), [`exchange`],
 //!    [`admin`], [`gateway`] (Git smart-HTTP and upstreams), [`introspection`] (who may
 //!    introspect).
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod approval;
 pub mod audit;
 pub mod clock;
 pub mod commands;

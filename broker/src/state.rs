@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use crate::admin::{AdminApi, AdminPolicy};
+use crate::approval::Approvals;
 use crate::clock::{Clock, SystemClock};
 use crate::compile::AuditSetup;
 use crate::compile::{Compiled, Settings};
@@ -382,6 +383,17 @@ impl FromRef<AppState> for Exchanger {
             policy: s.policy.clone(),
             limits: s.limits.clone(),
             config: *s.exchange,
+        }
+    }
+}
+
+impl FromRef<AppState> for Approvals {
+    fn from_ref(s: &AppState) -> Self {
+        Approvals {
+            store: s.store.clone(),
+            clock: s.clock.clone(),
+            audit: s.audit.clone(),
+            policy: s.policy.clone(),
         }
     }
 }

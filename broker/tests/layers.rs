@@ -28,6 +28,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("recorder", 4),
     ("error", 4),
     ("revocation", 5),
+    // The life of approval requests (filed by the exchange, decided through the API).
+    ("approval", 5),
     // Services: each combines the domain for one job.
     ("gateway", 6),
     ("gatekeeper", 6),
@@ -46,6 +48,7 @@ const TEST_SUPPORT: &[&str] = &[
     "identity/testissuer.rs",
     "store/flaky.rs",
     "store/suite.rs",
+    "store/requests_suite.rs",
     "policy/examples.rs",
 ];
 

@@ -179,6 +179,12 @@ pub struct GrantInfo {
     /// Expires at, seconds since the epoch.
     #[serde(deserialize_with = "crate::time::de_numeric_date")]
     pub exp: i64,
+    /// The approval request it was issued for, when a person approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Issued under a break-glass role: to be reviewed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
 }
 
 /// A page of live grants. The broker bounds the work of one page, so a page may hold fewer

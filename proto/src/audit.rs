@@ -68,13 +68,26 @@ pub enum EventKind {
     /// `audit.checkpoint`: the broker's signature over the chain head at that moment, written
     /// at a fixed interval so that a trail cut short after it can be told from a complete one.
     AuditCheckpoint,
+    /// `request.created`: a person asked for access under a role that needs approval.
+    RequestCreated,
+    /// `request.approved`: an approver said yes (the request is approved once enough did).
+    RequestApproved,
+    /// `request.denied`: an approver said no; nothing is issued.
+    RequestDenied,
+    /// `request.cancelled`: the requester withdrew the request.
+    RequestCancelled,
+    /// `request.expired`: nobody approved the request in time.
+    RequestExpired,
+    /// `request.break_glass`: a break-glass role was used: approved by its requester at once,
+    /// flagged for review.
+    RequestBreakGlass,
     /// Any other kind (from a newer broker), kept verbatim.
     Other(String),
 }
 
 impl EventKind {
     /// Every kind this version knows, in a stable order.
-    pub const KNOWN: [EventKind; 10] = [
+    pub const KNOWN: [EventKind; 16] = [
         Self::GrantIssued,
         Self::GrantDenied,
         Self::GrantRevoked,
@@ -85,6 +98,12 @@ impl EventKind {
         Self::AdminDenied,
         Self::AccessLimited,
         Self::AuditCheckpoint,
+        Self::RequestCreated,
+        Self::RequestApproved,
+        Self::RequestDenied,
+        Self::RequestCancelled,
+        Self::RequestExpired,
+        Self::RequestBreakGlass,
     ];
 
     /// The kind as it travels.
@@ -100,6 +119,12 @@ impl EventKind {
             Self::AdminDenied => "admin.denied",
             Self::AccessLimited => "access.limited",
             Self::AuditCheckpoint => "audit.checkpoint",
+            Self::RequestCreated => "request.created",
+            Self::RequestApproved => "request.approved",
+            Self::RequestDenied => "request.denied",
+            Self::RequestCancelled => "request.cancelled",
+            Self::RequestExpired => "request.expired",
+            Self::RequestBreakGlass => "request.break_glass",
             Self::Other(s) => s,
         }
     }

@@ -16,7 +16,10 @@ mod server;
 pub use admin::{AdminConfig, AdminIdentityConfig};
 pub use exchange::{ExchangeConfig, RateLimitConfig};
 pub use identity::{IssuerConfig, LoginConfig};
-pub use policy::{ConditionConfig, RoleConfig, ScalarConfig, check_name, valid_name};
+pub use policy::{
+    ApprovalConfig, ApproverConfig, ConditionConfig, RoleConfig, ScalarConfig, check_name,
+    valid_name,
+};
 pub use server::{
     FD_RESERVE, IntrospectionClientConfig, IntrospectionConfig, ServerConfig, derived_cap,
 };

@@ -44,10 +44,53 @@ pub struct RoleConfig {
     /// Whether a request must give a reason.
     #[serde(default)]
     pub reason_required: bool,
-    /// Whether a person must approve each request. Not available in this version: requests
-    /// under such a role are refused, saying so.
+    /// Whether a person must approve each request: implied by `[role.approval]`, which says
+    /// who; `true` without it is a config error.
     #[serde(default)]
     pub approval_required: bool,
+    /// `[role.approval]`: who must approve each request, how many of them, how long it may
+    /// wait, how long its reason must be.
+    #[serde(default)]
+    pub approval: Option<ApprovalConfig>,
+    /// A break-glass role: a request with a reason is approved by its requester at once, its
+    /// lifetime is short (at most 60 minutes), the notifications are marked urgent and the
+    /// grant is flagged for review. Only used when asked for by name.
+    #[serde(default)]
+    pub break_glass: bool,
+}
+
+/// `[role.approval]` as written in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// `[[role.approval.approvers]]`: who may approve; anyone matching one entry may.
+    #[serde(default)]
+    pub approvers: Vec<ApproverConfig>,
+    /// Distinct approvals needed (1..=5). Default 1.
+    #[serde(default)]
+    pub required: Option<u8>,
+    /// How long a request may wait for its approvals, in minutes (1..=1440). Default 30.
+    #[serde(default)]
+    pub wait: Option<u32>,
+    /// The shortest reason accepted, in characters (0..=1024). Default 0 (none required
+    /// unless `reason_required`).
+    #[serde(default)]
+    pub min_reason: Option<u16>,
+}
+
+/// One `[[role.approval.approvers]]` entry: identities of one issuer, named by subject or
+/// by claim conditions (e.g. `groups = "sre"`: the `groups` claim contains `sre`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverConfig {
+    /// The `[[issuer]]` name whose verified identities this entry matches.
+    pub issuer: String,
+    /// These subjects (exact). Empty: any subject meeting `claims`.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Claim conditions, all of which must hold (as in roles).
+    #[serde(default)]
+    pub claims: BTreeMap<String, ConditionConfig>,
 }
 
 /// A claim value as written in the config: a string (exact or glob), a bool or an integer.

@@ -13,21 +13,24 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use jit_proto::api::{TOKEN_TYPE_ACCESS_TOKEN, TokenResponse};
-use jit_proto::exchange::{ExchangeForm, ExchangeRequest, Ttl};
+use jit_proto::approval::RequestId;
+use jit_proto::exchange::{ApprovalAsk, ExchangeForm, ExchangeRequest, Ttl};
 use jit_proto::{Claims, RefPattern, Secret};
 
+use crate::approval::Approvals;
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 pub use crate::config::ExchangeConfig;
 use crate::error::ApiError;
 use crate::identity::{IdentityError, VerifiedIdentity, Verifier};
-use crate::policy::{self, CompiledPolicy, Decision, Denial, DenialKind, Request};
+use crate::policy::{self, CompiledPolicy, Decision, Denial, DenialKind, Gate, Request};
 use crate::ratelimit::Limits;
 use crate::recorder::Auditor;
 use crate::revocation::identity_not_revoked;
 use crate::store::{Grant, GrantStore, RevokeTarget};
 use crate::token::{self, TokenSigner};
 
+mod approval;
 #[cfg(test)]
 mod tests;
 
@@ -112,6 +115,7 @@ pub fn parse_refs(s: &str) -> Result<Vec<RefPattern>, String> {
 struct Parsed {
     subject_token: Secret,
     request: Request,
+    approval: ApprovalAsk,
 }
 
 fn parse(f: TokenRequest) -> Result<Parsed, ApiError> {
@@ -128,6 +132,7 @@ fn parse(f: TokenRequest) -> Result<Parsed, ApiError> {
             reason: r.reason,
             refs: r.refs,
         },
+        approval: r.approval,
     })
 }
 
@@ -184,6 +189,9 @@ impl Exchange<'_> {
         e.user_agent = self.caller.user_agent.clone();
         if let ApiError::OAuth {
             code, description, ..
+        }
+        | ApiError::Approval {
+            code, description, ..
         } = &error
         {
             e.denial = Some(description.clone());
@@ -210,6 +218,16 @@ impl Exchange<'_> {
 }
 
 impl Exchanger {
+    /// The approval service on this exchanger's store, audit and policy.
+    pub fn approvals(&self) -> Approvals {
+        Approvals {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            audit: self.audit.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+
     /// One RFC 8693 exchange by `caller` of `form` (already an error when the body did not
     /// parse as a form): the response, or the error the client gets (audited).
     pub async fn exchange(
@@ -260,6 +278,9 @@ impl Exchanger {
         if let Err(e) = identity_not_revoked(self.store.as_ref(), &identity).await {
             return Err(x.deny(Some(request), Some(&identity), None, e).await);
         }
+        if let ApprovalAsk::Poll(id) = &parsed.approval {
+            return x.poll(&identity, request, id).await;
+        }
         let now = now_ms.div_euclid(1000);
         let decision = match policy::decide(&self.policy, &identity, request, now) {
             Ok(d) => d,
@@ -270,7 +291,34 @@ impl Exchanger {
                     .await);
             }
         };
-        issue(&x, &identity, decision).await
+        match decision.gate {
+            Gate::Open => {
+                let jti = token::new_jti().map_err(|e| ApiError::Internal(e.to_string()))?;
+                issue(&x, &identity, decision, Extra::plain(jti)).await
+            }
+            Gate::Approval => Err(x.gate(&identity, request, &parsed.approval, decision).await),
+            Gate::BreakGlass => x.break_glass(&identity, decision).await,
+        }
+    }
+}
+
+/// What a grant carries besides its decision: its token id, and for an approved request the
+/// request's id and approval time, and whether it was break-glass.
+struct Extra {
+    jti: String,
+    request: Option<RequestId>,
+    approved_ms: Option<i64>,
+    break_glass: bool,
+}
+
+impl Extra {
+    fn plain(jti: String) -> Self {
+        Self {
+            jti,
+            request: None,
+            approved_ms: None,
+            break_glass: false,
+        }
     }
 }
 
@@ -279,9 +327,10 @@ async fn issue(
     x: &Exchange<'_>,
     identity: &VerifiedIdentity,
     decision: Decision,
+    extra: Extra,
 ) -> Result<TokenResponse, ApiError> {
     let (state, caller, now_ms) = (x.x, &x.caller, x.now_ms);
-    let jti = token::new_jti().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let jti = extra.jti;
     let claims = Claims {
         iss: state.signer.issuer().to_owned(),
         aud: state.signer.audience().to_owned(),
@@ -295,16 +344,17 @@ async fn issue(
         refs: decision.refs.clone(),
         role: decision.role.clone(),
         reason: decision.reason.clone(),
-        req: None,
+        req: extra.request.as_ref().map(ToString::to_string),
     };
     let signed = state
         .signer
         .sign(&claims)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    state
-        .store
-        .put(&Grant::from_claims(&claims, now_ms), now_ms)
-        .await?;
+    let grant = Grant {
+        break_glass: extra.break_glass,
+        ..Grant::from_claims(&claims, now_ms)
+    };
+    state.store.put(&grant, now_ms).await?;
 
     let mut event = AuditEvent::new("grant.issued", now_ms)
         .with(
@@ -330,6 +380,15 @@ async fn issue(
     event.reason = claims.reason.clone();
     event.client = Some(caller.client.clone());
     event.user_agent = caller.user_agent.clone();
+    if let Some(id) = &extra.request {
+        event = event.with("request_id", id.as_str());
+    }
+    if let Some(at) = extra.approved_ms {
+        event = event.with("approved_at", at.div_euclid(1000));
+    }
+    if extra.break_glass {
+        event = event.with("break_glass", true).with("review", true);
+    }
     if let Err(e) = state.audit.record(event).await {
         // Never an unaudited grant: take it back before answering.
         if let Err(re) = state

@@ -10,6 +10,7 @@ pub mod listener;
 pub mod oauth;
 pub mod observe;
 pub mod ops;
+pub mod requests;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,9 +31,11 @@ use tower_http::trace::TraceLayer;
 #[cfg(test)]
 use self::observe::sane_request_id;
 use self::observe::{Observer, RequestIds, observe};
+use crate::approval::Approvals;
 use crate::gatekeeper::{Denied, Door, RequestInfo};
 pub use crate::gateway::text;
 use crate::state::AppState;
+use axum::extract::FromRef;
 
 /// Largest body accepted by the OAuth and admin endpoints.
 pub const MAX_API_BODY: usize = 64 * 1024;
@@ -50,6 +53,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest client-supplied request id kept; a longer or odd one is replaced.
 pub const MAX_REQUEST_ID: usize = 128;
 
+/// How often every replica records approval requests whose deadline passed as expired.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// The realm of the gateway's challenges.
 pub const REALM: &str = "git-jit";
 
@@ -61,6 +67,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/grants", get(admin::grants))
         .route("/v1/revoke", post(admin::revoke))
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/requests", get(requests::list))
+        .route("/v1/requests/{id}", get(requests::one))
+        .route("/v1/requests/{id}/approve", post(requests::approve))
+        .route("/v1/requests/{id}/deny", post(requests::deny))
+        .route("/v1/requests/{id}/cancel", post(requests::cancel))
         .layer(RequestBodyLimitLayer::new(MAX_API_BODY));
     let dev = match state.dev_issuer.clone() {
         Some(dev) => crate::devissuer::routes(dev),
@@ -129,7 +140,8 @@ pub fn metrics_app(state: AppState) -> Router {
 
 /// Serves the broker on `listener` until `shutdown` completes, under the connection caps and
 /// timeouts of `[server]` ([`listener::serve`]), with the store's tidy worker
-/// ([`crate::store::tidy::run_worker`]) beside it: dropping it mid-batch loses nothing.
+/// ([`crate::store::tidy::run_worker`]) and the approval requests' expiry sweep
+/// ([`crate::approval::run_sweeper`]) beside it: dropping either mid-batch loses nothing.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -141,8 +153,13 @@ pub async fn run(
         state.store.clone(),
         state.clock.clone(),
     ));
+    let sweep = tokio::spawn(crate::approval::run_sweeper(
+        Approvals::from_ref(&state),
+        SWEEP_EVERY,
+    ));
     let served = listener::serve(listener, app(state), policy, metrics, shutdown).await;
     tidy.abort();
+    sweep.abort();
     served
 }
 

@@ -8,19 +8,23 @@
 //! 5. each requested ref pattern lies within the role's refs (when the role limits refs);
 //! 6. the lifetime (requested, else the role's default) is at most the role's maximum —
 //!    a longer request is refused, never shortened;
-//! 7. a reason is given when the role requires one;
-//! 8. the role does not require approval (not available in this version).
+//! 7. a reason is given when the role requires one, at least as long as its approval rule
+//!    (or break-glass) asks.
+//!
+//! A role that passes grants under its [`Gate`]: at once, after distinct people approved
+//! ([`super::approval`]), or break-glass (approved by the requester at once, loudly).
 //!
 //! The granted scope is always exactly the requested scope. Refs: a write that names refs
 //! gets exactly those; a write that names none under a role limited to refs is granted the
 //! role's refs (a narrowing, never a widening); a request naming refs without `write` is
 //! refused. With no role named, the narrowest role that grants the request is chosen (see
 //! `CompiledRole::narrowness`); roles requiring approval are chosen only if nothing else
-//! grants, and then the request is refused saying approval is required.
+//! grants, and break-glass roles only when named.
 
 use jit_proto::{Action, RefPattern, Scope};
 use serde_json::{Map, Value};
 
+use super::approval::{BREAK_GLASS_MIN_REASON, Gate};
 use super::pattern::ConditionFailure;
 use super::{CompiledPolicy, CompiledRole};
 use crate::identity::VerifiedIdentity;
@@ -62,6 +66,8 @@ pub struct Decision {
     pub reason: Option<String>,
     /// The identity's claims the role's conditions and patterns read (for the audit).
     pub deciding_claims: Map<String, Value>,
+    /// What stands between this decision and its token.
+    pub gate: Gate,
 }
 
 /// What kind of rule refused a request (chooses the OAuth error code).
@@ -81,7 +87,7 @@ pub enum DenialKind {
     Lifetime,
     /// The role requires a reason and none was given.
     Reason,
-    /// The role requires approval, which this version cannot do.
+    /// A break-glass role that was not asked for by name.
     Approval,
     /// No role grants the request, for various reasons.
     NoRole,
@@ -124,12 +130,28 @@ pub fn decide(
         })?;
         return check_role(role, identity, request, now);
     }
-    let verdicts = evaluate_all(policy, identity, request, now);
+    let mut verdicts = evaluate_all(policy, identity, request, now);
+    // Break-glass is never chosen for anyone: it must be asked for by name.
+    for v in &mut verdicts {
+        if matches!(&v.result, Ok(d) if d.gate == Gate::BreakGlass) {
+            v.result = Err(Denial {
+                kind: DenialKind::Approval,
+                role: Some(v.role.clone()),
+                message: format!(
+                    "role '{}' is break-glass: it is used only when asked for by name, with a reason",
+                    v.role
+                ),
+            });
+        }
+    }
+    // Self-serve first; a role that needs a person's yes only when nothing else grants.
     let best = verdicts
         .iter()
         .filter_map(|v| v.result.as_ref().ok().map(|d| (v, d)))
         .filter_map(|(v, d)| policy.role(&v.role).map(|r| (r, d)))
-        .min_by(|(a, _), (b, _)| a.narrowness().cmp(&b.narrowness()));
+        .min_by(|(a, x), (b, y)| {
+            (x.gate != Gate::Open, a.narrowness()).cmp(&(y.gate != Gate::Open, b.narrowness()))
+        });
     if let Some((_, decision)) = best {
         return Ok(decision.clone());
     }
@@ -137,9 +159,6 @@ pub fn decide(
         .iter()
         .filter_map(|v| v.result.as_ref().err())
         .collect();
-    if let Some(approval) = failures.iter().find(|d| d.kind == DenialKind::Approval) {
-        return Err((*approval).clone());
-    }
     // Roles of other issuers say nothing useful to this requester. The others are listed
     // by how far they got, so the most actionable reason comes first; a single role that
     // got past identity and scope alone (e.g. "requires a reason") is the whole answer.
@@ -360,11 +379,17 @@ fn check_role(
             format!("role '{name}' requires a reason"),
         ));
     }
-    if role.approval_required {
+    let min_reason = match role.gate {
+        Gate::Open => 0,
+        Gate::Approval => role.approval.as_ref().map_or(0, |a| a.min_reason),
+        Gate::BreakGlass => BREAK_GLASS_MIN_REASON,
+    };
+    let given = reason.map_or(0, |r| r.chars().count());
+    if given < usize::from(min_reason) {
         return Err(deny(
-            DenialKind::Approval,
+            DenialKind::Reason,
             format!(
-                "role '{name}' requires approval by a person, which is not available in this version of git-jit"
+                "role '{name}' requires a reason of at least {min_reason} characters ({given} given)"
             ),
         ));
     }
@@ -388,6 +413,7 @@ fn check_role(
         exp: now.saturating_add(i64::from(ttl) * 60),
         reason: reason.map(str::to_owned),
         deciding_claims,
+        gate: role.gate,
     })
 }
 

@@ -52,7 +52,7 @@ fn role_for(
 #[test]
 fn broker_example_is_valid() {
     let c = load(BASE);
-    assert_eq!(c.role.len(), 4);
+    assert_eq!(c.role.len(), 5);
     let person = json!({"iss": "https://sso.example.com/realms/acme", "sub": "u-1",
                         "email": "alice@example.com", "email_verified": true,
                         "groups": ["engineering"]});

@@ -5,8 +5,9 @@
 //! A role says *who* may use it (one trusted issuer plus claim conditions, all of which must
 //! hold), *what* it grants (repository patterns, actions, ref patterns for `write`), *for how
 //! long* (default and maximum lifetime in minutes) and *on what terms* (reason required,
-//! approval required).
+//! a person's approval, or break-glass: [`approval`]).
 
+pub mod approval;
 mod decide;
 #[cfg(test)]
 mod examples;
@@ -19,6 +20,7 @@ use std::collections::HashSet;
 
 use jit_proto::{Action, Actions, RefPattern};
 
+pub use approval::{ApprovalRule, Gate};
 pub use decide::{Decision, Denial, DenialKind, Request, RoleVerdict, decide, evaluate_all};
 pub use pattern::{ClaimCondition, ConditionConfig, RepoPattern, ScalarConfig};
 
@@ -57,8 +59,10 @@ pub struct CompiledRole {
     pub max_ttl: u32,
     /// Whether a reason is required.
     pub reason_required: bool,
-    /// Whether approval is required (refused in this version).
-    pub approval_required: bool,
+    /// What stands between a decision and its token: nothing, approval, break-glass.
+    pub gate: Gate,
+    /// Who must approve, when `gate` is [`Gate::Approval`].
+    pub approval: Option<ApprovalRule>,
 }
 
 impl CompiledRole {
@@ -210,6 +214,14 @@ fn compile_role(
             ),
         ));
     }
+    let (gate, approval) = approval::compile(
+        r.approval.as_ref(),
+        r.approval_required,
+        r.break_glass,
+        max_ttl,
+        issuers,
+        &named,
+    )?;
     Ok(CompiledRole {
         name: r.name.clone(),
         description: r.description.clone(),
@@ -220,7 +232,8 @@ fn compile_role(
         refs,
         default_ttl,
         max_ttl,
-        reason_required: r.reason_required,
-        approval_required: r.approval_required,
+        reason_required: r.reason_required || gate == Gate::BreakGlass,
+        gate,
+        approval,
     })
 }

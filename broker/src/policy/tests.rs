@@ -66,7 +66,9 @@ issuer = "corp"
 claims = { groups = "admins" }
 repositories = ["acme/prod"]
 actions = ["write"]
-approval_required = true
+
+[role.approval]
+approvers = [{ issuer = "corp", claims = { groups = "admins" } }]
 
 [[role]]
 name = "gh-read"
@@ -291,8 +293,9 @@ fn cases() -> Vec<Case> {
         case(bob(), "repo:acme/api:write", Err("role 'oncall': a lifetime of 121 minutes exceeds its maximum of 120 minutes")).reason(r).ttl(121),
         case(bob(), "repo:other/api:write", Err("repository 'other/api' does not match any of role 'oncall' patterns: acme/**")).reason(r),
         case(carol(), "repo:acme/prod:write", Ok(("dev-write", DW_REFS, 15))).reason(r),
-        case(carol(), "repo:acme/prod:write", Err("role 'prod-admin' requires approval by a person, which is not available in this version")).role("prod-admin").reason(r),
-        case(erin(), "repo:acme/prod:write", Err("requires approval by a person")).reason(r),
+        // Granted under a role that needs approval: the gate says so (see the approval tests).
+        case(carol(), "repo:acme/prod:write", Ok(("prod-admin", &[], 15))).role("prod-admin").reason(r),
+        case(erin(), "repo:acme/prod:write", Ok(("prod-admin", &[], 15))).reason(r),
         case(mallory(), "repo:acme/api:read", Err("role 'dev-read': claim 'groups' is missing from the identity")),
         // GitHub Actions.
         case(gh(json!({})), "repo:acme/api:read", Ok(("gh-read", &[], 10))),

@@ -98,4 +98,8 @@ impl GrantStore for Flaky {
     async fn ping(&self) -> Result<(), StoreError> {
         self.gate(&self.grants_down)
     }
+
+    fn requests(&self) -> &dyn super::RequestStore {
+        self.inner.requests()
+    }
 }

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use jit_proto::Claims;
 
+use super::requests::{RequestBook, RequestStore};
 use super::{
     AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
     IndexMember, LaneBudget, ListCursor, MAX_TOKEN_LIFETIME_SECS, Revocation, RevokeTarget,
@@ -242,6 +243,7 @@ impl Inner {
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     retention: AuditRetention,
+    requests: RequestBook,
 }
 
 impl MemoryStore {
@@ -256,6 +258,7 @@ impl MemoryStore {
         Self {
             inner: Mutex::new(Inner::default()),
             retention,
+            requests: RequestBook::default(),
         }
     }
 
@@ -493,6 +496,10 @@ impl GrantStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.lock().map(|_| ())
+    }
+
+    fn requests(&self) -> &dyn RequestStore {
+        &self.requests
     }
 }
 

@@ -31,6 +31,10 @@ pub mod memory;
 pub mod page;
 pub mod redis;
 pub mod redis_grants;
+pub mod redis_requests;
+pub mod requests;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod requests_suite;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
 pub mod tidy;
@@ -41,6 +45,7 @@ use jit_proto::{Claims, RefPattern, RepoPath, Scope};
 use serde::{Deserialize, Serialize};
 
 pub use self::page::{GrantListing, IndexMember, ListCursor};
+pub use self::requests::{ApprovalRequest, Party, RequestStore, Vote};
 pub use self::tidy::{TidyJob, TidyProgress};
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 
@@ -166,6 +171,12 @@ pub struct Grant {
     pub issued_ms: i64,
     /// Expires at, seconds since the epoch.
     pub exp: i64,
+    /// The approval request it was issued for, when a person approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<String>,
+    /// Issued under a break-glass role: flagged for review.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
 }
 
 impl Grant {
@@ -181,6 +192,8 @@ impl Grant {
             reason: c.reason.clone(),
             issued_ms,
             exp: c.exp,
+            req: c.req.clone(),
+            break_glass: false,
         }
     }
 
@@ -426,4 +439,7 @@ pub trait GrantStore: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The approval requests kept beside the grants (same backend, same connection).
+    fn requests(&self) -> &dyn RequestStore;
 }

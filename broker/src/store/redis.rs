@@ -681,4 +681,8 @@ impl GrantStore for RedisStore {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    fn requests(&self) -> &dyn super::RequestStore {
+        self
+    }
 }

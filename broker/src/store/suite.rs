@@ -98,6 +98,8 @@ pub fn grant_at(
         reason: Some("suite".to_owned()),
         issued_ms: now,
         exp: now / 1000 + ttl,
+        req: None,
+        break_glass: false,
     }
 }
 
@@ -168,6 +170,7 @@ where
         ..Default::default()
     };
     paging_sees_each_live_grant_once(&*make(1000).await, t, by_repo).await;
+    super::requests_suite::run_all(make(1000).await.requests(), t).await;
     listings_skip_the_dead_and_tidy_them(&*make(1000).await, t).await;
     paging_ends_at_an_exact_multiple(&*make(1000).await, t).await;
     audit_round_trip(&*make(1000).await, t).await;

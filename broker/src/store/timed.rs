@@ -157,6 +157,10 @@ impl GrantStore for TimedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.timed(Op::Ping, self.inner.ping()).await
     }
+
+    fn requests(&self) -> &dyn super::RequestStore {
+        self.inner.requests()
+    }
 }
 
 #[cfg(test)]

@@ -127,7 +127,17 @@ async fn refusals_are_precise_audited_and_change_nothing() {
             exchange_form(&t, "repo:acme/prod:write", &[("role", "prod")]),
             StatusCode::FORBIDDEN,
             "access_denied",
-            "role 'prod' requires approval by a person, which is not available in this version of git-jit",
+            "role 'prod' requires a reason of at least 5 characters (0 given)",
+        ),
+        (
+            exchange_form(
+                &t,
+                "repo:acme/prod:write",
+                &[("role", "prod"), ("reason", "hotfix")],
+            ),
+            StatusCode::FORBIDDEN,
+            "approval_required",
+            "role 'prod' needs approval by a person (bob or carol (corp)); ask with: git jit request --repo acme/prod --action write --role prod --reason",
         ),
         (
             exchange_form(

@@ -51,7 +51,10 @@ name = "prod"
 issuer = "corp"
 repositories = ["acme/prod"]
 actions = ["write"]
-approval_required = true
+
+[role.approval]
+approvers = [{ issuer = "corp", subjects = ["bob", "carol"] }]
+min_reason = 5
 
 [[role]]
 name = "ci"

@@ -538,6 +538,62 @@ actions = ["read"]
             "http://sso.example.com",
             "issuer[0].issuer",
         ),
+        // Approval rules nobody can satisfy.
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\napproval_required = true",
+            "role \"r\".approval_required: needs [role.approval]",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\n[role.approval]\nrequired = 1",
+            "role \"r\".approval.approvers: names nobody",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\n[role.approval]\nrequired = 3\napprovers = [{ issuer = \"corp\", subjects = [\"bob\", \"carol\", \"bob\"] }]",
+            "role \"r\".approval.required: 3 distinct approvals can never be given: the approvers name only 2 person(s)",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\n[role.approval]\nrequired = 6\napprovers = [{ issuer = \"corp\", claims = { groups = \"sre\" } }]",
+            "role \"r\".approval.required: 6 is out of bounds (1..=5)",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\n[role.approval]\nrequired = 0\napprovers = [{ issuer = \"corp\", subjects = [\"bob\"] }]",
+            "role \"r\".approval.required: 0 is out of bounds",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\n[role.approval]\nwait = 0\napprovers = [{ issuer = \"corp\", subjects = [\"bob\"] }]",
+            "role \"r\".approval.wait",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\n[role.approval]\nmin_reason = 2000\napprovers = [{ issuer = \"corp\", subjects = [\"bob\"] }]",
+            "role \"r\".approval.min_reason",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\n[role.approval]\napprovers = [{ issuer = \"gone\", subjects = [\"bob\"] }]",
+            "role \"r\".approval.approvers[0].issuer: no [[issuer]] is named \"gone\"",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\n[role.approval]\napprovers = [{ issuer = \"corp\" }]",
+            "role \"r\".approval.approvers[0].subjects: names neither subjects nor claims",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\nbreak_glass = true\nmax_ttl = 120",
+            "role \"r\".max_ttl: a break-glass role may grant at most 60 minutes",
+        ),
+        (
+            "actions = [\"read\"]",
+            "actions = [\"read\"]\nmax_ttl = 30\nbreak_glass = true\n[role.approval]\napprovers = [{ issuer = \"corp\", subjects = [\"bob\"] }]",
+            "role \"r\".break_glass: a break-glass role is approved by its requester at once",
+        ),
     ];
     for (from, to, needle) in cases {
         let text = base.replacen(from, to, 1);

@@ -137,7 +137,7 @@ async fn refusals_are_precise_audited_and_change_nothing() {
             ),
             StatusCode::FORBIDDEN,
             "approval_required",
-            "role 'prod' needs approval by a person (bob or carol (corp)); ask with: git jit request --repo acme/prod --action write --role prod --reason",
+            "role 'prod' needs approval by a person (bob or carol (corp)",
         ),
         (
             exchange_form(

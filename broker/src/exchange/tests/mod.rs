@@ -2,6 +2,7 @@
 //! fixtures here; grants and refusals in [`grants`], abuse limits and failures in [`abuse`].
 
 mod abuse;
+mod approvals;
 mod grants;
 
 use std::net::SocketAddr;
@@ -53,8 +54,28 @@ repositories = ["acme/prod"]
 actions = ["write"]
 
 [role.approval]
-approvers = [{ issuer = "corp", subjects = ["bob", "carol"] }]
+approvers = [{ issuer = "corp", subjects = ["bob", "carol"] }, { issuer = "github", subjects = ["alice@example.com"] }]
 min_reason = 5
+
+[[role]]
+name = "prod-two"
+issuer = "corp"
+repositories = ["acme/vault"]
+actions = ["read"]
+
+[role.approval]
+required = 2
+wait = 30
+approvers = [{ issuer = "corp", subjects = ["bob", "carol", "dave"] }]
+
+[[role]]
+name = "glass"
+issuer = "corp"
+claims = { groups = "oncall" }
+repositories = ["acme/**"]
+actions = ["read", "write"]
+max_ttl = 30
+break_glass = true
 
 [[role]]
 name = "ci"
@@ -69,6 +90,7 @@ pub(super) struct World {
     pub(super) gh: TestIssuer,
     pub(super) store: Arc<Flaky>,
     pub(super) state: AppState,
+    pub(super) clock: Arc<ManualClock>,
 }
 
 pub(super) async fn world_with(exchange: ExchangeConfig) -> World {
@@ -83,13 +105,15 @@ pub(super) async fn world_with(exchange: ExchangeConfig) -> World {
     let policy = CompiledPolicy::compile(&issuers, &roles.role).expect("policy");
     let verifier = Verifier::new(&issuers, CacheTimes::default()).expect("verifier");
     let store = Arc::new(Flaky::default());
-    let state = AppState::for_tests(store.clone(), Arc::new(ManualClock::new(NOW * 1000)))
-        .with_access(verifier, policy, exchange);
+    let clock = Arc::new(ManualClock::new(NOW * 1000));
+    let state =
+        AppState::for_tests(store.clone(), clock.clone()).with_access(verifier, policy, exchange);
     World {
         iss,
         gh,
         store,
         state,
+        clock,
     }
 }
 

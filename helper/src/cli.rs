@@ -1,24 +1,33 @@
-//! `git jit`: the person-facing commands — setup, login, logout, status, request and shell
-//! completions. Results go to stdout; instructions and prompts to stderr or the terminal.
+//! `git jit`: the person-facing commands — setup, login, logout, status, request (waiting
+//! for approval when the role needs it), the approval commands, and shell completions.
+//! Results go to stdout; instructions, progress and prompts to stderr or the terminal.
 
+use std::future::Future;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::Command as Process;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use jit_proto::exchange::Ttl;
+use jit_proto::approval::{PendingDetails, RequestId, RequestState};
+use jit_proto::display::clean;
+use jit_proto::exchange::{ApprovalAsk, Ttl};
 use jit_proto::{Actions, RefPattern, RepoPath, Scope};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 mod admin;
+mod requests;
+mod wait;
 
 pub use admin::{AdminArgs, AdminCommand, Terminal, TimeArg};
+pub use requests::{CancelArgs, DecideArgs, RequestsArgs};
+pub use wait::WaitIo;
 
 use crate::admin::AdminError;
+use crate::approvals::{ApprovalError, Verdict};
 use crate::broker::{BrokerClient, BrokerError};
 use crate::claims;
 use crate::config::{self, ConfigError};
-use crate::credential::{Context, Extras, HelperError, Obtained, obtain};
+use crate::credential::{Context, Exchanger, Extras, HelperError, Obtained};
 use crate::login::{self, LoginError, Pacing};
 use crate::oidc::IdpHttp;
 use crate::session::{SessionError, SessionStore};
@@ -51,8 +60,18 @@ pub enum Command {
     /// Show who you are logged in as, and which grants are cached until when.
     Status,
     /// Ask for access explicitly (e.g. write, narrowed to refs, with a reason) and cache the
-    /// token, so the next `git push` uses it.
+    /// token, so the next `git push` uses it. When the role needs a person's approval, the
+    /// request is filed and waited for (Ctrl-C withdraws it).
     Request(RequestArgs),
+    /// List approval requests: your own and those you may approve (pending ones unless
+    /// --state says otherwise).
+    Requests(RequestsArgs),
+    /// Approve a pending request (you must be one of its role's approvers).
+    Approve(DecideArgs),
+    /// Deny a pending request (you must be one of its role's approvers).
+    Deny(DecideArgs),
+    /// Withdraw a pending request of yours.
+    Cancel(CancelArgs),
     /// For the security team: list live grants, revoke them, read the audit trail.
     Admin(AdminArgs),
     /// Print shell completions for git-jit.
@@ -80,14 +99,15 @@ pub struct SetupArgs {
 #[derive(Debug, Args)]
 pub struct RequestArgs {
     /// The repository, e.g. acme/api.
-    #[arg(long, value_parser = RepoPath::parse)]
-    pub repo: RepoPath,
+    #[arg(long, value_parser = RepoPath::parse, required_unless_present = "wait")]
+    pub repo: Option<RepoPath>,
     /// The actions: read, write or read,write.
     #[arg(long, default_value = "read,write", value_parser = Actions::parse)]
     pub action: Actions,
-    /// Narrow a write grant to refs matching this pattern (repeatable), e.g. refs/heads/hotfix/*.
-    #[arg(long = "ref", value_name = "PATTERN", value_parser = RefPattern::parse)]
-    pub refs: Vec<RefPattern>,
+    /// Narrow a write grant to refs matching this pattern (repeatable; one value may hold
+    /// several, separated by spaces), e.g. refs/heads/hotfix/*.
+    #[arg(long = "ref", visible_alias = "refs", value_name = "PATTERN", value_parser = parse_ref_list)]
+    pub refs: Vec<RefList>,
     /// How long: 30m, 2h, or minutes. Default: the role's.
     #[arg(long, value_parser = Ttl::parse)]
     pub ttl: Option<Ttl>,
@@ -98,6 +118,35 @@ pub struct RequestArgs {
     /// The role to request under. Default: the broker picks.
     #[arg(long)]
     pub role: Option<String>,
+    /// When the role needs approval: file the request, print its id (last line of stdout)
+    /// and exit without waiting; collect the token later with --wait ID.
+    #[arg(long, conflicts_with = "wait")]
+    pub no_wait: bool,
+    /// Wait for an earlier request of yours and collect its token; what it asks for (repo,
+    /// actions, refs, role, lifetime, reason) is read from the broker.
+    #[arg(long, value_name = "ID", value_parser = parse_request_id,
+          conflicts_with_all = ["repo", "action", "refs", "ttl", "reason", "role"])]
+    pub wait: Option<RequestId>,
+}
+
+/// Ref patterns from one `--ref` value (split on whitespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefList(pub Vec<RefPattern>);
+
+fn parse_ref_list(s: &str) -> Result<RefList, String> {
+    let refs = s
+        .split_whitespace()
+        .map(|p| RefPattern::parse(p).map_err(|e| format!("{p:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if refs.is_empty() {
+        return Err("no ref pattern given".into());
+    }
+    Ok(RefList(refs))
+}
+
+/// Parses a request id on the command line.
+pub(crate) fn parse_request_id(s: &str) -> Result<RequestId, String> {
+    RequestId::parse(s.trim()).map_err(|e| e.to_string())
 }
 
 /// Why a `git jit` command failed.
@@ -124,6 +173,33 @@ pub enum CliError {
     /// Terminal I/O.
     #[error("terminal: {0}")]
     Io(#[from] std::io::Error),
+    /// The approval API refused or failed.
+    #[error(transparent)]
+    Approvals(#[from] ApprovalError),
+    /// An approval request ended without a token (denied, expired, …), or waiting failed.
+    #[error("{0}")]
+    Approval(String),
+    /// Ctrl-C ended the wait; the request was withdrawn, unless `failure` says why not.
+    #[error("request {id} {}", match failure {
+        None => "cancelled".to_owned(),
+        Some(f) => format!("is still pending: cancelling it failed: {f} (run `git jit cancel {id}`)"),
+    })]
+    Cancelled {
+        /// The request.
+        id: RequestId,
+        /// Why it could not be withdrawn.
+        failure: Option<String>,
+    },
+}
+
+impl CliError {
+    /// The process's exit status: 130 after Ctrl-C (as a shell reports SIGINT), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Cancelled { .. } => 130,
+            _ => 1,
+        }
+    }
 }
 
 impl From<SessionError> for CliError {
@@ -146,7 +222,28 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
         Command::Login => login(ctx, &mut stdout).await,
         Command::Logout => logout(ctx, &mut stdout),
         Command::Status => status(ctx, &mut stdout),
-        Command::Request(a) => request(ctx, a, &mut stdout).await,
+        Command::Request(a) => {
+            let mut err = std::io::stderr();
+            let mut io = WaitIo {
+                tty: err.is_terminal(),
+                err: &mut err,
+                pacing: Pacing {
+                    clock: ctx.clock,
+                    ..Pacing::default()
+                },
+            };
+            request(ctx, a, &mut stdout, &mut io, ctrl_c()).await
+        }
+        Command::Requests(a) => requests::list(ctx, a, &mut stdout).await,
+        Command::Approve(a) => {
+            let mut t = admin::ProcessTerminal;
+            requests::decide(ctx, Verdict::Approve, a, &mut stdout, &mut t).await
+        }
+        Command::Deny(a) => {
+            let mut t = admin::ProcessTerminal;
+            requests::decide(ctx, Verdict::Deny, a, &mut stdout, &mut t).await
+        }
+        Command::Cancel(a) => requests::cancel(ctx, a, &mut stdout).await,
         Command::Admin(a) => admin::run(ctx, a, &mut stdout, &mut admin::ProcessTerminal).await,
         Command::Completions { shell } => {
             // Generated into memory first: clap_complete panics on a closed pipe.
@@ -373,29 +470,172 @@ fn ask_reason(description: &str) -> Result<Option<String>, CliError> {
     Ok((!line.is_empty()).then_some(line))
 }
 
-async fn request(ctx: &Context<'_>, a: RequestArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let broker = ctx.broker(&ctx.broker_url(None)?)?;
-    let scope = Scope::new(a.repo, a.action);
-    let mut reason = a.reason;
-    let got: Obtained = loop {
+/// Resolves on Ctrl-C; never, if the signal cannot be watched.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// What `git jit request` asks for: from the command line, or read from the request
+/// resumed with --wait.
+struct Asked {
+    scope: Scope,
+    refs: Vec<RefPattern>,
+    role: Option<String>,
+    reason: Option<String>,
+    ttl: Option<Ttl>,
+}
+
+impl Asked {
+    fn extras(&self) -> Extras<'_> {
+        Extras {
+            refs: &self.refs,
+            role: self.role.as_deref(),
+            reason: self.reason.as_deref(),
+            ttl: self.ttl,
+            approval: None,
+        }
+    }
+}
+
+/// Exchanges as asked: a missing reason is asked for on a terminal, and a role that needs
+/// approval gets its request filed. The token, or the filed request's details.
+async fn ask(
+    ex: &Exchanger<'_>,
+    asked: &mut Asked,
+) -> Result<Result<Obtained, Box<PendingDetails>>, CliError> {
+    let mut approval = ApprovalAsk::None;
+    loop {
         let extras = Extras {
-            refs: &a.refs,
-            role: a.role.as_deref(),
-            reason: reason.as_deref(),
-            ttl: a.ttl,
+            approval: Some(&approval),
+            ..asked.extras()
         };
-        match obtain(ctx, &broker, &scope, extras).await {
+        match ex.obtain(&asked.scope, extras).await {
             Err(HelperError::Broker(BrokerError::ReasonRequired { description }))
-                if reason.is_none() =>
+                if asked.reason.is_none() =>
             {
                 match ask_reason(&description)? {
-                    Some(r) => reason = Some(r),
+                    Some(r) => asked.reason = Some(r),
                     None => return Err(BrokerError::ReasonRequired { description }.into()),
                 }
             }
-            other => break other?,
+            Err(HelperError::Broker(BrokerError::ApprovalRequired {
+                description,
+                details,
+            })) if approval == ApprovalAsk::None => {
+                // The approvers read the reason: ask for it before filing, when one is due.
+                if asked.reason.is_none() && details.min_reason.is_some_and(|n| n > 0) {
+                    match ask_reason(&description)? {
+                        Some(r) => asked.reason = Some(r),
+                        None => return Err(BrokerError::ReasonRequired { description }.into()),
+                    }
+                }
+                approval = ApprovalAsk::Request;
+            }
+            Err(HelperError::Broker(BrokerError::ApprovalPending { details, .. })) => {
+                return Ok(Err(details));
+            }
+            other => return Ok(Ok(other?)),
         }
+    }
+}
+
+/// What an earlier request asks for, read from the broker (as its requester), and where it
+/// stands; an ended one is an error saying how it ended.
+async fn resume(
+    ctx: &Context<'_>,
+    ex: &Exchanger<'_>,
+    id: &RequestId,
+) -> Result<(Asked, PendingDetails), CliError> {
+    let info = wait::as_requester(ex).await?.get(id).await?;
+    if matches!(
+        info.state,
+        RequestState::Denied | RequestState::Cancelled | RequestState::Expired
+    ) {
+        let by = info
+            .decision
+            .as_ref()
+            .map(|d| format!(" by {}: {}", clean(&d.by), clean(&d.reason)))
+            .unwrap_or_default();
+        return Err(CliError::Approval(format!(
+            "request {id} is {}{by}",
+            info.state
+        )));
+    }
+    let first = PendingDetails {
+        request_id: Some(info.id.clone()),
+        state: Some(info.state),
+        role: Some(info.role.clone()),
+        approvers: info.approvers.clone(),
+        approvals: Some(u8::try_from(info.approvals.len()).unwrap_or(u8::MAX)),
+        required: Some(info.required),
+        interval: None,
+        expires_in: Some(info.expires.saturating_sub((ctx.clock)())),
+        min_reason: None,
     };
+    let asked = Asked {
+        scope: info.scope,
+        refs: info.refs,
+        role: Some(info.role),
+        reason: info.reason,
+        ttl: Ttl::from_minutes(info.ttl_minutes),
+    };
+    Ok((asked, first))
+}
+
+async fn request(
+    ctx: &Context<'_>,
+    a: RequestArgs,
+    out: &mut dyn Write,
+    io: &mut WaitIo<'_>,
+    cancelled: impl Future<Output = ()>,
+) -> Result<(), CliError> {
+    let broker = ctx.broker(&ctx.broker_url(None)?)?;
+    let ex = Exchanger::new(ctx, &broker).await?;
+    let (asked, id, first) = if let Some(id) = a.wait {
+        let (asked, first) = resume(ctx, &ex, &id).await?;
+        writeln!(io.err, "{}", wait::announcement(&id, &first))?;
+        (asked, id, first)
+    } else {
+        // clap requires --repo without --wait.
+        let repo = a
+            .repo
+            .ok_or_else(|| CliError::Usage("--repo is required".into()))?;
+        let mut asked = Asked {
+            scope: Scope::new(repo, a.action),
+            refs: a.refs.into_iter().flat_map(|l| l.0).collect(),
+            role: a.role,
+            reason: a.reason,
+            ttl: a.ttl,
+        };
+        let details = match ask(&ex, &mut asked).await? {
+            Ok(got) => return granted(ctx, &got, out),
+            Err(details) => details,
+        };
+        let id = details.request_id.clone().ok_or_else(|| {
+            CliError::Approval("the broker said authorization_pending without a request_id".into())
+        })?;
+        writeln!(io.err, "{}", wait::announcement(&id, &details))?;
+        if a.no_wait {
+            // The last line of stdout, for scripts.
+            writeln!(out, "{id}")?;
+            return Ok(());
+        }
+        (asked, id, *details)
+    };
+    let poll = wait::Poll {
+        ex: &ex,
+        scope: &asked.scope,
+        extras: asked.extras(),
+        id: &id,
+    };
+    let got = wait::wait(&poll, &first, io, cancelled).await?;
+    granted(ctx, &got, out)
+}
+
+/// The granted/refs/expires/jti lines of a token obtained (and cached).
+fn granted(ctx: &Context<'_>, got: &Obtained, out: &mut dyn Write) -> Result<(), CliError> {
     let t = &got.token;
     writeln!(out, "granted:  {}", t.scope)?;
     if !t.refs.is_empty() {
@@ -452,8 +692,12 @@ mod tests {
             panic!("not request")
         };
         assert_eq!(
-            (r.repo.as_str(), r.action, r.refs.len()),
-            ("acme/api", Actions::WRITE, 2)
+            (
+                r.repo.as_ref().map(RepoPath::as_str),
+                r.action,
+                r.refs.len()
+            ),
+            (Some("acme/api"), Actions::WRITE, 2)
         );
         assert_eq!(r.ttl.map(Ttl::minutes), Some(30));
         assert!(Cli::try_parse_from(["git-jit", "request", "--repo", "acme/../x"]).is_err());

@@ -722,4 +722,372 @@ mod tests {
         assert_eq!(when(7260, 0), "1970-01-01T02:01:00Z (in 2h01m)");
         assert!(when(5, 10).ends_with("(expired)"));
     }
+
+    use crate::config::{Dirs, Settings};
+    use crate::testserver::{Recorded, Reply, TestServer, client};
+    use serde_json::json;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    const RQ: &str = "rq_abcdefghijklmnopqrstuvwxyz";
+
+    fn pending(approvals: u8, required: u8) -> Reply {
+        Reply::json(
+            400,
+            json!({"error": "authorization_pending", "request_id": RQ, "state": "pending",
+                   "role": "prod-push", "approvers": ["bob (corp)", "groups contains sre (corp)"],
+                   "approvals": approvals, "required": required, "interval": 5, "expires_in": 1800}),
+        )
+    }
+
+    fn required() -> Reply {
+        Reply::json(
+            403,
+            json!({"error": "approval_required", "error_description": "role prod-push needs approval",
+                   "role": "prod-push", "approvers": ["bob (corp)"]}),
+        )
+    }
+
+    fn token() -> Reply {
+        Reply::json(
+            200,
+            json!({"access_token": "brk-approved", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                   "token_type": "Bearer", "expires_in": 1500, "scope": "repo:acme/api:write", "jti": "j-approved"}),
+        )
+    }
+
+    fn request_info(state: &str) -> serde_json::Value {
+        json!({"id": RQ, "state": state, "requester": "ci", "idp": "corp", "role": "prod-push",
+               "scope": "repo:acme/api:write", "refs": ["refs/heads/main"], "ttl_minutes": 30,
+               "reason": "hotfix INC-42", "created": 1_700_000_000, "expires": 1_700_001_800,
+               "required": 1, "approvers": ["bob (corp)"], "approvals": [],
+               "decision": {"by": "bob", "idp": "corp", "reason": "not now", "at": 1_700_000_100}})
+    }
+
+    /// A broker whose token endpoint answers from `script`, in order (then 500); the
+    /// approval API answers GET with the request, `cancel` with it cancelled.
+    fn scripted(script: Vec<Reply>) -> TestServer {
+        let script = Mutex::new(VecDeque::from(script));
+        TestServer::start(move |r| {
+            if r.target == "/.well-known/oauth-authorization-server" {
+                let own = format!("http://{}", r.header("host").unwrap_or(""));
+                return Reply::json(
+                    200,
+                    json!({"issuer": own, "token_endpoint": format!("{own}/oauth/token"),
+                           "introspection_endpoint": "i", "jwks_uri": "j", "grant_types_supported": [],
+                           "token_audience": "git", "subject_token_audience": "git-jit", "scope_syntax": ""}),
+                );
+            }
+            if r.target == format!("/v1/requests/{RQ}/cancel") {
+                return Reply::json(200, request_info("cancelled"));
+            }
+            if r.target == format!("/v1/requests/{RQ}") {
+                return Reply::json(200, request_info("pending"));
+            }
+            let next = script.lock().expect("lock").pop_front();
+            next.unwrap_or_else(|| Reply::json(500, json!({"error": "server_error"})))
+        })
+    }
+
+    fn exchanges(srv: &TestServer) -> Vec<Recorded> {
+        srv.seen()
+            .into_iter()
+            .filter(|r| r.target == "/oauth/token")
+            .collect()
+    }
+
+    struct Run {
+        result: Result<(), CliError>,
+        out: String,
+        err: String,
+        cache: Vec<crate::cache::CachedToken>,
+    }
+
+    /// Runs `git jit <argv>` (a request) against `srv` with a CI identity, non-interactive,
+    /// one millisecond to the second; `cancelled` stands for Ctrl-C.
+    async fn run_request(
+        srv: &TestServer,
+        argv: &[&str],
+        cancelled: impl Future<Output = ()>,
+    ) -> Run {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let env = |k: &str| (k == "GIT_JIT_ID_TOKEN").then(|| "ci-jwt".to_owned());
+        let settings = Settings {
+            dirs: Dirs {
+                config: tmp.path().join("c"),
+                cache: tmp.path().join("k"),
+            },
+            broker: Some(srv.url.clone()),
+            servers: vec![],
+            audience: None,
+            id_token_env: "GIT_JIT_ID_TOKEN".into(),
+            id_token_file: None,
+        };
+        let ctx = Context {
+            env: &env,
+            settings,
+            http: std::sync::OnceLock::from(client()),
+            clock: || 1_700_000_000,
+        };
+        let argv = std::iter::once("git-jit").chain(argv.iter().copied());
+        let Command::Request(a) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("not a request")
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut io = WaitIo {
+            err: &mut err,
+            tty: false,
+            pacing: Pacing {
+                tick: std::time::Duration::from_millis(1),
+                clock: ctx.clock,
+            },
+        };
+        let result = request(&ctx, a, &mut out, &mut io, cancelled).await;
+        Run {
+            result,
+            out: String::from_utf8(out).expect("utf8"),
+            err: String::from_utf8(err).expect("utf8"),
+            cache: ctx.cache().entries().expect("cache"),
+        }
+    }
+
+    const HOTFIX: &[&str] = &[
+        "request",
+        "--repo",
+        "acme/api",
+        "--action",
+        "write",
+        "--refs",
+        "refs/heads/main",
+        "--reason",
+        "hotfix INC-42",
+    ];
+
+    #[test]
+    fn refs_take_several_patterns_and_wait_stands_alone() {
+        let c = Cli::try_parse_from([
+            "git-jit",
+            "request",
+            "--repo",
+            "a/b",
+            "--refs",
+            "refs/heads/main refs/tags/v*",
+            "--ref",
+            "refs/heads/x",
+        ])
+        .expect("parses");
+        let Command::Request(r) = c.command else {
+            panic!("not request")
+        };
+        let all: Vec<_> = r
+            .refs
+            .into_iter()
+            .flat_map(|l| l.0)
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        assert_eq!(all, ["refs/heads/main", "refs/tags/v*", "refs/heads/x"]);
+        assert!(
+            Cli::try_parse_from([
+                "git-jit",
+                "request",
+                "--repo",
+                "a/b",
+                "--refs",
+                "main refs/heads/x"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["git-jit", "request", "--repo", "a/b", "--refs", " "]).is_err()
+        );
+        let c =
+            Cli::try_parse_from(["git-jit", "request", "--wait", RQ]).expect("no --repo needed");
+        assert!(matches!(
+            c.command,
+            Command::Request(RequestArgs {
+                wait: Some(_),
+                repo: None,
+                ..
+            })
+        ));
+        assert!(
+            Cli::try_parse_from(["git-jit", "request", "--wait", RQ, "--repo", "a/b"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["git-jit", "request", "--wait", RQ, "--no-wait"]).is_err());
+        assert!(Cli::try_parse_from(["git-jit", "request", "--wait", "rq_../x"]).is_err());
+        assert!(
+            Cli::try_parse_from(["git-jit", "request"]).is_err(),
+            "--repo or --wait"
+        );
+    }
+
+    /// approval_required → filed (pending) → pending → slow_down → pending (1/2) → token:
+    /// the token is cached as any `request`'s, each poll is the same form with the id, and
+    /// the plain progress shows a line per change only.
+    #[tokio::test]
+    async fn request_files_waits_and_caches_the_token() {
+        let slow = Reply::json(
+            400,
+            json!({"error": "slow_down", "request_id": RQ, "interval": 7}),
+        );
+        let srv = scripted(vec![
+            required(),
+            pending(0, 2),
+            pending(0, 2),
+            slow,
+            pending(1, 2),
+            token(),
+        ]);
+        let run = run_request(&srv, HOTFIX, std::future::pending()).await;
+        run.result.expect("granted");
+        assert!(
+            run.out
+                .starts_with("granted:  repo:acme/api:write\nrefs:     refs/heads/main\n"),
+            "{}",
+            run.out
+        );
+        assert!(run.out.contains("jti:      j-approved\n"), "{}", run.out);
+        assert_eq!(
+            run.err,
+            format!(
+                "approval needed: request {RQ} filed under role prod-push; 2 approvals needed from: \
+                 bob (corp), groups contains sre (corp)\nexpires in 30 min\n\
+                 waiting for approval … 0s, 0/2 approvals\n\
+                 waiting for approval … 0s, 1/2 approvals\n"
+            )
+        );
+        assert_eq!(run.cache.len(), 1);
+        assert_eq!(run.cache[0].token.expose(), "brk-approved");
+        assert_eq!(run.cache[0].refs.len(), 1);
+        assert_eq!(run.cache[0].jti.as_deref(), Some("j-approved"));
+        let x = exchanges(&srv);
+        assert_eq!(x.len(), 6);
+        assert_eq!(
+            (x[0].form("approval"), x[0].form("request_id")),
+            (None, None)
+        );
+        assert_eq!(x[1].form("approval").as_deref(), Some("request"));
+        for poll in &x[2..] {
+            assert_eq!(poll.form("request_id").as_deref(), Some(RQ));
+            assert_eq!(poll.form("approval"), None);
+        }
+        for e in &x {
+            assert_eq!(e.form("scope").as_deref(), Some("repo:acme/api:write"));
+            assert_eq!(e.form("refs").as_deref(), Some("refs/heads/main"));
+            assert_eq!(e.form("reason").as_deref(), Some("hotfix INC-42"));
+            assert_eq!(e.form("subject_token").as_deref(), Some("ci-jwt"));
+        }
+    }
+
+    #[tokio::test]
+    async fn no_wait_prints_the_request_id_last() {
+        let srv = scripted(vec![required(), pending(0, 1)]);
+        let argv: Vec<&str> = HOTFIX.iter().copied().chain(["--no-wait"]).collect();
+        let run = run_request(&srv, &argv, std::future::pending()).await;
+        run.result.expect("filed");
+        assert_eq!(run.out, format!("{RQ}\n"));
+        assert!(
+            run.err.starts_with("approval needed: request "),
+            "{}",
+            run.err
+        );
+        assert_eq!(exchanges(&srv).len(), 2, "filed, not polled");
+        assert!(run.cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn denied_and_expired_requests_end_with_one_line() {
+        let denied = Reply::json(
+            403,
+            json!({"error": "access_denied", "error_description": "denied by bob (corp): not during the freeze",
+                   "request_id": RQ, "state": "denied"}),
+        );
+        let srv = scripted(vec![required(), pending(0, 1), pending(0, 1), denied]);
+        let run = run_request(&srv, HOTFIX, std::future::pending()).await;
+        let e = run.result.expect_err("denied");
+        assert_eq!(
+            e.to_string(),
+            format!("request {RQ}: denied by bob (corp): not during the freeze")
+        );
+        assert_eq!(e.exit_code(), 1);
+        assert!(run.cache.is_empty());
+
+        let expired = Reply::json(
+            400,
+            json!({"error": "expired_token", "error_description": format!("request {RQ} was not approved within 30 min"),
+                   "request_id": RQ}),
+        );
+        let srv = scripted(vec![required(), pending(0, 1), expired]);
+        let run = run_request(&srv, HOTFIX, std::future::pending()).await;
+        let e = run.result.expect_err("expired");
+        assert_eq!(
+            e.to_string(),
+            format!("request {RQ} was not approved within 30 min")
+        );
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(exchanges(&srv).len(), 3, "no poll after the end");
+    }
+
+    /// Ctrl-C while waiting withdraws the request (as its requester) and exits with 130.
+    #[tokio::test]
+    async fn ctrl_c_cancels_the_request() {
+        let srv = scripted(vec![required(), pending(0, 1)]);
+        let run = run_request(&srv, HOTFIX, std::future::ready(())).await;
+        let e = run.result.expect_err("cancelled");
+        assert_eq!(e.to_string(), format!("request {RQ} cancelled"));
+        assert_eq!(e.exit_code(), 130);
+        let cancel: Vec<_> = srv
+            .seen()
+            .into_iter()
+            .filter(|r| r.target.ends_with("/cancel"))
+            .collect();
+        assert_eq!(cancel.len(), 1);
+        assert_eq!(cancel[0].method, "POST");
+        assert_eq!(cancel[0].target, format!("/v1/requests/{RQ}/cancel"));
+        assert_eq!(cancel[0].header("authorization"), Some("Bearer ci-jwt"));
+        let body: serde_json::Value = serde_json::from_str(&cancel[0].body).expect("json");
+        assert_eq!(body, json!({"reason": "cancelled by the requester"}));
+        assert_eq!(exchanges(&srv).len(), 2, "no poll after Ctrl-C");
+    }
+
+    /// --wait reads what the request asks for from the broker and polls with exactly that.
+    #[tokio::test]
+    async fn wait_resumes_an_earlier_request() {
+        let srv = scripted(vec![pending(0, 1), token()]);
+        let run = run_request(&srv, &["request", "--wait", RQ], std::future::pending()).await;
+        run.result.expect("granted");
+        assert!(
+            run.out.contains("granted:  repo:acme/api:write"),
+            "{}",
+            run.out
+        );
+        let get = &srv.seen()[1];
+        assert_eq!(
+            (get.method.as_str(), get.target.clone()),
+            ("GET", format!("/v1/requests/{RQ}"))
+        );
+        assert_eq!(get.header("authorization"), Some("Bearer ci-jwt"));
+        let x = exchanges(&srv);
+        assert_eq!(x.len(), 2);
+        for poll in &x {
+            assert_eq!(poll.form("request_id").as_deref(), Some(RQ));
+            assert_eq!(poll.form("scope").as_deref(), Some("repo:acme/api:write"));
+            assert_eq!(poll.form("refs").as_deref(), Some("refs/heads/main"));
+            assert_eq!(poll.form("role").as_deref(), Some("prod-push"));
+            assert_eq!(poll.form("ttl").as_deref(), Some("30m"));
+            assert_eq!(poll.form("reason").as_deref(), Some("hotfix INC-42"));
+        }
+        assert_eq!(run.cache.len(), 1);
+    }
+
+    /// A role without approval: the request is granted at once, no filing.
+    #[tokio::test]
+    async fn a_plain_role_is_granted_at_once() {
+        let srv = scripted(vec![token()]);
+        let run = run_request(&srv, HOTFIX, std::future::ready(())).await;
+        run.result.expect("granted");
+        assert_eq!(run.err, "");
+        assert_eq!(exchanges(&srv).len(), 1);
+        assert_eq!(run.cache.len(), 1);
+    }
 }

@@ -284,3 +284,237 @@ pub async fn cancel(ctx: &Context<'_>, a: CancelArgs, out: &mut dyn Write) -> Re
     writeln!(out, "{}", decided(Verdict::Cancel, &r))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::config::{Dirs, Settings};
+    use crate::testserver::{Reply, TestServer, client};
+    use clap::Parser;
+    use serde_json::json;
+
+    const RQ: &str = "rq_abcdefghijklmnopqrstuvwxyz";
+    const NOW: i64 = 1_700_000_000;
+
+    fn info(v: serde_json::Value) -> RequestInfo {
+        let mut base = json!({"id": RQ, "state": "pending", "requester": "alice", "idp": "corp",
+            "role": "prod-push", "scope": "repo:acme/api:write", "refs": ["refs/heads/main"],
+            "ttl_minutes": 30, "reason": "hotfix INC-42", "created": NOW - 180, "expires": NOW + 1620,
+            "required": 1, "approvers": ["bob (corp)"], "approvals": []});
+        if let (Some(b), Some(o)) = (base.as_object_mut(), v.as_object()) {
+            b.extend(o.clone());
+        }
+        serde_json::from_value(base).expect("request")
+    }
+
+    /// Answers from a script; records the questions.
+    struct Scripted(bool, Vec<&'static str>, usize);
+
+    impl Terminal for Scripted {
+        fn interactive(&self) -> bool {
+            self.0
+        }
+        fn ask(&mut self, _: &str) -> std::io::Result<String> {
+            self.2 += 1;
+            Ok(self.1.pop().unwrap_or_default().to_owned())
+        }
+    }
+
+    fn env(name: &str) -> Option<String> {
+        (name == "APPROVER").then(|| "bob-id-t0ken".to_owned())
+    }
+
+    /// Runs `git jit <argv> --token-env APPROVER` against `srv`.
+    async fn run(
+        srv: &TestServer,
+        argv: &[&str],
+        term: &mut Scripted,
+    ) -> (Result<(), CliError>, String) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ctx = Context {
+            env: &env,
+            settings: Settings {
+                dirs: Dirs {
+                    config: tmp.path().join("c"),
+                    cache: tmp.path().join("k"),
+                },
+                broker: Some(srv.url.clone()),
+                servers: vec![],
+                audience: None,
+                id_token_env: "CI_JIT_TOKEN".into(),
+                id_token_file: None,
+            },
+            http: std::sync::OnceLock::from(client()),
+            clock: || NOW,
+        };
+        let argv = ["git-jit"]
+            .iter()
+            .chain(argv)
+            .chain(&["--token-env", "APPROVER"])
+            .copied();
+        let mut out = Vec::new();
+        let r = match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Requests(a) => list(&ctx, a, &mut out).await,
+            Command::Approve(a) => decide(&ctx, Verdict::Approve, a, &mut out, term).await,
+            Command::Deny(a) => decide(&ctx, Verdict::Deny, a, &mut out, term).await,
+            Command::Cancel(a) => cancel(&ctx, a, &mut out).await,
+            other => panic!("{other:?}"),
+        };
+        (r, String::from_utf8(out).expect("utf8"))
+    }
+
+    #[test]
+    fn the_table_shows_age_approvals_and_reason_inert() {
+        let approved = info(
+            json!({"id": "rq_bbbbbbbbbbbbbbbbbbbbbbbbbb", "state": "approved",
+            "requester": "eve\u{1b}[2J", "created": NOW - 7300, "ttl_minutes": 90, "refs": [],
+            "reason": "fix \u{202e}txt", "required": 2,
+            "approvals": [{"by": "bob", "idp": "corp", "reason": "ok", "at": NOW},
+                          {"by": "carol", "idp": "corp", "reason": "ok", "at": NOW}]}),
+        );
+        let text = requests_table(&[info(json!({})), approved], NOW).render();
+        assert_eq!(
+            text,
+            "\
+ID                             AGE  STATE     REQUESTER     ROLE       SCOPE                REFS             TTL    APPROVALS  REASON
+rq_abcdefghijklmnopqrstuvwxyz  3m   pending   alice         prod-push  repo:acme/api:write  refs/heads/main  30m    0/1        hotfix INC-42
+rq_bbbbbbbbbbbbbbbbbbbbbbbbbb  2h   approved  eve\\u{1b}[2J  prod-push  repo:acme/api:write  -                1h30m  2/2        fix \\u{202e}txt
+"
+        );
+        assert_eq!(
+            (age(-5), age(59), age(3600), age(3 * 86_400)),
+            ("0s".into(), "59s".into(), "1h".into(), "3d".into())
+        );
+        assert_eq!(
+            (ttl(30), ttl(120), ttl(61)),
+            ("30m".into(), "2h".into(), "1h01m".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_lists_pending_by_default_or_prints_json_lines() {
+        let srv = TestServer::start(|_| {
+            let r = serde_json::to_value(info(json!({}))).expect("json");
+            Reply::json(200, json!({"requests": [r]}))
+        });
+        let (r, out) = run(
+            &srv,
+            &["requests", "--mine", "--repo", "acme/api"],
+            &mut Scripted(false, vec![], 0),
+        )
+        .await;
+        r.expect("listed");
+        assert!(out.starts_with("ID  "), "{out}");
+        assert!(out.contains(&format!("{RQ}  3m   pending")), "{out}");
+        let first = &srv.seen()[0];
+        assert_eq!(first.header("authorization"), Some("Bearer bob-id-t0ken"));
+        assert!(
+            first
+                .target
+                .starts_with("/v1/requests?state=pending&repo=acme%2Fapi&mine_to_approve=true"),
+            "{}",
+            first.target
+        );
+        let (r, out) = run(
+            &srv,
+            &["requests", "--state", "all", "--json"],
+            &mut Scripted(false, vec![], 0),
+        )
+        .await;
+        r.expect("listed");
+        let line: serde_json::Value = serde_json::from_str(out.trim_end()).expect("one JSON line");
+        assert_eq!(line["id"], RQ);
+        assert!(
+            !srv.seen()[1].target.contains("state="),
+            "{}",
+            srv.seen()[1].target
+        );
+        assert!(Cli::try_parse_from(["git-jit", "requests", "--state", "open"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn approve_and_deny_send_the_reason_with_the_approvers_bearer() {
+        let srv = TestServer::start(|r| {
+            let approved = r.target.ends_with("/approve");
+            let v = if approved {
+                json!({"state": "approved", "approvals": [{"by": "bob", "idp": "corp", "reason": "ok", "at": NOW}]})
+            } else {
+                json!({"state": "denied"})
+            };
+            Reply::json(200, serde_json::to_value(info(v)).expect("json"))
+        });
+        let (r, out) = run(
+            &srv,
+            &["approve", RQ, "--reason", "INC-42 confirmed"],
+            &mut Scripted(false, vec![], 0),
+        )
+        .await;
+        r.expect("approved");
+        assert_eq!(
+            out,
+            format!(
+                "approved {RQ} (1/1): alice may now write to acme/api refs/heads/main for 30 min\n"
+            )
+        );
+        let mut t = Scripted(true, vec!["not during the freeze"], 0);
+        let (r, out) = run(&srv, &["deny", RQ], &mut t).await;
+        r.expect("denied");
+        assert_eq!(t.2, 1, "asked for the reason");
+        assert_eq!(
+            out,
+            format!("denied {RQ}: alice may not write to acme/api refs/heads/main for 30 min\n")
+        );
+        let seen = srv.seen();
+        assert_eq!(seen[0].target, format!("/v1/requests/{RQ}/approve"));
+        assert_eq!(seen[1].target, format!("/v1/requests/{RQ}/deny"));
+        for (r, reason) in seen
+            .iter()
+            .zip(["INC-42 confirmed", "not during the freeze"])
+        {
+            assert_eq!(r.method, "POST");
+            assert_eq!(r.header("authorization"), Some("Bearer bob-id-t0ken"));
+            let body: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+            assert_eq!(body, json!({"reason": reason}));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decision_needs_a_reason_and_refusals_are_one_line() {
+        let srv = TestServer::start(|_| {
+            Reply::json(
+                403,
+                json!({"error": "access_denied", "error_description": "you cannot approve your own request"}),
+            )
+        });
+        let (r, _) = run(&srv, &["approve", RQ], &mut Scripted(false, vec![], 0)).await;
+        assert!(r.expect_err("no reason").to_string().contains("--reason"));
+        let (r, _) = run(
+            &srv,
+            &["deny", RQ, "--reason", "a\u{7}b"],
+            &mut Scripted(false, vec![], 0),
+        )
+        .await;
+        assert!(
+            r.expect_err("control")
+                .to_string()
+                .contains("control characters")
+        );
+        assert!(srv.seen().is_empty(), "nothing sent");
+        let (r, _) = run(
+            &srv,
+            &["approve", RQ, "--reason", "ok"],
+            &mut Scripted(false, vec![], 0),
+        )
+        .await;
+        assert_eq!(
+            r.expect_err("refused").to_string(),
+            "refused: you cannot approve your own request"
+        );
+        let (r, out) = run(&srv, &["cancel", RQ], &mut Scripted(false, vec![], 0)).await;
+        assert!(r.is_err() && out.is_empty(), "{r:?}");
+        let body: serde_json::Value = serde_json::from_str(&srv.seen()[1].body).expect("json");
+        assert_eq!(body, json!({"reason": "cancelled by the requester"}));
+        assert!(Cli::try_parse_from(["git-jit", "approve", "rq_nope"]).is_err());
+    }
+}

@@ -393,4 +393,86 @@ mod tests {
             "waiting for approval … 1h 02m, 0/1 approvals"
         );
     }
+
+    static NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1000);
+
+    fn clock() -> i64 {
+        NOW.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn at(t: i64) {
+        NOW.store(t, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Not on a terminal: a line when the standing changes, else one a minute at most.
+    #[test]
+    fn plain_progress_prints_on_change_or_once_a_minute() {
+        at(1000);
+        let mut err = Vec::new();
+        let mut io = WaitIo {
+            err: &mut err,
+            tty: false,
+            pacing: Pacing {
+                tick: std::time::Duration::from_millis(1),
+                clock,
+            },
+        };
+        let zero = Standing {
+            approvals: 0,
+            required: 2,
+        };
+        let one = Standing {
+            approvals: 1,
+            ..zero
+        };
+        let mut p = Progress::new(&mut io);
+        for (t, s) in [
+            (1000, zero),
+            (1030, zero),
+            (1059, zero),
+            (1060, zero),
+            (1061, zero),
+            (1075, one),
+            (1076, one),
+            (1136, one),
+        ] {
+            at(t);
+            p.show(s);
+        }
+        p.done();
+        assert_eq!(
+            String::from_utf8(err).expect("utf8"),
+            "waiting for approval … 0s, 0/2 approvals\n\
+             waiting for approval … 1m 00s, 0/2 approvals\n\
+             waiting for approval … 1m 15s, 1/2 approvals\n\
+             waiting for approval … 2m 16s, 1/2 approvals\n"
+        );
+    }
+
+    /// On a terminal: one line redrawn in place, ended by a newline.
+    #[test]
+    fn terminal_progress_redraws_one_line() {
+        let mut err = Vec::new();
+        let mut io = WaitIo {
+            err: &mut err,
+            tty: true,
+            pacing: Pacing {
+                tick: std::time::Duration::from_millis(1),
+                clock: || 5,
+            },
+        };
+        let s = Standing {
+            approvals: 0,
+            required: 1,
+        };
+        let mut p = Progress::new(&mut io);
+        p.show(s);
+        p.show(s);
+        p.done();
+        let shown = String::from_utf8(err).expect("utf8");
+        assert_eq!(
+            shown,
+            "\r/ waiting for approval … 0s, 0/1 approvals\x1b[K\r- waiting for approval … 0s, 0/1 approvals\x1b[K\n"
+        );
+    }
 }

@@ -11,8 +11,9 @@ use jit_proto::approval::{DecideRequest, RequestId, RequestInfo, RequestState, R
 use jit_proto::display::json_inert;
 
 use super::admin::Terminal;
+use super::request::parse_request_id;
 use super::wait::{CANCEL_REASON, span};
-use super::{CliError, join, parse_request_id};
+use super::{CliError, join};
 use crate::admin;
 use crate::approvals::{ApprovalClient, MAX_LISTED, Verdict};
 use crate::credential::Context;

@@ -57,7 +57,7 @@ pub enum CredentialSource {
 }
 
 impl CredentialSource {
-    fn hint(&self) -> String {
+    pub(crate) fn hint(&self) -> String {
         match self {
             CredentialSource::Session => "run `git jit login` again".into(),
             CredentialSource::EnvVar(v) => format!("check the token in ${v}"),

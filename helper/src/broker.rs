@@ -1,12 +1,18 @@
 //! The broker's HTTP interface as the helper sees it: discovery
 //! (`/.well-known/oauth-authorization-server`) and the RFC 8693 token exchange, with every
 //! failure turned into a message a person can act on (denied: the broker's reason verbatim;
-//! unreachable: URL and cause; clock skew from the `Date` header).
+//! unreachable: URL and cause; clock skew from the `Date` header). A role that needs a
+//! person's approval answers with its own codes (RFC 8628's polling errors), each its own
+//! variant so no caller mistakes one for a plain refusal or retries it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jit_proto::api::{OAuthError, ServerMetadata};
-use jit_proto::exchange::{ExchangeRequest, SubjectTokenType, TokenResponse, Ttl};
+use jit_proto::approval::{
+    ACCESS_DENIED, APPROVAL_REQUIRED, AUTHORIZATION_PENDING, EXPIRED_TOKEN, PendingDetails,
+    RequestId, SLOW_DOWN,
+};
+use jit_proto::exchange::{ApprovalAsk, ExchangeRequest, SubjectTokenType, TokenResponse, Ttl};
 use jit_proto::{RefPattern, Scope, Secret};
 use reqwest::{StatusCode, Url};
 
@@ -56,6 +62,41 @@ pub enum BrokerError {
         /// The broker's words.
         description: String,
     },
+    /// The role needs a person's approval (`approval_required`); the broker's words say
+    /// how to ask for it.
+    #[error("{description}")]
+    ApprovalRequired {
+        /// The broker's words.
+        description: String,
+        /// The role, its approvers, and an earlier request for the same scope, if any.
+        details: Box<PendingDetails>,
+    },
+    /// An approval request waits (`authorization_pending`; `slow_down`: poll less often).
+    #[error("request {} is waiting for approval", request_label(details))]
+    ApprovalPending {
+        /// The request, its approvals so far and the polling interval.
+        details: Box<PendingDetails>,
+        /// The poll came sooner than `interval` after the last.
+        slow_down: bool,
+    },
+    /// An approval request was denied, cancelled or revoked (`access_denied` naming a
+    /// request).
+    #[error("{description}")]
+    ApprovalDenied {
+        /// The broker's words: by whom and why.
+        description: String,
+        /// The request.
+        request_id: Option<RequestId>,
+    },
+    /// An approval request expired unapproved, or its grant's lifetime ran out before it
+    /// was collected (`expired_token`).
+    #[error("{description}")]
+    ApprovalExpired {
+        /// The broker's words.
+        description: String,
+        /// The request.
+        request_id: Option<RequestId>,
+    },
     /// Too many requests.
     #[error("the broker is rate-limiting requests; retry after {}", retry_after.as_deref().unwrap_or("a while"))]
     RateLimited {
@@ -86,6 +127,26 @@ fn skew_note(skew: Option<i64>) -> String {
     }
 }
 
+fn request_label(d: &PendingDetails) -> String {
+    d.request_id
+        .as_ref()
+        .map_or_else(|| "(no id)".to_owned(), RequestId::to_string)
+}
+
+impl BrokerError {
+    /// Whether it is about an approval request (required, pending, denied, expired): none
+    /// of these is asked again, and the credential helper tells the person what to run.
+    pub fn is_approval(&self) -> bool {
+        matches!(
+            self,
+            Self::ApprovalRequired { .. }
+                | Self::ApprovalPending { .. }
+                | Self::ApprovalDenied { .. }
+                | Self::ApprovalExpired { .. }
+        )
+    }
+}
+
 /// The full cause chain of an error, on one line.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -112,6 +173,8 @@ pub struct Extras<'a> {
     pub reason: Option<&'a str>,
     /// Lifetime.
     pub ttl: Option<Ttl>,
+    /// File an approval request, or poll one (`None`: neither).
+    pub approval: Option<&'a ApprovalAsk>,
 }
 
 /// What to ask the broker for.
@@ -310,6 +373,7 @@ impl BrokerClient {
             reason: x.reason.map(str::to_owned),
             ttl: x.ttl,
             refs: x.refs.to_vec(),
+            approval: x.approval.cloned().unwrap_or_default(),
             ..ExchangeRequest::new(
                 req.subject_token.clone(),
                 req.subject_token_type,
@@ -394,6 +458,10 @@ fn classify(
     if status == StatusCode::SERVICE_UNAVAILABLE || err.error == "temporarily_unavailable" {
         return BrokerError::Unavailable(description);
     }
+    // Before the reason check: "approval required" descriptions may well mention a reason.
+    if let Some(e) = approval_error(&err, &description) {
+        return e;
+    }
     if says_reason_required(&err) {
         return BrokerError::ReasonRequired { description };
     }
@@ -402,6 +470,33 @@ fn classify(
         description,
         skew,
     }
+}
+
+/// The approval codes (a 429 `slow_down` never gets here: it is rate limiting). A plain
+/// `access_denied`, about no request, stays a plain refusal.
+fn approval_error(err: &OAuthError, description: &str) -> Option<BrokerError> {
+    let details = || Box::new(err.approval.clone());
+    let description = description.to_owned();
+    let request_id = err.approval.request_id.clone();
+    Some(match err.error.as_str() {
+        APPROVAL_REQUIRED => BrokerError::ApprovalRequired {
+            description,
+            details: details(),
+        },
+        AUTHORIZATION_PENDING | SLOW_DOWN => BrokerError::ApprovalPending {
+            details: details(),
+            slow_down: err.error == SLOW_DOWN,
+        },
+        EXPIRED_TOKEN => BrokerError::ApprovalExpired {
+            description,
+            request_id,
+        },
+        ACCESS_DENIED if request_id.is_some() => BrokerError::ApprovalDenied {
+            description,
+            request_id,
+        },
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -438,6 +533,7 @@ mod tests {
                 role: Some("oncall"),
                 reason: Some("INC-1"),
                 ttl: Ttl::from_minutes(30),
+                approval: None,
             },
         }
     }
@@ -742,6 +838,148 @@ mod tests {
             assert!(exchange_on(&srv, quick()).await.is_err());
             assert_eq!(srv.seen().len(), 1);
         }
+    }
+
+    const RQ: &str = "rq_abcdefghijklmnopqrstuvwxyz";
+
+    /// Each approval answer is its own error, carrying the request's details, and is asked
+    /// exactly once: no retry, whatever the status. A plain `access_denied`, about no
+    /// request, stays a plain refusal.
+    #[tokio::test]
+    async fn approval_answers_are_their_own_errors_and_never_retried() {
+        let required = || {
+            Reply::json(
+                403,
+                json!({"error": "approval_required", "error_description": "role prod-push needs approval: a reason is required",
+                       "role": "prod-push", "approvers": ["bob (corp)"], "min_reason": 10}),
+            )
+        };
+        let pending = || {
+            Reply::json(
+                400,
+                json!({"error": "authorization_pending", "request_id": RQ, "state": "pending",
+                       "role": "prod-push", "approvers": ["bob (corp)"], "approvals": 0, "required": 1,
+                       "interval": 5, "expires_in": 1800}),
+            )
+        };
+        let slow = || {
+            Reply::json(
+                400,
+                json!({"error": "slow_down", "request_id": RQ, "interval": 10}),
+            )
+        };
+        let expired = || {
+            Reply::json(
+                400,
+                json!({"error": "expired_token", "error_description": "request expired unapproved", "request_id": RQ}),
+            )
+        };
+        let denied = || {
+            Reply::json(
+                403,
+                json!({"error": "access_denied", "error_description": "denied by bob: not now", "request_id": RQ, "state": "denied"}),
+            )
+        };
+        let plain = || {
+            Reply::json(
+                403,
+                json!({"error": "access_denied", "error_description": "no role lets you write"}),
+            )
+        };
+        type Case = (fn() -> Reply, &'static str);
+        let cases: [Case; 6] = [
+            (required, "required"),
+            (pending, "pending"),
+            (slow, "slow"),
+            (expired, "expired"),
+            (denied, "denied"),
+            (plain, "plain"),
+        ];
+        for (reply, name) in cases {
+            let srv = refusing(usize::MAX, reply);
+            let e = exchange_on(&srv, quick()).await.expect_err(name);
+            assert_eq!(srv.seen().len(), 1, "{name}: asked once");
+            assert_eq!(e.is_approval(), name != "plain", "{name}: {e:?}");
+            match (name, &e) {
+                (
+                    "required",
+                    BrokerError::ApprovalRequired {
+                        description,
+                        details,
+                    },
+                ) => {
+                    assert!(description.starts_with("role prod-push needs approval"));
+                    assert_eq!(details.role.as_deref(), Some("prod-push"));
+                    assert_eq!(details.min_reason, Some(10));
+                }
+                (
+                    "pending",
+                    BrokerError::ApprovalPending {
+                        details,
+                        slow_down: false,
+                    },
+                ) => {
+                    assert_eq!(details.request_id.as_ref().map(RequestId::as_str), Some(RQ));
+                    assert_eq!((details.approvals, details.required), (Some(0), Some(1)));
+                    assert_eq!(
+                        e.to_string(),
+                        format!("request {RQ} is waiting for approval")
+                    );
+                }
+                (
+                    "slow",
+                    BrokerError::ApprovalPending {
+                        details,
+                        slow_down: true,
+                    },
+                ) => {
+                    assert_eq!(details.interval, Some(10));
+                }
+                (
+                    "expired",
+                    BrokerError::ApprovalExpired {
+                        request_id: Some(_),
+                        ..
+                    },
+                )
+                | (
+                    "denied",
+                    BrokerError::ApprovalDenied {
+                        request_id: Some(_),
+                        ..
+                    },
+                )
+                | ("plain", BrokerError::Denied { .. }) => {}
+                _ => panic!("{name}: {e:?}"),
+            }
+        }
+        assert_eq!(
+            exchange_on(&refusing(1, denied), quick())
+                .await
+                .expect_err("denied")
+                .to_string(),
+            "denied by bob: not now"
+        );
+    }
+
+    /// The poll and the filing are the exchange's form with `request_id` or `approval`.
+    #[tokio::test]
+    async fn approval_parameters_go_in_the_form() {
+        let srv = refusing(0, || Reply::json(500, json!({})));
+        let b = BrokerClient::new(&srv.url, client()).expect("ok");
+        let tok = Secret::new("idt");
+        let scope = Scope::parse("repo:acme/api:read").expect("scope");
+        let id = RequestId::parse(RQ).expect("id");
+        for ask_for in [ApprovalAsk::Request, ApprovalAsk::Poll(id)] {
+            let mut x = ask(&tok, &scope, &[]);
+            x.extras.approval = Some(&ask_for);
+            b.exchange(&md(&srv.url), &x).await.expect("granted");
+        }
+        let seen = srv.seen();
+        assert_eq!(seen[0].form("approval").as_deref(), Some("request"));
+        assert_eq!(seen[0].form("request_id"), None);
+        assert_eq!(seen[1].form("approval"), None);
+        assert_eq!(seen[1].form("request_id").as_deref(), Some(RQ));
     }
 
     #[tokio::test]

@@ -1,24 +1,32 @@
-//! `git jit`: the person-facing commands — setup, login, logout, status, request and shell
-//! completions. Results go to stdout; instructions and prompts to stderr or the terminal.
+//! `git jit`: the person-facing commands — setup, login, logout, status, request (waiting
+//! for approval when the role needs it), the approval commands, and shell completions.
+//! Results go to stdout; instructions, progress and prompts to stderr or the terminal.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::process::Command as Process;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use jit_proto::exchange::Ttl;
-use jit_proto::{Actions, RefPattern, RepoPath, Scope};
+use jit_proto::RefPattern;
+use jit_proto::approval::RequestId;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 mod admin;
+mod request;
+mod requests;
+mod wait;
 
 pub use admin::{AdminArgs, AdminCommand, Terminal, TimeArg};
+pub use request::{RefList, RequestArgs};
+pub use requests::{CancelArgs, DecideArgs, RequestsArgs};
+pub use wait::WaitIo;
 
 use crate::admin::AdminError;
+use crate::approvals::{ApprovalError, Verdict};
 use crate::broker::{BrokerClient, BrokerError};
 use crate::claims;
 use crate::config::{self, ConfigError};
-use crate::credential::{Context, Extras, HelperError, Obtained, obtain};
+use crate::credential::{Context, HelperError};
 use crate::login::{self, LoginError, Pacing};
 use crate::oidc::IdpHttp;
 use crate::session::{SessionError, SessionStore};
@@ -51,8 +59,18 @@ pub enum Command {
     /// Show who you are logged in as, and which grants are cached until when.
     Status,
     /// Ask for access explicitly (e.g. write, narrowed to refs, with a reason) and cache the
-    /// token, so the next `git push` uses it.
+    /// token, so the next `git push` uses it. When the role needs a person's approval, the
+    /// request is filed and waited for (Ctrl-C withdraws it).
     Request(RequestArgs),
+    /// List approval requests: your own and those you may approve (pending ones unless
+    /// --state says otherwise).
+    Requests(RequestsArgs),
+    /// Approve a pending request (you must be one of its role's approvers).
+    Approve(DecideArgs),
+    /// Deny a pending request (you must be one of its role's approvers).
+    Deny(DecideArgs),
+    /// Withdraw a pending request of yours.
+    Cancel(CancelArgs),
     /// For the security team: list live grants, revoke them, read the audit trail.
     Admin(AdminArgs),
     /// Print shell completions for git-jit.
@@ -74,30 +92,6 @@ pub struct SetupArgs {
     /// Write the current repository's git config instead.
     #[arg(long)]
     pub local: bool,
-}
-
-/// `git jit request`.
-#[derive(Debug, Args)]
-pub struct RequestArgs {
-    /// The repository, e.g. acme/api.
-    #[arg(long, value_parser = RepoPath::parse)]
-    pub repo: RepoPath,
-    /// The actions: read, write or read,write.
-    #[arg(long, default_value = "read,write", value_parser = Actions::parse)]
-    pub action: Actions,
-    /// Narrow a write grant to refs matching this pattern (repeatable), e.g. refs/heads/hotfix/*.
-    #[arg(long = "ref", value_name = "PATTERN", value_parser = RefPattern::parse)]
-    pub refs: Vec<RefPattern>,
-    /// How long: 30m, 2h, or minutes. Default: the role's.
-    #[arg(long, value_parser = Ttl::parse)]
-    pub ttl: Option<Ttl>,
-    /// Why you need it (recorded in the audit log). Asked for on the terminal when the role
-    /// requires one and none is given.
-    #[arg(long)]
-    pub reason: Option<String>,
-    /// The role to request under. Default: the broker picks.
-    #[arg(long)]
-    pub role: Option<String>,
 }
 
 /// Why a `git jit` command failed.
@@ -124,6 +118,33 @@ pub enum CliError {
     /// Terminal I/O.
     #[error("terminal: {0}")]
     Io(#[from] std::io::Error),
+    /// The approval API refused or failed.
+    #[error(transparent)]
+    Approvals(#[from] ApprovalError),
+    /// An approval request ended without a token (denied, expired, …), or waiting failed.
+    #[error("{0}")]
+    Approval(String),
+    /// Ctrl-C ended the wait; the request was withdrawn, unless `failure` says why not.
+    #[error("request {id} {}", match failure {
+        None => "cancelled".to_owned(),
+        Some(f) => format!("is still pending: cancelling it failed: {f} (run `git jit cancel {id}`)"),
+    })]
+    Cancelled {
+        /// The request.
+        id: RequestId,
+        /// Why it could not be withdrawn.
+        failure: Option<String>,
+    },
+}
+
+impl CliError {
+    /// The process's exit status: 130 after Ctrl-C (as a shell reports SIGINT), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Cancelled { .. } => 130,
+            _ => 1,
+        }
+    }
 }
 
 impl From<SessionError> for CliError {
@@ -146,7 +167,28 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
         Command::Login => login(ctx, &mut stdout).await,
         Command::Logout => logout(ctx, &mut stdout),
         Command::Status => status(ctx, &mut stdout),
-        Command::Request(a) => request(ctx, a, &mut stdout).await,
+        Command::Request(a) => {
+            let mut err = std::io::stderr();
+            let mut io = WaitIo {
+                tty: err.is_terminal(),
+                err: &mut err,
+                pacing: Pacing {
+                    clock: ctx.clock,
+                    ..Pacing::default()
+                },
+            };
+            request::request(ctx, a, &mut stdout, &mut io, request::ctrl_c()).await
+        }
+        Command::Requests(a) => requests::list(ctx, a, &mut stdout).await,
+        Command::Approve(a) => {
+            let mut t = admin::ProcessTerminal;
+            requests::decide(ctx, Verdict::Approve, a, &mut stdout, &mut t).await
+        }
+        Command::Deny(a) => {
+            let mut t = admin::ProcessTerminal;
+            requests::decide(ctx, Verdict::Deny, a, &mut stdout, &mut t).await
+        }
+        Command::Cancel(a) => requests::cancel(ctx, a, &mut stdout).await,
         Command::Admin(a) => admin::run(ctx, a, &mut stdout, &mut admin::ProcessTerminal).await,
         Command::Completions { shell } => {
             // Generated into memory first: clap_complete panics on a closed pipe.
@@ -360,64 +402,6 @@ fn status(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
-fn ask_reason(description: &str) -> Result<Option<String>, CliError> {
-    if !std::io::stdin().is_terminal() {
-        return Ok(None);
-    }
-    let mut err = std::io::stderr();
-    write!(err, "{description}\nReason: ")?;
-    err.flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    let line = line.trim().to_owned();
-    Ok((!line.is_empty()).then_some(line))
-}
-
-async fn request(ctx: &Context<'_>, a: RequestArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let broker = ctx.broker(&ctx.broker_url(None)?)?;
-    let scope = Scope::new(a.repo, a.action);
-    let mut reason = a.reason;
-    let got: Obtained = loop {
-        let extras = Extras {
-            refs: &a.refs,
-            role: a.role.as_deref(),
-            reason: reason.as_deref(),
-            ttl: a.ttl,
-        };
-        match obtain(ctx, &broker, &scope, extras).await {
-            Err(HelperError::Broker(BrokerError::ReasonRequired { description }))
-                if reason.is_none() =>
-            {
-                match ask_reason(&description)? {
-                    Some(r) => reason = Some(r),
-                    None => return Err(BrokerError::ReasonRequired { description }.into()),
-                }
-            }
-            other => break other?,
-        }
-    };
-    let t = &got.token;
-    writeln!(out, "granted:  {}", t.scope)?;
-    if !t.refs.is_empty() {
-        writeln!(out, "refs:     {}", join(&t.refs))?;
-    }
-    writeln!(out, "expires:  {}", when(t.expires_at, (ctx.clock)()))?;
-    if let Some(j) = &t.jti {
-        writeln!(out, "jti:      {j}")?;
-    }
-    writeln!(out, "identity: {}", got.source)?;
-    if let Some(s) = got.skew {
-        eprintln!(
-            "git-jit: warning: this machine's clock is {}s off the broker's; fix the clock",
-            s.abs()
-        );
-    }
-    if got.cache_failed {
-        eprintln!("git-jit: warning: cannot write the token cache; git will not find this token");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,51 +409,6 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn request_parses_and_validates() {
-        let c = Cli::try_parse_from([
-            "git-jit",
-            "request",
-            "--repo",
-            "acme/api",
-            "--action",
-            "write",
-            "--ref",
-            "refs/heads/hotfix/*",
-            "--ref",
-            "refs/tags/v*",
-            "--ttl",
-            "30m",
-            "--reason",
-            "INC-1",
-            "--role",
-            "oncall",
-        ])
-        .expect("parses");
-        let Command::Request(r) = c.command else {
-            panic!("not request")
-        };
-        assert_eq!(
-            (r.repo.as_str(), r.action, r.refs.len()),
-            ("acme/api", Actions::WRITE, 2)
-        );
-        assert_eq!(r.ttl.map(Ttl::minutes), Some(30));
-        assert!(Cli::try_parse_from(["git-jit", "request", "--repo", "acme/../x"]).is_err());
-        let bad_ttl = Cli::try_parse_from(["git-jit", "request", "--repo", "a/b", "--ttl", "1d"])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(bad_ttl.contains("must be minutes"), "{bad_ttl}");
-        assert!(
-            Cli::try_parse_from(["git-jit", "request", "--repo", "a/b", "--action", "admin"])
-                .is_err()
-        );
-        assert!(
-            Cli::try_parse_from(["git-jit", "request", "--repo", "a/b", "--ref", "main"]).is_err()
-        );
-        assert!(Cli::try_parse_from(["git-jit", "setup", "--local", "--global"]).is_err());
     }
 
     #[test]

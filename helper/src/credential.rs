@@ -1,12 +1,16 @@
 //! The credential helper itself: `get` finds the scope git needs, answers from the token
 //! cache or exchanges an identity at the broker; `erase` drops the repository's cached tokens
 //! (and says why the server refused, when its challenge tells); `store` has nothing to do.
-//! Only protocol goes to `out`; at most one line goes to `err`, and never a secret.
+//! Only protocol goes to `out`; at most one line goes to `err`, and never a secret. A role
+//! that needs a person's approval fails fast — no retry, no prompt — with one line saying
+//! what to run (`git jit request …`): git must never hang waiting for a person.
 //! A request for a URL that is not the configured broker's (or a Git server recorded by
 //! `git jit setup`) gets no answer at all, so git goes on to its other helpers.
 
 use std::io::{BufRead, Write};
 
+use jit_proto::api::ServerMetadata;
+use jit_proto::approval::RequestState;
 use jit_proto::{RepoPath, Scope};
 
 pub use crate::broker::Extras;
@@ -14,7 +18,7 @@ use crate::broker::{BrokerClient, BrokerError, Exchange};
 use crate::cache::{CacheError, CachedToken, TokenCache};
 use crate::challenge::{self, ChallengeError};
 use crate::config::{Env, Settings};
-use crate::identity::{self, IdentityError, Lookup, Source};
+use crate::identity::{self, IdentityError, Lookup, Source, SubjectToken};
 use crate::origin::{self, Destination, OriginError};
 use crate::protocol::{Answer, ProtocolError, Request};
 
@@ -44,6 +48,9 @@ pub enum HelperError {
     /// The token cache failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The role needs a person's approval: the broker's words and what to run.
+    #[error("{0}")]
+    NeedsApproval(String),
 }
 
 /// Everything the helper and `git jit` need from the outside world.
@@ -137,55 +144,132 @@ pub async fn obtain(
     scope: &Scope,
     extras: Extras<'_>,
 ) -> Result<Obtained, HelperError> {
-    let base = broker.base();
-    // Identities go only to the configured broker, CI tokens for the configured audience.
-    let configured = ctx
-        .settings
-        .broker
-        .as_deref()
-        .map(BrokerClient::base_of)
-        .transpose()?;
-    let audience = (configured.as_deref() == Some(base.as_str())).then(|| {
-        ctx.settings
-            .audience
-            .clone()
-            .unwrap_or_else(|| base.clone())
+    Exchanger::new(ctx, broker)
+        .await?
+        .obtain(scope, extras)
+        .await
+}
+
+/// A broker ready for exchanges: its metadata read once and where identities may go
+/// settled, so that polling an approval request costs one exchange per poll, each with a
+/// fresh subject token.
+pub struct Exchanger<'a> {
+    ctx: &'a Context<'a>,
+    broker: &'a BrokerClient,
+    md: ServerMetadata,
+    base: String,
+    /// The audience of CI identities; `None` when the broker is not the configured one.
+    audience: Option<String>,
+}
+
+impl<'a> Exchanger<'a> {
+    /// Reads the broker's metadata.
+    pub async fn new(ctx: &'a Context<'a>, broker: &'a BrokerClient) -> Result<Self, HelperError> {
+        let base = broker.base();
+        // Identities go only to the configured broker, CI tokens for the configured audience.
+        let configured = ctx
+            .settings
+            .broker
+            .as_deref()
+            .map(BrokerClient::base_of)
+            .transpose()?;
+        let audience = (configured.as_deref() == Some(base.as_str())).then(|| {
+            ctx.settings
+                .audience
+                .clone()
+                .unwrap_or_else(|| base.clone())
+        });
+        let md = broker.metadata().await?;
+        Ok(Self {
+            ctx,
+            broker,
+            md,
+            base,
+            audience,
+        })
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &BrokerClient {
+        self.broker
+    }
+
+    /// The first available identity, fresh (a login session's ID token is refreshed when
+    /// about to expire).
+    pub async fn subject(&self) -> Result<SubjectToken, HelperError> {
+        let lookup = Lookup {
+            env: self.ctx.env,
+            settings: &self.ctx.settings,
+            http: self.broker.http(),
+            metadata: &self.md,
+            broker: &self.base,
+            pinned: self.audience.as_deref(),
+            clock: self.ctx.clock,
+        };
+        Ok(identity::subject_token(&lookup).await?)
+    }
+
+    /// Exchanges a fresh identity for `scope` and caches the token.
+    pub async fn obtain(&self, scope: &Scope, extras: Extras<'_>) -> Result<Obtained, HelperError> {
+        let subject = self.subject().await?;
+        let ask = Exchange {
+            subject_token: &subject.token,
+            subject_token_type: subject.token_type,
+            scope,
+            extras,
+        };
+        let g = self.broker.exchange(&self.md, &ask).await?;
+        // The broker grants exactly what was asked; its answer wins if it says otherwise.
+        let granted = Scope::parse(&g.response.scope).unwrap_or_else(|_| scope.clone());
+        let token = CachedToken {
+            broker: self.base.clone(),
+            scope: granted,
+            refs: extras.refs.to_vec(),
+            token: g.response.access_token,
+            expires_at: g.expires_at,
+            jti: g.response.jti,
+        };
+        let cache_failed = self
+            .ctx
+            .cache()
+            .put(token.clone(), (self.ctx.clock)())
+            .is_err();
+        Ok(Obtained {
+            token,
+            source: subject.source,
+            skew: g.skew,
+            cache_failed,
+        })
+    }
+}
+
+/// The one line the credential helper shows for an approval answer: the broker's words,
+/// and the command that asks (or waits) for approval unless the words already name it.
+pub fn approval_line(e: &BrokerError, scope: &Scope) -> String {
+    let said = e.to_string();
+    if said.contains("git jit request") {
+        return said;
+    }
+    let details = match e {
+        BrokerError::ApprovalRequired { details, .. }
+        | BrokerError::ApprovalPending { details, .. } => Some(details),
+        _ => None,
+    };
+    let waiting = details.and_then(|d| {
+        let pending = matches!(d.state, None | Some(RequestState::Pending));
+        d.request_id.as_ref().filter(|_| pending)
     });
-    let md = broker.metadata().await?;
-    let lookup = Lookup {
-        env: ctx.env,
-        settings: &ctx.settings,
-        http: broker.http(),
-        metadata: &md,
-        broker: &base,
-        pinned: audience.as_deref(),
-        clock: ctx.clock,
-    };
-    let subject = identity::subject_token(&lookup).await?;
-    let ask = Exchange {
-        subject_token: &subject.token,
-        subject_token_type: subject.token_type,
-        scope,
-        extras,
-    };
-    let g = broker.exchange(&md, &ask).await?;
-    // The broker grants exactly what was asked; its answer wins if it says otherwise.
-    let granted = Scope::parse(&g.response.scope).unwrap_or_else(|_| scope.clone());
-    let token = CachedToken {
-        broker: base,
-        scope: granted,
-        refs: extras.refs.to_vec(),
-        token: g.response.access_token,
-        expires_at: g.expires_at,
-        jti: g.response.jti,
-    };
-    let cache_failed = ctx.cache().put(token.clone(), (ctx.clock)()).is_err();
-    Ok(Obtained {
-        token,
-        source: subject.source,
-        skew: g.skew,
-        cache_failed,
-    })
+    if let Some(id) = waiting {
+        return format!("{said}; wait for it with: git jit request --wait {id}");
+    }
+    let role = details
+        .and_then(|d| d.role.as_deref())
+        .map(|r| format!(" --role {}", jit_proto::display::clean(r)))
+        .unwrap_or_default();
+    format!(
+        "{said}; ask for it with: git jit request --repo {} --action {}{role} --reason \"…\"",
+        scope.repo, scope.actions
+    )
 }
 
 /// `get`: the answer and at most one line for the person.
@@ -202,7 +286,13 @@ pub async fn get(
         return Ok((Answer::for_token(req, t.token, t.expires_at), None));
     }
     let broker = ctx.broker(&url)?;
-    let got = obtain(ctx, &broker, &scope, Extras::default()).await?;
+    let got = match obtain(ctx, &broker, &scope, Extras::default()).await {
+        // git must not wait for a person: say what to run, once.
+        Err(HelperError::Broker(e)) if e.is_approval() => {
+            return Err(HelperError::NeedsApproval(approval_line(&e, &scope)));
+        }
+        other => other?,
+    };
     let note = if !from_challenge && req.capabilities.is_empty() {
         let repo = &scope.repo;
         Some(format!(
@@ -330,6 +420,20 @@ mod tests {
                     }),
                 );
             }
+            if r.form("subject_token").as_deref() == Some("approval-jwt") {
+                return Reply::json(
+                    403,
+                    json!({"error": "approval_required", "error_description": "role prod-push needs approval by bob (corp)",
+                           "role": "prod-push", "approvers": ["bob (corp)"]}),
+                );
+            }
+            if r.form("subject_token").as_deref() == Some("waiting-jwt") {
+                return Reply::json(
+                    403,
+                    json!({"error": "approval_required", "error_description": "your request rq_abcdefghijklmnopqrstuvwxyz is still pending",
+                           "request_id": "rq_abcdefghijklmnopqrstuvwxyz", "state": "pending"}),
+                );
+            }
             if r.form("subject_token").as_deref() == Some("denied-jwt") {
                 return Reply::json(
                     403,
@@ -453,6 +557,64 @@ mod tests {
         assert_eq!(out, "quit=1\n");
         assert_eq!(err, "git-jit: no role lets ci write acme/api\n");
         assert!(!err.contains("denied-jwt"), "never a secret on stderr");
+    }
+
+    /// A role that needs approval: git is told at once, in one line, what to run; the
+    /// broker is asked exactly once (no retry), nothing is cached, git stops.
+    #[tokio::test]
+    async fn approval_required_fails_fast_with_one_line() {
+        let srv = broker();
+        let f = fixture(&srv, "approval-jwt");
+        let (code, out, err) = helper(&f, "get", PUSH).await;
+        assert_eq!((code, out.as_str()), (0, "quit=1\n"));
+        assert_eq!(
+            err,
+            "git-jit: role prod-push needs approval by bob (corp); ask for it with: \
+             git jit request --repo acme/api --action write --role prod-push --reason \"…\"\n"
+        );
+        let posts = srv.seen().iter().filter(|r| r.method == "POST").count();
+        assert_eq!(posts, 1, "exactly one exchange");
+        assert!(
+            TokenCache::new(&f.settings.dirs.cache)
+                .entries()
+                .expect("e")
+                .is_empty()
+        );
+
+        let srv = broker();
+        let f = fixture(&srv, "waiting-jwt");
+        let (_, out, err) = helper(&f, "get", PUSH).await;
+        assert_eq!(out, "quit=1\n");
+        assert_eq!(
+            err,
+            "git-jit: your request rq_abcdefghijklmnopqrstuvwxyz is still pending; wait for it with: \
+             git jit request --wait rq_abcdefghijklmnopqrstuvwxyz\n"
+        );
+        assert_eq!(srv.seen().iter().filter(|r| r.method == "POST").count(), 1);
+    }
+
+    /// The broker's words naming the command already are shown as they are.
+    #[test]
+    fn an_approval_line_does_not_repeat_the_command() {
+        let scope = Scope::parse("repo:acme/api:write").expect("scope");
+        let e = BrokerError::ApprovalRequired {
+            description: "run `git jit request --repo acme/api --reason …`".into(),
+            details: Box::default(),
+        };
+        assert_eq!(
+            approval_line(&e, &scope),
+            "run `git jit request --repo acme/api --reason …`"
+        );
+        let e = BrokerError::ApprovalDenied {
+            description: "denied by bob: no".into(),
+            request_id: None,
+        };
+        assert!(
+            approval_line(&e, &scope)
+                .ends_with("git jit request --repo acme/api --action write --reason \"…\""),
+            "{}",
+            approval_line(&e, &scope)
+        );
     }
 
     #[tokio::test]

@@ -19,10 +19,13 @@
 //! - [`credential`]: `git-credential-jit get/store/erase`.
 //! - [`admin`], [`table`], [`export`]: `git jit admin`: the admin API client, tables by display
 //!   width, CSV through the `csv` crate.
+//! - [`approvals`]: the approval API client (`/v1/requests`) behind `git jit requests`,
+//!   `approve`, `deny` and `cancel`.
 //! - [`cli`]: the `git jit` commands; the binaries in `src/bin` only call into it.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod approvals;
 pub mod broker;
 pub mod cache;
 pub mod challenge;

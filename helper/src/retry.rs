@@ -2,7 +2,10 @@
 //! a while), never after any other answer or a network error. The wait honours the broker's
 //! `Retry-After` (seconds or an HTTP date) plus full jitter over an exponential backoff, so a
 //! CI matrix told to come back in one second does not come back in the same millisecond;
-//! bounded in tries and in total time, so git never hangs on a busy broker.
+//! bounded in tries and in total time, so git never hangs on a busy broker. The approval
+//! answers (`approval_required`, `authorization_pending`, `slow_down`, `expired_token`,
+//! `access_denied`) come as 400 or 403 and so are never retried here: waiting for a person
+//! is `git jit request`'s business, not the credential helper's.
 
 use std::time::{Duration, SystemTime};
 

@@ -21,7 +21,11 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("git-jit: {e}");
-            ExitCode::FAILURE
+            // 130 after Ctrl-C, as a shell reports SIGINT; 1 otherwise.
+            ExitCode::from(
+                e.downcast_ref::<jit_helper::cli::CliError>()
+                    .map_or(1, jit_helper::cli::CliError::exit_code),
+            )
         }
     }
 }

@@ -76,7 +76,7 @@ credential = {{ kind = "basic", username = "{UPSTREAM_USER}", password_env = "{P
 }
 
 /// A git client whose PATH finds `git-jit` and `git-credential-jit` first.
-fn client() -> Result<GitClient> {
+pub(crate) fn client() -> Result<GitClient> {
     let mut git = GitClient::new()?;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![bin_dir()?];
@@ -87,16 +87,16 @@ fn client() -> Result<GitClient> {
 
 /// Every stderr a test saw, to check for tokens at the end.
 #[derive(Default)]
-struct Transcript(String);
+pub(crate) struct Transcript(pub(crate) String);
 
 impl Transcript {
-    fn keep(&mut self, what: &str, stderr: &str) {
+    pub(crate) fn keep(&mut self, what: &str, stderr: &str) {
         self.0.push_str(&format!("--- {what}\n{stderr}"));
     }
 }
 
 /// Runs git, expecting success and nothing on stdout; keeps its stderr.
-async fn quiet(git: &GitClient, t: &mut Transcript, args: &[&str]) -> Result<()> {
+pub(crate) async fn quiet(git: &GitClient, t: &mut Transcript, args: &[&str]) -> Result<()> {
     let out = git.run(args).await?;
     t.keep(&args.join(" "), &String::from_utf8_lossy(&out.stderr));
     anyhow::ensure!(
@@ -107,7 +107,7 @@ async fn quiet(git: &GitClient, t: &mut Transcript, args: &[&str]) -> Result<()>
     Ok(())
 }
 
-async fn fails(git: &GitClient, t: &mut Transcript, args: &[&str]) -> Result<String> {
+pub(crate) async fn fails(git: &GitClient, t: &mut Transcript, args: &[&str]) -> Result<String> {
     let stderr = git.run_expect_failure(args).await?;
     t.keep(&args.join(" "), &stderr);
     Ok(stderr)
@@ -115,7 +115,7 @@ async fn fails(git: &GitClient, t: &mut Transcript, args: &[&str]) -> Result<Str
 
 /// `git jit login` as a person would run it: reads the user code from its stderr, approves
 /// it at the provider as `account`, and waits for the command to finish.
-async fn login(
+pub(crate) async fn login(
     git: &GitClient,
     op: &OidcProvider,
     account: &str,

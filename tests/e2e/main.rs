@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_cli;
+mod approvals;
 mod audit_budget;
 mod authz_nginx;
 mod broker_fail_closed;

@@ -109,7 +109,8 @@ enum Attempt {
     Refused(String),
 }
 
-/// Delivers `event` to `webhook`, retrying as [`Tuning`] says; counts and reports the outcome.
+/// Delivers `event` to `webhook`, retrying as [`Tuning`] says; counts, logs and reports the
+/// outcome.
 async fn deliver(
     webhook: &Webhook,
     event: &NotifyEvent,
@@ -117,55 +118,17 @@ async fn deliver(
     tuning: &Tuning,
 ) {
     let kind = event.kind.as_str();
-    let mut attempts = 0;
-    let failure = match payload::body(webhook.format, event) {
-        Err(e) => format!("cannot serialise the event: {e}"),
-        Ok(body) => {
-            let body = Bytes::from(body);
-            let delivery = delivery_id();
-            let mut waited = Duration::ZERO;
-            loop {
-                attempts += 1;
-                metrics.attempt(&webhook.name);
-                match attempt(webhook, &body, &delivery, kind).await {
-                    Attempt::Delivered => {
-                        metrics.delivery(&webhook.name, WebhookOutcome::Delivered);
-                        tracing::debug!(webhook = %webhook.name, event = kind, request_id = %event.request_id, attempts, "webhook delivered");
-                        report(tuning, webhook, event, WebhookOutcome::Delivered, attempts);
-                        return;
-                    }
-                    Attempt::Refused(why) => break why,
-                    Attempt::Retry { why, after } => {
-                        if attempts >= tuning.attempts {
-                            break format!("{why} (gave up after {attempts} attempts)");
-                        }
-                        let delay = after.unwrap_or_else(|| backoff(tuning, attempts));
-                        if waited + delay > tuning.window {
-                            break format!(
-                                "{why} (gave up: waiting {}s more would pass the {}s retry window)",
-                                delay.as_secs(),
-                                tuning.window.as_secs()
-                            );
-                        }
-                        waited += delay;
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
+    let (outcome, attempts) = match send_with_retries(webhook, event, metrics, tuning).await {
+        Ok(attempts) => {
+            tracing::debug!(webhook = %webhook.name, event = kind, request_id = %event.request_id, attempts, "webhook delivered");
+            (WebhookOutcome::Delivered, attempts)
+        }
+        Err((failure, attempts)) => {
+            tracing::warn!(webhook = %webhook.name, event = kind, request_id = %event.request_id, attempts, error = %failure, "webhook delivery failed");
+            (WebhookOutcome::Failed, attempts)
         }
     };
-    metrics.delivery(&webhook.name, WebhookOutcome::Failed);
-    tracing::warn!(webhook = %webhook.name, event = kind, request_id = %event.request_id, attempts, error = %failure, "webhook delivery failed");
-    report(tuning, webhook, event, WebhookOutcome::Failed, attempts);
-}
-
-fn report(
-    tuning: &Tuning,
-    webhook: &Webhook,
-    event: &NotifyEvent,
-    outcome: WebhookOutcome,
-    attempts: u32,
-) {
+    metrics.delivery(&webhook.name, outcome);
     if let Some(tx) = &tuning.report {
         let _ = tx.send(Report {
             webhook: Arc::clone(&webhook.name),
@@ -173,6 +136,50 @@ fn report(
             outcome,
             attempts,
         });
+    }
+}
+
+/// POSTs `event` until it is delivered (the attempts made) or given up (why, and the
+/// attempts made).
+async fn send_with_retries(
+    webhook: &Webhook,
+    event: &NotifyEvent,
+    metrics: &WebhookMetrics,
+    tuning: &Tuning,
+) -> Result<u32, (String, u32)> {
+    let body = payload::body(webhook.format, event)
+        .map(Bytes::from)
+        .map_err(|e| (format!("cannot serialise the event: {e}"), 0))?;
+    let delivery = delivery_id();
+    let mut waited = Duration::ZERO;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        metrics.attempt(&webhook.name);
+        let (why, after) = match attempt(webhook, &body, &delivery, event.kind.as_str()).await {
+            Attempt::Delivered => return Ok(attempts),
+            Attempt::Refused(why) => return Err((why, attempts)),
+            Attempt::Retry { why, after } => (why, after),
+        };
+        if attempts >= tuning.attempts {
+            return Err((
+                format!("{why} (gave up after {attempts} attempts)"),
+                attempts,
+            ));
+        }
+        let delay = after.unwrap_or_else(|| backoff(tuning, attempts));
+        if waited + delay > tuning.window {
+            return Err((
+                format!(
+                    "{why} (gave up: waiting {}s more would pass the {}s retry window)",
+                    delay.as_secs(),
+                    tuning.window.as_secs()
+                ),
+                attempts,
+            ));
+        }
+        waited += delay;
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -6,7 +6,8 @@
 //! Modules sit on floors, lowest first; none uses a module on its own floor or above
 //! (`tests/layers.rs` checks it, docs/architecture.md draws it).
 //! 1. [`clock`], [`config`] (plain serde data), [`keys`], [`metrics`].
-//! 2. Pure domain: [`identity`], [`token`], [`audit`] (chain), [`ratelimit`], [`devissuer`].
+//! 2. Pure domain: [`identity`], [`token`], [`audit`] (chain), [`ratelimit`], [`devissuer`],
+//!    [`notify`] (approval webhooks).
 //! 3. [`policy`] (decides on verified identities), [`store`] (grants, audit events).
 //! 4. [`recorder`] (writes audit events), [`error`]; 5. [`revocation`], [`approval`] (the
 //!    life of approval requests).
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod introspection;
 pub mod keys;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod ratelimit;
 pub mod recorder;

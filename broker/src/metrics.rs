@@ -85,6 +85,8 @@ pub struct Metrics {
     reasons_seen: Mutex<BTreeSet<&'static str>>,
     /// The listener's connection counts (edge: caps and timeouts).
     pub connections: ConnectionMetrics,
+    /// Approval notifications: deliveries and attempts per webhook.
+    pub webhooks: WebhookMetrics,
 }
 
 impl Default for Metrics {
@@ -155,6 +157,7 @@ impl Metrics {
             store_errors.clone(),
         );
         let connections = ConnectionMetrics::register(&mut registry);
+        let webhooks = WebhookMetrics::register(&mut registry);
         registry.register(
             "jit_audit_summarised",
             "Audit event details too large to record whole, summarised instead (by field: a push's `updates`, its `denial`)",
@@ -163,6 +166,7 @@ impl Metrics {
         Self {
             registry,
             connections,
+            webhooks,
             http,
             events,
             unaudited,
@@ -378,6 +382,106 @@ impl Metrics {
 
 // --- end gateway ---------------------------------------------------------------------
 
+// --- approval notifications: webhooks (issue 13, item 6) ------------------------------
+
+/// What became of one event at one webhook: the `outcome` label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// The attempts ran out, or the receiver refused it (a 4xx other than 429).
+    Failed,
+    /// Never sent: the webhook's queue was full.
+    Dropped,
+}
+
+impl WebhookOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    webhook: String,
+    outcome: &'static str,
+}
+
+/// Counts of the approval-notification webhooks, labelled by the webhook's configured name
+/// (a bounded set: the config's `[[notify.webhook]]` entries).
+#[derive(Clone, Default)]
+pub struct WebhookMetrics {
+    deliveries: Family<DeliveryLabels, Counter>,
+    attempts: Family<WebhookLabels, Counter>,
+}
+
+impl WebhookMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "jit_webhook_deliveries",
+            "Notification events by webhook and outcome (delivered: answered 2xx; failed: refused or out of attempts; dropped: the webhook's queue was full)",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "jit_webhook_attempts",
+            "HTTP requests made to notification webhooks, retries included, by webhook",
+            m.attempts.clone(),
+        );
+        m
+    }
+
+    /// Counts one event's `outcome` at `webhook`.
+    pub fn delivery(&self, webhook: &str, outcome: WebhookOutcome) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                webhook: webhook.to_owned(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one HTTP request to `webhook`.
+    pub fn attempt(&self, webhook: &str) {
+        self.attempts
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_owned(),
+            })
+            .inc();
+    }
+
+    /// How many events reached `outcome` at `webhook` (for tests and reports).
+    pub fn deliveries(&self, webhook: &str, outcome: WebhookOutcome) -> u64 {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                webhook: webhook.to_owned(),
+                outcome: outcome.as_str(),
+            })
+            .get()
+    }
+
+    /// How many HTTP requests went to `webhook`.
+    pub fn attempts(&self, webhook: &str) -> u64 {
+        self.attempts
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_owned(),
+            })
+            .get()
+    }
+}
+
+// --- end approval notifications --------------------------------------------------------
+
 /// `method` as a bounded label value.
 pub fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 9] = [
@@ -579,6 +683,47 @@ pub(crate) mod tests {
         assert!(parse_exposition("# TYPE a gauge\na_total 1\n# EOF\n").is_err());
         assert!(parse_exposition("# TYPE a gauge\na{1x=\"v\"} 1\n# EOF\n").is_err());
         assert!(parse_exposition("# TYPE a gauge\na 1\n").is_err());
+    }
+
+    #[test]
+    fn webhook_counters_are_labelled_by_name_and_outcome() {
+        let m = Metrics::new();
+        m.webhooks.attempt("security-slack");
+        m.webhooks.attempt("security-slack");
+        m.webhooks
+            .delivery("security-slack", WebhookOutcome::Delivered);
+        m.webhooks.delivery("audit-sink", WebhookOutcome::Dropped);
+        let text = m.encode();
+        let samples = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let value = |name: &str, labels: &str| {
+            samples
+                .iter()
+                .find(|(n, l, _)| n == name && l == labels)
+                .map(|s| s.2)
+        };
+        assert_eq!(
+            value(
+                "jit_webhook_deliveries_total",
+                "webhook=\"security-slack\",outcome=\"delivered\""
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                "jit_webhook_deliveries_total",
+                "webhook=\"audit-sink\",outcome=\"dropped\""
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("jit_webhook_attempts_total", "webhook=\"security-slack\""),
+            Some(2.0)
+        );
+        assert_eq!(
+            m.webhooks
+                .deliveries("security-slack", WebhookOutcome::Delivered),
+            1
+        );
     }
 
     #[test]

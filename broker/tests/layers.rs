@@ -20,6 +20,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("audit", 2),
     ("ratelimit", 2),
     ("devissuer", 2),
+    ("notify", 2),
     // Domain on domain: the policy decides on verified identities; the store keeps grants
     // and audit events.
     ("policy", 3),

@@ -10,12 +10,14 @@ use serde::Deserialize;
 mod admin;
 mod exchange;
 mod identity;
+mod notify;
 mod policy;
 mod server;
 
 pub use admin::{AdminConfig, AdminIdentityConfig};
 pub use exchange::{ExchangeConfig, RateLimitConfig};
 pub use identity::{IssuerConfig, LoginConfig};
+pub use notify::{EVENT_NAMES, NotifyConfig, SecretSource, WebhookConfig, WebhookFormat};
 pub use policy::{
     ApprovalConfig, ApproverConfig, ConditionConfig, RoleConfig, ScalarConfig, check_name,
     valid_name,
@@ -111,6 +113,9 @@ pub struct Config {
     /// `[server]`: connection caps and timeouts, the metrics address, introspection callers.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[[notify.webhook]]`: signed webhooks told of approval requests and decisions.
+    #[serde(default)]
+    pub notify: NotifyConfig,
 }
 
 /// `[audit]`: the durable sink every event reaches before its decision is answered, the

@@ -31,6 +31,7 @@ use serde_json::{Map, Value};
 use crate::audit::{AuditEvent, EventKind};
 use crate::clock::Clock;
 use crate::error::ApiError;
+use crate::notify::{Notifier, NotifyEvent, NotifyKind};
 use crate::policy::approval::{Person, verified_email};
 use crate::policy::{ApprovalRule, CompiledPolicy, Decision};
 use crate::recorder::Auditor;
@@ -62,6 +63,10 @@ pub struct Approvals {
     pub audit: Auditor,
     /// The roles and their approval rules.
     pub policy: Arc<CompiledPolicy>,
+    /// Tells the webhooks of each new request and each decision.
+    pub notifier: Notifier,
+    /// The broker's public URL, for the webhooks' links.
+    pub broker: Arc<str>,
 }
 
 /// Someone acting on a request: proven by a fresh ID token (with its claims) or an admin
@@ -297,6 +302,7 @@ impl Approvals {
                     self.undo(&r, now_ms).await;
                     return Err(ApiError::StoreUnavailable(err));
                 }
+                self.notify(NotifyKind::RequestCreated, &r, None, now_ms);
                 return Ok((r, true));
             }
         }
@@ -360,6 +366,7 @@ impl Approvals {
         e.client = client.map(str::to_owned);
         e = e.with("review", true);
         self.audit.record(e).await?;
+        self.notify(NotifyKind::BreakGlass, &r, r.approvals.first(), now_ms);
         Ok(r)
     }
 
@@ -418,6 +425,12 @@ impl Approvals {
                 }
                 return Err(ApiError::StoreUnavailable(err));
             }
+            let (kind, vote) = match verdict {
+                Verdict::Approve => (NotifyKind::RequestApproved, next.approvals.last()),
+                Verdict::Deny => (NotifyKind::RequestDenied, next.decision.as_ref()),
+                Verdict::Cancel => (NotifyKind::RequestCancelled, next.decision.as_ref()),
+            };
+            self.notify(kind, &next, vote, now_ms);
             return Ok(next);
         }
         Err(refused(
@@ -633,6 +646,7 @@ impl Approvals {
                 if let Err(err) = self.audit.record(e).await {
                     tracing::warn!(request = %id, error = %err, "request.expired could not be audited");
                 }
+                self.notify(NotifyKind::RequestExpired, &next, None, now_ms);
                 moved += 1;
             }
         }
@@ -662,6 +676,31 @@ impl Approvals {
             .with("required", r.required)
             .with("ttl_minutes", r.ttl_minutes)
             .with("refs", refs)
+    }
+
+    /// Queues the webhooks' event of `kind` about `r` (never blocks); `decided` is the
+    /// approval, denial or cancellation that caused it.
+    fn notify(&self, kind: NotifyKind, r: &ApprovalRequest, decided: Option<&Vote>, now_ms: i64) {
+        self.notifier.send(NotifyEvent {
+            kind,
+            request_id: r.id.to_string(),
+            requester: r.requester.sub.clone(),
+            requester_idp: r.requester.idp.clone(),
+            role: r.role.clone(),
+            scope: r.scope.to_string(),
+            repo: r.scope.repo.to_string(),
+            refs: r.refs.iter().map(|p| p.as_str().to_owned()).collect(),
+            ttl_minutes: r.ttl_minutes,
+            reason: r.reason.clone(),
+            approvers: self.approvers_of(&r.role),
+            approvals: u8::try_from(r.approvals.len()).unwrap_or(u8::MAX),
+            required: r.required,
+            decided_by: decided.map(|v| v.by.sub.clone()),
+            decision_reason: decided.map(|v| v.reason.clone()),
+            urgent: r.break_glass,
+            at: now_ms.div_euclid(1000),
+            broker: self.broker.to_string(),
+        });
     }
 
     /// Takes back a request whose filing could not be audited (best effort).

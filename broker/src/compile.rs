@@ -69,6 +69,8 @@ pub struct Compiled {
     pub server: ServerConfig,
     /// Who may call `/oauth/introspect`, secrets loaded.
     pub introspection: IntrospectionAuth,
+    /// `[[notify.webhook]]`: the approval webhooks, signing secrets loaded.
+    pub webhooks: Vec<crate::notify::Webhook>,
 }
 
 /// `[audit]` resolved: where the durable copy goes and how often the head is signed.
@@ -183,6 +185,11 @@ pub fn compile(config: &Config, file: &Path) -> Result<Compiled, ConfigError> {
     let introspection =
         IntrospectionAuth::compile(&config.server.introspection, |k| std::env::var(k).ok())
             .map_err(bad)?;
+    let webhooks = crate::notify::webhook::load(&config.notify, |k| std::env::var(k).ok())
+        .map_err(|e| match e {
+            crate::notify::NotifyError::Invalid(p) => bad(p),
+            other => bad(KeyProblem::new("notify.webhook", other.to_string())),
+        })?;
     let (login_issuer, login_client_id, login_scope) = match &config.login {
         Some(l) => {
             let (issuer, client) = l.resolve(&config.issuer).map_err(bad)?;
@@ -213,6 +220,7 @@ pub fn compile(config: &Config, file: &Path) -> Result<Compiled, ConfigError> {
         issuers: config.issuer.len(),
         server: config.server.clone(),
         introspection,
+        webhooks,
     })
 }
 

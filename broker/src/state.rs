@@ -22,6 +22,7 @@ use crate::identity::Verifier;
 use crate::introspection::{IntrospectionAuth, IntrospectionGate};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::policy::CompiledPolicy;
 use crate::ratelimit::Backend;
 use crate::ratelimit::Limits;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub server: Arc<ServerConfig>,
     /// Who may call `/oauth/introspect`.
     pub introspection: Arc<IntrospectionAuth>,
+    /// Sends approval events to the configured webhooks.
+    pub notifier: Notifier,
 }
 
 impl AppState {
@@ -112,6 +115,7 @@ impl AppState {
             gateway: Arc::new(Gateway::empty()),
             server: Arc::new(ServerConfig::default()),
             introspection: Arc::new(IntrospectionAuth::default()),
+            notifier: Notifier::disabled(),
         }
     }
 
@@ -158,12 +162,16 @@ impl AppState {
         let limits = open_limits(&compiled.store);
         let export = Self::audit_export(compiled.export.as_deref())?;
         let audit = compiled.audit.clone();
+        let webhooks = compiled.webhooks;
         let state = Self::new(compiled.settings, keys, store, Arc::new(SystemClock), None)
             .with_durable_audit(&audit, export)?
             .with_access(compiled.verifier, compiled.policy, compiled.exchange)
             .with_admins(compiled.admins)
             .with_gateway(compiled.gateway)
             .with_server(compiled.server, compiled.introspection);
+        let notifier = Notifier::start_loaded(webhooks, state.audit.metrics().webhooks.clone())
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let state = Self { notifier, ..state };
         Ok(match limits {
             Some(backend) => state.with_limits_in(backend),
             None => state,
@@ -383,6 +391,7 @@ impl FromRef<AppState> for Exchanger {
             policy: s.policy.clone(),
             limits: s.limits.clone(),
             config: *s.exchange,
+            notifier: s.notifier.clone(),
         }
     }
 }
@@ -394,6 +403,8 @@ impl FromRef<AppState> for Approvals {
             clock: s.clock.clone(),
             audit: s.audit.clone(),
             policy: s.policy.clone(),
+            notifier: s.notifier.clone(),
+            broker: s.signer.issuer_arc(),
         }
     }
 }

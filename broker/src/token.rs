@@ -82,6 +82,11 @@ impl TokenSigner {
         &self.issuer
     }
 
+    /// The broker's URL, shared.
+    pub fn issuer_arc(&self) -> Arc<str> {
+        Arc::clone(&self.issuer)
+    }
+
     /// The gateway audience.
     pub fn audience(&self) -> &str {
         &self.audience

@@ -119,7 +119,10 @@ fn hex(bytes: &[u8]) -> String {
 /// The events delivered so far, each checked for a valid signature.
 fn verified_events(got: &Deliveries, secret: &str) -> Result<Vec<Value>> {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let deliveries = got.lock().map_err(|_| anyhow::anyhow!("receiver lock"))?.clone();
+    let deliveries = got
+        .lock()
+        .map_err(|_| anyhow::anyhow!("receiver lock"))?
+        .clone();
     let mut events = Vec::new();
     for (headers, body) in deliveries {
         let sig = headers
@@ -131,7 +134,11 @@ fn verified_events(got: &Deliveries, secret: &str) -> Result<Vec<Value>> {
             None => body.to_vec(),
         };
         let want = format!("sha256={}", hex(ring::hmac::sign(&key, &signed).as_ref()));
-        anyhow::ensure!(sig == want, "bad signature {sig} on {}", String::from_utf8_lossy(&body));
+        anyhow::ensure!(
+            sig == want,
+            "bad signature {sig} on {}",
+            String::from_utf8_lossy(&body)
+        );
         assert_no_jwt("webhook body", &String::from_utf8_lossy(&body));
         events.push(serde_json::from_slice(&body)?);
     }
@@ -147,7 +154,10 @@ async fn wait_for_events(got: &Deliveries, secret: &str, want: &[&str]) -> Resul
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("webhook events {want:?} did not all arrive: {:?}", verified_events(got, secret)?)
+    bail!(
+        "webhook events {want:?} did not all arrive: {:?}",
+        verified_events(got, secret)?
+    )
 }
 
 #[test]
@@ -182,23 +192,48 @@ fn alice_asks_bob_approves_push_to_main_works_and_a_denial_says_so() -> Result<(
             git.run(&["jit", "setup", &gateway]).await?;
             login(git, &op, who, &mut t).await?;
         }
-        quiet(&alice, &mut t, &["clone", "--quiet", &format!("{gateway}/acme/api.git"), "api"]).await?;
+        quiet(
+            &alice,
+            &mut t,
+            &[
+                "clone",
+                "--quiet",
+                &format!("{gateway}/acme/api.git"),
+                "api",
+            ],
+        )
+        .await?;
         let wt = alice.home().join("api");
         let wt_s = wt.to_string_lossy().into_owned();
         std::fs::write(wt.join("fix.txt"), "hotfix\n")?;
         alice.run_in(&wt, &["add", "fix.txt"]).await?;
-        alice.run_in(&wt, &["commit", "--quiet", "-m", "hotfix"]).await?;
+        alice
+            .run_in(&wt, &["commit", "--quiet", "-m", "hotfix"])
+            .await?;
 
         // A plain push to main fails fast and says how to ask.
-        let stderr = fails(&alice, &mut t, &["-C", &wt_s, "push", "origin", "HEAD:main"]).await?;
+        let stderr = fails(
+            &alice,
+            &mut t,
+            &["-C", &wt_s, "push", "origin", "HEAD:main"],
+        )
+        .await?;
         assert!(stderr.contains("needs approval"), "{stderr}");
         assert!(stderr.contains("git jit request"), "{stderr}");
 
         // Alice asks and waits.
         let mut waiting = alice
             .command([
-                "jit", "request", "--repo", "acme/api", "--action", "write", "--refs",
-                "refs/heads/main", "--reason", "hotfix INC-42",
+                "jit",
+                "request",
+                "--repo",
+                "acme/api",
+                "--action",
+                "write",
+                "--refs",
+                "refs/heads/main",
+                "--reason",
+                "hotfix INC-42",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -236,10 +271,22 @@ fn alice_asks_bob_approves_push_to_main_works_and_a_denial_says_so() -> Result<(
         // Bob lists it and approves.
         let listed = bob.run(&["jit", "requests"]).await?;
         let table = String::from_utf8_lossy(&listed.stdout).into_owned();
-        assert!(table.contains(&id) && table.contains("hotfix INC-42"), "{table}");
-        let approved = bob.run(&["jit", "approve", &id, "--reason", "go ahead"]).await?;
-        assert!(approved.status.success(), "{}", jit_e2e::git_server::describe(&approved));
-        t.keep("git jit approve", &String::from_utf8_lossy(&approved.stderr));
+        assert!(
+            table.contains(&id) && table.contains("hotfix INC-42"),
+            "{table}"
+        );
+        let approved = bob
+            .run(&["jit", "approve", &id, "--reason", "go ahead"])
+            .await?;
+        assert!(
+            approved.status.success(),
+            "{}",
+            jit_e2e::git_server::describe(&approved)
+        );
+        t.keep(
+            "git jit approve",
+            &String::from_utf8_lossy(&approved.stderr),
+        );
 
         // Alice's wait ends with the token stored; plain git push to main now works.
         let status = tokio::time::timeout(Duration::from_secs(30), waiting.wait())
@@ -247,11 +294,20 @@ fn alice_asks_bob_approves_push_to_main_works_and_a_denial_says_so() -> Result<(
             .context("git jit request did not finish after the approval")??;
         let rest = drain.await?;
         t.keep("git jit request", &format!("{said}{rest}"));
-        assert!(status.success(), "git jit request failed ({status}):\n{said}{rest}");
-        quiet(&alice, &mut t, &["-C", &wt_s, "push", "--quiet", "origin", "HEAD:main"]).await?;
+        assert!(
+            status.success(),
+            "git jit request failed ({status}):\n{said}{rest}"
+        );
+        quiet(
+            &alice,
+            &mut t,
+            &["-C", &wt_s, "push", "--quiet", "origin", "HEAD:main"],
+        )
+        .await?;
         assert_eq!(
             upstream.git_in_repo("acme/api", &["rev-parse", "refs/heads/main"])?,
-            String::from_utf8_lossy(&alice.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
+            String::from_utf8_lossy(&alice.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout)
+                .trim()
         );
 
         // The grant lives ttl (30 min) from the approval.
@@ -277,28 +333,63 @@ fn alice_asks_bob_approves_push_to_main_works_and_a_denial_says_so() -> Result<(
             .as_array()
             .and_then(|g| g.iter().find(|g| g["request_id"] == id.as_str()))
             .with_context(|| format!("no grant for {id}: {grants}"))?;
-        assert_eq!(grant["exp"].as_i64(), Some(approved_at + 30 * 60), "{grant}");
+        assert_eq!(
+            grant["exp"].as_i64(),
+            Some(approved_at + 30 * 60),
+            "{grant}"
+        );
 
         // A second request, on another repository, denied by Bob: nothing is issued and
         // git push says who denied it.
         let out = alice
             .run(&[
-                "jit", "request", "--repo", "acme/web", "--action", "write", "--refs",
-                "refs/heads/main", "--reason", "release 2.1", "--no-wait",
+                "jit",
+                "request",
+                "--repo",
+                "acme/web",
+                "--action",
+                "write",
+                "--refs",
+                "refs/heads/main",
+                "--reason",
+                "release 2.1",
+                "--no-wait",
             ])
             .await?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let denied_id = stdout.lines().last().unwrap_or_default().trim().to_owned();
-        assert!(denied_id.starts_with("rq_"), "{}", jit_e2e::git_server::describe(&out));
-        let out = bob.run(&["jit", "deny", &denied_id, "--reason", "not during the freeze"]).await?;
-        assert!(out.status.success(), "{}", jit_e2e::git_server::describe(&out));
+        assert!(
+            denied_id.starts_with("rq_"),
+            "{}",
+            jit_e2e::git_server::describe(&out)
+        );
+        let out = bob
+            .run(&[
+                "jit",
+                "deny",
+                &denied_id,
+                "--reason",
+                "not during the freeze",
+            ])
+            .await?;
+        assert!(
+            out.status.success(),
+            "{}",
+            jit_e2e::git_server::describe(&out)
+        );
         let web = format!("{gateway}/acme/web.git");
         let stderr = fails(&alice, &mut t, &["-C", &wt_s, "push", &web, "HEAD:main"]).await?;
         assert!(stderr.contains("denied by bob@example.com"), "{stderr}");
         assert!(stderr.contains("not during the freeze"), "{stderr}");
         assert_ne!(
-            upstream.git_in_repo("acme/web", &["rev-parse", "--verify", "--quiet", "refs/heads/main"]).unwrap_or_default(),
-            String::from_utf8_lossy(&alice.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
+            upstream
+                .git_in_repo(
+                    "acme/web",
+                    &["rev-parse", "--verify", "--quiet", "refs/heads/main"]
+                )
+                .unwrap_or_default(),
+            String::from_utf8_lossy(&alice.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout)
+                .trim()
         );
 
         // Every step reached the webhook, signed, without a token.
@@ -308,9 +399,16 @@ fn alice_asks_bob_approves_push_to_main_works_and_a_denial_says_so() -> Result<(
             &["request.created", "request.approved", "request.denied"],
         )
         .await?;
-        let created: Vec<&Value> = events.iter().filter(|e| e["event"] == "request.created").collect();
+        let created: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["event"] == "request.created")
+            .collect();
         assert_eq!(created.len(), 2, "{events:?}");
-        assert!(events.iter().any(|e| e["event"] == "request.approved" && e["decided_by"] == "bob@example.com"));
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "request.approved" && e["decided_by"] == "bob@example.com")
+        );
 
         assert_no_jwt("git and git-jit stderr", &t.0);
         Ok(())

@@ -91,6 +91,8 @@ pub struct Exchanger {
     pub limits: Arc<Limits>,
     /// `[exchange]`.
     pub config: ExchangeConfig,
+    /// Tells the approvers' webhooks of new requests and break-glass use.
+    pub notifier: crate::notify::Notifier,
 }
 
 fn oauth(status: StatusCode, code: &'static str, description: impl Into<String>) -> ApiError {
@@ -225,6 +227,8 @@ impl Exchanger {
             clock: self.clock.clone(),
             audit: self.audit.clone(),
             policy: self.policy.clone(),
+            notifier: self.notifier.clone(),
+            broker: self.signer.issuer_arc(),
         }
     }
 

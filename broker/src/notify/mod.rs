@@ -94,6 +94,15 @@ impl Notifier {
         Self::spawn(webhooks, metrics, Tuning::default())
     }
 
+    /// Starts the background sender for webhooks already loaded ([`webhook::load`], as
+    /// `check-config` does); must be called inside a tokio runtime.
+    pub fn start_loaded(
+        webhooks: Vec<Webhook>,
+        metrics: WebhookMetrics,
+    ) -> Result<Self, NotifyError> {
+        Self::spawn(webhooks, metrics, Tuning::default())
+    }
+
     fn spawn(
         webhooks: Vec<Webhook>,
         metrics: WebhookMetrics,

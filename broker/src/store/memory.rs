@@ -97,7 +97,7 @@ impl Inner {
                 if revoked_by(&self.watermarks_for(g, now_ms), g.issued_ms) {
                     GrantStatus::Revoked
                 } else {
-                    GrantStatus::Live(g.clone())
+                    GrantStatus::Live(Box::new(g.clone()))
                 }
             }
             _ if self.issued.get(jti).is_some_and(|&until| until > now_ms) => GrantStatus::Expired,

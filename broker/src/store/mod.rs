@@ -240,8 +240,8 @@ impl Grant {
 /// What the store knows of a token id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantStatus {
-    /// The grant is live.
-    Live(Grant),
+    /// The grant is live (boxed: the record is far larger than the other answers).
+    Live(Box<Grant>),
     /// The grant was revoked (by id or in bulk).
     Revoked,
     /// The grant expired.

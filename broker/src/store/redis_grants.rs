@@ -618,7 +618,7 @@ impl RedisStore {
             (_, true, _, _) => GrantStatus::Revoked,
             (Some(g), _, _, _) if g.remaining_ms(now_ms) <= 0 => GrantStatus::Expired,
             (Some(g), _, _, marks) if revoked_by(&marks, g.issued_ms) => GrantStatus::Revoked,
-            (Some(g), _, _, _) => GrantStatus::Live(g),
+            (Some(g), _, _, _) => GrantStatus::Live(Box::new(g)),
             (None, _, true, _) => GrantStatus::Expired,
             (None, _, false, _) => GrantStatus::Unknown,
         }

@@ -305,11 +305,11 @@ async fn put_check_status(store: &dyn GrantStore, t: &SuiteTime) {
     store.put(&g, t.now_ms()).await.unwrap();
     assert_eq!(
         store.check(&claims_of(&g), t.now_ms()).await.unwrap(),
-        GrantStatus::Live(g.clone())
+        GrantStatus::Live(Box::new(g.clone()))
     );
     assert_eq!(
         store.status("j-live", t.now_ms()).await.unwrap(),
-        GrantStatus::Live(g)
+        GrantStatus::Live(Box::new(g))
     );
     store.ping().await.unwrap();
 }

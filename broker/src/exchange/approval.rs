@@ -96,6 +96,15 @@ impl Exchange<'_> {
         let requester = party(identity);
         let now_ms = self.now_ms;
         if *ask == ApprovalAsk::Request {
+            let reasoned = self.x.policy.role(&decision.role).map_or(Ok(()), |role| {
+                policy::check_reason(role, decision.reason.as_deref())
+            });
+            if let Err(m) = reasoned {
+                let e = oauth(StatusCode::FORBIDDEN, "access_denied", m);
+                return self
+                    .deny(Some(request), Some(identity), Some(&decision.role), e)
+                    .await;
+            }
             return match approvals
                 .file(&requester, &decision, Some(&self.caller.client), now_ms)
                 .await

@@ -373,25 +373,10 @@ fn check_role(
         .as_deref()
         .map(str::trim)
         .filter(|r| !r.is_empty());
-    if role.reason_required && reason.is_none() {
-        return Err(deny(
-            DenialKind::Reason,
-            format!("role '{name}' requires a reason"),
-        ));
-    }
-    let min_reason = match role.gate {
-        Gate::Open => 0,
-        Gate::Approval => role.approval.as_ref().map_or(0, |a| a.min_reason),
-        Gate::BreakGlass => BREAK_GLASS_MIN_REASON,
-    };
-    let given = reason.map_or(0, |r| r.chars().count());
-    if given < usize::from(min_reason) {
-        return Err(deny(
-            DenialKind::Reason,
-            format!(
-                "role '{name}' requires a reason of at least {min_reason} characters ({given} given)"
-            ),
-        ));
+    // A role that needs approval asks for the reason when a request is filed
+    // ([`check_reason`]): an exchange that does not file one is told how to ask instead.
+    if role.gate != Gate::Approval {
+        check_reason(role, reason).map_err(|m| deny(DenialKind::Reason, m))?;
     }
     let mut deciding_claims = Map::new();
     let names = role
@@ -415,6 +400,27 @@ fn check_role(
         deciding_claims,
         gate: role.gate,
     })
+}
+
+/// Whether `reason` (trimmed) satisfies `role`: given when required, at least as long as
+/// its approval rule (or break-glass) asks. The refusal's message otherwise.
+pub fn check_reason(role: &CompiledRole, reason: Option<&str>) -> Result<(), String> {
+    let name = &role.name;
+    if role.reason_required && reason.is_none() {
+        return Err(format!("role '{name}' requires a reason"));
+    }
+    let min_reason = match role.gate {
+        Gate::Open => 0,
+        Gate::Approval => role.approval.as_ref().map_or(0, |a| a.min_reason),
+        Gate::BreakGlass => BREAK_GLASS_MIN_REASON,
+    };
+    let given = reason.map_or(0, |r| r.chars().count());
+    if given < usize::from(min_reason) {
+        return Err(format!(
+            "role '{name}' requires a reason of at least {min_reason} characters ({given} given)"
+        ));
+    }
+    Ok(())
 }
 
 fn join(refs: &[RefPattern]) -> String {

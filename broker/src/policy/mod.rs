@@ -21,7 +21,9 @@ use std::collections::HashSet;
 use jit_proto::{Action, Actions, RefPattern};
 
 pub use approval::{ApprovalRule, Gate};
-pub use decide::{Decision, Denial, DenialKind, Request, RoleVerdict, decide, evaluate_all};
+pub use decide::{
+    Decision, Denial, DenialKind, Request, RoleVerdict, check_reason, decide, evaluate_all,
+};
 pub use pattern::{ClaimCondition, ConditionConfig, RepoPattern, ScalarConfig};
 
 use crate::config::{IssuerConfig, valid_name};

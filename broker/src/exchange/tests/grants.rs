@@ -124,7 +124,11 @@ async fn refusals_are_precise_audited_and_change_nothing() {
             "role 'dev-write': a lifetime of 120 minutes exceeds its maximum of 60 minutes",
         ),
         (
-            exchange_form(&t, "repo:acme/prod:write", &[("role", "prod")]),
+            exchange_form(
+                &t,
+                "repo:acme/prod:write",
+                &[("role", "prod"), ("approval", "request")],
+            ),
             StatusCode::FORBIDDEN,
             "access_denied",
             "role 'prod' requires a reason of at least 5 characters (0 given)",

@@ -458,9 +458,17 @@ pub fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
         ("SCOPE", 40),
         ("REFS", 30),
         ("EXPIRES", 34),
+        ("APPROVAL", 32),
         ("REASON", 40),
     ]);
     for g in grants {
+        // A break-glass grant is flagged for review; an approved one names its request.
+        let approval = match (&g.request_id, g.break_glass) {
+            (Some(id), true) => format!("BREAK-GLASS, review ({id})"),
+            (None, true) => "BREAK-GLASS, review".to_owned(),
+            (Some(id), false) => id.clone(),
+            (None, false) => "-".to_owned(),
+        };
         let refs = g
             .refs
             .iter()
@@ -480,6 +488,7 @@ pub fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
             g.scope.to_string(),
             or_dash(Some(&refs)).to_owned(),
             expires,
+            approval,
             or_dash(g.reason.as_deref()).to_owned(),
         ]);
     }
@@ -668,20 +677,24 @@ mod tests {
                 &[],
                 Some("INC-7"),
             ),
-            grant(
-                "fedcba98",
-                "bob",
-                now + 7500,
-                &["refs/heads/hotfix/*", "refs/tags/v*"],
-                None,
-            ),
+            GrantInfo {
+                request_id: Some("rq_aaaaaaaaaaaaaaaaaaaaaaaaaa".into()),
+                break_glass: true,
+                ..grant(
+                    "fedcba98",
+                    "bob",
+                    now + 7500,
+                    &["refs/heads/hotfix/*", "refs/tags/v*"],
+                    None,
+                )
+            },
         ];
         assert_eq!(
             grants_table(&grants, now).render(),
             "\
-JTI       SUBJECT            ISSUER  ROLE    SCOPE                     REFS                            EXPIRES                          REASON
-01234567  alice@example.com  corp    oncall  repo:acme/api:read,write  -                               in 12m (2023-11-14 22:25:20Z)    INC-7
-fedcba98  bob                corp    oncall  repo:acme/api:read,write  refs/heads/hotfix/* refs/tags…  in 2h05m (2023-11-15 00:18:20Z)  -
+JTI       SUBJECT            ISSUER  ROLE    SCOPE                     REFS                            EXPIRES                          APPROVAL                          REASON
+01234567  alice@example.com  corp    oncall  repo:acme/api:read,write  -                               in 12m (2023-11-14 22:25:20Z)    -                                 INC-7
+fedcba98  bob                corp    oncall  repo:acme/api:read,write  refs/heads/hotfix/* refs/tags…  in 2h05m (2023-11-15 00:18:20Z)  BREAK-GLASS, review (rq_aaaaaaa…  -
 "
         );
     }

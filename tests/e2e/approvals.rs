@@ -29,16 +29,7 @@ fn config(keys: &std::path::Path, redis: &str, sso: &str, git: &GitServer, hook:
     format!(
         r#"
 {base}
-[[issuer]]
-name = "corp"
-issuer = "{sso}"
-audience = "{CLI_CLIENT}"
-subject_claim = "email"
-client_id = "{CLI_CLIENT}"
-algorithms = ["RS256"]
-
-[login]
-issuer = "corp"
+{sso}
 
 [[role]]
 name = "dev-read"
@@ -82,6 +73,7 @@ format = "json"
 secret_env = "{SECRET_ENV}"
 "#,
         base = crate::support::broker_base(keys, redis, None),
+        sso = crate::support::sso_issuer(sso),
         upstream = git.base_url(),
     )
 }
@@ -254,7 +246,10 @@ fn alice_asks_bob_approves_push_to_main_works_and_a_denial_says_so() -> Result<(
                 break id.to_owned();
             }
         };
-        assert!(said.contains("bob@example.com or alice@example.com (corp)"), "{said}");
+        assert!(
+            said.contains("bob@example.com or alice@example.com (corp)"),
+            "{said}"
+        );
         let drain = tokio::spawn(async move {
             let mut rest = String::new();
             while let Ok(Some(line)) = lines.next_line().await {

@@ -33,16 +33,7 @@ fn config(keys: &Path, redis: &str, sso: &str, ci: &CiIssuer, git: &GitServer) -
     format!(
         r#"
 {base}
-[[issuer]]
-name = "corp"
-issuer = "{sso}"
-audience = "{CLI_CLIENT}"
-subject_claim = "email"
-client_id = "{CLI_CLIENT}"
-algorithms = ["RS256"]
-
-[login]
-issuer = "corp"
+{sso}
 
 [[role]]
 name = "dev-read"
@@ -71,6 +62,7 @@ credential = {{ kind = "basic", username = "{UPSTREAM_USER}", password_env = "{P
 {github}
 "#,
         base = crate::support::broker_base(keys, redis, None),
+        sso = crate::support::sso_issuer(sso),
         upstream = git.base_url(),
     )
 }

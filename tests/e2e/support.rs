@@ -304,3 +304,23 @@ claims = {{ groups = "security" }}
         base = broker_base(keys, redis, public_url),
     )
 }
+
+/// The `[[issuer]]` "corp" of the real oidc-provider at `sso` (subjects are email addresses)
+/// and the `[login]` that `git jit login` uses with it.
+pub fn sso_issuer(sso: &str) -> String {
+    let client = jit_e2e::oidc::CLI_CLIENT;
+    format!(
+        r#"
+[[issuer]]
+name = "corp"
+issuer = "{sso}"
+audience = "{client}"
+subject_claim = "email"
+client_id = "{client}"
+algorithms = ["RS256"]
+
+[login]
+issuer = "corp"
+"#
+    )
+}

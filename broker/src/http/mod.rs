@@ -69,9 +69,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/audit", get(admin::audit))
         .route("/v1/requests", get(requests::list))
         .route("/v1/requests/{id}", get(requests::one))
-        .route("/v1/requests/{id}/approve", post(requests::approve))
-        .route("/v1/requests/{id}/deny", post(requests::deny))
-        .route("/v1/requests/{id}/cancel", post(requests::cancel))
+        .route("/v1/requests/{id}/{action}", post(requests::decide))
         .layer(RequestBodyLimitLayer::new(MAX_API_BODY));
     let dev = match state.dev_issuer.clone() {
         Some(dev) => crate::devissuer::routes(dev),

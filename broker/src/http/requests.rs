@@ -82,15 +82,25 @@ pub async fn one(
     Ok(Json(approvals.info(&r)))
 }
 
-async fn decide(
-    auth: AdminApi,
-    approvals: Approvals,
-    addr: SocketAddr,
+/// `POST /v1/requests/{id}/approve`, `…/deny`, `…/cancel`.
+pub async fn decide(
+    State(auth): State<AdminApi>,
+    State(approvals): State<Approvals>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    id: String,
+    Path((id, action)): Path<(String, String)>,
     body: Result<Json<DecideRequest>, JsonRejection>,
-    verdict: Verdict,
 ) -> Result<Json<RequestInfo>, ApiError> {
+    let verdict = match action.as_str() {
+        "approve" => Verdict::Approve,
+        "deny" => Verdict::Deny,
+        "cancel" => Verdict::Cancel,
+        _ => {
+            return Err(ApiError::invalid_request(
+                "a request is decided with /approve, /deny or /cancel",
+            ));
+        }
+    };
     let id = request_id(&id)?;
     let Json(body) =
         body.map_err(|e| ApiError::invalid_request(format!("body: {}", e.body_text())))?;
@@ -103,40 +113,4 @@ async fn decide(
         .decide(&id, &who, verdict, reason, Some(&client))
         .await?;
     Ok(Json(approvals.info(&r)))
-}
-
-/// `POST /v1/requests/{id}/approve`.
-pub async fn approve(
-    State(auth): State<AdminApi>,
-    State(approvals): State<Approvals>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Json<DecideRequest>, JsonRejection>,
-) -> Result<Json<RequestInfo>, ApiError> {
-    decide(auth, approvals, addr, headers, id, body, Verdict::Approve).await
-}
-
-/// `POST /v1/requests/{id}/deny`.
-pub async fn deny(
-    State(auth): State<AdminApi>,
-    State(approvals): State<Approvals>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Json<DecideRequest>, JsonRejection>,
-) -> Result<Json<RequestInfo>, ApiError> {
-    decide(auth, approvals, addr, headers, id, body, Verdict::Deny).await
-}
-
-/// `POST /v1/requests/{id}/cancel`.
-pub async fn cancel(
-    State(auth): State<AdminApi>,
-    State(approvals): State<Approvals>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Json<DecideRequest>, JsonRejection>,
-) -> Result<Json<RequestInfo>, ApiError> {
-    decide(auth, approvals, addr, headers, id, body, Verdict::Cancel).await
 }

@@ -106,7 +106,7 @@ impl RedisServer {
     }
 }
 
-/// A three-master Redis Cluster (no replicas) on three free ports.
+/// A Redis Cluster of one or more masters (no replicas) on free ports; three by default.
 #[derive(Debug)]
 pub struct RedisCluster {
     // Field order matters: the nodes die before their directory is removed.
@@ -119,13 +119,24 @@ impl RedisCluster {
     /// Starts three cluster-enabled nodes, joins them with `redis-cli --cluster create` and
     /// waits until every node reports `cluster_state:ok`.
     pub async fn start() -> Result<Self> {
+        Self::start_with(3).await
+    }
+
+    /// Starts `masters` cluster-enabled nodes (1 or at least 3: `redis-cli --cluster create`
+    /// needs three; a single master is given every slot with `CLUSTER ADDSLOTSRANGE`) and
+    /// waits until every node reports `cluster_state:ok`.
+    pub async fn start_with(masters: usize) -> Result<Self> {
+        anyhow::ensure!(
+            masters == 1 || masters >= 3,
+            "a cluster has 1 or at least 3 masters, not {masters}"
+        );
         let dir = tempfile::Builder::new()
             .prefix("jit-e2e-redis-cluster-")
             .tempdir()?;
         let mut nodes = Vec::new();
         let mut ports = Vec::new();
         let mut attempts = 0;
-        while nodes.len() < 3 {
+        while nodes.len() < masters {
             attempts += 1;
             if attempts > 3 + PORT_ATTEMPTS * 10 {
                 bail!("could not find free ports for a redis cluster");
@@ -155,13 +166,26 @@ impl RedisCluster {
             }
         }
         let redis_cli = find_program("redis-cli")?;
-        let mut create = Command::new(&redis_cli);
-        create.arg("--cluster").arg("create");
-        for port in &ports {
-            create.arg(format!("127.0.0.1:{port}"));
+        if let [port] = ports.as_slice() {
+            let mut add = Command::new(&redis_cli);
+            add.args([
+                "-p",
+                &port.to_string(),
+                "cluster",
+                "addslotsrange",
+                "0",
+                "16383",
+            ]);
+            run_checked(&mut add).context("redis-cli cluster addslotsrange")?;
+        } else {
+            let mut create = Command::new(&redis_cli);
+            create.arg("--cluster").arg("create");
+            for port in &ports {
+                create.arg(format!("127.0.0.1:{port}"));
+            }
+            create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+            run_checked(&mut create).context("redis-cli --cluster create")?;
         }
-        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
-        run_checked(&mut create).context("redis-cli --cluster create")?;
         for &port in &ports {
             let cli = redis_cli.clone();
             wait_for(

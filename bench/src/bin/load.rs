@@ -10,6 +10,8 @@
 //!    `git credential-store` (ratio of medians);
 //! 5. a CI burst against the default limits: 2,000 exchanges of distinct CI jobs at once over
 //!    64 connections from one address (refused by limits, p99), and one identity hammering.
+//! 7. Redis Cluster (`JIT_BENCH_ONLY=cluster`, not in the default run): the broker on a
+//!    1-master and a 3-master cluster side by side (`/authz`, exchange, key spread).
 //! 6. organisation scale (`JIT_BENCH_ONLY=scale`, not in the default run): for each N of
 //!    `JIT_BENCH_SCALE_N` (default 10000), N live grants made by real exchanges, then the first
 //!    page and a filtered page of `GET /v1/grants`, `/authz` while listings run, revoke one /
@@ -32,7 +34,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use jit_bench::{REPO, UPSTREAM_PASSWORD, UPSTREAM_USER, broker_config, exchange, form_body};
 use jit_e2e::bins::{GIT_CREDENTIAL_JIT, bin_path, generate_keys};
-use jit_e2e::{BrokerProcess, CiIssuer, GitClient, GitServer, GitServerConfig, RedisServer};
+use jit_e2e::{
+    BrokerProcess, CiIssuer, GitClient, GitServer, GitServerConfig, RedisCluster, RedisServer,
+};
 
 /// Settings, from the environment (all optional).
 #[derive(Debug, Clone)]
@@ -1354,6 +1358,116 @@ fn with_default_limits(config: &str, prefix: &str) -> Result<String> {
     Ok(out.replacen("[store]\n", &format!("[store]\nprefix = \"{prefix}\"\n"), 1))
 }
 
+/// Grants made per cluster size in the cluster phase (spread figure).
+const CLUSTER_GRANTS: usize = 4_000;
+
+/// `config` with its `[store]` moved from the single node `single` to the cluster `urls`.
+fn on_cluster(config: &str, single: &str, urls: &[String]) -> Result<String> {
+    let line = format!("url = \"{single}\"");
+    ensure!(
+        config.contains(&line),
+        "the bench config has no [store] {line}"
+    );
+    let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    Ok(config.replacen(&line, &format!("cluster = [{}]", list.join(", ")), 1))
+}
+
+/// The same broker on a 1-master and on a 3-master Redis Cluster, side by side in one run:
+/// `/authz` and token-exchange throughput and p99 (wrk), the exchange of many distinct
+/// identities, and how the keys spread over the masters.
+async fn cluster_phase(w: &World, report: &mut Report) -> Result<()> {
+    let seconds = w.settings.seconds.min(10);
+    let scale_tokens: Vec<String> = (0..SCALE_REPOS)
+        .map(|k| {
+            w.idp
+                .github_actions(&format!("scale/r{k}"))
+                .rs256()
+                .expires_in(3600)
+                .sign()
+        })
+        .collect();
+    for masters in [1usize, 3] {
+        progress(format!(
+            "cluster: starting a {masters}-master Redis Cluster and a broker on it"
+        ));
+        let cluster = RedisCluster::start_with(masters).await?;
+        let config = on_cluster(
+            &broker_config(
+                w._keys.path(),
+                &w.redis.url(),
+                &w.idp.platform_issuer("github"),
+                &w.git.base_url(),
+            ),
+            &w.redis.url(),
+            &cluster.urls(),
+        )?;
+        let broker = BrokerProcess::start_with_env(
+            &config,
+            &[("JIT_BENCH_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)],
+        )
+        .await?;
+        let http = jit_e2e::http_client();
+        let token = exchange(
+            &http,
+            &broker.url(),
+            &w.id_token,
+            &format!("repo:{REPO}:read"),
+        )
+        .await
+        .context("first exchange on the cluster")?;
+        let authz_script = format!(
+            "wrk.method = \"GET\"\n\
+             wrk.headers[\"Authorization\"] = {}\n\
+             wrk.headers[\"X-Original-URI\"] = {}\n\
+             wrk.headers[\"X-Original-Method\"] = \"GET\"\n",
+            lua_string(&format!("Bearer {token}")),
+            lua_string(&format!("/{REPO}.git/info/refs?service=git-upload-pack")),
+        );
+        let authz = wrk(
+            w.work.path(),
+            &format!("{}/authz", broker.url()),
+            &authz_script,
+            &w.settings,
+            seconds,
+        )
+        .await?;
+        check_wrk("cluster authz", &authz)?;
+        let body = form_body(&w.id_token, &format!("repo:{REPO}:read"));
+        let exchange_script = format!(
+            "wrk.method = \"POST\"\n\
+             wrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
+             wrk.body = {}\n",
+            lua_string(&body)
+        );
+        let xchg = wrk(
+            w.work.path(),
+            &format!("{}/oauth/token", broker.url()),
+            &exchange_script,
+            &w.settings,
+            seconds,
+        )
+        .await?;
+        check_wrk("cluster exchange", &xchg)?;
+        let made = Instant::now();
+        make_grants(&http, &broker.url(), &scale_tokens, CLUSTER_GRANTS).await?;
+        let rate = CLUSTER_GRANTS as f64 / made.elapsed().as_secs_f64();
+        let keys: Vec<u64> = cluster
+            .ports()
+            .iter()
+            .map(|&p| redis_num(p, &["DBSIZE"]))
+            .collect::<Result<_>>()?;
+        report.line(format!(
+            "cluster {masters} master(s): /authz {} req/s p99 {:.2} ms; exchange (one identity) {} req/s p99 {:.2} ms; \
+             {CLUSTER_GRANTS} exchanges of {SCALE_REPOS} identities over 32 connections {rate:.0}/s; keys per master {keys:?}",
+            thousands(authz.rps),
+            authz.p99_ms,
+            thousands(xchg.rps),
+            xchg.p99_ms,
+        ));
+    }
+    Ok(())
+}
+
 /// A CI matrix from one egress address against the broker's default limits: 2,000 jobs, each
 /// its own GitHub Actions run (distinct `run_id`), exchange at once over 64 connections; how
 /// many the limits refuse (target 0) and the latency. Then one job hammering: 50 exchanges
@@ -1510,6 +1624,11 @@ async fn run() -> Result<Report> {
     if run("burst") {
         let r = burst_phase(&world, &mut report).await;
         report.phase("burst", r);
+    }
+    // Only when asked: it starts two more Redis deployments and brokers.
+    if only.split(',').any(|p| p.trim() == "cluster") {
+        let r = cluster_phase(&world, &mut report).await;
+        report.phase("cluster", r);
     }
     // Only when asked: it fills Redis with up to millions of grants.
     if only.split(',').any(|p| p.trim() == "scale") {

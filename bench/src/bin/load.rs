@@ -55,6 +55,10 @@ struct Settings {
     /// Another `jit-broker` binary (e.g. a build of an earlier commit) whose gateway clones are
     /// timed alternately with this build's. `JIT_BENCH_OTHER_BROKER`, default none.
     other_broker: Option<PathBuf>,
+    /// nginx directives added to the upstream's `location /` (e.g. `fastcgi_buffer_size 64k;`,
+    /// the size of the chunks nginx relays); both the direct and the gateway clones go through
+    /// that same nginx. `JIT_BENCH_NGINX_LOCATION`, default none.
+    nginx_location: Option<String>,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
@@ -78,6 +82,9 @@ impl Settings {
             other_broker: std::env::var_os("JIT_BENCH_OTHER_BROKER")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
+            nginx_location: std::env::var("JIT_BENCH_NGINX_LOCATION")
+                .ok()
+                .filter(|v| !v.is_empty()),
         })
     }
 }
@@ -520,6 +527,7 @@ async fn setup(settings: Settings) -> Result<World> {
     let git = GitServer::start_with(GitServerConfig {
         root: Some(repos.path().to_path_buf()),
         basic_auth: Some((UPSTREAM_USER.into(), UPSTREAM_PASSWORD.into())),
+        location_directives: settings.nginx_location.clone(),
         ..GitServerConfig::default()
     })
     .await?;
@@ -774,6 +782,9 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
         }
     }
     let mb = received as f64 / 1e6;
+    if let Some(directives) = &w.settings.nginx_location {
+        report.line(format!("clone: upstream nginx with {directives:?}"));
+    }
     report.line(format!(
         "clone: {mb:.0} MB pack, {}",
         this.summary(&direct, mb)

@@ -6,11 +6,14 @@
 //! - [`broker_config`]: the `jit-broker` configuration of every measurement (Redis store,
 //!   four roles, an upstream with an injected Basic credential, rate limits out of the way).
 //! - [`form_body`], [`exchange`]: an RFC 8693 token exchange.
+//! - [`other_broker`]: a second broker from another binary, to compare two builds in one run.
 //!
 //! Binaries: `jit-load` (`src/bin/load.rs`, wall-clock figures) and `jit-callgrind`
 //! (`src/bin/callgrind.rs`, instructions per request under callgrind).
 
 #![forbid(unsafe_code)]
+
+pub mod other_broker;
 
 use std::path::Path;
 

@@ -3,7 +3,9 @@
 //! server, and the release `jit-broker` — and measures, in one run:
 //!
 //! 1. a clone of a generated ≥ 200 MB repository (incompressible blobs) through the gateway vs.
-//!    straight from nginx (wall-time ratio of medians), with the broker's peak RSS (VmHWM);
+//!    straight from nginx (wall-time ratio of medians), with the broker's peak RSS (VmHWM), CPU
+//!    and write calls; with `JIT_BENCH_OTHER_BROKER=/path/to/jit-broker` also through a second
+//!    broker built from other code (e.g. the previous commit), alternating, for a before/after;
 //! 2. `GET /authz` decisions per second, p50/p99, with a valid token against Redis (wrk);
 //! 3. token exchanges per second, p99, with an RS256 ID token (keys cached) (wrk);
 //! 4. `git credential fill` through `git-credential-jit` with a warm cache vs.
@@ -27,11 +29,12 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use jit_bench::other_broker::OtherBroker;
 use jit_bench::{REPO, UPSTREAM_PASSWORD, UPSTREAM_USER, broker_config, exchange, form_body};
 use jit_e2e::bins::{GIT_CREDENTIAL_JIT, bin_path, generate_keys};
 use jit_e2e::{
@@ -53,6 +56,13 @@ struct Settings {
     clones: usize,
     /// `git credential fill` runs of each kind (alternating). `JIT_BENCH_HELPER_RUNS`, default 50.
     helper_runs: usize,
+    /// Another `jit-broker` binary (e.g. a build of an earlier commit) whose gateway clones are
+    /// timed alternately with this build's. `JIT_BENCH_OTHER_BROKER`, default none.
+    other_broker: Option<PathBuf>,
+    /// nginx directives added to the upstream's `location /` (e.g. `fastcgi_buffer_size 64k;`,
+    /// the size of the chunks nginx relays); both the direct and the gateway clones go through
+    /// that same nginx. `JIT_BENCH_NGINX_LOCATION`, default none.
+    nginx_location: Option<String>,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
@@ -73,6 +83,12 @@ impl Settings {
             repo_mib: env_num("JIT_BENCH_REPO_MIB", 210)?,
             clones: env_num("JIT_BENCH_CLONES", 5)?.max(1),
             helper_runs: env_num("JIT_BENCH_HELPER_RUNS", 50)?.max(1),
+            other_broker: std::env::var_os("JIT_BENCH_OTHER_BROKER")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            nginx_location: std::env::var("JIT_BENCH_NGINX_LOCATION")
+                .ok()
+                .filter(|v| !v.is_empty()),
         })
     }
 }
@@ -152,6 +168,15 @@ fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
 fn reset_peak_rss(pid: u32) -> Result<()> {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
         .with_context(|| format!("resetting the peak RSS of pid {pid}"))
+}
+
+/// A counter of /proc/<pid>/io (`syscw:` write calls, `wchar:` bytes written).
+fn proc_io(pid: u32, field: &str) -> Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    io.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim().parse().ok())
+        .with_context(|| format!("{field} not in /proc/{pid}/io"))
 }
 
 /// CPU time (user + system, clock ticks) a process used so far, from /proc/<pid>/stat.
@@ -506,6 +531,7 @@ async fn setup(settings: Settings) -> Result<World> {
     let git = GitServer::start_with(GitServerConfig {
         root: Some(repos.path().to_path_buf()),
         basic_auth: Some((UPSTREAM_USER.into(), UPSTREAM_PASSWORD.into())),
+        location_directives: settings.nginx_location.clone(),
         ..GitServerConfig::default()
     })
     .await?;
@@ -597,6 +623,106 @@ async fn timed_clone(
     Ok(secs)
 }
 
+/// What one broker's gateway clones cost: wall time of each, and the broker's CPU and write
+/// calls over all of them.
+#[derive(Default)]
+struct GatewayClones {
+    secs: Vec<f64>,
+    ticks: u64,
+    writes: u64,
+    written: u64,
+}
+
+impl GatewayClones {
+    /// One timed clone through the broker `pid`, counting what the broker spent on it.
+    async fn clone_via(
+        &mut self,
+        client: &GitClient,
+        (url, authorization): (&str, &str),
+        dest: &Path,
+        pid: u32,
+    ) -> Result<()> {
+        let ticks = proc_ticks(pid)?;
+        let writes = proc_io(pid, "syscw:")?;
+        let written = proc_io(pid, "wchar:")?;
+        self.secs
+            .push(timed_clone(client, url, authorization, dest).await?);
+
+        self.ticks += proc_ticks(pid)? - ticks;
+        self.writes += proc_io(pid, "syscw:")? - writes;
+        self.written += proc_io(pid, "wchar:")? - written;
+        Ok(())
+    }
+
+    /// `gateway G s vs direct D s = R (median of N; fastest …; broker CPU …; write calls …)`.
+    fn summary(&self, direct: &[f64], mb: f64) -> String {
+        let fastest = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let (d_min, g_min) = (fastest(direct), fastest(&self.secs));
+        let (d, g) = (median_of(direct.to_vec()), median_of(self.secs.clone()));
+        // Clock ticks are 1/100 s (USER_HZ on Linux).
+        let cpu = self.ticks as f64 / self.secs.iter().sum::<f64>();
+        let n = self.secs.len().max(1) as f64;
+        format!(
+            "gateway {g:.2} s vs direct {d:.2} s = {:.2}x (median of {}; fastest {g_min:.2} vs {d_min:.2} s = {:.2}x; {:.0} vs {:.0} MB/s; broker CPU {cpu:.0}% during gateway clones; {:.0} write calls per clone, {:.1} KB each on average)",
+            g / d,
+            self.secs.len(),
+            g_min / d_min,
+            mb / g,
+            mb / d,
+            self.writes as f64 / n,
+            self.written as f64 / self.writes.max(1) as f64 / 1e3,
+        )
+    }
+}
+
+/// Checks that the clone in `dest` has the upstream's `main`.
+async fn check_clone(client: &GitClient, dest: &Path, expected: &str) -> Result<()> {
+    let head = client
+        .run(&[
+            "--git-dir",
+            &dest.join(".git").to_string_lossy(),
+            "rev-parse",
+            "refs/heads/main",
+        ])
+        .await?;
+    ensure!(
+        String::from_utf8_lossy(&head.stdout).trim() == expected,
+        "the gateway clone's main is not the upstream's"
+    );
+    Ok(())
+}
+
+/// The broker of `JIT_BENCH_OTHER_BROKER`, started beside the one under test, with its own
+/// token for the repository.
+async fn start_other_broker(w: &World, binary: &Path) -> Result<(OtherBroker, u32, String)> {
+    progress(format!(
+        "starting the other jit-broker ({})",
+        binary.display()
+    ));
+    let config = broker_config(
+        w._keys.path(),
+        &w.redis.url(),
+        &w.idp.platform_issuer("github"),
+        &w.git.base_url(),
+    );
+    let other = OtherBroker::start(
+        binary,
+        &config,
+        &[("JIT_BENCH_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)],
+    )
+    .await?;
+    let pid = other.pid().context("the other broker has no pid")?;
+    let token = exchange(
+        &jit_e2e::http_client(),
+        &other.url(),
+        &w.id_token,
+        &format!("repo:{REPO}:read"),
+    )
+    .await
+    .context("token exchange at the other broker")?;
+    Ok((other, pid, format!("Bearer {token}")))
+}
+
 async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
     use base64::Engine as _;
     let client = GitClient::new()?;
@@ -610,56 +736,70 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
     let bearer = format!("Bearer {}", w.read_token);
     let dest = w.work.path().join("clone");
     let expected = w.git.git_in_repo(REPO, &["rev-parse", "refs/heads/main"])?;
+    let other = match &w.settings.other_broker {
+        Some(binary) => Some(start_other_broker(w, binary).await?),
+        None => None,
+    };
+    let other_url = other
+        .as_ref()
+        .map(|(b, _, _)| format!("{}/{REPO}.git", b.url()));
 
     // One untimed clone of each to warm the page cache and the connections' code paths.
-    progress("clone: warm-up (one direct, one through the gateway)");
+    progress("clone: warm-up (one direct, one through each gateway)");
     timed_clone(&client, &direct_url, &basic, &dest).await?;
     timed_clone(&client, &gateway_url, &bearer, &dest).await?;
+    if let (Some((_, _, auth)), Some(url)) = (&other, &other_url) {
+        timed_clone(&client, url, auth, &dest).await?;
+    }
     let received = pack_bytes(&dest.join(".git"))?;
 
-    let (mut direct, mut via) = (Vec::new(), Vec::new());
+    let mut direct = Vec::new();
+    let (mut this, mut that) = (GatewayClones::default(), GatewayClones::default());
     let mut peak_kb = 0;
-    let mut broker_ticks = 0;
     let rss_before_kb = proc_status_kb(w.broker_pid, "VmRSS:")?;
     for i in 0..w.settings.clones {
         progress(format!(
-            "clone {}/{}: direct, then gateway",
+            "clone {}/{}: direct, then through the gateway{}",
             i + 1,
-            w.settings.clones
+            w.settings.clones,
+            if other.is_some() {
+                " of each build (alternating which first)"
+            } else {
+                ""
+            }
         ));
         direct.push(timed_clone(&client, &direct_url, &basic, &dest).await?);
-        reset_peak_rss(w.broker_pid)?;
-        let ticks = proc_ticks(w.broker_pid)?;
-        via.push(timed_clone(&client, &gateway_url, &bearer, &dest).await?);
-        broker_ticks += proc_ticks(w.broker_pid)? - ticks;
-        peak_kb = peak_kb.max(proc_status_kb(w.broker_pid, "VmHWM:")?);
-        let head = client
-            .run(&[
-                "--git-dir",
-                &dest.join(".git").to_string_lossy(),
-                "rev-parse",
-                "refs/heads/main",
-            ])
-            .await?;
-        ensure!(
-            String::from_utf8_lossy(&head.stdout).trim() == expected,
-            "the gateway clone's main is not the upstream's"
-        );
+        for turn in 0..2 {
+            let other_now = (turn == 0) == (i % 2 == 1);
+            if other_now {
+                if let (Some((_, pid, auth)), Some(url)) = (&other, &other_url) {
+                    that.clone_via(&client, (url, auth), &dest, *pid).await?;
+                    check_clone(&client, &dest, &expected).await?;
+                }
+                continue;
+            }
+            reset_peak_rss(w.broker_pid)?;
+            this.clone_via(&client, (&gateway_url, &bearer), &dest, w.broker_pid)
+                .await?;
+            peak_kb = peak_kb.max(proc_status_kb(w.broker_pid, "VmHWM:")?);
+            check_clone(&client, &dest, &expected).await?;
+        }
     }
-    let fastest = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
-    let (d_min, g_min) = (fastest(&direct), fastest(&via));
-    let (d, g) = (median(&mut direct), median(&mut via));
     let mb = received as f64 / 1e6;
-    // Clock ticks are 1/100 s (USER_HZ on Linux).
-    let broker_cpu = broker_ticks as f64 / via.iter().sum::<f64>();
+    if let Some(directives) = &w.settings.nginx_location {
+        report.line(format!("clone: upstream nginx with {directives:?}"));
+    }
     report.line(format!(
-        "clone: {mb:.0} MB pack, gateway {g:.2} s vs direct {d:.2} s = {:.2}x (median of {}; fastest {g_min:.2} vs {d_min:.2} s = {:.2}x; {:.0} vs {:.0} MB/s; broker CPU {broker_cpu:.0}% during gateway clones)",
-        g / d,
-        w.settings.clones,
-        g_min / d_min,
-        mb / g,
-        mb / d
+        "clone: {mb:.0} MB pack, {}",
+        this.summary(&direct, mb)
     ));
+    if let Some(binary) = &w.settings.other_broker {
+        report.line(format!(
+            "clone, other build {}: {}",
+            binary.display(),
+            that.summary(&direct, mb)
+        ));
+    }
     report.line(format!(
         "broker peak RSS during gateway clone: {:.1} MB (VmHWM; {:.1} MB before)",
         peak_kb as f64 / 1024.0,

@@ -10,6 +10,7 @@
 
 pub mod body;
 pub mod cgi;
+pub mod coalesce;
 pub mod demo;
 pub mod pktline;
 pub mod proxy;

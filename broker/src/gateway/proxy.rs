@@ -16,6 +16,7 @@ use jit_proto::{RepoPath, Secret};
 use reqwest::Url;
 
 use super::body::BodyStream;
+use super::coalesce::Coalesced;
 use super::{Endpoint, GitRequest, text};
 
 /// The `Git-Protocol` header (protocol v2 negotiation).
@@ -230,7 +231,10 @@ impl HttpUpstream {
                 headers.append(name.clone(), v.clone());
             }
         }
-        let body = Body::from_stream(resp.bytes_stream().map_err(std::io::Error::other));
+        // nginx relays an unbuffered FastCGI answer in ~4 KB chunks, each its own frame here:
+        // gathered so that they reach the client in large writes (see `coalesce`).
+        let upstream: BodyStream = Box::pin(resp.bytes_stream().map_err(std::io::Error::other));
+        let body = Body::from_stream(Coalesced::new(upstream));
         super::streamed(status, headers, body)
     }
 }

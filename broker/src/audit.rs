@@ -113,6 +113,11 @@ pub fn chain_hash(event: &AuditEvent) -> String {
 /// [`chain_hash`] without copying the event: `id` and `hash` are taken out while it is
 /// serialised into `buf` (reused between calls) and put back.
 fn chain_hash_with(e: &mut AuditEvent, buf: &mut Vec<u8>) -> String {
+    hex::encode(chain_digest_with(e, buf))
+}
+
+/// The SHA-256 digest behind [`chain_hash_with`], as bytes.
+fn chain_digest_with(e: &mut AuditEvent, buf: &mut Vec<u8>) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let id = e.id.take();
     let hash = std::mem::take(&mut e.hash);
@@ -121,7 +126,21 @@ fn chain_hash_with(e: &mut AuditEvent, buf: &mut Vec<u8>) -> String {
     let _ = serde_json::to_writer(&mut *buf, &*e);
     e.id = id;
     e.hash = hash;
-    hex::encode(Sha256::digest(&buf[..]))
+    Sha256::digest(&buf[..]).into()
+}
+
+/// Whether `e.hash` is the chain hash of `e`: compared as digest bytes, so verifying a
+/// trail allocates no hex string per event. Only the exact form [`chain_hash`] writes (64
+/// lowercase hex digits) can match.
+fn chain_hash_matches(e: &mut AuditEvent, buf: &mut Vec<u8>) -> bool {
+    let mut stated = [0u8; 32];
+    let lowercase = e
+        .hash
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    lowercase
+        && hex::decode_to_slice(e.hash.as_bytes(), &mut stated).is_ok()
+        && chain_digest_with(e, buf) == stated
 }
 
 /// The statement a checkpoint signs: the chain head (newest seq, each lane's newest hash) at
@@ -317,7 +336,7 @@ impl ChainVerifier {
         mut e: AuditEvent,
         signature: SignatureCheck<'_>,
     ) -> Result<(), ChainError> {
-        let altered = chain_hash_with(&mut e, &mut self.buf) != e.hash;
+        let altered = !chain_hash_matches(&mut e, &mut self.buf);
         let id = || e.id.clone().unwrap_or_default();
         if altered {
             return Err(ChainError::Altered {

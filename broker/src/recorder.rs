@@ -543,6 +543,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hash_in_any_other_spelling_is_altered() {
+        // The same digest written in capitals, cut short, or with a stray byte: not the
+        // hash the chain wrote, so not verified (digests are compared as bytes).
+        for spell in [
+            |h: &str| h.to_uppercase(),
+            |h: &str| h[..63].to_owned(),
+            |h: &str| format!("{h} "),
+            |h: &str| format!("0x{}", &h[2..]),
+        ] {
+            let mut events = chained(3).await;
+            events[1].hash = spell(&events[1].hash);
+            assert!(
+                matches!(
+                    verify_chain(&events),
+                    Err(ChainError::Altered { seq: 2, .. })
+                ),
+                "{}",
+                events[1].hash
+            );
+        }
+        assert!(verify_chain(&chained(3).await).is_ok());
+    }
+
+    #[tokio::test]
     async fn detects_deletion() {
         let mut events = chained(5).await;
         events.remove(2);

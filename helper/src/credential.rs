@@ -51,6 +51,9 @@ pub enum HelperError {
     /// The role needs a person's approval: the broker's words and what to run.
     #[error("{0}")]
     NeedsApproval(String),
+    /// The role needs a reason: the broker's words and what to run.
+    #[error("{0}")]
+    NeedsReason(String),
 }
 
 /// Everything the helper and `git jit` need from the outside world.
@@ -272,6 +275,29 @@ pub fn approval_line(e: &BrokerError, scope: &Scope) -> String {
     )
 }
 
+/// The one line the credential helper shows when the role needs a reason: the broker's
+/// words, completed with the command that gives one unless they already name it (git owns
+/// the terminal, so the helper cannot ask; `git jit request` does).
+pub fn reason_line(said: &str, scope: &Scope) -> String {
+    if said.contains("git jit request") {
+        return said.to_owned();
+    }
+    format!(
+        "{said}; run: git jit request --repo {} --action {} --reason \"…\"",
+        scope.repo, scope.actions
+    )
+}
+
+/// What the helper says when git passed no challenge (git before 2.41): read access was
+/// asked for, and the one command after which a push works too.
+pub fn old_git_note(repo: &RepoPath) -> String {
+    format!(
+        "git did not pass the server's challenge (git older than 2.41?), so read access to {repo} was asked for; \
+         to push, run `git jit request --repo {repo} --action read,write` (the helper then uses that token for \
+         this repository) or upgrade git"
+    )
+}
+
 /// `get`: the answer and at most one line for the person.
 pub async fn get(
     ctx: &Context<'_>,
@@ -291,14 +317,13 @@ pub async fn get(
         Err(HelperError::Broker(e)) if e.is_approval() => {
             return Err(HelperError::NeedsApproval(approval_line(&e, &scope)));
         }
+        Err(HelperError::Broker(BrokerError::ReasonRequired { description })) => {
+            return Err(HelperError::NeedsReason(reason_line(&description, &scope)));
+        }
         other => other?,
     };
     let note = if !from_challenge && req.capabilities.is_empty() {
-        let repo = &scope.repo;
-        Some(format!(
-            "git did not pass the server's challenge (git older than 2.41?), so read access to {repo} was asked for; \
-             to push, run `git jit request --repo {repo} --action read,write` or upgrade git"
-        ))
+        Some(old_git_note(&scope.repo))
     } else if let Some(s) = got.skew {
         Some(format!(
             "warning: this machine's clock is {}s off the broker's; fix the clock",

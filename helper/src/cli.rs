@@ -1,5 +1,6 @@
 //! `git jit`: the person-facing commands — setup, login, logout, status, request (waiting
-//! for approval when the role needs it), the approval commands, and shell completions.
+//! for approval when the role needs it), the approval commands, man pages and shell
+//! completions.
 //! Results go to stdout; instructions, progress and prompts to stderr or the terminal.
 
 use std::io::{IsTerminal, Write};
@@ -28,6 +29,7 @@ use crate::claims;
 use crate::config::{self, ConfigError};
 use crate::credential::{Context, HelperError};
 use crate::login::{self, LoginError, Pacing};
+use crate::manual;
 use crate::oidc::IdpHttp;
 use crate::session::{SessionError, SessionStore};
 
@@ -73,6 +75,14 @@ pub enum Command {
     Cancel(CancelArgs),
     /// For the security team: list live grants, revoke them, read the audit trail.
     Admin(AdminArgs),
+    /// Install the man pages (git-jit, git-jit-<command>, git-credential-jit), so that
+    /// `git jit --help` opens them. `git jit setup` does this too.
+    InstallMan {
+        /// Where to write them. Default: $XDG_DATA_HOME/man/man1, else
+        /// ~/.local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Print shell completions for git-jit.
     Completions {
         /// The shell.
@@ -190,6 +200,14 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
         }
         Command::Cancel(a) => requests::cancel(ctx, a, &mut stdout).await,
         Command::Admin(a) => admin::run(ctx, a, &mut stdout, &mut admin::ProcessTerminal).await,
+        Command::InstallMan { dir } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => manual::user_man_dir(ctx.env).ok_or_else(no_man_dir)?,
+            };
+            manual::install_and_report(&dir, &mut stdout)?;
+            Ok(())
+        }
         Command::Completions { shell } => {
             // Generated into memory first: clap_complete panics on a closed pipe.
             let mut script = Vec::new();
@@ -198,6 +216,12 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+fn no_man_dir() -> CliError {
+    CliError::Usage(
+        "cannot find a directory for man pages: set HOME or XDG_DATA_HOME, or pass --dir".into(),
+    )
 }
 
 fn git_config(scope: &str, args: &[&str]) -> Result<(), CliError> {
@@ -265,6 +289,15 @@ fn setup(ctx: &Context<'_>, a: &SetupArgs, out: &mut dyn Write) -> Result<(), Cl
             "server: {base} takes the broker's tokens (saved in {})",
             file.display()
         )?;
+    }
+    // Man pages make `git jit --help` work; git is configured either way.
+    match manual::user_man_dir(ctx.env) {
+        Some(dir) => {
+            if let Err(e) = manual::install_and_report(&dir, out) {
+                writeln!(out, "man pages: not written to {}: {e}", dir.display())?;
+            }
+        }
+        None => writeln!(out, "man pages: not written: {}", no_man_dir())?,
     }
     Ok(())
 }

@@ -22,6 +22,18 @@ use crate::identity::{self, IdentityError, Lookup, Source, SubjectToken};
 use crate::origin::{self, Destination, OriginError};
 use crate::protocol::{Answer, ProtocolError, Request};
 
+/// The git credential helper of git-jit: prints short-lived tokens for git. git runs it as
+/// `git credential-jit get` once `git jit setup URL` has configured it.
+#[derive(Debug, clap::Parser)]
+#[command(name = "git-credential-jit", version)]
+pub struct CredentialArgs {
+    /// The broker's URL. Default: $GIT_JIT_BROKER, config.toml, or the Git URL's origin.
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+    /// get, store or erase (sent by git); anything else is ignored.
+    pub operation: String,
+}
+
 /// Why the helper could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {

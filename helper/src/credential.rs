@@ -317,10 +317,15 @@ pub async fn get(
 ) -> Result<(Answer, Option<String>), HelperError> {
     let Route { broker: url, path } = ctx.route(req)?;
     let (scope, from_challenge) = challenge::needed_scope(&req.wwwauth, path)?;
-    if let Some(t) = ctx
-        .cache()
-        .find(&BrokerClient::base_of(&url)?, &scope, (ctx.clock)())?
-    {
+    let (base, now) = (BrokerClient::base_of(&url)?, (ctx.clock)());
+    // Without a challenge a push looks like a fetch: the broadest token the person asked
+    // for (`git jit request --action read,write`) serves both.
+    let cached = if from_challenge {
+        ctx.cache().find(&base, &scope, now)?
+    } else {
+        ctx.cache().find_widest(&base, &scope.repo, now)?
+    };
+    if let Some(t) = cached {
         return Ok((Answer::for_token(req, t.token, t.expires_at), None));
     }
     let broker = ctx.broker(&url)?;

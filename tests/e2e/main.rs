@@ -19,6 +19,7 @@ mod harness_git;
 mod harness_oidc;
 mod harness_redis;
 mod helper_flow;
+mod old_git;
 mod ratelimit_redis;
 mod replicas;
 mod store_redis;

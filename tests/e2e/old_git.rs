@@ -1,0 +1,200 @@
+//! git before 2.41 (Debian's 2.39 at `/usr/bin/git`) passes no `wwwauth[]` to credential
+//! helpers, so the helper cannot tell a push from a fetch and asks for read. Clone works; the
+//! push is refused with a line saying what to run; after running the one line the helper's
+//! advice names (`git jit request --repo … --action read,write`, whose missing reason is
+//! answered with the exact command to run), the push works and fetching still does. On the
+//! way, `git jit --help` opens the man page `git jit setup` installed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use jit_e2e::bins::generate_keys;
+use jit_e2e::{BrokerProcess, GitClient, GitServer, GitServerConfig, OidcProvider, RedisServer};
+
+use crate::helper_flow::{Transcript, client, fails, login, quiet};
+use crate::support::assert_no_jwt;
+
+const OLD_GIT: &str = "/usr/bin/git";
+const UPSTREAM_USER: &str = "git-jit";
+const PASSWORD_ENV: &str = "JIT_UPSTREAM_PASSWORD";
+
+/// `/usr/bin/git` when it is older than 2.41 (the first git to pass `wwwauth[]`).
+fn old_git() -> Option<PathBuf> {
+    let out = std::process::Command::new(OLD_GIT)
+        .arg("--version")
+        .output()
+        .ok()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    let mut parts = version
+        .trim()
+        .trim_start_matches("git version ")
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next()?, parts.next()?);
+    ((major, minor) < (2, 41)).then(|| PathBuf::from(OLD_GIT))
+}
+
+fn config(keys: &Path, redis: &str, sso: &str, upstream: &GitServer) -> String {
+    format!(
+        r#"
+{base}
+{sso}
+
+[[role]]
+name = "dev-read"
+issuer = "corp"
+claims = {{ groups = "engineering" }}
+repositories = ["acme/*"]
+actions = ["read"]
+default_ttl = 120
+max_ttl = 480
+
+[[role]]
+name = "dev-write"
+issuer = "corp"
+claims = {{ groups = "engineering" }}
+repositories = ["acme/*"]
+actions = ["read", "write"]
+default_ttl = 10
+max_ttl = 30
+reason_required = true
+
+[[upstream]]
+repositories = ["acme/**"]
+url = "{url}"
+credential = {{ kind = "basic", username = "{UPSTREAM_USER}", password_env = "{PASSWORD_ENV}" }}
+"#,
+        base = crate::support::broker_base(keys, redis, None),
+        sso = crate::support::sso_issuer(sso),
+        url = upstream.base_url(),
+    )
+}
+
+/// The command in `text` after `marker`, up to a closing backtick or the end of its line.
+fn command_after(text: &str, marker: &str) -> Option<String> {
+    let at = text.find(marker)? + marker.len();
+    let rest = &text[at..];
+    let line = rest.lines().next().unwrap_or(rest);
+    Some(line.split('`').next().unwrap_or(line).trim().to_owned())
+}
+
+/// Runs `git jit …` as printed (only a `"…"` reason placeholder needs replacing: no other
+/// word of these hints is quoted).
+async fn run_as_printed(git: &GitClient, line: &str, reason: &str) -> Result<std::process::Output> {
+    let words: Vec<String> = line
+        .replace("\"…\"", reason)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    anyhow::ensure!(words.first().map(String::as_str) == Some("git"), "{line}");
+    let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+    git.output(&args).await
+}
+
+#[test]
+fn old_git_clones_then_pushes_after_the_one_step_the_helper_names() -> Result<()> {
+    let Some(program) = old_git() else {
+        eprintln!("skipped: {OLD_GIT} is missing or not older than 2.41");
+        return Ok(());
+    };
+    crate::support::run(async move {
+        let redis = RedisServer::start().await?;
+        let op = OidcProvider::start().await?;
+        let password = format!("upstream-{}", jit_e2e::random_token(12));
+        let upstream = GitServer::start_with(GitServerConfig {
+            basic_auth: Some((UPSTREAM_USER.into(), password.clone())),
+            ..Default::default()
+        })
+        .await?;
+        upstream.create_repo("acme/api")?;
+        let keys = tempfile::tempdir()?;
+        generate_keys(keys.path())?;
+        let text = config(keys.path(), &redis.url(), &op.issuer(), &upstream);
+        let broker = BrokerProcess::start_with_env(&text, &[(PASSWORD_ENV, &password)]).await?;
+        let gateway = broker.url();
+        let repo_url = format!("{gateway}/acme/api.git");
+        let mut t = Transcript::default();
+
+        let mut git = client()?.with_program(program);
+        let man = git.home().join(".local/share/man");
+        git.env("MANPATH", &man).env("MANPAGER", "cat");
+        let out = git.run(&["jit", "setup", &gateway]).await?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("man pages: "), "{said}");
+        assert!(man.join("man1/git-jit.1").is_file(), "{said}");
+        // git turns `git jit --help` into `man git-jit`.
+        if std::process::Command::new("man")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            let help = git.run(&["jit", "--help"]).await?;
+            let page = String::from_utf8_lossy(&help.stdout);
+            assert!(page.contains("Just-in-time access"), "{page}");
+        }
+        login(&git, &op, "alice@example.com", &mut t).await?;
+
+        // Clone: read, asked for without a challenge, and the advice for pushing.
+        let clone = git.run(&["clone", "--quiet", &repo_url, "api"]).await?;
+        let stderr = String::from_utf8_lossy(&clone.stderr).into_owned();
+        t.keep("clone", &stderr);
+        let advice = command_after(&stderr, "to push, run `")
+            .with_context(|| format!("no advice for pushing in:\n{stderr}"))?;
+        assert_eq!(
+            advice, "git jit request --repo acme/api --action read,write",
+            "{stderr}"
+        );
+        let wt = git.home().join("api");
+        let wt_s = wt.to_string_lossy().into_owned();
+        std::fs::write(wt.join("old.txt"), "from git 2.39\n")?;
+        git.run_in(&wt, &["add", "old.txt"]).await?;
+        git.run_in(&wt, &["commit", "--quiet", "-m", "old git"])
+            .await?;
+        let push = [
+            "-C",
+            wt_s.as_str(),
+            "push",
+            "--quiet",
+            "origin",
+            "HEAD:feature/old",
+        ];
+
+        // The read token cannot push; the gateway says what to run, the same line.
+        let refused = fails(&git, &mut t, &push).await?;
+        assert!(refused.contains("403"), "{refused}");
+        assert_eq!(
+            command_after(&refused, "Run `").as_deref(),
+            Some(advice.as_str())
+        );
+
+        // Following the advice: the role wants a reason, and says exactly how to give it.
+        let out = run_as_printed(&git, &advice, "x").await?;
+        let asked = String::from_utf8_lossy(&out.stderr).into_owned();
+        t.keep("git jit request (no reason)", &asked);
+        assert!(!out.status.success(), "{asked}");
+        let with_reason = command_after(&asked, "; run: ")
+            .with_context(|| format!("no command to run in:\n{asked}"))?;
+        assert!(
+            with_reason.starts_with("git jit request --repo acme/api --action read,write")
+                && with_reason.contains("--reason \"…\""),
+            "{with_reason}"
+        );
+        let out = run_as_printed(&git, &with_reason, "push-from-git-2.39").await?;
+        t.keep("git jit request", &String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "{with_reason}: {}",
+            jit_e2e::git_server::describe(&out)
+        );
+
+        // Now the push works, with the longer-lived read token still cached beside it.
+        quiet(&git, &mut t, &push).await?;
+        assert_eq!(
+            upstream.git_in_repo("acme/api", &["rev-parse", "refs/heads/feature/old"])?,
+            String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
+        );
+        quiet(&git, &mut t, &["-C", &wt_s, "fetch", "--quiet", "origin"]).await?;
+        assert_no_jwt("old git's stderr", &t.0);
+        Ok(())
+    })
+}

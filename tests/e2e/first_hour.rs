@@ -3,7 +3,9 @@
 //! push is refused with a line saying what to run; after running the one line the helper's
 //! advice names (`git jit request --repo … --action read,write`, whose missing reason is
 //! answered with the exact command to run), the push works and fetching still does. On the
-//! way, `git jit --help` opens the man page `git jit setup` installed.
+//! way, `git jit --help` opens the man page `git jit setup` installed. And with a current git,
+//! a push under a role that requires a reason names the one command that gives it. No line
+//! of these flows is printed twice.
 
 use std::path::{Path, PathBuf};
 
@@ -194,7 +196,86 @@ fn old_git_clones_then_pushes_after_the_one_step_the_helper_names() -> Result<()
             String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
         );
         quiet(&git, &mut t, &["-C", &wt_s, "fetch", "--quiet", "origin"]).await?;
+        assert_no_line_twice(&t);
         assert_no_jwt("old git's stderr", &t.0);
+
+        Ok(())
+    })
+}
+
+/// No line is printed twice within one command's stderr (sections of a [`Transcript`]).
+fn assert_no_line_twice(t: &Transcript) {
+    for section in t.0.split("--- ").filter(|s| !s.is_empty()) {
+        let mut seen = std::collections::HashSet::new();
+        for line in section.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+            assert!(
+                seen.insert(line),
+                "printed twice: {line:?} in\n--- {section}"
+            );
+        }
+    }
+}
+
+/// A push under a role that requires a reason, with a git that passes the challenge: the
+/// helper cannot ask (git owns the terminal), so it prints the one command to run, once;
+/// run as printed, the push goes through.
+#[test]
+fn a_push_needing_a_reason_names_the_command_that_gives_it() -> Result<()> {
+    crate::support::run(async move {
+        let redis = RedisServer::start().await?;
+        let op = OidcProvider::start().await?;
+        let password = format!("upstream-{}", jit_e2e::random_token(12));
+        let upstream = GitServer::start_with(GitServerConfig {
+            basic_auth: Some((UPSTREAM_USER.into(), password.clone())),
+            ..Default::default()
+        })
+        .await?;
+        upstream.create_repo("acme/api")?;
+        let keys = tempfile::tempdir()?;
+        generate_keys(keys.path())?;
+        let text = config(keys.path(), &redis.url(), &op.issuer(), &upstream);
+        let broker = BrokerProcess::start_with_env(&text, &[(PASSWORD_ENV, &password)]).await?;
+        let gateway = broker.url();
+        let repo_url = format!("{gateway}/acme/api.git");
+        let mut t = Transcript::default();
+        let git = client()?;
+        git.run(&["jit", "setup", &gateway]).await?;
+        login(&git, &op, "alice@example.com", &mut t).await?;
+        quiet(&git, &mut t, &["clone", "--quiet", &repo_url, "api"]).await?;
+        let wt = git.home().join("api");
+        let wt_s = wt.to_string_lossy().into_owned();
+        git.run_in(&wt, &["commit", "--allow-empty", "--quiet", "-m", "x"])
+            .await?;
+        let push = [
+            "-C",
+            wt_s.as_str(),
+            "push",
+            "--quiet",
+            "origin",
+            "HEAD:feature/new",
+        ];
+        let refused = fails(&git, &mut t, &push).await?;
+        assert_eq!(refused.matches("git jit request").count(), 1, "{refused}");
+        let line = command_after(&refused, "; run: ")
+            .with_context(|| format!("no command to run in:\n{refused}"))?;
+        assert_eq!(
+            line,
+            "git jit request --repo acme/api --action write --role dev-write --reason \"…\""
+        );
+        let out = run_as_printed(&git, &line, "release-1.2").await?;
+        t.keep("git jit request", &String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            jit_e2e::git_server::describe(&out)
+        );
+        quiet(&git, &mut t, &push).await?;
+        assert_eq!(
+            upstream.git_in_repo("acme/api", &["rev-parse", "refs/heads/feature/new"])?,
+            String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
+        );
+        assert_no_line_twice(&t);
+        assert_no_jwt("git's stderr", &t.0);
         Ok(())
     })
 }

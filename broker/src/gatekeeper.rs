@@ -216,11 +216,20 @@ fn action_of(needed: &Scope) -> Action {
     needed.actions.iter().next().unwrap_or(Action::Read)
 }
 
-/// The 403 message for a valid token that does not grant what the request needs.
+/// The 403 message for a valid token that does not grant what the request needs, with the
+/// `git jit request` line that asks for it. On the same repository the line asks for
+/// read,write: one token then serves both, and git before 2.41 cannot tell the credential
+/// helper which of the two a request needs.
 pub fn forbidden_message(granted: &Scope, needed: &Scope) -> String {
+    let actions = if granted.repo == needed.repo {
+        jit_proto::Actions::READ_WRITE
+    } else {
+        needed.actions
+    };
     format!(
-        "git-jit: token grants {granted}; this {} needs {needed}. Run `git jit request {needed}`",
-        what(action_of(needed))
+        "git-jit: token grants {granted}; this {} needs {needed}. Run `git jit request --repo {} --action {actions}`",
+        what(action_of(needed)),
+        needed.repo
     )
 }
 
@@ -565,7 +574,7 @@ mod tests {
         let granted = Scope::parse("repo:acme/api:read").expect("scope");
         assert_eq!(
             forbidden_message(&granted, &needed),
-            "git-jit: token grants repo:acme/api:read; this push needs repo:acme/api:write. Run `git jit request repo:acme/api:write`"
+            "git-jit: token grants repo:acme/api:read; this push needs repo:acme/api:write. Run `git jit request --repo acme/api --action read,write`"
         );
         assert_eq!(Denied::TooManyRefusals { retry_after: 3 }.status(), 429);
         assert_eq!(Denied::Unavailable { what: "x" }.status(), 503);

@@ -56,8 +56,9 @@ pub enum BrokerError {
         /// How far the broker's clock is ahead of ours, when it is more than a minute.
         skew: Option<i64>,
     },
-    /// The broker needs a reason for this grant (`--reason`).
-    #[error("{description} (give one with `git jit request --reason \"…\"`)")]
+    /// The broker needs a reason for this grant (`--reason`). Its words say what to run;
+    /// an older broker's that do not are completed by [`crate::credential::reason_line`].
+    #[error("{description}")]
     ReasonRequired {
         /// The broker's words.
         description: String,
@@ -422,14 +423,17 @@ pub(crate) fn skew(h: &reqwest::header::HeaderMap, now: i64) -> Option<i64> {
 }
 
 /// Whether an error says a reason is required. The broker has no dedicated error code yet,
-/// so this recognises `reason_required` or a description that says so.
+/// so this recognises `reason_required` or a description that says so (the broker's own:
+/// "role 'R' requires a reason").
 fn says_reason_required(e: &OAuthError) -> bool {
     let d = e
         .error_description
         .as_deref()
         .unwrap_or("")
         .to_ascii_lowercase();
-    e.error == "reason_required" || (d.contains("reason") && d.contains("required"))
+    e.error == "reason_required"
+        || d.contains("requires a reason")
+        || (d.contains("reason") && d.contains("required"))
 }
 
 fn classify(
@@ -744,6 +748,17 @@ mod tests {
     async fn reason_required_rate_limit_and_unavailable() {
         let e = fail_with(|| Reply::json(400, json!({"error": "invalid_request", "error_description": "role oncall: a reason is required"}))).await;
         assert!(matches!(e, BrokerError::ReasonRequired { .. }), "{e:?}");
+        // The broker's own words for a role that requires a reason.
+        const SAID: &str = "role 'dev-write' requires a reason; run: git jit request --repo acme/api --action write --role dev-write --reason \"…\"";
+        let e = fail_with(|| {
+            Reply::json(
+                403,
+                json!({"error": "access_denied", "error_description": SAID}),
+            )
+        })
+        .await;
+        assert!(matches!(e, BrokerError::ReasonRequired { .. }), "{e:?}");
+        assert_eq!(e.to_string(), SAID);
         let e =
             fail_with(|| Reply::json(429, json!({"error": "slow_down"})).with("retry-after", "7"))
                 .await;

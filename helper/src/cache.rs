@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use fs4::fs_std::FileExt;
-use jit_proto::{RefPattern, RepoPath, Scope, Secret};
+use jit_proto::{Action, RefPattern, RepoPath, Scope, Secret};
 use serde::{Deserialize, Serialize};
 
 /// A cached token is reused until this many seconds before it expires.
@@ -124,6 +124,33 @@ impl TokenCache {
             }
         }
         Ok(best)
+    }
+
+    /// The broadest fresh token for `repo` from `broker`, for a request whose needed actions
+    /// are unknown (git before 2.41 passes no challenge to the helper, so a push and a fetch
+    /// look alike): read,write first, then write, then read; among equals, one not narrowed
+    /// to refs, then the longest-lived. A write token only ever comes from `git jit request`
+    /// — the helper asks for read on its own — so the person who asked for it means to push.
+    pub fn find_widest(
+        &self,
+        broker: &str,
+        repo: &RepoPath,
+        now: i64,
+    ) -> Result<Option<CachedToken>, CacheError> {
+        let breadth = |t: &CachedToken| {
+            let a = t.scope.actions;
+            (
+                a.contains(Action::Read) && a.contains(Action::Write),
+                a.contains(Action::Write),
+                t.refs.is_empty(),
+                t.expires_at,
+            )
+        };
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter(|t| t.broker == broker && &t.scope.repo == repo && t.fresh(now))
+            .max_by_key(breadth))
     }
 
     /// Stores a token, replacing any with the same key and dropping expired ones.
@@ -278,6 +305,52 @@ mod tests {
             c.entries().expect("entries").len(),
             2,
             "different refs, different keys"
+        );
+    }
+
+    /// Regression: with git 2.39 (no challenge) the helper picked the longer-lived read
+    /// token over the read,write one `git jit request` had just cached, so the push that
+    /// the helper's advice promised got a 403.
+    #[test]
+    fn widest_prefers_read_write_then_write_over_a_longer_lived_read() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let c = TokenCache::new(tmp.path());
+        let api = RepoPath::parse("acme/api").expect("repo");
+        let widest = |now| {
+            c.find_widest("https://b", &api, now)
+                .expect("find")
+                .map(|t| t.token.expose().to_owned())
+        };
+        assert_eq!(widest(0), None);
+        c.put(tok("acme/api", Actions::READ, &[], "read", 9000), 0)
+            .expect("put");
+        c.put(tok("acme/web", Actions::READ_WRITE, &[], "web", 9000), 0)
+            .expect("put");
+        assert_eq!(widest(0).as_deref(), Some("read"));
+        c.put(tok("acme/api", Actions::WRITE, &[], "write", 2000), 0)
+            .expect("put");
+        assert_eq!(widest(0).as_deref(), Some("write"));
+        c.put(
+            tok(
+                "acme/api",
+                Actions::READ_WRITE,
+                &["refs/heads/x"],
+                "rw-x",
+                1000,
+            ),
+            0,
+        )
+        .expect("put");
+        assert_eq!(widest(0).as_deref(), Some("rw-x"));
+        c.put(tok("acme/api", Actions::READ_WRITE, &[], "rw", 500), 0)
+            .expect("put");
+        assert_eq!(widest(0).as_deref(), Some("rw"));
+        // Once the broad ones are stale, the read token is used again.
+        assert_eq!(widest(2000).as_deref(), Some("read"));
+        assert!(
+            c.find_widest("https://other", &api, 0)
+                .expect("find")
+                .is_none()
         );
     }
 

@@ -1,5 +1,6 @@
 //! `git jit`: the person-facing commands — setup, login, logout, status, request (waiting
-//! for approval when the role needs it), the approval commands, and shell completions.
+//! for approval when the role needs it), the approval commands, man pages and shell
+//! completions.
 //! Results go to stdout; instructions, progress and prompts to stderr or the terminal.
 
 use std::io::{IsTerminal, Write};
@@ -27,7 +28,9 @@ use crate::broker::{BrokerClient, BrokerError};
 use crate::claims;
 use crate::config::{self, ConfigError};
 use crate::credential::{Context, HelperError};
+use crate::identity::{self, Source};
 use crate::login::{self, LoginError, Pacing};
+use crate::manual;
 use crate::oidc::IdpHttp;
 use crate::session::{SessionError, SessionStore};
 
@@ -73,6 +76,14 @@ pub enum Command {
     Cancel(CancelArgs),
     /// For the security team: list live grants, revoke them, read the audit trail.
     Admin(AdminArgs),
+    /// Install the man pages (git-jit, git-jit-<command>, git-credential-jit), so that
+    /// `git jit --help` opens them. `git jit setup` does this too.
+    InstallMan {
+        /// Where to write them. Default: $XDG_DATA_HOME/man/man1, else
+        /// ~/.local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Print shell completions for git-jit.
     Completions {
         /// The shell.
@@ -190,6 +201,14 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
         }
         Command::Cancel(a) => requests::cancel(ctx, a, &mut stdout).await,
         Command::Admin(a) => admin::run(ctx, a, &mut stdout, &mut admin::ProcessTerminal).await,
+        Command::InstallMan { dir } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => manual::user_man_dir(ctx.env).ok_or_else(no_man_dir)?,
+            };
+            manual::install_and_report(&dir, &mut stdout)?;
+            Ok(())
+        }
         Command::Completions { shell } => {
             // Generated into memory first: clap_complete panics on a closed pipe.
             let mut script = Vec::new();
@@ -198,6 +217,12 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+fn no_man_dir() -> CliError {
+    CliError::Usage(
+        "cannot find a directory for man pages: set HOME or XDG_DATA_HOME, or pass --dir".into(),
+    )
 }
 
 fn git_config(scope: &str, args: &[&str]) -> Result<(), CliError> {
@@ -265,6 +290,15 @@ fn setup(ctx: &Context<'_>, a: &SetupArgs, out: &mut dyn Write) -> Result<(), Cl
             "server: {base} takes the broker's tokens (saved in {})",
             file.display()
         )?;
+    }
+    // Man pages make `git jit --help` work; git is configured either way.
+    match manual::user_man_dir(ctx.env) {
+        Some(dir) => {
+            if let Err(e) = manual::install_and_report(&dir, out) {
+                writeln!(out, "man pages: not written to {}: {e}", dir.display())?;
+            }
+        }
+        None => writeln!(out, "man pages: not written: {}", no_man_dir())?,
     }
     Ok(())
 }
@@ -351,7 +385,32 @@ fn status(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
             .as_deref()
             .unwrap_or("(from each Git URL)")
     )?;
+    let ci = identity::ci_source(ctx.env, &ctx.settings);
+    if let Some(source) = &ci {
+        writeln!(
+            out,
+            "identity: {source} (CI; used before any login session)"
+        )?;
+        // Unverified, for display only; the token itself is never shown.
+        let token = match source {
+            Source::EnvVar(v) => (ctx.env)(v),
+            Source::File(p) => std::fs::read_to_string(p).ok(),
+            Source::GitHubActions | Source::Session => None,
+        };
+        if let Some(c) = token.and_then(|t| claims::unverified(t.trim()).ok()) {
+            let iss = c.iss.clone().unwrap_or_else(|| "?".into());
+            let exp = c.exp.map_or_else(|| "?".into(), |e| when(e, now));
+            let (who, iss) = (
+                jit_proto::display::clean(c.who()),
+                jit_proto::display::clean(&iss),
+            );
+            writeln!(out, "ci token: {who} from {iss}, expires {exp}")?;
+        }
+    }
     match SessionStore::new(&ctx.settings.dirs.config).load()? {
+        None if ci.is_some() => {
+            writeln!(out, "login:    none (not needed: the CI identity is used)")?
+        }
         None => writeln!(out, "login:    not logged in (run `git jit login`)")?,
         Some(s) => {
             // Unverified, for display only.
@@ -409,6 +468,49 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Regression: in CI, status said "not logged in (run `git jit login`)" while a CI
+    /// identity was in use.
+    #[test]
+    fn status_shows_the_ci_identity_in_use() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let jwt = claims::fake_jwt(&serde_json::json!({
+            "iss": "https://gitlab.example.com", "sub": "project_path:acme/api:ref_type:branch:ref:main",
+            "exp": 1_700_000_600
+        }));
+        let env = move |k: &str| (k == "GIT_JIT_ID_TOKEN").then(|| jwt.clone());
+        let settings = crate::config::Settings {
+            dirs: crate::config::Dirs {
+                config: tmp.path().join("c"),
+                cache: tmp.path().join("k"),
+            },
+            broker: Some("https://jit.example.com".into()),
+            servers: vec![],
+            audience: None,
+            id_token_env: "GIT_JIT_ID_TOKEN".into(),
+            id_token_file: None,
+        };
+        let ctx = Context {
+            env: &env,
+            settings,
+            http: std::sync::OnceLock::new(),
+            clock: || 1_700_000_000,
+        };
+        let mut out = Vec::new();
+        status(&ctx, &mut out).expect("status");
+        let out = String::from_utf8(out).expect("utf-8");
+        assert!(
+            out.contains("identity: environment variable GIT_JIT_ID_TOKEN (CI"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ci token: project_path:acme/api:ref_type:branch:ref:main from https://gitlab.example.com, expires 2023-11-14T22:23:20Z (in 10m00s)"),
+            "{out}"
+        );
+        assert!(out.contains("login:    none (not needed"), "{out}");
+        assert!(!out.contains("run `git jit login`"), "{out}");
+        assert!(!out.contains(".sig"), "the token is never shown: {out}");
     }
 
     #[test]

@@ -22,6 +22,18 @@ use crate::identity::{self, IdentityError, Lookup, Source, SubjectToken};
 use crate::origin::{self, Destination, OriginError};
 use crate::protocol::{Answer, ProtocolError, Request};
 
+/// The git credential helper of git-jit: prints short-lived tokens for git. git runs it as
+/// `git credential-jit get` once `git jit setup URL` has configured it.
+#[derive(Debug, clap::Parser)]
+#[command(name = "git-credential-jit", version)]
+pub struct CredentialArgs {
+    /// The broker's URL. Default: $GIT_JIT_BROKER, config.toml, or the Git URL's origin.
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+    /// get, store or erase (sent by git); anything else is ignored.
+    pub operation: String,
+}
+
 /// Why the helper could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
@@ -51,6 +63,9 @@ pub enum HelperError {
     /// The role needs a person's approval: the broker's words and what to run.
     #[error("{0}")]
     NeedsApproval(String),
+    /// The role needs a reason: the broker's words and what to run.
+    #[error("{0}")]
+    NeedsReason(String),
 }
 
 /// Everything the helper and `git jit` need from the outside world.
@@ -272,6 +287,29 @@ pub fn approval_line(e: &BrokerError, scope: &Scope) -> String {
     )
 }
 
+/// The one line the credential helper shows when the role needs a reason: the broker's
+/// words, completed with the command that gives one unless they already name it (git owns
+/// the terminal, so the helper cannot ask; `git jit request` does).
+pub fn reason_line(said: &str, scope: &Scope) -> String {
+    if said.contains("git jit request") {
+        return said.to_owned();
+    }
+    format!(
+        "{said}; run: git jit request --repo {} --action {} --reason \"…\"",
+        scope.repo, scope.actions
+    )
+}
+
+/// What the helper says when git passed no challenge (git before 2.41): read access was
+/// asked for, and the one command after which a push works too.
+pub fn old_git_note(repo: &RepoPath) -> String {
+    format!(
+        "git did not pass the server's challenge (git older than 2.41?), so read access to {repo} was asked for; \
+         to push, run `git jit request --repo {repo} --action read,write` (the helper then uses that token for \
+         this repository) or upgrade git"
+    )
+}
+
 /// `get`: the answer and at most one line for the person.
 pub async fn get(
     ctx: &Context<'_>,
@@ -279,10 +317,15 @@ pub async fn get(
 ) -> Result<(Answer, Option<String>), HelperError> {
     let Route { broker: url, path } = ctx.route(req)?;
     let (scope, from_challenge) = challenge::needed_scope(&req.wwwauth, path)?;
-    if let Some(t) = ctx
-        .cache()
-        .find(&BrokerClient::base_of(&url)?, &scope, (ctx.clock)())?
-    {
+    let (base, now) = (BrokerClient::base_of(&url)?, (ctx.clock)());
+    // Without a challenge a push looks like a fetch: the broadest token the person asked
+    // for (`git jit request --action read,write`) serves both.
+    let cached = if from_challenge {
+        ctx.cache().find(&base, &scope, now)?
+    } else {
+        ctx.cache().find_widest(&base, &scope.repo, now)?
+    };
+    if let Some(t) = cached {
         return Ok((Answer::for_token(req, t.token, t.expires_at), None));
     }
     let broker = ctx.broker(&url)?;
@@ -291,14 +334,13 @@ pub async fn get(
         Err(HelperError::Broker(e)) if e.is_approval() => {
             return Err(HelperError::NeedsApproval(approval_line(&e, &scope)));
         }
+        Err(HelperError::Broker(BrokerError::ReasonRequired { description })) => {
+            return Err(HelperError::NeedsReason(reason_line(&description, &scope)));
+        }
         other => other?,
     };
     let note = if !from_challenge && req.capabilities.is_empty() {
-        let repo = &scope.repo;
-        Some(format!(
-            "git did not pass the server's challenge (git older than 2.41?), so read access to {repo} was asked for; \
-             to push, run `git jit request --repo {repo} --action read,write` or upgrade git"
-        ))
+        Some(old_git_note(&scope.repo))
     } else if let Some(s) = got.skew {
         Some(format!(
             "warning: this machine's clock is {}s off the broker's; fix the clock",

@@ -118,6 +118,21 @@ pub struct Lookup<'a> {
     pub clock: fn() -> i64,
 }
 
+/// The CI identity this environment provides, in the order they are tried (GitHub Actions,
+/// the variable, the token file), without reading or fetching it: what `git jit status`
+/// shows. `None`: the `git jit login` session is used.
+pub fn ci_source(env: Env<'_>, settings: &Settings) -> Option<Source> {
+    if env("ACTIONS_ID_TOKEN_REQUEST_URL").is_some()
+        && env("ACTIONS_ID_TOKEN_REQUEST_TOKEN").is_some()
+    {
+        return Some(Source::GitHubActions);
+    }
+    if env(&settings.id_token_env).is_some() {
+        return Some(Source::EnvVar(settings.id_token_env.clone()));
+    }
+    settings.id_token_file.clone().map(Source::File)
+}
+
 /// Finds the first available identity, in the documented order.
 pub async fn subject_token(l: &Lookup<'_>) -> Result<SubjectToken, IdentityError> {
     if let (Some(url), Some(bearer)) = (

@@ -21,6 +21,7 @@
 //!   width, CSV through the `csv` crate.
 //! - [`approvals`]: the approval API client (`/v1/requests`) behind `git jit requests`,
 //!   `approve`, `deny` and `cancel`.
+//! - [`manual`]: man pages generated from the clap definitions, and where they go.
 //! - [`cli`]: the `git jit` commands; the binaries in `src/bin` only call into it.
 #![forbid(unsafe_code)]
 
@@ -36,6 +37,7 @@ pub mod credential;
 pub mod export;
 pub mod identity;
 pub mod login;
+pub mod manual;
 pub mod oidc;
 pub mod origin;
 pub mod protocol;

@@ -11,6 +11,7 @@ mod broker_fail_closed;
 mod dev_rebinding;
 mod edge;
 mod exchange_oidc;
+mod first_hour;
 mod gateway;
 mod harness_broker;
 mod harness_ci_issuer;

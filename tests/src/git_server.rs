@@ -353,13 +353,15 @@ http {{
     )
 }
 
-/// The real `git` (first on PATH) with its own HOME, XDG config and global config file, so
+/// The real `git` (first on PATH, or one chosen with [`GitClient::with_program`]) with its own HOME, XDG config and global config file, so
 /// nothing from the machine's configuration leaks in. Commands run asynchronously, so an
 /// in-process server on the test's runtime keeps serving while git runs.
 #[derive(Debug)]
 pub struct GitClient {
     home: TempDir,
     extra_env: Vec<(String, String)>,
+    /// The git binary: `git` on PATH unless [`GitClient::with_program`] chose another.
+    program: PathBuf,
 }
 
 impl GitClient {
@@ -375,7 +377,15 @@ impl GitClient {
         Ok(Self {
             home,
             extra_env: Vec::new(),
+            program: PathBuf::from("git"),
         })
+    }
+
+    /// Runs `program` instead of the `git` first on PATH (e.g. `/usr/bin/git`, an older git
+    /// than the one the harness otherwise uses).
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = program.into();
+        self
     }
 
     /// The isolated HOME (also a good place for work trees: `home().join("api")`).
@@ -406,7 +416,7 @@ impl GitClient {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut std_cmd = Command::new("git");
+        let mut std_cmd = Command::new(&self.program);
         self.apply_env(&mut std_cmd);
         std_cmd.current_dir(self.home.path()).args(args);
         let mut cmd = tokio::process::Command::from(std_cmd);
@@ -420,7 +430,7 @@ impl GitClient {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new("git");
+        let mut cmd = Command::new(&self.program);
         self.apply_env(&mut cmd);
         cmd.current_dir(self.home.path()).args(args);
         cmd

@@ -11,8 +11,8 @@ use jit_proto::approval::{
     RequestId, RequestState, SLOW_DOWN,
 };
 use jit_proto::exchange::ApprovalAsk;
-use jit_proto::{Action, RefPattern};
 
+use super::hint::{self, RequestLine};
 use super::{Exchange, Extra, issue, oauth};
 use crate::approval::{Approvals, POLL_INTERVAL_SECS, SLOW_DOWN_SECS};
 use crate::error::ApiError;
@@ -46,19 +46,7 @@ fn answer(
 
 /// The `git jit request` command line that asks for `d`.
 fn how_to_ask(d: &Decision) -> String {
-    let actions: Vec<&str> = d.scope.actions.iter().map(Action::as_str).collect();
-    let refs: Vec<&str> = d.refs.iter().map(RefPattern::as_str).collect();
-    let refs = if refs.is_empty() {
-        String::new()
-    } else {
-        format!(" --refs '{}'", refs.join(" "))
-    };
-    format!(
-        "git jit request --repo {} --action {} --role {}{refs} --reason \"…\"",
-        d.scope.repo,
-        actions.join(","),
-        d.role
-    )
+    RequestLine::for_decision(d).to_string()
 }
 
 fn waiting(approvals: &Approvals, r: &ApprovalRequest) -> String {
@@ -100,7 +88,12 @@ impl Exchange<'_> {
                 policy::check_reason(role, decision.reason.as_deref())
             });
             if let Err(m) = reasoned {
-                let e = oauth(StatusCode::FORBIDDEN, "access_denied", m);
+                let next = RequestLine::for_decision(&decision);
+                let e = oauth(
+                    StatusCode::FORBIDDEN,
+                    "access_denied",
+                    hint::with_hint(&m, Some(&next)),
+                );
                 return self
                     .deny(Some(request), Some(identity), Some(&decision.role), e)
                     .await;
@@ -157,8 +150,10 @@ impl Exchange<'_> {
                         decided(r, "denied")
                     ),
                     RequestState::Approved if r.jti.is_none() => format!(
-                        "role '{}': your request {} is approved; collect its token with: git jit request --wait {}",
-                        decision.role, r.id, r.id
+                        "role '{}': your request {} is approved; collect its token with: {}",
+                        decision.role,
+                        r.id,
+                        hint::collect_line(&r.id)
                     ),
                     state => format!(
                         "role '{}' needs approval (your request {} is {state}); ask with: {ask_line}",

@@ -31,6 +31,7 @@ use crate::store::{Grant, GrantStore, RevokeTarget};
 use crate::token::{self, TokenSigner};
 
 mod approval;
+pub mod hint;
 #[cfg(test)]
 mod tests;
 
@@ -154,7 +155,9 @@ fn identity_error(e: &IdentityError) -> ApiError {
     }
 }
 
-fn denial_error(d: &Denial) -> ApiError {
+/// The client's error for a policy refusal: the policy's words, and what to run next when
+/// the requester can do something about it.
+fn denial_error(policy: &CompiledPolicy, d: &Denial, request: &Request) -> ApiError {
     let (status, code) = match d.kind {
         DenialKind::InvalidRequest | DenialKind::UnknownRole => {
             (StatusCode::BAD_REQUEST, "invalid_request")
@@ -166,7 +169,8 @@ fn denial_error(d: &Denial) -> ApiError {
         | DenialKind::Approval
         | DenialKind::NoRole => (StatusCode::FORBIDDEN, "access_denied"),
     };
-    oauth(status, code, d.message.clone())
+    let next = hint::denial_hint(policy, d, request);
+    oauth(status, code, hint::with_hint(&d.message, next.as_ref()))
 }
 
 /// One exchange in progress: who asked, when.
@@ -289,7 +293,7 @@ impl Exchanger {
         let decision = match policy::decide(&self.policy, &identity, request, now) {
             Ok(d) => d,
             Err(d) => {
-                let e = denial_error(&d);
+                let e = denial_error(&self.policy, &d, request);
                 return Err(x
                     .deny(Some(request), Some(&identity), d.role.as_deref(), e)
                     .await);

@@ -322,7 +322,7 @@ async fn wrong_repo_action_or_case_is_forbidden_with_a_message() {
     );
     assert_eq!(
         body,
-        "git-jit: token grants repo:acme/api:read; this push needs repo:acme/api:write. Run `git jit request repo:acme/api:write`\n"
+        "git-jit: token grants repo:acme/api:read; this push needs repo:acme/api:write. Run `git jit request --repo acme/api --action read,write`\n"
     );
     for uri in [
         "/acme/web.git/info/refs?service=git-upload-pack",

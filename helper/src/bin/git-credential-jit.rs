@@ -6,22 +6,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-
-/// The git credential helper of git-jit: prints short-lived tokens for git.
-#[derive(Debug, Parser)]
-#[command(name = "git-credential-jit", version)]
-struct Args {
-    /// The broker's URL. Default: $GIT_JIT_BROKER, config.toml, or the Git URL's origin.
-    #[arg(long, value_name = "URL")]
-    broker: Option<String>,
-    /// get, store or erase (sent by git); anything else is ignored.
-    operation: String,
-}
+use jit_helper::credential::CredentialArgs;
 
 fn main() -> ExitCode {
     // Only ring is compiled in; if a provider is already installed that is fine too.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = Args::parse();
+    let args = CredentialArgs::parse();
     let ctx = match jit_helper::process_context(args.broker.as_deref()) {
         Ok(c) => c,
         Err(e) => {

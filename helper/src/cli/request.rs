@@ -74,8 +74,12 @@ fn ask_reason(description: &str) -> Result<Option<String>, CliError> {
     if !std::io::stdin().is_terminal() {
         return Ok(None);
     }
+    // The broker's words end with the command to run; this is that command.
+    let words = description
+        .split_once("; run: git jit request")
+        .map_or(description, |(w, _)| w);
     let mut err = std::io::stderr();
-    write!(err, "{description}\nReason: ")?;
+    write!(err, "{words}\nReason: ")?;
     err.flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;

@@ -115,13 +115,13 @@ async fn refusals_are_precise_audited_and_change_nothing() {
             exchange_form(&t, "repo:acme/api:write", &[]),
             StatusCode::FORBIDDEN,
             "access_denied",
-            "role 'dev-write' requires a reason",
+            "role 'dev-write' requires a reason; run: git jit request --repo acme/api --action write --role dev-write --reason \"…\"",
         ),
         (
             exchange_form(&t, "repo:acme/api:write", &[("reason", "x"), ("ttl", "2h")]),
             StatusCode::FORBIDDEN,
             "access_denied",
-            "role 'dev-write': a lifetime of 120 minutes exceeds its maximum of 60 minutes",
+            "role 'dev-write': a lifetime of 120 minutes exceeds its maximum of 60 minutes; run: git jit request --repo acme/api --action write --role dev-write --ttl 60 --reason \"…\"",
         ),
         (
             exchange_form(
@@ -131,7 +131,7 @@ async fn refusals_are_precise_audited_and_change_nothing() {
             ),
             StatusCode::FORBIDDEN,
             "access_denied",
-            "role 'prod' requires a reason of at least 5 characters (0 given)",
+            "role 'prod' requires a reason of at least 5 characters (0 given); run: git jit request --repo acme/prod --action write --role prod --reason \"…\"",
         ),
         (
             exchange_form(
@@ -155,13 +155,13 @@ async fn refusals_are_precise_audited_and_change_nothing() {
             ),
             StatusCode::BAD_REQUEST,
             "invalid_scope",
-            "role 'dev-write': ref pattern 'refs/heads/main' is not within the role's refs: refs/heads/feature/**",
+            "role 'dev-write': ref pattern 'refs/heads/main' is not within the role's refs: refs/heads/feature/**; run: git jit request --repo acme/api --action write --role dev-write --refs 'refs/heads/feature/**' --reason \"…\"",
         ),
         (
             exchange_form(&t, "repo:acme/api:read", &[("role", "nope")]),
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "no role is named 'nope'",
+            "no role is named 'nope'; run: git jit request --repo acme/api --action read",
         ),
         (
             exchange_form(&t, "repo:acme/../x:read", &[]),

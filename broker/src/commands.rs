@@ -159,7 +159,7 @@ pub fn dev_state(
             user = dev.user(),
             "DEVELOPMENT ISSUER ENABLED: anyone on this machine can mint an identity \
              (POST {}/token with sub=NAME, or `git jit login` as the user above); roles \
-             dev-read (any repo, read) and dev-write (demo/**, write, reason required)",
+             dev-read (any repo, read) and dev-write (demo/**, read and write, reason required)",
             dev.url()
         );
     }

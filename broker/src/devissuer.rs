@@ -152,7 +152,8 @@ impl DevIssuer {
     }
 
     /// The example roles of dev mode: `dev-read` (read any repository, up to 8 h) and
-    /// `dev-write` (write to `demo/**`, up to 1 h, with a reason).
+    /// `dev-write` (read and write `demo/**`, up to 1 h, with a reason: a git without
+    /// `wwwauth[]` cannot say which it needs, so one token must do both).
     pub fn roles() -> Vec<RoleConfig> {
         let role = |name: &str, description: &str, repo: &str, action: Action| RoleConfig {
             name: name.to_owned(),
@@ -172,6 +173,7 @@ impl DevIssuer {
         let mut read = role("dev-read", "read any repository", "**", Action::Read);
         read.max_ttl = Some(480);
         let mut write = role("dev-write", "push to demo/**", "demo/**", Action::Write);
+        write.actions = vec![Action::Read, Action::Write];
         write.reason_required = true;
         vec![read, write]
     }

@@ -77,7 +77,8 @@ pub enum Command {
     /// For the security team: list live grants, revoke them, read the audit trail.
     Admin(AdminArgs),
     /// Install the man pages (git-jit, git-jit-<command>, git-credential-jit), so that
-    /// `git jit --help` opens them. `git jit setup` does this too.
+    /// `git jit --help` opens them, and the shell completions (bash, zsh, fish). `git jit
+    /// setup` does this too.
     InstallMan {
         /// Where to write them. Default: $XDG_DATA_HOME/man/man1, else
         /// ~/.local/share/man/man1.
@@ -207,6 +208,9 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
                 None => manual::user_man_dir(ctx.env).ok_or_else(no_man_dir)?,
             };
             manual::install_and_report(&dir, &mut stdout)?;
+            if let Some(files) = manual::user_completion_files(ctx.env) {
+                manual::install_completions(&files, &mut stdout)?;
+            }
             Ok(())
         }
         Command::Completions { shell } => {
@@ -299,6 +303,11 @@ fn setup(ctx: &Context<'_>, a: &SetupArgs, out: &mut dyn Write) -> Result<(), Cl
             }
         }
         None => writeln!(out, "man pages: not written: {}", no_man_dir())?,
+    }
+    if let Some(files) = manual::user_completion_files(ctx.env)
+        && let Err(e) = manual::install_completions(&files, out)
+    {
+        writeln!(out, "completions: not written: {e}")?;
     }
     Ok(())
 }

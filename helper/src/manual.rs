@@ -87,6 +87,60 @@ pub fn install(dir: &Path) -> io::Result<usize> {
     Ok(pages.len())
 }
 
+/// Where each shell loads a user's completions from, for `git-jit`: bash-completion's
+/// per-command directory, zsh's `site-functions` under the data home (add it to `fpath`), and
+/// fish's completions directory.
+pub fn user_completion_files(env: Env<'_>) -> Option<Vec<(clap_complete::Shell, PathBuf)>> {
+    use clap_complete::Shell;
+    let home = env("HOME").map(PathBuf::from);
+    let data = env("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| home.as_ref().map(|h| h.join(".local").join("share")))?;
+    let config = env("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| home.as_ref().map(|h| h.join(".config")))?;
+    Some(vec![
+        (
+            Shell::Bash,
+            data.join("bash-completion")
+                .join("completions")
+                .join("git-jit"),
+        ),
+        (
+            Shell::Zsh,
+            data.join("zsh").join("site-functions").join("_git-jit"),
+        ),
+        (
+            Shell::Fish,
+            config.join("fish").join("completions").join("git-jit.fish"),
+        ),
+    ])
+}
+
+/// Writes the completion scripts of `files` (from [`user_completion_files`]) and says where.
+pub fn install_completions(
+    files: &[(clap_complete::Shell, PathBuf)],
+    out: &mut dyn io::Write,
+) -> io::Result<()> {
+    for (shell, path) in files {
+        let mut script = Vec::new();
+        clap_complete::generate(
+            *shell,
+            &mut crate::cli::Cli::command(),
+            "git-jit",
+            &mut script,
+        );
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, script)?;
+        writeln!(out, "completions ({shell}): {}", path.display())?;
+    }
+    Ok(())
+}
+
 /// Whether `man` finds the page `name` as it is configured now (`man -w`). `None` when
 /// `man` cannot be run at all.
 pub fn man_finds(name: &str) -> Option<bool> {
@@ -124,6 +178,34 @@ pub fn install_and_report(dir: &Path, out: &mut dyn io::Write) -> io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completions_go_where_each_shell_looks() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let home = tmp.path().to_string_lossy().into_owned();
+        let env = move |k: &str| (k == "HOME").then(|| home.clone());
+        let files = user_completion_files(&env).expect("paths");
+        let mut said = Vec::new();
+        install_completions(&files, &mut said).expect("written");
+        let said = String::from_utf8(said).expect("utf8");
+        for (shell, path) in &files {
+            let text = std::fs::read_to_string(path).expect("script");
+            assert!(text.contains("git-jit"), "{shell}: {text}");
+            assert!(said.contains(&path.display().to_string()));
+        }
+        assert!(
+            files[0]
+                .1
+                .ends_with(".local/share/bash-completion/completions/git-jit")
+        );
+        assert!(
+            files[2]
+                .1
+                .ends_with(".config/fish/completions/git-jit.fish")
+        );
+        let nowhere = |_: &str| None;
+        assert!(user_completion_files(&nowhere).is_none());
+    }
 
     #[test]
     fn a_page_per_command_and_subcommand() {

@@ -406,6 +406,7 @@ fn alice_asks_bob_approves_push_to_main_works_and_a_denial_says_so() -> Result<(
         );
 
         assert_no_jwt("git and git-jit stderr", &t.0);
+        t.assert_no_line_twice();
         Ok(())
     })
 }

@@ -199,24 +199,11 @@ fn old_git_clones_then_pushes_after_the_one_step_the_helper_names() -> Result<()
             String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
         );
         quiet(&git, &mut t, &["-C", &wt_s, "fetch", "--quiet", "origin"]).await?;
-        assert_no_line_twice(&t);
+        t.assert_no_line_twice();
         assert_no_jwt("old git's stderr", &t.0);
 
         Ok(())
     })
-}
-
-/// No line is printed twice within one command's stderr (sections of a [`Transcript`]).
-fn assert_no_line_twice(t: &Transcript) {
-    for section in t.0.split("--- ").filter(|s| !s.is_empty()) {
-        let mut seen = std::collections::HashSet::new();
-        for line in section.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-            assert!(
-                seen.insert(line),
-                "printed twice: {line:?} in\n--- {section}"
-            );
-        }
-    }
 }
 
 /// A push under a role that requires a reason, with a git that passes the challenge: the
@@ -277,7 +264,7 @@ fn a_push_needing_a_reason_names_the_command_that_gives_it() -> Result<()> {
             upstream.git_in_repo("acme/api", &["rev-parse", "refs/heads/feature/new"])?,
             String::from_utf8_lossy(&git.run_in(&wt, &["rev-parse", "HEAD"]).await?.stdout).trim()
         );
-        assert_no_line_twice(&t);
+        t.assert_no_line_twice();
         assert_no_jwt("git's stderr", &t.0);
         Ok(())
     })
@@ -464,7 +451,7 @@ credential = {{ kind = "basic", username = "{UPSTREAM_USER}", password_env = "{P
             job.home().join("api.git/HEAD").is_file(),
             "the mirror is cloned"
         );
-        assert_no_line_twice(&t);
+        t.assert_no_line_twice();
         assert_no_jwt("the recipes' stderr", &t.0);
         Ok(())
     })

@@ -82,6 +82,19 @@ pub(crate) fn client() -> Result<GitClient> {
 pub(crate) struct Transcript(pub(crate) String);
 
 impl Transcript {
+    /// No line is printed twice within one command's stderr (one section of the transcript).
+    pub(crate) fn assert_no_line_twice(&self) {
+        for section in self.0.split("--- ").filter(|s| !s.is_empty()) {
+            let mut seen = std::collections::HashSet::new();
+            for line in section.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+                assert!(
+                    seen.insert(line),
+                    "printed twice: {line:?} in\n--- {section}"
+                );
+            }
+        }
+    }
+
     pub(crate) fn keep(&mut self, what: &str, stderr: &str) {
         self.0.push_str(&format!("--- {what}\n{stderr}"));
     }
@@ -354,6 +367,7 @@ fn helper_setup_login_then_plain_git_clone_push_refusal_and_revocation() -> Resu
         }
         // Never a token on stderr, in the broker's log, or the upstream password.
         assert_no_jwt("git's and git jit's stderr", &t.0);
+        t.assert_no_line_twice();
         let log = broker.logs();
         assert_no_jwt("the broker log", &log);
         for cache in [git.home(), job.home()] {
@@ -485,6 +499,7 @@ fn helper_answers_only_its_broker_and_the_challenged_repository() -> Result<()> 
         );
 
         assert_no_jwt("git-credential-jit's stderr", &t.0);
+        t.assert_no_line_twice();
         assert!(!t.0.contains(&id), "the identity token leaked");
         Ok(())
     })

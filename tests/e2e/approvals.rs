@@ -18,7 +18,7 @@ use jit_e2e::{BrokerProcess, GitServer, GitServerConfig, OidcProvider, RedisServ
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-use crate::helper_flow::{Transcript, client, fails, login, quiet};
+use crate::helper_flow::{Transcript, client, fails, first_line_with, login, quiet};
 use crate::support::assert_no_jwt;
 
 const UPSTREAM_USER: &str = "git-jit";
@@ -232,20 +232,18 @@ fn alice_asks_bob_approves_push_to_main_works_and_a_denial_says_so() -> Result<(
             .spawn()?;
         let mut lines = BufReader::new(waiting.stderr.take().context("stderr")?).lines();
         let mut said = String::new();
-        let id = loop {
-            let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-                .await
-                .context("git jit request announced no request")??
-                .with_context(|| format!("git jit request ended early:\n{said}"))?;
-            said.push_str(&line);
-            said.push('\n');
-            if let Some(rest) = line.split("request ").nth(1)
-                && let Some(id) = rest.split_whitespace().next()
-                && id.starts_with("rq_")
-            {
-                break id.to_owned();
-            }
-        };
+        let id = first_line_with(
+            &mut lines,
+            &mut said,
+            "git jit request",
+            "a request id",
+            |line| {
+                let rest = line.split("request ").nth(1)?;
+                let id = rest.split_whitespace().next()?;
+                id.starts_with("rq_").then(|| id.to_owned())
+            },
+        )
+        .await?;
         assert!(
             said.contains("bob@example.com or alice@example.com (corp)"),
             "{said}"

@@ -118,6 +118,28 @@ pub(crate) async fn fails(git: &GitClient, t: &mut Transcript, args: &[&str]) ->
     Ok(stderr)
 }
 
+/// Reads `lines` (a command's stderr, kept in `said`) until `pick` finds what it wants in a
+/// line, within 20 s a line; fails naming `command` and `what` when it ends or stalls first.
+pub(crate) async fn first_line_with<R: tokio::io::AsyncRead + Unpin>(
+    lines: &mut tokio::io::Lines<BufReader<R>>,
+    said: &mut String,
+    command: &str,
+    what: &str,
+    pick: impl Fn(&str) -> Option<String>,
+) -> Result<String> {
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .with_context(|| format!("{command} printed no {what}"))??
+            .with_context(|| format!("{command} ended without {what}:\n{said}"))?;
+        said.push_str(&line);
+        said.push('\n');
+        if let Some(found) = pick(&line) {
+            return Ok(found);
+        }
+    }
+}
+
 /// `git jit login` as a person would run it: reads the user code from its stderr, approves
 /// it at the provider as `account`, and waits for the command to finish.
 pub(crate) async fn login(
@@ -133,17 +155,12 @@ pub(crate) async fn login(
         .spawn()?;
     let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
     let mut prompt = String::new();
-    let code = loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .context("git jit login printed no code")??
-            .with_context(|| format!("git jit login ended without a code:\n{prompt}"))?;
-        prompt.push_str(&line);
-        prompt.push('\n');
-        if let Some(code) = line.split("enter the code ").nth(1) {
-            break code.trim().to_owned();
-        }
-    };
+    let code = first_line_with(&mut lines, &mut prompt, "git jit login", "a code", |line| {
+        line.split("enter the code ")
+            .nth(1)
+            .map(|code| code.trim().to_owned())
+    })
+    .await?;
     op.approve_device(&code, account).await?;
     let started = Instant::now();
     let (status, rest) = tokio::time::timeout(Duration::from_secs(40), async {

@@ -1,0 +1,1243 @@
+//! The security console's routes under `/console`: sign-in through the `[login]` issuer,
+//! the Now page (live grants, revoke one or all of a subject, repository, role or issuer),
+//! the Requests page (approve or deny with a reason), sign-out. The session, login and page
+//! machinery is in [`crate::console`]; the decisions are the admin API's ([`AdminApi`]: who
+//! is an admin, the one revocation path) and the approval service's ([`Approvals::decide`]),
+//! so the console can do nothing the API would refuse. Every answer carries the console's
+//! security headers; every state-changing form needs the session's CSRF token and a
+//! same-origin request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{any, get, post};
+use axum::{Form, extract::Request};
+use jit_proto::admin::{RevokeBy, RevokeRequest};
+use jit_proto::approval::{DecideRequest, RequestId, RequestState};
+use maud::Markup;
+use serde::Deserialize;
+use subtle::ConstantTimeEq as _;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::admin::{Admin, AdminApi};
+use crate::approval::{Actor, Approvals, RequestFilter, Verdict};
+use crate::audit::EventKind;
+use crate::console::login::Login;
+use crate::console::pages::{self, Count, Frame, GrantFilterText, Notice};
+use crate::console::session::{ABSOLUTE_MS, LOGIN_MS, Session, Sessions, Who};
+use crate::console::{BASE, Site, assets, cookie, secure_headers};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{GrantFilter, ListCursor};
+
+/// Largest form accepted by the console.
+pub const MAX_FORM: usize = 16 * 1024;
+/// Grants per page of the Now page.
+pub const PAGE: usize = 100;
+/// Most live grants counted for a bulk revocation's confirmation.
+pub const MAX_COUNTED: usize = 10_000;
+
+/// The console's narrow state.
+#[derive(Clone)]
+pub struct Console {
+    admin: AdminApi,
+    approvals: Approvals,
+    sessions: Arc<Sessions>,
+    /// The sign-in client, or why there is none.
+    login: Result<Arc<Login>, String>,
+    /// The browser-facing site, or why the console is off (a clear-text public URL).
+    site: Result<Arc<Site>, String>,
+}
+
+impl Console {
+    /// The console of `state`, with empty session tables.
+    pub fn new(state: &AppState) -> Self {
+        let site = Site::new(&state.settings.public_url).map(Arc::new);
+        let s = &state.settings;
+        let login = match (&site, &s.login_issuer, &s.login_client_id) {
+            (Err(e), _, _) => Err(e.clone()),
+            (Ok(site), Some(issuer), Some(client)) if !s.dev_mode => Login::new(
+                issuer,
+                client,
+                s.login_scope.as_deref(),
+                &site.redirect_uri(),
+            )
+            .map(Arc::new)
+            .map_err(|e| e.to_string()),
+            _ => Err(crate::console::login::LoginError::NotConfigured.to_string()),
+        };
+        Self {
+            admin: AdminApi::from_ref(state),
+            approvals: Approvals::from_ref(state),
+            sessions: Arc::new(Sessions::new(state.clock.clone())),
+            login,
+            site,
+        }
+    }
+}
+
+/// The console's routes, with their own state; merged into [`crate::app`].
+pub fn routes<S: Clone + Send + Sync + 'static>(state: &AppState) -> Router<S> {
+    router(Console::new(state))
+}
+
+fn router<S: Clone + Send + Sync + 'static>(console: Console) -> Router<S> {
+    Router::new()
+        .route(BASE, get(now))
+        .route(&format!("{BASE}/"), get(now))
+        .route(&format!("{BASE}/login"), get(login))
+        .route(&format!("{BASE}/callback"), get(callback))
+        .route(&format!("{BASE}/logout"), post(logout))
+        .route(&format!("{BASE}/revoke"), get(confirm_revoke).post(revoke))
+        .route(&format!("{BASE}/requests"), get(requests))
+        .route(&format!("{BASE}/requests/{{id}}"), post(decide))
+        .route(&format!("{BASE}/assets/{{name}}"), get(asset))
+        .route(&format!("{BASE}/{{*rest}}"), any(not_found))
+        .layer(RequestBodyLimitLayer::new(MAX_FORM))
+        .layer(middleware::from_fn(headers))
+        .with_state(console)
+}
+
+async fn headers(req: Request, next: Next) -> Response {
+    let asset = req.uri().path().starts_with(&format!("{BASE}/assets/"));
+    let mut r = next.run(req).await;
+    let cacheable = asset && r.status() == StatusCode::OK;
+    secure_headers(r.headers_mut(), cacheable);
+    r
+}
+
+fn html(status: StatusCode, m: Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        m.into_string(),
+    )
+        .into_response()
+}
+
+/// The status and a message safe to show for `e` (internals are logged, not shown).
+fn explain(e: ApiError) -> (StatusCode, String) {
+    match e {
+        ApiError::OAuth {
+            status,
+            description,
+            ..
+        }
+        | ApiError::Approval {
+            status,
+            description,
+            ..
+        } => (status, description),
+        ApiError::StoreUnavailable(e) => {
+            tracing::error!(error = %e, "grant store unavailable; failing closed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the grant store is unavailable; try again shortly".into(),
+            )
+        }
+        ApiError::LimitsUnavailable(e) => {
+            tracing::error!(error = %e, "rate limits unavailable; failing closed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the rate limits cannot be checked; try again shortly".into(),
+            )
+        }
+        ApiError::RateLimited { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many refused attempts from this address; retry in {retry_after} s"),
+        ),
+        ApiError::Internal(detail) => {
+            tracing::error!(%detail, "internal error");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the broker's log".into(),
+            )
+        }
+    }
+}
+
+/// A signed-in admin's session.
+struct Signed {
+    session: Session,
+    site: Arc<Site>,
+}
+
+impl Signed {
+    fn frame(&self) -> Frame<'_> {
+        Frame {
+            who: &self.session.who,
+            csrf: &self.session.csrf,
+        }
+    }
+
+    fn admin(&self) -> Admin {
+        Admin {
+            subject: self.session.who.subject.clone(),
+            idp: self.session.who.idp.clone(),
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        let w = &self.session.who;
+        Actor::new(
+            w.subject.clone(),
+            w.idp.clone(),
+            w.claims.clone(),
+            true,
+            false,
+            w.iat,
+        )
+    }
+
+    fn error(&self, e: ApiError) -> Response {
+        let (status, message) = explain(e);
+        html(
+            status,
+            pages::error(Some(&self.frame()), "Refused", &message),
+        )
+    }
+}
+
+impl Console {
+    fn site(&self) -> Result<Arc<Site>, Box<Response>> {
+        self.site.clone().map_err(|why| {
+            Box::new(html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::error(None, "Console unavailable", &why),
+            ))
+        })
+    }
+
+    /// The session of `headers`; else the sign-in page.
+    fn signed(&self, headers: &HeaderMap) -> Result<Signed, Box<Response>> {
+        let site = self.site()?;
+        let session = cookie(headers, site.cookie_name()).and_then(|id| self.sessions.get(id));
+        match session {
+            Some(session) => Ok(Signed { session, site }),
+            None => Err(Box::new(html(
+                StatusCode::UNAUTHORIZED,
+                pages::sign_in(None),
+            ))),
+        }
+    }
+
+    /// The session of a state-changing request: signed in, same origin, the right CSRF
+    /// token. Refusals are pages that say which check failed.
+    fn checked(&self, headers: &HeaderMap, csrf: &str) -> Result<Signed, Box<Response>> {
+        let site = self.site()?;
+        let refuse = |why: &str| {
+            Box::new(html(
+                StatusCode::FORBIDDEN,
+                pages::error(None, "Refused", &format!("refused: {why}")),
+            ))
+        };
+        same_origin(headers, &site).map_err(refuse)?;
+        let signed = self.signed(headers)?;
+        if !signed.session.csrf_matches(csrf) {
+            return Err(refuse(
+                "the form's CSRF token does not match this session; reload the page and try again",
+            ));
+        }
+        Ok(signed)
+    }
+}
+
+/// Whether a state-changing request comes from the console's own origin: `Origin` (sent by
+/// every current browser on a POST) must be the broker's, and `Sec-Fetch-Site`, when sent,
+/// `same-origin`. A request with neither is refused.
+fn same_origin(headers: &HeaderMap, site: &Site) -> Result<(), &'static str> {
+    let get = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let origin = get(header::ORIGIN.as_str());
+    let fetch = get("sec-fetch-site");
+    if origin.is_none() && fetch.is_none() {
+        return Err("the request says nothing of where it comes from (no Origin)");
+    }
+    if origin.is_some_and(|o| o != site.origin) {
+        return Err("the form was sent from another site (Origin)");
+    }
+    if fetch.is_some_and(|f| f != "same-origin") {
+        return Err("the form was sent from another site (Sec-Fetch-Site)");
+    }
+    Ok(())
+}
+
+/// `GET /console/assets/{name}`.
+async fn asset(Path(name): Path<String>) -> Response {
+    match assets::find(&name) {
+        Some(a) => (
+            [
+                (header::CONTENT_TYPE, a.content_type),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            a.body,
+        )
+            .into_response(),
+        None => not_found().await,
+    }
+}
+
+async fn not_found() -> Response {
+    html(
+        StatusCode::NOT_FOUND,
+        pages::error(None, "Not found", "the console has no such page"),
+    )
+}
+
+/// `GET /console/login`: to the IdP, with state, nonce and PKCE.
+async fn login(State(c): State<Console>) -> Response {
+    let site = match c.site() {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let login = match &c.login {
+        Ok(l) => l.clone(),
+        Err(why) => return html(StatusCode::SERVICE_UNAVAILABLE, pages::sign_in(Some(why))),
+    };
+    let started = match login.start().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "console sign-in could not start");
+            return html(
+                StatusCode::BAD_GATEWAY,
+                pages::sign_in(Some(&e.to_string())),
+            );
+        }
+    };
+    let binding = started.pending.binding.clone();
+    if let Err(e) = c.sessions.begin_login(&started.state, started.pending) {
+        return html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::sign_in(Some(&e.to_string())),
+        );
+    }
+    let mut r = Redirect::to(&started.url).into_response();
+    set_cookie(&mut r, &site.login_cookie(&binding, LOGIN_MS / 1000));
+    r
+}
+
+fn set_cookie(r: &mut Response, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// The IdP's redirect back.
+#[derive(Debug, Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /console/callback`: the code for an ID token; an admin gets a session.
+async fn callback(
+    State(c): State<Console>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let site = match c.site() {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let refuse = |status, why: &str| {
+        let mut r = html(status, pages::sign_in(Some(why)));
+        set_cookie(&mut r, &site.login_cookie("", 0));
+        r
+    };
+    if let Some(e) = q.error {
+        let d = q.error_description.unwrap_or_default();
+        let why = format!("the login issuer answered {e}: {d}");
+        return refuse(StatusCode::UNAUTHORIZED, &jit_proto::display::clean(&why));
+    }
+    let (Some(code), Some(state)) = (q.code, q.state) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the sign-in answer lacks its code or state",
+        );
+    };
+    let Some(pending) = c.sessions.finish_login(&state) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "this sign-in expired or was already used; start again",
+        );
+    };
+    let bound = cookie(&headers, site.login_cookie_name())
+        .is_some_and(|b| bool::from(b.as_bytes().ct_eq(pending.binding.as_bytes())));
+    if !bound {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "this sign-in was started in another browser; start again here",
+        );
+    }
+    let Ok(login) = c.login.clone() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "sign-in is not configured");
+    };
+    let now = c.admin.clock.now();
+    let id_token = match login.finish(&code, &pending, now).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "console sign-in failed");
+            return refuse(StatusCode::UNAUTHORIZED, &e.to_string());
+        }
+    };
+    // The broker's own verifier: the same claims and admin rules as the API.
+    let person = match c
+        .admin
+        .authenticate_token(id_token.expose(), &headers, addr)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return refuse(explain(e).0, "the ID token was refused by the broker"),
+    };
+    let admin = Admin {
+        subject: person.subject.clone(),
+        idp: person.idp.clone(),
+    };
+    if !person.admin {
+        let why = format!(
+            "{} (issuer {}) is not an admin of this broker",
+            jit_proto::display::clean(&person.subject),
+            person.idp
+        );
+        let mut event = c.admin.event("admin.denied", &admin, addr, &headers);
+        event.event = EventKind::AdminDenied;
+        event.denial = Some(why.clone());
+        let _ = c.admin.audit.record(event.with("via", "console")).await;
+        let mut r = html(StatusCode::FORBIDDEN, pages::forbidden(&why));
+        set_cookie(&mut r, &site.login_cookie("", 0));
+        return r;
+    }
+    let who = Who {
+        subject: person.subject,
+        idp: person.idp,
+        claims: person.claims,
+        iat: person.iat,
+    };
+    let id = match c.sessions.create(who) {
+        Ok(id) => id,
+        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let event = c.admin.event("admin.console_login", &admin, addr, &headers);
+    if let Err(e) = c.admin.audit.record(event).await {
+        // No unaudited session: end it again.
+        c.sessions.end(&id);
+        return refuse(
+            explain(e.into()).0,
+            "the sign-in could not be recorded; try again",
+        );
+    }
+    let mut r = html(StatusCode::OK, pages::signed_in());
+    set_cookie(&mut r, &site.session_cookie(&id, ABSOLUTE_MS / 1000));
+    set_cookie(&mut r, &site.login_cookie("", 0));
+    r
+}
+
+/// A form carrying only the CSRF token.
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /console/logout`: the session ends server-side.
+async fn logout(
+    State(c): State<Console>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let s = match c.checked(&headers, &f.csrf) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if let Some(id) = cookie(&headers, s.site.cookie_name()) {
+        c.sessions.end(id);
+    }
+    let event = c
+        .admin
+        .event("admin.console_logout", &s.admin(), addr, &headers);
+    // The session is over either way; a lost record is counted by the auditor.
+    let _ = c.admin.audit.record(event).await;
+    let mut r = html(StatusCode::OK, pages::sign_in(None));
+    set_cookie(&mut r, &s.site.clear_session_cookie());
+    r
+}
+
+/// The Now page's query.
+#[derive(Debug, Default, Deserialize)]
+struct NowQuery {
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    repo: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    issuer: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn grant_filter(t: &GrantFilterText) -> Result<GrantFilter, String> {
+    Ok(GrantFilter {
+        subject: some(&t.subject),
+        repo: some(&t.repo)
+            .map(|r| jit_proto::RepoPath::parse(&r))
+            .transpose()
+            .map_err(|e| format!("repository: {e}"))?,
+        role: some(&t.role),
+        issuer: some(&t.issuer),
+    })
+}
+
+/// `GET /console`: live grants.
+async fn now(
+    State(c): State<Console>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<NowQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let s = match c.signed(&headers) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let text = GrantFilterText {
+        subject: q.subject,
+        repo: q.repo,
+        role: q.role,
+        issuer: q.issuer,
+    };
+    let now_ms = c.admin.clock.now_ms();
+    let filter = match grant_filter(&text) {
+        Ok(f) => f,
+        Err(why) => {
+            let page = pages::now(
+                &s.frame(),
+                &text,
+                &[],
+                None,
+                now_ms,
+                Some(&Notice::Error(why)),
+            );
+            return html(StatusCode::BAD_REQUEST, page);
+        }
+    };
+    let after = match some(&q.cursor)
+        .map(|c| ListCursor::decode(&c, &filter))
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(e) => return s.error(ApiError::invalid_request(format!("cursor: {e}"))),
+    };
+    let page = match c
+        .admin
+        .store
+        .list_page(&filter, after.as_ref(), PAGE, now_ms)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return s.error(e.into()),
+    };
+    let event = c
+        .admin
+        .event("admin.grants", &s.admin(), addr, &headers)
+        .with("returned", page.grants.len())
+        .with("via", "console");
+    if let Err(e) = c.admin.audit.record(event).await {
+        return s.error(e.into());
+    }
+    let next = page.next.map(|n| n.encode(&filter));
+    html(
+        StatusCode::OK,
+        pages::now(
+            &s.frame(),
+            &text,
+            &page.grants,
+            next.as_deref(),
+            now_ms,
+            None,
+        ),
+    )
+}
+
+/// What a bulk revocation targets (one token is revoked from its row, without confirmation).
+#[derive(Debug, Deserialize)]
+struct TargetQuery {
+    by: String,
+    value: String,
+}
+
+fn bulk_by(by: &str) -> Option<RevokeBy> {
+    match by {
+        "subject" => Some(RevokeBy::Subject),
+        "repo" => Some(RevokeBy::Repo),
+        "role" => Some(RevokeBy::Role),
+        "issuer" => Some(RevokeBy::Issuer),
+        _ => None,
+    }
+}
+
+/// `GET /console/revoke?by=…&value=…`: how many grants would end; confirm with a reason.
+async fn confirm_revoke(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    query: Result<Query<TargetQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let s = match c.signed(&headers) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let Ok(Query(q)) = query else {
+        return s.error(ApiError::invalid_request(
+            "say what to revoke: by and value",
+        ));
+    };
+    if bulk_by(&q.by).is_none() || q.value.trim().is_empty() {
+        return s.error(ApiError::invalid_request(
+            "revoke by subject, repo, role or issuer, with a value",
+        ));
+    }
+    let mut text = GrantFilterText::default();
+    match q.by.as_str() {
+        "subject" => text.subject = q.value.clone(),
+        "repo" => text.repo = q.value.clone(),
+        "role" => text.role = q.value.clone(),
+        _ => text.issuer = q.value.clone(),
+    }
+    let filter = match grant_filter(&text) {
+        Ok(f) => f,
+        Err(why) => return s.error(ApiError::invalid_request(why)),
+    };
+    let count = match count_live(&c, &filter).await {
+        Ok(n) => n,
+        Err(e) => return s.error(e),
+    };
+    html(
+        StatusCode::OK,
+        pages::confirm_revoke(&s.frame(), &q.by, q.value.trim(), count),
+    )
+}
+
+/// Live grants passing `filter` now, counted page by page up to [`MAX_COUNTED`].
+async fn count_live(c: &Console, filter: &GrantFilter) -> Result<Count, ApiError> {
+    let now_ms = c.admin.clock.now_ms();
+    let mut live = 0;
+    let mut after = None;
+    loop {
+        let page = c
+            .admin
+            .store
+            .list_page(filter, after.as_ref(), 1000, now_ms)
+            .await?;
+        live += page.grants.len();
+        match page.next {
+            Some(n) if live < MAX_COUNTED => after = Some(n),
+            Some(_) => {
+                return Ok(Count {
+                    live,
+                    complete: false,
+                });
+            }
+            None => {
+                return Ok(Count {
+                    live,
+                    complete: true,
+                });
+            }
+        }
+    }
+}
+
+/// A revocation form.
+#[derive(Debug, Deserialize)]
+struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    by: String,
+    value: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /console/revoke`: through the admin API's one revocation path.
+async fn revoke(
+    State(c): State<Console>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<RevokeForm>,
+) -> Response {
+    let s = match c.checked(&headers, &f.csrf) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let by = match f.by.as_str() {
+        "jti" => RevokeBy::Jti,
+        other => match bulk_by(other) {
+            Some(b) => b,
+            None => {
+                return s.error(ApiError::invalid_request(format!(
+                    "cannot revoke by {other:?}"
+                )));
+            }
+        },
+    };
+    let req = RevokeRequest {
+        by,
+        value: some(&f.value),
+        reason: f.reason,
+    };
+    match c.admin.revoke(&s.admin(), &req, addr, &headers).await {
+        Ok(answer) => html(StatusCode::OK, pages::revoked(&s.frame(), &answer)),
+        Err(e) => s.error(e),
+    }
+}
+
+/// `GET /console/requests`: pending approval requests.
+async fn requests(State(c): State<Console>, headers: HeaderMap) -> Response {
+    let s = match c.signed(&headers) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    requests_page(&c, &s, StatusCode::OK, None).await
+}
+
+async fn requests_page(
+    c: &Console,
+    s: &Signed,
+    status: StatusCode,
+    notice: Option<Notice>,
+) -> Response {
+    let filter = RequestFilter {
+        state: Some(RequestState::Pending),
+        ..Default::default()
+    };
+    match c.approvals.list(&s.actor(), &filter, None, PAGE).await {
+        Ok((pending, _)) => html(
+            status,
+            pages::requests(
+                &s.frame(),
+                &pending,
+                c.admin.clock.now_ms(),
+                notice.as_ref(),
+            ),
+        ),
+        Err(e) => s.error(e),
+    }
+}
+
+/// A decision form.
+#[derive(Debug, Deserialize)]
+struct DecideForm {
+    #[serde(default)]
+    csrf: String,
+    verdict: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /console/requests/{id}`: approve or deny, with a reason.
+async fn decide(
+    State(c): State<Console>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<DecideForm>,
+) -> Response {
+    let s = match c.checked(&headers, &f.csrf) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let verdict = match f.verdict.as_str() {
+        "approve" => Verdict::Approve,
+        "deny" => Verdict::Deny,
+        other => return s.error(ApiError::invalid_request(format!("no verdict {other:?}"))),
+    };
+    let id = match RequestId::parse(&id) {
+        Ok(id) => id,
+        Err(e) => return s.error(ApiError::invalid_request(format!("request id: {e}"))),
+    };
+    let body = DecideRequest { reason: f.reason };
+    let reason = match body.checked_reason() {
+        Ok(r) => r,
+        Err(e) => {
+            let n = Notice::Error(e.to_string());
+            return requests_page(&c, &s, StatusCode::BAD_REQUEST, Some(n)).await;
+        }
+    };
+    let client = addr.ip().to_string();
+    let (status, notice) = match c
+        .approvals
+        .decide(&id, &s.actor(), verdict, reason, Some(&client))
+        .await
+    {
+        Ok(r) => (
+            StatusCode::OK,
+            Notice::Ok(format!("request {} is now {}", r.id, r.state.as_str())),
+        ),
+        Err(e) => {
+            let (status, m) = explain(e);
+            (status, Notice::Error(m))
+        }
+    };
+    requests_page(&c, &s, status, Some(notice)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt as _;
+    use jit_proto::{Claims, Scope};
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::audit::AuditQuery;
+    use crate::clock::ManualClock;
+    use crate::store::memory::MemoryStore;
+    use crate::store::requests_suite::request;
+    use crate::store::suite::SuiteTime;
+    use crate::store::{Grant, GrantStatus, GrantStore};
+    use crate::token::new_jti;
+
+    const NOW: i64 = 1_700_000_000;
+    const ORIGIN: &str = "https://broker.test";
+
+    struct World {
+        app: Router,
+        console: Console,
+        store: Arc<MemoryStore>,
+        state: AppState,
+    }
+
+    fn world() -> World {
+        let store = Arc::new(MemoryStore::new(1000));
+        let clock = Arc::new(ManualClock::new(NOW * 1000));
+        let state = AppState::for_tests(store.clone(), clock);
+        let console = Console::new(&state);
+        let app = router::<()>(console.clone()).layer(axum::Extension(ConnectInfo(
+            SocketAddr::from(([10, 0, 0, 9], 4000)),
+        )));
+        World {
+            app,
+            console,
+            store,
+            state,
+        }
+    }
+
+    /// A signed-in admin: the session cookie and the CSRF token.
+    fn sign_in(w: &World) -> (String, String) {
+        let who = Who {
+            subject: "sec-admin@example.com".into(),
+            idp: "corp".into(),
+            claims: serde_json::Map::new(),
+            iat: Some(NOW),
+        };
+        let id = w.console.sessions.create(who).expect("session");
+        let csrf = w.console.sessions.get(&id).expect("live").csrf;
+        (format!("__Host-jit_console={id}"), csrf)
+    }
+
+    async fn grant(w: &World, sub: &str, repo: &str) -> (Claims, String) {
+        let claims = Claims {
+            iss: "https://broker.test".into(),
+            aud: "git-jit".into(),
+            sub: sub.into(),
+            idp: "corp".into(),
+            iat: NOW,
+            nbf: NOW,
+            exp: NOW + 600,
+            jti: new_jti().expect("rng"),
+            scope: Scope::parse(&format!("repo:{repo}:read")).expect("scope"),
+            refs: vec![],
+            role: "dev".into(),
+            reason: Some("INC-7".into()),
+            req: None,
+        };
+        w.store
+            .put(&Grant::from_claims(&claims, NOW * 1000 - 1), NOW * 1000)
+            .await
+            .expect("put");
+        let token = w
+            .state
+            .signer
+            .sign(&claims)
+            .expect("sign")
+            .expose()
+            .to_owned();
+        (claims, token)
+    }
+
+    async fn live(w: &World, c: &Claims) -> bool {
+        matches!(
+            w.store.check(c, NOW * 1000).await.expect("check"),
+            GrantStatus::Live(_)
+        )
+    }
+
+    async fn send(
+        w: &World,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        form: Option<&[(&str, &str)]>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match form {
+            Some(pairs) => {
+                req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                let mut s = openidconnect::url::form_urlencoded::Serializer::new(String::new());
+                s.extend_pairs(pairs);
+                Body::from(s.finish())
+            }
+            None => Body::empty(),
+        };
+        let resp = w
+            .app
+            .clone()
+            .oneshot(req.body(body).expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    async fn events(w: &World, kind: &str) -> Vec<crate::audit::AuditEvent> {
+        let q = AuditQuery {
+            event: Some(kind.into()),
+            limit: 100,
+            ..Default::default()
+        };
+        w.store.read_audit(&q).await.expect("audit")
+    }
+
+    fn assert_secure(h: &HeaderMap) {
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], crate::console::CSP);
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_the_security_headers() {
+        let w = world();
+        let (s, h, body) = send(&w, "GET", "/console", &[], None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("Sign in with your company account"), "{body}");
+        assert_secure(&h);
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        let (s, h, _) = send(&w, "GET", "/console/nothing/here", &[], None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_secure(&h);
+        let css = &assets::assets().css.name;
+        let (s, h, body) = send(&w, "GET", &format!("/console/assets/{css}"), &[], None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_secure(&h);
+        assert!(
+            h[header::CACHE_CONTROL]
+                .to_str()
+                .expect("ascii")
+                .contains("immutable")
+        );
+        assert!(body.contains(":root"));
+        // No inline script anywhere: the CSP would block it, and the page must not need it.
+        let (_, _, page) = send(&w, "GET", "/console", &[], None).await;
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(!page.contains("style="), "{page}");
+    }
+
+    #[tokio::test]
+    async fn the_now_page_lists_live_grants_by_jti_never_by_token() {
+        let w = world();
+        let (alice, token) = grant(&w, "alice@example.com", "acme/api").await;
+        grant(&w, "bob@example.com", "acme/web").await;
+        let (cookie, _) = sign_in(&w);
+        let (s, h, body) = send(&w, "GET", "/console", &[("cookie", &cookie)], None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_secure(&h);
+        assert!(body.contains(&alice.jti), "{body}");
+        assert!(body.contains("bob@example.com"));
+        assert!(body.contains("INC-7"));
+        assert!(!body.contains(&token), "a token was rendered");
+        // Filtered by query string (no script needed).
+        let (_, _, body) = send(
+            &w,
+            "GET",
+            "/console?subject=bob%40example.com",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+        assert!(!body.contains("alice@example.com"), "{body}");
+        assert!(body.contains("Revoke every grant of subject bob@example.com"));
+        let listed = events(&w, "admin.grants").await;
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].subject.as_deref(), Some("sec-admin@example.com"));
+        let (s, _, body) = send(
+            &w,
+            "GET",
+            "/console?repo=..%2Fetc",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(body.contains("repository:"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn revoking_one_grant_ends_it_and_is_audited_with_the_admin() {
+        let w = world();
+        let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
+        let (bob, _) = grant(&w, "bob@example.com", "acme/api").await;
+        let (cookie, csrf) = sign_in(&w);
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("by", "jti"),
+            ("value", alice.jti.as_str()),
+            ("reason", "laptop stolen"),
+        ];
+        let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+        let (s, _, body) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert!(body.contains("at most 1 live grant ended"), "{body}");
+        assert!(!live(&w, &alice).await);
+        assert!(live(&w, &bob).await);
+        let revoked = events(&w, "grant.revoked").await;
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].subject.as_deref(), Some("sec-admin@example.com"));
+        assert_eq!(revoked[0].jti.as_deref(), Some(alice.jti.as_str()));
+        assert_eq!(revoked[0].reason.as_deref(), Some("laptop stolen"));
+        // A reason is required, as on the API.
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("by", "jti"),
+            ("value", bob.jti.as_str()),
+        ];
+        let (s, _, body) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(body.contains("a reason is required"), "{body}");
+        assert!(live(&w, &bob).await);
+    }
+
+    #[tokio::test]
+    async fn forged_posts_are_refused() {
+        let w = world();
+        let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
+        let (cookie, csrf) = sign_in(&w);
+        let (_, other_csrf) = sign_in(&w);
+        let form = |token: &'static str| {
+            let t: &str = match token {
+                "mine" => csrf.as_str(),
+                "other" => other_csrf.as_str(),
+                _ => "",
+            };
+            vec![
+                ("csrf", t.to_owned()),
+                ("by", "jti".to_owned()),
+                ("value", alice.jti.clone()),
+                ("reason", "x".to_owned()),
+            ]
+        };
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: [Case; 6] = [
+            (&[("origin", ORIGIN)], "", "CSRF token does not match"),
+            (&[("origin", ORIGIN)], "other", "CSRF token does not match"),
+            (
+                &[("origin", "https://evil.test")],
+                "mine",
+                "from another site (Origin)",
+            ),
+            (
+                &[("sec-fetch-site", "cross-site")],
+                "mine",
+                "(Sec-Fetch-Site)",
+            ),
+            (&[("origin", "null")], "mine", "from another site"),
+            (&[], "mine", "no Origin"),
+        ];
+        for (extra, token, why) in cases {
+            let mut h = vec![("cookie", cookie.as_str())];
+            h.extend_from_slice(extra);
+            let f = form(token);
+            let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (s, hd, body) = send(&w, "POST", "/console/revoke", &h, Some(&pairs)).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{extra:?} {token}: {body}");
+            assert!(body.contains(why), "{extra:?} {token}: {body}");
+            assert_secure(&hd);
+        }
+        // No session at all, even with a right-looking form.
+        let f = form("mine");
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (s, _, _) = send(
+            &w,
+            "POST",
+            "/console/revoke",
+            &[("origin", ORIGIN)],
+            Some(&pairs),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert!(live(&w, &alice).await, "a forged post revoked");
+        assert!(events(&w, "grant.revoked").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bulk_revocation_is_confirmed_with_its_count() {
+        let w = world();
+        let (a1, _) = grant(&w, "alice@example.com", "acme/api").await;
+        let (a2, _) = grant(&w, "alice@example.com", "acme/web").await;
+        let (bob, _) = grant(&w, "bob@example.com", "acme/api").await;
+        let (cookie, csrf) = sign_in(&w);
+        let (s, _, body) = send(
+            &w,
+            "GET",
+            "/console/revoke?by=subject&value=alice%40example.com",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert!(
+            body.contains("2 live grants of subject alice@example.com will end now"),
+            "{body}"
+        );
+        assert!(live(&w, &a1).await, "confirming is not revoking");
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("by", "subject"),
+            ("value", "alice@example.com"),
+            ("reason", "left the company"),
+        ];
+        let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+        let (s, _, body) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert!(
+            body.contains("Revoked sub alice@example.com: at most 2"),
+            "{body}"
+        );
+        assert!(!live(&w, &a1).await && !live(&w, &a2).await);
+        assert!(live(&w, &bob).await);
+        let (s, _, body) = send(
+            &w,
+            "GET",
+            "/console/revoke?by=all&value=x",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    }
+
+    #[tokio::test]
+    async fn logout_ends_the_session_on_the_server() {
+        let w = world();
+        let (cookie, csrf) = sign_in(&w);
+        let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+        let (s, hd, _) = send(&w, "POST", "/console/logout", &h, Some(&[("csrf", &csrf)])).await;
+        assert_eq!(s, StatusCode::OK);
+        let cleared = hd[header::SET_COOKIE].to_str().expect("ascii");
+        assert!(cleared.starts_with("__Host-jit_console=;"), "{cleared}");
+        assert!(cleared.contains("Max-Age=0"));
+        // The old cookie replayed is worth nothing.
+        let (s, _, body) = send(&w, "GET", "/console", &[("cookie", &cookie)], None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("Sign in"));
+        assert_eq!(events(&w, "admin.console_logout").await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sign_in_fails_closed_without_a_login_issuer_or_a_pending_login() {
+        let w = world();
+        let (s, _, body) = send(&w, "GET", "/console/login", &[], None).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("no [login] issuer"), "{body}");
+        let (s, h, body) = send(
+            &w,
+            "GET",
+            "/console/callback?code=c&state=forged",
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(body.contains("expired or was already used"), "{body}");
+        assert!(h.get(header::SET_COOKIE).is_some_and(|c| {
+            c.to_str()
+                .is_ok_and(|c| !c.starts_with("__Host-jit_console="))
+        }));
+        let (s, _, body) = send(
+            &w,
+            "GET",
+            "/console/callback?error=access_denied&error_description=no%1b[31m",
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("access_denied"), "{body}");
+        assert!(!body.contains('\u{1b}'));
+    }
+
+    #[tokio::test]
+    async fn the_requests_page_lists_pending_requests_and_shows_refusals() {
+        let w = world();
+        let t = SuiteTime::manual();
+        let r = request(&t, "bob", 600_000);
+        assert!(
+            w.store
+                .requests()
+                .file(&r, "ask-bob", None, NOW * 1000)
+                .await
+                .expect("file")
+        );
+        let (cookie, csrf) = sign_in(&w);
+        let (s, _, body) = send(&w, "GET", "/console/requests", &[("cookie", &cookie)], None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert!(body.contains(r.id.as_str()), "{body}");
+        assert!(body.contains("hotfix INC-42"));
+        let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+        let uri = format!("/console/requests/{}", r.id.as_str());
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("verdict", "approve"),
+            ("reason", " "),
+        ];
+        let (s, _, body) = send(&w, "POST", &uri, &h, Some(&form)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        // The approval service decides: the role has no approval rule here.
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("verdict", "approve"),
+            ("reason", "ok"),
+        ];
+        let (s, _, body) = send(&w, "POST", &uri, &h, Some(&form)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("no longer needs approval"), "{body}");
+        let form = [("csrf", "nope"), ("verdict", "approve"), ("reason", "ok")];
+        let (s, _, _) = send(&w, "POST", &uri, &h, Some(&form)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+}

@@ -222,6 +222,7 @@ pub fn now(
                 }
             }
         }
+        div id="grants" data-live=(format!("{BASE}/events?{}", next_query(filter, ""))) aria-live="polite" {
         @if grants.is_empty() {
             p.muted { "No live grant matches." }
         } @else {
@@ -273,6 +274,7 @@ pub fn now(
         }
         @if let Some(n) = next {
             p { a href=(format!("{BASE}?{}", next_query(filter, n))) { "Next page" } }
+        }
         }
     };
     page("Now", Nav::Now, Some(frame), html! {}, body)

@@ -162,6 +162,15 @@ impl Sessions {
         Some(s.clone())
     }
 
+    /// Whether session `id` is live, without counting this as use (a page's live-update
+    /// stream must not keep an idle session alive).
+    pub fn is_live(&self, id: &str) -> bool {
+        let now = self.clock.now_ms();
+        lock(&self.sessions)
+            .get(&key(id))
+            .is_some_and(|s| s.live_at(now))
+    }
+
     /// Ends session `id` (logout); who it was, if it was live.
     pub fn end(&self, id: &str) -> Option<Who> {
         let now = self.clock.now_ms();
@@ -249,6 +258,16 @@ mod tests {
         assert!(s.get(&id).is_some(), "each use restarts the idle clock");
         clock.advance_ms(IDLE_MS);
         assert!(s.get(&id).is_none(), "idle too long");
+    }
+
+    #[test]
+    fn watching_is_not_using() {
+        let (clock, s) = tables();
+        let id = s.create(who()).expect("create");
+        clock.advance_ms(IDLE_MS - 1);
+        assert!(s.is_live(&id));
+        clock.advance_ms(1);
+        assert!(!s.is_live(&id), "is_live kept an idle session alive");
     }
 
     #[test]

@@ -9,11 +9,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::{Form, extract::Request};
@@ -39,6 +41,8 @@ use crate::store::{GrantFilter, ListCursor};
 pub const MAX_FORM: usize = 16 * 1024;
 /// Grants per page of the Now page.
 pub const PAGE: usize = 100;
+/// How often the Now page's live stream looks for changes.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// Most live grants counted for a bulk revocation's confirmation.
 pub const MAX_COUNTED: usize = 10_000;
 
@@ -93,6 +97,7 @@ fn router<S: Clone + Send + Sync + 'static>(console: Console) -> Router<S> {
         .route(&format!("{BASE}/login"), get(login))
         .route(&format!("{BASE}/callback"), get(callback))
         .route(&format!("{BASE}/logout"), post(logout))
+        .route(&format!("{BASE}/events"), get(events))
         .route(&format!("{BASE}/revoke"), get(confirm_revoke).post(revoke))
         .route(&format!("{BASE}/requests"), get(requests))
         .route(&format!("{BASE}/requests/{{id}}"), post(decide))
@@ -572,6 +577,89 @@ async fn now(
             None,
         ),
     )
+}
+
+/// `GET /console/events?<the Now page's filter>`: server-sent events for the Now page, an
+/// event `grants` whenever the first page of live grants under the filter changes (issued,
+/// revoked or expired anywhere: the store is read, so a revocation from the CLI or another
+/// replica shows within [`WATCH_EVERY`]). The page's script then fetches the page again. The
+/// stream ends when the session does; watching does not keep an idle session alive.
+async fn events(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    query: Result<Query<NowQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let s = match c.signed(&headers) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let Some(id) = cookie(&headers, s.site.cookie_name()).map(str::to_owned) else {
+        return s.error(ApiError::invalid_request("no session"));
+    };
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let text = GrantFilterText {
+        subject: q.subject,
+        repo: q.repo,
+        role: q.role,
+        issuer: q.issuer,
+    };
+    let filter = match grant_filter(&text) {
+        Ok(f) => f,
+        Err(why) => return s.error(ApiError::invalid_request(why)),
+    };
+    let watch = Watch {
+        console: c,
+        session: id,
+        filter,
+        seen: None,
+        ticks: tokio::time::interval(WATCH_EVERY),
+    };
+    let stream = futures_util::stream::unfold(watch, |mut w| async move {
+        let event = w.next_change().await?;
+        Some((Ok::<_, std::convert::Infallible>(event), w))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// One live stream's state.
+struct Watch {
+    console: Console,
+    session: String,
+    filter: GrantFilter,
+    /// The jtis of the first page last seen.
+    seen: Option<Vec<String>>,
+    ticks: tokio::time::Interval,
+}
+
+impl Watch {
+    /// The next change, or `None` when the session has ended.
+    async fn next_change(&mut self) -> Option<Event> {
+        loop {
+            self.ticks.tick().await;
+            if !self.console.sessions.is_live(&self.session) {
+                return None;
+            }
+            let now_ms = self.console.admin.clock.now_ms();
+            let Ok(page) = self
+                .console
+                .admin
+                .store
+                .list_page(&self.filter, None, PAGE, now_ms)
+                .await
+            else {
+                // The store is away: nothing to tell; the page shows the outage on reload.
+                continue;
+            };
+            let jtis: Vec<String> = page.grants.into_iter().map(|g| g.jti).collect();
+            let changed = self.seen.as_ref().is_some_and(|seen| *seen != jtis);
+            self.seen = Some(jtis);
+            if changed {
+                return Some(Event::default().event("grants").data("changed"));
+            }
+        }
+    }
 }
 
 /// What a bulk revocation targets (one token is revoked from its row, without confirmation).
@@ -1259,5 +1347,68 @@ mod tests {
         let form = [("csrf", "nope"), ("verdict", "approve"), ("reason", "ok")];
         let (s, _, _) = send(&w, "POST", &uri, &h, Some(&form)).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+
+    /// The next data frame of an event stream, within `limit` (virtual time).
+    async fn next_frame(body: &mut Body, limit: Duration) -> Option<Option<String>> {
+        match tokio::time::timeout(limit, body.frame()).await {
+            Err(_) => None,
+            Ok(None) => Some(None),
+            Ok(Some(f)) => {
+                let f = f.expect("frame");
+                let data = f
+                    .into_data()
+                    .map(|d| String::from_utf8_lossy(&d).into_owned());
+                Some(data.ok())
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_live_stream_tells_of_a_revocation_made_elsewhere_and_ends_with_the_session() {
+        let w = world();
+        let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
+        grant(&w, "bob@example.com", "acme/api").await;
+        let (cookie, _) = sign_in(&w);
+        let req = Request::builder()
+            .uri("/console/events")
+            .header("cookie", &cookie)
+            .body(Body::empty())
+            .expect("request");
+        let resp = w.app.clone().oneshot(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+        assert_secure(resp.headers());
+        let mut body = resp.into_body();
+        // Nothing changes: nothing is said (the first look is the baseline).
+        assert!(
+            next_frame(&mut body, Duration::from_secs(3))
+                .await
+                .is_none()
+        );
+        // A revocation through the store, as from the CLI or another replica.
+        w.store
+            .revoke(
+                &crate::store::RevokeTarget::Jti(alice.jti.clone()),
+                NOW * 1000,
+            )
+            .await
+            .expect("revoke");
+        let frame = next_frame(&mut body, WATCH_EVERY * 2)
+            .await
+            .expect("told within two looks")
+            .expect("a data frame");
+        assert!(frame.contains("event: grants"), "{frame}");
+        // Signing out ends the stream.
+        let id = cookie.trim_start_matches("__Host-jit_console=");
+        w.console.sessions.end(id);
+        let end = next_frame(&mut body, WATCH_EVERY * 2).await;
+        assert!(
+            matches!(end, Some(None)),
+            "the stream outlived its session: {end:?}"
+        );
+        // And none is opened without a session.
+        let (s, _, _) = send(&w, "GET", "/console/events", &[("cookie", &cookie)], None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
     }
 }

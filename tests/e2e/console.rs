@@ -3,7 +3,8 @@
 //! A non-admin signs in and is turned away with the reason; the security admin signs in
 //! through the provider's login page, sees Alice's live grant, revokes it (Alice's token is
 //! refused at once), while a forged cross-site form post is refused and revokes nothing, and a
-//! revocation made through the API leaves the open page without a reload.
+//! revocation made through the API leaves the open page without a reload; the trail shows
+//! the revocation, its chain verifies and it exports as CSV.
 //! Screenshots of each page go to `JIT_E2E_SCREENSHOTS` (default
 //! `<target>/console-screenshots`).
 
@@ -315,6 +316,32 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
             "{by_console}"
         );
         ensure!(by_console["reason"] == "laptop lost", "{by_console}");
+
+        // The Trail page finds it, verifies the chain, and exports it.
+        browser
+            .goto(&format!("{url}/console/trail?event=grant.revoked"))
+            .await?;
+        wait_css(&browser, "tr td code").await?;
+        let page = browser.source().await?;
+        ensure!(page.contains(&alice_jti), "Trail page:\n{page}");
+        wait_css(&browser, "#verify-chain").await?.click().await?;
+        let chain = wait_css(&browser, "p#chain.ok").await?.text().await?;
+        ensure!(chain.contains("audit chain intact"), "{chain}");
+        shot(&browser, &shots, "console-trail").await?;
+        let csv = http
+            .get(format!(
+                "{url}/console/trail/export?format=csv&event=grant.revoked"
+            ))
+            .header("cookie", &session)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        ensure!(
+            csv.starts_with("seq,ts,event") && csv.contains(&alice_jti),
+            "export:\n{csv}"
+        );
 
         // Signing out ends the session: the old cookie opens nothing.
         browser.goto(&format!("{url}/console")).await?;

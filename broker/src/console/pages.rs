@@ -11,6 +11,7 @@ use openidconnect::url::form_urlencoded;
 use super::BASE;
 use super::assets::assets;
 use super::session::Who;
+use crate::audit::AuditEvent;
 use crate::store::Grant;
 use crate::store::requests::ApprovalRequest;
 
@@ -21,6 +22,8 @@ pub enum Nav {
     Now,
     /// Pending approval requests.
     Requests,
+    /// The audit trail.
+    Trail,
     /// Neither (sign-in, errors, confirmations).
     None,
 }
@@ -103,6 +106,8 @@ fn page(title: &str, nav: Nav, frame: Option<&Frame>, head: Markup, body: Markup
                             a href=(BASE) aria-current=[(nav == Nav::Now).then_some("page")] { "Now" }
                             a href=(format!("{BASE}/requests"))
                                 aria-current=[(nav == Nav::Requests).then_some("page")] { "Requests" }
+                            a href=(format!("{BASE}/trail"))
+                                aria-current=[(nav == Nav::Trail).then_some("page")] { "Trail" }
                         }
                         span.who { (f.who.subject) " (" (f.who.idp) ")" }
                         form method="post" action=(format!("{BASE}/logout")) {
@@ -397,4 +402,119 @@ pub fn requests(
         }
     };
     page("Requests", Nav::Requests, Some(frame), html! {}, body)
+}
+
+/// The Trail page's search, as typed.
+#[derive(Debug, Clone, Default)]
+pub struct TrailSearch {
+    /// Earliest time (RFC 3339 or ms).
+    pub from: String,
+    /// Latest time (RFC 3339 or ms).
+    pub to: String,
+    /// Subject.
+    pub subject: String,
+    /// Repository.
+    pub repo: String,
+    /// Event kind, or a prefix ending in `.`.
+    pub event: String,
+}
+
+impl TrailSearch {
+    /// The search as query pairs (empty fields left out), plus `extra`.
+    pub fn query(&self, extra: &[(&str, &str)]) -> String {
+        let pairs: Vec<(&str, &str)> = [
+            ("from", self.from.as_str()),
+            ("to", self.to.as_str()),
+            ("subject", self.subject.as_str()),
+            ("repo", self.repo.as_str()),
+            ("event", self.event.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .chain(extra.iter().copied())
+        .collect();
+        query(&pairs)
+    }
+}
+
+/// What the chain check found, when it was asked for.
+#[derive(Debug, Clone)]
+pub enum ChainStatus {
+    /// The chain verified; the report.
+    Intact(String),
+    /// The chain is broken (or could not be read); why.
+    Broken(String),
+}
+
+/// The Trail page: audit events oldest first, searched, with exports and the chain check.
+pub fn trail(
+    frame: &Frame,
+    search: &TrailSearch,
+    events: &[AuditEvent],
+    next_after: Option<u64>,
+    chain: Option<&ChainStatus>,
+    message: Option<&Notice>,
+) -> Markup {
+    let body = html! {
+        h1 { "Audit trail" }
+        (notice(message))
+        form.filters method="get" action=(format!("{BASE}/trail")) role="search" aria-label="Search the trail" {
+            label { "From (RFC 3339 or ms)" input type="text" name="from" value=(search.from) placeholder="2026-01-31T00:00:00Z"; }
+            label { "To" input type="text" name="to" value=(search.to); }
+            label { "Subject" input type="text" name="subject" value=(search.subject); }
+            label { "Repository" input type="text" name="repo" value=(search.repo); }
+            label { "Event (kind or prefix.)" input type="text" name="event" value=(search.event) placeholder="grant."; }
+            button type="submit" { "Search" }
+            a href=(format!("{BASE}/trail")) { "Clear" }
+        }
+        p.row-actions {
+            a.button id="export-csv" href=(format!("{BASE}/trail/export?{}", search.query(&[("format", "csv")]))) { "Export CSV" }
+            a.button id="export-jsonl" href=(format!("{BASE}/trail/export?{}", search.query(&[("format", "jsonl")]))) { "Export JSON lines" }
+            a.button id="verify-chain" href=(format!("{BASE}/trail?{}", search.query(&[("verify", "1")]))) { "Verify the chain" }
+        }
+        @match chain {
+            Some(ChainStatus::Intact(r)) => p.notice.ok role="status" id="chain" { "Chain verified: " (r) },
+            Some(ChainStatus::Broken(r)) => p.notice.error role="alert" id="chain" { "Chain NOT intact: " (r) },
+            None => p.muted id="chain" { "The hash chain of the events kept in the store is checked when you ask (it reads them all)." },
+        }
+        @if events.is_empty() {
+            p.muted { "No event matches." }
+        } @else {
+            div.table-wrap {
+                table {
+                    caption.sr-only { "Audit events" }
+                    thead { tr {
+                        th scope="col" { "Seq" }
+                        th scope="col" { "Time" }
+                        th scope="col" { "Event" }
+                        th scope="col" { "Subject" }
+                        th scope="col" { "Repository" }
+                        th scope="col" .opt { "Role" }
+                        th scope="col" .opt { "Token (jti)" }
+                        th scope="col" { "Reason or denial" }
+                        th scope="col" .opt { "Client" }
+                    } }
+                    tbody {
+                        @for e in events {
+                            tr data-seq=(e.seq) {
+                                td { (e.seq) }
+                                td { (when(e.ts)) }
+                                td { code { (e.event.as_str()) } }
+                                td { (e.subject.as_deref().unwrap_or("")) }
+                                td { (e.repo.as_deref().unwrap_or("")) }
+                                td.opt { (e.role.as_deref().unwrap_or("")) }
+                                td.opt { code { (e.jti.as_deref().unwrap_or("")) } }
+                                td { (e.reason.as_deref().or(e.denial.as_deref()).unwrap_or("")) }
+                                td.opt { (e.client.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(after) = next_after {
+            p { a href=(format!("{BASE}/trail?{}", search.query(&[("after", &after.to_string())]))) { "Next page" } }
+        }
+    };
+    page("Trail", Nav::Trail, Some(frame), html! {}, body)
 }

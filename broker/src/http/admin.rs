@@ -72,7 +72,8 @@ pub async fn revoke(
     Ok(Json(state.revoke(&admin, &req, addr, &headers).await?))
 }
 
-fn parse_time(key: &str, v: &str) -> Result<i64, ApiError> {
+/// A time given as milliseconds since the epoch or RFC 3339; the error names `key`.
+pub(crate) fn parse_time(key: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }
@@ -102,7 +103,7 @@ const CSV_HEADER: [&str; 14] = [
 
 /// The events as CSV (the `csv` crate quotes; every cell is made inert for spreadsheets and
 /// terminals by [`csv_cell`]).
-fn csv_body(events: &[AuditEvent]) -> Result<String, ApiError> {
+pub(crate) fn csv_body(events: &[AuditEvent]) -> Result<String, ApiError> {
     let internal = |e: &dyn std::fmt::Display| ApiError::Internal(format!("csv: {e}"));
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(CSV_HEADER).map_err(|e| internal(&e))?;

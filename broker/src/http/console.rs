@@ -29,8 +29,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::admin::{Admin, AdminApi};
 use crate::approval::{Actor, Approvals, RequestFilter, Verdict};
 use crate::audit::EventKind;
+use crate::audit::{AuditEvent, AuditQuery};
 use crate::console::login::Login;
-use crate::console::pages::{self, Count, Frame, GrantFilterText, Notice};
+use crate::console::pages::{
+    self, ChainStatus, Count, Frame, GrantFilterText, Notice, TrailSearch,
+};
 use crate::console::session::{ABSOLUTE_MS, LOGIN_MS, Session, Sessions, Who};
 use crate::console::{BASE, Site, assets, cookie, secure_headers};
 use crate::error::ApiError;
@@ -43,6 +46,10 @@ pub const MAX_FORM: usize = 16 * 1024;
 pub const PAGE: usize = 100;
 /// How often the Now page's live stream looks for changes.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// Events per page of the Trail page.
+pub const TRAIL_PAGE: usize = 200;
+/// Most events in one export.
+pub const MAX_EXPORT: usize = 50_000;
 /// Most live grants counted for a bulk revocation's confirmation.
 pub const MAX_COUNTED: usize = 10_000;
 
@@ -100,6 +107,8 @@ fn router<S: Clone + Send + Sync + 'static>(console: Console) -> Router<S> {
         .route(&format!("{BASE}/events"), get(events))
         .route(&format!("{BASE}/revoke"), get(confirm_revoke).post(revoke))
         .route(&format!("{BASE}/requests"), get(requests))
+        .route(&format!("{BASE}/trail"), get(trail))
+        .route(&format!("{BASE}/trail/export"), get(export))
         .route(&format!("{BASE}/requests/{{id}}"), post(decide))
         .route(&format!("{BASE}/assets/{{name}}"), get(asset))
         .route(&format!("{BASE}/{{*rest}}"), any(not_found))
@@ -884,6 +893,200 @@ async fn decide(
     requests_page(&c, &s, status, Some(notice)).await
 }
 
+/// The Trail page's query.
+#[derive(Debug, Default, Deserialize)]
+struct TrailQuery {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    repo: String,
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    verify: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+impl TrailQuery {
+    fn search(&self) -> TrailSearch {
+        TrailSearch {
+            from: self.from.trim().to_owned(),
+            to: self.to.trim().to_owned(),
+            subject: self.subject.trim().to_owned(),
+            repo: self.repo.trim().to_owned(),
+            event: self.event.trim().to_owned(),
+        }
+    }
+
+    fn audit_query(&self, limit: usize) -> Result<AuditQuery, ApiError> {
+        let time = |key, v: &str| {
+            some(v)
+                .map(|v| super::admin::parse_time(key, &v))
+                .transpose()
+        };
+        Ok(AuditQuery {
+            from_ms: time("from", &self.from)?,
+            to_ms: time("to", &self.to)?,
+            event: some(&self.event),
+            subject: some(&self.subject),
+            repo: some(&self.repo),
+            after_seq: self.after,
+            limit,
+        })
+    }
+}
+
+/// `GET /console/trail`: the audit trail searched, oldest first; `verify=1` checks the chain.
+async fn trail(
+    State(c): State<Console>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<TrailQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let s = match c.signed(&headers) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let search = q.search();
+    let aq = match q.audit_query(TRAIL_PAGE) {
+        Ok(aq) => aq,
+        Err(e) => {
+            let (status, m) = explain(e);
+            let page = pages::trail(
+                &s.frame(),
+                &search,
+                &[],
+                None,
+                None,
+                Some(&Notice::Error(m)),
+            );
+            return html(status, page);
+        }
+    };
+    let events = match c.admin.store.read_audit(&aq).await {
+        Ok(e) => e,
+        Err(e) => return s.error(e.into()),
+    };
+    let chain = match q.verify.as_deref() {
+        Some(_) => Some(verify_chain(&c).await),
+        None => None,
+    };
+    let event = c
+        .admin
+        .event("admin.audit", &s.admin(), addr, &headers)
+        .with("returned", events.len())
+        .with("via", "console");
+    if let Err(e) = c.admin.audit.record(event).await {
+        return s.error(e.into());
+    }
+    let next = events
+        .last()
+        .map(|e| e.seq)
+        .filter(|_| events.len() == TRAIL_PAGE);
+    html(
+        StatusCode::OK,
+        pages::trail(&s.frame(), &search, &events, next, chain.as_ref(), None),
+    )
+}
+
+/// Checks the hash chain of every event kept in the store, and the checkpoints' signatures
+/// with the broker's own keys, as `jit-broker audit verify` does.
+async fn verify_chain(c: &Console) -> ChainStatus {
+    let ring = c.admin.signer.keys();
+    let keys = |kid: &str, message: &[u8], sig: &str| {
+        crate::recorder::key_ring_verifies(ring, kid, message, sig)
+    };
+    match crate::recorder::verify::verify_store(c.admin.store.as_ref(), &keys, 5000).await {
+        Ok(report) => ChainStatus::Intact(report.replace('\n', "; ")),
+        Err(e) => ChainStatus::Broken(e.to_string()),
+    }
+}
+
+/// `GET /console/trail/export?format=csv|jsonl&<search>`: the matching events as a download,
+/// oldest first, at most [`MAX_EXPORT`]; the same CSV as `GET /v1/audit` (cells made inert
+/// for spreadsheets).
+async fn export(
+    State(c): State<Console>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<TrailQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let s = match c.signed(&headers) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let Ok(Query(q)) = query else {
+        return s.error(ApiError::invalid_request("the search does not parse"));
+    };
+    let csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("jsonl") => false,
+        _ => return s.error(ApiError::invalid_request("format must be csv or jsonl")),
+    };
+    let mut aq = match q.audit_query(5000) {
+        Ok(aq) => aq,
+        Err(e) => return s.error(e),
+    };
+    let mut events: Vec<AuditEvent> = Vec::new();
+    loop {
+        let page = match c.admin.store.read_audit(&aq).await {
+            Ok(p) => p,
+            Err(e) => return s.error(e.into()),
+        };
+        let full = page.len() == aq.limit;
+        aq.after_seq = page.last().map_or(aq.after_seq, |e| e.seq);
+        events.extend(page);
+        if !full || events.len() >= MAX_EXPORT {
+            break;
+        }
+    }
+    events.truncate(MAX_EXPORT);
+    let event = c
+        .admin
+        .event("admin.audit", &s.admin(), addr, &headers)
+        .with("returned", events.len())
+        .with("via", "console")
+        .with("export", if csv { "csv" } else { "jsonl" });
+    if let Err(e) = c.admin.audit.record(event).await {
+        return s.error(e.into());
+    }
+    let (content_type, name, body) = if csv {
+        match super::admin::csv_body(&events) {
+            Ok(b) => ("text/csv; charset=utf-8", "audit.csv", b),
+            Err(e) => return s.error(e),
+        }
+    } else {
+        let mut out = String::new();
+        for e in &events {
+            match serde_json::to_string(e) {
+                Ok(line) => out.push_str(&line),
+                Err(e) => return s.error(ApiError::Internal(e.to_string())),
+            }
+            out.push('\n');
+        }
+        ("application/x-ndjson", "audit.jsonl", out)
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -1410,5 +1613,77 @@ mod tests {
         // And none is opened without a session.
         let (s, _, _) = send(&w, "GET", "/console/events", &[("cookie", &cookie)], None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn the_trail_is_searched_exported_and_its_chain_verified() {
+        let w = world();
+        let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
+        let (cookie, csrf) = sign_in(&w);
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("by", "jti"),
+            ("value", alice.jti.as_str()),
+            ("reason", "laptop, stolen"),
+        ];
+        let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+        let (s, _, _) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+        assert_eq!(s, StatusCode::OK);
+        let c = [("cookie", cookie.as_str())];
+        let (s, hd, body) = send(&w, "GET", "/console/trail?event=grant.", &c, None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_secure(&hd);
+        assert!(body.contains("grant.revoked"), "{body}");
+        assert!(
+            !body.contains("admin.console"),
+            "the search filters by kind"
+        );
+        assert!(body.contains(&alice.jti));
+        let (s, _, body) = send(&w, "GET", "/console/trail?verify=1", &c, None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            body.contains("Chain verified: audit chain intact"),
+            "{body}"
+        );
+        let (s, hd, csv) = send(
+            &w,
+            "GET",
+            "/console/trail/export?format=csv&event=grant.revoked",
+            &c,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{csv}");
+        assert_eq!(hd[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+        assert!(
+            hd[header::CONTENT_DISPOSITION]
+                .to_str()
+                .expect("ascii")
+                .contains("audit.csv")
+        );
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 2, "{csv}");
+        assert!(lines[0].starts_with("seq,ts,event"));
+        assert!(lines[1].contains("\"laptop, stolen\""), "{csv}");
+        let (s, _, jsonl) = send(
+            &w,
+            "GET",
+            "/console/trail/export?format=jsonl&subject=sec-admin%40example.com",
+            &c,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        for line in jsonl.lines() {
+            let e: serde_json::Value = serde_json::from_str(line).expect("json line");
+            assert_eq!(e["subject"], "sec-admin@example.com");
+        }
+        let (s, _, body) = send(&w, "GET", "/console/trail?from=yesterday", &c, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(body.contains("neither milliseconds nor RFC 3339"), "{body}");
+        let (s, _, _) = send(&w, "GET", "/console/trail/export?format=xml", &c, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _, _) = send(&w, "GET", "/console/trail/export?format=csv", &[], None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "exports need a session");
     }
 }

@@ -4,7 +4,8 @@
 //! through the provider's login page, sees Alice's live grant, revokes it (Alice's token is
 //! refused at once), while a forged cross-site form post is refused and revokes nothing, and a
 //! revocation made through the API leaves the open page without a reload; the trail shows
-//! the revocation, its chain verifies and it exports as CSV.
+//! the revocation, its chain verifies and it exports as CSV; Bob's pending request is approved
+//! from the Requests page.
 //! Screenshots of each page go to `JIT_E2E_SCREENSHOTS` (default
 //! `<target>/console-screenshots`).
 
@@ -21,7 +22,7 @@ use jit_e2e::process::{ManagedProcess, find_program, free_port, port_is_open, wa
 use jit_e2e::{BrokerProcess, OidcProvider, RedisServer};
 use serde_json::{Value, json};
 
-use crate::support::{basic, broker_base, claims_of, exchange, revoke};
+use crate::support::{basic, broker_base, claims_of, exchange, exchange_raw, revoke};
 
 /// How long a page may take to appear.
 const PAGE: Duration = Duration::from_secs(20);
@@ -46,6 +47,23 @@ issuer = "corp"
 claims = {{ groups = "engineering" }}
 repositories = ["acme/*"]
 actions = ["read"]
+
+[[role]]
+name = "prod-push"
+issuer = "corp"
+claims = {{ groups = "engineering" }}
+repositories = ["acme/api"]
+actions = ["write"]
+refs = ["refs/heads/main"]
+
+[role.approval]
+required = 1
+wait = 30
+min_reason = 5
+
+[[role.approval.approvers]]
+issuer = "corp"
+subjects = ["sec-admin@example.com"]
 
 [[admin.identity]]
 issuer = "corp"
@@ -341,6 +359,44 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
         ensure!(
             csv.starts_with("seq,ts,event") && csv.contains(&alice_jti),
             "export:\n{csv}"
+        );
+
+        // Bob asks to push to main; the admin approves from the Requests page.
+        let (status, asked) = exchange_raw(
+            &url,
+            &bob_id,
+            "repo:acme/api:write",
+            &[
+                ("role", "prod-push"),
+                ("refs", "refs/heads/main"),
+                ("reason", "hotfix INC-42"),
+                ("approval", "request"),
+            ],
+        )
+        .await?;
+        let request = asked["request_id"]
+            .as_str()
+            .with_context(|| format!("no request filed ({status}): {asked}"))?
+            .to_owned();
+        browser.goto(&format!("{url}/console/requests")).await?;
+        let pending = format!("tr[data-request='{request}']");
+        wait_css(&browser, &pending).await?;
+        let page = browser.source().await?;
+        ensure!(page.contains("hotfix INC-42"), "Requests page:\n{page}");
+        shot(&browser, &shots, "console-requests").await?;
+        wait_css(&browser, &format!("{pending} input[name=reason]"))
+            .await?
+            .send_keys("checked INC-42")
+            .await?;
+        browser
+            .find(Locator::Css(&format!("{pending} button[value=approve]")))
+            .await?
+            .click()
+            .await?;
+        let said = wait_css(&browser, "p.notice").await?.text().await?;
+        ensure!(
+            said.contains(&format!("request {request} is now approved")),
+            "{said}"
         );
 
         // Signing out ends the session: the old cookie opens nothing.

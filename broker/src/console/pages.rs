@@ -72,12 +72,25 @@ fn when(ms: i64) -> Markup {
     html! { time datetime=(u) title=(format!("{u} (UTC)")) data-local { (u) } }
 }
 
-/// How long from `from_ms` to `to_ms`, roughly (`3m 20s`, `2h 5m`).
-pub fn span(from_ms: i64, to_ms: i64) -> String {
-    let s = (to_ms - from_ms).div_euclid(1000);
+/// The time left from `now_ms` until `until_ms`, roughly (`3m 20s`, `2h 5m`, `expired`).
+pub fn span(now_ms: i64, until_ms: i64) -> String {
+    let s = (until_ms - now_ms).div_euclid(1000);
     if s <= 0 {
         return "expired".into();
     }
+    duration(s)
+}
+
+/// How long ago `since_ms` was at `now_ms`, roughly (`just now`, `3m 20s`).
+pub fn age(since_ms: i64, now_ms: i64) -> String {
+    let s = (now_ms - since_ms).div_euclid(1000);
+    if s <= 0 {
+        return "just now".into();
+    }
+    duration(s)
+}
+
+fn duration(s: i64) -> String {
     match (s / 3600, s % 3600 / 60, s % 60) {
         (0, 0, sec) => format!("{sec}s"),
         (0, m, sec) => format!("{m}m {sec}s"),
@@ -384,7 +397,7 @@ pub fn requests(
                                 td { code { (r.scope.to_string()) } @for p in &r.refs { " " code { (p.to_string()) } } }
                                 td { (r.reason.as_deref().unwrap_or("")) }
                                 td.opt { (when(r.created_ms)) }
-                                td { (span(r.created_ms, now_ms)) }
+                                td { (age(r.created_ms, now_ms)) }
                                 td {
                                     form.row-actions method="post" action=(format!("{BASE}/requests/{}", r.id.as_str())) {
                                         input type="hidden" name="csrf" value=(frame.csrf);
@@ -517,4 +530,24 @@ pub fn trail(
         }
     };
     page("Trail", Nav::Trail, Some(frame), html! {}, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_left_and_age_read_as_people_say_them() {
+        assert_eq!(span(0, 0), "expired");
+        assert_eq!(span(0, 59_999), "59s");
+        assert_eq!(span(0, 200_000), "3m 20s");
+        assert_eq!(span(0, 7_500_000), "2h 5m");
+        assert_eq!(age(1_000, 1_000), "just now");
+        assert_eq!(age(0, 61_000), "1m 1s");
+    }
+
+    #[test]
+    fn times_are_utc_rfc3339() {
+        assert_eq!(utc(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    }
 }

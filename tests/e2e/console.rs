@@ -4,8 +4,8 @@
 //! through the provider's login page, sees Alice's live grant, revokes it (Alice's token is
 //! refused at once), while a forged cross-site form post is refused and revokes nothing, and a
 //! revocation made through the API leaves the open page without a reload; the trail shows
-//! the revocation, its chain verifies and it exports as CSV; Bob's pending request is approved
-//! from the Requests page.
+//! the revocation, its chain verifies and it exports as CSV; the repository's timeline draws
+//! both grants; Bob's pending request is approved from the Requests page.
 //! Screenshots of each page go to `JIT_E2E_SCREENSHOTS` (default
 //! `<target>/console-screenshots`).
 
@@ -334,6 +334,27 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
             "{by_console}"
         );
         ensure!(by_console["reason"] == "laptop lost", "{by_console}");
+
+        // The repository's timeline draws both grants, Alice's ended by a revocation.
+        browser
+            .goto(&format!("{url}/console/repo?repo=acme%2Fapi"))
+            .await?;
+        wait_css(
+            &browser,
+            &format!("svg#timeline rect[data-jti='{alice_jti}']"),
+        )
+        .await?;
+        wait_css(
+            &browser,
+            "svg#timeline g[data-subject='alice@example.com'] path.revoked",
+        )
+        .await?;
+        wait_css(
+            &browser,
+            &format!("svg#timeline rect[data-jti='{bob_jti}']"),
+        )
+        .await?;
+        shot(&browser, &shots, "console-repository").await?;
 
         // The Trail page finds it, verifies the chain, and exports it.
         browser

@@ -1,7 +1,8 @@
 //! The security console's machinery below the HTTP floor: who is signed in ([`session`]),
 //! signing in with the company's IdP ([`login`], OpenID Connect authorization code with PKCE
 //! and nonce), the embedded stylesheet and script ([`assets`]), the pages ([`pages`],
-//! server-rendered with maud, readable with JavaScript off) and the headers every console
+//! server-rendered with maud, readable with JavaScript off), the repository timeline
+//! ([`timeline`], inline SVG drawn from the audit trail) and the headers every console
 //! answer carries ([`secure_headers`]). The handlers that join these to the admin API and the
 //! approval service are in `http::console`.
 
@@ -9,6 +10,7 @@ pub mod assets;
 pub mod login;
 pub mod pages;
 pub mod session;
+pub mod timeline;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use openidconnect::url;

@@ -11,6 +11,7 @@ use openidconnect::url::form_urlencoded;
 use super::BASE;
 use super::assets::assets;
 use super::session::Who;
+use super::timeline::Timeline;
 use crate::audit::AuditEvent;
 use crate::store::Grant;
 use crate::store::requests::ApprovalRequest;
@@ -24,6 +25,8 @@ pub enum Nav {
     Requests,
     /// The audit trail.
     Trail,
+    /// One repository's timeline.
+    Repository,
     /// Neither (sign-in, errors, confirmations).
     None,
 }
@@ -121,6 +124,8 @@ fn page(title: &str, nav: Nav, frame: Option<&Frame>, head: Markup, body: Markup
                                 aria-current=[(nav == Nav::Requests).then_some("page")] { "Requests" }
                             a href=(format!("{BASE}/trail"))
                                 aria-current=[(nav == Nav::Trail).then_some("page")] { "Trail" }
+                            a href=(format!("{BASE}/repo"))
+                                aria-current=[(nav == Nav::Repository).then_some("page")] { "Repository" }
                         }
                         span.who { (f.who.subject) " (" (f.who.idp) ")" }
                         form method="post" action=(format!("{BASE}/logout")) {
@@ -530,6 +535,45 @@ pub fn trail(
         }
     };
     page("Trail", Nav::Trail, Some(frame), html! {}, body)
+}
+
+/// The Repository page's choice, as typed.
+#[derive(Debug, Clone, Default)]
+pub struct RepoWindow {
+    /// The repository path.
+    pub repo: String,
+    /// Window start (RFC 3339 or ms; empty: 24 hours before its end).
+    pub from: String,
+    /// Window end (RFC 3339 or ms; empty: now).
+    pub to: String,
+}
+
+/// The Repository page: who had which access to one repository over a window.
+pub fn repository(
+    frame: &Frame,
+    choice: &RepoWindow,
+    timeline: Option<&Timeline>,
+    message: Option<&Notice>,
+) -> Markup {
+    let body = html! {
+        h1 { "Repository access" }
+        (notice(message))
+        form.filters method="get" action=(format!("{BASE}/repo")) aria-label="Choose a repository and a window" {
+            label { "Repository" input type="text" name="repo" value=(choice.repo) required placeholder="acme/api"; }
+            label { "From (RFC 3339 or ms)" input type="text" name="from" value=(choice.from) placeholder="24 hours before To"; }
+            label { "To" input type="text" name="to" value=(choice.to) placeholder="now"; }
+            button type="submit" { "Show" }
+        }
+        @if let Some(t) = timeline {
+            @if t.lanes.is_empty() {
+                p.muted { "Nobody had access to " (choice.repo) " in this window." }
+            } @else {
+                p.muted { "One lane per subject; bars are grants (blue: ran out, red: revoked), green dots pushes, red lines revocations. Hover for details." }
+                (t.svg())
+            }
+        }
+    };
+    page("Repository", Nav::Repository, Some(frame), html! {}, body)
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use crate::audit::EventKind;
 use crate::audit::{AuditEvent, AuditQuery};
 use crate::console::login::Login;
 use crate::console::pages::{
-    self, ChainStatus, Count, Frame, GrantFilterText, Notice, TrailSearch,
+    self, ChainStatus, Count, Frame, GrantFilterText, Notice, RepoWindow, TrailSearch,
 };
 use crate::console::session::{ABSOLUTE_MS, LOGIN_MS, Session, Sessions, Who};
 use crate::console::{BASE, Site, assets, cookie, secure_headers};
@@ -109,6 +109,7 @@ fn router<S: Clone + Send + Sync + 'static>(console: Console) -> Router<S> {
         .route(&format!("{BASE}/requests"), get(requests))
         .route(&format!("{BASE}/trail"), get(trail))
         .route(&format!("{BASE}/trail/export"), get(export))
+        .route(&format!("{BASE}/repo"), get(repository))
         .route(&format!("{BASE}/requests/{{id}}"), post(decide))
         .route(&format!("{BASE}/assets/{{name}}"), get(asset))
         .route(&format!("{BASE}/{{*rest}}"), any(not_found))
@@ -1087,6 +1088,116 @@ async fn export(
         .into_response()
 }
 
+/// The Repository page's query.
+#[derive(Debug, Default, Deserialize)]
+struct RepoQuery {
+    #[serde(default)]
+    repo: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+}
+
+/// Events read for one timeline, per kind of read.
+pub const TIMELINE_EVENTS: usize = 5000;
+/// How far before the window grants are looked for (the longest a grant can live is shorter).
+pub const TIMELINE_LOOKBACK_MS: i64 = 24 * 3600 * 1000;
+
+/// `GET /console/repo?repo=…&from=…&to=…`: the repository's timeline (default: the last 24
+/// hours).
+async fn repository(
+    State(c): State<Console>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<RepoQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let s = match c.signed(&headers) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let choice = RepoWindow {
+        repo: q.repo.trim().to_owned(),
+        from: q.from.trim().to_owned(),
+        to: q.to.trim().to_owned(),
+    };
+    if choice.repo.is_empty() {
+        return html(
+            StatusCode::OK,
+            pages::repository(&s.frame(), &choice, None, None),
+        );
+    }
+    let bad = |m: String| {
+        html(
+            StatusCode::BAD_REQUEST,
+            pages::repository(&s.frame(), &choice, None, Some(&Notice::Error(m))),
+        )
+    };
+    let repo = match jit_proto::RepoPath::parse(&choice.repo) {
+        Ok(r) => r.to_string(),
+        Err(e) => return bad(format!("repository: {e}")),
+    };
+    let time = |key, v: &str| {
+        some(v)
+            .map(|v| super::admin::parse_time(key, &v))
+            .transpose()
+    };
+    let (from, to) = match (time("from", &choice.from), time("to", &choice.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return bad(explain(e).1),
+    };
+    let to_ms = to.unwrap_or_else(|| c.admin.clock.now_ms());
+    let from_ms = from.unwrap_or(to_ms - TIMELINE_LOOKBACK_MS);
+    if from_ms >= to_ms {
+        return bad("the window must start before it ends".into());
+    }
+    let store = &c.admin.store;
+    let of_repo = AuditQuery {
+        from_ms: Some(from_ms - TIMELINE_LOOKBACK_MS),
+        to_ms: Some(to_ms),
+        repo: Some(repo.clone()),
+        limit: TIMELINE_EVENTS,
+        ..Default::default()
+    };
+    let repo_events = match store.read_audit(&of_repo).await {
+        Ok(e) => e,
+        Err(e) => return s.error(e.into()),
+    };
+    let revoked = AuditQuery {
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        event: Some("grant.revoked".into()),
+        limit: TIMELINE_EVENTS,
+        ..Default::default()
+    };
+    let revocations = match store.read_audit(&revoked).await {
+        Ok(e) => e,
+        Err(e) => return s.error(e.into()),
+    };
+    let timeline =
+        crate::console::timeline::build(&repo, from_ms, to_ms, &repo_events, &revocations);
+    let event = c
+        .admin
+        .event("admin.audit", &s.admin(), addr, &headers)
+        .with("returned", repo_events.len() + revocations.len())
+        .with("via", "console")
+        .with("timeline", repo.as_str());
+    if let Err(e) = c.admin.audit.record(event).await {
+        return s.error(e.into());
+    }
+    let full = repo_events.len() == TIMELINE_EVENTS || revocations.len() == TIMELINE_EVENTS;
+    let notice = full.then(|| {
+        Notice::Error(format!(
+            "only the first {TIMELINE_EVENTS} events of the window are drawn; choose a shorter window"
+        ))
+    });
+    html(
+        StatusCode::OK,
+        pages::repository(&s.frame(), &choice, Some(&timeline), notice.as_ref()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -1685,5 +1796,58 @@ mod tests {
         assert_eq!(s, StatusCode::BAD_REQUEST);
         let (s, _, _) = send(&w, "GET", "/console/trail/export?format=csv", &[], None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "exports need a session");
+    }
+
+    #[tokio::test]
+    async fn the_repository_page_draws_who_had_access_as_inline_svg() {
+        let w = world();
+        let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
+        let mut issued = crate::audit::AuditEvent::new("grant.issued", NOW * 1000 - 60_000)
+            .with("exp", alice.exp);
+        issued.subject = Some(alice.sub.clone());
+        issued.repo = Some("acme/api".into());
+        issued.scope = Some(alice.scope.to_string());
+        issued.role = Some(alice.role.clone());
+        issued.jti = Some(alice.jti.clone());
+        w.state.audit.record(issued).await.expect("record");
+        let (cookie, csrf) = sign_in(&w);
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("by", "jti"),
+            ("value", alice.jti.as_str()),
+            ("reason", "done"),
+        ];
+        let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+        let (s, _, _) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+        assert_eq!(s, StatusCode::OK);
+        let c = [("cookie", cookie.as_str())];
+        let (s, hd, body) = send(&w, "GET", "/console/repo?repo=acme%2Fapi", &c, None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_secure(&hd);
+        assert!(body.contains("<svg"), "{body}");
+        assert!(
+            body.contains("data-subject=\"alice@example.com\""),
+            "{body}"
+        );
+        assert!(body.contains(&format!("data-jti=\"{}\"", alice.jti)));
+        assert!(
+            body.contains("class=\"revoked\""),
+            "the revocation is marked: {body}"
+        );
+        let (s, _, body) = send(&w, "GET", "/console/repo?repo=acme%2Fweb", &c, None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(body.contains("Nobody had access to acme/web"), "{body}");
+        let (s, _, _) = send(&w, "GET", "/console/repo?repo=..%2Fx", &c, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _, body) = send(
+            &w,
+            "GET",
+            "/console/repo?repo=acme%2Fapi&from=2&to=1",
+            &c,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(body.contains("must start before it ends"), "{body}");
     }
 }

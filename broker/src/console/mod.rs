@@ -139,6 +139,14 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
+/// A Unix time in milliseconds as RFC 3339 UTC (seconds precision).
+pub fn utc(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
 /// The value of cookie `name` in `headers`, if sent.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers

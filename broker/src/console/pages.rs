@@ -8,10 +8,10 @@ use jit_proto::admin::RevokeResponse;
 use maud::{DOCTYPE, Markup, html};
 use openidconnect::url::form_urlencoded;
 
-use super::BASE;
 use super::assets::assets;
 use super::session::Who;
 use super::timeline::Timeline;
+use super::{BASE, utc};
 use crate::audit::AuditEvent;
 use crate::store::Grant;
 use crate::store::requests::ApprovalRequest;
@@ -59,14 +59,6 @@ pub struct GrantFilterText {
     pub role: String,
     /// Issuer name.
     pub issuer: String,
-}
-
-/// A Unix time in milliseconds as RFC 3339 UTC (seconds precision).
-pub fn utc(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| ms.to_string())
 }
 
 /// A time the script shows in the viewer's zone; UTC in the text until then and on hover.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use maud::{Markup, html};
 
-use super::pages::utc;
+use super::utc;
 use crate::audit::AuditEvent;
 
 /// One grant on the timeline.

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
-use jit_proto::admin::GrantInfo;
+use jit_proto::RepoPath;
+use jit_proto::admin::{GrantInfo, RevokeBy, RevokeRequest, RevokeResponse};
 use jit_proto::credential::Credential;
 use jit_proto::display::clean;
 use jit_proto::token::TOKEN_TYPE;
@@ -25,8 +26,11 @@ use crate::policy::pattern::ClaimCondition;
 use crate::ratelimit::{Limits, address_key};
 use crate::recorder::Auditor;
 use crate::revocation::identity_not_revoked;
-use crate::store::{Grant, GrantStatus, GrantStore};
+use crate::store::{Grant, GrantStatus, GrantStore, RevokeTarget};
 use crate::token::TokenSigner;
+
+/// Longest accepted revocation reason.
+pub const MAX_REASON_LEN: usize = 1024;
 
 /// `[admin]` compiled.
 #[derive(Debug, Default)]
@@ -247,10 +251,24 @@ impl AdminApi {
         })
     }
 
+    /// Authenticates any person from an ID token (or an admin role's broker token) received
+    /// other than in `Authorization` (the console's login); refusals are audited and
+    /// budgeted as [`Self::authenticate`]'s.
+    pub async fn authenticate_token(
+        &self,
+        token: &str,
+        headers: &HeaderMap,
+        addr: SocketAddr,
+    ) -> Result<Person, ApiError> {
+        match self.identify_token(token).await {
+            Ok(p) => Ok(p),
+            Err((error, who)) => Err(self.refuse(error, who, headers, addr).await),
+        }
+    }
+
     /// Who the credential of `headers` proves to be; the refusal and what is known of the
     /// caller otherwise.
     async fn identify(&self, headers: &HeaderMap) -> Result<Person, (ApiError, Refused)> {
-        let state = self;
         let nobody = |e: ApiError| (e, Refused::default());
         let needs = "this API needs Authorization: Bearer <ID token or admin broker token>";
         let token = match headers
@@ -261,7 +279,13 @@ impl AdminApi {
             Some(Ok(Credential::Bearer(token))) => token,
             _ => return Err(nobody(unauthorized(needs))),
         };
-        let token = token.expose();
+        self.identify_token(token.expose()).await
+    }
+
+    /// Who `token` (an ID token or a broker token) proves to be.
+    async fn identify_token(&self, token: &str) -> Result<Person, (ApiError, Refused)> {
+        let state = self;
+        let nobody = |e: ApiError| (e, Refused::default());
         let now_ms = state.clock.now_ms();
         let is_broker_token =
             jsonwebtoken::decode_header(token).is_ok_and(|h| h.typ.as_deref() == Some(TOKEN_TYPE));
@@ -323,6 +347,52 @@ impl AdminApi {
         })
     }
 
+    /// Ends the grants `req` names at once on every replica, in O(1), for `admin` calling
+    /// from `addr`: the watermark (one token: its tombstone) is written, then the
+    /// `grant.revoked` event, then the answer; the ended records are tidied in the background.
+    /// The one path of `POST /v1/revoke` and the console.
+    pub async fn revoke(
+        &self,
+        admin: &Admin,
+        req: &RevokeRequest,
+        addr: SocketAddr,
+        headers: &HeaderMap,
+    ) -> Result<RevokeResponse, ApiError> {
+        let reason = req.reason.trim();
+        if reason.is_empty() {
+            return Err(ApiError::invalid_request("a reason is required to revoke"));
+        }
+        if reason.len() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
+            return Err(ApiError::invalid_request(format!(
+                "reason must be at most {MAX_REASON_LEN} bytes without control characters"
+            )));
+        }
+        let target = revoke_target(req)?;
+        let revocation = self.store.revoke(&target, self.clock.now_ms()).await?;
+        let described = match &target {
+            RevokeTarget::All => "all".to_owned(),
+            t => t.dimension().replacen(':', " ", 1),
+        };
+        let mut event = self
+            .event("grant.revoked", admin, addr, headers)
+            .with("target", described.clone())
+            .with("at_most", revocation.at_most);
+        event.reason = Some(reason.to_owned());
+        if let RevokeTarget::Jti(j) = &target {
+            event.jti = Some(j.clone());
+        }
+        if let RevokeTarget::Repo(r) = &target {
+            event.repo = Some(r.to_string());
+        }
+        // The revocation already holds; failing to audit it is reported, not undone.
+        self.audit.record(event).await?;
+        Ok(RevokeResponse {
+            target: described,
+            at_most: revocation.at_most,
+            tidy_pending: revocation.tidy_pending,
+        })
+    }
+
     /// An admin action's audit event, by `admin` from `addr`.
     pub fn event(
         &self,
@@ -338,6 +408,29 @@ impl AdminApi {
         e.user_agent = user_agent(headers);
         e
     }
+}
+
+/// What a revocation request names, checked.
+fn revoke_target(req: &RevokeRequest) -> Result<RevokeTarget, ApiError> {
+    let value = || {
+        req.value.clone().filter(|v| !v.is_empty()).ok_or_else(|| {
+            ApiError::invalid_request(format!("revoke by {:?} needs a value", req.by))
+        })
+    };
+    Ok(match req.by {
+        RevokeBy::Jti => RevokeTarget::Jti(value()?),
+        RevokeBy::Subject => RevokeTarget::Subject(value()?),
+        RevokeBy::Repo => RevokeTarget::Repo(
+            RepoPath::parse(&value()?)
+                .map_err(|e| ApiError::invalid_request(format!("value: {e}")))?,
+        ),
+        RevokeBy::Role => RevokeTarget::Role(value()?),
+        RevokeBy::Issuer => RevokeTarget::Issuer(value()?),
+        RevokeBy::All if req.value.is_some() => {
+            return Err(ApiError::invalid_request("revoke by all takes no value"));
+        }
+        RevokeBy::All => RevokeTarget::All,
+    })
 }
 
 /// The caller's user agent, truncated as the doors truncate it.

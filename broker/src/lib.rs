@@ -13,7 +13,7 @@
 //!    life of approval requests).
 //! 6. Services: [`gatekeeper`] (the one decision on a Git request), [`exchange`],
 //!    [`admin`], [`gateway`] (Git smart-HTTP and upstreams), [`introspection`] (who may
-//!    introspect).
+//!    introspect), [`console`] (the security console's sessions, sign-in and pages).
 //! 7. [`compile`]: `Config` → runtime objects, once, for `check-config` and `serve`.
 //! 8. [`state`]: `AppState` and the narrow sub-states handlers take.
 //! 9. [`http`]: routes and handlers, [`app`] and [`run`].
@@ -27,6 +27,7 @@ pub mod clock;
 pub mod commands;
 pub mod compile;
 pub mod config;
+pub mod console;
 pub mod devissuer;
 pub mod error;
 pub mod exchange;

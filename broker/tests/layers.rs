@@ -36,6 +36,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("gatekeeper", 6),
     ("exchange", 6),
     ("admin", 6),
+    ("console", 6),
     ("introspection", 6),
     // The one compile step, the shared state, the HTTP floor, the subcommands.
     ("compile", 7),

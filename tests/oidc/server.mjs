@@ -66,7 +66,9 @@ function claimsFor(accountId) {
   };
 }
 
-const redirectUris = ['http://127.0.0.1/callback'];
+// Loopback redirects of the native client match on any port (RFC 8252 §7.3): the tests'
+// callback, and the security console's sign-in on a test broker (`<broker>/console/callback`).
+const redirectUris = ['http://127.0.0.1/callback', 'http://127.0.0.1/console/callback'];
 
 const configuration = {
   clients: [

@@ -7,9 +7,8 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use jit_proto::RepoPath;
 use jit_proto::admin::{
-    AuditFormat, AuditParams, GrantInfo, GrantPage, GrantsQuery, NEXT_AFTER_SEQ_HEADER, RevokeBy,
+    AuditFormat, AuditParams, GrantInfo, GrantPage, GrantsQuery, NEXT_AFTER_SEQ_HEADER,
     RevokeRequest, RevokeResponse,
 };
 use jit_proto::display::csv_cell;
@@ -17,10 +16,7 @@ use jit_proto::display::csv_cell;
 use crate::admin::AdminApi;
 use crate::audit::{AuditEvent, AuditQuery};
 use crate::error::ApiError;
-use crate::store::{GrantFilter, ListCursor, RevokeTarget};
-
-/// Longest accepted revocation reason.
-const MAX_REASON_LEN: usize = 1024;
+use crate::store::{GrantFilter, ListCursor};
 
 /// `GET /v1/grants`: live grants, filtered and paged.
 pub async fn grants(
@@ -73,60 +69,11 @@ pub async fn revoke(
     let admin = state.authenticate(&headers, addr).await?;
     let Json(req) =
         body.map_err(|e| ApiError::invalid_request(format!("revoke body: {}", e.body_text())))?;
-    let reason = req.reason.trim();
-    if reason.is_empty() {
-        return Err(ApiError::invalid_request("a reason is required to revoke"));
-    }
-    if reason.len() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
-        return Err(ApiError::invalid_request(format!(
-            "reason must be at most {MAX_REASON_LEN} bytes without control characters"
-        )));
-    }
-    let value = || {
-        req.value.clone().filter(|v| !v.is_empty()).ok_or_else(|| {
-            ApiError::invalid_request(format!("revoke by {:?} needs a value", req.by))
-        })
-    };
-    let target = match req.by {
-        RevokeBy::Jti => RevokeTarget::Jti(value()?),
-        RevokeBy::Subject => RevokeTarget::Subject(value()?),
-        RevokeBy::Repo => RevokeTarget::Repo(
-            RepoPath::parse(&value()?)
-                .map_err(|e| ApiError::invalid_request(format!("value: {e}")))?,
-        ),
-        RevokeBy::Role => RevokeTarget::Role(value()?),
-        RevokeBy::Issuer => RevokeTarget::Issuer(value()?),
-        RevokeBy::All if req.value.is_some() => {
-            return Err(ApiError::invalid_request("revoke by all takes no value"));
-        }
-        RevokeBy::All => RevokeTarget::All,
-    };
-    let revocation = state.store.revoke(&target, state.clock.now_ms()).await?;
-    let described = match &target {
-        RevokeTarget::All => "all".to_owned(),
-        t => t.dimension().replacen(':', " ", 1),
-    };
-    let mut event = state
-        .event("grant.revoked", &admin, addr, &headers)
-        .with("target", described.clone())
-        .with("at_most", revocation.at_most);
-    event.reason = Some(reason.to_owned());
-    if let RevokeTarget::Jti(j) = &target {
-        event.jti = Some(j.clone());
-    }
-    if let RevokeTarget::Repo(r) = &target {
-        event.repo = Some(r.to_string());
-    }
-    // The revocation already holds; failing to audit it is reported, not undone.
-    state.audit.record(event).await?;
-    Ok(Json(RevokeResponse {
-        target: described,
-        at_most: revocation.at_most,
-        tidy_pending: revocation.tidy_pending,
-    }))
+    Ok(Json(state.revoke(&admin, &req, addr, &headers).await?))
 }
 
-fn parse_time(key: &str, v: &str) -> Result<i64, ApiError> {
+/// A time given as milliseconds since the epoch or RFC 3339; the error names `key`.
+pub(crate) fn parse_time(key: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }
@@ -156,7 +103,7 @@ const CSV_HEADER: [&str; 14] = [
 
 /// The events as CSV (the `csv` crate quotes; every cell is made inert for spreadsheets and
 /// terminals by [`csv_cell`]).
-fn csv_body(events: &[AuditEvent]) -> Result<String, ApiError> {
+pub(crate) fn csv_body(events: &[AuditEvent]) -> Result<String, ApiError> {
     let internal = |e: &dyn std::fmt::Display| ApiError::Internal(format!("csv: {e}"));
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(CSV_HEADER).map_err(|e| internal(&e))?;
@@ -255,6 +202,7 @@ mod tests {
     use crate::state::AppState;
     use crate::store::Grant;
     use crate::store::GrantStore;
+    use crate::store::RevokeTarget;
     use crate::store::memory::MemoryStore;
     use crate::token::new_jti;
     use axum::http::StatusCode;

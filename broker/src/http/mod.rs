@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod console;
 pub mod discovery;
 pub mod gateway;
 pub mod listener;
@@ -93,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(api)
         .merge(dev)
+        .merge(console::routes(&state))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             API_TIMEOUT,

@@ -42,7 +42,7 @@ pub enum VerifyError {
 }
 
 /// Checks checkpoint signatures: `Some(valid)`, or `None` when no key has that `kid`.
-pub type Keys<'a> = &'a dyn Fn(&str, &[u8], &str) -> Option<bool>;
+pub type Keys<'a> = &'a (dyn Fn(&str, &[u8], &str) -> Option<bool> + Sync);
 
 /// Verifies the trail files under `paths` (folders of `audit-*.jsonl`, or files), merged by
 /// seq. When `store_head` is given (the store's newest seq), files that end before it are a

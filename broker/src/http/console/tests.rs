@@ -1,0 +1,652 @@
+//! The console's handlers through `oneshot`: headers, sessions, CSRF, pages, streams.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt as _;
+use jit_proto::{Claims, Scope};
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::audit::AuditQuery;
+use crate::clock::ManualClock;
+use crate::store::memory::MemoryStore;
+use crate::store::requests_suite::request;
+use crate::store::suite::SuiteTime;
+use crate::store::{Grant, GrantStatus, GrantStore};
+use crate::token::new_jti;
+
+const NOW: i64 = 1_700_000_000;
+const ORIGIN: &str = "https://broker.test";
+
+struct World {
+    app: Router,
+    console: Console,
+    store: Arc<MemoryStore>,
+    state: AppState,
+}
+
+fn world() -> World {
+    let store = Arc::new(MemoryStore::new(1000));
+    let clock = Arc::new(ManualClock::new(NOW * 1000));
+    let state = AppState::for_tests(store.clone(), clock);
+    let console = Console::new(&state);
+    let app = router::<()>(console.clone()).layer(axum::Extension(ConnectInfo(SocketAddr::from(
+        ([10, 0, 0, 9], 4000),
+    ))));
+    World {
+        app,
+        console,
+        store,
+        state,
+    }
+}
+
+/// A signed-in admin: the session cookie and the CSRF token.
+fn sign_in(w: &World) -> (String, String) {
+    let who = Who {
+        subject: "sec-admin@example.com".into(),
+        idp: "corp".into(),
+        claims: serde_json::Map::new(),
+        iat: Some(NOW),
+    };
+    let id = w.console.sessions.create(who).expect("session");
+    let csrf = w.console.sessions.get(&id).expect("live").csrf;
+    (format!("__Host-jit_console={id}"), csrf)
+}
+
+async fn grant(w: &World, sub: &str, repo: &str) -> (Claims, String) {
+    let claims = Claims {
+        iss: "https://broker.test".into(),
+        aud: "git-jit".into(),
+        sub: sub.into(),
+        idp: "corp".into(),
+        iat: NOW,
+        nbf: NOW,
+        exp: NOW + 600,
+        jti: new_jti().expect("rng"),
+        scope: Scope::parse(&format!("repo:{repo}:read")).expect("scope"),
+        refs: vec![],
+        role: "dev".into(),
+        reason: Some("INC-7".into()),
+        req: None,
+    };
+    w.store
+        .put(&Grant::from_claims(&claims, NOW * 1000 - 1), NOW * 1000)
+        .await
+        .expect("put");
+    let token = w
+        .state
+        .signer
+        .sign(&claims)
+        .expect("sign")
+        .expose()
+        .to_owned();
+    (claims, token)
+}
+
+async fn live(w: &World, c: &Claims) -> bool {
+    matches!(
+        w.store.check(c, NOW * 1000).await.expect("check"),
+        GrantStatus::Live(_)
+    )
+}
+
+async fn send(
+    w: &World,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    form: Option<&[(&str, &str)]>,
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body = match form {
+        Some(pairs) => {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            let mut s = openidconnect::url::form_urlencoded::Serializer::new(String::new());
+            s.extend_pairs(pairs);
+            Body::from(s.finish())
+        }
+        None => Body::empty(),
+    };
+    let resp = w
+        .app
+        .clone()
+        .oneshot(req.body(body).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+async fn events(w: &World, kind: &str) -> Vec<crate::audit::AuditEvent> {
+    let q = AuditQuery {
+        event: Some(kind.into()),
+        limit: 100,
+        ..Default::default()
+    };
+    w.store.read_audit(&q).await.expect("audit")
+}
+
+fn assert_secure(h: &HeaderMap) {
+    assert_eq!(h[header::CONTENT_SECURITY_POLICY], crate::console::CSP);
+    assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let w = world();
+    let (s, h, body) = send(&w, "GET", "/console", &[], None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("Sign in with your company account"), "{body}");
+    assert_secure(&h);
+    assert_eq!(h[header::CACHE_CONTROL], "no-store");
+    let (s, h, _) = send(&w, "GET", "/console/nothing/here", &[], None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_secure(&h);
+    let css = &assets::assets().css.name;
+    let (s, h, body) = send(&w, "GET", &format!("/console/assets/{css}"), &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_secure(&h);
+    assert!(
+        h[header::CACHE_CONTROL]
+            .to_str()
+            .expect("ascii")
+            .contains("immutable")
+    );
+    assert!(body.contains(":root"));
+    // No inline script anywhere: the CSP would block it, and the page must not need it.
+    let (_, _, page) = send(&w, "GET", "/console", &[], None).await;
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(!page.contains("style="), "{page}");
+}
+
+#[tokio::test]
+async fn the_now_page_lists_live_grants_by_jti_never_by_token() {
+    let w = world();
+    let (alice, token) = grant(&w, "alice@example.com", "acme/api").await;
+    grant(&w, "bob@example.com", "acme/web").await;
+    let (cookie, _) = sign_in(&w);
+    let (s, h, body) = send(&w, "GET", "/console", &[("cookie", &cookie)], None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_secure(&h);
+    assert!(body.contains(&alice.jti), "{body}");
+    assert!(body.contains("bob@example.com"));
+    assert!(body.contains("INC-7"));
+    assert!(!body.contains(&token), "a token was rendered");
+    // Filtered by query string (no script needed).
+    let (_, _, body) = send(
+        &w,
+        "GET",
+        "/console?subject=bob%40example.com",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert!(!body.contains("alice@example.com"), "{body}");
+    assert!(body.contains("Revoke every grant of subject bob@example.com"));
+    let listed = events(&w, "admin.grants").await;
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].subject.as_deref(), Some("sec-admin@example.com"));
+    let (s, _, body) = send(
+        &w,
+        "GET",
+        "/console?repo=..%2Fetc",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("repository:"), "{body}");
+}
+
+#[tokio::test]
+async fn revoking_one_grant_ends_it_and_is_audited_with_the_admin() {
+    let w = world();
+    let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
+    let (bob, _) = grant(&w, "bob@example.com", "acme/api").await;
+    let (cookie, csrf) = sign_in(&w);
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("by", "jti"),
+        ("value", alice.jti.as_str()),
+        ("reason", "laptop stolen"),
+    ];
+    // As Chromium sends it from a no-referrer page.
+    let h = [
+        ("cookie", cookie.as_str()),
+        ("origin", "null"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let (s, _, body) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("at most 1 live grant ended"), "{body}");
+    assert!(!live(&w, &alice).await);
+    assert!(live(&w, &bob).await);
+    let revoked = events(&w, "grant.revoked").await;
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].subject.as_deref(), Some("sec-admin@example.com"));
+    assert_eq!(revoked[0].jti.as_deref(), Some(alice.jti.as_str()));
+    assert_eq!(revoked[0].reason.as_deref(), Some("laptop stolen"));
+    // A reason is required, as on the API.
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("by", "jti"),
+        ("value", bob.jti.as_str()),
+    ];
+    let (s, _, body) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("a reason is required"), "{body}");
+    assert!(live(&w, &bob).await);
+}
+
+#[tokio::test]
+async fn forged_posts_are_refused() {
+    let w = world();
+    let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
+    let (cookie, csrf) = sign_in(&w);
+    let (_, other_csrf) = sign_in(&w);
+    let form = |token: &'static str| {
+        let t: &str = match token {
+            "mine" => csrf.as_str(),
+            "other" => other_csrf.as_str(),
+            _ => "",
+        };
+        vec![
+            ("csrf", t.to_owned()),
+            ("by", "jti".to_owned()),
+            ("value", alice.jti.clone()),
+            ("reason", "x".to_owned()),
+        ]
+    };
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 8] = [
+        (&[("origin", ORIGIN)], "", "CSRF token does not match"),
+        (&[("origin", ORIGIN)], "other", "CSRF token does not match"),
+        (
+            &[("origin", "https://evil.test")],
+            "mine",
+            "from another site (Origin)",
+        ),
+        (
+            &[("sec-fetch-site", "cross-site")],
+            "mine",
+            "(Sec-Fetch-Site)",
+        ),
+        (&[("origin", "null")], "mine", "from another site (Origin)"),
+        (
+            &[
+                ("origin", "https://evil.test"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            "mine",
+            "from another site (Origin)",
+        ),
+        (
+            &[("origin", "null"), ("sec-fetch-site", "same-site")],
+            "mine",
+            "(Sec-Fetch-Site)",
+        ),
+        (&[], "mine", "no Origin"),
+    ];
+    for (extra, token, why) in cases {
+        let mut h = vec![("cookie", cookie.as_str())];
+        h.extend_from_slice(extra);
+        let f = form(token);
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (s, hd, body) = send(&w, "POST", "/console/revoke", &h, Some(&pairs)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{extra:?} {token}: {body}");
+        assert!(body.contains(why), "{extra:?} {token}: {body}");
+        assert_secure(&hd);
+    }
+    // No session at all, even with a right-looking form.
+    let f = form("mine");
+    let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (s, _, _) = send(
+        &w,
+        "POST",
+        "/console/revoke",
+        &[("origin", ORIGIN)],
+        Some(&pairs),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(live(&w, &alice).await, "a forged post revoked");
+    assert!(events(&w, "grant.revoked").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_bulk_revocation_is_confirmed_with_its_count() {
+    let w = world();
+    let (a1, _) = grant(&w, "alice@example.com", "acme/api").await;
+    let (a2, _) = grant(&w, "alice@example.com", "acme/web").await;
+    let (bob, _) = grant(&w, "bob@example.com", "acme/api").await;
+    let (cookie, csrf) = sign_in(&w);
+    let (s, _, body) = send(
+        &w,
+        "GET",
+        "/console/revoke?by=subject&value=alice%40example.com",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("2 live grants of subject alice@example.com will end now"),
+        "{body}"
+    );
+    assert!(live(&w, &a1).await, "confirming is not revoking");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("by", "subject"),
+        ("value", "alice@example.com"),
+        ("reason", "left the company"),
+    ];
+    let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+    let (s, _, body) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("Revoked sub alice@example.com: at most 2"),
+        "{body}"
+    );
+    assert!(!live(&w, &a1).await && !live(&w, &a2).await);
+    assert!(live(&w, &bob).await);
+    let (s, _, body) = send(
+        &w,
+        "GET",
+        "/console/revoke?by=all&value=x",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_on_the_server() {
+    let w = world();
+    let (cookie, csrf) = sign_in(&w);
+    let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+    let (s, hd, _) = send(&w, "POST", "/console/logout", &h, Some(&[("csrf", &csrf)])).await;
+    assert_eq!(s, StatusCode::OK);
+    let cleared = hd[header::SET_COOKIE].to_str().expect("ascii");
+    assert!(cleared.starts_with("__Host-jit_console=;"), "{cleared}");
+    assert!(cleared.contains("Max-Age=0"));
+    // The old cookie replayed is worth nothing.
+    let (s, _, body) = send(&w, "GET", "/console", &[("cookie", &cookie)], None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("Sign in"));
+    assert_eq!(events(&w, "admin.console_logout").await.len(), 1);
+}
+
+#[tokio::test]
+async fn sign_in_fails_closed_without_a_login_issuer_or_a_pending_login() {
+    let w = world();
+    let (s, _, body) = send(&w, "GET", "/console/login", &[], None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("no [login] issuer"), "{body}");
+    let (s, h, body) = send(
+        &w,
+        "GET",
+        "/console/callback?code=c&state=forged",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("expired or was already used"), "{body}");
+    assert!(h.get(header::SET_COOKIE).is_some_and(|c| {
+        c.to_str()
+            .is_ok_and(|c| !c.starts_with("__Host-jit_console="))
+    }));
+    let (s, _, body) = send(
+        &w,
+        "GET",
+        "/console/callback?error=access_denied&error_description=no%1b[31m",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("access_denied"), "{body}");
+    assert!(!body.contains('\u{1b}'));
+}
+
+#[tokio::test]
+async fn the_requests_page_lists_pending_requests_and_shows_refusals() {
+    let w = world();
+    let t = SuiteTime::manual();
+    let r = request(&t, "bob", 600_000);
+    assert!(
+        w.store
+            .requests()
+            .file(&r, "ask-bob", None, NOW * 1000)
+            .await
+            .expect("file")
+    );
+    let (cookie, csrf) = sign_in(&w);
+    let (s, _, body) = send(&w, "GET", "/console/requests", &[("cookie", &cookie)], None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains(r.id.as_str()), "{body}");
+    assert!(body.contains("hotfix INC-42"));
+    let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+    let uri = format!("/console/requests/{}", r.id.as_str());
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("verdict", "approve"),
+        ("reason", " "),
+    ];
+    let (s, _, body) = send(&w, "POST", &uri, &h, Some(&form)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    // The approval service decides: the role has no approval rule here.
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("verdict", "approve"),
+        ("reason", "ok"),
+    ];
+    let (s, _, body) = send(&w, "POST", &uri, &h, Some(&form)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("no longer needs approval"), "{body}");
+    let form = [("csrf", "nope"), ("verdict", "approve"), ("reason", "ok")];
+    let (s, _, _) = send(&w, "POST", &uri, &h, Some(&form)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+/// The next data frame of an event stream, within `limit` (virtual time).
+async fn next_frame(body: &mut Body, limit: Duration) -> Option<Option<String>> {
+    match tokio::time::timeout(limit, body.frame()).await {
+        Err(_) => None,
+        Ok(None) => Some(None),
+        Ok(Some(f)) => {
+            let f = f.expect("frame");
+            let data = f
+                .into_data()
+                .map(|d| String::from_utf8_lossy(&d).into_owned());
+            Some(data.ok())
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_live_stream_tells_of_a_revocation_made_elsewhere_and_ends_with_the_session() {
+    let w = world();
+    let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
+    grant(&w, "bob@example.com", "acme/api").await;
+    let (cookie, _) = sign_in(&w);
+    let req = Request::builder()
+        .uri("/console/events")
+        .header("cookie", &cookie)
+        .body(Body::empty())
+        .expect("request");
+    let resp = w.app.clone().oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    assert_secure(resp.headers());
+    let mut body = resp.into_body();
+    // Nothing changes: nothing is said (the first look is the baseline).
+    assert!(
+        next_frame(&mut body, Duration::from_secs(3))
+            .await
+            .is_none()
+    );
+    // A revocation through the store, as from the CLI or another replica.
+    w.store
+        .revoke(
+            &crate::store::RevokeTarget::Jti(alice.jti.clone()),
+            NOW * 1000,
+        )
+        .await
+        .expect("revoke");
+    let frame = next_frame(&mut body, WATCH_EVERY * 2)
+        .await
+        .expect("told within two looks")
+        .expect("a data frame");
+    assert!(frame.contains("event: grants"), "{frame}");
+    // Signing out ends the stream.
+    let id = cookie.trim_start_matches("__Host-jit_console=");
+    w.console.sessions.end(id);
+    let end = next_frame(&mut body, WATCH_EVERY * 2).await;
+    assert!(
+        matches!(end, Some(None)),
+        "the stream outlived its session: {end:?}"
+    );
+    // And none is opened without a session.
+    let (s, _, _) = send(&w, "GET", "/console/events", &[("cookie", &cookie)], None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_trail_is_searched_exported_and_its_chain_verified() {
+    let w = world();
+    let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
+    let (cookie, csrf) = sign_in(&w);
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("by", "jti"),
+        ("value", alice.jti.as_str()),
+        ("reason", "laptop, stolen"),
+    ];
+    let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+    let (s, _, _) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+    assert_eq!(s, StatusCode::OK);
+    let c = [("cookie", cookie.as_str())];
+    let (s, hd, body) = send(&w, "GET", "/console/trail?event=grant.", &c, None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_secure(&hd);
+    assert!(body.contains("grant.revoked"), "{body}");
+    assert!(
+        !body.contains("admin.console"),
+        "the search filters by kind"
+    );
+    assert!(body.contains(&alice.jti));
+    let (s, _, body) = send(&w, "GET", "/console/trail?verify=1", &c, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        body.contains("Chain verified: audit chain intact"),
+        "{body}"
+    );
+    let (s, hd, csv) = send(
+        &w,
+        "GET",
+        "/console/trail/export?format=csv&event=grant.revoked",
+        &c,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{csv}");
+    assert_eq!(hd[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert!(
+        hd[header::CONTENT_DISPOSITION]
+            .to_str()
+            .expect("ascii")
+            .contains("audit.csv")
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("seq,ts,event"));
+    assert!(lines[1].contains("\"laptop, stolen\""), "{csv}");
+    let (s, _, jsonl) = send(
+        &w,
+        "GET",
+        "/console/trail/export?format=jsonl&subject=sec-admin%40example.com",
+        &c,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    for line in jsonl.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).expect("json line");
+        assert_eq!(e["subject"], "sec-admin@example.com");
+    }
+    let (s, _, body) = send(&w, "GET", "/console/trail?from=yesterday", &c, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("neither milliseconds nor RFC 3339"), "{body}");
+    let (s, _, _) = send(&w, "GET", "/console/trail/export?format=xml", &c, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = send(&w, "GET", "/console/trail/export?format=csv", &[], None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "exports need a session");
+}
+
+#[tokio::test]
+async fn the_repository_page_draws_who_had_access_as_inline_svg() {
+    let w = world();
+    let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
+    let mut issued =
+        crate::audit::AuditEvent::new("grant.issued", NOW * 1000 - 60_000).with("exp", alice.exp);
+    issued.subject = Some(alice.sub.clone());
+    issued.repo = Some("acme/api".into());
+    issued.scope = Some(alice.scope.to_string());
+    issued.role = Some(alice.role.clone());
+    issued.jti = Some(alice.jti.clone());
+    w.state.audit.record(issued).await.expect("record");
+    let (cookie, csrf) = sign_in(&w);
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("by", "jti"),
+        ("value", alice.jti.as_str()),
+        ("reason", "done"),
+    ];
+    let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+    let (s, _, _) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+    assert_eq!(s, StatusCode::OK);
+    let c = [("cookie", cookie.as_str())];
+    let (s, hd, body) = send(&w, "GET", "/console/repo?repo=acme%2Fapi", &c, None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_secure(&hd);
+    assert!(body.contains("<svg"), "{body}");
+    assert!(
+        body.contains("data-subject=\"alice@example.com\""),
+        "{body}"
+    );
+    assert!(body.contains(&format!("data-jti=\"{}\"", alice.jti)));
+    assert!(
+        body.contains("class=\"revoked\""),
+        "the revocation is marked: {body}"
+    );
+    let (s, _, body) = send(&w, "GET", "/console/repo?repo=acme%2Fweb", &c, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("Nobody had access to acme/web"), "{body}");
+    let (s, _, _) = send(&w, "GET", "/console/repo?repo=..%2Fx", &c, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, body) = send(
+        &w,
+        "GET",
+        "/console/repo?repo=acme%2Fapi&from=2&to=1",
+        &c,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("must start before it ends"), "{body}");
+}

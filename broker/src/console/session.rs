@@ -4,8 +4,9 @@
 //! in progress (state, nonce, PKCE verifier) are kept the same way for 10 minutes.
 //!
 //! Sessions are per replica: behind a load balancer, use sticky sessions or sign in again on
-//! another replica. Both tables are bounded; when full, expired entries are dropped first and
-//! a new session is refused rather than evicting a live one.
+//! another replica. Both tables are bounded; when full, expired entries are dropped first; a
+//! new session is then refused rather than evicting a live one, while a new login (which
+//! anyone may start) evicts the oldest unfinished login.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -186,9 +187,16 @@ impl Sessions {
         let mut table = lock(&self.logins);
         if table.len() >= MAX_LOGINS {
             table.retain(|_, l| now - l.created_ms < LOGIN_MS);
-            if table.len() >= MAX_LOGINS {
-                return Err(SessionError::Full("logins in progress"));
-            }
+        }
+        // Anyone may start a login, so a full table evicts its oldest entry rather than
+        // refusing: a flood of unfinished logins cannot lock the admins out.
+        if table.len() >= MAX_LOGINS
+            && let Some(oldest) = table
+                .iter()
+                .min_by_key(|(_, l)| l.created_ms)
+                .map(|(k, _)| *k)
+        {
+            table.remove(&oldest);
         }
         table.insert(
             key(state),
@@ -233,6 +241,23 @@ mod tests {
             claims: Map::new(),
             iat: None,
         }
+    }
+
+    #[test]
+    fn a_flood_of_unfinished_logins_cannot_lock_the_admins_out() {
+        let (_, t) = tables();
+        for i in 0..MAX_LOGINS + 50 {
+            let state = format!("flood-{i}");
+            let login = PendingLogin::new("n".into(), "v".into(), "b".into());
+            assert!(t.begin_login(&state, login).is_ok(), "login {i} refused");
+        }
+        let admin = PendingLogin::new("n".into(), "v".into(), "b".into());
+        assert!(t.begin_login("the-admin", admin).is_ok());
+        assert!(
+            t.finish_login("the-admin").is_some(),
+            "the newest login survives"
+        );
+        assert!(lock(&t.logins).len() <= MAX_LOGINS);
     }
 
     fn tables() -> (Arc<ManualClock>, Sessions) {

@@ -52,7 +52,7 @@ pub(super) async fn now(
     headers: HeaderMap,
     query: Result<Query<NowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let s = match c.signed(&headers) {
+    let s = match c.signed(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -126,7 +126,7 @@ pub(super) async fn events(
     headers: HeaderMap,
     query: Result<Query<NowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let s = match c.signed(&headers) {
+    let s = match c.signed(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -222,7 +222,7 @@ pub(super) async fn confirm_revoke(
     headers: HeaderMap,
     query: Result<Query<TargetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let s = match c.signed(&headers) {
+    let s = match c.signed(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -305,7 +305,7 @@ pub(super) async fn revoke(
     headers: HeaderMap,
     Form(f): Form<RevokeForm>,
 ) -> Response {
-    let s = match c.checked(&headers, &f.csrf) {
+    let s = match c.checked(&headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

@@ -44,6 +44,7 @@ use crate::console::session::{ABSOLUTE_MS, LOGIN_MS, Session, Sessions, Who};
 use crate::console::{BASE, Site, assets, cookie, secure_headers};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::RevokeTarget;
 
 /// Largest form accepted by the console.
 pub const MAX_FORM: usize = 16 * 1024;
@@ -233,22 +234,43 @@ impl Console {
         })
     }
 
-    /// The session of `headers`; else the sign-in page.
-    fn signed(&self, headers: &HeaderMap) -> Result<Signed, Box<Response>> {
+    /// The session of `headers`; else the sign-in page. A session whose person (subject or
+    /// issuer) was revoked after it began is ended here, on every replica alike: the
+    /// watermarks are the store's. Fails closed when the store cannot say.
+    async fn signed(&self, headers: &HeaderMap) -> Result<Signed, Box<Response>> {
         let site = self.site()?;
-        let session = cookie(headers, site.cookie_name()).and_then(|id| self.sessions.get(id));
-        match session {
-            Some(session) => Ok(Signed { session, site }),
-            None => Err(Box::new(html(
+        let id = cookie(headers, site.cookie_name());
+        let Some((id, session)) = id.and_then(|id| Some((id, self.sessions.get(id)?))) else {
+            return Err(Box::new(html(
                 StatusCode::UNAUTHORIZED,
                 pages::sign_in(None),
+            )));
+        };
+        let dims = [
+            RevokeTarget::Subject(session.who.subject.clone()).dimension(),
+            RevokeTarget::Issuer(session.who.idp.clone()).dimension(),
+        ];
+        match self.admin.store.revoked_before(&dims).await {
+            Ok(marks) if marks.iter().flatten().any(|&w| w >= session.created_ms) => {
+                self.sessions.end(id);
+                Err(Box::new(html(
+                    StatusCode::UNAUTHORIZED,
+                    pages::sign_in(Some(
+                        "your access was revoked after you signed in; sign in again",
+                    )),
+                )))
+            }
+            Ok(_) => Ok(Signed { session, site }),
+            Err(e) => Err(Box::new(html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::error(None, "Store unavailable", &e.to_string()),
             ))),
         }
     }
 
     /// The session of a state-changing request: signed in, same origin, the right CSRF
     /// token. Refusals are pages that say which check failed.
-    fn checked(&self, headers: &HeaderMap, csrf: &str) -> Result<Signed, Box<Response>> {
+    async fn checked(&self, headers: &HeaderMap, csrf: &str) -> Result<Signed, Box<Response>> {
         let site = self.site()?;
         let refuse = |why: &str| {
             Box::new(html(
@@ -257,7 +279,7 @@ impl Console {
             ))
         };
         same_origin(headers, &site).map_err(refuse)?;
-        let signed = self.signed(headers)?;
+        let signed = self.signed(headers).await?;
         if !signed.session.csrf_matches(csrf) {
             return Err(refuse(
                 "the form's CSRF token does not match this session; reload the page and try again",
@@ -480,7 +502,7 @@ async fn logout(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let s = match c.checked(&headers, &f.csrf) {
+    let s = match c.checked(&headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

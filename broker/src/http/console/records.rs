@@ -71,7 +71,7 @@ pub(super) async fn trail(
     headers: HeaderMap,
     query: Result<Query<TrailQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let s = match c.signed(&headers) {
+    let s = match c.signed(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -140,7 +140,7 @@ pub(super) async fn export(
     headers: HeaderMap,
     query: Result<Query<TrailQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let s = match c.signed(&headers) {
+    let s = match c.signed(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -232,7 +232,7 @@ pub(super) async fn repository(
     headers: HeaderMap,
     query: Result<Query<RepoQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let s = match c.signed(&headers) {
+    let s = match c.signed(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

@@ -374,6 +374,32 @@ async fn a_bulk_revocation_is_confirmed_with_its_count() {
 }
 
 #[tokio::test]
+async fn revoking_the_admin_ends_their_console_session_on_the_next_request() {
+    let w = world();
+    let (cookie, _) = sign_in(&w);
+    let (s, _, _) = send(&w, "GET", "/console", &[("cookie", &cookie)], None).await;
+    assert_eq!(s, StatusCode::OK);
+    // Another admin (or the CLI, on any replica) revokes this admin's identity.
+    w.store
+        .revoke(
+            &crate::store::RevokeTarget::Subject("sec-admin@example.com".into()),
+            NOW * 1000,
+        )
+        .await
+        .expect("revoke");
+    let (s, _, body) = send(&w, "GET", "/console", &[("cookie", &cookie)], None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("revoked after you signed in"), "{body}");
+    // And it stays ended, revocation or not.
+    assert!(
+        w.console
+            .sessions
+            .get(cookie.split('=').nth(1).unwrap_or_default())
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn logout_ends_the_session_on_the_server() {
     let w = world();
     let (cookie, csrf) = sign_in(&w);

@@ -95,18 +95,32 @@ impl Actor {
         by_broker_token: bool,
         iat: Option<i64>,
     ) -> Self {
-        let email = verified_email(&claims);
         Self {
-            party: Party {
-                sub: subject,
-                idp,
-                email,
-            },
+            party: party_of(subject, idp, &claims),
             claims,
             admin,
             by_broker_token,
             iat,
         }
+    }
+}
+
+/// A person as a request names them: subject, issuer, and the email their issuer verified.
+pub fn party_of(subject: String, idp: String, claims: &Map<String, Value>) -> Party {
+    Party {
+        sub: subject,
+        idp,
+        email: verified_email(claims),
+    }
+}
+
+/// Whether `actor` matches one of `rule`'s approver entries (own requests aside): by claims
+/// for an ID token, by name only for a broker token (which carries no claims).
+fn may_approve(rule: &ApprovalRule, actor: &Actor) -> bool {
+    if actor.by_broker_token {
+        rule.may_approve_by_name(&actor.party.idp, &actor.party.sub)
+    } else {
+        rule.may_approve(&actor.party.idp, &actor.party.sub, &actor.claims)
     }
 }
 
@@ -488,12 +502,7 @@ impl Approvals {
                 r.role, r.id
             ))
         })?;
-        let may = if actor.by_broker_token {
-            rule.may_approve_by_name(&actor.party.idp, &actor.party.sub)
-        } else {
-            rule.may_approve(&actor.party.idp, &actor.party.sub, &actor.claims)
-        };
-        if !may {
+        if !may_approve(rule, actor) {
             return Err(forbidden(format!(
                 "{} ({}) is not an approver for role '{}' (approvers: {})",
                 jit_proto::display::clean(&actor.party.sub),
@@ -557,13 +566,9 @@ impl Approvals {
 
     fn may_decide(&self, r: &ApprovalRequest, actor: &Actor) -> bool {
         let own = person(&actor.party).same_as(&person(&r.requester));
-        !own && self.rule(&r.role).is_some_and(|rule| {
-            if actor.by_broker_token {
-                rule.may_approve_by_name(&actor.party.idp, &actor.party.sub)
-            } else {
-                rule.may_approve(&actor.party.idp, &actor.party.sub, &actor.claims)
-            }
-        })
+        !own && self
+            .rule(&r.role)
+            .is_some_and(|rule| may_approve(rule, actor))
     }
 
     fn may_see(&self, r: &ApprovalRequest, actor: &Actor) -> bool {

@@ -14,20 +14,19 @@ use jit_proto::exchange::ApprovalAsk;
 
 use super::hint::{self, RequestLine};
 use super::{Exchange, Extra, issue, oauth};
-use crate::approval::{Approvals, POLL_INTERVAL_SECS, SLOW_DOWN_SECS};
+use crate::approval::{Approvals, POLL_INTERVAL_SECS, SLOW_DOWN_SECS, party_of};
 use crate::error::ApiError;
 use crate::identity::VerifiedIdentity;
-use crate::policy::approval::verified_email;
 use crate::policy::{self, Decision, Request};
 use crate::store::{ApprovalRequest, Party, RevokeTarget, revoked_by};
 use crate::token;
 
 fn party(identity: &VerifiedIdentity) -> Party {
-    Party {
-        sub: identity.subject.clone(),
-        idp: identity.issuer.clone(),
-        email: verified_email(&identity.claims),
-    }
+    party_of(
+        identity.subject.clone(),
+        identity.issuer.clone(),
+        &identity.claims,
+    )
 }
 
 fn answer(

@@ -220,6 +220,16 @@ impl Approvals {
         self.policy.role(role).and_then(|r| r.approval.as_ref())
     }
 
+    /// Whether `actor` is named among the approvers of any role: who the console lets in to
+    /// its Requests page besides the admins.
+    pub fn approves_any(&self, actor: &Actor) -> bool {
+        self.policy
+            .roles()
+            .iter()
+            .filter_map(|r| r.approval.as_ref())
+            .any(|rule| may_approve(rule, actor))
+    }
+
     /// Who may approve requests under `role`, for people.
     pub fn approvers_of(&self, role: &str) -> Vec<String> {
         self.rule(role)

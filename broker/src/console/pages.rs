@@ -111,13 +111,17 @@ fn page(title: &str, nav: Nav, frame: Option<&Frame>, head: Markup, body: Markup
                     span.brand { "git-jit security console" }
                     @if let Some(f) = frame {
                         nav aria-label="Console" {
-                            a href=(BASE) aria-current=[(nav == Nav::Now).then_some("page")] { "Now" }
+                            @if f.who.admin {
+                                a href=(BASE) aria-current=[(nav == Nav::Now).then_some("page")] { "Now" }
+                            }
                             a href=(format!("{BASE}/requests"))
                                 aria-current=[(nav == Nav::Requests).then_some("page")] { "Requests" }
-                            a href=(format!("{BASE}/trail"))
-                                aria-current=[(nav == Nav::Trail).then_some("page")] { "Trail" }
-                            a href=(format!("{BASE}/repo"))
-                                aria-current=[(nav == Nav::Repository).then_some("page")] { "Repository" }
+                            @if f.who.admin {
+                                a href=(format!("{BASE}/trail"))
+                                    aria-current=[(nav == Nav::Trail).then_some("page")] { "Trail" }
+                                a href=(format!("{BASE}/repo"))
+                                    aria-current=[(nav == Nav::Repository).then_some("page")] { "Repository" }
+                            }
                         }
                         span.who { (f.who.subject) " (" (f.who.idp) ")" }
                         form method="post" action=(format!("{BASE}/logout")) {
@@ -155,11 +159,17 @@ pub fn sign_in(error: Option<&str>) -> Markup {
 
 /// The page after a successful sign-in: a same-site step to the console, so the
 /// `SameSite=Strict` session cookie is sent (it is not on the IdP's cross-site redirect).
-pub fn signed_in() -> Markup {
-    let head = html! { meta http-equiv="refresh" content=(format!("0;url={BASE}")); };
+/// After sign-in: on to the console's first page for them (an approver's is Requests).
+pub fn signed_in(admin: bool) -> Markup {
+    let to = if admin {
+        BASE.to_owned()
+    } else {
+        format!("{BASE}/requests")
+    };
+    let head = html! { meta http-equiv="refresh" content=(format!("0;url={to}")); };
     let body = html! {
         h1 { "Signed in" }
-        p { a href=(BASE) id="continue" { "Continue to the console" } }
+        p { a href=(to) id="continue" { "Continue to the console" } }
     };
     page("Signed in", Nav::None, None, head, body)
 }
@@ -169,10 +179,23 @@ pub fn forbidden(why: &str) -> Markup {
     let body = html! {
         h1 { "Not allowed" }
         p.notice.error role="alert" { (why) }
-        p { "The console is for the identities the broker's " code { "[admin]" } " configuration names. Ask your security team if you need access." }
+        p { "The console is for the identities the broker's " code { "[admin]" } " configuration names, and for the approvers its roles name (who see the Requests page). Ask your security team if you need access." }
         p { a href=(format!("{BASE}/login")) { "Sign in as someone else" } }
     };
     page("Not allowed", Nav::None, None, html! {}, body)
+}
+
+/// An approver on a page for admins only.
+pub fn admins_only(frame: &Frame) -> Markup {
+    let body = html! {
+        h1 { "For admins only" }
+        p.notice.error role="alert" {
+            "You are signed in as an approver: the Requests page is yours; this page is for the identities the broker's "
+            code { "[admin]" } " configuration names."
+        }
+        p { a href=(format!("{BASE}/requests")) { "Go to the pending requests" } }
+    };
+    page("For admins only", Nav::None, Some(frame), html! {}, body)
 }
 
 /// An error page, signed in or not.

@@ -52,6 +52,9 @@ pub struct Who {
     pub claims: Map<String, Value>,
     /// When the ID token was issued (seconds), when it said.
     pub iat: Option<i64>,
+    /// Whether `[admin]` names them; otherwise they are an approver, who sees the Requests
+    /// page only.
+    pub admin: bool,
 }
 
 /// One live session.
@@ -237,6 +240,7 @@ mod tests {
     fn who() -> Who {
         Who {
             subject: "sec-admin".into(),
+            admin: true,
             idp: "corp".into(),
             claims: Map::new(),
             iat: None,

@@ -209,7 +209,7 @@ impl Signed {
             w.subject.clone(),
             w.idp.clone(),
             w.claims.clone(),
-            true,
+            w.admin,
             false,
             w.iat,
         )
@@ -237,7 +237,7 @@ impl Console {
     /// The session of `headers`; else the sign-in page. A session whose person (subject or
     /// issuer) was revoked after it began is ended here, on every replica alike: the
     /// watermarks are the store's. Fails closed when the store cannot say.
-    async fn signed(&self, headers: &HeaderMap) -> Result<Signed, Box<Response>> {
+    async fn signed_any(&self, headers: &HeaderMap) -> Result<Signed, Box<Response>> {
         let site = self.site()?;
         let id = cookie(headers, site.cookie_name());
         let Some((id, session)) = id.and_then(|id| Some((id, self.sessions.get(id)?))) else {
@@ -268,9 +268,20 @@ impl Console {
         }
     }
 
-    /// The session of a state-changing request: signed in, same origin, the right CSRF
-    /// token. Refusals are pages that say which check failed.
+    /// An admin's session of `headers` (see [`Self::signed_any`]); an approver gets a page
+    /// that says this one is for admins.
+    async fn signed(&self, headers: &HeaderMap) -> Result<Signed, Box<Response>> {
+        admins_only(self.signed_any(headers).await?)
+    }
+
+    /// An admin's session of a state-changing request (see [`Self::checked_any`]).
     async fn checked(&self, headers: &HeaderMap, csrf: &str) -> Result<Signed, Box<Response>> {
+        admins_only(self.checked_any(headers, csrf).await?)
+    }
+
+    /// The session of a state-changing request, an admin's or an approver's: signed in, same
+    /// origin, the right CSRF token. Refusals are pages that say which check failed.
+    async fn checked_any(&self, headers: &HeaderMap, csrf: &str) -> Result<Signed, Box<Response>> {
         let site = self.site()?;
         let refuse = |why: &str| {
             Box::new(html(
@@ -279,13 +290,25 @@ impl Console {
             ))
         };
         same_origin(headers, &site).map_err(refuse)?;
-        let signed = self.signed(headers).await?;
+        let signed = self.signed_any(headers).await?;
         if !signed.session.csrf_matches(csrf) {
             return Err(refuse(
                 "the form's CSRF token does not match this session; reload the page and try again",
             ));
         }
         Ok(signed)
+    }
+}
+
+/// `s` when it is an admin's session; else the page that says the page is for admins.
+fn admins_only(s: Signed) -> Result<Signed, Box<Response>> {
+    if s.session.who.admin {
+        Ok(s)
+    } else {
+        Err(Box::new(html(
+            StatusCode::FORBIDDEN,
+            pages::admins_only(&s.frame()),
+        )))
     }
 }
 
@@ -449,9 +472,18 @@ async fn callback(
         subject: person.subject.clone(),
         idp: person.idp.clone(),
     };
-    if !person.admin {
+    let approver = !person.admin
+        && c.approvals.approves_any(&Actor::new(
+            person.subject.clone(),
+            person.idp.clone(),
+            person.claims.clone(),
+            false,
+            false,
+            person.iat,
+        ));
+    if !person.admin && !approver {
         let why = format!(
-            "{} (issuer {}) is not an admin of this broker",
+            "{} (issuer {}) is neither an admin of this broker nor an approver of any role",
             jit_proto::display::clean(&person.subject),
             person.idp
         );
@@ -468,13 +500,15 @@ async fn callback(
         idp: person.idp,
         claims: person.claims,
         iat: person.iat,
+        admin: person.admin,
     };
     let id = match c.sessions.create(who) {
         Ok(id) => id,
         Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
+    let as_whom = if approver { "approver" } else { "admin" };
     let event = c.admin.event("admin.console_login", &admin, addr, &headers);
-    if let Err(e) = c.admin.audit.record(event).await {
+    if let Err(e) = c.admin.audit.record(event.with("as", as_whom)).await {
         // No unaudited session: end it again.
         c.sessions.end(&id);
         return refuse(
@@ -482,7 +516,7 @@ async fn callback(
             "the sign-in could not be recorded; try again",
         );
     }
-    let mut r = html(StatusCode::OK, pages::signed_in());
+    let mut r = html(StatusCode::OK, pages::signed_in(!approver));
     set_cookie(&mut r, &site.session_cookie(&id, ABSOLUTE_MS / 1000));
     set_cookie(&mut r, &site.login_cookie("", 0));
     r
@@ -502,7 +536,7 @@ async fn logout(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let s = match c.checked(&headers, &f.csrf).await {
+    let s = match c.checked_any(&headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

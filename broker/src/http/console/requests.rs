@@ -18,7 +18,7 @@ use super::{Console, PAGE, Signed, explain, html};
 
 /// `GET /console/requests`: pending approval requests.
 pub(super) async fn requests(State(c): State<Console>, headers: HeaderMap) -> Response {
-    let s = match c.signed(&headers).await {
+    let s = match c.signed_any(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -67,7 +67,7 @@ pub(super) async fn decide(
     Path(id): Path<String>,
     Form(f): Form<DecideForm>,
 ) -> Response {
-    let s = match c.checked(&headers, &f.csrf).await {
+    let s = match c.checked_any(&headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

@@ -28,9 +28,14 @@ struct World {
 }
 
 fn world() -> World {
+    world_of(|s| s)
+}
+
+/// A world whose state `f` has set up further (roles, admins).
+fn world_of(f: impl FnOnce(AppState) -> AppState) -> World {
     let store = Arc::new(MemoryStore::new(1000));
     let clock = Arc::new(ManualClock::new(NOW * 1000));
-    let state = AppState::for_tests(store.clone(), clock);
+    let state = f(AppState::for_tests(store.clone(), clock));
     let console = Console::new(&state);
     let app = router::<()>(console.clone()).layer(axum::Extension(ConnectInfo(SocketAddr::from(
         ([10, 0, 0, 9], 4000),
@@ -45,11 +50,17 @@ fn world() -> World {
 
 /// A signed-in admin: the session cookie and the CSRF token.
 fn sign_in(w: &World) -> (String, String) {
+    sign_in_as(w, "sec-admin@example.com", true)
+}
+
+/// A signed-in person, an admin or (`admin` false) an approver.
+fn sign_in_as(w: &World, subject: &str, admin: bool) -> (String, String) {
     let who = Who {
-        subject: "sec-admin@example.com".into(),
+        subject: subject.into(),
         idp: "corp".into(),
         claims: serde_json::Map::new(),
         iat: Some(NOW),
+        admin,
     };
     let id = w.console.sessions.create(who).expect("session");
     let csrf = w.console.sessions.get(&id).expect("live").csrf;
@@ -487,6 +498,123 @@ async fn the_requests_page_lists_pending_requests_and_shows_refusals() {
     let form = [("csrf", "nope"), ("verdict", "approve"), ("reason", "ok")];
     let (s, _, _) = send(&w, "POST", &uri, &h, Some(&form)).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+/// A world whose role `prod-push` needs one approval from carol (issuer `corp`).
+fn world_with_approvers() -> World {
+    let issuers: Vec<crate::identity::IssuerConfig> = vec![
+        toml::from_str(
+            r#"
+name = "corp"
+issuer = "https://idp.test"
+audience = "git-jit"
+"#,
+        )
+        .expect("issuer"),
+    ];
+    #[derive(serde::Deserialize)]
+    struct Roles {
+        role: Vec<crate::policy::RoleConfig>,
+    }
+    let roles: Roles = toml::from_str(
+        r#"
+[[role]]
+name = "prod-push"
+issuer = "corp"
+repositories = ["acme/*"]
+actions = ["read", "write"]
+[role.approval]
+approvers = [{ issuer = "corp", subjects = ["carol"] }]
+"#,
+    )
+    .expect("roles");
+    let policy = crate::policy::CompiledPolicy::compile(&issuers, &roles.role).expect("policy");
+    let verifier = crate::identity::Verifier::new(&issuers, crate::identity::CacheTimes::default())
+        .expect("verifier");
+    world_of(|s| s.with_access(verifier, policy, Default::default()))
+}
+
+#[test]
+fn approvers_are_told_apart_from_everyone_else() {
+    let w = world_with_approvers();
+    let actor = |sub: &str| {
+        Actor::new(
+            sub.into(),
+            "corp".into(),
+            serde_json::Map::new(),
+            false,
+            false,
+            Some(NOW),
+        )
+    };
+    assert!(w.console.approvals.approves_any(&actor("carol")));
+    assert!(!w.console.approvals.approves_any(&actor("dave")));
+    // Same subject, another issuer: another person.
+    let mut elsewhere = actor("carol");
+    elsewhere.party.idp = "github".into();
+    assert!(!w.console.approvals.approves_any(&elsewhere));
+}
+
+#[tokio::test]
+async fn an_approver_sees_and_decides_requests_and_nothing_else() {
+    let w = world_with_approvers();
+    let t = SuiteTime::manual();
+    let r = request(&t, "bob", 600_000);
+    assert!(
+        w.store
+            .requests()
+            .file(&r, "ask-bob", None, NOW * 1000)
+            .await
+            .expect("file")
+    );
+    let (cookie, csrf) = sign_in_as(&w, "carol", false);
+    let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+    let (s, _, body) = send(&w, "GET", "/console/requests", &h, None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains(r.id.as_str()), "{body}");
+    // The navigation offers the approver only what is theirs.
+    assert!(!body.contains("/console/trail"), "{body}");
+    // Every admin page and action refuses, and changes nothing.
+    let (alice, _) = grant(&w, "alice", "acme/api").await;
+    for uri in [
+        "/console",
+        "/console/trail",
+        "/console/trail/export?format=csv",
+        "/console/repo?repo=acme/api",
+        "/console/events",
+        "/console/revoke?subject=alice",
+    ] {
+        let (s, _, body) = send(&w, "GET", uri, &h, None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{uri}: {body}");
+        assert!(body.contains("For admins only"), "{uri}: {body}");
+    }
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("by", "subject"),
+        ("value", "alice"),
+        ("reason", "incident"),
+    ];
+    let (s, _, body) = send(&w, "POST", "/console/revoke", &h, Some(&form)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        live(&w, &alice).await,
+        "the approver's revoke changed the store"
+    );
+    // Deciding is theirs.
+    let uri = format!("/console/requests/{}", r.id.as_str());
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("verdict", "approve"),
+        ("reason", "looked at INC-42"),
+    ];
+    let (s, _, body) = send(&w, "POST", &uri, &h, Some(&form)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("is now approved"), "{body}");
+    // Logout too.
+    let (s, _, body) = send(&w, "POST", "/console/logout", &h, Some(&[("csrf", &csrf)])).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, _, _) = send(&w, "GET", "/console/requests", &h, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
 /// The next data frame of an event stream, within `limit` (virtual time).

@@ -21,12 +21,12 @@ const PEM_LABEL: &str = "PRIVATE KEY";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The directory or a file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not a separate cause: printed once).
+        error: std::io::Error,
     },
     /// A file was not a PKCS#8 PEM Ed25519 private key.
     #[error("{path}: not a PKCS#8 PEM Ed25519 private key: {why}")]
@@ -168,7 +168,10 @@ impl KeyRing {
     pub fn load_dir(dir: &Path) -> Result<Self, KeyError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| KeyError::Io { path, source }
+            move |source| KeyError::Io {
+                path,
+                error: source,
+            }
         };
         let mut files: Vec<PathBuf> = fs::read_dir(dir)
             .map_err(io(dir))?
@@ -201,7 +204,10 @@ impl KeyRing {
     ) -> Result<(PathBuf, String), KeyError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| KeyError::Io { path, source }
+            move |source| KeyError::Io {
+                path,
+                error: source,
+            }
         };
         if !dir.exists() {
             let mut builder = fs::DirBuilder::new();
@@ -252,7 +258,7 @@ fn check_mode(path: &Path) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = fs::metadata(path).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {

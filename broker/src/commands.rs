@@ -61,7 +61,8 @@ pub async fn shutdown_signal() {
 }
 
 /// Binds `listen` (and `server.metrics_listen`, when set) and serves `state` until
-/// `shutdown`.
+/// `shutdown`; then accepts nothing more and lets requests in flight finish, for at most
+/// `server.shutdown_drain_secs`.
 pub async fn serve_on(
     listen: SocketAddr,
     state: AppState,
@@ -90,28 +91,50 @@ pub async fn serve_on(
             "/metrics, "
         }
     );
-    let Some(metrics_listener) = metrics_listener else {
-        return crate::http::run(listener, state, shutdown)
-            .await
-            .context("server failed");
-    };
-    // One shutdown for both listeners.
+    // One shutdown for both listeners; from it, requests in flight get the drain time.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let metrics = tokio::spawn(crate::http::run_metrics(
-        metrics_listener,
-        state.clone(),
-        wait(stopped.clone()),
-    ));
+    let drain = std::time::Duration::from_secs(state.server.shutdown_drain_secs);
+    let metrics = metrics_listener.map(|l| {
+        tokio::spawn(crate::http::run_metrics(
+            l,
+            state.clone(),
+            wait(stopped.clone()),
+        ))
+    });
     tokio::spawn(async move {
         shutdown.await;
+        tracing::info!(
+            drain_secs = drain.as_secs(),
+            "no new connections; requests in flight may finish"
+        );
         let _ = stop.send(true);
     });
-    let served = crate::http::run(listener, state, wait(stopped)).await;
-    metrics.abort();
-    served.context("server failed")
+    let served = crate::http::run(listener, state, wait(stopped.clone()));
+    let drained = async {
+        wait(stopped).await;
+        tokio::time::sleep(drain).await;
+    };
+    let served = tokio::select! {
+        served = served => {
+            tracing::info!("stopped: every connection is closed");
+            served.context("server failed")
+        }
+        () = drained => {
+            // Dropping the server closes the connections still open.
+            tracing::warn!(
+                drain_secs = drain.as_secs(),
+                "stopped: the drain time is over, connections still open are closed"
+            );
+            Ok(())
+        }
+    };
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    served
 }
 
 /// `jit-broker serve --config FILE`: the checks of `check-config` first (each failure names

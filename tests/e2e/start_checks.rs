@@ -319,6 +319,8 @@ fn serve_refuses_an_unreachable_store_or_waits_for_it() -> Result<()> {
             "{}",
             process.logs()
         );
+        // Regression: the human log format wrote colour codes into redirected output.
+        assert!(!process.logs().contains('\x1b'), "{}", process.logs());
         redis.start_again().await?;
         let port = text
             .split("listen = \"127.0.0.1:")
@@ -341,4 +343,43 @@ fn serve_refuses_an_unreachable_store_or_waits_for_it() -> Result<()> {
         process.terminate(Duration::from_secs(5));
         Ok(())
     })
+}
+
+/// Colours only for a terminal, and not even there with `NO_COLOR` (run under a
+/// pseudo-terminal with util-linux `script`).
+#[test]
+fn log_colours_only_on_a_terminal_without_no_color() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    generate_keys(&d.join("keys"))?;
+    let closed = free_port()?;
+    let file = write(
+        d,
+        &config(d, &format!("url = \"redis://127.0.0.1:{closed}\""), ""),
+    )?;
+    let command = format!(
+        "{} serve --config {}",
+        bin_path(JIT_BROKER)?.display(),
+        file.display()
+    );
+    let on_terminal = |no_color: bool| -> Result<String> {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &command, "/dev/null"])
+            .env_remove("NO_COLOR");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let coloured = on_terminal(false)?;
+    assert!(
+        coloured.contains("\x1b["),
+        "a terminal gets colours: {coloured}"
+    );
+    assert!(coloured.contains("store.url"), "{coloured}");
+    let plain = on_terminal(true)?;
+    assert!(!plain.contains('\x1b'), "NO_COLOR: {plain}");
+    assert!(plain.contains("store.url"), "{plain}");
+    Ok(())
 }

@@ -21,6 +21,7 @@ mod harness_git;
 mod harness_oidc;
 mod harness_redis;
 mod helper_flow;
+mod key_rotation;
 mod operability;
 mod ratelimit_redis;
 mod replicas;

@@ -5,19 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use jit_broker::clock::{Clock, SystemClock};
-use jit_broker::keys::KeyRing;
 use jit_broker::store::redis::{RedisStore, Topology};
-use jit_broker::store::{Grant, GrantStore};
-use jit_broker::token::{TokenSigner, new_jti};
 use jit_e2e::bins::generate_keys;
 use jit_e2e::process::{find_program, port_is_open, run_checked, wait_for, wait_port_closed};
 use jit_e2e::{BrokerProcess, RedisServer};
-use jit_proto::{Claims, RefPattern, Scope};
 
 use crate::support::basic;
 
@@ -67,25 +61,7 @@ url = "dir:{root}"
 /// A read token for `repo`, its grant put in the store directly.
 async fn read_token(keys: &Path, redis: &str, broker: &str, repo: &str) -> Result<String> {
     let store = RedisStore::new(Topology::Single(redis.to_owned()), "jit", 1000);
-    let signer = TokenSigner::new(Arc::new(KeyRing::load_dir(keys)?), broker, "git-jit");
-    let now = SystemClock.now_ms();
-    let claims = Claims {
-        iss: broker.to_owned(),
-        aud: "git-jit".into(),
-        sub: "alice@example.com".into(),
-        idp: "ci".into(),
-        iat: now / 1000,
-        nbf: now / 1000,
-        exp: now / 1000 + 600,
-        jti: new_jti()?,
-        scope: Scope::parse(&format!("repo:{repo}:read"))?,
-        refs: Vec::<RefPattern>::new(),
-        role: "reader".into(),
-        reason: None,
-        req: None,
-    };
-    store.put(&Grant::from_claims(&claims, now), now).await?;
-    Ok(signer.sign(&claims)?.expose().to_owned())
+    crate::support::issue(keys, broker, &store, &format!("repo:{repo}:read")).await
 }
 
 #[test]

@@ -1,7 +1,10 @@
-//! The key rotation of docs/operations.md, step by step against a real broker: add a key and
-//! restart, the new key signs, tokens of the old key keep verifying (and are listed in the
-//! JWKS) while it stays; removed, its tokens stop verifying — which is why the runbook waits
-//! for the longest token lifetime before removing it.
+//! The key rotation of docs/operations.md, step by step against a real broker: stage a new
+//! key (published, verifying, not yet signing), promote it (it signs; tokens of the old key
+//! keep verifying), remove the old key (its tokens stop verifying — which is why the runbook
+//! waits for the longest token lifetime before removing it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{Context, Result};
 use jit_e2e::bins::generate_keys;
@@ -63,32 +66,45 @@ fn key_rotation_runbook() -> Result<()> {
         let old_kid = kid(&old_token)?;
         assert_eq!(published(&http, &url).await?, vec![old_kid.clone()]);
 
-        // 1. Add a key, restart: the new key signs, the old one still verifies.
-        generate_keys(keys.path())?;
+        // 1. Stage a new key that sorts first: every replica restarted with it verifies its
+        //    tokens, while the old key still signs.
+        let staging = tempfile::tempdir()?;
+        generate_keys(staging.path())?;
+        let (made, new_kid) = key_files(staging.path())?.remove(0);
+        let staged = keys
+            .path()
+            .join(format!("jit-00000000T000000Z-{}.pem", &new_kid[..8]));
+        std::fs::rename(&made, &staged)?;
         broker.start_again().await?;
-        let new_token = token().await?;
-        let new_kid = kid(&new_token)?;
-        assert_ne!(new_kid, old_kid, "the newest key signs");
+        assert_eq!(kid(&token().await?)?, old_kid, "the old key still signs");
         let kids = published(&http, &url).await?;
         assert!(
             kids.contains(&old_kid) && kids.contains(&new_kid),
             "{kids:?}"
         );
+
+        // 2. Promote it: named by the time now (as `keys generate` names keys), it is the
+        //    newest and signs; tokens of the old key keep verifying.
+        let now = jit_e2e::process::run_checked(
+            Command::new("date").args(["-u", "+%Y%m%dT%H%M%S.%6NZ"]),
+        )?;
+        let promoted = keys
+            .path()
+            .join(format!("jit-{}-{}.pem", now.trim(), &new_kid[..8]));
+        std::fs::rename(&staged, &promoted)?;
+        broker.start_again().await?;
+        let new_token = token().await?;
+        assert_eq!(kid(&new_token)?, new_kid, "the newest key signs");
         assert!(
             active(old_token.clone()).await?,
             "old tokens keep verifying"
         );
         assert!(active(new_token.clone()).await?);
 
-        // 2. Remove the old key, restart: only the new key is published, its tokens verify,
+        // 3. Remove the old key, restart: only the new key is published, its tokens verify,
         //    and a token of the removed key no longer does (so wait out its lifetime first).
-        for file in std::fs::read_dir(keys.path())? {
-            let path = file?.path();
-            let text = std::fs::read_to_string(&path)?;
-            let ring =
-                jit_broker::keys::SigningKey::from_pkcs8(&pem_der(&text).context("a PEM key")?)
-                    .map_err(anyhow::Error::msg)?;
-            if ring.kid() == old_kid {
+        for (path, kid) in key_files(keys.path())? {
+            if kid == old_kid {
                 std::fs::remove_file(&path)?;
             }
         }
@@ -104,9 +120,20 @@ fn key_rotation_runbook() -> Result<()> {
     })
 }
 
-/// The DER of a PKCS#8 PEM.
-fn pem_der(text: &str) -> Option<Vec<u8>> {
+/// The key files of `dir` and their `kid`s, by name.
+fn key_files(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     use base64::Engine as _;
-    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
+    let mut files = Vec::new();
+    for file in std::fs::read_dir(dir)? {
+        let path = file?.path();
+        let body: String = std::fs::read_to_string(&path)?
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(body)?;
+        let key = jit_broker::keys::SigningKey::from_pkcs8(&der).map_err(anyhow::Error::msg)?;
+        files.push((path, key.kid().to_owned()));
+    }
+    files.sort();
+    Ok(files)
 }

@@ -62,15 +62,16 @@ pub async fn shutdown_signal() {
 
 /// Binds `listen` (and `server.metrics_listen`, when set) and serves `state` until
 /// `shutdown`; then accepts nothing more and lets requests in flight finish, for at most
-/// `server.shutdown_drain_secs`.
+/// `server.shutdown_drain_secs`. `listen_key` names where `listen` came from in errors.
 pub async fn serve_on(
     listen: SocketAddr,
+    listen_key: &str,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("{listen_key}: cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, issuer = %state.settings.public_url, "broker listening");
     let metrics_listener = match state.server.metrics_listen {
@@ -148,7 +149,10 @@ pub async fn serve(file: &Path, wait_for_store: Option<std::time::Duration>) -> 
     let state = AppState::open(compiled).with_context(|| format!("{}", file.display()))?;
     let found = preflight::store_ready(&*state.store, &store, file, wait_for_store).await?;
     tracing::info!(store = %found, "the store answers");
-    serve_on(listen, state, shutdown_signal()).await
+    // Binding `broker.listen` or `server.metrics_listen` can still fail: name the file.
+    serve_on(listen, "broker.listen", state, shutdown_signal())
+        .await
+        .with_context(|| file.display().to_string())
 }
 
 /// `jit-broker dev`: the state, and the lines to log, for a development broker on `listen`
@@ -270,7 +274,7 @@ pub async fn dev(listen: SocketAddr, repos: Option<PathBuf>, user: &str) -> anyh
     );
     let audit = dev_audit(|k| std::env::var(k).ok())?.join(run);
     let state = dev_state(listen, &repos, &audit, user)?;
-    serve_on(listen, state, shutdown_signal()).await
+    serve_on(listen, "--listen", state, shutdown_signal()).await
 }
 
 /// `jit-broker check-config FILE [--online]`: the one compile step `serve` uses, then what

@@ -383,3 +383,29 @@ fn log_colours_only_on_a_terminal_without_no_color() -> Result<()> {
     assert!(plain.contains("store.url"), "{plain}");
     Ok(())
 }
+
+/// An address already in use is named by its key and the file.
+#[test]
+fn serve_names_a_listen_address_in_use() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    generate_keys(&d.join("keys"))?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port();
+    let text = config(d, "kind = \"memory\"", "").replace(
+        "listen = \"127.0.0.1:",
+        &format!("listen = \"127.0.0.1:{port}\"\n# was: \"127.0.0.1:"),
+    );
+    let file = write(d, &text)?;
+    let served = broker(&["serve", "--config", &file.to_string_lossy()], &[])?;
+    let err = String::from_utf8_lossy(&served.stderr);
+    assert!(!served.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: broker.listen: cannot listen on 127.0.0.1:{port}",
+            file.display()
+        )),
+        "{err}"
+    );
+    Ok(())
+}

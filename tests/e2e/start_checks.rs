@@ -129,6 +129,44 @@ fn check_config_and_serve_name_missing_keys_and_unwritable_export_once() -> Resu
     Ok(())
 }
 
+/// What the compile step already refused is refused by `check-config` too: a missing upstream
+/// credential, an issuer URL that is not one.
+#[test]
+fn check_config_refuses_missing_upstream_credentials_and_bad_issuer_urls() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    generate_keys(&d.join("keys"))?;
+    let upstream = r#"
+[[upstream]]
+repositories = ["**"]
+url = "https://git.example.com"
+credential = { kind = "bearer", token_env = "JIT_TEST_UPSTREAM_TOKEN" }
+"#;
+    let file = write(d, &config(d, "kind = \"memory\"", upstream))?;
+    let (ok, out) = check(&file, false, &[])?;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("upstream[0].credential.token_env: environment variable JIT_TEST_UPSTREAM_TOKEN is not set"),
+        "{out}"
+    );
+    let (ok, out) = check(&file, false, &[("JIT_TEST_UPSTREAM_TOKEN", "t0ken")])?;
+    assert!(ok, "{out}");
+    assert!(!out.contains("t0ken"), "{out}");
+    let issuer =
+        "[[issuer]]\nname = \"corp\"\nissuer = \"sso.example.com\"\naudience = \"git-jit\"\n";
+    let (ok, out) = check(
+        &write(d, &config(d, "kind = \"memory\"", issuer))?,
+        false,
+        &[],
+    )?;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("issuer[0].issuer: \"sso.example.com\" must be an https:// URL"),
+        "{out}"
+    );
+    Ok(())
+}
+
 /// A key the service user cannot read: `check-config` run as that user (as `ExecStartPre`
 /// runs it) fails. Run as root, the check drops to `nobody` with `setpriv`.
 #[test]

@@ -111,15 +111,7 @@ fn broker_fails_closed_while_redis_is_down_and_recovers() -> Result<()> {
 #[test]
 fn introspection_answers_only_inactive_for_anything_not_live() -> Result<()> {
     crate::support::run(async move {
-        let redis = RedisServer::start().await?;
-        let keys = tempfile::tempdir()?;
-        generate_keys(keys.path())?;
-        let broker = BrokerProcess::start(&crate::support::broker_base(
-            keys.path(),
-            &redis.url(),
-            None,
-        ))
-        .await?;
+        let (redis, keys, broker) = crate::support::plain_broker().await?;
         let store = RedisStore::new(Topology::Single(redis.url()), "jit", 1000);
         let http = jit_e2e::http_client();
         let url = broker.url();

@@ -67,15 +67,7 @@ async fn read_token(keys: &Path, redis: &str, broker: &str, repo: &str) -> Resul
 #[test]
 fn metrics_pass_promtool_and_the_alert_rules_pass_their_tests() -> Result<()> {
     crate::support::run(async move {
-        let redis = RedisServer::start().await?;
-        let keys = tempfile::tempdir()?;
-        generate_keys(keys.path())?;
-        let broker = BrokerProcess::start(&crate::support::broker_base(
-            keys.path(),
-            &redis.url(),
-            None,
-        ))
-        .await?;
+        let (_redis, _keys, broker) = crate::support::plain_broker().await?;
         let http = jit_e2e::http_client();
         // Traffic for several families: routes, a gateway refusal, an audited denial.
         for path in [

@@ -130,6 +130,20 @@ pub async fn exchange_raw(
     Ok((status, r.json().await?))
 }
 
+/// A Redis, a fresh signing key and a broker on them ([`broker_base`], nothing trusted).
+pub async fn plain_broker() -> Result<(
+    jit_e2e::RedisServer,
+    tempfile::TempDir,
+    jit_e2e::BrokerProcess,
+)> {
+    let redis = jit_e2e::RedisServer::start().await?;
+    let keys = tempfile::tempdir()?;
+    jit_e2e::bins::generate_keys(keys.path())?;
+    let broker =
+        jit_e2e::BrokerProcess::start(&broker_base(keys.path(), &redis.url(), None)).await?;
+    Ok((redis, keys, broker))
+}
+
 /// Signs a token for `scope` with the broker's own keys (in `keys`) and stores its grant, as
 /// an exchange would.
 pub async fn issue(

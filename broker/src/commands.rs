@@ -17,6 +17,7 @@ use crate::gateway::{Gateway, demo};
 use crate::keys::KeyRing;
 use crate::policy::Request;
 use crate::policy::explain::{explain as policy_explain, identity_from_claims};
+use crate::preflight;
 use crate::recorder::sink::SinkTarget;
 use crate::recorder::verify;
 use crate::state::AppState;
@@ -60,15 +61,17 @@ pub async fn shutdown_signal() {
 }
 
 /// Binds `listen` (and `server.metrics_listen`, when set) and serves `state` until
-/// `shutdown`.
+/// `shutdown`; then accepts nothing more and lets requests in flight finish, for at most
+/// `server.shutdown_drain_secs`. `listen_key` names where `listen` came from in errors.
 pub async fn serve_on(
     listen: SocketAddr,
+    listen_key: &str,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("{listen_key}: cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, issuer = %state.settings.public_url, "broker listening");
     let metrics_listener = match state.server.metrics_listen {
@@ -89,36 +92,67 @@ pub async fn serve_on(
             "/metrics, "
         }
     );
-    let Some(metrics_listener) = metrics_listener else {
-        return crate::http::run(listener, state, shutdown)
-            .await
-            .context("server failed");
-    };
-    // One shutdown for both listeners.
+    // One shutdown for both listeners; from it, requests in flight get the drain time.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let metrics = tokio::spawn(crate::http::run_metrics(
-        metrics_listener,
-        state.clone(),
-        wait(stopped.clone()),
-    ));
+    let drain = std::time::Duration::from_secs(state.server.shutdown_drain_secs);
+    let metrics = metrics_listener.map(|l| {
+        tokio::spawn(crate::http::run_metrics(
+            l,
+            state.clone(),
+            wait(stopped.clone()),
+        ))
+    });
     tokio::spawn(async move {
         shutdown.await;
+        tracing::info!(
+            drain_secs = drain.as_secs(),
+            "no new connections; requests in flight may finish"
+        );
         let _ = stop.send(true);
     });
-    let served = crate::http::run(listener, state, wait(stopped)).await;
-    metrics.abort();
-    served.context("server failed")
+    let served = crate::http::run(listener, state, wait(stopped.clone()));
+    let drained = async {
+        wait(stopped).await;
+        tokio::time::sleep(drain).await;
+    };
+    let served = tokio::select! {
+        served = served => {
+            tracing::info!("stopped: every connection is closed");
+            served.context("server failed")
+        }
+        () = drained => {
+            // Dropping the server closes the connections still open.
+            tracing::warn!(
+                drain_secs = drain.as_secs(),
+                "stopped: the drain time is over, connections still open are closed"
+            );
+            Ok(())
+        }
+    };
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    served
 }
 
-/// `jit-broker serve --config FILE`.
-pub async fn serve(file: &Path) -> anyhow::Result<()> {
+/// `jit-broker serve --config FILE`: the checks of `check-config` first (each failure names
+/// the file and key), then the store must answer (now, or within `wait_for_store`).
+pub async fn serve(file: &Path, wait_for_store: Option<std::time::Duration>) -> anyhow::Result<()> {
     let compiled = compile::load(file)?;
+    let checked = preflight::files(&compiled, file);
+    anyhow::ensure!(checked.is_ok(), "{}", checked.problems_text());
     let listen = compiled.listen;
+    let store = compiled.store.clone();
     let state = AppState::open(compiled).with_context(|| format!("{}", file.display()))?;
-    serve_on(listen, state, shutdown_signal()).await
+    let found = preflight::store_ready(&*state.store, &store, file, wait_for_store).await?;
+    tracing::info!(store = %found, "the store answers");
+    // Binding `broker.listen` or `server.metrics_listen` can still fail: name the file.
+    serve_on(listen, "broker.listen", state, shutdown_signal())
+        .await
+        .with_context(|| file.display().to_string())
 }
 
 /// `jit-broker dev`: the state, and the lines to log, for a development broker on `listen`
@@ -240,18 +274,41 @@ pub async fn dev(listen: SocketAddr, repos: Option<PathBuf>, user: &str) -> anyh
     );
     let audit = dev_audit(|k| std::env::var(k).ok())?.join(run);
     let state = dev_state(listen, &repos, &audit, user)?;
-    serve_on(listen, state, shutdown_signal()).await
+    serve_on(listen, "--listen", state, shutdown_signal()).await
 }
 
-/// `jit-broker check-config FILE`: the one compile step `serve` uses; the summary line.
-pub fn check_config(file: &Path) -> anyhow::Result<String> {
+/// `jit-broker check-config FILE [--online]`: the one compile step `serve` uses, then what
+/// `serve` will open (keys, audit files); `online` also asks the store and every issuer. The
+/// lines of what is ready and the summary line, or every problem found.
+pub async fn check_config(file: &Path, online: bool) -> anyhow::Result<String> {
     let compiled = compile::load(file)?;
-    Ok(format!(
+    let mut report = preflight::files(&compiled, file);
+    if online {
+        let store = crate::state::open_store(&compiled.store)
+            .map_err(|e| anyhow::anyhow!("{}: store: {e}", file.display()))?;
+        let reached = preflight::online(&compiled, &*store, file).await;
+        report.ready.extend(reached.ready);
+        report.problems.extend(reached.problems);
+    }
+    anyhow::ensure!(report.is_ok(), "{}", report.problems_text());
+    let mut out: String = report
+        .ready
+        .iter()
+        .map(|line| format!("{}: {line}\n", file.display()))
+        .collect();
+    if !online {
+        out.push_str(&format!(
+            "{}: store and issuers not contacted (--online does)\n",
+            file.display()
+        ));
+    }
+    out.push_str(&format!(
         "{}: ok ({} issuers, {} roles)",
         file.display(),
         compiled.issuers,
         compiled.policy.roles().len()
-    ))
+    ));
+    Ok(out)
 }
 
 /// `jit-broker keys generate --dir DIR`: the new key's path and kid.
@@ -391,17 +448,26 @@ actions = ["read"]
     fn check_config_compiles_and_reports() {
         let dir = tempfile::tempdir().expect("dir");
         let file = dir.path().join("broker.toml");
-        std::fs::write(&file, CONFIG).expect("write");
-        let out = check_config(&file).expect("ok");
+        let keys = dir.path().join("keys");
+        keys_generate(&keys).expect("key");
+        std::fs::write(
+            &file,
+            CONFIG.replace("keys_dir = \"keys\"", &format!("keys_dir = {keys:?}")),
+        )
+        .expect("write");
+        let check = |file: &Path| {
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(check_config(file, false))
+        };
+        let out = check(&file).expect("ok");
         assert!(out.ends_with(": ok (1 issuers, 1 roles)"), "{out}");
         std::fs::write(
             &file,
             CONFIG.replace("issuer = \"corp\"\nrepo", "issuer = \"x\"\nrepo"),
         )
         .expect("write");
-        let err = check_config(&file)
-            .expect_err("bad role issuer")
-            .to_string();
+        let err = check(&file).expect_err("bad role issuer").to_string();
         assert!(err.contains("broker.toml: role"), "{err}");
     }
 

@@ -1,7 +1,8 @@
 //! The signing key ring: Ed25519 keys in PKCS#8 PEM files, several at once for rotation.
 //!
-//! The newest key (by file name: `jit-<UTC timestamp>.pem`, so names sort by age) signs;
-//! every key in the ring verifies. A key's `kid` is its RFC 7638 JWK thumbprint.
+//! The newest key (by file name: `jit-<UTC timestamp to the microsecond>-<kid prefix>.pem`,
+//! so names sort by age) signs; every key in the ring verifies. A key's `kid` is its RFC 7638
+//! JWK thumbprint.
 
 use std::fs;
 use std::io::Write;
@@ -21,12 +22,12 @@ const PEM_LABEL: &str = "PRIVATE KEY";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The directory or a file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not a separate cause: printed once).
+        error: std::io::Error,
     },
     /// A file was not a PKCS#8 PEM Ed25519 private key.
     #[error("{path}: not a PKCS#8 PEM Ed25519 private key: {why}")]
@@ -168,7 +169,10 @@ impl KeyRing {
     pub fn load_dir(dir: &Path) -> Result<Self, KeyError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| KeyError::Io { path, source }
+            move |source| KeyError::Io {
+                path,
+                error: source,
+            }
         };
         let mut files: Vec<PathBuf> = fs::read_dir(dir)
             .map_err(io(dir))?
@@ -201,7 +205,10 @@ impl KeyRing {
     ) -> Result<(PathBuf, String), KeyError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| KeyError::Io { path, source }
+            move |source| KeyError::Io {
+                path,
+                error: source,
+            }
         };
         if !dir.exists() {
             let mut builder = fs::DirBuilder::new();
@@ -213,7 +220,7 @@ impl KeyRing {
         let (key, der) = SigningKey::generate()?;
         let stamp = now
             .format(time::macros::format_description!(
-                "[year][month][day]T[hour][minute][second]Z"
+                "[year][month][day]T[hour][minute][second].[subsecond digits:6]Z"
             ))
             .unwrap_or_default();
         let path = dir.join(format!("jit-{stamp}-{}.pem", &key.kid()[..8]));
@@ -252,7 +259,7 @@ fn check_mode(path: &Path) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = fs::metadata(path).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -354,6 +361,21 @@ mod tests {
             thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
             "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
         );
+    }
+
+    /// Regression: two keys generated within one second were named by the same second, so
+    /// the one that signs was whichever `kid` sorted last, not the newest.
+    #[test]
+    fn the_newest_key_signs_even_within_one_second() {
+        let dir = tempfile::tempdir().expect("dir");
+        let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let mut newest = String::new();
+        for ms in 0..8 {
+            let at = t0 + time::Duration::milliseconds(ms);
+            newest = KeyRing::generate_into(dir.path(), at).expect("gen").1;
+        }
+        let ring = KeyRing::load_dir(dir.path()).expect("load");
+        assert_eq!(ring.signer().kid(), newest);
     }
 
     /// Regression: the key folder was created 0755 although the help says 0700.

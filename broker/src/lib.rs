@@ -40,6 +40,7 @@ pub mod keys;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod preflight;
 pub mod ratelimit;
 pub mod recorder;
 pub mod redis_conn;

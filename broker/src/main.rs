@@ -52,11 +52,20 @@ enum Command {
         /// The TOML configuration file (see deploy/broker.example.toml).
         #[arg(long, short)]
         config: PathBuf,
+        /// Wait up to SECS for the store to answer at start (logging a countdown) instead of
+        /// refusing to start at once.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "60")]
+        wait_for_store: Option<u64>,
     },
-    /// Check a configuration file and exit.
+    /// Check a configuration file and what serving it needs (signing keys, audit files,
+    /// upstream credentials, issuer URLs), then exit.
     CheckConfig {
         /// The TOML configuration file.
         file: PathBuf,
+        /// Also connect to the store (AUTH, topology) and fetch every issuer's discovery
+        /// document and keys.
+        #[arg(long)]
+        online: bool,
     },
     /// Show which roles would grant a request for the given claims, and why the others
     /// would not. Exit status 0 if the request would be granted, 1 otherwise.
@@ -155,8 +164,13 @@ enum KeysCommand {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("JIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    // Colours only for a person at a terminal: never into a redirected file or a journal,
+    // and never when NO_COLOR is set (no-color.org: any non-empty value).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.event_format(RequestIdFormat::human()).init(),
@@ -212,9 +226,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             repos,
             user,
         } => commands::dev(listen, repos, &user).await,
-        Command::Serve { config } => commands::serve(&config).await,
-        Command::CheckConfig { file } => {
-            println!("{}", commands::check_config(&file)?);
+        Command::Serve {
+            config,
+            wait_for_store,
+        } => commands::serve(&config, wait_for_store.map(std::time::Duration::from_secs)).await,
+        Command::CheckConfig { file, online } => {
+            println!("{}", commands::check_config(&file, online).await?);
             Ok(())
         }
         Command::Audit {

@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub mod exposition;
+
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
 /// scrapes natively).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -87,6 +89,14 @@ pub struct Metrics {
     pub connections: ConnectionMetrics,
     /// Approval notifications: deliveries and attempts per webhook.
     pub webhooks: WebhookMetrics,
+    /// When each certificate the broker presents or uses expires.
+    certificates: Family<CertificateLabels, Gauge>,
+}
+
+/// Labels of a certificate: the broker's fixed name for it (`tls`, `redis_client`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    certificate: &'static str,
 }
 
 impl Default for Metrics {
@@ -156,6 +166,12 @@ impl Metrics {
             "Grant store calls that failed, by operation",
             store_errors.clone(),
         );
+        let certificates = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "jit_certificate_expiry_timestamp_seconds",
+            "When a certificate the broker loaded expires (its notAfter, Unix seconds), by certificate",
+            certificates.clone(),
+        );
         let connections = ConnectionMetrics::register(&mut registry);
         let webhooks = WebhookMetrics::register(&mut registry);
         registry.register(
@@ -177,6 +193,7 @@ impl Metrics {
             rate_limited,
             rate_limit_unavailable,
             summarised,
+            certificates,
             kinds_seen: Mutex::default(),
             reasons_seen: Mutex::default(),
         }
@@ -229,6 +246,15 @@ impl Metrics {
         self.rate_limit_unavailable
             .get_or_create(&LimiterLabels { limiter })
             .inc();
+    }
+
+    /// Records when the certificate named `certificate` (a fixed name: `tls`,
+    /// `redis_client`) expires, as Unix seconds; what loads a certificate sets it, so the
+    /// expiry alert of `deploy/prometheus/alerts.yaml` sees it.
+    pub fn certificate_expires(&self, certificate: &'static str, not_after_unix: i64) {
+        self.certificates
+            .get_or_create(&CertificateLabels { certificate })
+            .set(not_after_unix);
     }
 
     /// Records whether the store answered.
@@ -291,6 +317,12 @@ impl Metrics {
             })
             .collect();
         (counts, self.audit_failures.get())
+    }
+
+    /// The text exposition of every family in the Prometheus text format
+    /// ([`exposition::PROMETHEUS_TEXT`]).
+    pub fn encode_prometheus_text(&self) -> String {
+        exposition::to_prometheus_text(&self.encode())
     }
 
     /// The text exposition of every family ([`CONTENT_TYPE`]).

@@ -296,7 +296,7 @@ impl AppState {
 }
 
 /// The store `config` names (connects on first use).
-fn open_store(config: &crate::config::StoreConfig) -> Result<Arc<dyn GrantStore>, StartError> {
+pub fn open_store(config: &crate::config::StoreConfig) -> Result<Arc<dyn GrantStore>, StartError> {
     Ok(match config.kind {
         StoreKind::Memory => Arc::new(MemoryStore::with_retention(retention(config))),
         StoreKind::Redis => {

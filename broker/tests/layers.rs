@@ -41,6 +41,7 @@ const FLOORS: &[(&str, u8)] = &[
     // The one compile step, the shared state, the HTTP floor, the subcommands.
     ("compile", 7),
     ("state", 8),
+    ("preflight", 8),
     ("http", 9),
     ("commands", 10),
 ];

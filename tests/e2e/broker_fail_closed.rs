@@ -1,55 +1,16 @@
 //! A broker process on a real Redis fails closed while the store is away, says why, and
 //! recovers by itself when it is back.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use jit_broker::clock::{Clock, SystemClock};
-use jit_broker::keys::KeyRing;
+use jit_broker::store::GrantStore;
 use jit_broker::store::redis::{RedisStore, Topology};
-use jit_broker::store::{Grant, GrantStore};
-use jit_broker::token::{TokenSigner, new_jti};
 use jit_e2e::bins::generate_keys;
 use jit_e2e::{BrokerProcess, RedisServer};
-use jit_proto::{Claims, Scope};
 
-/// Signs a token with the broker's own keys and stores its grant, as an exchange would.
-async fn issue(keys: &std::path::Path, broker_url: &str, store: &RedisStore) -> Result<String> {
-    let signer = TokenSigner::new(Arc::new(KeyRing::load_dir(keys)?), broker_url, "git-jit");
-    let now = SystemClock.now_ms();
-    let claims = Claims {
-        iss: broker_url.to_owned(),
-        aud: "git-jit".into(),
-        sub: "alice@example.com".into(),
-        idp: "corp".into(),
-        iat: now / 1000,
-        nbf: now / 1000,
-        exp: now / 1000 + 600,
-        jti: new_jti()?,
-        scope: Scope::parse("repo:acme/api:read")?,
-        refs: vec![],
-        role: "dev".into(),
-        reason: None,
-        req: None,
-    };
-    store.put(&Grant::from_claims(&claims, now), now).await?;
-    Ok(signer.sign(&claims)?.expose().to_owned())
-}
-
-async fn introspect(
-    http: &reqwest::Client,
-    broker: &str,
-    token: &str,
-) -> Result<(u16, serde_json::Value)> {
-    let r = http
-        .post(format!("{broker}/oauth/introspect"))
-        .form(&[("token", token)])
-        .send()
-        .await?;
-    let status = r.status().as_u16();
-    Ok((status, r.json().await?))
-}
+use crate::support::{introspect, issue};
 
 #[test]
 fn broker_fails_closed_while_redis_is_down_and_recovers() -> Result<()> {
@@ -67,7 +28,7 @@ fn broker_fails_closed_while_redis_is_down_and_recovers() -> Result<()> {
         let http = jit_e2e::http_client();
         let url = broker.url();
 
-        let token = issue(keys.path(), &url, &store).await?;
+        let token = issue(keys.path(), &url, &store, "repo:acme/api:read").await?;
         let (status, body) = introspect(&http, &url, &token).await?;
         assert_eq!(
             (status, body["active"].as_bool()),
@@ -136,7 +97,7 @@ fn broker_fails_closed_while_redis_is_down_and_recovers() -> Result<()> {
         // The restarted Redis is empty: the old grant is unknown (inactive), a new one is live.
         let (status, body) = introspect(&http, &url, &token).await?;
         assert_eq!((status, body), (200, serde_json::json!({"active": false})));
-        let fresh = issue(keys.path(), &url, &store).await?;
+        let fresh = issue(keys.path(), &url, &store, "repo:acme/api:read").await?;
         let (status, body) = introspect(&http, &url, &fresh).await?;
         assert_eq!(
             (status, body["active"].as_bool()),
@@ -150,20 +111,12 @@ fn broker_fails_closed_while_redis_is_down_and_recovers() -> Result<()> {
 #[test]
 fn introspection_answers_only_inactive_for_anything_not_live() -> Result<()> {
     crate::support::run(async move {
-        let redis = RedisServer::start().await?;
-        let keys = tempfile::tempdir()?;
-        generate_keys(keys.path())?;
-        let broker = BrokerProcess::start(&crate::support::broker_base(
-            keys.path(),
-            &redis.url(),
-            None,
-        ))
-        .await?;
+        let (redis, keys, broker) = crate::support::plain_broker().await?;
         let store = RedisStore::new(Topology::Single(redis.url()), "jit", 1000);
         let http = jit_e2e::http_client();
         let url = broker.url();
 
-        let live = issue(keys.path(), &url, &store).await?;
+        let live = issue(keys.path(), &url, &store, "repo:acme/api:read").await?;
         let (_, body) = introspect(&http, &url, &live).await?;
         assert_eq!(body["active"], true);
         assert_eq!(body["scope"], "repo:acme/api:read");
@@ -183,7 +136,7 @@ fn introspection_answers_only_inactive_for_anything_not_live() -> Result<()> {
         forged.push('x');
         let other_keys = tempfile::tempdir()?;
         generate_keys(other_keys.path())?;
-        let foreign = issue(other_keys.path(), &url, &store).await?;
+        let foreign = issue(other_keys.path(), &url, &store, "repo:acme/api:read").await?;
         for token in [
             live.as_str(),
             forged.as_str(),

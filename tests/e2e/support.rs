@@ -130,6 +130,72 @@ pub async fn exchange_raw(
     Ok((status, r.json().await?))
 }
 
+/// A Redis, a fresh signing key and a broker on them ([`broker_base`], nothing trusted).
+pub async fn plain_broker() -> Result<(
+    jit_e2e::RedisServer,
+    tempfile::TempDir,
+    jit_e2e::BrokerProcess,
+)> {
+    let redis = jit_e2e::RedisServer::start().await?;
+    let keys = tempfile::tempdir()?;
+    jit_e2e::bins::generate_keys(keys.path())?;
+    let broker =
+        jit_e2e::BrokerProcess::start(&broker_base(keys.path(), &redis.url(), None)).await?;
+    Ok((redis, keys, broker))
+}
+
+/// Signs a token for `scope` with the broker's own keys (in `keys`) and stores its grant, as
+/// an exchange would.
+pub async fn issue(
+    keys: &std::path::Path,
+    broker_url: &str,
+    store: &jit_broker::store::redis::RedisStore,
+    scope: &str,
+) -> Result<String> {
+    use jit_broker::clock::Clock as _;
+    use jit_broker::store::GrantStore as _;
+    let signer = jit_broker::token::TokenSigner::new(
+        std::sync::Arc::new(jit_broker::keys::KeyRing::load_dir(keys)?),
+        broker_url,
+        "git-jit",
+    );
+    let now = jit_broker::clock::SystemClock.now_ms();
+    let claims = jit_proto::Claims {
+        iss: broker_url.to_owned(),
+        aud: "git-jit".into(),
+        sub: "alice@example.com".into(),
+        idp: "corp".into(),
+        iat: now / 1000,
+        nbf: now / 1000,
+        exp: now / 1000 + 600,
+        jti: jit_broker::token::new_jti()?,
+        scope: jit_proto::Scope::parse(scope)?,
+        refs: vec![],
+        role: "dev".into(),
+        reason: None,
+        req: None,
+    };
+    store
+        .put(&jit_broker::store::Grant::from_claims(&claims, now), now)
+        .await?;
+    Ok(signer.sign(&claims)?.expose().to_owned())
+}
+
+/// `POST /oauth/introspect` of `token` from loopback: the status and the JSON answer.
+pub async fn introspect(
+    http: &reqwest::Client,
+    broker: &str,
+    token: &str,
+) -> Result<(u16, serde_json::Value)> {
+    let r = http
+        .post(format!("{broker}/oauth/introspect"))
+        .form(&[("token", token)])
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await?))
+}
+
 /// Like [`exchange_raw`], failing unless the broker grants; returns the broker token.
 pub async fn exchange(broker: &str, subject_token: &str, scope: &str) -> Result<String> {
     let (status, body) = exchange_raw(broker, subject_token, scope, &[]).await?;

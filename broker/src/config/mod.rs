@@ -53,12 +53,12 @@ pub const REDIS_URL_ENV: &str = "JIT_REDIS_URL";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read: {error}")]
     Read {
         /// The file.
         file: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not a separate cause: printed once).
+        error: std::io::Error,
     },
     /// The file is not valid TOML for this schema (the message names key and line).
     #[error("{file}: {message}")]
@@ -405,7 +405,7 @@ impl Config {
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
             file: file.to_path_buf(),
-            source,
+            error: source,
         })?;
         let mut config = Self::parse(&text, file)?;
         if let Ok(url) = std::env::var(REDIS_URL_ENV) {

@@ -40,6 +40,11 @@ pub struct ServerConfig {
     /// that stops reading its clone) before it is closed. Default 300.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: u64,
+    /// Seconds `serve` lets requests in flight finish after SIGTERM (a clone streaming its
+    /// pack) while it accepts no new connection; connections still open then are closed.
+    /// Default 30 (leave it below the orchestrator's kill timeout).
+    #[serde(default = "default_shutdown_drain")]
+    pub shutdown_drain_secs: u64,
     /// Serve `GET /metrics` on this address (e.g. `127.0.0.1:9464`) instead of the main
     /// listener, which then no longer answers it. Unset: `/metrics` is on the main listener.
     #[serde(default)]
@@ -56,6 +61,7 @@ impl Default for ServerConfig {
             max_connections_per_address_percent: default_share(),
             header_read_timeout_secs: default_header_read_timeout(),
             idle_timeout_secs: default_idle_timeout(),
+            shutdown_drain_secs: default_shutdown_drain(),
             metrics_listen: None,
             introspection: IntrospectionConfig::default(),
         }
@@ -64,6 +70,10 @@ impl Default for ServerConfig {
 
 fn default_share() -> u8 {
     50
+}
+
+fn default_shutdown_drain() -> u64 {
+    30
 }
 
 fn default_header_read_timeout() -> u64 {
@@ -141,6 +151,7 @@ impl ServerConfig {
         for (key, secs) in [
             ("header_read_timeout_secs", self.header_read_timeout_secs),
             ("idle_timeout_secs", self.idle_timeout_secs),
+            ("shutdown_drain_secs", self.shutdown_drain_secs),
         ] {
             if !(1..=86_400).contains(&secs) {
                 return Err(KeyProblem::new(

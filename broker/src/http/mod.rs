@@ -357,7 +357,15 @@ mod tests {
                 .expect("infallible");
         }
         let r = app
-            .oneshot(Request::get("/metrics").body(Body::empty()).expect("req"))
+            .oneshot(
+                Request::get("/metrics")
+                    .header(
+                        header::ACCEPT,
+                        "application/openmetrics-text; version=1.0.0",
+                    )
+                    .body(Body::empty())
+                    .expect("req"),
+            )
             .await
             .expect("infallible");
         assert_eq!(r.status(), StatusCode::OK);

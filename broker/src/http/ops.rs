@@ -1,10 +1,10 @@
 //! Liveness, readiness and metrics for orchestrators and monitoring.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 
-use crate::metrics::CONTENT_TYPE;
+use crate::metrics::{CONTENT_TYPE, exposition};
 use crate::state::Health;
 
 /// `GET /healthz`: the process serves.
@@ -34,8 +34,19 @@ pub async fn readyz(State(state): State<Health>) -> (StatusCode, String) {
 /// `jit_audit_events_total{event="grant.issued"}`, `…{event="access.denied"}`; beside them
 /// unaudited refusals, failed appends, the store's health and latency, and request latency by
 /// route. The store is pinged on every scrape.
-pub async fn metrics(State(state): State<Health>) -> impl IntoResponse {
+///
+/// Prometheus asks for OpenMetrics and gets it; other clients (curl, `promtool check
+/// metrics`) get the Prometheus text format.
+pub async fn metrics(State(state): State<Health>, headers: HeaderMap) -> impl IntoResponse {
     let metrics = state.audit.counts();
     metrics.store_up(state.store.ping().await.is_ok());
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode())
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode())
+    } else {
+        (
+            [(header::CONTENT_TYPE, exposition::PROMETHEUS_TEXT)],
+            metrics.encode_prometheus_text(),
+        )
+    }
 }

@@ -215,6 +215,16 @@ impl KeyCache {
         lookup(current.as_deref(), kid, now_ms, times, failure)
     }
 
+    /// Fetches the keys once, as a refresh would (discovery, then the JWKS), without
+    /// installing them: how many usable keys the issuer publishes now (`check-config
+    /// --online`).
+    pub async fn probe(&self, http: Option<&reqwest::Client>) -> Result<usize, String> {
+        match &self.source {
+            Source::Fixed => Ok(self.snapshot().map_or(0, |s| s.keys.len())),
+            _ => self.fetch(http).await.map(|keys| keys.len()),
+        }
+    }
+
     async fn fetch(
         &self,
         http: Option<&reqwest::Client>,
@@ -300,10 +310,17 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
     serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
 }
 
+/// The error and its causes (`error sending request: client error (Connect): tcp connect
+/// error: Connection refused`), without the URL the caller names already.
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(u) = e.url() {
         s = s.replace(&format!(" ({u})"), "");
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
     }
     s
 }

@@ -361,6 +361,20 @@ impl Verifier {
         self.issuers.insert(url, Arc::new(trusted));
     }
 
+    /// Fetches every issuer's discovery document and keys once (`check-config --online`):
+    /// per issuer, by name, how many keys it publishes or why they could not be fetched.
+    pub async fn probe(&self) -> Vec<(String, Result<usize, String>)> {
+        let mut issuers: Vec<&Arc<TrustedIssuer>> = self.issuers.values().collect();
+        issuers.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        let probes = issuers.iter().map(|t| t.keys.probe(self.http.as_ref()));
+        let results = futures_util::future::join_all(probes).await;
+        issuers
+            .iter()
+            .map(|t| t.config.name.clone())
+            .zip(results)
+            .collect()
+    }
+
     /// The issuer configured with this exact URL.
     pub fn issuer(&self, url: &str) -> Option<&IssuerConfig> {
         self.issuers.get(url).map(|t| &t.config)

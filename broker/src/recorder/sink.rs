@@ -22,12 +22,12 @@ use crate::audit::AuditEvent;
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Writing or syncing failed.
-    #[error("audit sink {target}: {source}")]
+    #[error("audit sink {target}: {error}")]
     Io {
         /// The file or socket.
         target: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not a separate cause: printed once).
+        error: std::io::Error,
     },
     /// The writer thread is gone.
     #[error("audit sink stopped")]
@@ -112,7 +112,7 @@ impl Sink {
                             Ok(()) => Ok(()),
                             Err((target, e)) => Err(SinkError::Io {
                                 target: target.clone(),
-                                source: std::io::Error::new(e.kind(), e.to_string()),
+                                error: std::io::Error::new(e.kind(), e.to_string()),
                             }),
                         };
                         let _ = job.reply.send(answer);
@@ -121,7 +121,7 @@ impl Sink {
             })
             .map_err(|source| SinkError::Io {
                 target: "writer thread".into(),
-                source,
+                error: source,
             })?;
         Ok(Self { tx, target })
     }
@@ -181,7 +181,7 @@ impl Backend {
             } => {
                 let io = |source| SinkError::Io {
                     target: dir.display().to_string(),
-                    source,
+                    error: source,
                 };
                 if !dir.exists() {
                     use std::os::unix::fs::DirBuilderExt as _;
@@ -198,7 +198,7 @@ impl Backend {
                 if mode & 0o022 != 0 {
                     return Err(SinkError::Io {
                         target: dir.display().to_string(),
-                        source: std::io::Error::other(format!(
+                        error: std::io::Error::other(format!(
                             "the folder is writable by other users (mode {:o}); chmod go-w it or set audit.dir",
                             mode & 0o777
                         )),
@@ -233,12 +233,12 @@ impl Backend {
                 let s = std::os::unix::net::UnixDatagram::unbound().map_err(|source| {
                     SinkError::Io {
                         target: "syslog".into(),
-                        source,
+                        error: source,
                     }
                 })?;
                 s.connect("/dev/log").map_err(|source| SinkError::Io {
                     target: "syslog /dev/log".into(),
-                    source,
+                    error: source,
                 })?;
                 Backend::Syslog(s)
             }
@@ -342,12 +342,12 @@ pub struct ReadEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum TrailError {
     /// A file or directory could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not a separate cause: printed once).
+        error: std::io::Error,
     },
     /// A line is not an audit event (or was cut short).
     #[error("{at}: not an audit event: {why}")]
@@ -386,7 +386,7 @@ impl ReplicaStream {
                 let name = path.display().to_string();
                 let file = File::open(&path).map_err(|source| TrailError::Io {
                     path: name.clone(),
-                    source,
+                    error: source,
                 })?;
                 self.current = Some((BufReader::with_capacity(1 << 16, file), name, 0));
             }
@@ -398,7 +398,7 @@ impl ReplicaStream {
                 .read_line(&mut self.line)
                 .map_err(|source| TrailError::Io {
                     path: name.clone(),
-                    source,
+                    error: source,
                 })?;
             if n == 0 {
                 self.current = None;
@@ -446,7 +446,7 @@ impl TrailReader {
             if path.is_dir() {
                 let io = |source| TrailError::Io {
                     path: path.display().to_string(),
-                    source,
+                    error: source,
                 };
                 for entry in std::fs::read_dir(path).map_err(io)? {
                     let p = entry.map_err(io)?.path();

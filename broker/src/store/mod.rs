@@ -440,6 +440,14 @@ pub trait GrantStore: Send + Sync + 'static {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Whether the store answers and is what the configuration says (`check-config
+    /// --online`, `serve` at start): a line saying what answered. Redis checks that a
+    /// single URL names a writable primary, not a replica or a Cluster node, and that a
+    /// cluster is healthy.
+    async fn probe(&self) -> Result<String, StoreError> {
+        self.ping().await.map(|()| "answers".to_owned())
+    }
+
     /// The approval requests kept beside the grants (same backend, same connection).
     fn requests(&self) -> &dyn RequestStore;
 }

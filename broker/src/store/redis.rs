@@ -682,7 +682,64 @@ impl GrantStore for RedisStore {
         Ok(())
     }
 
+    async fn probe(&self) -> Result<String, StoreError> {
+        let mut c = self.conn().await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let wrong = |why: String| StoreError::Unavailable(why);
+        if matches!(self.topology, Topology::Cluster(_)) {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            return match info_field(&info, "cluster_state") {
+                Some("ok") => Ok(format!(
+                    "a Redis Cluster of {} masters, state ok",
+                    info_field(&info, "cluster_size").unwrap_or("?")
+                )),
+                state => Err(wrong(format!(
+                    "the cluster is not healthy (cluster_state:{})",
+                    state.unwrap_or("unknown")
+                ))),
+            };
+        }
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if info_field(&info, "cluster_enabled") == Some("1") {
+            return Err(wrong(
+                "the server is a Redis Cluster node: list the cluster's nodes in store.cluster"
+                    .into(),
+            ));
+        }
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        match info_field(&info, "role") {
+            Some("master") => Ok("a Redis primary".to_owned()),
+            role => Err(wrong(format!(
+                "the server is a read-only replica (role:{}): the broker writes; give the primary",
+                role.unwrap_or("unknown")
+            ))),
+        }
+    }
+
     fn requests(&self) -> &dyn super::RequestStore {
         self
     }
+}
+
+/// The value of `field` in an `INFO` / `CLUSTER INFO` reply (`field:value` lines).
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .find(|(k, _)| *k == field)
+        .map(|(_, v)| v)
 }

@@ -158,6 +158,10 @@ impl GrantStore for TimedStore {
         self.timed(Op::Ping, self.inner.ping()).await
     }
 
+    async fn probe(&self) -> Result<String, StoreError> {
+        self.timed(Op::Ping, self.inner.probe()).await
+    }
+
     fn requests(&self) -> &dyn super::RequestStore {
         self.inner.requests()
     }

@@ -123,6 +123,15 @@ fn report(v: &ChainVerifier, source: &str) -> String {
         v.count(),
         v.checkpoints()
     );
+    for line in v.replicas() {
+        out.push_str(&format!("\n{line}"));
+    }
+    if v.absent() > 0 {
+        out.push_str(&format!(
+            "\n{} events (by seq) are not in these {source}: other replicas' events (verify every replica's files together to cover them); no event of a replica above is missing",
+            v.absent()
+        ));
+    }
     match v.last_checkpoint() {
         Some(cp) => {
             let when =
@@ -466,7 +475,7 @@ mod tests {
         let key = other.signer();
         let cpt = crate::audit::Checkpoint::of(&e).expect("checkpoint");
         let sig = jsonwebtoken::crypto::sign(
-            crate::audit::checkpoint_message(&cpt.head, e.ts).as_bytes(),
+            crate::audit::checkpoint_message(&cpt.head, e.replica.as_ref(), e.ts).as_bytes(),
             key.encoding(),
             jsonwebtoken::Algorithm::EdDSA,
         )
@@ -479,5 +488,95 @@ mod tests {
         t.write(&path, lines);
         let err = t.verify(None).expect_err("forged").to_string();
         assert!(err.contains("signature does not verify"), "{err}");
+    }
+
+    /// Two replicas on one store, each writing its own folder: each folder verifies on its
+    /// own (the other's events named as absent), both together verify as one trail, and an
+    /// event deleted from one replica's files is caught with that folder alone.
+    #[tokio::test]
+    async fn each_replicas_files_verify_on_their_own() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(100_000));
+        let keys = Arc::new(KeyRing::ephemeral().expect("key"));
+        let replica = |name: &str| {
+            let sink = Sink::open(SinkTarget::File {
+                dir: dir.path().join(name),
+                replica: name.into(),
+                rotate_bytes: 2048,
+            })
+            .expect("sink");
+            let signing = keys.clone();
+            Auditor::durable(
+                store.clone(),
+                None,
+                Arc::new(crate::metrics::Metrics::new()),
+                Some(sink),
+                Some(Checkpoints {
+                    interval: Duration::from_millis(5),
+                    sign: Arc::new(move |m: &[u8]| {
+                        let key = signing.signer();
+                        jsonwebtoken::crypto::sign(
+                            m,
+                            key.encoding(),
+                            jsonwebtoken::Algorithm::EdDSA,
+                        )
+                        .map(|s| (key.kid().to_owned(), s))
+                        .map_err(|e| e.to_string())
+                    }),
+                }),
+            )
+        };
+        let (a, b) = (replica("a"), replica("b"));
+        for i in 0..40 {
+            let kind = if i % 3 == 0 {
+                "grant.issued"
+            } else {
+                "access.denied"
+            };
+            let who = if i % 4 < 2 { &a } else { &b };
+            who.record(AuditEvent::new(kind, 1000 + i))
+                .await
+                .expect("recorded");
+            if i % 10 == 0 {
+                // Let the checkpoint interval pass (nothing is timed): checkpoints land
+                // amid the other replica's events.
+                tokio::time::sleep(Duration::from_millis(12)).await;
+            }
+        }
+        let check = {
+            let keys = keys.clone();
+            move |kid: &str, m: &[u8], s: &str| key_ring_verifies(&keys, kid, m, s)
+        };
+        let both = verify_files(&[dir.path().join("a"), dir.path().join("b")], &check, None)
+            .expect("both replicas together");
+        assert!(!both.contains("not in these files"), "{both}");
+        for name in ["a", "b"] {
+            let alone = verify_files(&[dir.path().join(name)], &check, None)
+                .unwrap_or_else(|e| panic!("replica {name} alone: {e}"));
+            assert!(alone.contains("audit chain intact"), "{alone}");
+            assert!(
+                alone.contains(&format!("replica {name}: its events 1..=")),
+                "{alone}"
+            );
+            assert!(alone.contains("other replicas' events"), "{alone}");
+        }
+        let report = verify_files(&[dir.path().join("a")], &check, None).expect("a");
+        assert!(report.contains("signature valid"), "{report}");
+        // One of a's events deleted from a's files: a's own chain breaks.
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path().join("a"))
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        files.sort();
+        let text = std::fs::read_to_string(&files[0]).expect("read");
+        let mut lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() > 2);
+        lines.remove(1);
+        std::fs::write(&files[0], lines.join("\n") + "\n").expect("write");
+        let err = verify_files(&[dir.path().join("a")], &check, None)
+            .expect_err("deleted")
+            .to_string();
+        assert!(err.contains("of replica a but does not follow"), "{err}");
     }
 }

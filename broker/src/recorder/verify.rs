@@ -579,4 +579,50 @@ mod tests {
             .to_string();
         assert!(err.contains("of replica a but does not follow"), "{err}");
     }
+
+    /// A broker that starts again continues its own chain from its newest file: the
+    /// replica's files still verify alone, as one run of its events.
+    #[tokio::test]
+    async fn a_restarted_replica_continues_its_chain() {
+        let t = trail(10, 0).await;
+        let Trail {
+            dir, store, audit, ..
+        } = t;
+        drop(audit);
+        let target = SinkTarget::File {
+            dir: dir.path().join("audit"),
+            replica: "r1".into(),
+            rotate_bytes: 2048,
+        };
+        // The previous writer lets go of its lock once its task has seen the last auditor go.
+        let sink = loop {
+            match Sink::open(target.clone()) {
+                Ok(sink) => break sink,
+                Err(crate::recorder::sink::SinkError::ReplicaInUse { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(sink.replica_head().map(|h| h.seq), Some(10));
+        let again = Auditor::durable(
+            store,
+            None,
+            Arc::new(crate::metrics::Metrics::new()),
+            Some(sink),
+            None,
+        );
+        for i in 0..5 {
+            again
+                .record(AuditEvent::new("grant.issued", 2000 + i))
+                .await
+                .expect("recorded");
+        }
+        let report = verify_files(&[dir.path().join("audit")], &|_, _, _| None, None)
+            .expect("one chain across the restart");
+        assert!(
+            report.contains("replica r1: its events 1..=15, chained"),
+            "{report}"
+        );
+    }
 }

@@ -368,9 +368,14 @@ impl ChainVerifier {
         self.last_checkpoint.as_ref()
     }
 
-    /// How many sequence numbers the events skipped (files: other replicas' events).
+    /// How many sequence numbers one replica's files skipped: other replicas' events (0 when
+    /// the run holds several replicas' files, which must then hold the whole trail).
     pub fn absent(&self) -> u64 {
-        self.absent
+        if self.replicas.count() == 1 {
+            self.absent
+        } else {
+            0
+        }
     }
 
     /// The replica chains met, one report line each.
@@ -419,16 +424,16 @@ impl ChainVerifier {
                         expected_seq: pseq + 1,
                     });
                 }
-                // Files of some replicas only: where sequence numbers were skipped, the lane's
+                // One replica's files alone: where sequence numbers were skipped, the lane's
                 // previous event may be another replica's; the event's own replica chain
                 // (checked below) then says that none of its replica's events is missing.
+                // Several replicas' files together must hold the whole trail.
                 let gap_end = if self.skips_to(e.seq) {
                     e.seq
                 } else {
                     self.gap_end
                 };
-                let vouched =
-                    |lane_seq: u64| !self.window && e.replica.is_some() && lane_seq < gap_end;
+                let vouched = |lane_seq: u64| self.alone(&e) && lane_seq < gap_end;
                 match &self.heads[slot(lane)] {
                     Some((pseq, phash)) if &e.prev != phash && !vouched(*pseq) => {
                         return Err(ChainError::LaneBroken {
@@ -474,6 +479,14 @@ impl ChainVerifier {
         Ok(())
     }
 
+    /// Whether `e` belongs to the one replica whose files this run holds (files only).
+    fn alone(&self, e: &AuditEvent) -> bool {
+        !self.window
+            && e.replica
+                .as_ref()
+                .is_some_and(|l| self.replicas.only(&l.name))
+    }
+
     /// Whether `seq` skips sequence numbers after the previous event.
     fn skips_to(&self, seq: u64) -> bool {
         self.previous.as_ref().is_some_and(|p| seq > p.0 + 1)
@@ -491,7 +504,7 @@ impl ChainVerifier {
         // Events of other replicas absent (one replica's files): the head it covers lies
         // between the event before it here and itself, and the lanes' newest events may be
         // absent too; its replica link (checked) and signature still bind these files.
-        let partial = self.window || self.absent > 0 || self.skips_to(e.seq);
+        let partial = self.window || (self.alone(e) && (self.absent > 0 || self.skips_to(e.seq)));
         let mismatch = |p: &&(u64, String)| {
             if partial {
                 cp.head.seq < p.0 || cp.head.seq >= e.seq

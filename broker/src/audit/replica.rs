@@ -113,6 +113,21 @@ impl ReplicaChains {
         }
     }
 
+    /// How many replicas were met.
+    pub fn count(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether `name` is the only replica met so far (or none was): while a run holds one
+    /// replica's files alone, the seq numbers it skips are other replicas' events.
+    pub fn only(&self, name: &str) -> bool {
+        match self.seen.len() {
+            0 => true,
+            1 => self.seen.contains_key(name),
+            _ => false,
+        }
+    }
+
     /// One line per replica: the run of its events verified.
     pub fn report(&self) -> Vec<String> {
         self.seen

@@ -562,6 +562,26 @@ mod tests {
         }
         let report = verify_files(&[dir.path().join("a")], &check, None).expect("a");
         assert!(report.contains("signature valid"), "{report}");
+        // b's newest file removed while a wrote on: a alone still verifies, but both
+        // together no longer hold the whole trail, and that is a break.
+        a.record(AuditEvent::new("grant.issued", 5000))
+            .await
+            .expect("one more");
+        let newest_of_b = std::fs::read_dir(dir.path().join("b"))
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .max()
+            .expect("a file of b");
+        std::fs::remove_file(newest_of_b).expect("rm");
+        verify_files(&[dir.path().join("a")], &check, None).expect("a alone");
+        let err = verify_files(&[dir.path().join("a"), dir.path().join("b")], &check, None)
+            .expect_err("b's events missing")
+            .to_string();
+        assert!(
+            err.contains("deleted or reordered") || err.contains("is false"),
+            "{err}"
+        );
         // One of a's events deleted from a's files: a's own chain breaks.
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path().join("a"))
             .expect("dir")

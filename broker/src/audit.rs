@@ -8,7 +8,10 @@
 //! is kept and trimmed on its own, so traffic can never push evidence out; one sequence
 //! number orders the events of both.
 
+pub mod replica;
+
 pub use jit_proto::audit::{AuditEvent, EventKind, Lane, SCHEMA_VERSION};
+pub use replica::{ReplicaChains, ReplicaHead, ReplicaLink};
 
 /// Where the chain ends: the newest `seq` over both lanes and each lane's newest hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,11 +148,21 @@ fn chain_hash_matches(e: &mut AuditEvent, buf: &mut Vec<u8>) -> bool {
 
 /// The statement a checkpoint signs: the chain head (newest seq, each lane's newest hash) at
 /// `ts` (ms), in a fixed text form.
-pub fn checkpoint_message(head: &ChainHead, ts: i64) -> String {
-    format!(
-        "git-jit audit checkpoint v1\n{}\n{}\n{}\n{ts}",
-        head.seq, head.evidence, head.traffic
-    )
+///
+/// A checkpoint written to a replica's files (it carries its own [`ReplicaLink`]) also signs
+/// that link — the replica's chain up to it — so one replica's files are covered on their own
+/// (`v2`).
+pub fn checkpoint_message(head: &ChainHead, replica: Option<&ReplicaLink>, ts: i64) -> String {
+    match replica {
+        None => format!(
+            "git-jit audit checkpoint v1\n{}\n{}\n{}\n{ts}",
+            head.seq, head.evidence, head.traffic
+        ),
+        Some(r) => format!(
+            "git-jit audit checkpoint v2\n{}\n{}\n{}\n{}\n{}\n{}\n{ts}",
+            head.seq, head.evidence, head.traffic, r.name, r.seq, r.prev
+        ),
+    }
 }
 
 /// A signed checkpoint of the chain head, as an `audit.checkpoint` event carries it in its
@@ -228,6 +241,23 @@ pub enum ChainError {
         /// The position it should have had.
         expected_seq: u64,
     },
+    /// An event does not follow the one before it in its replica's own chain: events of that
+    /// replica were deleted or reordered.
+    #[error(
+        "chain broken before event seq {seq} (id {id}): it is event {replica_seq} of replica {replica} but does not follow that replica's event {previous}; events were deleted or reordered"
+    )]
+    ReplicaBroken {
+        /// The event's position.
+        seq: u64,
+        /// The event's store id.
+        id: String,
+        /// The replica.
+        replica: String,
+        /// The event's position among the replica's events.
+        replica_seq: u64,
+        /// The replica's previous event seen.
+        previous: u64,
+    },
     /// A checkpoint does not match the events before it, or its signature does not verify.
     #[error("checkpoint at seq {seq} is false: {why}")]
     BadCheckpoint {
@@ -284,6 +314,14 @@ pub struct ChainVerifier {
     /// Whether this is a window of the trail whose lanes were trimmed separately (the
     /// store's), where the event just before a checkpoint may be gone.
     window: bool,
+    /// Each replica's own chain (files only: the store's lanes are trimmed apart).
+    replicas: ReplicaChains,
+    /// Sequence numbers skipped so far: other replicas' events, when one replica's files
+    /// are verified on their own.
+    absent: u64,
+    /// The seq of the newest event that followed skipped ones: a lane whose previous event
+    /// here is older may have had others' events in between.
+    gap_end: u64,
 }
 
 fn slot(lane: Lane) -> usize {
@@ -330,6 +368,21 @@ impl ChainVerifier {
         self.last_checkpoint.as_ref()
     }
 
+    /// How many sequence numbers one replica's files skipped: other replicas' events (0 when
+    /// the run holds several replicas' files, which must then hold the whole trail).
+    pub fn absent(&self) -> u64 {
+        if self.replicas.count() == 1 {
+            self.absent
+        } else {
+            0
+        }
+    }
+
+    /// The replica chains met, one report line each.
+    pub fn replicas(&self) -> Vec<String> {
+        self.replicas.report()
+    }
+
     /// Checks the next event; `signature` checks a checkpoint's signature.
     pub fn push(
         &mut self,
@@ -371,8 +424,18 @@ impl ChainVerifier {
                         expected_seq: pseq + 1,
                     });
                 }
+                // One replica's files alone: where sequence numbers were skipped, the lane's
+                // previous event may be another replica's; the event's own replica chain
+                // (checked below) then says that none of its replica's events is missing.
+                // Several replicas' files together must hold the whole trail.
+                let gap_end = if self.skips_to(e.seq) {
+                    e.seq
+                } else {
+                    self.gap_end
+                };
+                let vouched = |lane_seq: u64| self.alone(&e) && lane_seq < gap_end;
                 match &self.heads[slot(lane)] {
-                    Some((pseq, phash)) if &e.prev != phash => {
+                    Some((pseq, phash)) if &e.prev != phash && !vouched(*pseq) => {
                         return Err(ChainError::LaneBroken {
                             seq: e.seq,
                             id: id(),
@@ -391,8 +454,19 @@ impl ChainVerifier {
                 }
             }
         }
+        if !self.window {
+            self.replicas.check(&e)?;
+        }
         if e.event == EventKind::AuditCheckpoint {
             self.checkpoint(&e, signature)?;
+        }
+        if !self.window && self.skips_to(e.seq) {
+            let pseq = self.previous.as_ref().map_or(0, |p| p.0);
+            self.absent += e.seq - pseq - 1;
+            self.gap_end = e.seq;
+        }
+        if !self.window {
+            self.replicas.advance(&e);
         }
         self.count += 1;
         self.first_seq.get_or_insert(e.seq);
@@ -405,6 +479,19 @@ impl ChainVerifier {
         Ok(())
     }
 
+    /// Whether `e` belongs to the one replica whose files this run holds (files only).
+    fn alone(&self, e: &AuditEvent) -> bool {
+        !self.window
+            && e.replica
+                .as_ref()
+                .is_some_and(|l| self.replicas.only(&l.name))
+    }
+
+    /// Whether `seq` skips sequence numbers after the previous event.
+    fn skips_to(&self, seq: u64) -> bool {
+        self.previous.as_ref().is_some_and(|p| seq > p.0 + 1)
+    }
+
     /// A checkpoint must name the head the events before it reached (where this run saw
     /// them) and be signed by a broker key.
     fn checkpoint(
@@ -414,10 +501,13 @@ impl ChainVerifier {
     ) -> Result<(), ChainError> {
         let bad = |why: String| ChainError::BadCheckpoint { seq: e.seq, why };
         let cp = Checkpoint::of(e).ok_or_else(|| bad("a field is missing".into()))?;
-        let window = self.window;
+        // Events of other replicas absent (one replica's files): the head it covers lies
+        // between the event before it here and itself, and the lanes' newest events may be
+        // absent too; its replica link (checked) and signature still bind these files.
+        let partial = self.window || (self.alone(e) && (self.absent > 0 || self.skips_to(e.seq)));
         let mismatch = |p: &&(u64, String)| {
-            if window {
-                cp.head.seq < p.0
+            if partial {
+                cp.head.seq < p.0 || cp.head.seq >= e.seq
             } else {
                 cp.head.seq != p.0
             }
@@ -428,7 +518,9 @@ impl ChainVerifier {
                 cp.head.seq
             )));
         }
-        for lane in Lane::ALL {
+        // The store's window has every replica's events: its lane heads are known.
+        let lanes_known = self.window || !partial;
+        for lane in Lane::ALL.into_iter().filter(|_| lanes_known) {
             let head = self.heads[slot(lane)].as_ref();
             if head.is_some_and(|(_, h)| cp.head.hash(lane) != h) {
                 return Err(bad(format!(
@@ -438,7 +530,7 @@ impl ChainVerifier {
                 )));
             }
         }
-        let message = checkpoint_message(&cp.head, e.ts);
+        let message = checkpoint_message(&cp.head, e.replica.as_ref(), e.ts);
         let signature = match signature(&cp.kid, message.as_bytes(), &cp.sig) {
             Some(true) => Signature::Valid(cp.kid.clone()),
             Some(false) => {

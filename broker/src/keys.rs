@@ -37,8 +37,11 @@ pub enum KeyError {
         /// What was wrong.
         why: String,
     },
-    /// A key file is readable by group or others.
-    #[error("{path}: key file is readable by others (mode {mode:o}); chmod 600 it")]
+    /// A key file is readable by others, or by its group when it is not root's, or writable
+    /// by its group.
+    #[error(
+        "{path}: key file is readable by others (mode {mode:o}); chmod 600 it (or, owned by root, chmod 640 to let only its group read it)"
+    )]
     Permissions {
         /// The file.
         path: PathBuf,
@@ -262,13 +265,23 @@ fn check_mode(path: &Path) -> Result<(), KeyError> {
         error: source,
     })?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if !key_mode_allowed(mode, std::os::unix::fs::MetadataExt::uid(&meta)) {
         return Err(KeyError::Permissions {
             path: path.to_path_buf(),
             mode,
         });
     }
     Ok(())
+}
+
+/// Whether a key file of `mode`, owned by `owner`, is private enough: readable by its owner
+/// alone (0600, 0400), or root's and readable by its group alone (0640, 0440) — how systemd
+/// (`root:git-jit`) and a Kubernetes Secret with `fsGroup` (`root:<fsGroup>`) hand a key to a
+/// service user that must not be able to change it. Never writable by the group, never
+/// readable by others.
+#[cfg(unix)]
+fn key_mode_allowed(mode: u32, owner: u32) -> bool {
+    mode & 0o077 == 0 || (owner == 0 && mode & 0o037 == 0)
 }
 
 #[cfg(not(unix))]
@@ -388,5 +401,22 @@ mod tests {
         KeyRing::generate_into(&keys, time::OffsetDateTime::UNIX_EPOCH).expect("generate");
         let mode = fs::metadata(&keys).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{mode:o}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_is_private_to_its_user_or_to_roots_group() {
+        // The owner's alone: any owner.
+        assert!(key_mode_allowed(0o600, 1000));
+        assert!(key_mode_allowed(0o400, 0));
+        // Root's, readable by its group (systemd root:git-jit 0640, Kubernetes fsGroup 0440).
+        assert!(key_mode_allowed(0o640, 0));
+        assert!(key_mode_allowed(0o440, 0));
+        // A group that may read a user's own key, or write root's, or anyone else: refused.
+        assert!(!key_mode_allowed(0o640, 1000));
+        assert!(!key_mode_allowed(0o660, 0));
+        assert!(!key_mode_allowed(0o644, 0));
+        assert!(!key_mode_allowed(0o604, 0));
+        assert!(!key_mode_allowed(0o650, 0));
     }
 }

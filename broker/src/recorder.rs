@@ -13,7 +13,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::{AuditEvent, ChainHead, Checkpoint, EventKind, chain_hash, checkpoint_message};
+use crate::audit::{
+    AuditEvent, ChainHead, Checkpoint, EventKind, ReplicaHead, chain_hash, checkpoint_message,
+};
 use crate::metrics::Metrics;
 use jit_proto::display::clean;
 
@@ -247,6 +249,8 @@ struct Writer {
 /// checkpoint of the head. Ends when every `Auditor` is gone.
 async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, Done)>) {
     let mut head: Option<ChainHead> = None;
+    // This replica's own chain through its files (continued from what they hold).
+    let mut replica: Option<ReplicaHead> = w.sink.as_ref().and_then(|s| s.replica_head());
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Events in the store that the sink has not taken yet (it failed): written first next time.
     let mut unsynced: Vec<AuditEvent> = Vec::new();
@@ -276,7 +280,7 @@ async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, 
             }
         }
         let (mut events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
-        let mut result = append_chained(&w, &mut head, &mut events).await;
+        let mut result = append_chained(&w, &mut head, replica.as_mut(), &mut events).await;
         if result.is_ok() {
             result = w.to_sink(&mut unsynced, &events).await;
         }
@@ -358,9 +362,13 @@ impl Writer {
 /// Chains `events` onto the head, each on its kind's lane, and appends them, re-reading the
 /// head when another replica wrote first. A checkpoint event gets the signature of the head
 /// it follows.
+///
+/// With `replica` (a file sink), each event is also linked into this replica's own chain;
+/// the replica's head moves only once the store has taken the batch.
 async fn append_chained(
     w: &Writer,
     head: &mut Option<ChainHead>,
+    mut replica: Option<&mut ReplicaHead>,
     events: &mut [AuditEvent],
 ) -> Result<(), crate::store::StoreError> {
     let store = &*w.store;
@@ -375,9 +383,11 @@ async fn append_chained(
             },
         };
         let mut next = current.clone();
+        let mut next_replica = replica.as_deref().cloned();
         for e in events.iter_mut() {
             let lane = e.event.lane();
             e.lane = Some(lane);
+            e.replica = next_replica.as_ref().map(ReplicaHead::next_link);
             if e.event == EventKind::AuditCheckpoint {
                 sign_checkpoint(w.checkpoints.as_ref(), &next, e)?;
             }
@@ -385,10 +395,16 @@ async fn append_chained(
             e.prev = next.hash(lane).to_owned();
             e.hash = chain_hash(e);
             next.advance(lane, e);
+            if let Some(r) = next_replica.as_mut() {
+                r.advance(e);
+            }
         }
         match store.append_audit(events, current.seq, &next).await {
             Ok(true) => {
                 *head = Some(next);
+                if let (Some(r), Some(n)) = (replica.as_deref_mut(), next_replica) {
+                    *r = n;
+                }
                 return Ok(());
             }
             // Another replica appended first: learn the new head and try again, after a
@@ -421,7 +437,8 @@ fn sign_checkpoint(
         crate::store::StoreError::Unavailable(format!("audit checkpoint not signed: {why}"))
     };
     let c = checkpoints.ok_or_else(|| unsigned("no signing key".into()))?;
-    let (kid, sig) = (c.sign)(checkpoint_message(head, e.ts).as_bytes()).map_err(unsigned)?;
+    let message = checkpoint_message(head, e.replica.as_ref(), e.ts);
+    let (kid, sig) = (c.sign)(message.as_bytes()).map_err(unsigned)?;
     Checkpoint {
         head: head.clone(),
         kid,

@@ -308,6 +308,11 @@ pub struct AuditEvent {
     /// form one chain over every event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<Lane>,
+    /// The replica that wrote the event to its audit files, and the event's link in that
+    /// replica's own chain: so one replica's files verify on their own. Absent on events
+    /// written without files (and before replica chains).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaLink>,
     /// Position in the hash chain (1 for the first event ever written).
     #[serde(default)]
     pub seq: u64,
@@ -317,6 +322,18 @@ pub struct AuditEvent {
     /// SHA-256 over `prev` and this event without `id` and `hash`.
     #[serde(default)]
     pub hash: String,
+}
+
+/// An event's place in the chain of the replica that wrote it: the events one broker writes
+/// to its audit files, linked one to the next, beside the global chain over every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaLink {
+    /// The replica's name (`audit.replica`, the name in its file names).
+    pub name: String,
+    /// The event's position among this replica's events (1 for its first).
+    pub seq: u64,
+    /// The `hash` of this replica's previous event (empty for its first).
+    pub prev: String,
 }
 
 impl AuditEvent {
@@ -339,6 +356,7 @@ impl AuditEvent {
             user_agent: None,
             data: serde_json::Map::new(),
             lane: None,
+            replica: None,
             seq: 0,
             prev: String::new(),
             hash: String::new(),
@@ -523,6 +541,11 @@ mod tests {
                 _ => e.with(&key, rng.one_in(2)),
             };
         }
+        e.replica = rng.one_in(2).then(|| ReplicaLink {
+            name: rng.string(TEXT, 1, 8),
+            seq: rng.next_u64(),
+            prev: rng.string(TEXT, 0, 10),
+        });
         e.lane = match rng.below(3) {
             0 => None,
             1 => Some(Lane::Evidence),

@@ -9,6 +9,7 @@ mod audit_budget;
 mod authz_nginx;
 mod broker_fail_closed;
 mod console;
+mod deploy;
 mod dev_rebinding;
 mod edge;
 mod exchange_oidc;

@@ -190,6 +190,18 @@ fn revocation_on_one_replica_holds_on_the_other_at_once() -> Result<()> {
             String::from_utf8_lossy(&ok.stderr)
         );
         assert!(String::from_utf8_lossy(&ok.stdout).contains("audit chain intact"));
+        // Each replica's own audit files verify on their own: its chain is whole, the other
+        // replica's events are named as absent.
+        for replica in [&a, &b] {
+            let alone = jit_e2e::process::run_checked(
+                std::process::Command::new(jit_e2e::bin_path("jit-broker")?)
+                    .args(["audit", "verify", "--dir"])
+                    .arg(replica.dir().join("audit")),
+            )?;
+            assert!(alone.contains("audit chain intact"), "{alone}");
+            assert!(alone.contains("chained"), "{alone}");
+            assert!(alone.contains("other replicas' events"), "{alone}");
+        }
         let client = redis::Client::open(redis.url())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let victim = events[1]["id"].as_str().unwrap_or_default().to_owned();

@@ -89,7 +89,7 @@ fn generate(n: u64, dir: &Path) -> Result<(u64, u64, KeyRing)> {
             let mut e = AuditEvent::new(EventKind::AuditCheckpoint, ts);
             let key = keys.signer();
             let sig = jsonwebtoken::crypto::sign(
-                checkpoint_message(&head, ts).as_bytes(),
+                checkpoint_message(&head, None, ts).as_bytes(),
                 key.encoding(),
                 jsonwebtoken::Algorithm::EdDSA,
             )?;

@@ -16,7 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, ReplicaHead};
 
 /// Why the sink could not take an event.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,8 @@ struct Job {
 pub struct Sink {
     tx: std::sync::mpsc::Sender<Job>,
     target: SinkTarget,
+    /// For files: where this replica's chain ended in them when the sink opened.
+    replica: Option<ReplicaHead>,
 }
 
 impl Sink {
@@ -98,6 +100,15 @@ impl Sink {
     /// thread.
     pub fn open(target: SinkTarget) -> Result<Self, SinkError> {
         let mut backend = Backend::open(&target)?;
+        let replica = match &target {
+            SinkTarget::File { dir, replica, .. } => Some(replica_head_in(dir, replica).map_err(
+                |source| SinkError::Io {
+                    target: dir.display().to_string(),
+                    source,
+                },
+            )?),
+            _ => None,
+        };
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("audit-sink".into())
@@ -123,7 +134,17 @@ impl Sink {
                 target: "writer thread".into(),
                 error: source,
             })?;
-        Ok(Self { tx, target })
+        Ok(Self {
+            tx,
+            target,
+            replica,
+        })
+    }
+
+    /// For files: where this replica's own chain ended in them when the sink opened (its
+    /// next event continues it).
+    pub fn replica_head(&self) -> Option<ReplicaHead> {
+        self.replica.clone()
     }
 
     /// Where this sink writes.
@@ -318,6 +339,40 @@ impl FileBackend {
             }
         }
     }
+}
+
+/// Where `replica`'s chain ends in its files in `dir`: the replica link of the newest event of
+/// its newest file that holds one (a fresh chain without files). Only the tail of a file is
+/// read.
+fn replica_head_in(dir: &Path, replica: &str) -> std::io::Result<ReplicaHead> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut files: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if let Some((_, seq)) = parse_file_name(name).filter(|(r, _)| *r == replica) {
+            files.push((seq, p.clone()));
+        }
+    }
+    files.sort();
+    for (_, path) in files.iter().rev() {
+        let mut f = File::open(path)?;
+        let len = f.metadata()?.len();
+        // An event is at most a few KiB; 1 MiB holds the last whole line of any file.
+        let start = len.saturating_sub(1 << 20);
+        f.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail)?;
+        let newest = tail
+            .split(|b| *b == b'\n')
+            .rev()
+            .skip(1) // after the last newline: empty, or a line cut short
+            .find_map(|line| serde_json::from_slice::<AuditEvent>(line).ok());
+        if let Some(e) = newest {
+            return Ok(ReplicaHead::after(replica, Some(&e)));
+        }
+    }
+    Ok(ReplicaHead::new(replica))
 }
 
 fn open_new(path: &Path) -> std::io::Result<File> {

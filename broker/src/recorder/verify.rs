@@ -123,6 +123,15 @@ fn report(v: &ChainVerifier, source: &str) -> String {
         v.count(),
         v.checkpoints()
     );
+    for line in v.replicas() {
+        out.push_str(&format!("\n{line}"));
+    }
+    if v.absent() > 0 {
+        out.push_str(&format!(
+            "\n{} events (by seq) are not in these {source}: other replicas' events (verify every replica's files together to cover them); no event of a replica above is missing",
+            v.absent()
+        ));
+    }
     match v.last_checkpoint() {
         Some(cp) => {
             let when =
@@ -466,7 +475,7 @@ mod tests {
         let key = other.signer();
         let cpt = crate::audit::Checkpoint::of(&e).expect("checkpoint");
         let sig = jsonwebtoken::crypto::sign(
-            crate::audit::checkpoint_message(&cpt.head, e.ts).as_bytes(),
+            crate::audit::checkpoint_message(&cpt.head, e.replica.as_ref(), e.ts).as_bytes(),
             key.encoding(),
             jsonwebtoken::Algorithm::EdDSA,
         )
@@ -479,5 +488,161 @@ mod tests {
         t.write(&path, lines);
         let err = t.verify(None).expect_err("forged").to_string();
         assert!(err.contains("signature does not verify"), "{err}");
+    }
+
+    /// Two replicas on one store, each writing its own folder: each folder verifies on its
+    /// own (the other's events named as absent), both together verify as one trail, and an
+    /// event deleted from one replica's files is caught with that folder alone.
+    #[tokio::test]
+    async fn each_replicas_files_verify_on_their_own() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(100_000));
+        let keys = Arc::new(KeyRing::ephemeral().expect("key"));
+        let replica = |name: &str| {
+            let sink = Sink::open(SinkTarget::File {
+                dir: dir.path().join(name),
+                replica: name.into(),
+                rotate_bytes: 2048,
+            })
+            .expect("sink");
+            let signing = keys.clone();
+            Auditor::durable(
+                store.clone(),
+                None,
+                Arc::new(crate::metrics::Metrics::new()),
+                Some(sink),
+                Some(Checkpoints {
+                    interval: Duration::from_millis(5),
+                    sign: Arc::new(move |m: &[u8]| {
+                        let key = signing.signer();
+                        jsonwebtoken::crypto::sign(
+                            m,
+                            key.encoding(),
+                            jsonwebtoken::Algorithm::EdDSA,
+                        )
+                        .map(|s| (key.kid().to_owned(), s))
+                        .map_err(|e| e.to_string())
+                    }),
+                }),
+            )
+        };
+        let (a, b) = (replica("a"), replica("b"));
+        for i in 0..40 {
+            let kind = if i % 3 == 0 {
+                "grant.issued"
+            } else {
+                "access.denied"
+            };
+            let who = if i % 4 < 2 { &a } else { &b };
+            who.record(AuditEvent::new(kind, 1000 + i))
+                .await
+                .expect("recorded");
+            if i % 10 == 0 {
+                // Let the checkpoint interval pass (nothing is timed): checkpoints land
+                // amid the other replica's events.
+                tokio::time::sleep(Duration::from_millis(12)).await;
+            }
+        }
+        let check = {
+            let keys = keys.clone();
+            move |kid: &str, m: &[u8], s: &str| key_ring_verifies(&keys, kid, m, s)
+        };
+        let both = verify_files(&[dir.path().join("a"), dir.path().join("b")], &check, None)
+            .expect("both replicas together");
+        assert!(!both.contains("not in these files"), "{both}");
+        for name in ["a", "b"] {
+            let alone = verify_files(&[dir.path().join(name)], &check, None)
+                .unwrap_or_else(|e| panic!("replica {name} alone: {e}"));
+            assert!(alone.contains("audit chain intact"), "{alone}");
+            assert!(
+                alone.contains(&format!("replica {name}: its events 1..=")),
+                "{alone}"
+            );
+            assert!(alone.contains("other replicas' events"), "{alone}");
+        }
+        let report = verify_files(&[dir.path().join("a")], &check, None).expect("a");
+        assert!(report.contains("signature valid"), "{report}");
+        // b's newest file removed while a wrote on: a alone still verifies, but both
+        // together no longer hold the whole trail, and that is a break.
+        a.record(AuditEvent::new("grant.issued", 5000))
+            .await
+            .expect("one more");
+        let newest_of_b = std::fs::read_dir(dir.path().join("b"))
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .max()
+            .expect("a file of b");
+        std::fs::remove_file(newest_of_b).expect("rm");
+        verify_files(&[dir.path().join("a")], &check, None).expect("a alone");
+        let err = verify_files(&[dir.path().join("a"), dir.path().join("b")], &check, None)
+            .expect_err("b's events missing")
+            .to_string();
+        assert!(
+            err.contains("deleted or reordered") || err.contains("is false"),
+            "{err}"
+        );
+        // One of a's events deleted from a's files: a's own chain breaks.
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path().join("a"))
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        files.sort();
+        let text = std::fs::read_to_string(&files[0]).expect("read");
+        let mut lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() > 2);
+        lines.remove(1);
+        std::fs::write(&files[0], lines.join("\n") + "\n").expect("write");
+        let err = verify_files(&[dir.path().join("a")], &check, None)
+            .expect_err("deleted")
+            .to_string();
+        assert!(err.contains("of replica a but does not follow"), "{err}");
+    }
+
+    /// A broker that starts again continues its own chain from its newest file: the
+    /// replica's files still verify alone, as one run of its events.
+    #[tokio::test]
+    async fn a_restarted_replica_continues_its_chain() {
+        let t = trail(10, 0).await;
+        let Trail {
+            dir, store, audit, ..
+        } = t;
+        drop(audit);
+        let target = SinkTarget::File {
+            dir: dir.path().join("audit"),
+            replica: "r1".into(),
+            rotate_bytes: 2048,
+        };
+        // The previous writer lets go of its lock once its task has seen the last auditor go.
+        let sink = loop {
+            match Sink::open(target.clone()) {
+                Ok(sink) => break sink,
+                Err(crate::recorder::sink::SinkError::ReplicaInUse { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(sink.replica_head().map(|h| h.seq), Some(10));
+        let again = Auditor::durable(
+            store,
+            None,
+            Arc::new(crate::metrics::Metrics::new()),
+            Some(sink),
+            None,
+        );
+        for i in 0..5 {
+            again
+                .record(AuditEvent::new("grant.issued", 2000 + i))
+                .await
+                .expect("recorded");
+        }
+        let report = verify_files(&[dir.path().join("audit")], &|_, _, _| None, None)
+            .expect("one chain across the restart");
+        assert!(
+            report.contains("replica r1: its events 1..=15, chained"),
+            "{report}"
+        );
     }
 }

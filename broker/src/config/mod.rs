@@ -23,7 +23,8 @@ pub use policy::{
     valid_name,
 };
 pub use server::{
-    FD_RESERVE, IntrospectionClientConfig, IntrospectionConfig, ServerConfig, derived_cap,
+    FD_RESERVE, IntrospectionClientConfig, IntrospectionConfig, ServerConfig, TlsConfig,
+    derived_cap, parse_net,
 };
 
 /// A value that parses but is not acceptable, named by its key (`role[2].max_ttl`).

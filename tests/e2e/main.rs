@@ -22,6 +22,8 @@ mod harness_oidc;
 mod harness_redis;
 mod helper_flow;
 mod ratelimit_redis;
+mod redis_sentinel;
+mod redis_tls;
 mod replicas;
 mod store_redis;
 mod support;

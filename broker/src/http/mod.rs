@@ -182,13 +182,19 @@ fn edge(
     let cert = tls::ReloadableCert::load(config).map_err(invalid)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config().map_err(invalid)?);
     tracing::info!(cert = %config.cert.display(), "terminating TLS (HTTP/2 and HTTP/1.1); SIGHUP reloads the certificate");
-    let reload = tokio::spawn(tls::reload_on_hangup(cert));
+    let reload = match tls::reload_on_hangup(cert) {
+        Ok(task) => Some(tokio::spawn(task)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: server.tls will not be reloaded");
+            None
+        }
+    };
     Ok((
         listener::Edge {
             tls: Some(acceptor),
             proxies,
         },
-        Some(reload),
+        reload,
     ))
 }
 

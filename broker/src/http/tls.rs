@@ -142,25 +142,27 @@ fn certified_key(
     Ok(Arc::new(ck))
 }
 
-/// Reloads `cert` on every SIGHUP until the process ends, logging the outcome.
-pub async fn reload_on_hangup(cert: Arc<ReloadableCert>) {
+/// Listens for SIGHUP now, and returns the task that reloads `cert` on each one until the
+/// process ends, logging the outcome.
+pub fn reload_on_hangup(
+    cert: Arc<ReloadableCert>,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: server.tls is not reloadable");
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        match cert.reload() {
-            Ok(()) => tracing::info!(
-                cert = %cert.cert.display(),
-                "SIGHUP: TLS certificate reloaded; new connections use it"
-            ),
-            Err(e) => tracing::error!(
-                error = %e,
-                "SIGHUP: TLS certificate not reloaded; the previous one stays in use"
-            ),
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(async move {
+        while hangups.recv().await.is_some() {
+            match cert.reload() {
+                Ok(()) => tracing::info!(
+                    cert = %cert.cert.display(),
+                    "SIGHUP: TLS certificate reloaded; new connections use it"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS certificate not reloaded; the previous one stays in use"
+                ),
+            }
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -202,6 +204,36 @@ mod tests {
         let e = r.reload().expect_err("mismatch");
         assert!(e.to_string().contains("does not belong"), "{e}");
         assert_eq!(r.current().cert[0], second);
+    }
+
+    /// A real SIGHUP to this process reloads the certificate.
+    #[tokio::test]
+    async fn sighup_reloads() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = write_pair(dir.path(), "one.test");
+        let r = ReloadableCert::load(&TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+        .expect("load");
+        let first = r.current().cert[0].clone();
+        // The handler is in place before the signal is sent (else SIGHUP ends the process).
+        tokio::spawn(reload_on_hangup(r.clone()).expect("signal handler"));
+        let (cert2, key2) = write_pair(dir.path(), "two.test");
+        std::fs::copy(&cert2, &cert).expect("copy");
+        std::fs::copy(&key2, &key).expect("copy");
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while r.current().cert[0] == first {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("reloaded after SIGHUP");
     }
 
     #[test]

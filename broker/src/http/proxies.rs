@@ -150,4 +150,91 @@ mod tests {
         let h = xff(&["198.51.100.1:4711"]);
         assert_eq!(p.client(ip("10.0.0.1"), &h), ip("198.51.100.1"));
     }
+
+    /// Through the accept loop: a trusted proxy's requests carry the client it names as their
+    /// `ConnectInfo` (what rate limits, the audit `ip` and loopback checks read), and its
+    /// connections are not held to one address's share; anyone else's header is ignored.
+    #[tokio::test]
+    async fn the_listener_serves_a_trusted_proxys_requests_as_the_clients() {
+        use std::net::SocketAddr;
+        use std::time::Duration;
+
+        use axum::extract::ConnectInfo;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        use crate::http::listener::{ConnectionPolicy, Edge, serve_edge};
+
+        async fn start(proxies: &[&str]) -> SocketAddr {
+            let router = axum::Router::new().route(
+                "/ip",
+                axum::routing::get(|ConnectInfo(a): ConnectInfo<SocketAddr>| async move {
+                    a.ip().to_string()
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let policy = ConnectionPolicy {
+                per_address: 1,
+                ..ConnectionPolicy::small(Duration::from_secs(30))
+            };
+            let edge = Edge {
+                tls: None,
+                proxies: TrustedProxies::new(
+                    &proxies.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>(),
+                ),
+            };
+            tokio::spawn(serve_edge(
+                listener,
+                router,
+                policy,
+                edge,
+                crate::metrics::ConnectionMetrics::default(),
+                std::future::pending(),
+            ));
+            addr
+        }
+
+        async fn ask(s: &mut tokio::net::TcpStream) -> String {
+            s.write_all(
+                b"GET /ip HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 127.0.0.9, 198.51.100.7\r\n\r\n",
+            )
+            .await
+            .expect("write");
+            // The whole answer: the head, then content-length bytes of body.
+            let mut out = Vec::new();
+            let mut buf = [0u8; 512];
+            loop {
+                let text = String::from_utf8_lossy(&out).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .expect("content-length");
+                    if body.len() >= len {
+                        return body.to_owned();
+                    }
+                }
+                let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+                    .await
+                    .expect("in time")
+                    .expect("read");
+                assert!(n > 0, "closed: {text}");
+                out.extend_from_slice(&buf[..n]);
+            }
+        }
+
+        let trusting = start(&["127.0.0.1"]).await;
+        let mut one = tokio::net::TcpStream::connect(trusting).await.expect("c1");
+        assert_eq!(ask(&mut one).await, "198.51.100.7");
+        // A second connection from the proxy, past a share of 1: admitted.
+        let mut two = tokio::net::TcpStream::connect(trusting).await.expect("c2");
+        assert_eq!(ask(&mut two).await, "198.51.100.7");
+
+        let ignoring = start(&[]).await;
+        let mut three = tokio::net::TcpStream::connect(ignoring).await.expect("c3");
+        assert_eq!(ask(&mut three).await, "127.0.0.1");
+    }
 }

@@ -19,8 +19,12 @@ use crate::redis::RedisServer;
 /// The name the Sentinels monitor the primary under.
 pub const MASTER_NAME: &str = "mymaster";
 
+/// The command rights docs/operations.md gives the broker's ACL user.
+pub const BROKER_RIGHTS: &str =
+    "+@read +@write +@scripting +@stream +@transaction +@connection +ping +info +wait";
+
 /// A `redis-server` listening only on a TLS port, its certificate issued by a test CA, the
-/// default user disabled and one ACL user allowed everything.
+/// default user disabled and one ACL user with the rights the broker needs ([`BROKER_RIGHTS`]).
 pub struct RedisTls {
     // Field order matters: the process dies before its directory is removed.
     _process: ManagedProcess,
@@ -42,11 +46,12 @@ impl RedisTls {
         let conf = format!(
             "port 0\nbind 127.0.0.1\ntls-port {port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
              tls-ca-cert-file {ca}\ntls-auth-clients no\nsave \"\"\nappendonly no\ndir {dir}\n\
-             user default off\nuser {user} on >{password} ~* &* +@all\n",
+             user default off\nuser {user} on >{password} ~* &* {rights}\n",
             cert = server.cert.display(),
             key = server.key.display(),
             ca = ca.ca_file().display(),
             dir = dir.path().display(),
+            rights = BROKER_RIGHTS,
         );
         let conf_path = dir.path().join("redis.conf");
         std::fs::write(&conf_path, conf)?;

@@ -8,6 +8,7 @@ mod approvals;
 mod audit_budget;
 mod authz_nginx;
 mod broker_fail_closed;
+mod broker_tls;
 mod console;
 mod dev_rebinding;
 mod edge;

@@ -6,7 +6,8 @@
 //! Under Sentinel, the connection goes to the primary the Sentinels name. A call that fails
 //! as a dead or demoted primary fails (closed), and drops the connection, so the next call
 //! asks the Sentinels again and reaches the primary they promoted: service resumes after a
-//! failover without a restart.
+//! failover without a restart. The Sentinels are also asked again every few seconds, so a
+//! primary demoted while it stayed reachable is left too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +169,12 @@ async fn connect_with(
     }
 }
 
+/// Whether `e` says the node is a replica now (`READONLY`): the write was not done, so it is
+/// sent once more, to the primary the Sentinels name now.
+fn demoted(e: &RedisError) -> bool {
+    matches!(e.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly))
+}
+
 /// A connection to the primary the Sentinels name, found again after a failure.
 #[derive(Clone)]
 pub struct SentinelConn {
@@ -177,9 +184,21 @@ pub struct SentinelConn {
 
 struct SentinelInner {
     sentinels: tokio::sync::Mutex<SentinelClient>,
-    current: tokio::sync::RwLock<Option<ConnectionManager>>,
+    current: tokio::sync::RwLock<Option<Primary>>,
     response_timeout: Duration,
 }
+
+/// The connection to the primary, where it is, and when the Sentinels last confirmed it.
+struct Primary {
+    cm: ConnectionManager,
+    addr: String,
+    confirmed: tokio::time::Instant,
+}
+
+/// How long the broker trusts that the primary it talks to is still the Sentinels' choice
+/// before asking them again (besides after every failed call): a primary demoted while it
+/// stayed reachable is left within this time.
+const RECONFIRM: Duration = Duration::from_secs(5);
 
 impl SentinelConn {
     fn new(
@@ -240,29 +259,59 @@ impl SentinelConn {
         })
     }
 
-    /// The connection to the primary, asking the Sentinels for it when there is none.
+    /// The connection to the primary, asking the Sentinels for it when there is none or the
+    /// last answer is older than [`RECONFIRM`].
     async fn manager(&self) -> Result<ConnectionManager, RedisError> {
-        if let Some(cm) = self.inner.current.read().await.clone() {
-            return Ok(cm);
+        if let Some(p) = self.inner.current.read().await.as_ref()
+            && p.confirmed.elapsed() < RECONFIRM
+        {
+            return Ok(p.cm.clone());
         }
         let mut slot = self.inner.current.write().await;
-        if let Some(cm) = slot.clone() {
-            return Ok(cm);
+        if let Some(p) = slot.as_ref()
+            && p.confirmed.elapsed() < RECONFIRM
+        {
+            return Ok(p.cm.clone());
         }
-        let found = async {
-            let client = self.inner.sentinels.lock().await.async_get_client().await?;
-            ConnectionManager::new_with_config(client, manager_config(self.inner.response_timeout))
-                .await
+        let asked = tokio::time::timeout(CONNECT_TIMEOUT * 2, async {
+            self.inner.sentinels.lock().await.async_get_client().await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(RedisError::from((
+                ErrorKind::Io,
+                "timed out asking the Sentinels for the primary",
+            )))
+        });
+        let client = match (asked, slot.as_mut()) {
+            (Ok(client), Some(p)) if client.get_connection_info().addr().to_string() == p.addr => {
+                p.confirmed = tokio::time::Instant::now();
+                return Ok(p.cm.clone());
+            }
+            (Ok(client), _) => client,
+            // The Sentinels cannot say now: the primary in use stays, asked again later.
+            (Err(e), Some(p)) => {
+                tracing::warn!(error = %e, "cannot reach the Redis Sentinels; keeping the primary in use");
+                p.confirmed = tokio::time::Instant::now();
+                return Ok(p.cm.clone());
+            }
+            (Err(e), None) => return Err(e),
         };
-        let cm = tokio::time::timeout(CONNECT_TIMEOUT * 2, found)
-            .await
-            .map_err(|_| {
-                RedisError::from((
-                    ErrorKind::Io,
-                    "timed out asking the Sentinels for the primary",
-                ))
-            })??;
-        *slot = Some(cm.clone());
+        let addr = client.get_connection_info().addr().to_string();
+        let cm = tokio::time::timeout(
+            CONNECT_TIMEOUT * 2,
+            ConnectionManager::new_with_config(client, manager_config(self.inner.response_timeout)),
+        )
+        .await
+        .map_err(|_| RedisError::from((ErrorKind::Io, "timed out connecting to the primary")))??;
+        if slot.is_some() {
+            tracing::warn!(primary = %addr, "the Redis Sentinels name a new primary; switching to it");
+        }
+        *slot = Some(Primary {
+            cm: cm.clone(),
+            addr,
+            confirmed: tokio::time::Instant::now(),
+        });
         Ok(cm)
     }
 
@@ -285,9 +334,12 @@ impl SentinelConn {
 
     async fn call(&self, cmd: &Cmd) -> Result<Value, RedisError> {
         let mut cm = self.manager().await?;
-        let r = cm.req_packed_command(cmd).await;
+        let mut r = cm.req_packed_command(cmd).await;
         if let Err(e) = &r {
             self.after(e).await;
+            if demoted(e) {
+                r = self.manager().await?.req_packed_command(cmd).await;
+            }
         }
         r
     }
@@ -299,9 +351,16 @@ impl SentinelConn {
         count: usize,
     ) -> Result<Vec<Value>, RedisError> {
         let mut cm = self.manager().await?;
-        let r = cm.req_packed_commands(pipeline, offset, count).await;
+        let mut r = cm.req_packed_commands(pipeline, offset, count).await;
         if let Err(e) = &r {
             self.after(e).await;
+            if demoted(e) {
+                r = self
+                    .manager()
+                    .await?
+                    .req_packed_commands(pipeline, offset, count)
+                    .await;
+            }
         }
         r
     }

@@ -37,6 +37,43 @@ fn offset(port: u16) -> Result<i64> {
         .context("no master_repl_offset")
 }
 
+/// A broker (keys in `keys`) on the primary `redis`'s Sentinels name, answering revocations
+/// once one replica holds them.
+async fn broker_on(
+    redis: &RedisSentinels,
+    idp: &CiIssuer,
+    keys: &std::path::Path,
+) -> Result<BrokerProcess> {
+    generate_keys(keys)?;
+    let sentinels = redis
+        .sentinel_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = crate::support::corp_broker(keys, "unused", &idp.issuer(), None).replace(
+        "url = \"unused\"",
+        &format!("sentinel = [{sentinels}]\nrevocation_replicas = 1"),
+    );
+    BrokerProcess::start(&config).await
+}
+
+/// An ID token of `sub`, an engineer.
+fn engineer(idp: &CiIssuer, sub: &str) -> String {
+    idp.token()
+        .subject(sub)
+        .claim("groups", json!(["engineering"]))
+        .sign()
+}
+
+/// An ID token of the security team's admin.
+fn security(idp: &CiIssuer) -> String {
+    idp.token()
+        .subject("sec@example.com")
+        .claim("groups", json!(["security"]))
+        .sign()
+}
+
 #[derive(Default)]
 struct Seen {
     /// (milliseconds since the kill, negative before; status) of the live token's checks.
@@ -53,33 +90,12 @@ fn sentinel_failover_fails_closed_resumes_and_keeps_what_was_written() -> Result
         let mut redis = RedisSentinels::start().await?;
         let idp = CiIssuer::start().await?;
         let keys = tempfile::tempdir()?;
-        generate_keys(keys.path())?;
-        let sentinels = redis
-            .sentinel_urls()
-            .iter()
-            .map(|u| format!("\"{u}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let config = crate::support::corp_broker(keys.path(), "unused", &idp.issuer(), None)
-            .replace(
-                "url = \"unused\"",
-                &format!("sentinel = [{sentinels}]\nrevocation_replicas = 1"),
-            );
-        let broker = BrokerProcess::start(&config).await?;
+        let broker = broker_on(&redis, &idp, keys.path()).await?;
         let url = broker.url();
         let pid = broker.pid();
         let http = jit_e2e::http_client();
-        let person = |sub: &str| {
-            idp.token()
-                .subject(sub)
-                .claim("groups", json!(["engineering"]))
-                .sign()
-        };
-        let admin = idp
-            .token()
-            .subject("sec@example.com")
-            .claim("groups", json!(["security"]))
-            .sign();
+        let person = |sub: &str| engineer(&idp, sub);
+        let admin = security(&idp);
 
         // Before: alice's grant, and bob's grant revoked (answered once the replica holds it).
         let alice =
@@ -253,6 +269,62 @@ fn sentinel_failover_fails_closed_resumes_and_keeps_what_was_written() -> Result
             401,
             "in force on the primary all the same"
         );
+        Ok(())
+    })
+}
+
+/// A switch-over with both nodes up (`SENTINEL FAILOVER`): the old primary stays reachable as a
+/// replica. The broker leaves it (a write there answers `READONLY`; the Sentinels are asked
+/// again), and writes, revocations confirmed by the new replica included, go to the new
+/// primary, in the same process.
+#[test]
+fn sentinel_switch_over_moves_the_broker_to_the_new_primary() -> Result<()> {
+    crate::support::run(async move {
+        let redis = RedisSentinels::start().await?;
+        let idp = CiIssuer::start().await?;
+        let keys = tempfile::tempdir()?;
+        let broker = broker_on(&redis, &idp, keys.path()).await?;
+        let url = broker.url();
+        let http = jit_e2e::http_client();
+        let person = |sub: &str| engineer(&idp, sub);
+        let admin = security(&idp);
+        let alice =
+            crate::support::exchange(&url, &person("alice@example.com"), "repo:acme/api:read")
+                .await?;
+        assert_eq!(authz(&http, &url, &alice).await, 204);
+        let new_primary = redis.switch_over().await?;
+        assert_eq!(new_primary, redis.replica_port());
+        // The first calls may meet the demoted primary and fail closed; then the new one.
+        let (http2, url2) = (http.clone(), url.clone());
+        let bob_token = person("bob@example.com");
+        let bob = jit_e2e::process::wait_for(
+            "an exchange on the new primary",
+            Duration::from_secs(60),
+            || {
+                let (url, bob_token) = (url2.clone(), bob_token.clone());
+                async move {
+                    let (status, body) =
+                        crate::support::exchange_raw(&url, &bob_token, "repo:acme/api:read", &[])
+                            .await?;
+                    anyhow::ensure!(status == 200 || status == 503, "{status}: {body}");
+                    Ok(body["access_token"].as_str().map(str::to_owned))
+                }
+            },
+        )
+        .await
+        .with_context(|| broker.logs())?;
+        assert_eq!(
+            authz(&http2, &url, &alice).await,
+            204,
+            "a grant from before holds"
+        );
+        assert_eq!(authz(&http2, &url, &bob).await, 204);
+        // Answered only once written on the new primary and confirmed by its replica (the old
+        // primary): a write sent to the demoted node would fail READONLY.
+        crate::support::revoke(&url, &admin, "subject", "bob@example.com", "rotated out")
+            .await
+            .with_context(|| broker.logs())?;
+        assert_eq!(authz(&http, &url, &bob).await, 401);
         Ok(())
     })
 }

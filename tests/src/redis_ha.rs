@@ -192,6 +192,36 @@ impl RedisSentinels {
         self.primary.stop()
     }
 
+    /// Asks a Sentinel for a failover with both nodes up (`SENTINEL FAILOVER`): the replica
+    /// is promoted and the old primary demoted to its replica. Waits until the Sentinels name
+    /// the new primary and it has its replica back.
+    pub async fn switch_over(&self) -> Result<u16> {
+        let before = self.primary_now()?;
+        redis_cli(
+            self.sentinel_ports[0],
+            &["sentinel", "failover", MASTER_NAME],
+        )?;
+        let after = wait_for(
+            "the Sentinels to name a new primary",
+            START_TIMEOUT,
+            || async { Ok(self.primary_now().ok().filter(|p| *p != before)) },
+        )
+        .await?;
+        wait_for(
+            "the old primary to follow the new one",
+            START_TIMEOUT,
+            || async move {
+                let info = redis_cli(after, &["info", "replication"])?;
+                Ok(
+                    (info.contains("connected_slaves:1") && info.contains("state=online"))
+                        .then_some(()),
+                )
+            },
+        )
+        .await?;
+        Ok(after)
+    }
+
     /// The port of the primary the first answering Sentinel names now.
     pub fn primary_now(&self) -> Result<u16> {
         for &port in &self.sentinel_ports {

@@ -134,6 +134,30 @@ fn the_broker_serves_https_with_h2_and_reloads_its_certificate_on_sighup() -> Re
             .await?;
         assert_eq!(r.status().as_u16(), 200, "{}", r.text().await?);
 
+        // The real credential helper over HTTPS, trusting the CA through git's own
+        // http.<url>.sslCAInfo (and refusing the broker without it).
+        let mut git = crate::helper_flow::client()?;
+        git.env("GIT_JIT_ID_TOKEN", &alice);
+        git.env("GIT_JIT_BROKER", &public);
+        // Empty: git's own CA variable would win over the config (as it does for git).
+        git.env("GIT_SSL_CAINFO", "");
+        let ask = format!("protocol=https\nhost=localhost:{port}\npath=acme/api.git\n\n");
+        let refused = crate::helper_flow::credential_get(&git, &ask).await;
+        assert!(
+            refused
+                .as_ref()
+                .map_or(true, |(out, _)| !out.contains("password=")),
+            "no token from a broker whose CA is not trusted: {refused:?}"
+        );
+        let key = format!("http.{public}/.sslCAInfo");
+        let ca_path = ca.ca_file().display().to_string();
+        git.run(&["config", "--global", &key, &ca_path]).await?;
+        let (out, err) = crate::helper_flow::credential_get(&git, &ask).await?;
+        assert!(
+            out.contains("password=eyJ"),
+            "no token over HTTPS; stderr: {err}"
+        );
+
         // A connection opened before the renewal.
         let mut before = open(port, &ca.ca_file()).await?;
         let first_der = std::fs::read(&first.cert)?;

@@ -26,7 +26,7 @@ use crate::notify::Notifier;
 use crate::policy::CompiledPolicy;
 use crate::ratelimit::Backend;
 use crate::ratelimit::Limits;
-use crate::ratelimit::redis::{RedisGcra, Target};
+use crate::ratelimit::redis::RedisGcra;
 use crate::recorder::sink::{Sink, SinkError, SinkTarget};
 use crate::recorder::{Auditor, Checkpoints, Export};
 use crate::store::memory::MemoryStore;
@@ -159,7 +159,7 @@ impl AppState {
         let store = open_store(&compiled.store)?;
         // With Redis, the rate limits live there too (their own connection), shared by every
         // replica; with the memory store, in this process.
-        let limits = open_limits(&compiled.store);
+        let limits = open_limits(&compiled.store)?;
         let export = Self::audit_export(compiled.export.as_deref())?;
         let audit = compiled.audit.clone();
         let webhooks = compiled.webhooks;
@@ -299,33 +299,66 @@ impl AppState {
 pub fn open_store(config: &crate::config::StoreConfig) -> Result<Arc<dyn GrantStore>, StartError> {
     Ok(match config.kind {
         StoreKind::Memory => Arc::new(MemoryStore::with_retention(retention(config))),
-        StoreKind::Redis => {
-            let topology = if config.cluster.is_empty() {
-                let url = config
-                    .url
-                    .clone()
-                    .ok_or_else(|| StartError::Config("store.url is missing".into()))?;
-                Topology::Single(url)
-            } else {
-                Topology::Cluster(config.cluster.clone())
-            };
-            Arc::new(
-                RedisStore::new(topology, config.prefix.clone(), config.audit_max_events)
-                    .with_retention(retention(config)),
+        StoreKind::Redis => Arc::new(
+            RedisStore::new(
+                topology(config)?,
+                config.prefix.clone(),
+                config.audit_max_events,
             )
-        }
+            .with_retention(retention(config))
+            .with_revocation_replicas(config.revocation_replicas),
+        ),
+    })
+}
+
+/// Where `[store]` says Redis is: a cluster, a Sentinel-managed primary or one server, with
+/// the CA of `ca_file` when set.
+pub fn topology(config: &crate::config::StoreConfig) -> Result<Topology, StartError> {
+    let base = if !config.cluster.is_empty() {
+        Topology::Cluster(config.cluster.clone())
+    } else if !config.sentinel.is_empty() {
+        Topology::Sentinel(crate::redis_conn::SentinelTopology {
+            sentinels: config.sentinel.clone(),
+            master: config.sentinel_master.clone(),
+            node: config.url.clone(),
+        })
+    } else {
+        let url = config
+            .url
+            .clone()
+            .ok_or_else(|| StartError::Config("store.url is missing".into()))?;
+        Topology::Single(url)
+    };
+    let Some(ca) = &config.ca_file else {
+        return Ok(base);
+    };
+    let pem = std::fs::read(ca).map_err(|e| {
+        StartError::Config(format!("store.ca_file: cannot read {}: {e}", ca.display()))
+    })?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(StartError::Config(format!(
+            "store.ca_file: {} holds no PEM CERTIFICATE block",
+            ca.display()
+        )));
+    }
+    Ok(Topology::Tls {
+        ca_pem: Arc::new(pem),
+        over: Box::new(base),
     })
 }
 
 /// Where the rate limits live when `config` names Redis: there, on their own connection
 /// (`None`: in this process).
-fn open_limits(config: &crate::config::StoreConfig) -> Option<Arc<dyn Backend>> {
-    let target = match config.kind {
-        StoreKind::Memory => return None,
-        StoreKind::Redis if config.cluster.is_empty() => Target::Single(config.url.clone()?),
-        StoreKind::Redis => Target::Cluster(config.cluster.clone()),
-    };
-    Some(Arc::new(RedisGcra::new(target, config.prefix.clone())))
+fn open_limits(
+    config: &crate::config::StoreConfig,
+) -> Result<Option<Arc<dyn Backend>>, StartError> {
+    if config.kind == StoreKind::Memory {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(RedisGcra::new(
+        topology(config)?,
+        config.prefix.clone(),
+    ))))
 }
 
 /// The audit trail's budgets of `[store]`.

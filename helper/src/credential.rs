@@ -87,9 +87,11 @@ impl Context<'_> {
         let http = match self.http.get() {
             Some(c) => c.clone(),
             None => {
-                let c = crate::http_client().map_err(|e| BrokerError::Unreachable {
-                    url: url.to_owned(),
-                    cause: format!("cannot build the HTTP client: {e}"),
+                let c = crate::http_client_for(url, self.env).map_err(|e| {
+                    BrokerError::Unreachable {
+                        url: url.to_owned(),
+                        cause: format!("cannot build the HTTP client: {e}"),
+                    }
                 })?;
                 self.http.get_or_init(|| c).clone()
             }

@@ -29,6 +29,7 @@ pub mod admin;
 pub mod approvals;
 pub mod broker;
 pub mod cache;
+pub mod cainfo;
 pub mod challenge;
 pub mod claims;
 pub mod cli;
@@ -71,12 +72,27 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 /// Redirects are never followed: a redirected token request would carry an identity token to
 /// wherever the redirect points (a 307 keeps the method and the body).
 pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
-    let builder = reqwest::Client::builder();
     // The trust store is read on the first TLS handshake, not here (see `tls`). A provider
     // without safe protocol versions cannot happen with ring; reqwest's own setup then.
-    let builder = match tls::client_config() {
-        Ok(config) => builder.tls_backend_preconfigured(config),
-        Err(_) => builder,
+    settings(tls::client_config().ok())
+}
+
+/// The client for requests to the broker at `url`: [`http_client`], trusting only the CA file
+/// git uses for it (`http.sslCAInfo`, `GIT_SSL_CAINFO`) when one is configured.
+pub fn http_client_for(url: &str, env: config::Env<'_>) -> Result<reqwest::Client, String> {
+    let Some(ca) = cainfo::ca_file(url, env) else {
+        return http_client().map_err(|e| e.to_string());
+    };
+    let config = tls::client_config_with_ca(&ca)?;
+    settings(Some(config)).build().map_err(|e| e.to_string())
+}
+
+/// Every client's settings, over `tls` (reqwest's own setup when `None`).
+fn settings(tls: Option<rustls::ClientConfig>) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder();
+    let builder = match tls {
+        Some(config) => builder.tls_backend_preconfigured(config),
+        None => builder,
     };
     builder
         .redirect(reqwest::redirect::Policy::none())

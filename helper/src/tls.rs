@@ -97,6 +97,34 @@ pub fn client_config() -> Result<rustls::ClientConfig, rustls::Error> {
     Ok(config)
 }
 
+/// [`client_config`] trusting only the PEM certificates in `ca` (git's `http.sslCAInfo`).
+/// The error names the file and the key.
+pub fn client_config_with_ca(ca: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let problem = |what: String| format!("http.sslCAInfo: {}: {what}", ca.display());
+    let pem = std::fs::read(ca).map_err(|e| problem(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| problem(format!("not PEM certificates: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| problem(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(problem("holds no CERTIFICATE block".into()));
+    }
+    let provider = CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

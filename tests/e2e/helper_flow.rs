@@ -404,7 +404,7 @@ fn helper_setup_login_then_plain_git_clone_push_refusal_and_revocation() -> Resu
 
 /// Runs the real `git-credential-jit get` (through git, as `git credential-jit`) with `input`
 /// on stdin, in `git`'s environment.
-async fn credential_get(git: &GitClient, input: &str) -> Result<(String, String)> {
+pub(crate) async fn credential_get(git: &GitClient, input: &str) -> Result<(String, String)> {
     use tokio::io::AsyncWriteExt as _;
     let mut cmd = git.command(["credential-jit", "get"]);
     cmd.stdin(Stdio::piped())

@@ -10,7 +10,7 @@ use jit_broker::store::redis::{RedisStore, Topology};
 use jit_broker::store::{GrantStatus, GrantStore, suite};
 use jit_e2e::{RedisCluster, RedisServer};
 
-async fn run_suite(topology: Topology) {
+pub(crate) async fn run_suite(topology: Topology) {
     let n = Arc::new(AtomicU32::new(0));
     // Real time: Redis expires grant keys by their TTLs, on its own clock.
     suite::run_all(&suite::SuiteTime::Real, |retention| {

@@ -18,17 +18,20 @@
 #![forbid(unsafe_code)]
 
 pub mod bins;
+pub mod certs;
 pub mod ci_issuer;
 pub mod git_server;
 pub mod oidc;
 pub mod process;
 pub mod redis;
+pub mod redis_ha;
 
 pub use bins::{BrokerProcess, bin_path};
 pub use ci_issuer::{CiIssuer, SigningKey, TokenBuilder};
 pub use git_server::{GitClient, GitServer, GitServerConfig};
 pub use oidc::OidcProvider;
 pub use redis::{RedisCluster, RedisServer};
+pub use redis_ha::{RedisSentinels, RedisTls};
 
 /// An HTTP client for tests (rustls with the ring provider installed, no proxy, 30 s timeout,
 /// redirects not followed so tests see them).

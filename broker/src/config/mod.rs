@@ -23,7 +23,8 @@ pub use policy::{
     valid_name,
 };
 pub use server::{
-    FD_RESERVE, IntrospectionClientConfig, IntrospectionConfig, ServerConfig, derived_cap,
+    FD_RESERVE, IntrospectionClientConfig, IntrospectionConfig, ServerConfig, TlsConfig,
+    derived_cap, parse_net,
 };
 
 /// A value that parses but is not acceptable, named by its key (`role[2].max_ttl`).
@@ -321,6 +322,23 @@ pub struct StoreConfig {
     /// Redis Cluster seed nodes; when set, `url` is not used.
     #[serde(default)]
     pub cluster: Vec<String>,
+    /// Redis Sentinel URLs (`redis://host:26379`): the store is the primary they name
+    /// `sentinel_master`, found again after a failover. `url` then only gives the data
+    /// nodes' user, password, database and scheme (`rediss://` for TLS).
+    #[serde(default)]
+    pub sentinel: Vec<String>,
+    /// The name the Sentinels monitor the primary under. Default `mymaster`.
+    #[serde(default = "default_sentinel_master")]
+    pub sentinel_master: String,
+    /// PEM file of the CA that signed the Redis servers' certificates (`rediss://`), instead
+    /// of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Replicas that must hold a revocation before it is answered (Redis `WAIT`), so a
+    /// failover cannot undo an answered revocation. 0 (default): answered once the primary
+    /// holds it. With Sentinel, set 1 or more (docs/operations.md).
+    #[serde(default)]
+    pub revocation_replicas: u32,
     /// Prefix of every key the broker writes. Default `jit`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
@@ -363,6 +381,10 @@ impl Default for StoreConfig {
             kind: StoreKind::Redis,
             url: None,
             cluster: Vec::new(),
+            sentinel: Vec::new(),
+            sentinel_master: default_sentinel_master(),
+            ca_file: None,
+            revocation_replicas: 0,
             prefix: default_prefix(),
             audit_max_events: default_audit_max(),
             audit_evidence_max_bytes: default_evidence_bytes(),
@@ -371,6 +393,10 @@ impl Default for StoreConfig {
             audit_traffic_max_days: default_traffic_days(),
         }
     }
+}
+
+fn default_sentinel_master() -> String {
+    "mymaster".to_owned()
 }
 
 fn default_prefix() -> String {
@@ -460,12 +486,19 @@ impl Config {
         if self.store.kind == StoreKind::Redis
             && self.store.url.is_none()
             && self.store.cluster.is_empty()
+            && self.store.sentinel.is_empty()
         {
             return Err(invalid(
                 "store.url",
                 format!(
-                    "the redis store needs a URL (here, in store.cluster, or in {REDIS_URL_ENV})"
+                    "the redis store needs a URL (here, in store.cluster, store.sentinel, or in {REDIS_URL_ENV})"
                 ),
+            ));
+        }
+        if !self.store.cluster.is_empty() && !self.store.sentinel.is_empty() {
+            return Err(invalid(
+                "store.sentinel",
+                "give store.cluster or store.sentinel, not both".into(),
             ));
         }
         self.server

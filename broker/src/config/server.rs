@@ -2,6 +2,7 @@
 //! `/metrics` is served, and who may call `/oauth/introspect`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -52,6 +53,29 @@ pub struct ServerConfig {
     /// `[server.introspection]`: who may call `POST /oauth/introspect`.
     #[serde(default)]
     pub introspection: IntrospectionConfig,
+    /// `[server.tls]`: terminate TLS in the broker. Unset: plain HTTP, for a TLS-terminating
+    /// proxy in front (or loopback).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Reverse proxies (addresses or CIDR blocks, e.g. `["10.0.0.5", "10.1.0.0/16"]`) whose
+    /// `X-Forwarded-For` names the client. From them, the client address used by rate limits,
+    /// the audit trail's `ip` and loopback checks is the right-most `X-Forwarded-For` entry
+    /// that is not itself one of them, and their connections are exempt from
+    /// `max_connections_per_address_percent` (they carry many clients). From anyone else the
+    /// header is ignored. Default: none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `[server.tls]`: the broker's certificate. Both files are read at start and again on
+/// SIGHUP (new connections get the new certificate; open ones are not dropped).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file of the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +88,8 @@ impl Default for ServerConfig {
             shutdown_drain_secs: default_shutdown_drain(),
             metrics_listen: None,
             introspection: IntrospectionConfig::default(),
+            tls: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -160,6 +186,14 @@ impl ServerConfig {
                 ));
             }
         }
+        for (i, p) in self.trusted_proxies.iter().enumerate() {
+            if parse_net(p).is_none() {
+                return Err(KeyProblem::new(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("{p:?} is not an IP address or CIDR block (10.0.0.0/8, fd00::/8)"),
+                ));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, c) in self.introspection.client.iter().enumerate() {
             let key = |k: &str| format!("server.introspection.client[{i}].{k}");
@@ -207,6 +241,14 @@ impl ServerConfig {
     pub fn per_address_cap(&self, cap: usize) -> usize {
         (cap.saturating_mul(usize::from(self.max_connections_per_address_percent)) / 100).max(1)
     }
+}
+
+/// One `server.trusted_proxies` entry: an address (a /32 or /128) or a CIDR block.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// The connection cap that `nofile` descriptors allow: half of them after [`FD_RESERVE`],
@@ -274,6 +316,20 @@ mod tests {
         for (c, key) in bad {
             assert_eq!(c.validate().expect_err(key).key, key);
         }
+        let proxies = |p: &[&str]| ServerConfig {
+            trusted_proxies: p.iter().map(|s| (*s).to_owned()).collect(),
+            ..ServerConfig::default()
+        };
+        assert!(
+            proxies(&["10.0.0.1", "10.0.0.0/8", "fd00::/8"])
+                .validate()
+                .is_ok()
+        );
+        let e = proxies(&["10.0.0.1", "proxy.internal"])
+            .validate()
+            .expect_err("a name");
+        assert_eq!(e.key, "server.trusted_proxies[1]");
+        assert!(e.problem.contains("proxy.internal"), "{}", e.problem);
         let client = |id: &str, env: Option<&str>, hash: Option<&str>| IntrospectionClientConfig {
             client_id: id.into(),
             secret_env: env.map(Into::into),

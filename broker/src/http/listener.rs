@@ -5,6 +5,11 @@
 //! at most [`ServerConfig::idle_timeout_secs`]. So half-open or trickling connections cannot
 //! hold the process's descriptors, and others still get in. On shutdown, accepting stops, each
 //! connection finishes its request in flight, and the loop returns when all are closed.
+//!
+//! With `[server.tls]` each connection first completes a TLS handshake (within the header-read
+//! timeout) and is then served as HTTP/2 or HTTP/1.1, as ALPN chose. A peer in
+//! `server.trusted_proxies` is exempt from the per-address share, and its requests carry the
+//! client its `X-Forwarded-For` names as their `ConnectInfo`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,18 +22,33 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+use super::proxies::TrustedProxies;
 use crate::config::ServerConfig;
 use crate::metrics::ConnectionMetrics;
 use crate::ratelimit::address_key;
+
+/// Most HTTP/2 streams one connection may have open at once.
+const MAX_H2_STREAMS: u32 = 100;
+
+/// What sits between the socket and HTTP: TLS (optional) and the proxies whose
+/// `X-Forwarded-For` is believed.
+#[derive(Clone, Default)]
+pub struct Edge {
+    /// Terminate TLS with this acceptor; `None`: plain HTTP/1.1.
+    pub tls: Option<TlsAcceptor>,
+    /// `server.trusted_proxies`.
+    pub proxies: TrustedProxies,
+}
 
 /// What the accept loop enforces, resolved from `[server]` and the descriptor limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +103,19 @@ impl ConnectionPolicy {
             }
         }
         policy
+    }
+}
+
+#[cfg(test)]
+impl ConnectionPolicy {
+    /// Eight connections, a 30 s header read timeout and `idle_timeout`: test servers.
+    pub(crate) fn small(idle_timeout: Duration) -> Self {
+        Self {
+            max_connections: 8,
+            per_address: 8,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout,
+        }
     }
 }
 
@@ -145,13 +178,19 @@ impl ConnectionLimits {
 
     /// Admits a connection from `ip`, or says which cap it is over.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Over> {
+        self.admit_from(ip, false)
+    }
+
+    /// Admits a connection from `ip`, counted in its address's share unless `unshared` (a
+    /// trusted proxy, which carries many clients), or says which cap it is over.
+    pub fn admit_from(self: &Arc<Self>, ip: IpAddr, unshared: bool) -> Result<Permit, Over> {
         let key = address_key(&ip.to_string());
         let mut counts = self.lock();
         if counts.total >= self.max {
             return Err(Over::Capacity);
         }
         let held = counts.by_address.get(&key).copied().unwrap_or(0);
-        if held >= self.per_address {
+        if held >= self.per_address && !unshared {
             return Err(Over::AddressShare);
         }
         counts.total += 1;
@@ -288,6 +327,19 @@ pub async fn serve(
     metrics: ConnectionMetrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_edge(listener, router, policy, Edge::default(), metrics, shutdown).await
+}
+
+/// [`serve`] behind `edge`: TLS when it has an acceptor, and each request's
+/// `ConnectInfo<SocketAddr>` the client a trusted proxy names (port 0), else the peer.
+pub async fn serve_edge(
+    listener: TcpListener,
+    router: Router,
+    policy: ConnectionPolicy,
+    edge: Edge,
+    metrics: ConnectionMetrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let limits = ConnectionLimits::new(policy.max_connections, policy.per_address);
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -311,7 +363,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let permit = match limits.admit(peer.ip()) {
+        let permit = match limits.admit_from(peer.ip(), edge.proxies.contains(peer.ip())) {
             Ok(p) => p,
             Err(over) => {
                 metrics.refused(over.label());
@@ -326,6 +378,7 @@ pub async fn serve(
             peer,
             router.clone(),
             policy,
+            edge.clone(),
             metrics.clone(),
             permit,
             stopped.clone(),
@@ -348,34 +401,110 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 }
 
 /// Serves one connection until it ends, times out, or shutdown lets its request finish.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
     policy: ConnectionPolicy,
+    edge: Edge,
     metrics: ConnectionMetrics,
     permit: Permit,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) {
     metrics.open(1);
     let activity = Activity::new();
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         inner: stream,
         activity: activity.clone(),
-    });
+    };
+    let proxies = edge.proxies;
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
+        let client = proxies.client(peer.ip(), request.headers());
+        let seen = if client == peer.ip() {
+            peer
+        } else {
+            SocketAddr::new(client, 0)
+        };
+        request.extensions_mut().insert(ConnectInfo(seen));
         router.clone().oneshot(request)
     });
-    let mut builder = http1::Builder::new();
+    let life = Life {
+        policy,
+        activity: &activity,
+        metrics: &metrics,
+        stopped,
+    };
+    match edge.tls {
+        None => drive(TokioIo::new(tracked), false, service, life).await,
+        Some(acceptor) => {
+            // A handshake gets the time a request's headers get; a slow one is a slow client.
+            match tokio::time::timeout(policy.header_read_timeout, acceptor.accept(tracked)).await {
+                Err(_) => metrics.timed_out("tls_handshake"),
+                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                Ok(Ok(tls)) => {
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    drive(TokioIo::new(tls), h2, service, life).await;
+                }
+            }
+        }
+    }
+    metrics.open(-1);
+    drop(permit);
+}
+
+/// How a connection ended: `None` when the idle timeout closed it.
+type Ended = Option<Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+
+/// What bounds a connection's life: its timeouts, its traffic, the shutdown signal.
+struct Life<'a> {
+    policy: ConnectionPolicy,
+    activity: &'a Activity,
+    metrics: &'a ConnectionMetrics,
+    stopped: watch::Receiver<bool>,
+}
+
+/// Serves HTTP/1.1 (or HTTP/2 when `h2`) on `io` until the connection ends, idles out, or a
+/// shutdown lets its requests in flight finish.
+async fn drive<I, S, B>(io: I, h2: bool, service: S, life: Life<'_>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Life {
+        policy,
+        activity,
+        metrics,
+        mut stopped,
+    } = life;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(policy.header_read_timeout)
         .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS);
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut draining = false;
-    let ended = loop {
+    let ended: Ended = loop {
         tokio::select! {
             ended = conn.as_mut() => break Some(ended),
             () = activity.idle_for(policy.idle_timeout) => {
@@ -390,15 +519,20 @@ async fn connection(
             }
         }
     };
+    report(ended, metrics);
+}
+
+/// Counts a connection that ended on the header-read timeout; logs other errors.
+fn report(ended: Ended, metrics: &ConnectionMetrics) {
     if let Some(Err(e)) = ended {
-        if e.is_timeout() {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
             metrics.timed_out("header_read");
         } else {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     }
-    metrics.open(-1);
-    drop(permit);
 }
 
 #[cfg(test)]
@@ -470,12 +604,7 @@ mod tests {
             );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let policy = ConnectionPolicy {
-            max_connections: 8,
-            per_address: 8,
-            header_read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(1),
-        };
+        let policy = ConnectionPolicy::small(Duration::from_secs(1));
         let metrics = ConnectionMetrics::default();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(serve(

@@ -11,7 +11,9 @@ pub mod listener;
 pub mod oauth;
 pub mod observe;
 pub mod ops;
+pub mod proxies;
 pub mod requests;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -149,6 +151,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let policy = listener::ConnectionPolicy::for_process(&state.server);
     let metrics = state.audit.counts().connections.clone();
+    let (edge, reload) = edge(&state.server)?;
     let tidy = tokio::spawn(crate::store::tidy::run_worker(
         state.store.clone(),
         state.clock.clone(),
@@ -157,10 +160,42 @@ pub async fn run(
         Approvals::from_ref(&state),
         SWEEP_EVERY,
     ));
-    let served = listener::serve(listener, app(state), policy, metrics, shutdown).await;
+    let served = listener::serve_edge(listener, app(state), policy, edge, metrics, shutdown).await;
     tidy.abort();
     sweep.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     served
+}
+
+/// The TLS and trusted proxies of `server`, with the task that reloads the certificate on
+/// SIGHUP. A certificate that cannot be loaded fails the start, naming the file.
+fn edge(
+    server: &crate::config::ServerConfig,
+) -> std::io::Result<(listener::Edge, Option<tokio::task::JoinHandle<()>>)> {
+    let proxies = proxies::TrustedProxies::new(&server.trusted_proxies);
+    let Some(config) = &server.tls else {
+        return Ok((listener::Edge { tls: None, proxies }, None));
+    };
+    let invalid = |e: tls::TlsError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let cert = tls::ReloadableCert::load(config).map_err(invalid)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config().map_err(invalid)?);
+    tracing::info!(cert = %config.cert.display(), "terminating TLS (HTTP/2 and HTTP/1.1); SIGHUP reloads the certificate");
+    let reload = match tls::reload_on_hangup(cert) {
+        Ok(task) => Some(tokio::spawn(task)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: server.tls will not be reloaded");
+            None
+        }
+    };
+    Ok((
+        listener::Edge {
+            tls: Some(acceptor),
+            proxies,
+        },
+        reload,
+    ))
 }
 
 /// Serves [`metrics_app`] on `listener` (`server.metrics_listen`) until `shutdown` completes,

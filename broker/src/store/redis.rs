@@ -179,7 +179,12 @@ pub struct RedisStore {
     revoke_one: redis::Script,
     pub(super) advance: redis::Script,
     append: redis::Script,
+    /// Replicas that must confirm a revocation before it is answered (`WAIT`).
+    revocation_replicas: u32,
 }
+
+/// How long a revocation waits for its replicas to confirm it.
+const REPLICA_WAIT_MS: u64 = 1000;
 
 pub(super) fn unavailable(e: RedisError) -> StoreError {
     // Redis error texts carry no secrets (the URL's password is not part of them).
@@ -200,7 +205,40 @@ impl RedisStore {
             revoke_one: redis::Script::new(REVOKE_ONE),
             advance: redis::Script::new(ADVANCE_JOB),
             append: redis::Script::new(APPEND_AUDIT),
+            revocation_replicas: 0,
         }
+    }
+
+    /// The same store answering a revocation only once `n` replicas hold it (`WAIT n`): a
+    /// failover to a replica then cannot lose a revocation that was answered.
+    pub fn with_revocation_replicas(mut self, n: u32) -> Self {
+        self.revocation_replicas = n;
+        self
+    }
+
+    /// Waits until the configured number of replicas hold every write made on `conn` so far;
+    /// fewer within [`REPLICA_WAIT_MS`] is a failure (the revocation is in force on the
+    /// primary, and revoking again is harmless).
+    async fn confirm_replicated(&self, conn: &Conn) -> Result<(), StoreError> {
+        let n = self.revocation_replicas;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut c = conn.clone();
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(n)
+            .arg(REPLICA_WAIT_MS)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if acked < i64::from(n) {
+            return Err(StoreError::Unavailable(format!(
+                "the revocation is in force on the Redis primary, but {acked} of the {n} replicas \
+                 required (store.revocation_replicas) confirmed it within {REPLICA_WAIT_MS} ms; \
+                 a failover now could undo it: revoke again"
+            )));
+        }
+        Ok(())
     }
 
     /// The same store keeping what `retention` says of each audit lane.
@@ -540,6 +578,7 @@ impl GrantStore for RedisStore {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
+            self.confirm_replicated(&c).await?;
             let member = g.index_member().as_str().to_owned();
             let entries = std::iter::once("all".to_owned())
                 .chain(g.index_dimensions())
@@ -554,6 +593,7 @@ impl GrantStore for RedisStore {
         // In force first: every bucket's copy of the watermark, in parallel.
         let dim = target.dimension();
         self.raise_everywhere(&c, &dim, now_ms).await?;
+        self.confirm_replicated(&c).await?;
         let queued = self
             .queue_best_effort(
                 &c,

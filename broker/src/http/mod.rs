@@ -12,6 +12,7 @@ pub mod oauth;
 pub mod observe;
 pub mod ops;
 pub mod requests;
+pub mod ssh;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/requests", get(requests::list))
         .route("/v1/requests/{id}", get(requests::one))
         .route("/v1/requests/{id}/{action}", post(requests::decide))
+        .route("/ssh/check", post(ssh::check))
         .layer(RequestBodyLimitLayer::new(MAX_API_BODY));
     let dev = match state.dev_issuer.clone() {
         Some(dev) => crate::devissuer::routes(dev),
@@ -88,6 +90,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .merge(ops)
         .route("/.well-known/jwks.json", get(discovery::jwks))
+        .route("/.well-known/ssh-ca.pub", get(ssh::ca_keys))
         .route(
             "/.well-known/oauth-authorization-server",
             get(discovery::metadata),

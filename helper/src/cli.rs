@@ -282,6 +282,8 @@ fn setup_ssh(ctx: &Context<'_>, a: &SetupArgs, out: &mut dyn Write) -> Result<()
         .ok_or(HelperError::NoBroker)?;
     let scope = if a.local { "--local" } else { "--global" };
     git_config(scope, &["--replace-all", "core.sshCommand", "git jit ssh"])?;
+    // OpenSSH underneath: git passes ports and GIT_PROTOCOL as to ssh itself.
+    git_config(scope, &["--replace-all", "ssh.variant", "ssh"])?;
     let pattern = format!("^{}$", host.replace('.', "\\."));
     git_config(
         scope,

@@ -30,9 +30,6 @@ const MARGIN_SECS: i64 = 60;
 /// Why `git jit ssh` could not run ssh.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
-    /// Not called the way git calls its ssh command.
-    #[error("git jit ssh: expected ssh's arguments ([options] host command) from git")]
-    Usage,
     /// The command is not a Git command git-jit serves.
     #[error("git-jit: {0}")]
     Command(#[from] jit_proto::ssh::GitCommandError),
@@ -197,14 +194,15 @@ async fn certificate(
     Ok((entry.key, entry.cert))
 }
 
-/// `git jit ssh ARGS…`: runs `ssh` (`$GIT_JIT_SSH`, default `ssh`) for git, with a git-jit
+/// `git jit ssh ARGS…`: runs `ssh` (`$GIT_JIT_SSH`, default `ssh`; a program, no arguments) for git, with a git-jit
 /// certificate when the host is set up for it; returns ssh's exit code.
 pub async fn run(ctx: &Context<'_>, args: &[String]) -> Result<i32, SshError> {
-    let host = host_of(args).ok_or(SshError::Usage)?;
     let program = (ctx.env)("GIT_JIT_SSH").unwrap_or_else(|| "ssh".to_owned());
     let mut ssh = Command::new(program);
-    if configured_hosts().iter().any(|h| h == host) {
-        let command = args.last().ok_or(SshError::Usage)?;
+    // Anything that is not a connection to a git-jit host (another host, or git probing
+    // which ssh this is with `-G`) runs plain ssh.
+    let jit_host = host_of(args).is_some_and(|h| configured_hosts().iter().any(|c| c == h));
+    if let (true, Some(command)) = (jit_host, args.last()) {
         let command = GitCommand::parse(command)?;
         let (key, cert) = certificate(ctx, &command).await?;
         ssh.arg("-i")

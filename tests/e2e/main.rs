@@ -23,6 +23,7 @@ mod harness_redis;
 mod helper_flow;
 mod ratelimit_redis;
 mod replicas;
+mod ssh;
 mod store_redis;
 mod support;
 mod terminal_escapes;

@@ -23,6 +23,7 @@ pub mod git_server;
 pub mod oidc;
 pub mod process;
 pub mod redis;
+pub mod sshd;
 
 pub use bins::{BrokerProcess, bin_path};
 pub use ci_issuer::{CiIssuer, SigningKey, TokenBuilder};

@@ -403,6 +403,7 @@ async fn login(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
 fn logout(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
     let had = SessionStore::new(&ctx.settings.dirs.config).remove()?;
     ctx.cache().clear().map_err(HelperError::from)?;
+    crate::ssh::forget(&ctx.settings.dirs.cache)?;
     writeln!(
         out,
         "{}",

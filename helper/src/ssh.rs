@@ -127,6 +127,14 @@ fn sweep(dir: &Path, now: i64) {
     }
 }
 
+/// Deletes every cached SSH key and certificate (`git jit logout`).
+pub fn forget(cache_dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(cache_dir.join("ssh")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// A fresh Ed25519 key pair from the system's random generator.
 fn new_key() -> Result<PrivateKey, SshError> {
     let mut seed = [0u8; 32];
@@ -251,6 +259,10 @@ mod tests {
         assert!(e.key.exists());
         sweep(dir.path(), 940);
         assert!(!e.key.exists() && !e.cert.exists() && !e.expiry.exists());
+        std::fs::create_dir_all(dir.path().join("ssh")).expect("mkdir");
+        forget(dir.path()).expect("forget");
+        assert!(!dir.path().join("ssh").exists());
+        forget(dir.path()).expect("nothing to forget");
         let k = new_key().expect("key");
         assert!(
             k.public_key()

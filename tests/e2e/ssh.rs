@@ -5,7 +5,8 @@
 //! own words, also through a symbolic ref; a revoked grant's certificate is refused on the
 //! next connection while still valid; an expired certificate is refused by sshd itself; a
 //! certificate for `acme/api` cannot reach `acme/api-private`; no private key or certificate
-//! is logged.
+//! is logged. The gate authenticates to the broker as an introspection client; nobody else may
+//! ask its question.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +19,8 @@ use serde_json::{Value, json};
 
 use crate::helper_flow::{Transcript, client, fails, quiet};
 use crate::support::revoke;
+
+const GATE_SECRET_ENV: &str = "JIT_TEST_GATE_SECRET";
 
 fn config(keys: &Path, redis: &str, ci: &CiIssuer) -> String {
     format!(
@@ -52,6 +55,14 @@ refs = ["refs/heads/feature/**"]
 [[admin.identity]]
 issuer = "ci"
 claims = {{ groups = "security" }}
+
+# The gate authenticates; loopback callers get no pass.
+[server.introspection]
+allow_loopback = false
+
+[[server.introspection.client]]
+client_id = "ssh-gate"
+secret_env = "{GATE_SECRET_ENV}"
 "#,
         base = crate::support::broker_base(keys, redis, None),
         github = ci.platform_issuer("github"),
@@ -136,8 +147,30 @@ fn clone_and_push_over_ssh_through_the_gate() -> Result<()> {
                 .args(["keys", "generate", "--ssh", "--dir"])
                 .arg(keys.path()),
         )?;
-        let broker = BrokerProcess::start(&config(keys.path(), &redis.url(), &ci)).await?;
+        let gate_secret = jit_e2e::random_token(24);
+        let broker = BrokerProcess::start_with_env(
+            &config(keys.path(), &redis.url(), &ci),
+            &[(GATE_SECRET_ENV, &gate_secret)],
+        )
+        .await?;
         let url = broker.url();
+        // The gate's question is for the gate alone.
+        let anonymous = jit_e2e::http_client()
+            .post(format!("{url}/ssh/check"))
+            .json(&json!({"certificate": "x", "command": "git-upload-pack 'acme/api.git'"}))
+            .send()
+            .await?;
+        assert_eq!(anonymous.status(), 401);
+        let secret_dir = tempfile::tempdir()?;
+        let secret_file = secret_dir.path().join("gate.secret");
+        std::fs::write(&secret_file, format!("{gate_secret}\n"))?;
+        // Read by the Git user sshd runs the gate as.
+        for (path, mode) in [(secret_dir.path(), 0o755), (secret_file.as_path(), 0o644)] {
+            std::fs::set_permissions(
+                path,
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode),
+            )?;
+        }
         let ca = jit_e2e::http_client()
             .get(format!("{url}/.well-known/ssh-ca.pub"))
             .send()
@@ -151,8 +184,9 @@ fn clone_and_push_over_ssh_through_the_gate() -> Result<()> {
             trusted_ca_keys: Some(ca),
             authorized_key: None,
             force_command: Some(format!(
-                "{} --broker {url} --repos {{{{REPOS}}}}",
-                gate.display()
+                "{} --broker {url} --repos {{{{REPOS}}}} --client-id ssh-gate --secret-file {}",
+                gate.display(),
+                secret_file.display()
             )),
         })
         .await?;
@@ -421,6 +455,7 @@ fn clone_and_push_over_ssh_through_the_gate() -> Result<()> {
         // Nothing secret in any log or in git's output.
         let private = std::fs::read_to_string(&key)?;
         let secrets = [
+            gate_secret.clone(),
             secret_part(&std::fs::read_to_string(&read_cert)?),
             secret_part(&cert),
             private.lines().nth(2).unwrap_or_default().to_owned(),

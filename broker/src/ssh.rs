@@ -162,24 +162,15 @@ mod tests {
 
     impl World {
         async fn certificate(&self, scope: &str, refs: &[&str]) -> (String, String) {
-            let now = NOW_MS / 1000;
             let claims = Claims {
-                iss: "https://broker.test".into(),
-                aud: "git-jit".into(),
                 sub: "alice".into(),
-                idp: "corp".into(),
-                iat: now,
-                nbf: now,
-                exp: now + 600,
-                jti: crate::token::new_jti().expect("jti"),
                 scope: Scope::parse(scope).expect("scope"),
                 refs: refs
                     .iter()
                     .map(|r| RefPattern::parse(r).expect("pattern"))
                     .collect(),
-                role: "dev".into(),
                 reason: None,
-                req: None,
+                ..crate::token::tests::claims(NOW_MS / 1000, 600)
             };
             self.store
                 .put(&Grant::from_claims(&claims, NOW_MS - 1), NOW_MS)

@@ -317,6 +317,14 @@ pub fn keys_generate(dir: &Path) -> anyhow::Result<String> {
     Ok(format!("{} kid={kid}", path.display()))
 }
 
+/// `jit-broker keys generate --ssh`: a new SSH CA key in `dir/ssh`; its path and fingerprint.
+pub fn keys_generate_ssh(dir: &Path) -> anyhow::Result<String> {
+    let ssh = dir.join(crate::keys::ssh::SSH_DIR);
+    let (path, fingerprint) =
+        crate::keys::SshCa::generate_into(&ssh, time::OffsetDateTime::now_utc())?;
+    Ok(format!("{} {fingerprint}", path.display()))
+}
+
 /// What `audit verify` is asked.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyArgs {

@@ -31,6 +31,8 @@ pub enum Door {
     Gateway,
     /// A reverse proxy's sub-request (`/authz`): sees the path and headers, never the body.
     Authz,
+    /// `jit-ssh-gate` on the Git server's host: an SSH certificate, and a push's ref updates.
+    Ssh,
 }
 
 impl Door {
@@ -39,12 +41,13 @@ impl Door {
         match self {
             Door::Gateway => "gateway",
             Door::Authz => "authz",
+            Door::Ssh => "ssh",
         }
     }
 
     /// Whether the door sees a push's ref updates (and can enforce ref patterns).
     pub fn sees_ref_updates(self) -> bool {
-        self == Door::Gateway
+        matches!(self, Door::Gateway | Door::Ssh)
     }
 }
 
@@ -389,12 +392,46 @@ impl Gatekeeper {
                 return Err(self.limit(base, denied, info, Charge::Refused(None)).await);
             }
         };
-        let claims = match self.signer.verify(token.expose(), now_ms.div_euclid(1000)) {
+        let verified = self
+            .signer
+            .verify(token.expose(), now_ms.div_euclid(1000))
+            .map_err(|e| e.to_string());
+        self.check_verified(verified, needed, info, now_ms).await
+    }
+
+    /// [`Gatekeeper::check`] for an OpenSSH certificate (`jit-ssh-gate`): verified against the
+    /// broker's SSH CA, its key id naming the grant; then the same store and scope checks as a
+    /// token, on the same budgets.
+    pub async fn check_ssh(
+        &self,
+        certificate: &str,
+        needed: &Scope,
+        info: &RequestInfo,
+    ) -> Result<Allowed, Denied> {
+        let now_ms = self.clock.now_ms();
+        let verified = self
+            .signer
+            .verify_ssh(certificate, now_ms.div_euclid(1000))
+            .map_err(|e| e.to_string());
+        self.check_verified(verified, needed, info, now_ms).await
+    }
+
+    /// The decision once the credential's signature and time window were checked (`Err`: why
+    /// not): the store says whether the grant is live, then the scope and the door decide.
+    async fn check_verified(
+        &self,
+        verified: Result<Claims, String>,
+        needed: &Scope,
+        info: &RequestInfo,
+        now_ms: i64,
+    ) -> Result<Allowed, Denied> {
+        let base = event("access.denied", now_ms, needed, info);
+        let claims = match verified {
             Ok(c) => c,
-            Err(e) => {
+            Err(reason) => {
                 let denied = Denied::InvalidToken {
                     needed: needed.clone(),
-                    reason: e.to_string(),
+                    reason,
                 };
                 return Err(self.limit(base, denied, info, Charge::Refused(None)).await);
             }

@@ -3,6 +3,9 @@
 //! The newest key (by file name: `jit-<UTC timestamp to the microsecond>-<kid prefix>.pem`,
 //! so names sort by age) signs; every key in the ring verifies. A key's `kid` is its RFC 7638
 //! JWK thumbprint.
+//!
+//! The SSH certificate authority's keys ([`ssh`]) live beside them, in `ssh/`, and travel
+//! with the ring.
 
 use std::fs;
 use std::io::Write;
@@ -15,6 +18,10 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+pub mod ssh;
+
+pub use ssh::SshCa;
 
 const PEM_LABEL: &str = "PRIVATE KEY";
 
@@ -54,6 +61,17 @@ pub enum KeyError {
     /// The random generator failed.
     #[error("could not generate a key: the system random generator failed")]
     Rng,
+    /// A file was not an unencrypted OpenSSH Ed25519 private key.
+    #[error("{path}: not an OpenSSH Ed25519 private key without passphrase: {why}")]
+    BadSshKey {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        why: String,
+    },
+    /// The SSH CA folder exists but holds no `*.key`.
+    #[error("{0}: no SSH CA keys (*.key); run `jit-broker keys generate --ssh`")]
+    EmptySsh(PathBuf),
 }
 
 /// One Ed25519 key of the ring.
@@ -149,44 +167,46 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-/// The broker's keys: the newest signs, all verify.
+/// The broker's keys: the newest signs, all verify; and the SSH CA, when there is one.
 #[derive(Debug)]
 pub struct KeyRing {
     /// Oldest first; never empty.
     keys: Vec<SigningKey>,
+    /// The SSH certificate authority (`None`: no SSH certificates are issued).
+    ssh: Option<SshCa>,
 }
 
 impl KeyRing {
-    /// A ring of the given keys, oldest first. `None` if empty.
+    /// A ring of the given keys, oldest first, without an SSH CA. `None` if empty.
     pub fn new(keys: Vec<SigningKey>) -> Option<Self> {
-        (!keys.is_empty()).then_some(Self { keys })
+        (!keys.is_empty()).then_some(Self { keys, ssh: None })
     }
 
-    /// A ring of one fresh key that lives only in memory (`jit-broker dev`).
+    /// A ring of one fresh key and a fresh SSH CA that live only in memory (`jit-broker dev`).
     pub fn ephemeral() -> Result<Self, KeyError> {
         let (key, _) = SigningKey::generate()?;
-        Ok(Self { keys: vec![key] })
+        Ok(Self {
+            keys: vec![key],
+            ssh: Some(SshCa::ephemeral()?),
+        })
     }
 
-    /// Loads every `*.pem` file of `dir`, sorted by name (oldest first).
+    /// The SSH certificate authority, if the broker has one.
+    pub fn ssh_ca(&self) -> Option<&SshCa> {
+        self.ssh.as_ref()
+    }
+
+    /// Loads every `*.pem` file of `dir`, sorted by name (oldest first), and the SSH CA
+    /// keys of `dir/ssh` when that folder exists.
     pub fn load_dir(dir: &Path) -> Result<Self, KeyError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| KeyError::Io {
-                path,
-                error: source,
-            }
-        };
-        let mut files: Vec<PathBuf> = fs::read_dir(dir)
-            .map_err(io(dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "pem"))
-            .collect();
-        files.sort();
-        let mut keys = Vec::with_capacity(files.len());
-        for path in files {
-            check_mode(&path)?;
-            let text = fs::read_to_string(&path).map_err(io(&path))?;
+        let mut ring = Self::load_token_keys(dir)?;
+        ring.ssh = SshCa::load_dir(&dir.join(ssh::SSH_DIR))?;
+        Ok(ring)
+    }
+
+    fn load_token_keys(dir: &Path) -> Result<Self, KeyError> {
+        let mut keys = Vec::new();
+        for (path, text) in read_key_files(dir, "pem")? {
             let der = pem_decode(&text).map_err(|why| KeyError::BadKey {
                 path: path.clone(),
                 why,
@@ -213,25 +233,11 @@ impl KeyRing {
                 error: source,
             }
         };
-        if !dir.exists() {
-            let mut builder = fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(dir).map_err(io(dir))?;
-        }
+        create_private_dir(dir)?;
         let (key, der) = SigningKey::generate()?;
-        let stamp = now
-            .format(time::macros::format_description!(
-                "[year][month][day]T[hour][minute][second].[subsecond digits:6]Z"
-            ))
-            .unwrap_or_default();
+        let stamp = file_stamp(now);
         let path = dir.join(format!("jit-{stamp}-{}.pem", &key.kid()[..8]));
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut file = opts.open(&path).map_err(io(&path))?;
+        let mut file = create_private_file(&path)?;
         file.write_all(pem_encode(&der).as_bytes())
             .map_err(io(&path))?;
         file.sync_all().map_err(io(&path))?;
@@ -255,6 +261,67 @@ impl KeyRing {
             keys: self.keys.iter().rev().map(SigningKey::jwk).collect(),
         }
     }
+}
+
+/// Every `*.<extension>` file of `dir`, sorted by name (oldest first), each checked to be
+/// readable by its owner only, with its text.
+fn read_key_files(dir: &Path, extension: &str) -> Result<Vec<(PathBuf, String)>, KeyError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KeyError::Io {
+            path,
+            error: source,
+        }
+    };
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            check_mode(&path)?;
+            let text = fs::read_to_string(&path).map_err(io(&path))?;
+            Ok((path, text))
+        })
+        .collect()
+}
+
+/// Creates `dir` (and its parents) 0700 when it is missing.
+fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| KeyError::Io {
+        path: dir.to_path_buf(),
+        error: source,
+    })
+}
+
+/// Creates a new 0600 file (never overwriting one).
+fn create_private_file(path: &Path) -> Result<fs::File, KeyError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path).map_err(|source| KeyError::Io {
+        path: path.to_path_buf(),
+        error: source,
+    })
+}
+
+/// A key file's time stamp: `20260101T000000Z`, so names sort by age.
+fn file_stamp(now: time::OffsetDateTime) -> String {
+    now.format(time::macros::format_description!(
+        "[year][month][day]T[hour][minute][second].[subsecond digits:6]Z"
+    ))
+    .unwrap_or_default()
 }
 
 #[cfg(unix)]

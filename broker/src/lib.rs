@@ -45,6 +45,7 @@ pub mod ratelimit;
 pub mod recorder;
 pub mod redis_conn;
 pub mod revocation;
+pub mod ssh;
 pub mod state;
 pub mod store;
 pub mod token;

@@ -158,6 +158,10 @@ enum KeysCommand {
         /// The key directory (created 0700 if missing).
         #[arg(long)]
         dir: PathBuf,
+        /// Generate an SSH certificate authority key instead (OpenSSH Ed25519, in DIR/ssh;
+        /// rotated the same way, every key published at /.well-known/ssh-ca.pub).
+        #[arg(long)]
+        ssh: bool,
     },
 }
 
@@ -252,9 +256,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys {
-            command: KeysCommand::Generate { dir },
+            command: KeysCommand::Generate { dir, ssh },
         } => {
-            println!("{}", commands::keys_generate(&dir)?);
+            let line = if ssh {
+                commands::keys_generate_ssh(&dir)?
+            } else {
+                commands::keys_generate(&dir)?
+            };
+            println!("{line}");
             Ok(())
         }
         Command::Explain(_) => anyhow::bail!("explain runs before the runtime starts"),

@@ -15,6 +15,8 @@ use sha2::Digest as _;
 
 use crate::keys::KeyRing;
 
+pub mod ssh;
+
 /// Largest token accepted for verification, in bytes. Ours are well under 2 KiB.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 

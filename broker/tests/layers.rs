@@ -40,6 +40,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("introspection", 6),
     // The one compile step, the shared state, the HTTP floor, the subcommands.
     ("compile", 7),
+    // The SSH gate's question: the gatekeeper and the gateway's receive-pack code together.
+    ("ssh", 7),
     ("state", 8),
     ("preflight", 8),
     ("http", 9),

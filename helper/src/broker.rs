@@ -176,6 +176,8 @@ pub struct Extras<'a> {
     pub ttl: Option<Ttl>,
     /// File an approval request, or poll one (`None`: neither).
     pub approval: Option<&'a ApprovalAsk>,
+    /// Ask for an SSH certificate of this key instead of a Bearer token.
+    pub ssh_public_key: Option<&'a jit_proto::ssh::SshPublicKey>,
 }
 
 /// What to ask the broker for.
@@ -375,6 +377,7 @@ impl BrokerClient {
             ttl: x.ttl,
             refs: x.refs.to_vec(),
             approval: x.approval.cloned().unwrap_or_default(),
+            ssh_public_key: x.ssh_public_key.cloned(),
             ..ExchangeRequest::new(
                 req.subject_token.clone(),
                 req.subject_token_type,
@@ -538,6 +541,7 @@ mod tests {
                 reason: Some("INC-1"),
                 ttl: Ttl::from_minutes(30),
                 approval: None,
+                ssh_public_key: None,
             },
         }
     }

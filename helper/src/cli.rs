@@ -85,6 +85,15 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
     },
+    /// git's ssh command for hosts set up with `git jit setup --ssh`: runs ssh with a git-jit
+    /// certificate for exactly the repository and action git asks for (other hosts: plain
+    /// ssh).
+    #[command(hide = true)]
+    Ssh {
+        /// ssh's arguments, as git passes them (options, host, command).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
     /// Print shell completions for git-jit.
     Completions {
         /// The shell.
@@ -104,6 +113,11 @@ pub struct SetupArgs {
     /// Write the current repository's git config instead.
     #[arg(long)]
     pub local: bool,
+    /// Set up Git over SSH for this server instead (`git@git.example.com`): git's
+    /// `core.sshCommand` becomes `git jit ssh`, which fetches a certificate from the
+    /// configured broker for each repository and action on this host.
+    #[arg(long, value_name = "USER@HOST", conflicts_with = "url")]
+    pub ssh: Option<String>,
 }
 
 /// Why a `git jit` command failed.
@@ -175,6 +189,7 @@ impl From<BrokerError> for CliError {
 pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
+        Command::Setup(a) if a.ssh.is_some() => setup_ssh(ctx, &a, &mut stdout),
         Command::Setup(a) => setup(ctx, &a, &mut stdout),
         Command::Login => login(ctx, &mut stdout).await,
         Command::Logout => logout(ctx, &mut stdout),
@@ -213,6 +228,13 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Ssh { args } => {
+            drop(stdout);
+            match crate::ssh::run(ctx, &args).await {
+                Ok(code) => std::process::exit(code),
+                Err(e) => Err(CliError::Usage(e.to_string())),
+            }
+        }
         Command::Completions { shell } => {
             // Generated into memory first: clap_complete panics on a closed pipe.
             let mut script = Vec::new();
@@ -241,6 +263,37 @@ fn git_config(scope: &str, args: &[&str]) -> Result<(), CliError> {
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         ));
     }
+    Ok(())
+}
+
+/// `git jit setup --ssh USER@HOST`.
+fn setup_ssh(ctx: &Context<'_>, a: &SetupArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let target = a.ssh.as_deref().unwrap_or_default();
+    let host = target.rsplit_once('@').map_or(target, |(_, h)| h);
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CliError::Usage(format!(
+            "--ssh {target:?}: expected user@host"
+        )));
+    }
+    let broker = ctx
+        .settings
+        .broker
+        .as_deref()
+        .ok_or(HelperError::NoBroker)?;
+    let scope = if a.local { "--local" } else { "--global" };
+    git_config(scope, &["--replace-all", "core.sshCommand", "git jit ssh"])?;
+    // OpenSSH underneath: git passes ports and GIT_PROTOCOL as to ssh itself.
+    git_config(scope, &["--replace-all", "ssh.variant", "ssh"])?;
+    let pattern = format!("^{}$", host.replace('.', "\\."));
+    git_config(
+        scope,
+        &["--replace-all", crate::ssh::HOSTS_KEY, host, &pattern],
+    )?;
+    writeln!(
+        out,
+        "git now fetches a git-jit SSH certificate from {broker} for each clone, fetch and push on {host} ({} config)",
+        &scope[2..]
+    )?;
     Ok(())
 }
 
@@ -350,6 +403,7 @@ async fn login(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
 fn logout(ctx: &Context<'_>, out: &mut dyn Write) -> Result<(), CliError> {
     let had = SessionStore::new(&ctx.settings.dirs.config).remove()?;
     ctx.cache().clear().map_err(HelperError::from)?;
+    crate::ssh::forget(&ctx.settings.dirs.cache)?;
     writeln!(
         out,
         "{}",

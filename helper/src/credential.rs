@@ -211,6 +211,11 @@ impl<'a> Exchanger<'a> {
         self.broker
     }
 
+    /// The broker's metadata.
+    pub fn metadata(&self) -> &ServerMetadata {
+        &self.md
+    }
+
     /// The first available identity, fresh (a login session's ID token is refreshed when
     /// about to expire).
     pub async fn subject(&self) -> Result<SubjectToken, HelperError> {

@@ -44,6 +44,7 @@ pub mod origin;
 pub mod protocol;
 pub mod retry;
 pub mod session;
+pub mod ssh;
 pub mod table;
 pub mod tls;
 

@@ -12,15 +12,18 @@ pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// RFC 8693 token type of an access token (what the broker issues).
 pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// git-jit's token type of an OpenSSH user certificate (what the broker issues for Git over
+/// SSH, RFC 8693 §3 allows such URNs); its `token_type` is `N_A`.
+pub const TOKEN_TYPE_SSH_CERTIFICATE: &str = "urn:git-jit:params:oauth:token-type:ssh-certificate";
 
 /// A successful token exchange (RFC 8693 §2.2.1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenResponse {
     /// The git-jit token.
     pub access_token: crate::secret::Secret,
-    /// Always [`TOKEN_TYPE_ACCESS_TOKEN`].
+    /// [`TOKEN_TYPE_ACCESS_TOKEN`], or [`TOKEN_TYPE_SSH_CERTIFICATE`] when one was asked for.
     pub issued_token_type: String,
-    /// Always `Bearer`.
+    /// `Bearer` (`N_A` for an SSH certificate).
     pub token_type: String,
     /// Seconds until the token expires (at most [`crate::time::MAX_LIFETIME_SECS`]).
     #[serde(deserialize_with = "crate::time::de_lifetime_secs")]

@@ -16,11 +16,13 @@ use serde::{Deserialize, Serialize};
 pub use crate::api::TokenResponse;
 use crate::api::{
     GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
+    TOKEN_TYPE_SSH_CERTIFICATE,
 };
 use crate::approval::{APPROVAL_REQUEST, RequestId, RequestIdError};
 use crate::refs::{RefError, RefPattern};
 use crate::scope::{Scope, ScopeError};
 use crate::secret::Secret;
+use crate::ssh::{SshKeyError, SshPublicKey};
 
 /// Largest subject token accepted, in bytes.
 pub const MAX_SUBJECT_TOKEN_LEN: usize = 16 * 1024;
@@ -64,9 +66,12 @@ pub struct ExchangeForm {
     /// Space-separated ref patterns a write grant is narrowed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refs: Option<String>,
-    /// When present, must be [`TOKEN_TYPE_ACCESS_TOKEN`].
+    /// When present, [`TOKEN_TYPE_ACCESS_TOKEN`] or [`TOKEN_TYPE_SSH_CERTIFICATE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_token_type: Option<String>,
+    /// The OpenSSH public key to certify (`ssh-ed25519 AAAA…`), with an SSH certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// RFC 8693 delegation; refused by git-jit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_token: Option<Secret>,
@@ -199,9 +204,19 @@ pub enum ExchangeError {
     /// A missing or unsupported `subject_token_type`.
     #[error("subject_token_type must be {TOKEN_TYPE_ID_TOKEN} or {TOKEN_TYPE_JWT}")]
     SubjectTokenType,
-    /// A `requested_token_type` other than an access token.
-    #[error("requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}")]
+    /// A `requested_token_type` other than an access token or an SSH certificate.
+    #[error(
+        "requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN} or {TOKEN_TYPE_SSH_CERTIFICATE}"
+    )]
     RequestedTokenType,
+    /// An SSH certificate asked for without a `public_key`, or a `public_key` without it.
+    #[error(
+        "public_key is needed with, and only with, requested_token_type {TOKEN_TYPE_SSH_CERTIFICATE}"
+    )]
+    PublicKeyWithoutSsh,
+    /// A `public_key` that is not an OpenSSH public key line.
+    #[error("public_key: {0}")]
+    PublicKey(#[from] SshKeyError),
     /// An `actor_token`: delegation is not supported.
     #[error("actor_token (delegation) is not supported")]
     ActorToken,
@@ -278,6 +293,8 @@ pub struct ExchangeRequest {
     pub refs: Vec<RefPattern>,
     /// What to do when the role needs a person's approval.
     pub approval: ApprovalAsk,
+    /// Certify this key (an OpenSSH user certificate) instead of issuing a Bearer token.
+    pub ssh_public_key: Option<SshPublicKey>,
 }
 
 /// What an exchange asks of an approval role.
@@ -304,6 +321,7 @@ impl ExchangeRequest {
             ttl: None,
             refs: Vec::new(),
             approval: ApprovalAsk::None,
+            ssh_public_key: None,
         }
     }
 
@@ -324,7 +342,11 @@ impl ExchangeRequest {
             reason: self.reason.clone(),
             ttl: self.ttl.map(|t| t.to_string()),
             refs: (!refs.is_empty()).then_some(refs),
-            requested_token_type: None,
+            requested_token_type: self
+                .ssh_public_key
+                .as_ref()
+                .map(|_| TOKEN_TYPE_SSH_CERTIFICATE.to_owned()),
+            public_key: self.ssh_public_key.as_ref().map(|k| k.as_str().to_owned()),
             actor_token: None,
             approval: (self.approval == ApprovalAsk::Request).then(|| APPROVAL_REQUEST.to_owned()),
             request_id: match &self.approval {
@@ -368,12 +390,16 @@ impl TryFrom<ExchangeForm> for ExchangeRequest {
             .as_deref()
             .and_then(SubjectTokenType::from_urn)
             .ok_or(ExchangeError::SubjectTokenType)?;
-        if f.requested_token_type
-            .as_deref()
-            .is_some_and(|t| t != TOKEN_TYPE_ACCESS_TOKEN)
-        {
-            return Err(ExchangeError::RequestedTokenType);
-        }
+        let wants_ssh = match f.requested_token_type.as_deref() {
+            None | Some(TOKEN_TYPE_ACCESS_TOKEN) => false,
+            Some(TOKEN_TYPE_SSH_CERTIFICATE) => true,
+            Some(_) => return Err(ExchangeError::RequestedTokenType),
+        };
+        let ssh_public_key = match (wants_ssh, f.public_key.as_deref()) {
+            (false, None) => None,
+            (true, Some(k)) => Some(SshPublicKey::parse(k)?),
+            _ => return Err(ExchangeError::PublicKeyWithoutSsh),
+        };
         if f.actor_token.is_some() {
             return Err(ExchangeError::ActorToken);
         }
@@ -434,6 +460,7 @@ impl TryFrom<ExchangeForm> for ExchangeRequest {
             ttl,
             refs,
             approval,
+            ssh_public_key,
         })
     }
 }
@@ -514,6 +541,43 @@ mod tests {
             .expect_err("too long")
             .to_string();
         assert!(err.contains("at most 128 are allowed"), "{err}");
+    }
+
+    /// An SSH certificate is asked for with its public key, which travels and parses back.
+    #[test]
+    fn ssh_certificate_requests() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        let r = ExchangeRequest::try_from(with(&[
+            ("requested_token_type", TOKEN_TYPE_SSH_CERTIFICATE),
+            ("public_key", key),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            r.ssh_public_key.as_ref().map(SshPublicKey::as_str),
+            Some(key)
+        );
+        assert_eq!(ExchangeRequest::try_from(r.to_form()), Ok(r));
+        for (form, e) in [
+            (
+                with(&[("requested_token_type", TOKEN_TYPE_SSH_CERTIFICATE)]),
+                ExchangeError::PublicKeyWithoutSsh,
+            ),
+            (
+                with(&[("public_key", key)]),
+                ExchangeError::PublicKeyWithoutSsh,
+            ),
+            (
+                with(&[
+                    ("requested_token_type", TOKEN_TYPE_SSH_CERTIFICATE),
+                    ("public_key", "ssh-dss AAAAAAAAAAAAAAAAAAAAAAAAAA"),
+                ]),
+                ExchangeError::PublicKey(SshKeyError::Algorithm("ssh-dss".into())),
+            ),
+        ] {
+            assert_eq!(ExchangeRequest::try_from(form), Err(e.clone()));
+            assert_eq!(e.oauth_code(), "invalid_request");
+        }
     }
 
     /// Every refusal, with the error it is named by and the OAuth code the client gets.
@@ -919,6 +983,7 @@ mod tests {
                 ttl: pick(&mut rng),
                 refs: pick(&mut rng),
                 requested_token_type: None,
+                public_key: None,
                 actor_token: None,
                 approval: pick(&mut rng),
                 request_id: pick(&mut rng),

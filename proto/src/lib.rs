@@ -24,6 +24,8 @@
 //! - [`admin`]: the admin API's bodies and query strings (`/v1/grants`, `/v1/revoke`,
 //!   `/v1/audit`).
 //! - [`audit`]: the audit event as stored, served and read, and its kinds.
+//! - [`ssh`]: Git over SSH: the public key an SSH certificate is asked for, the command sshd
+//!   passes to `jit-ssh-gate` (normalised like HTTP paths), the gate's question to the broker.
 //! - [`display`]: text for people (tables, CSV cells): control characters and formulas made
 //!   inert.
 #![forbid(unsafe_code)]
@@ -41,6 +43,7 @@ pub mod glob;
 pub mod refs;
 pub mod scope;
 pub mod secret;
+pub mod ssh;
 pub mod time;
 pub mod token;
 

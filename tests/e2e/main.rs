@@ -29,6 +29,7 @@ mod ratelimit_redis;
 mod redis_sentinel;
 mod redis_tls;
 mod replicas;
+mod ssh;
 mod start_checks;
 mod store_redis;
 mod support;

@@ -187,29 +187,7 @@ impl GitServer {
     /// Creates the bare repository `<root>/<path>.git` with one commit on `main`
     /// (`README.md`) and a lightweight tag `v0.1.0`. Returns the repository's directory.
     pub fn create_repo(&self, path: &str) -> Result<PathBuf> {
-        let repo = self.root.join(format!("{path}.git"));
-        std::fs::create_dir_all(&repo)?;
-        let git = |args: &[&str]| -> Result<String> {
-            let mut cmd = Command::new("git");
-            isolate_git_env(&mut cmd, &self.root);
-            cmd.arg("--git-dir").arg(&repo).args(args);
-            Ok(run_checked(&mut cmd)?.trim().to_owned())
-        };
-        git(&["init", "--bare", "--quiet", "--initial-branch=main"])?;
-        let blob = hash_object(&repo, &self.root, format!("# {path}\n").as_bytes())?;
-        let tree = {
-            let mut cmd = Command::new("git");
-            isolate_git_env(&mut cmd, &self.root);
-            cmd.arg("--git-dir").arg(&repo).arg("mktree");
-            stdin_checked(
-                &mut cmd,
-                format!("100644 blob {blob}\tREADME.md\n").as_bytes(),
-            )?
-        };
-        let commit = git(&["commit-tree", &tree, "-m", "initial commit"])?;
-        git(&["update-ref", "refs/heads/main", &commit])?;
-        git(&["tag", "v0.1.0", &commit])?;
-        Ok(repo)
+        create_bare_repo(&self.root, path)
     }
 
     /// Runs `git --git-dir=<repo> ARGS` on the server side (e.g. `rev-parse refs/heads/main`)
@@ -222,6 +200,34 @@ impl GitServer {
             .args(args);
         Ok(run_checked(&mut cmd)?.trim().to_owned())
     }
+}
+
+/// Creates the bare repository `<root>/<path>.git` with one commit on `main` (`README.md`)
+/// and a lightweight tag `v0.1.0`. Returns the repository's directory.
+pub fn create_bare_repo(root: &Path, path: &str) -> Result<PathBuf> {
+    let repo = root.join(format!("{path}.git"));
+    std::fs::create_dir_all(&repo)?;
+    let git = |args: &[&str]| -> Result<String> {
+        let mut cmd = Command::new("git");
+        isolate_git_env(&mut cmd, root);
+        cmd.arg("--git-dir").arg(&repo).args(args);
+        Ok(run_checked(&mut cmd)?.trim().to_owned())
+    };
+    git(&["init", "--bare", "--quiet", "--initial-branch=main"])?;
+    let blob = hash_object(&repo, root, format!("# {path}\n").as_bytes())?;
+    let tree = {
+        let mut cmd = Command::new("git");
+        isolate_git_env(&mut cmd, root);
+        cmd.arg("--git-dir").arg(&repo).arg("mktree");
+        stdin_checked(
+            &mut cmd,
+            format!("100644 blob {blob}\tREADME.md\n").as_bytes(),
+        )?
+    };
+    let commit = git(&["commit-tree", &tree, "-m", "initial commit"])?;
+    git(&["update-ref", "refs/heads/main", &commit])?;
+    git(&["tag", "v0.1.0", &commit])?;
+    Ok(repo)
 }
 
 fn hash_object(repo: &Path, home: &Path, content: &[u8]) -> Result<String> {

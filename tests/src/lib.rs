@@ -25,6 +25,7 @@ pub mod oidc;
 pub mod process;
 pub mod redis;
 pub mod redis_ha;
+pub mod sshd;
 
 pub use bins::{BrokerProcess, bin_path};
 pub use ci_issuer::{CiIssuer, SigningKey, TokenBuilder};

@@ -12,9 +12,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
-use jit_proto::api::{TOKEN_TYPE_ACCESS_TOKEN, TokenResponse};
+use jit_proto::api::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_SSH_CERTIFICATE, TokenResponse};
 use jit_proto::approval::RequestId;
 use jit_proto::exchange::{ApprovalAsk, ExchangeForm, ExchangeRequest, Ttl};
+use jit_proto::ssh::SshPublicKey;
 use jit_proto::{Claims, RefPattern, Secret};
 
 use crate::approval::Approvals;
@@ -119,6 +120,7 @@ struct Parsed {
     subject_token: Secret,
     request: Request,
     approval: ApprovalAsk,
+    ssh_key: Option<SshPublicKey>,
 }
 
 fn parse(f: TokenRequest) -> Result<Parsed, ApiError> {
@@ -136,7 +138,23 @@ fn parse(f: TokenRequest) -> Result<Parsed, ApiError> {
             refs: r.refs,
         },
         approval: r.approval,
+        ssh_key: r.ssh_public_key,
     })
+}
+
+/// Refuses an SSH certificate request this broker cannot serve (no CA, a key that does not
+/// decode) before anything is decided or stored.
+fn check_ssh_key(signer: &TokenSigner, key: Option<&SshPublicKey>) -> Result<(), ApiError> {
+    let Some(key) = key else { return Ok(()) };
+    let bad = |m: &str| oauth(StatusCode::BAD_REQUEST, "invalid_request", m);
+    if !signer.has_ssh_ca() {
+        return Err(bad(
+            "this broker issues no SSH certificates (it has no SSH CA key)",
+        ));
+    }
+    ssh_key::PublicKey::from_openssh(key.as_str())
+        .map(|_| ())
+        .map_err(|_| bad("public_key does not decode as an OpenSSH public key"))
 }
 
 fn cut(s: &str, max: usize) -> String {
@@ -178,6 +196,8 @@ struct Exchange<'a> {
     x: &'a Exchanger,
     caller: Caller,
     now_ms: i64,
+    /// Certify this key instead of issuing a Bearer token.
+    ssh_key: Option<SshPublicKey>,
 }
 
 impl Exchange<'_> {
@@ -244,10 +264,11 @@ impl Exchanger {
         form: Result<TokenRequest, ApiError>,
     ) -> Result<TokenResponse, ApiError> {
         let now_ms = self.clock.now_ms();
-        let x = Exchange {
+        let mut x = Exchange {
             caller,
             x: self,
             now_ms,
+            ssh_key: None,
         };
         self.limits
             .client
@@ -258,6 +279,10 @@ impl Exchanger {
             Ok(p) => p,
             Err(e) => return Err(x.deny(None, None, None, e).await),
         };
+        if let Err(e) = check_ssh_key(&self.signer, parsed.ssh_key.as_ref()) {
+            return Err(x.deny(Some(&parsed.request), None, None, e).await);
+        }
+        x.ssh_key = parsed.ssh_key.clone();
         let request = &parsed.request;
         let token = parsed.subject_token.expose();
         let identity = match self.identity.verify(token, now_ms).await {
@@ -354,10 +379,22 @@ async fn issue(
         reason: decision.reason.clone(),
         req: extra.request.as_ref().map(ToString::to_string),
     };
-    let signed = state
-        .signer
-        .sign(&claims)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (signed, certified) = match &x.ssh_key {
+        None => (
+            state
+                .signer
+                .sign(&claims)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+            None,
+        ),
+        Some(key) => {
+            let (cert, fingerprint) = state
+                .signer
+                .sign_ssh(&claims, key.as_str())
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            (Secret::new(cert), Some(fingerprint))
+        }
+    };
     let grant = Grant {
         break_glass: extra.break_glass,
         ..Grant::from_claims(&claims, now_ms)
@@ -397,6 +434,11 @@ async fn issue(
     if extra.break_glass {
         event = event.with("break_glass", true).with("review", true);
     }
+    if let Some(fingerprint) = &certified {
+        event = event
+            .with("credential", "ssh-certificate")
+            .with("ssh_key", fingerprint.as_str());
+    }
     if let Err(e) = state.audit.record(event).await {
         // Never an unaudited grant: take it back before answering.
         if let Err(re) = state
@@ -408,10 +450,15 @@ async fn issue(
         }
         return Err(ApiError::StoreUnavailable(e));
     }
+    let (issued_token_type, token_type) = match certified {
+        None => (TOKEN_TYPE_ACCESS_TOKEN, "Bearer"),
+        // RFC 8693 §2.2.1: `N_A` when the issued token is not an access token.
+        Some(_) => (TOKEN_TYPE_SSH_CERTIFICATE, "N_A"),
+    };
     let body = TokenResponse {
         access_token: signed,
-        issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.to_owned(),
-        token_type: "Bearer".to_owned(),
+        issued_token_type: issued_token_type.to_owned(),
+        token_type: token_type.to_owned(),
         expires_in: decision.exp - decision.iat,
         scope: claims.scope.to_string(),
         jti: Some(jti),

@@ -13,6 +13,7 @@ pub mod observe;
 pub mod ops;
 pub mod proxies;
 pub mod requests;
+pub mod ssh;
 pub mod tls;
 
 use std::future::Future;
@@ -73,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/requests", get(requests::list))
         .route("/v1/requests/{id}", get(requests::one))
         .route("/v1/requests/{id}/{action}", post(requests::decide))
+        .route("/ssh/check", post(ssh::check))
         .layer(RequestBodyLimitLayer::new(MAX_API_BODY));
     let dev = match state.dev_issuer.clone() {
         Some(dev) => crate::devissuer::routes(dev),
@@ -90,6 +92,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .merge(ops)
         .route("/.well-known/jwks.json", get(discovery::jwks))
+        .route("/.well-known/ssh-ca.pub", get(ssh::ca_keys))
         .route(
             "/.well-known/oauth-authorization-server",
             get(discovery::metadata),

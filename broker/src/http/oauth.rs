@@ -77,14 +77,31 @@ pub async fn introspect(
     headers: HeaderMap,
     form: Result<Form<IntrospectRequest>, FormRejection>,
 ) -> Result<Response, ApiError> {
+    if let Some(refused) = admit(&gate, connect, &headers).await? {
+        return Ok(refused);
+    }
+    let Form(req) = form.map_err(|e| {
+        ApiError::invalid_request(format!("the body must be a valid form: {}", e.body_text()))
+    })?;
+    let token = req
+        .token
+        .ok_or_else(|| ApiError::invalid_request("missing form parameter 'token'"))?;
+    Ok(Json(gatekeeper.introspect(&token).await?).into_response())
+}
+
+/// Lets an introspecting caller in (`None`), or answers it: 401 with a Basic challenge, or 429
+/// past its address's budget. `/oauth/introspect` and `/ssh/check` admit the same callers.
+pub(super) async fn admit(
+    gate: &IntrospectionGate,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+) -> Result<Option<Response>, ApiError> {
     let peer = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
     let relayed = FORWARDING_HEADERS.iter().any(|h| headers.contains_key(*h));
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     match gate.admit(authorization, peer, relayed).await {
-        Ok(_) => {}
-        Err(Refused::TooMany { retry_after }) => {
-            return Err(ApiError::RateLimited { retry_after });
-        }
+        Ok(_) => Ok(None),
+        Err(Refused::TooMany { retry_after }) => Err(ApiError::RateLimited { retry_after }),
         Err(Refused::Unauthorised(why)) => {
             let mut r = ApiError::OAuth {
                 status: StatusCode::UNAUTHORIZED,
@@ -96,14 +113,7 @@ pub async fn introspect(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"git-jit\""),
             );
-            return Ok(r);
+            Ok(Some(r))
         }
     }
-    let Form(req) = form.map_err(|e| {
-        ApiError::invalid_request(format!("the body must be a valid form: {}", e.body_text()))
-    })?;
-    let token = req
-        .token
-        .ok_or_else(|| ApiError::invalid_request("missing form parameter 'token'"))?;
-    Ok(Json(gatekeeper.introspect(&token).await?).into_response())
 }

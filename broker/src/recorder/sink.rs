@@ -104,7 +104,7 @@ impl Sink {
             SinkTarget::File { dir, replica, .. } => Some(replica_head_in(dir, replica).map_err(
                 |source| SinkError::Io {
                     target: dir.display().to_string(),
-                    source,
+                    error: source,
                 },
             )?),
             _ => None,

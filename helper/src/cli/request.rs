@@ -112,6 +112,7 @@ impl Asked {
             reason: self.reason.as_deref(),
             ttl: self.ttl,
             approval: None,
+            ssh_public_key: None,
         }
     }
 }
@@ -126,6 +127,7 @@ async fn ask(
     loop {
         let extras = Extras {
             approval: Some(&approval),
+            ssh_public_key: None,
             ..asked.extras()
         };
         match ex.obtain(&asked.scope, extras).await {

@@ -271,6 +271,7 @@ pub async fn wait(
         }
         let extras = Extras {
             approval: Some(&ask),
+            ssh_public_key: None,
             ..p.extras
         };
         let answer = tokio::select! {

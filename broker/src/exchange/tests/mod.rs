@@ -4,6 +4,7 @@
 mod abuse;
 mod approvals;
 mod grants;
+mod ssh;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

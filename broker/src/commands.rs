@@ -277,12 +277,47 @@ pub async fn dev(listen: SocketAddr, repos: Option<PathBuf>, user: &str) -> anyh
     serve_on(listen, "--listen", state, shutdown_signal()).await
 }
 
+/// `[server.tls]` loads as `serve` loads it: both files readable, PEM, the key the
+/// certificate's. The HTTP floor owns TLS, so this check lives here, beside `serve`.
+fn check_tls(report: &mut preflight::Report, file: &Path, tls: &crate::config::TlsConfig) {
+    match crate::http::tls::ReloadableCert::load(tls) {
+        Ok(cert) => {
+            let until = cert
+                .not_after()
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| "an unreadable date".into());
+            report.check(
+                file,
+                "server.tls",
+                Ok(format!("certificate and key load; valid until {until}")),
+            );
+        }
+        Err(crate::http::tls::TlsError::File { key, path, problem }) => {
+            report.check(
+                file,
+                &format!("server.tls.{key}"),
+                Err(format!("{path}: {problem}")),
+            );
+        }
+        Err(crate::http::tls::TlsError::Pair(why)) => {
+            report.check(file, "server.tls", Err(why));
+        }
+    }
+}
+
 /// `jit-broker check-config FILE [--online]`: the one compile step `serve` uses, then what
 /// `serve` will open (keys, audit files); `online` also asks the store and every issuer. The
 /// lines of what is ready and the summary line, or every problem found.
 pub async fn check_config(file: &Path, online: bool) -> anyhow::Result<String> {
     let compiled = compile::load(file)?;
     let mut report = preflight::files(&compiled, file);
+    if let Some(tls) = &compiled.server.tls {
+        check_tls(&mut report, file, tls);
+    }
     if online {
         let store = crate::state::open_store(&compiled.store)
             .map_err(|e| anyhow::anyhow!("{}: store: {e}", file.display()))?;
@@ -451,6 +486,51 @@ issuer = "corp"
 repositories = ["acme/*"]
 actions = ["read"]
 "#;
+
+    #[test]
+    fn check_config_loads_the_tls_certificate_as_serve_does() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("broker.toml");
+        let keys = dir.path().join("keys");
+        keys_generate(&keys).expect("key");
+        let (cert, key) = (dir.path().join("b.crt"), dir.path().join("b.key"));
+        let config = format!(
+            "{}\n[server.tls]\ncert = {cert:?}\nkey = {key:?}\n",
+            CONFIG.replace("keys_dir = \"keys\"", &format!("keys_dir = {keys:?}"))
+        );
+        std::fs::write(&file, config).expect("write");
+        let check = |file: &Path| {
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(check_config(file, false))
+        };
+        let err = check(&file).expect_err("no certificate").to_string();
+        assert!(err.contains("broker.toml: server.tls.cert:"), "{err}");
+        let pair = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["broker.test".to_owned()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2031, 1, 2);
+        std::fs::write(&cert, params.self_signed(&pair).expect("cert").pem()).expect("write");
+        std::fs::write(&key, "not a key").expect("write");
+        let err = check(&file).expect_err("bad key").to_string();
+        assert!(err.contains("broker.toml: server.tls.key:"), "{err}");
+        assert!(
+            !err.contains("not a key"),
+            "the key file's bytes were shown: {err}"
+        );
+        let other = rcgen::KeyPair::generate().expect("key");
+        std::fs::write(&key, other.serialize_pem()).expect("write");
+        let err = check(&file)
+            .expect_err("a key of another certificate")
+            .to_string();
+        assert!(err.contains("does not belong to the certificate"), "{err}");
+        std::fs::write(&key, pair.serialize_pem()).expect("write");
+        let out = check(&file).expect("ok");
+        assert!(
+            out.contains("server.tls: certificate and key load; valid until 2031-01-02T00:00:00Z"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn check_config_compiles_and_reports() {

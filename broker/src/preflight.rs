@@ -47,7 +47,8 @@ impl Report {
             .join("\n")
     }
 
-    fn check(&mut self, file: &Path, key: &str, result: Result<String, String>) {
+    /// Adds `result` as a ready line or a problem of `key` in `file`.
+    pub fn check(&mut self, file: &Path, key: &str, result: Result<String, String>) {
         match result {
             Ok(found) => self.ready.push(format!("{key}: {found}")),
             Err(problem) => self.problems.push(ConfigError::Invalid {

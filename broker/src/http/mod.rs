@@ -154,7 +154,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let policy = listener::ConnectionPolicy::for_process(&state.server);
     let metrics = state.audit.counts().connections.clone();
-    let (edge, reload) = edge(&state.server)?;
+    let (edge, reload) = edge(&state.server, state.audit.metrics())?;
     let tidy = tokio::spawn(crate::store::tidy::run_worker(
         state.store.clone(),
         state.clock.clone(),
@@ -176,13 +176,14 @@ pub async fn run(
 /// SIGHUP. A certificate that cannot be loaded fails the start, naming the file.
 fn edge(
     server: &crate::config::ServerConfig,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> std::io::Result<(listener::Edge, Option<tokio::task::JoinHandle<()>>)> {
     let proxies = proxies::TrustedProxies::new(&server.trusted_proxies);
     let Some(config) = &server.tls else {
         return Ok((listener::Edge { tls: None, proxies }, None));
     };
     let invalid = |e: tls::TlsError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-    let cert = tls::ReloadableCert::load(config).map_err(invalid)?;
+    let cert = tls::ReloadableCert::load_measured(config, metrics).map_err(invalid)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config().map_err(invalid)?);
     tracing::info!(cert = %config.cert.display(), "terminating TLS (HTTP/2 and HTTP/1.1); SIGHUP reloads the certificate");
     let reload = match tls::reload_on_hangup(cert) {

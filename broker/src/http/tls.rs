@@ -14,6 +14,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::config::TlsConfig;
+use crate::metrics::Metrics;
 
 /// Why the certificate or key could not be loaded. Never carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,7 @@ pub struct ReloadableCert {
     key: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ReloadableCert {
@@ -52,7 +54,39 @@ impl ReloadableCert {
             key: config.key.clone(),
             provider,
             current: RwLock::new(current),
+            metrics: None,
         }))
+    }
+
+    /// Loads the chain and key `config` names and publishes the leaf's expiry as
+    /// `jit_certificate_expiry_timestamp_seconds{certificate="tls"}`, now and on each reload,
+    /// for the certificate-expiry alerts.
+    pub fn load_measured(config: &TlsConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, TlsError> {
+        let provider = provider();
+        let current = certified_key(&config.cert, &config.key, &provider)?;
+        let cert = Self {
+            cert: config.cert.clone(),
+            key: config.key.clone(),
+            provider,
+            current: RwLock::new(current),
+            metrics: Some(metrics),
+        };
+        cert.publish_expiry();
+        Ok(Arc::new(cert))
+    }
+
+    /// When the leaf certificate in use stops being valid (Unix seconds), if it can be read.
+    pub fn not_after(&self) -> Option<i64> {
+        let current = self.current();
+        let leaf = current.cert.first()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        Some(parsed.validity().not_after.timestamp())
+    }
+
+    fn publish_expiry(&self) {
+        if let (Some(m), Some(t)) = (&self.metrics, self.not_after()) {
+            m.certificate_expires("tls", t);
+        }
     }
 
     /// Reads the files again; on success new handshakes present the new certificate, on
@@ -65,6 +99,8 @@ impl ReloadableCert {
             Err(p) => p.into_inner(),
         };
         *current = fresh;
+        drop(current);
+        self.publish_expiry();
         Ok(())
     }
 
@@ -168,6 +204,43 @@ pub fn reload_on_hangup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_leaf_expiry_is_published_at_load_and_on_reload() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["broker.test".to_owned()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2031, 1, 2);
+        let pem = params.self_signed(&key).expect("cert").pem();
+        let (c, k) = (dir.path().join("b.crt"), dir.path().join("b.key"));
+        std::fs::write(&c, pem).expect("write");
+        std::fs::write(&k, key.serialize_pem()).expect("write");
+        let metrics = Arc::new(Metrics::new());
+        let config = TlsConfig {
+            cert: c.clone(),
+            key: k.clone(),
+        };
+        let cert = ReloadableCert::load_measured(&config, metrics.clone()).expect("load");
+        // 2031-01-02T00:00:00Z
+        assert_eq!(cert.not_after(), Some(1_925_078_400));
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "jit_certificate_expiry_timestamp_seconds{certificate=\"tls\"} 1925078400"
+            ),
+            "{text}"
+        );
+        params.not_after = rcgen::date_time_ymd(2032, 1, 2);
+        std::fs::write(&c, params.self_signed(&key).expect("cert").pem()).expect("write");
+        cert.reload().expect("reload");
+        // 2032-01-02T00:00:00Z
+        assert!(
+            metrics.encode().contains("1956614400"),
+            "{}",
+            metrics.encode()
+        );
+    }
 
     fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().expect("key");

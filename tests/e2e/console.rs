@@ -222,7 +222,9 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
         sign_in(&browser, &url, "alice@example.com").await?;
         let why = wait_css(&browser, "p.notice.error").await?.text().await?;
         ensure!(
-            why.contains("alice@example.com (issuer corp) is neither an admin of this broker nor an approver"),
+            why.contains(
+                "alice@example.com (issuer corp) is neither an admin of this broker nor an approver"
+            ),
             "non-admin page says: {why}"
         );
         shot(&browser, &shots, "console-denied").await?;

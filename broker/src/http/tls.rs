@@ -35,13 +35,21 @@ pub enum TlsError {
 }
 
 /// The certificate every new handshake presents, replaceable while serving.
-#[derive(Debug)]
 pub struct ReloadableCert {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
     metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for ReloadableCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadableCert")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReloadableCert {

@@ -460,11 +460,9 @@ async fn sign_in_fails_closed_without_a_login_issuer_or_a_pending_login() {
     assert!(!body.contains('\u{1b}'));
 }
 
-#[tokio::test]
-async fn the_requests_page_lists_pending_requests_and_shows_refusals() {
-    let w = world();
-    let t = SuiteTime::manual();
-    let r = request(&t, "bob", 600_000);
+/// Files Bob's pending request under `prod-push`.
+async fn file_bobs_request(w: &World) -> crate::store::requests::ApprovalRequest {
+    let r = request(&SuiteTime::manual(), "bob", 600_000);
     assert!(
         w.store
             .requests()
@@ -472,6 +470,13 @@ async fn the_requests_page_lists_pending_requests_and_shows_refusals() {
             .await
             .expect("file")
     );
+    r
+}
+
+#[tokio::test]
+async fn the_requests_page_lists_pending_requests_and_shows_refusals() {
+    let w = world();
+    let r = file_bobs_request(&w).await;
     let (cookie, csrf) = sign_in(&w);
     let (s, _, body) = send(&w, "GET", "/console/requests", &[("cookie", &cookie)], None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -558,15 +563,7 @@ fn approvers_are_told_apart_from_everyone_else() {
 #[tokio::test]
 async fn an_approver_sees_and_decides_requests_and_nothing_else() {
     let w = world_with_approvers();
-    let t = SuiteTime::manual();
-    let r = request(&t, "bob", 600_000);
-    assert!(
-        w.store
-            .requests()
-            .file(&r, "ask-bob", None, NOW * 1000)
-            .await
-            .expect("file")
-    );
+    let r = file_bobs_request(&w).await;
     let (cookie, csrf) = sign_in_as(&w, "carol", false);
     let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
     let (s, _, body) = send(&w, "GET", "/console/requests", &h, None).await;

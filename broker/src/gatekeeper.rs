@@ -375,7 +375,6 @@ impl Gatekeeper {
         info: &RequestInfo,
     ) -> Result<Allowed, Denied> {
         let now_ms = self.clock.now_ms();
-        let base = event("access.denied", now_ms, needed, info);
         let token = match credential(authorization) {
             Ok(t) => t,
             Err(CredentialError::Missing) => {
@@ -389,6 +388,7 @@ impl Gatekeeper {
                     needed: needed.clone(),
                     reason: e.to_string(),
                 };
+                let base = event("access.denied", now_ms, needed, info);
                 return Err(self.limit(base, denied, info, Charge::Refused(None)).await);
             }
         };
@@ -425,7 +425,9 @@ impl Gatekeeper {
         info: &RequestInfo,
         now_ms: i64,
     ) -> Result<Allowed, Denied> {
-        let base = event("access.denied", now_ms, needed, info);
+        // The denial's audit event is only built for a denial: an allowed request (the
+        // common case) builds just its own `access.allowed`.
+        let denial = || event("access.denied", now_ms, needed, info);
         let claims = match verified {
             Ok(c) => c,
             Err(reason) => {
@@ -433,10 +435,12 @@ impl Gatekeeper {
                     needed: needed.clone(),
                     reason,
                 };
-                return Err(self.limit(base, denied, info, Charge::Refused(None)).await);
+                return Err(self
+                    .limit(denial(), denied, info, Charge::Refused(None))
+                    .await);
             }
         };
-        let base = with_claims(base, &claims);
+        let base = || with_claims(denial(), &claims);
         let status = match self.store.check(&claims, now_ms).await {
             Ok(s) => s,
             Err(e) => {
@@ -444,7 +448,7 @@ impl Gatekeeper {
                 let denied = Denied::Unavailable {
                     what: "the grant store",
                 };
-                return Err(self.deny(base, denied).await);
+                return Err(self.deny(base(), denied).await);
             }
         };
         let reason = match status {
@@ -459,12 +463,12 @@ impl Gatekeeper {
                 reason: reason.to_owned(),
             };
             let charge = Charge::Refused(Some(&claims));
-            return Err(self.limit(base, denied, info, charge).await);
+            return Err(self.limit(base(), denied, info, charge).await);
         }
         if !claims.scope.covers(needed) {
             let message = forbidden_message(&claims.scope, needed);
             let denied = Denied::Forbidden { message };
-            return Err(self.limit(base, denied, info, Charge::Valid(&claims)).await);
+            return Err(self.limit(base(), denied, info, Charge::Valid(&claims)).await);
         }
         if !info.via.sees_ref_updates()
             && needed.actions.contains(Action::Write)
@@ -477,7 +481,7 @@ impl Gatekeeper {
                 patterns.join(", ")
             );
             let denied = Denied::Forbidden { message };
-            return Err(self.limit(base, denied, info, Charge::Valid(&claims)).await);
+            return Err(self.limit(base(), denied, info, Charge::Valid(&claims)).await);
         }
         Ok(Allowed {
             claims,

@@ -534,3 +534,59 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
         Ok(())
     })
 }
+
+/// Two replicas on one Redis share console sessions: signed in on A (through the provider's
+/// login page), the cookie opens B; signing out on B ends the session on A too.
+#[test]
+fn a_console_session_is_shared_by_replicas_and_ended_on_all() -> Result<()> {
+    crate::support::run(async move {
+        let world = World::start().await?;
+        let a = BrokerProcess::start(&world.config).await?;
+        let b = BrokerProcess::start(&world.config).await?;
+        let driver = Chromedriver::start().await?;
+        let browser = driver.browser().await?;
+        sign_in(&browser, &a.url(), "sec-admin").await?;
+        let (session, csrf) = signed_in_session(&browser).await?;
+        browser.close().await?;
+
+        let http = jit_e2e::http_client();
+        let open = |base: String| {
+            let http = http.clone();
+            let session = session.clone();
+            async move {
+                let r = http
+                    .get(format!("{base}/console"))
+                    .header("cookie", &session)
+                    .send()
+                    .await?;
+                anyhow::Ok(r.status().as_u16())
+            }
+        };
+        ensure!(
+            open(a.url()).await? == 200,
+            "A does not open its own session"
+        );
+        ensure!(open(b.url()).await? == 200, "B does not open A's session");
+        let out = http
+            .post(format!("{}/console/logout", b.url()))
+            .header("cookie", &session)
+            .header("origin", b.url())
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await?;
+        let status = out.status().as_u16();
+        ensure!(
+            status == 200,
+            "sign-out on B answered {status}: {}",
+            out.text().await?
+        );
+        ensure!(
+            open(a.url()).await? == 401,
+            "the session signed out on B still opens A"
+        );
+        ensure!(open(b.url()).await? == 401, "B still opens it");
+        crate::support::assert_no_jwt("replica A's log", &a.logs());
+        crate::support::assert_no_jwt("replica B's log", &b.logs());
+        Ok(())
+    })
+}

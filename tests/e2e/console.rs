@@ -390,6 +390,13 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
             "Alice's fetch still works after the revocation:\n{err}"
         );
         ensure!(!err.contains(&alice), "git's error shows the token");
+        // Refused for want of a credential (the 401 challenge), not for some other failure.
+        ensure!(
+            ["could not read Username", "Authentication failed", "401"]
+                .iter()
+                .any(|why| err.contains(why)),
+            "Alice's fetch failed, but not on a refused credential:\n{err}"
+        );
         println!("Alice's fetch after the revocation: {}", err.trim());
 
         // The revocation is in the trail under the admin's name.

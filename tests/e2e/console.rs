@@ -2,10 +2,11 @@
 //! (WebDriver) with fantoccini, against a real broker on Redis and the real oidc-provider.
 //! A non-admin signs in and is turned away with the reason; the security admin signs in
 //! through the provider's login page, sees Alice's live grant, revokes it (Alice's token is
-//! refused at once), while a forged cross-site form post is refused and revokes nothing, and a
+//! refused at once: her next `git fetch` through the gateway fails), while a forged cross-site form post is refused and revokes nothing, and a
 //! revocation made through the API leaves the open page without a reload; the trail shows
 //! the revocation, its chain verifies and it exports as CSV; the repository's timeline draws
-//! both grants; Bob's pending request is approved from the Requests page.
+//! both grants; Bob's pending request is approved from the Requests page. Each of the four
+//! pages is checked for accessibility on the way (see `a11y`).
 //! Screenshots of each page go to `JIT_E2E_SCREENSHOTS` (default
 //! `<target>/console-screenshots`).
 
@@ -17,17 +18,20 @@ use anyhow::{Context, Result, bail, ensure};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use jit_e2e::bins::generate_keys;
+use jit_e2e::git_server::create_bare_repo;
 use jit_e2e::oidc::CLI_CLIENT;
 use jit_e2e::process::{ManagedProcess, find_program, free_port, port_is_open, wait_for};
-use jit_e2e::{BrokerProcess, OidcProvider, RedisServer};
+use jit_e2e::{BrokerProcess, GitClient, OidcProvider, RedisServer};
 use serde_json::{Value, json};
 
 use crate::support::{basic, broker_base, claims_of, exchange, exchange_raw, revoke};
 
+mod a11y;
+
 /// How long a page may take to appear.
 const PAGE: Duration = Duration::from_secs(20);
 
-fn config(keys: &std::path::Path, redis: &str, sso: &str) -> String {
+fn config(keys: &std::path::Path, redis: &str, sso: &str, repos: &std::path::Path) -> String {
     format!(
         r#"{base}
 [[issuer]]
@@ -68,9 +72,43 @@ subjects = ["sec-admin@example.com"]
 [[admin.identity]]
 issuer = "corp"
 claims = {{ groups = "git-jit-admins" }}
+
+[[upstream]]
+repositories = ["acme/**"]
+url = "dir:{root}"
 "#,
         base = broker_base(keys, redis, None),
+        root = repos.display(),
     )
+}
+
+/// Redis, the provider, signing keys and an upstream holding acme/api, and the broker
+/// configuration over them (one broker or several replicas start from it).
+struct World {
+    _redis: RedisServer,
+    op: OidcProvider,
+    _keys: tempfile::TempDir,
+    _repos: tempfile::TempDir,
+    config: String,
+}
+
+impl World {
+    async fn start() -> Result<Self> {
+        let redis = RedisServer::start().await?;
+        let op = OidcProvider::start().await?;
+        let keys = tempfile::tempdir()?;
+        generate_keys(keys.path())?;
+        let repos = tempfile::tempdir()?;
+        create_bare_repo(repos.path(), "acme/api")?;
+        let config = config(keys.path(), &redis.url(), &op.issuer(), repos.path());
+        Ok(Self {
+            _redis: redis,
+            op,
+            _keys: keys,
+            _repos: repos,
+            config,
+        })
+    }
 }
 
 /// Where screenshots go.
@@ -102,6 +140,8 @@ impl Chromedriver {
         let port = free_port()?;
         let mut cmd = Command::new(program);
         cmd.arg(format!("--port={port}"));
+        // Chromium inherits the zone: the page must show times in it, not in UTC.
+        cmd.env("TZ", a11y::ZONE);
         let process = ManagedProcess::spawn("chromedriver", cmd, logs.path())?;
         wait_for("chromedriver", Duration::from_secs(20), || async move {
             Ok(port_is_open(port).then_some(()))
@@ -178,6 +218,31 @@ async fn sign_in(browser: &Client, broker: &str, account: &str) -> Result<()> {
     Ok(())
 }
 
+/// The signed-in browser's session, as a `Cookie` header value, and its CSRF token.
+async fn signed_in_session(browser: &Client) -> Result<(String, String)> {
+    let csrf = wait_css(browser, "header form input[name=csrf]")
+        .await?
+        .attr("value")
+        .await?
+        .context("no CSRF field")?;
+    let cookie = browser.get_named_cookie("jit_console").await?;
+    Ok((format!("jit_console={}", cookie.value()), csrf))
+}
+
+/// `git fetch` in `work` through the gateway with `token` as the bearer credential; the exit
+/// status and stderr.
+async fn fetch(git: &GitClient, work: &std::path::Path, token: &str) -> Result<(bool, String)> {
+    let header = format!("http.extraHeader=Authorization: Bearer {token}");
+    let dir = work.to_string_lossy();
+    let out = git
+        .output(&["-C", &dir, "-c", &header, "fetch", "--quiet", "origin"])
+        .await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// `/authz`'s answer for a clone of acme/api with `token`.
 async fn authz(broker: &str, token: &str) -> Result<u16> {
     Ok(jit_e2e::http_client()
@@ -196,11 +261,9 @@ async fn authz(broker: &str, token: &str) -> Result<u16> {
 #[test]
 fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Result<()> {
     crate::support::run(async move {
-        let redis = RedisServer::start().await?;
-        let op = OidcProvider::start().await?;
-        let keys = tempfile::tempdir()?;
-        generate_keys(keys.path())?;
-        let broker = BrokerProcess::start(&config(keys.path(), &redis.url(), &op.issuer())).await?;
+        let world = World::start().await?;
+        let op = &world.op;
+        let broker = BrokerProcess::start(&world.config).await?;
         let url = broker.url();
         let shots = screenshot_dir()?;
         let driver = Chromedriver::start().await?;
@@ -212,10 +275,15 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
         let bob_id = op.id_token("bob@example.com", CLI_CLIENT).await?;
         let bob = exchange(&url, &bob_id, "repo:acme/api:read").await?;
         let bob_jti = claims_of(&bob)?.jti;
-        ensure!(
-            authz(&url, &alice).await? == 204,
-            "Alice's grant should be live"
-        );
+        // Alice clones and fetches through the gateway with her live grant.
+        let git = GitClient::new()?;
+        let plain = format!("{url}/acme/api.git");
+        let header = format!("http.extraHeader=Authorization: Bearer {alice}");
+        git.run(&["-c", &header, "clone", "--quiet", &plain, "api"])
+            .await?;
+        let work = git.home().join("api");
+        let (ok, err) = fetch(&git, &work, &alice).await?;
+        ensure!(ok, "Alice's fetch with her live grant failed:\n{err}");
 
         // A non-admin is turned away with the reason.
         let browser = driver.browser().await?;
@@ -245,14 +313,18 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
         }
 
         // A forged cross-site post, with the admin's session cookie, is refused.
-        let cookie = browser.get_named_cookie("jit_console").await?;
-        let session = format!("jit_console={}", cookie.value());
-        let csrf = browser
-            .find(Locator::Css("header form input[name=csrf]"))
-            .await?
-            .attr("value")
-            .await?
-            .context("no CSRF field")?;
+        let (session, csrf) = signed_in_session(&browser).await?;
+        a11y::check_page(
+            &browser,
+            &format!("{url}/console"),
+            &session,
+            2,
+            &shots,
+            "a11y-now",
+        )
+        .await?;
+        browser.goto(&format!("{url}/console")).await?;
+        wait_css(&browser, &row).await?;
         let http = jit_e2e::http_client();
         let forged = [
             ("http://evil.example", csrf.as_str()),
@@ -312,8 +384,20 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
         let done = wait_css(&browser, "#revoked").await?.text().await?;
         ensure!(done.contains("at most 1 live grant ended"), "{done}");
         shot(&browser, &shots, "console-revoked").await?;
-        let status = authz(&url, &alice).await?;
-        ensure!(status == 401, "Alice's revoked token answered {status}");
+        let (ok, err) = fetch(&git, &work, &alice).await?;
+        ensure!(
+            !ok,
+            "Alice's fetch still works after the revocation:\n{err}"
+        );
+        ensure!(!err.contains(&alice), "git's error shows the token");
+        // Refused for want of a credential (the 401 challenge), not for some other failure.
+        ensure!(
+            ["could not read Username", "Authentication failed", "401"]
+                .iter()
+                .any(|why| err.contains(why)),
+            "Alice's fetch failed, but not on a refused credential:\n{err}"
+        );
+        println!("Alice's fetch after the revocation: {}", err.trim());
 
         // The revocation is in the trail under the admin's name.
         let trail = http
@@ -357,6 +441,8 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
         )
         .await?;
         shot(&browser, &shots, "console-repository").await?;
+        let repo_page = format!("{url}/console/repo?repo=acme%2Fapi");
+        a11y::check_page(&browser, &repo_page, &session, 2, &shots, "a11y-repository").await?;
 
         // The Trail page finds it, verifies the chain, and exports it.
         browser
@@ -369,6 +455,8 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
         let chain = wait_css(&browser, "p#chain.ok").await?.text().await?;
         ensure!(chain.contains("audit chain intact"), "{chain}");
         shot(&browser, &shots, "console-trail").await?;
+        let trail_page = format!("{url}/console/trail?event=grant.revoked");
+        a11y::check_page(&browser, &trail_page, &session, 1, &shots, "a11y-trail").await?;
         let csv = http
             .get(format!(
                 "{url}/console/trail/export?format=csv&event=grant.revoked"
@@ -407,6 +495,16 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
         let page = browser.source().await?;
         ensure!(page.contains("hotfix INC-42"), "Requests page:\n{page}");
         shot(&browser, &shots, "console-requests").await?;
+        let requests_page = format!("{url}/console/requests");
+        a11y::check_page(
+            &browser,
+            &requests_page,
+            &session,
+            1,
+            &shots,
+            "a11y-requests",
+        )
+        .await?;
         wait_css(&browser, &format!("{pending} input[name=reason]"))
             .await?
             .send_keys("checked INC-42")
@@ -440,6 +538,62 @@ fn the_security_team_signs_in_sees_and_revokes_a_live_grant_in_a_browser() -> Re
         );
         browser.close().await?;
         crate::support::assert_no_jwt("broker log", &broker.logs());
+        Ok(())
+    })
+}
+
+/// Two replicas on one Redis share console sessions: signed in on A (through the provider's
+/// login page), the cookie opens B; signing out on B ends the session on A too.
+#[test]
+fn a_console_session_is_shared_by_replicas_and_ended_on_all() -> Result<()> {
+    crate::support::run(async move {
+        let world = World::start().await?;
+        let a = BrokerProcess::start(&world.config).await?;
+        let b = BrokerProcess::start(&world.config).await?;
+        let driver = Chromedriver::start().await?;
+        let browser = driver.browser().await?;
+        sign_in(&browser, &a.url(), "sec-admin").await?;
+        let (session, csrf) = signed_in_session(&browser).await?;
+        browser.close().await?;
+
+        let http = jit_e2e::http_client();
+        let open = |base: String| {
+            let http = http.clone();
+            let session = session.clone();
+            async move {
+                let r = http
+                    .get(format!("{base}/console"))
+                    .header("cookie", &session)
+                    .send()
+                    .await?;
+                anyhow::Ok(r.status().as_u16())
+            }
+        };
+        ensure!(
+            open(a.url()).await? == 200,
+            "A does not open its own session"
+        );
+        ensure!(open(b.url()).await? == 200, "B does not open A's session");
+        let out = http
+            .post(format!("{}/console/logout", b.url()))
+            .header("cookie", &session)
+            .header("origin", b.url())
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await?;
+        let status = out.status().as_u16();
+        ensure!(
+            status == 200,
+            "sign-out on B answered {status}: {}",
+            out.text().await?
+        );
+        ensure!(
+            open(a.url()).await? == 401,
+            "the session signed out on B still opens A"
+        );
+        ensure!(open(b.url()).await? == 401, "B still opens it");
+        crate::support::assert_no_jwt("replica A's log", &a.logs());
+        crate::support::assert_no_jwt("replica B's log", &b.logs());
         Ok(())
     })
 }

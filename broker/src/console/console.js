@@ -7,12 +7,11 @@
 //   form is being filled in (then the swap waits for the next event).
 (function () {
   'use strict';
-  function pad(n) { return n < 10 ? '0' + n : String(n); }
+  // The viewer's zone and their locale's way of writing a time, naming the zone.
   function local(el) {
     var d = new Date(el.getAttribute('datetime'));
     if (isNaN(d.getTime())) return;
-    el.textContent = d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) +
-      ' ' + pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds());
+    el.textContent = d.toLocaleString(undefined, { timeZoneName: 'short' });
   }
   function left(seconds) {
     if (seconds <= 0) return 'expired';

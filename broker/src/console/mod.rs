@@ -147,6 +147,16 @@ pub fn utc(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
+/// A Unix time in milliseconds as people read it, saying its zone: `2023-11-14 22:13:20 UTC`
+/// (what a page shows until its script puts it in the viewer's zone, and on hover).
+pub fn utc_text(ms: i64) -> String {
+    let iso = utc(ms);
+    match iso.strip_suffix('Z') {
+        Some(t) => format!("{} UTC", t.replacen('T', " ", 1)),
+        None => iso,
+    }
+}
+
 /// The value of cookie `name` in `headers`, if sent.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers

@@ -11,7 +11,7 @@ use openidconnect::url::form_urlencoded;
 use super::assets::assets;
 use super::session::Who;
 use super::timeline::Timeline;
-use super::{BASE, utc};
+use super::{BASE, utc, utc_text};
 use crate::audit::AuditEvent;
 use crate::store::Grant;
 use crate::store::requests::ApprovalRequest;
@@ -61,10 +61,11 @@ pub struct GrantFilterText {
     pub issuer: String,
 }
 
-/// A time the script shows in the viewer's zone; UTC in the text until then and on hover.
-fn when(ms: i64) -> Markup {
-    let u = utc(ms);
-    html! { time datetime=(u) title=(format!("{u} (UTC)")) data-local { (u) } }
+/// A time the script shows in the viewer's zone; UTC (saying so) in the text until then,
+/// and in the title, on hover.
+pub fn when(ms: i64) -> Markup {
+    let u = utc_text(ms);
+    html! { time datetime=(utc(ms)) title=(u) data-local { (u) } }
 }
 
 /// The time left from `now_ms` until `until_ms`, roughly (`3m 20s`, `2h 5m`, `expired`).
@@ -293,7 +294,7 @@ pub fn now(
                                 td.opt { (filter_link("issuer", &g.idp)) }
                                 td.opt { (g.reason.as_deref().unwrap_or("")) }
                                 td.opt { (when(g.issued_ms)) }
-                                td { span data-exp=(g.exp) title=(format!("until {} (UTC)", utc(g.exp * 1000))) { (span(now_ms, g.exp * 1000)) } }
+                                td { span data-exp=(g.exp) title=(format!("until {}", utc_text(g.exp * 1000))) { (span(now_ms, g.exp * 1000)) } }
                                 td {
                                     form.row-actions method="post" action=(format!("{BASE}/revoke")) {
                                         input type="hidden" name="csrf" value=(frame.csrf);
@@ -583,7 +584,7 @@ pub fn repository(
             @if t.lanes.is_empty() {
                 p.muted { "Nobody had access to " (choice.repo) " in this window." }
             } @else {
-                p.muted { "One lane per subject; bars are grants (blue: ran out, red: revoked), green dots pushes, red lines revocations. Hover for details." }
+                p.muted { "From " (when(t.from_ms)) " to " (when(t.to_ms)) ". One lane per subject; bars are grants (blue: ran out, red: revoked), green dots pushes, red lines revocations. Hover for details." }
                 (t.svg())
             }
         }
@@ -608,5 +609,11 @@ mod tests {
     #[test]
     fn times_are_utc_rfc3339() {
         assert_eq!(utc(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(utc_text(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
+        let t = when(1_700_000_000_000).into_string();
+        assert_eq!(
+            t,
+            r#"<time datetime="2023-11-14T22:13:20Z" title="2023-11-14 22:13:20 UTC" data-local>2023-11-14 22:13:20 UTC</time>"#
+        );
     }
 }

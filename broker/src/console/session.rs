@@ -1,48 +1,40 @@
-//! Console sessions, kept server-side in this process: a table keyed by the SHA-256 of a
-//! 256-bit random id (the cookie holds the id; a memory dump of the table does not), each
-//! with its own CSRF token, ended after 30 idle minutes, 8 hours in all, or at logout. Logins
-//! in progress (state, nonce, PKCE verifier) are kept the same way for 10 minutes.
-//!
-//! Sessions are per replica: behind a load balancer, use sticky sessions or sign in again on
-//! another replica. Both tables are bounded; when full, expired entries are dropped first; a
-//! new session is then refused rather than evicting a live one, while a new login (which
-//! anyone may start) evicts the oldest unfinished login.
+//! Console sessions, kept in the store so every replica shares them (see
+//! [`crate::store::sessions`]): keyed by the SHA-256 of a 256-bit random id (the cookie holds
+//! the id; the store never does), each with its own CSRF token, ended after 30 idle minutes,
+//! 8 hours in all, or at logout, on every replica at once. Logins in progress (state, nonce,
+//! PKCE verifier) are kept the same way for 10 minutes. When the store cannot answer, every
+//! operation is an error and the console lets nobody in.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::clock::Clock;
+use crate::store::{GrantStore, StoreError};
 
-/// A session ends after this long without a request.
-pub const IDLE_MS: i64 = 30 * 60 * 1000;
-/// A session ends this long after sign-in, however busy.
-pub const ABSOLUTE_MS: i64 = 8 * 3600 * 1000;
-/// A login must come back from the IdP within this long.
-pub const LOGIN_MS: i64 = 10 * 60 * 1000;
-/// Most sessions held at once.
-pub const MAX_SESSIONS: usize = 10_000;
-/// Most logins in progress at once.
-pub const MAX_LOGINS: usize = 1_000;
+pub use crate::store::sessions::{ABSOLUTE_MS, IDLE_MS, LOGIN_MS, MAX_LOGINS, MAX_SESSIONS};
 
-/// Why a session or login could not be started.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why a session or login could not be started or read.
+#[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The system's random generator failed.
     #[error("the random generator failed")]
     Random,
-    /// The table is full of live entries.
+    /// The store holds as many live sessions as it may.
     #[error("too many {0} at once; try again later")]
     Full(&'static str),
+    /// The store could not answer (or held an unreadable record): nobody gets in.
+    #[error("console sessions cannot be checked: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// The signed-in person, as verified at login.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Who {
     /// The verified subject.
     pub subject: String,
@@ -75,14 +67,17 @@ impl Session {
     pub fn csrf_matches(&self, given: &str) -> bool {
         bool::from(self.csrf.as_bytes().ct_eq(given.as_bytes()))
     }
+}
 
-    fn live_at(&self, now_ms: i64) -> bool {
-        now_ms - self.last_ms < IDLE_MS && now_ms - self.created_ms < ABSOLUTE_MS
-    }
+/// What the store keeps of a session (its body).
+#[derive(Serialize, Deserialize)]
+struct SessionBody {
+    who: Who,
+    csrf: String,
 }
 
 /// A login between the redirect to the IdP and its return.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingLogin {
     /// The nonce the ID token must carry.
     pub nonce: String,
@@ -90,14 +85,23 @@ pub struct PendingLogin {
     pub pkce_verifier: String,
     /// The value of the browser-binding cookie set with the redirect.
     pub binding: String,
-    created_ms: i64,
 }
 
-/// The session and login tables.
+impl PendingLogin {
+    /// A login awaiting the IdP's answer.
+    pub fn new(nonce: String, pkce_verifier: String, binding: String) -> Self {
+        Self {
+            nonce,
+            pkce_verifier,
+            binding,
+        }
+    }
+}
+
+/// The console's sessions and logins, in the store.
 pub struct Sessions {
     clock: Arc<dyn Clock>,
-    sessions: Mutex<HashMap<[u8; 32], Session>>,
-    logins: Mutex<HashMap<[u8; 32], PendingLogin>>,
+    store: Arc<dyn GrantStore>,
 }
 
 /// 32 random bytes, URL-safe base64.
@@ -108,165 +112,130 @@ pub fn random_token() -> Result<String, SessionError> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn key(id: &str) -> [u8; 32] {
-    Sha256::digest(id.as_bytes()).into()
+/// The store's key for a cookie id or login state: hex SHA-256.
+fn key(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind, still consistent.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn corrupt(what: &str) -> SessionError {
+    SessionError::Store(StoreError::Corrupt(format!("console {what} record")))
+}
+
+fn session_of(s: crate::store::sessions::StoredSession) -> Result<Session, SessionError> {
+    let body: SessionBody = serde_json::from_str(&s.body).map_err(|_| corrupt("session"))?;
+    Ok(Session {
+        who: body.who,
+        csrf: body.csrf,
+        created_ms: s.created_ms,
+        last_ms: s.last_ms,
+    })
 }
 
 impl Sessions {
-    /// Empty tables on `clock`.
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self {
-            clock,
-            sessions: Mutex::new(HashMap::new()),
-            logins: Mutex::new(HashMap::new()),
-        }
+    /// The sessions kept in `store`, on `clock`.
+    pub fn new(clock: Arc<dyn Clock>, store: Arc<dyn GrantStore>) -> Self {
+        Self { clock, store }
     }
 
     /// Starts a session for `who`; its id (for the cookie).
-    pub fn create(&self, who: Who) -> Result<String, SessionError> {
+    pub async fn create(&self, who: Who) -> Result<String, SessionError> {
         let id = random_token()?;
-        let csrf = random_token()?;
+        let body = SessionBody {
+            who,
+            csrf: random_token()?,
+        };
+        let body = serde_json::to_string(&body).map_err(|_| corrupt("session"))?;
         let now = self.clock.now_ms();
-        let mut table = lock(&self.sessions);
-        if table.len() >= MAX_SESSIONS {
-            table.retain(|_, s| s.live_at(now));
-            if table.len() >= MAX_SESSIONS {
-                return Err(SessionError::Full("console sessions"));
-            }
+        if self
+            .store
+            .sessions()
+            .create_session(&key(&id), &body, now)
+            .await?
+        {
+            Ok(id)
+        } else {
+            Err(SessionError::Full("console sessions"))
         }
-        table.insert(
-            key(&id),
-            Session {
-                who,
-                csrf,
-                created_ms: now,
-                last_ms: now,
-            },
-        );
-        Ok(id)
     }
 
-    /// The live session of `id`, marked as used now; an ended one is dropped.
-    pub fn get(&self, id: &str) -> Option<Session> {
+    /// The live session of `id`, marked as used now; `None` when there is none.
+    pub async fn get(&self, id: &str) -> Result<Option<Session>, SessionError> {
         let now = self.clock.now_ms();
-        let k = key(id);
-        let mut table = lock(&self.sessions);
-        let live = table.get(&k)?.live_at(now);
-        if !live {
-            table.remove(&k);
-            return None;
+        match self.store.sessions().session(&key(id), true, now).await? {
+            Some(s) => session_of(s).map(Some),
+            None => Ok(None),
         }
-        let s = table.get_mut(&k)?;
-        s.last_ms = now;
-        Some(s.clone())
     }
 
     /// Whether session `id` is live, without counting this as use (a page's live-update
     /// stream must not keep an idle session alive).
-    pub fn is_live(&self, id: &str) -> bool {
+    pub async fn is_live(&self, id: &str) -> Result<bool, SessionError> {
         let now = self.clock.now_ms();
-        lock(&self.sessions)
-            .get(&key(id))
-            .is_some_and(|s| s.live_at(now))
+        Ok(self
+            .store
+            .sessions()
+            .session(&key(id), false, now)
+            .await?
+            .is_some())
     }
 
-    /// Ends session `id` (logout); who it was, if it was live.
-    pub fn end(&self, id: &str) -> Option<Who> {
+    /// Ends session `id` (logout), on every replica; who it was, if it was live.
+    pub async fn end(&self, id: &str) -> Result<Option<Who>, SessionError> {
         let now = self.clock.now_ms();
-        lock(&self.sessions)
-            .remove(&key(id))
-            .filter(|s| s.live_at(now))
-            .map(|s| s.who)
+        match self.store.sessions().end_session(&key(id), now).await? {
+            Some(s) => session_of(s).map(|s| Some(s.who)),
+            None => Ok(None),
+        }
     }
 
     /// Remembers a login in progress under `state`.
-    pub fn begin_login(&self, state: &str, login: PendingLogin) -> Result<(), SessionError> {
+    pub async fn begin_login(&self, state: &str, login: PendingLogin) -> Result<(), SessionError> {
+        let body = serde_json::to_string(&login).map_err(|_| corrupt("login"))?;
         let now = self.clock.now_ms();
-        let mut table = lock(&self.logins);
-        if table.len() >= MAX_LOGINS {
-            table.retain(|_, l| now - l.created_ms < LOGIN_MS);
-        }
-        // Anyone may start a login, so a full table evicts its oldest entry rather than
-        // refusing: a flood of unfinished logins cannot lock the admins out.
-        if table.len() >= MAX_LOGINS
-            && let Some(oldest) = table
-                .iter()
-                .min_by_key(|(_, l)| l.created_ms)
-                .map(|(k, _)| *k)
-        {
-            table.remove(&oldest);
-        }
-        table.insert(
-            key(state),
-            PendingLogin {
-                created_ms: now,
-                ..login
-            },
-        );
-        Ok(())
+        Ok(self
+            .store
+            .sessions()
+            .begin_login(&key(state), &body, now)
+            .await?)
     }
 
     /// Takes the login of `state` (once), if it is recent enough.
-    pub fn finish_login(&self, state: &str) -> Option<PendingLogin> {
+    pub async fn finish_login(&self, state: &str) -> Result<Option<PendingLogin>, SessionError> {
         let now = self.clock.now_ms();
-        lock(&self.logins)
-            .remove(&key(state))
-            .filter(|l| now - l.created_ms < LOGIN_MS)
-    }
-}
-
-impl PendingLogin {
-    /// A login awaiting the IdP's answer.
-    pub fn new(nonce: String, pkce_verifier: String, binding: String) -> Self {
-        Self {
-            nonce,
-            pkce_verifier,
-            binding,
-            created_ms: 0,
+        match self.store.sessions().take_login(&key(state), now).await? {
+            Some(body) => serde_json::from_str(&body)
+                .map(Some)
+                .map_err(|_| corrupt("login")),
+            None => Ok(None),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
     use crate::clock::ManualClock;
+    use crate::store::flaky::Flaky;
+    use crate::store::memory::MemoryStore;
 
     fn who() -> Who {
+        let mut claims = Map::new();
+        claims.insert("groups".into(), Value::from(vec!["git-jit-admins"]));
         Who {
             subject: "sec-admin".into(),
             admin: true,
             idp: "corp".into(),
-            claims: Map::new(),
-            iat: None,
+            claims,
+            iat: Some(1_700_000_000),
         }
     }
 
-    #[test]
-    fn a_flood_of_unfinished_logins_cannot_lock_the_admins_out() {
-        let (_, t) = tables();
-        for i in 0..MAX_LOGINS + 50 {
-            let state = format!("flood-{i}");
-            let login = PendingLogin::new("n".into(), "v".into(), "b".into());
-            assert!(t.begin_login(&state, login).is_ok(), "login {i} refused");
-        }
-        let admin = PendingLogin::new("n".into(), "v".into(), "b".into());
-        assert!(t.begin_login("the-admin", admin).is_ok());
-        assert!(
-            t.finish_login("the-admin").is_some(),
-            "the newest login survives"
-        );
-        assert!(lock(&t.logins).len() <= MAX_LOGINS);
-    }
-
-    fn tables() -> (Arc<ManualClock>, Sessions) {
+    fn tables() -> (Arc<ManualClock>, Arc<MemoryStore>, Sessions) {
         let clock = Arc::new(ManualClock::new(1_000_000));
-        (clock.clone(), Sessions::new(clock))
+        let store = Arc::new(MemoryStore::new(100));
+        (clock.clone(), store.clone(), Sessions::new(clock, store))
     }
 
     #[test]
@@ -277,58 +246,67 @@ mod tests {
         assert_ne!(a, b);
     }
 
-    #[test]
-    fn idle_sessions_end() {
-        let (clock, s) = tables();
-        let id = s.create(who()).expect("create");
+    #[tokio::test]
+    async fn the_store_never_sees_the_cookie_id() {
+        let (clock, store, s) = tables();
+        let id = s.create(who()).await.expect("create");
+        let now = clock.now_ms();
+        let raw = store
+            .sessions()
+            .session(&id, false, now)
+            .await
+            .expect("ask");
+        assert!(raw.is_none(), "kept under the raw id");
+        let kept = store
+            .sessions()
+            .session(&key(&id), false, now)
+            .await
+            .expect("ask");
+        let kept = kept.expect("kept under the id's SHA-256");
+        assert!(!kept.body.contains(&id), "the id is in the record");
+        let back = s.get(&id).await.expect("store").expect("live");
+        assert_eq!(back.who.subject, "sec-admin");
+        assert_eq!(back.who.claims, who().claims, "claims survive the store");
+        assert_eq!(back.who.iat, Some(1_700_000_000));
+    }
+
+    #[tokio::test]
+    async fn idle_and_absolute_limits_hold_through_the_store() {
+        let (clock, _, s) = tables();
+        let id = s.create(who()).await.expect("create");
         clock.advance_ms(IDLE_MS - 1);
-        assert!(s.get(&id).is_some(), "used just in time");
+        assert!(s.is_live(&id).await.expect("store"));
+        assert!(
+            s.get(&id).await.expect("store").is_some(),
+            "used just in time"
+        );
         clock.advance_ms(IDLE_MS - 1);
-        assert!(s.get(&id).is_some(), "each use restarts the idle clock");
+        assert!(
+            s.get(&id).await.expect("store").is_some(),
+            "use restarts the idle clock"
+        );
         clock.advance_ms(IDLE_MS);
-        assert!(s.get(&id).is_none(), "idle too long");
+        assert!(s.get(&id).await.expect("store").is_none(), "idle too long");
     }
 
-    #[test]
-    fn watching_is_not_using() {
-        let (clock, s) = tables();
-        let id = s.create(who()).expect("create");
-        clock.advance_ms(IDLE_MS - 1);
-        assert!(s.is_live(&id));
-        clock.advance_ms(1);
-        assert!(!s.is_live(&id), "is_live kept an idle session alive");
+    #[tokio::test]
+    async fn logout_ends_the_session_server_side() {
+        let (_, _, s) = tables();
+        let id = s.create(who()).await.expect("create");
+        let ended = s.end(&id).await.expect("store").map(|w| w.subject);
+        assert_eq!(ended.as_deref(), Some("sec-admin"));
+        assert!(s.get(&id).await.expect("store").is_none());
+        assert!(s.end(&id).await.expect("store").is_none());
+        assert!(s.get("not-a-session").await.expect("store").is_none());
     }
 
-    #[test]
-    fn busy_sessions_end_at_the_absolute_limit() {
-        let (clock, s) = tables();
-        let id = s.create(who()).expect("create");
-        let step = IDLE_MS / 2;
-        let mut elapsed = 0;
-        while elapsed + step < ABSOLUTE_MS {
-            clock.advance_ms(step);
-            elapsed += step;
-            assert!(s.get(&id).is_some(), "live at {elapsed} ms");
-        }
-        clock.advance_ms(ABSOLUTE_MS - elapsed);
-        assert!(s.get(&id).is_none(), "past 8 hours");
-    }
-
-    #[test]
-    fn logout_ends_the_session_server_side() {
-        let (_, s) = tables();
-        let id = s.create(who()).expect("create");
-        assert_eq!(s.end(&id).map(|w| w.subject).as_deref(), Some("sec-admin"));
-        assert!(s.get(&id).is_none());
-        assert!(s.end(&id).is_none());
-        assert!(s.get("not-a-session").is_none());
-    }
-
-    #[test]
-    fn csrf_tokens_are_per_session_and_compared_exactly() {
-        let (_, s) = tables();
-        let a = s.get(&s.create(who()).expect("a")).expect("live");
-        let b = s.get(&s.create(who()).expect("b")).expect("live");
+    #[tokio::test]
+    async fn csrf_tokens_are_per_session_and_compared_exactly() {
+        let (_, _, s) = tables();
+        let a = s.create(who()).await.expect("a");
+        let a = s.get(&a).await.expect("store").expect("live");
+        let b = s.create(who()).await.expect("b");
+        let b = s.get(&b).await.expect("store").expect("live");
         assert_ne!(a.csrf, b.csrf);
         assert!(a.csrf_matches(&a.csrf));
         assert!(!a.csrf_matches(&b.csrf));
@@ -336,32 +314,65 @@ mod tests {
         assert!(!a.csrf_matches(&a.csrf[..a.csrf.len() - 1]));
     }
 
-    #[test]
-    fn a_login_is_taken_once_and_only_while_fresh() {
-        let (clock, s) = tables();
+    #[tokio::test]
+    async fn a_login_is_taken_once_and_only_while_fresh() {
+        let (clock, _, s) = tables();
         let pending = || PendingLogin::new("n".into(), "v".into(), "b".into());
-        s.begin_login("state-1", pending()).expect("begin");
-        assert_eq!(
-            s.finish_login("state-1").map(|l| l.nonce).as_deref(),
-            Some("n")
+        s.begin_login("state-1", pending()).await.expect("begin");
+        let taken = s.finish_login("state-1").await.expect("store");
+        assert_eq!(taken.map(|l| l.pkce_verifier).as_deref(), Some("v"));
+        assert!(
+            s.finish_login("state-1").await.expect("store").is_none(),
+            "replayed"
         );
-        assert!(s.finish_login("state-1").is_none(), "replayed");
-        s.begin_login("state-2", pending()).expect("begin");
+        s.begin_login("state-2", pending()).await.expect("begin");
         clock.advance_ms(LOGIN_MS);
-        assert!(s.finish_login("state-2").is_none(), "too late");
+        assert!(
+            s.finish_login("state-2").await.expect("store").is_none(),
+            "too late"
+        );
     }
 
-    #[test]
-    fn a_full_table_refuses_rather_than_evicting_live_sessions() {
-        let (clock, s) = tables();
-        for _ in 0..MAX_SESSIONS {
-            s.create(who()).expect("room");
-        }
-        assert_eq!(
-            s.create(who()).expect_err("full"),
-            SessionError::Full("console sessions")
+    #[tokio::test]
+    async fn a_store_that_cannot_answer_lets_nobody_in() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let store = Arc::new(Flaky::default());
+        let s = Sessions::new(clock, store.clone());
+        let id = s.create(who()).await.expect("create");
+        s.begin_login(
+            "state",
+            PendingLogin::new("n".into(), "v".into(), "b".into()),
+        )
+        .await
+        .expect("begin");
+        store.grants_down.store(true, Ordering::SeqCst);
+        assert!(matches!(s.get(&id).await, Err(SessionError::Store(_))));
+        assert!(matches!(s.is_live(&id).await, Err(SessionError::Store(_))));
+        assert!(matches!(s.end(&id).await, Err(SessionError::Store(_))));
+        assert!(matches!(s.create(who()).await, Err(SessionError::Store(_))));
+        assert!(matches!(
+            s.finish_login("state").await,
+            Err(SessionError::Store(_))
+        ));
+        store.grants_down.store(false, Ordering::SeqCst);
+        assert!(s.get(&id).await.expect("back").is_some());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_is_an_error_not_a_session() {
+        let (clock, store, s) = tables();
+        let id = random_token().expect("rng");
+        let now = clock.now_ms();
+        assert!(
+            store
+                .sessions()
+                .create_session(&key(&id), "{not json", now)
+                .await
+                .expect("put")
         );
-        clock.advance_ms(IDLE_MS);
-        assert!(s.create(who()).is_ok(), "expired sessions make room");
+        assert!(matches!(
+            s.get(&id).await,
+            Err(SessionError::Store(StoreError::Corrupt(_)))
+        ));
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use maud::{Markup, html};
 
-use super::utc;
+use super::utc_text;
 use crate::audit::AuditEvent;
 
 /// One grant on the timeline.
@@ -166,17 +166,17 @@ impl Timeline {
         let height = AXIS + LANE * i64::try_from(self.lanes.len()).unwrap_or(0).max(1) + 8;
         let (grants, pushes, revocations) = self.counts();
         let summary = format!(
-            "{} subjects, {grants} grants, {pushes} pushes, {revocations} revocations between {} and {} (UTC)",
+            "{} subjects, {grants} grants, {pushes} pushes, {revocations} revocations between {} and {}",
             self.lanes.len(),
-            utc(self.from_ms),
-            utc(self.to_ms)
+            utc_text(self.from_ms),
+            utc_text(self.to_ms)
         );
         html! {
             svg xmlns="http://www.w3.org/2000/svg" id="timeline" role="img" aria-label=(summary)
                 viewBox=(format!("0 0 {WIDTH} {height}")) width="100%" font-family="sans-serif" font-size="12" {
                 title { (summary) }
-                text x=(LABEL) y="14" fill="#57606a" { (utc(self.from_ms)) }
-                text x=(WIDTH - 10) y="14" fill="#57606a" text-anchor="end" { (utc(self.to_ms)) }
+                text x=(LABEL) y="14" fill="#57606a" { (utc_text(self.from_ms)) }
+                text x=(WIDTH - 10) y="14" fill="#57606a" text-anchor="end" { (utc_text(self.to_ms)) }
                 line x1=(LABEL) y1=(AXIS - 4) x2=(WIDTH - 10) y2=(AXIS - 4) stroke="#d0d7de" {}
                 @for (i, (sub, (bars, marks))) in self.lanes.iter().enumerate() {
                     @let y = AXIS + LANE * i64::try_from(i).unwrap_or(0);
@@ -187,20 +187,20 @@ impl Timeline {
                             @let (x1, x2) = (self.x(b.start_ms), self.x(b.end_ms));
                             rect.bar data-jti=(b.jti) x=(x1) y=(y + 6) width=((x2 - x1).max(2)) height="16" rx="3"
                                 fill=(if b.revoked { "#f4a29a" } else { "#7fb2f0" }) stroke="#0a58ca" stroke-width="0.5" {
-                                title { (b.role) " " (b.scope) ": " (utc(b.start_ms)) " to " (utc(b.end_ms)) @if b.revoked { " (revoked)" } }
+                                title { (b.role) " " (b.scope) ": " (utc_text(b.start_ms)) " to " (utc_text(b.end_ms)) @if b.revoked { " (revoked)" } }
                             }
                         }
                         @for m in marks {
                             @match m {
                                 Mark::Push(ms) => {
                                     circle.push cx=(self.x(*ms)) cy=(y + 14) r="4" fill="#1a7f37" {
-                                        title { "push at " (utc(*ms)) }
+                                        title { "push at " (utc_text(*ms)) }
                                     }
                                 }
                                 Mark::Revoked(ms) => {
                                     path.revoked d=(format!("M{x} {a} L{x} {b}", x = self.x(*ms), a = y + 2, b = y + 26))
                                         stroke="#b42318" stroke-width="3" {
-                                        title { "revoked at " (utc(*ms)) }
+                                        title { "revoked at " (utc_text(*ms)) }
                                     }
                                 }
                             }

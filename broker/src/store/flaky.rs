@@ -7,14 +7,15 @@ use async_trait::async_trait;
 use jit_proto::Claims;
 
 use super::memory::MemoryStore;
+use super::sessions::{SessionStore, StoredSession};
 use super::{
     Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
     RevokeTarget, StoreError, TidyProgress,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead};
 
-/// A memory store with two switches: `grants_down` fails storing, checking and pinging;
-/// `audit_down` fails the audit log.
+/// A memory store with two switches: `grants_down` fails storing, checking, pinging and the
+/// console's sessions; `audit_down` fails the audit log.
 pub struct Flaky {
     /// The store behind the switches.
     pub inner: MemoryStore,
@@ -101,5 +102,39 @@ impl GrantStore for Flaky {
 
     fn requests(&self) -> &dyn super::RequestStore {
         self.inner.requests()
+    }
+
+    fn sessions(&self) -> &dyn SessionStore {
+        self
+    }
+}
+
+/// Console sessions fail with the grants: the store is down as a whole.
+#[async_trait]
+impl SessionStore for Flaky {
+    async fn create_session(&self, k: &str, body: &str, now: i64) -> Result<bool, StoreError> {
+        self.gate(&self.grants_down)?;
+        self.inner.sessions().create_session(k, body, now).await
+    }
+    async fn session(
+        &self,
+        k: &str,
+        touch: bool,
+        now: i64,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        self.gate(&self.grants_down)?;
+        self.inner.sessions().session(k, touch, now).await
+    }
+    async fn end_session(&self, k: &str, now: i64) -> Result<Option<StoredSession>, StoreError> {
+        self.gate(&self.grants_down)?;
+        self.inner.sessions().end_session(k, now).await
+    }
+    async fn begin_login(&self, k: &str, body: &str, now: i64) -> Result<(), StoreError> {
+        self.gate(&self.grants_down)?;
+        self.inner.sessions().begin_login(k, body, now).await
+    }
+    async fn take_login(&self, k: &str, now: i64) -> Result<Option<String>, StoreError> {
+        self.gate(&self.grants_down)?;
+        self.inner.sessions().take_login(k, now).await
     }
 }

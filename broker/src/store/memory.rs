@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use jit_proto::Claims;
 
 use super::requests::{RequestBook, RequestStore};
+use super::sessions::{SessionBook, SessionStore};
 use super::{
     AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
     IndexMember, LaneBudget, ListCursor, MAX_TOKEN_LIFETIME_SECS, Revocation, RevokeTarget,
@@ -244,6 +245,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     retention: AuditRetention,
     requests: RequestBook,
+    sessions: SessionBook,
 }
 
 impl MemoryStore {
@@ -259,6 +261,7 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             retention,
             requests: RequestBook::default(),
+            sessions: SessionBook::default(),
         }
     }
 
@@ -500,6 +503,10 @@ impl GrantStore for MemoryStore {
 
     fn requests(&self) -> &dyn RequestStore {
         &self.requests
+    }
+
+    fn sessions(&self) -> &dyn SessionStore {
+        &self.sessions
     }
 }
 

@@ -32,9 +32,13 @@ pub mod page;
 pub mod redis;
 pub mod redis_grants;
 pub mod redis_requests;
+pub mod redis_sessions;
 pub mod requests;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod requests_suite;
+pub mod sessions;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod sessions_suite;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
 pub mod tidy;
@@ -46,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::page::{GrantListing, IndexMember, ListCursor};
 pub use self::requests::{ApprovalRequest, Party, RequestStore, Vote};
+pub use self::sessions::SessionStore;
 pub use self::tidy::{TidyJob, TidyProgress};
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 
@@ -450,4 +455,7 @@ pub trait GrantStore: Send + Sync + 'static {
 
     /// The approval requests kept beside the grants (same backend, same connection).
     fn requests(&self) -> &dyn RequestStore;
+
+    /// The console's sessions and logins in progress (same backend, shared by replicas).
+    fn sessions(&self) -> &dyn SessionStore;
 }

@@ -774,6 +774,10 @@ impl GrantStore for RedisStore {
     fn requests(&self) -> &dyn super::RequestStore {
         self
     }
+
+    fn sessions(&self) -> &dyn super::SessionStore {
+        self
+    }
 }
 
 /// The value of `field` in an `INFO` / `CLUSTER INFO` reply (`field:value` lines).

@@ -171,6 +171,7 @@ where
     };
     paging_sees_each_live_grant_once(&*make(1000).await, t, by_repo).await;
     super::requests_suite::run_all(make(1000).await.requests(), t).await;
+    super::sessions_suite::run_all(make(1000).await.sessions(), t).await;
     listings_skip_the_dead_and_tidy_them(&*make(1000).await, t).await;
     paging_ends_at_an_exact_multiple(&*make(1000).await, t).await;
     audit_round_trip(&*make(1000).await, t).await;

@@ -165,6 +165,10 @@ impl GrantStore for TimedStore {
     fn requests(&self) -> &dyn super::RequestStore {
         self.inner.requests()
     }
+
+    fn sessions(&self) -> &dyn super::SessionStore {
+        self.inner.sessions()
+    }
 }
 
 #[cfg(test)]

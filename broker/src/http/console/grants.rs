@@ -175,7 +175,8 @@ impl Watch {
     async fn next_change(&mut self) -> Option<Event> {
         loop {
             self.ticks.tick().await;
-            if !self.console.sessions.is_live(&self.session) {
+            // Ended, or the store cannot say: the stream ends (fails closed).
+            if !matches!(self.console.sessions.is_live(&self.session).await, Ok(true)) {
                 return None;
             }
             let now_ms = self.console.admin.clock.now_ms();

@@ -40,7 +40,7 @@ use crate::approval::{Actor, Approvals};
 use crate::audit::EventKind;
 use crate::console::login::Login;
 use crate::console::pages::{self, Frame};
-use crate::console::session::{ABSOLUTE_MS, LOGIN_MS, Session, Sessions, Who};
+use crate::console::session::{ABSOLUTE_MS, LOGIN_MS, Session, SessionError, Sessions, Who};
 use crate::console::{BASE, Site, assets, cookie, secure_headers};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -91,7 +91,7 @@ impl Console {
         Self {
             admin: AdminApi::from_ref(state),
             approvals: Approvals::from_ref(state),
-            sessions: Arc::new(Sessions::new(state.clock.clone())),
+            sessions: Arc::new(Sessions::new(state.clock.clone(), state.store.clone())),
             login,
             site,
         }
@@ -240,11 +240,19 @@ impl Console {
     async fn signed_any(&self, headers: &HeaderMap) -> Result<Signed, Box<Response>> {
         let site = self.site()?;
         let id = cookie(headers, site.cookie_name());
-        let Some((id, session)) = id.and_then(|id| Some((id, self.sessions.get(id)?))) else {
-            return Err(Box::new(html(
-                StatusCode::UNAUTHORIZED,
-                pages::sign_in(None),
-            )));
+        let found = match id {
+            Some(id) => self.sessions.get(id).await.map(|s| s.map(|s| (id, s))),
+            None => Ok(None),
+        };
+        let (id, session) = match found {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                return Err(Box::new(html(
+                    StatusCode::UNAUTHORIZED,
+                    pages::sign_in(None),
+                )));
+            }
+            Err(e) => return Err(Box::new(unavailable(&e))),
         };
         let dims = [
             RevokeTarget::Subject(session.who.subject.clone()).dimension(),
@@ -252,7 +260,8 @@ impl Console {
         ];
         match self.admin.store.revoked_before(&dims).await {
             Ok(marks) if marks.iter().flatten().any(|&w| w >= session.created_ms) => {
-                self.sessions.end(id);
+                // Refused either way; a store that cannot end it cannot serve it either.
+                let _ = self.sessions.end(id).await;
                 Err(Box::new(html(
                     StatusCode::UNAUTHORIZED,
                     pages::sign_in(Some(
@@ -298,6 +307,15 @@ impl Console {
         }
         Ok(signed)
     }
+}
+
+/// The page for a session store that cannot answer: nobody is let in (503).
+fn unavailable(e: &SessionError) -> Response {
+    tracing::warn!(error = %e, "console sessions unavailable");
+    html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        pages::error(None, "Console unavailable", &e.to_string()),
+    )
 }
 
 /// `s` when it is an admin's session; else the page that says the page is for admins.
@@ -381,11 +399,12 @@ async fn login(State(c): State<Console>) -> Response {
         }
     };
     let binding = started.pending.binding.clone();
-    if let Err(e) = c.sessions.begin_login(&started.state, started.pending) {
-        return html(
-            StatusCode::SERVICE_UNAVAILABLE,
-            pages::sign_in(Some(&e.to_string())),
-        );
+    if let Err(e) = c
+        .sessions
+        .begin_login(&started.state, started.pending)
+        .await
+    {
+        return unavailable(&e);
     }
     let mut r = Redirect::to(&started.url).into_response();
     set_cookie(&mut r, &site.login_cookie(&binding, LOGIN_MS / 1000));
@@ -434,11 +453,15 @@ async fn callback(
             "the sign-in answer lacks its code or state",
         );
     };
-    let Some(pending) = c.sessions.finish_login(&state) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "this sign-in expired or was already used; start again",
-        );
+    let pending = match c.sessions.finish_login(&state).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "this sign-in expired or was already used; start again",
+            );
+        }
+        Err(e) => return unavailable(&e),
     };
     let bound = cookie(&headers, site.login_cookie_name())
         .is_some_and(|b| bool::from(b.as_bytes().ct_eq(pending.binding.as_bytes())));
@@ -502,15 +525,15 @@ async fn callback(
         iat: person.iat,
         admin: person.admin,
     };
-    let id = match c.sessions.create(who) {
+    let id = match c.sessions.create(who).await {
         Ok(id) => id,
         Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
     let as_whom = if approver { "approver" } else { "admin" };
     let event = c.admin.event("admin.console_login", &admin, addr, &headers);
     if let Err(e) = c.admin.audit.record(event.with("as", as_whom)).await {
-        // No unaudited session: end it again.
-        c.sessions.end(&id);
+        // No unaudited session: end it again (its cookie is never sent either way).
+        let _ = c.sessions.end(&id).await;
         return refuse(
             explain(e.into()).0,
             "the sign-in could not be recorded; try again",
@@ -540,8 +563,11 @@ async fn logout(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    if let Some(id) = cookie(&headers, s.site.cookie_name()) {
-        c.sessions.end(id);
+    if let Some(id) = cookie(&headers, s.site.cookie_name())
+        && let Err(e) = c.sessions.end(id).await
+    {
+        // Not ended everywhere: say so rather than pretend the sign-out worked.
+        return unavailable(&e);
     }
     let event = c
         .admin

@@ -36,10 +36,7 @@ fn world_of(f: impl FnOnce(AppState) -> AppState) -> World {
     let store = Arc::new(MemoryStore::new(1000));
     let clock = Arc::new(ManualClock::new(NOW * 1000));
     let state = f(AppState::for_tests(store.clone(), clock));
-    let console = Console::new(&state);
-    let app = router::<()>(console.clone()).layer(axum::Extension(ConnectInfo(SocketAddr::from(
-        ([10, 0, 0, 9], 4000),
-    ))));
+    let (console, app) = console_app(&state);
     World {
         app,
         console,
@@ -48,13 +45,40 @@ fn world_of(f: impl FnOnce(AppState) -> AppState) -> World {
     }
 }
 
+/// The console of `state` and its router, as one client address sees it.
+fn console_app(state: &AppState) -> (Console, Router) {
+    let console = Console::new(state);
+    let app = router::<()>(console.clone()).layer(axum::Extension(ConnectInfo(SocketAddr::from(
+        ([10, 0, 0, 9], 4000),
+    ))));
+    (console, app)
+}
+
+/// The console of another replica: its own process state, the same store.
+fn replica(w: &World) -> World {
+    let clock = Arc::new(ManualClock::new(NOW * 1000));
+    let state = AppState::for_tests(w.store.clone(), clock);
+    let (console, app) = console_app(&state);
+    World {
+        app,
+        console,
+        store: w.store.clone(),
+        state,
+    }
+}
+
 /// A signed-in admin: the session cookie and the CSRF token.
-fn sign_in(w: &World) -> (String, String) {
-    sign_in_as(w, "sec-admin@example.com", true)
+async fn sign_in(w: &World) -> (String, String) {
+    sign_in_as(w, "sec-admin@example.com", true).await
 }
 
 /// A signed-in person, an admin or (`admin` false) an approver.
-fn sign_in_as(w: &World, subject: &str, admin: bool) -> (String, String) {
+async fn sign_in_as(w: &World, subject: &str, admin: bool) -> (String, String) {
+    session_on(&w.console, subject, admin).await
+}
+
+/// A session on `console`: the cookie and the CSRF token.
+async fn session_on(console: &Console, subject: &str, admin: bool) -> (String, String) {
     let who = Who {
         subject: subject.into(),
         idp: "corp".into(),
@@ -62,8 +86,14 @@ fn sign_in_as(w: &World, subject: &str, admin: bool) -> (String, String) {
         iat: Some(NOW),
         admin,
     };
-    let id = w.console.sessions.create(who).expect("session");
-    let csrf = w.console.sessions.get(&id).expect("live").csrf;
+    let id = console.sessions.create(who).await.expect("session");
+    let csrf = console
+        .sessions
+        .get(&id)
+        .await
+        .expect("store")
+        .expect("live")
+        .csrf;
     (format!("__Host-jit_console={id}"), csrf)
 }
 
@@ -111,6 +141,17 @@ async fn send(
     headers: &[(&str, &str)],
     form: Option<&[(&str, &str)]>,
 ) -> (StatusCode, HeaderMap, String) {
+    send_to(&w.app, method, uri, headers, form).await
+}
+
+/// [`send`] to any console router.
+async fn send_to(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    form: Option<&[(&str, &str)]>,
+) -> (StatusCode, HeaderMap, String) {
     let mut req = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -124,8 +165,7 @@ async fn send(
         }
         None => Body::empty(),
     };
-    let resp = w
-        .app
+    let resp = app
         .clone()
         .oneshot(req.body(body).expect("request"))
         .await
@@ -188,7 +228,7 @@ async fn the_now_page_lists_live_grants_by_jti_never_by_token() {
     let w = world();
     let (alice, token) = grant(&w, "alice@example.com", "acme/api").await;
     grant(&w, "bob@example.com", "acme/web").await;
-    let (cookie, _) = sign_in(&w);
+    let (cookie, _) = sign_in(&w).await;
     let (s, h, body) = send(&w, "GET", "/console", &[("cookie", &cookie)], None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_secure(&h);
@@ -227,7 +267,7 @@ async fn revoking_one_grant_ends_it_and_is_audited_with_the_admin() {
     let w = world();
     let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
     let (bob, _) = grant(&w, "bob@example.com", "acme/api").await;
-    let (cookie, csrf) = sign_in(&w);
+    let (cookie, csrf) = sign_in(&w).await;
     let form = [
         ("csrf", csrf.as_str()),
         ("by", "jti"),
@@ -266,8 +306,8 @@ async fn revoking_one_grant_ends_it_and_is_audited_with_the_admin() {
 async fn forged_posts_are_refused() {
     let w = world();
     let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
-    let (cookie, csrf) = sign_in(&w);
-    let (_, other_csrf) = sign_in(&w);
+    let (cookie, csrf) = sign_in(&w).await;
+    let (_, other_csrf) = sign_in(&w).await;
     let form = |token: &'static str| {
         let t: &str = match token {
             "mine" => csrf.as_str(),
@@ -343,7 +383,7 @@ async fn a_bulk_revocation_is_confirmed_with_its_count() {
     let (a1, _) = grant(&w, "alice@example.com", "acme/api").await;
     let (a2, _) = grant(&w, "alice@example.com", "acme/web").await;
     let (bob, _) = grant(&w, "bob@example.com", "acme/api").await;
-    let (cookie, csrf) = sign_in(&w);
+    let (cookie, csrf) = sign_in(&w).await;
     let (s, _, body) = send(
         &w,
         "GET",
@@ -387,7 +427,7 @@ async fn a_bulk_revocation_is_confirmed_with_its_count() {
 #[tokio::test]
 async fn revoking_the_admin_ends_their_console_session_on_the_next_request() {
     let w = world();
-    let (cookie, _) = sign_in(&w);
+    let (cookie, _) = sign_in(&w).await;
     let (s, _, _) = send(&w, "GET", "/console", &[("cookie", &cookie)], None).await;
     assert_eq!(s, StatusCode::OK);
     // Another admin (or the CLI, on any replica) revokes this admin's identity.
@@ -406,6 +446,8 @@ async fn revoking_the_admin_ends_their_console_session_on_the_next_request() {
         w.console
             .sessions
             .get(cookie.split('=').nth(1).unwrap_or_default())
+            .await
+            .expect("store")
             .is_none()
     );
 }
@@ -413,7 +455,7 @@ async fn revoking_the_admin_ends_their_console_session_on_the_next_request() {
 #[tokio::test]
 async fn logout_ends_the_session_on_the_server() {
     let w = world();
-    let (cookie, csrf) = sign_in(&w);
+    let (cookie, csrf) = sign_in(&w).await;
     let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
     let (s, hd, _) = send(&w, "POST", "/console/logout", &h, Some(&[("csrf", &csrf)])).await;
     assert_eq!(s, StatusCode::OK);
@@ -477,7 +519,7 @@ async fn file_bobs_request(w: &World) -> crate::store::requests::ApprovalRequest
 async fn the_requests_page_lists_pending_requests_and_shows_refusals() {
     let w = world();
     let r = file_bobs_request(&w).await;
-    let (cookie, csrf) = sign_in(&w);
+    let (cookie, csrf) = sign_in(&w).await;
     let (s, _, body) = send(&w, "GET", "/console/requests", &[("cookie", &cookie)], None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(body.contains(r.id.as_str()), "{body}");
@@ -564,7 +606,7 @@ fn approvers_are_told_apart_from_everyone_else() {
 async fn an_approver_sees_and_decides_requests_and_nothing_else() {
     let w = world_with_approvers();
     let r = file_bobs_request(&w).await;
-    let (cookie, csrf) = sign_in_as(&w, "carol", false);
+    let (cookie, csrf) = sign_in_as(&w, "carol", false).await;
     let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
     let (s, _, body) = send(&w, "GET", "/console/requests", &h, None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -634,7 +676,7 @@ async fn the_live_stream_tells_of_a_revocation_made_elsewhere_and_ends_with_the_
     let w = world();
     let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
     grant(&w, "bob@example.com", "acme/api").await;
-    let (cookie, _) = sign_in(&w);
+    let (cookie, _) = sign_in(&w).await;
     let req = Request::builder()
         .uri("/console/events")
         .header("cookie", &cookie)
@@ -666,7 +708,7 @@ async fn the_live_stream_tells_of_a_revocation_made_elsewhere_and_ends_with_the_
     assert!(frame.contains("event: grants"), "{frame}");
     // Signing out ends the stream.
     let id = cookie.trim_start_matches("__Host-jit_console=");
-    w.console.sessions.end(id);
+    w.console.sessions.end(id).await.expect("store");
     let end = next_frame(&mut body, WATCH_EVERY * 2).await;
     assert!(
         matches!(end, Some(None)),
@@ -681,7 +723,7 @@ async fn the_live_stream_tells_of_a_revocation_made_elsewhere_and_ends_with_the_
 async fn the_trail_is_searched_exported_and_its_chain_verified() {
     let w = world();
     let (alice, _) = grant(&w, "alice@example.com", "acme/api").await;
-    let (cookie, csrf) = sign_in(&w);
+    let (cookie, csrf) = sign_in(&w).await;
     let form = [
         ("csrf", csrf.as_str()),
         ("by", "jti"),
@@ -761,7 +803,7 @@ async fn the_repository_page_draws_who_had_access_as_inline_svg() {
     issued.role = Some(alice.role.clone());
     issued.jti = Some(alice.jti.clone());
     w.state.audit.record(issued).await.expect("record");
-    let (cookie, csrf) = sign_in(&w);
+    let (cookie, csrf) = sign_in(&w).await;
     let form = [
         ("csrf", csrf.as_str()),
         ("by", "jti"),
@@ -800,4 +842,76 @@ async fn the_repository_page_draws_who_had_access_as_inline_svg() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(body.contains("must start before it ends"), "{body}");
+}
+
+#[tokio::test]
+async fn a_session_works_on_every_replica_and_logout_on_one_ends_it_on_all() {
+    let a = world();
+    let b = replica(&a);
+    let (cookie, csrf) = sign_in(&a).await;
+    let (s, _, body) = send(&b, "GET", "/console", &[("cookie", &cookie)], None).await;
+    assert_eq!(s, StatusCode::OK, "replica B refused A's session: {body}");
+    let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+    let (s, _, _) = send(&b, "POST", "/console/logout", &h, Some(&[("csrf", &csrf)])).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, body) = send(&a, "GET", "/console", &[("cookie", &cookie)], None).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "A still serves the ended session: {body}"
+    );
+    // A login begun on one replica finishes on another: its state is in the store too.
+    let pending = crate::console::session::PendingLogin::new("n".into(), "v".into(), "b".into());
+    a.console
+        .sessions
+        .begin_login("state-x", pending)
+        .await
+        .expect("begin");
+    let taken = b
+        .console
+        .sessions
+        .finish_login("state-x")
+        .await
+        .expect("store");
+    assert!(
+        taken.is_some(),
+        "replica B cannot see A's login in progress"
+    );
+}
+
+#[tokio::test]
+async fn a_session_store_that_cannot_answer_lets_nobody_in() {
+    use std::sync::atomic::Ordering;
+    let store = Arc::new(crate::store::flaky::Flaky::default());
+    let clock = Arc::new(ManualClock::new(NOW * 1000));
+    let state = AppState::for_tests(store.clone(), clock);
+    let (console, app) = console_app(&state);
+    let (cookie, csrf) = session_on(&console, "sec-admin@example.com", true).await;
+    let id = cookie.trim_start_matches("__Host-jit_console=").to_owned();
+    let (s, _, _) = send_to(&app, "GET", "/console", &[("cookie", &cookie)], None).await;
+    assert_eq!(s, StatusCode::OK);
+    store.grants_down.store(true, Ordering::SeqCst);
+    for page in ["/console", "/console/requests", "/console/trail"] {
+        let (s, _, body) = send_to(&app, "GET", page, &[("cookie", &cookie)], None).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{page}: {body}");
+        assert!(
+            body.contains("console sessions cannot be checked"),
+            "{body}"
+        );
+        assert!(!body.contains(&id), "the cookie id is in the page");
+    }
+    let h = [("cookie", cookie.as_str()), ("origin", ORIGIN)];
+    let (s, _, body) = send_to(
+        &app,
+        "POST",
+        "/console/logout",
+        &h,
+        Some(&[("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // The sign-out answered that it failed; with the store back, the session is as it was.
+    store.grants_down.store(false, Ordering::SeqCst);
+    let (s, _, _) = send_to(&app, "GET", "/console", &[("cookie", &cookie)], None).await;
+    assert_eq!(s, StatusCode::OK);
 }

@@ -490,7 +490,7 @@ impl ReplicaStream {
                     path: name.clone(),
                     error: source,
                 })?;
-                self.current = Some((BufReader::with_capacity(1 << 20, file), name, 0));
+                self.current = Some((BufReader::with_capacity(1 << 16, file), name, 0));
             }
             let Some((reader, name, line_no)) = self.current.as_mut() else {
                 continue;

@@ -8,10 +8,12 @@
 //! is kept and trimmed on its own, so traffic can never push evidence out; one sequence
 //! number orders the events of both.
 
+pub mod canonical;
 pub mod replica;
 
+pub use canonical::Canonical;
 pub use jit_proto::audit::{AuditEvent, EventKind, Lane, SCHEMA_VERSION};
-pub use replica::{ReplicaChains, ReplicaHead, ReplicaLink};
+pub use replica::{ReplicaChains, ReplicaHead, ReplicaLink, ReplicaRef};
 
 /// Where the chain ends: the newest `seq` over both lanes and each lane's newest hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -133,17 +135,51 @@ fn chain_digest_with(e: &mut AuditEvent, buf: &mut Vec<u8>) -> [u8; 32] {
 }
 
 /// Whether `e.hash` is the chain hash of `e`: compared as digest bytes, so verifying a
-/// trail allocates no hex string per event. Only the exact form [`chain_hash`] writes (64
-/// lowercase hex digits) can match.
+/// trail allocates no hex string per event.
 fn chain_hash_matches(e: &mut AuditEvent, buf: &mut Vec<u8>) -> bool {
+    stated_digest(&e.hash).is_some_and(|stated| chain_digest_with(e, buf) == stated)
+}
+
+/// The digest a stated hash names: only the exact form [`chain_hash`] writes (64 lowercase
+/// hex digits) names one.
+fn stated_digest(hash: &str) -> Option<[u8; 32]> {
     let mut stated = [0u8; 32];
-    let lowercase = e
-        .hash
+    let lowercase = hash
         .bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    lowercase
-        && hex::decode_to_slice(e.hash.as_bytes(), &mut stated).is_ok()
-        && chain_digest_with(e, buf) == stated
+    (lowercase && hex::decode_to_slice(hash.as_bytes(), &mut stated).is_ok()).then_some(stated)
+}
+
+/// The members of an event that link it into the chains, borrowed from the event or from
+/// its line ([`Canonical::links`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Links<'a> {
+    /// Position in the chain.
+    pub seq: u64,
+    /// The store's id for the event.
+    pub id: Option<&'a str>,
+    /// The lane (none on version 1 events).
+    pub lane: Option<Lane>,
+    /// The previous event's hash in its lane.
+    pub prev: &'a str,
+    /// The event's own hash.
+    pub hash: &'a str,
+    /// Its link in its replica's chain.
+    pub replica: Option<ReplicaRef<'a>>,
+}
+
+impl<'a> Links<'a> {
+    /// The links of `e`.
+    pub fn of(e: &'a AuditEvent) -> Self {
+        Self {
+            seq: e.seq,
+            id: e.id.as_deref(),
+            lane: e.lane,
+            prev: &e.prev,
+            hash: &e.hash,
+            replica: e.replica.as_ref().map(ReplicaRef::from),
+        }
+    }
 }
 
 /// The statement a checkpoint signs: the chain head (newest seq, each lane's newest hash) at
@@ -324,6 +360,18 @@ pub struct ChainVerifier {
     gap_end: u64,
 }
 
+/// Overwrites a kept link, reusing its string.
+fn set_link(link: &mut Option<(u64, String)>, seq: u64, hash: &str) {
+    match link {
+        Some((s, h)) => {
+            *s = seq;
+            h.clear();
+            h.push_str(hash);
+        }
+        None => *link = Some((seq, hash.to_owned())),
+    }
+}
+
 fn slot(lane: Lane) -> usize {
     match lane {
         Lane::Evidence => 0,
@@ -389,19 +437,44 @@ impl ChainVerifier {
         mut e: AuditEvent,
         signature: SignatureCheck<'_>,
     ) -> Result<(), ChainError> {
-        let altered = !chain_hash_matches(&mut e, &mut self.buf);
-        let id = || e.id.clone().unwrap_or_default();
-        if altered {
+        if !chain_hash_matches(&mut e, &mut self.buf) {
             return Err(ChainError::Altered {
                 seq: e.seq,
-                id: id(),
+                id: e.id.clone().unwrap_or_default(),
             });
         }
+        let checkpoint = (e.event == EventKind::AuditCheckpoint).then_some(&e);
+        self.follow(&Links::of(&e), checkpoint, signature)
+    }
+
+    /// Checks the next event as its trail line, proven canonical by [`Canonical::scan`]
+    /// (never a checkpoint): the hash is taken over the line's own bytes, the same bytes
+    /// [`ChainVerifier::push`] would serialise from the parsed event.
+    pub fn push_canonical(&mut self, line: &str, c: &Canonical) -> Result<(), ChainError> {
+        let e = c.links(line);
+        if stated_digest(e.hash) != Some(c.digest(line)) {
+            return Err(ChainError::Altered {
+                seq: e.seq,
+                id: e.id.unwrap_or_default().to_owned(),
+            });
+        }
+        self.follow(&e, None, &|_, _, _| None)
+    }
+
+    /// Checks that `e` (its hash checked) links to the events before it, and `checkpoint`
+    /// (the event itself, when it is one).
+    fn follow(
+        &mut self,
+        e: &Links<'_>,
+        checkpoint: Option<&AuditEvent>,
+        signature: SignatureCheck<'_>,
+    ) -> Result<(), ChainError> {
+        let id = || e.id.unwrap_or_default().to_owned();
         let first_ever = e.seq == 1 && !e.prev.is_empty();
         match e.lane {
             None => {
                 if let Some((pseq, phash)) = &self.previous {
-                    if &e.prev != phash || e.seq != pseq + 1 {
+                    if e.prev != phash || e.seq != pseq + 1 {
                         return Err(ChainError::Broken {
                             seq: e.seq,
                             id: id(),
@@ -433,9 +506,9 @@ impl ChainVerifier {
                 } else {
                     self.gap_end
                 };
-                let vouched = |lane_seq: u64| self.alone(&e) && lane_seq < gap_end;
+                let vouched = |lane_seq: u64| self.alone(e) && lane_seq < gap_end;
                 match &self.heads[slot(lane)] {
-                    Some((pseq, phash)) if &e.prev != phash && !vouched(*pseq) => {
+                    Some((pseq, phash)) if e.prev != phash && !vouched(*pseq) => {
                         return Err(ChainError::LaneBroken {
                             seq: e.seq,
                             id: id(),
@@ -455,10 +528,10 @@ impl ChainVerifier {
             }
         }
         if !self.window {
-            self.replicas.check(&e)?;
+            self.replicas.check(e)?;
         }
-        if e.event == EventKind::AuditCheckpoint {
-            self.checkpoint(&e, signature)?;
+        if let Some(cp) = checkpoint {
+            self.checkpoint(e, cp, signature)?;
         }
         if !self.window && self.skips_to(e.seq) {
             let pseq = self.previous.as_ref().map_or(0, |p| p.0);
@@ -466,25 +539,26 @@ impl ChainVerifier {
             self.gap_end = e.seq;
         }
         if !self.window {
-            self.replicas.advance(&e);
+            self.replicas.advance(e);
         }
         self.count += 1;
         self.first_seq.get_or_insert(e.seq);
-        let link = (e.seq, e.hash);
+        // The links kept are overwritten in place: no allocation per event.
         match e.lane {
-            None => self.heads = [Some(link.clone()), Some(link.clone())],
-            Some(lane) => self.heads[slot(lane)] = Some(link.clone()),
+            None => {
+                for head in &mut self.heads {
+                    set_link(head, e.seq, e.hash);
+                }
+            }
+            Some(lane) => set_link(&mut self.heads[slot(lane)], e.seq, e.hash),
         }
-        self.previous = Some(link);
+        set_link(&mut self.previous, e.seq, e.hash);
         Ok(())
     }
 
     /// Whether `e` belongs to the one replica whose files this run holds (files only).
-    fn alone(&self, e: &AuditEvent) -> bool {
-        !self.window
-            && e.replica
-                .as_ref()
-                .is_some_and(|l| self.replicas.only(&l.name))
+    fn alone(&self, e: &Links<'_>) -> bool {
+        !self.window && e.replica.is_some_and(|l| self.replicas.only(l.name))
     }
 
     /// Whether `seq` skips sequence numbers after the previous event.
@@ -496,6 +570,7 @@ impl ChainVerifier {
     /// them) and be signed by a broker key.
     fn checkpoint(
         &mut self,
+        links: &Links<'_>,
         e: &AuditEvent,
         signature: SignatureCheck<'_>,
     ) -> Result<(), ChainError> {
@@ -504,7 +579,8 @@ impl ChainVerifier {
         // Events of other replicas absent (one replica's files): the head it covers lies
         // between the event before it here and itself, and the lanes' newest events may be
         // absent too; its replica link (checked) and signature still bind these files.
-        let partial = self.window || (self.alone(e) && (self.absent > 0 || self.skips_to(e.seq)));
+        let partial =
+            self.window || (self.alone(links) && (self.absent > 0 || self.skips_to(e.seq)));
         let mismatch = |p: &&(u64, String)| {
             if partial {
                 cp.head.seq < p.0 || cp.head.seq >= e.seq

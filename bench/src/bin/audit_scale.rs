@@ -1,12 +1,14 @@
 //! `jit-audit-scale`: `jit-broker audit verify` at scale — events per second and peak memory.
 //!
-//! `jit-audit-scale N [--dir DIR]` writes a trail of N chained events (three traffic events to
-//! one of evidence, a signed checkpoint every 10,000 events, files rotated at 128 MiB as the
-//! broker's file sink names them) and the broker's JWKS into a fresh folder under DIR (default
+//! `jit-audit-scale N [--dir DIR] [--against OTHER]` writes a trail of N chained events (three
+//! traffic events to one of evidence, a signed checkpoint every 10,000 events, files rotated at
+//! 128 MiB as the broker's file sink names them) and the broker's JWKS into a fresh folder under DIR (default
 //! the system's temporary folder), then verifies it in a child process — the same code as
 //! `jit-broker audit verify --dir … --jwks …` — and prints the child's events per second and its
 //! peak resident memory (`VmHWM` of /proc/self/status), and its events per CPU-second (what
-//! compares on a machine shared with other work). The folder is removed afterwards.
+//! compares on a machine shared with other work). With `--against OTHER` (another build of this
+//! tool, e.g. of the previous commit) the same trail is verified by both builds in turns, three
+//! rounds, for a before/after in one run. The folder is removed afterwards.
 
 #![forbid(unsafe_code)]
 
@@ -40,13 +42,29 @@ fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [verify, dir, jwks] if verify == "verify" => verify_child(Path::new(dir), Path::new(jwks)),
-        [n] => scale(n.parse().context("N")?, &std::env::temp_dir()),
-        [n, flag, dir] if flag == "--dir" => scale(n.parse().context("N")?, Path::new(dir)),
-        _ => bail!("usage: jit-audit-scale N [--dir DIR]"),
+        [n, rest @ ..] => {
+            let n = n.parse().context("N")?;
+            let (mut dir, mut against) = (std::env::temp_dir(), None);
+            for pair in rest.chunks(2) {
+                match pair {
+                    [flag, value] if flag == "--dir" => dir = PathBuf::from(value),
+                    [flag, value] if flag == "--against" => against = Some(PathBuf::from(value)),
+                    _ => bail!("usage: {USAGE}"),
+                }
+            }
+            scale(n, &dir, against.as_deref())
+        }
+        _ => bail!("usage: {USAGE}"),
     }
 }
 
-fn scale(n: u64, base: &Path) -> Result<()> {
+const USAGE: &str = "jit-audit-scale N [--dir DIR] [--against OTHER-BUILD-OF-THIS-TOOL]";
+
+/// Rounds of verification when compared against another build: they alternate, so a change
+/// in the machine's load falls on both.
+const ROUNDS: usize = 3;
+
+fn scale(n: u64, base: &Path, against: Option<&Path>) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("jit-audit-scale-")
         .tempdir_in(base)
@@ -62,13 +80,40 @@ fn scale(n: u64, base: &Path) -> Result<()> {
         bytes as f64 / (1 << 20) as f64,
         started.elapsed().as_secs_f64()
     );
-    let out = Command::new(std::env::current_exe()?)
+    let this = std::env::current_exe()?;
+    let Some(other) = against else {
+        return verify_with(&this, &trail, &jwks, "");
+    };
+    // The same trail verified by both builds, in turns.
+    for round in 1..=ROUNDS {
+        verify_with(
+            other,
+            &trail,
+            &jwks,
+            &format!("round {round}, {}: ", other.display()),
+        )?;
+        verify_with(
+            &this,
+            &trail,
+            &jwks,
+            &format!("round {round}, this build: "),
+        )?;
+    }
+    Ok(())
+}
+
+/// Verifies `trail` in a child process of `tool` (a build of this tool) and prints its
+/// figures, each line after `label`.
+fn verify_with(tool: &Path, trail: &Path, jwks: &Path, label: &str) -> Result<()> {
+    let out = Command::new(tool)
         .arg("verify")
-        .arg(&trail)
-        .arg(&jwks)
+        .arg(trail)
+        .arg(jwks)
         .output()
         .context("running the verifier")?;
-    print!("{}", String::from_utf8_lossy(&out.stdout));
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("{label}{line}");
+    }
     if !out.status.success() {
         bail!("verify failed: {}", String::from_utf8_lossy(&out.stderr));
     }

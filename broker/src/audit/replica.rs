@@ -6,8 +6,29 @@
 
 use std::collections::BTreeMap;
 
-use super::{AuditEvent, ChainError};
+use super::{AuditEvent, ChainError, Links};
 pub use jit_proto::audit::ReplicaLink;
+
+/// A [`ReplicaLink`], borrowed from the event or the line that carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaRef<'a> {
+    /// The replica's name.
+    pub name: &'a str,
+    /// The event's position among this replica's events.
+    pub seq: u64,
+    /// The `hash` of this replica's previous event.
+    pub prev: &'a str,
+}
+
+impl<'a> From<&'a ReplicaLink> for ReplicaRef<'a> {
+    fn from(l: &'a ReplicaLink) -> Self {
+        Self {
+            name: &l.name,
+            seq: l.seq,
+            prev: &l.prev,
+        }
+    }
+}
 
 /// Where a replica's chain ends: its name, its newest event's position and hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,39 +98,45 @@ pub struct ReplicaChains {
 impl ReplicaChains {
     /// Checks that `e` follows its replica's previous event (the first seen of a replica is
     /// its anchor: its earlier files may have been removed).
-    pub fn check(&self, e: &AuditEvent) -> Result<(), ChainError> {
+    pub fn check(&self, e: &Links<'_>) -> Result<(), ChainError> {
         let Some(link) = &e.replica else {
             return Ok(());
         };
-        match self.seen.get(&link.name) {
+        let broken = |previous: u64| ChainError::ReplicaBroken {
+            seq: e.seq,
+            id: e.id.unwrap_or_default().to_owned(),
+            replica: link.name.to_owned(),
+            replica_seq: link.seq,
+            previous,
+        };
+        match self.seen.get(link.name) {
             Some(s) if link.seq != s.head.seq + 1 || link.prev != s.head.hash => {
-                Err(ChainError::ReplicaBroken {
-                    seq: e.seq,
-                    id: e.id.clone().unwrap_or_default(),
-                    replica: link.name.clone(),
-                    replica_seq: link.seq,
-                    previous: s.head.seq,
-                })
+                Err(broken(s.head.seq))
             }
-            None if link.seq == 1 && !link.prev.is_empty() => Err(ChainError::ReplicaBroken {
-                seq: e.seq,
-                id: e.id.clone().unwrap_or_default(),
-                replica: link.name.clone(),
-                replica_seq: 1,
-                previous: 0,
-            }),
+            None if link.seq == 1 && !link.prev.is_empty() => Err(broken(0)),
             _ => Ok(()),
         }
     }
 
     /// Records `e` (checked) as its replica's newest event.
-    pub fn advance(&mut self, e: &AuditEvent) {
-        if let Some(link) = &e.replica {
-            let s = self.seen.entry(link.name.clone()).or_insert_with(|| Seen {
-                first: link.seq,
-                head: ReplicaHead::new(link.name.clone()),
-            });
-            s.head.advance(e);
+    pub fn advance(&mut self, e: &Links<'_>) {
+        let Some(link) = &e.replica else {
+            return;
+        };
+        // Looked up before inserting: no key is allocated for a replica already met.
+        if !self.seen.contains_key(link.name) {
+            self.seen.insert(
+                link.name.to_owned(),
+                Seen {
+                    first: link.seq,
+                    head: ReplicaHead::new(link.name),
+                },
+            );
+        }
+        if let Some(s) = self.seen.get_mut(link.name) {
+            s.head.seq = link.seq;
+            s.head.hash.clear();
+            s.head.hash.push_str(e.hash);
         }
     }
 

@@ -16,7 +16,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::audit::{AuditEvent, ReplicaHead};
+use crate::audit::canonical::unique_keys;
+use crate::audit::{AuditEvent, Canonical, ReplicaHead};
 
 /// Why the sink could not take an event.
 #[derive(Debug, thiserror::Error)]
@@ -424,19 +425,65 @@ pub enum TrailError {
     },
 }
 
-/// One replica's files, oldest first, read line by line.
+/// One line of a trail file, as [`TrailReader::next_line`] hands it out.
+#[derive(Debug)]
+pub struct TrailLine<'a> {
+    /// The line, with its `\n`.
+    pub text: &'a str,
+    /// The event it holds.
+    pub event: LineEvent,
+    /// Where it is.
+    pub at: At<'a>,
+}
+
+/// Where a line is: shown as `file:line` (formatted only when needed).
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    file: &'a str,
+    line_no: usize,
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line_no)
+    }
+}
+
+/// The event a trail line holds.
+#[derive(Debug)]
+pub enum LineEvent {
+    /// The line is the event's canonical JSON: its members were found without parsing it.
+    Canonical(Canonical),
+    /// The line was parsed (it is not canonical, or is a checkpoint).
+    Parsed(Box<AuditEvent>),
+}
+
+impl LineEvent {
+    fn seq(&self) -> u64 {
+        match self {
+            Self::Canonical(c) => c.seq(),
+            Self::Parsed(e) => e.seq,
+        }
+    }
+}
+
+/// One replica's files, oldest first, read line by line into one reused buffer.
 struct ReplicaStream {
     files: std::vec::IntoIter<PathBuf>,
     current: Option<(BufReader<File>, String, usize)>,
     line: String,
+    /// The event in `line`, and the line's number; `None` at the end.
+    head: Option<(LineEvent, usize)>,
 }
 
 impl ReplicaStream {
-    fn next_event(&mut self) -> Result<Option<ReadEvent>, TrailError> {
+    /// Reads the next event into `line` and `head`.
+    fn advance(&mut self) -> Result<(), TrailError> {
+        self.head = None;
         loop {
             if self.current.is_none() {
                 let Some(path) = self.files.next() else {
-                    return Ok(None);
+                    return Ok(());
                 };
                 let name = path.display().to_string();
                 let file = File::open(&path).map_err(|source| TrailError::Io {
@@ -460,24 +507,39 @@ impl ReplicaStream {
                 continue;
             }
             *line_no += 1;
-            let at = format!("{name}:{line_no}");
+            let at = || format!("{name}:{line_no}");
             if !self.line.ends_with('\n') {
                 return Err(TrailError::BadLine {
-                    at,
+                    at: at(),
                     why: "the last line is cut short (a write that never completed)".into(),
                 });
             }
             if self.line.trim().is_empty() {
                 continue;
             }
-            let event = serde_json::from_str::<AuditEvent>(&self.line).map_err(|e| {
-                TrailError::BadLine {
-                    at: at.clone(),
-                    why: e.to_string(),
+            let event = match Canonical::scan(&self.line) {
+                Some(c) => LineEvent::Canonical(c),
+                None => {
+                    let bad = |why: String| TrailError::BadLine { at: at(), why };
+                    let event = serde_json::from_str::<AuditEvent>(&self.line)
+                        .map_err(|e| bad(e.to_string()))?;
+                    unique_keys(&self.line).map_err(bad)?;
+                    LineEvent::Parsed(Box::new(event))
                 }
-            })?;
-            return Ok(Some(ReadEvent { event, at }));
+            };
+            self.head = Some((event, *line_no));
+            return Ok(());
         }
+    }
+
+    fn head_seq(&self) -> Option<u64> {
+        self.head.as_ref().map(|(e, _)| e.seq())
+    }
+
+    fn at(&self) -> String {
+        let name = self.current.as_ref().map_or("", |c| c.1.as_str());
+        let line_no = self.head.as_ref().map_or(0, |h| h.1);
+        format!("{name}:{line_no}")
     }
 }
 
@@ -486,8 +548,8 @@ impl ReplicaStream {
 /// merged by seq. Holds one line per replica: constant memory, however long the trail.
 pub struct TrailReader {
     streams: Vec<ReplicaStream>,
-    /// The next event of each stream.
-    heads: Vec<Option<ReadEvent>>,
+    /// The stream whose line was handed out last: it moves on at the next call.
+    taken: Option<usize>,
 }
 
 impl TrailReader {
@@ -528,37 +590,72 @@ impl TrailReader {
                 files: files.into_iter(),
                 current: None,
                 line: String::new(),
+                head: None,
             })
             .collect();
-        let mut heads = Vec::with_capacity(streams.len());
         for s in &mut streams {
-            heads.push(s.next_event()?);
+            s.advance()?;
         }
-        Ok(Self { streams, heads })
+        Ok(Self {
+            streams,
+            taken: None,
+        })
+    }
+
+    /// The next line by seq, or `None` at the end.
+    pub fn next_line(&mut self) -> Result<Option<TrailLine<'_>>, TrailError> {
+        if let Some(i) = self.taken.take() {
+            self.streams[i].advance()?;
+        }
+        let mut best: Option<(usize, u64)> = None;
+        for (i, s) in self.streams.iter().enumerate() {
+            let Some(seq) = s.head_seq() else { continue };
+            match best {
+                Some((_, b)) if b < seq => {}
+                Some((b, bseq)) if bseq == seq => {
+                    return Err(TrailError::Duplicate {
+                        at: s.at(),
+                        seq,
+                        other: self.streams[b].at(),
+                    });
+                }
+                _ => best = Some((i, seq)),
+            }
+        }
+        let Some((i, _)) = best else {
+            return Ok(None);
+        };
+        self.taken = Some(i);
+        let s = &mut self.streams[i];
+        let Some((event, line_no)) = s.head.take() else {
+            return Ok(None);
+        };
+        Ok(Some(TrailLine {
+            text: &s.line,
+            event,
+            at: At {
+                file: s.current.as_ref().map_or("", |c| c.1.as_str()),
+                line_no,
+            },
+        }))
     }
 
     /// The next event by seq, or `None` at the end.
     pub fn next_event(&mut self) -> Result<Option<ReadEvent>, TrailError> {
-        let mut best: Option<usize> = None;
-        for (i, h) in self.heads.iter().enumerate() {
-            let Some(h) = h else { continue };
-            match best.and_then(|b| self.heads[b].as_ref()) {
-                Some(b) if b.event.seq < h.event.seq => {}
-                Some(b) if b.event.seq == h.event.seq => {
-                    return Err(TrailError::Duplicate {
-                        at: h.at.clone(),
-                        seq: h.event.seq,
-                        other: b.at.clone(),
-                    });
-                }
-                _ => best = Some(i),
-            }
-        }
-        let Some(i) = best else {
+        let Some(line) = self.next_line()? else {
             return Ok(None);
         };
-        let next = self.streams[i].next_event()?;
-        Ok(std::mem::replace(&mut self.heads[i], next))
+        let at = line.at.to_string();
+        let event = match line.event {
+            LineEvent::Parsed(e) => *e,
+            LineEvent::Canonical(_) => {
+                serde_json::from_str(line.text).map_err(|e| TrailError::BadLine {
+                    at: at.clone(),
+                    why: e.to_string(),
+                })?
+            }
+        };
+        Ok(Some(ReadEvent { event, at }))
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::audit::{AuditEvent, AuditQuery, ChainError, ChainVerifier, Signature};
 use crate::store::{GrantStore, StoreError};
 
-use super::sink::{TrailError, TrailReader};
+use super::sink::{LineEvent, TrailError, TrailReader};
 
 /// Why a trail does not verify.
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +54,16 @@ pub fn verify_files(
 ) -> Result<String, VerifyError> {
     let mut reader = TrailReader::open(paths)?;
     let mut v = ChainVerifier::new();
-    while let Some(read) = reader.next_event()? {
-        v.push(read.event, keys)
-            .map_err(|error| VerifyError::Chain {
-                at: format!("{}: ", read.at),
-                error,
-            })?;
+    while let Some(line) = reader.next_line()? {
+        let checked = match line.event {
+            // What the broker writes: hashed as it stands, without parsing it into an event.
+            LineEvent::Canonical(c) => v.push_canonical(line.text, &c),
+            LineEvent::Parsed(e) => v.push(*e, keys),
+        };
+        checked.map_err(|error| VerifyError::Chain {
+            at: format!("{}: ", line.at),
+            error,
+        })?;
     }
     let report = report(&v, "files");
     let files_end = v.range().map_or(0, |(_, b)| b);
@@ -170,6 +174,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::audit::Canonical;
     use crate::keys::KeyRing;
     use crate::recorder::sink::{Sink, SinkTarget, file_name};
     use crate::recorder::{Auditor, Checkpoints, key_ring_verifies};
@@ -408,6 +413,120 @@ mod tests {
         }
         t.write(&path, &forged);
         assert!(t.verify(None).is_err());
+    }
+
+    /// What the broker writes is what the fast path takes: every line but the checkpoints
+    /// is its event's canonical JSON, hashed as it stands.
+    #[tokio::test]
+    async fn the_recorder_writes_canonical_lines() {
+        let t = trail(30, 2).await;
+        let lines: Vec<String> = t.lines().into_iter().flat_map(|(_, l)| l).collect();
+        let checkpoints = lines
+            .iter()
+            .filter(|l| l.contains("\"audit.checkpoint\""))
+            .count();
+        assert!(checkpoints >= 2);
+        for line in lines.iter().filter(|l| !l.contains("\"audit.checkpoint\"")) {
+            assert!(Canonical::scan(line).is_some(), "not canonical: {line}");
+        }
+    }
+
+    /// The line (of a file of `t`) with `subject` `user<i>`, its file and its index.
+    fn line_of(t: &Trail, i: usize) -> (PathBuf, Vec<String>, usize) {
+        let needle = format!("\"subject\":\"user{i}\"");
+        t.lines()
+            .into_iter()
+            .find_map(|(p, l)| {
+                let at = l.iter().position(|x| x.contains(&needle))?;
+                Some((p, l, at))
+            })
+            .expect("the event is in the files")
+    }
+
+    /// A line respelled (spacing, escapes, key order, the hash's escapes) is not canonical
+    /// and goes the full way: it verifies exactly when its parsed event does. An edit of its
+    /// content breaks the chain whichever way the line is spelled, and so does a hash over the
+    /// respelled bytes themselves (what a check that trusted any line's bytes would accept).
+    #[tokio::test]
+    async fn respelled_lines_verify_as_their_event_and_edits_still_break() {
+        let respell = [
+            ("\"subject\":", "\"subject\": "),
+            ("\"subject\":\"user", "\"subject\":\"\\u0075ser"),
+            ("\"hash\":\"", "its first digit escaped"),
+            ("{\"v\":2", "{ \"v\":2"),
+        ];
+        for (from, to) in respell {
+            let t = trail(12, 0).await;
+            let (path, mut lines, at) = line_of(&t, 4);
+            lines[at] = if from == "\"hash\":\"" {
+                // The hash's first digit as a `\u00xx` escape.
+                let open = lines[at].rfind(from).expect("hash") + from.len();
+                let first = lines[at].as_bytes()[open];
+                let mut respelled = lines[at].clone();
+                respelled.replace_range(open..=open, &format!("\\u{:04x}", first));
+                respelled
+            } else {
+                lines[at].replacen(from, to, 1)
+            };
+            assert!(Canonical::scan(&lines[at]).is_none(), "{}", lines[at]);
+            t.write(&path, &lines);
+            t.verify(None)
+                .unwrap_or_else(|e| panic!("{from} -> {to}: same event, must verify: {e}"));
+            // The same respelling with the content edited: altered.
+            assert!(lines[at].contains("\"data\":{\"i\":4}"), "{}", lines[at]);
+            lines[at] = lines[at].replacen("\"data\":{\"i\":4}", "\"data\":{\"i\":5}", 1);
+            t.write(&path, &lines);
+            let err = t.verify(None).expect_err("edited").to_string();
+            assert!(err.contains("was altered"), "{err}");
+        }
+        // Hashed over its own respelled bytes: the full check recomputes the canonical hash.
+        let t = trail(12, 0).await;
+        let (path, mut lines, at) = line_of(&t, 4);
+        let spaced = lines[at].replacen("\"subject\":\"user4\"", "\"subject\": \"mallory\"", 1);
+        let open = spaced.rfind("\"hash\":\"").expect("hash") + "\"hash\":".len();
+        let forged_over_bytes = {
+            use sha2::{Digest as _, Sha256};
+            let mut h = Sha256::new();
+            h.update(&spaced.as_bytes()[..open]);
+            h.update(b"\"\"}");
+            hex::encode(h.finalize())
+        };
+        let stated = &spaced[open + 1..open + 65];
+        lines[at] = spaced.replacen(stated, &forged_over_bytes, 1);
+        t.write(&path, &lines);
+        let err = t.verify(None).expect_err("forged").to_string();
+        assert!(err.contains("was altered"), "{err}");
+        // The hash in capitals: only the exact lowercase form matches.
+        let t = trail(12, 0).await;
+        let (path, mut lines, at) = line_of(&t, 4);
+        let open = lines[at].rfind("\"hash\":\"").expect("hash") + "\"hash\":\"".len();
+        let upper = lines[at][open..open + 64].to_ascii_uppercase();
+        lines[at].replace_range(open..open + 64, &upper);
+        t.write(&path, &lines);
+        let err = t.verify(None).expect_err("capitals").to_string();
+        assert!(err.contains("was altered"), "{err}");
+    }
+
+    /// A member given twice is refused, whichever copy a reader would believe.
+    #[tokio::test]
+    async fn duplicate_keys_are_refused() {
+        let t = trail(12, 0).await;
+        let (path, mut lines, at) = line_of(&t, 4);
+        lines[at] = lines[at].replacen(
+            "\"subject\":\"user4\"",
+            "\"subject\":\"mallory\",\"subject\":\"user4\"",
+            1,
+        );
+        t.write(&path, &lines);
+        let err = t.verify(None).expect_err("duplicate member").to_string();
+        assert!(err.contains("duplicate"), "{err}");
+        let t = trail(12, 0).await;
+        let (path, mut lines, at) = line_of(&t, 4);
+        lines[at] = lines[at].replacen("\"data\":{\"i\":4", "\"data\":{\"i\":666,\"i\":4", 1);
+        assert!(lines[at].contains("666"), "{}", lines[at]);
+        t.write(&path, &lines);
+        let err = t.verify(None).expect_err("duplicate data key").to_string();
+        assert!(err.contains("duplicate"), "{err}");
     }
 
     /// Events after the last checkpoint cut off: the files alone still form a chain (and the

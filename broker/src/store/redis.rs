@@ -30,7 +30,8 @@ use tokio::sync::OnceCell;
 
 use super::{
     AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
-    ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of, merge_by_seq,
+    LEGACY_CHAIN, ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of,
+    merge_by_seq,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 pub(super) use crate::redis_conn::Conn;
@@ -262,37 +263,73 @@ impl RedisStore {
             .map_err(StoreError::Unavailable)
     }
 
-    fn audit_key(&self) -> String {
-        format!("{}:{{audit}}", self.prefix)
-    }
-
-    fn audit_head_key(&self) -> String {
-        format!("{}:{{audit}}:head", self.prefix)
-    }
-
-    /// A lane's stream, its entries' ids derived from the events' seq (`<seq>-0`).
-    fn audit_lane_key(&self, lane: Lane) -> String {
-        format!("{}:{{audit}}:s:{}", self.prefix, lane.as_str())
-    }
-
-    /// A lane's stream as written before seq ids (ids from event times): read and trimmed,
-    /// never appended to.
-    fn audit_before_key(&self, lane: Lane) -> String {
-        match lane {
-            Lane::Evidence => self.audit_key(),
-            Lane::Traffic => format!("{}:{{audit}}:traffic", self.prefix),
+    /// The hash tag of `chain`'s keys: `{audit}` for [`LEGACY_CHAIN`], `{audit.<replica>}`
+    /// for a replica's (replica names hold no braces), so chains spread over a cluster's
+    /// shards.
+    fn audit_tag(chain: &str) -> String {
+        if chain == LEGACY_CHAIN {
+            "{audit}".to_owned()
+        } else {
+            format!("{{audit.{chain}}}")
         }
     }
 
-    fn audit_bytes_key(&self) -> String {
-        format!("{}:{{audit}}:bytes", self.prefix)
+    fn audit_head_key(&self, chain: &str) -> String {
+        format!("{}:{}:head", self.prefix, Self::audit_tag(chain))
     }
 
-    /// The bytes of event JSON each lane holds, as the store counts them (evidence, traffic).
-    pub async fn audit_bytes(&self) -> Result<(u64, u64), StoreError> {
+    /// A lane's stream of `chain`, its entries' ids derived from the events' seq (`<seq>-0`).
+    pub fn audit_lane_key(&self, chain: &str, lane: Lane) -> String {
+        format!(
+            "{}:{}:s:{}",
+            self.prefix,
+            Self::audit_tag(chain),
+            lane.as_str()
+        )
+    }
+
+    /// A lane's stream as written before seq ids (ids from event times): read and trimmed,
+    /// never appended to. Only the legacy chain has them; a replica chain's name keys that
+    /// never exist (in its own slot, as the append script needs).
+    fn audit_before_key(&self, chain: &str, lane: Lane) -> String {
+        match (chain == LEGACY_CHAIN, lane) {
+            (true, Lane::Evidence) => format!("{}:{{audit}}", self.prefix),
+            (true, Lane::Traffic) => format!("{}:{{audit}}:traffic", self.prefix),
+            (false, lane) => format!(
+                "{}:{}:b:{}",
+                self.prefix,
+                Self::audit_tag(chain),
+                lane.as_str()
+            ),
+        }
+    }
+
+    fn audit_bytes_key(&self, chain: &str) -> String {
+        format!("{}:{}:bytes", self.prefix, Self::audit_tag(chain))
+    }
+
+    /// The roster of replica chains (a set, written once by each writer at its start).
+    fn audit_roster_key(&self) -> String {
+        format!("{}:{{audit}}:replicas", self.prefix)
+    }
+
+    /// Every key of `chain`: its head, its two lanes' streams and its byte counts (what an
+    /// operator removes to drop a chain, and what tests damage).
+    pub fn audit_chain_keys(&self, chain: &str) -> Vec<String> {
+        vec![
+            self.audit_head_key(chain),
+            self.audit_lane_key(chain, Lane::Evidence),
+            self.audit_lane_key(chain, Lane::Traffic),
+            self.audit_bytes_key(chain),
+        ]
+    }
+
+    /// The bytes of event JSON each lane of `chain` holds, as the store counts them
+    /// (evidence, traffic).
+    pub async fn audit_bytes(&self, chain: &str) -> Result<(u64, u64), StoreError> {
         let mut c = self.conn().await?;
         let (e, t): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
-            .arg(self.audit_bytes_key())
+            .arg(self.audit_bytes_key(chain))
             .arg("evidence")
             .arg("traffic")
             .query_async(&mut c)
@@ -308,7 +345,7 @@ impl RedisStore {
         lane: Lane,
         query: &AuditQuery,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let key = self.audit_before_key(lane);
+        let key = self.audit_before_key(LEGACY_CHAIN, lane);
         let mut c = self.conn().await?;
         let mut out = Vec::new();
         let mut start = format!("{}", query.from_ms.unwrap_or(0).max(0));
@@ -359,10 +396,11 @@ impl RedisStore {
     /// `from_ms`, found by bisection), whatever the depth.
     async fn read_lane(
         &self,
+        chain: &str,
         lane: Lane,
         query: &AuditQuery,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let key = self.audit_lane_key(lane);
+        let key = self.audit_lane_key(chain, lane);
         let mut c = self.conn().await?;
         let mut next = query.after_seq.saturating_add(1);
         if let Some(from) = query.from_ms {
@@ -642,10 +680,10 @@ impl GrantStore for RedisStore {
         self.jobs_pending().await
     }
 
-    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
+    async fn audit_head(&self, chain: &str) -> Result<Option<ChainHead>, StoreError> {
         let mut c = self.conn().await?;
         let head: Option<String> = redis::cmd("GET")
-            .arg(self.audit_head_key())
+            .arg(self.audit_head_key(chain))
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
@@ -655,8 +693,43 @@ impl GrantStore for RedisStore {
         .transpose()
     }
 
+    async fn join_audit(&self, replica: &str, start: &ChainHead) -> Result<(), StoreError> {
+        if replica == LEGACY_CHAIN {
+            return Err(StoreError::Invalid("a replica chain needs a name"));
+        }
+        let mut c = self.conn().await?;
+        // Two slots (the roster's and the chain's): the roster first, so a chain that has a
+        // head is always listed.
+        let _: i64 = redis::cmd("SADD")
+            .arg(self.audit_roster_key())
+            .arg(replica)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.audit_head_key(replica))
+            .arg(start.encode())
+            .arg("NX")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn audit_replicas(&self) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn().await?;
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.audit_roster_key())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        names.sort();
+        Ok(names)
+    }
+
     async fn append_audit(
         &self,
+        chain: &str,
         events: &[AuditEvent],
         expected_head_seq: u64,
         head: &ChainHead,
@@ -667,12 +740,12 @@ impl GrantStore for RedisStore {
         let r = &self.retention;
         let mut invocation = self.append.prepare_invoke();
         invocation
-            .key(self.audit_lane_key(Lane::Evidence))
-            .key(self.audit_head_key())
-            .key(self.audit_lane_key(Lane::Traffic))
-            .key(self.audit_bytes_key())
-            .key(self.audit_before_key(Lane::Evidence))
-            .key(self.audit_before_key(Lane::Traffic))
+            .key(self.audit_lane_key(chain, Lane::Evidence))
+            .key(self.audit_head_key(chain))
+            .key(self.audit_lane_key(chain, Lane::Traffic))
+            .key(self.audit_bytes_key(chain))
+            .key(self.audit_before_key(chain, Lane::Evidence))
+            .key(self.audit_before_key(chain, Lane::Traffic))
             .arg(expected_head_seq)
             .arg(head.encode())
             .arg(newest);
@@ -700,17 +773,77 @@ impl GrantStore for RedisStore {
         Ok(appended == 1)
     }
 
-    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        let (mut evidence, mut traffic, evidence_now, traffic_now) = tokio::try_join!(
+    async fn read_chain(
+        &self,
+        chain: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let (evidence_now, traffic_now) = tokio::try_join!(
+            self.read_lane(chain, Lane::Evidence, query),
+            self.read_lane(chain, Lane::Traffic, query),
+        )?;
+        if chain != LEGACY_CHAIN {
+            return Ok(merge_by_seq(evidence_now, traffic_now, query.limit));
+        }
+        let (mut evidence, mut traffic) = tokio::try_join!(
             self.read_before(Lane::Evidence, query),
             self.read_before(Lane::Traffic, query),
-            self.read_lane(Lane::Evidence, query),
-            self.read_lane(Lane::Traffic, query),
         )?;
         // Everything written before seq ids precedes everything written since, lane by lane.
         evidence.extend(evidence_now);
         traffic.extend(traffic_now);
         Ok(merge_by_seq(evidence, traffic, query.limit))
+    }
+
+    #[cfg(any(test, feature = "test-suite"))]
+    async fn damage_audit(&self, damage: &super::suite::Damage) -> Result<(), StoreError> {
+        use super::suite::Damage;
+        let mut c = self.conn().await?;
+        match damage {
+            Damage::DropChain(name) => {
+                for key in self.audit_chain_keys(name) {
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(key)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+            Damage::DropNewest(name) => {
+                let mut newest: Option<(u64, String, String)> = None;
+                for lane in Lane::ALL {
+                    let key = self.audit_lane_key(name, lane);
+                    let last: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+                        .arg(&key)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?;
+                    if let Some((id, _)) = last.into_iter().next() {
+                        let seq = id
+                            .split('-')
+                            .next()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                        if newest.as_ref().is_none_or(|(s, _, _)| seq > *s) {
+                            newest = Some((seq, key, id));
+                        }
+                    }
+                }
+                if let Some((_, key, id)) = newest {
+                    let _: i64 = redis::cmd("XDEL")
+                        .arg(key)
+                        .arg(id)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

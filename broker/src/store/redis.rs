@@ -1,16 +1,38 @@
 //! The production store on Redis (single node or Redis Cluster).
 //!
 //! Grants, their indexes, watermarks and tidy queue: see [`super::redis_grants`] (key layout
-//! and its Redis Cluster trade-off). Audit keys (`P` is the configured prefix):
-//! - `P:{audit}:s:evidence` the evidence lane of the audit trail's window (grants,
-//!   revocations, admin actions, checkpoints) and `P:{audit}:s:traffic` its traffic lane
-//!   (accesses, refusals): two streams whose entry ids are the events' seq (`<seq>-0`), so a
-//!   page after any seq is one `XRANGE` from there, each trimmed by its own budget of events,
-//!   bytes and age ([`AuditRetention`]); `P:{audit}:bytes` the bytes of event JSON each lane
-//!   holds; `P:{audit}:head` the chain head (`seq evidence-hash traffic-hash`). One script
-//!   changes them together (compare-and-set). `P:{audit}` and `P:{audit}:traffic` hold what
-//!   was written before seq ids (ids from event times): still read, trimmed first, never
-//!   appended to. The complete trail is in the audit sink's files, not here.
+//! and its Redis Cluster trade-off).
+//!
+//! # The audit trail: one chain per replica
+//!
+//! Each broker (replica, named by `audit.replica`) appends to its **own** hash chain, under its
+//! own hash tag, so that replicas never contend for one key and a cluster spreads their chains
+//! over its shards (`P` is the configured prefix, `R` the replica's name):
+//! - `P:{audit.R}:s:evidence` and `P:{audit.R}:s:traffic`: the chain's two lanes, streams whose
+//!   entry ids are the events' seq (`<seq>-0`), so a page after any seq is one `XRANGE` from
+//!   there; each trimmed by its own budget of events, bytes and age ([`AuditRetention`]), per
+//!   chain; `P:{audit.R}:bytes` the bytes of event JSON each lane holds; `P:{audit.R}:head`
+//!   the chain head (`seq evidence-hash traffic-hash`). One script appends a batch, moves the
+//!   head and trims, if the head is still the one the writer expects (compare-and-set). Only
+//!   one process writes a chain, so the compare-and-set fails only when two brokers share a
+//!   name: that batch is refused, loudly, and never retried onto the other's head.
+//! - `P:{audit}:replicas`: the roster, a set of the replicas' names, added to once when a
+//!   writer starts (`SADD`, then the chain's head with `SET NX`), never per event. A verifier
+//!   reads it to know which chains must exist: a chain deleted whole (its head gone) or cut at
+//!   its tail (its events end before its head) is found. Each replica also signs its chain's
+//!   head at a fixed interval (`audit.checkpoint`), so a tail cut together with the head back
+//!   to an older state is found against the signed checkpoints and the replica's files.
+//! - The chain from before replica chains (one chain every replica appended to) keeps its keys
+//!   under `{audit}`: `P:{audit}:s:evidence`, `P:{audit}:s:traffic`, `P:{audit}:head`,
+//!   `P:{audit}:bytes`, and `P:{audit}`, `P:{audit}:traffic` (written before seq ids, ids from
+//!   event times). It is read, trimmed and verified, never appended to; a replica's chain
+//!   starts where it ended (its seq and lane hashes), so a replica's files run on in seq order.
+//!
+//! Seqs number the events of one chain; chains' seqs overlap. A read of the trail
+//! ([`super::read_merged`]) takes one page of every chain from where a cursor says it stands
+//! in each (one `XRANGE` per lane per chain, at any depth) and merges them by time; the next
+//! cursor (`AuditCursor`, opaque on the wire) holds each chain's last seq read. The complete
+//! trail is in each replica's audit files, not here.
 //!
 //! No command ever spans two slots (multi-key reads are split by the cluster client). Two
 //! connections are made lazily and re-made by their managers: one for the request path

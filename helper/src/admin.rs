@@ -525,7 +525,10 @@ mod tests {
             .audit(&AuditParams::default(), AuditFormat::JsonLines, None)
             .await
             .expect_err("loop");
-        assert!(e.to_string().contains("after_seq 0 to 0"), "{e}");
+        assert!(
+            e.to_string().contains("from after_seq 0 to after_seq 0"),
+            "{e}"
+        );
     }
 
     /// A broker with several replica chains pages by cursor: the helper sends each page's

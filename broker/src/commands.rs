@@ -169,13 +169,15 @@ pub fn dev_state(
     );
     let demo = demo::create(repos)
         .with_context(|| format!("cannot create the demo repository in {}", repos.display()))?;
+    let replica = format!("dev-{}", std::process::id());
     let setup = AuditSetup {
         sink: SinkTarget::File {
             dir: audit.to_path_buf(),
-            replica: format!("dev-{}", std::process::id()),
+            replica: replica.clone(),
             rotate_bytes: 16 << 20,
         },
         replica_given: true,
+        replica,
         checkpoint_interval: std::time::Duration::from_secs(60),
     };
     let state = AppState::dev(&format!("http://{listen}"), user)?
@@ -401,11 +403,15 @@ pub async fn audit_verify(args: &VerifyArgs) -> anyhow::Result<String> {
         crate::recorder::key_ring_verifies(ring, kid, message, sig)
     };
     if !args.paths.is_empty() {
-        let head = match &state {
-            Some((_, store)) => store.audit_head().await?.map(|h| h.seq),
+        let heads = match &state {
+            Some((_, store)) => Some(verify::chain_heads(&**store).await?),
             None => None,
         };
-        return Ok(verify::verify_files(&args.paths, &keys, head)?);
+        return Ok(verify::verify_replica_files(
+            &args.paths,
+            &keys,
+            heads.as_ref(),
+        )?);
     }
     let Some((_, store)) = &state else {
         anyhow::bail!("give --config, or audit folders or files (--dir, --file)");

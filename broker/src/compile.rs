@@ -81,6 +81,9 @@ pub struct AuditSetup {
     /// Whether the replica name was configured (else it is the host name, which may take
     /// the process id when another broker here uses it).
     pub replica_given: bool,
+    /// The replica name (`audit.replica`, else the host name): its chain in the store and,
+    /// with the file sink, its files' name.
+    pub replica: String,
     /// Time between signed checkpoints.
     pub checkpoint_interval: Duration,
 }
@@ -105,6 +108,7 @@ impl AuditSetup {
         Self {
             sink,
             replica_given: audit.replica.is_some(),
+            replica: audit.replica.clone().unwrap_or_else(host_name),
             checkpoint_interval: Duration::from_secs(audit.checkpoint_secs),
         }
     }

@@ -1,5 +1,5 @@
-//! The audit recorder: appends events to the store's hash chain (group commit, compare-and-set
-//! across replicas), writes them to the durable sink ([`sink`]: a per-replica fsynced file by
+//! The audit recorder: appends events to this replica's own hash chain in the store (group
+//! commit; no other replica writes it, so an append never waits for another), writes them to the durable sink ([`sink`]: a per-replica fsynced file by
 //! default) before anyone is answered, signs a checkpoint of the chain head at a fixed interval,
 //! copies each event to the export (a SIEM's JSON lines), and counts what it recorded and what
 //! it could not, for `/metrics`. It also stamps each event with the id of the
@@ -79,8 +79,8 @@ impl Export {
     }
 }
 
-/// How long an append keeps retrying while other replicas keep writing first.
-const CHAIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+/// The replica name of an auditor given none ([`Auditor::new`]): one process on its store.
+pub const DEFAULT_REPLICA: &str = "local";
 /// Most events written in one store round trip.
 const MAX_BATCH: usize = 256;
 /// Events waiting for the writer before callers are made to wait.
@@ -121,9 +121,11 @@ pub fn key_ring_verifies(
 /// Records audit events: chained into the store (the durable trail), copied to the export
 /// and the structured log.
 ///
-/// One writer task per process owns the chain head and appends whatever events are waiting
-/// in one compare-and-set round trip (group commit), so the chain stays linear without
-/// making every request wait for every other request's round trip. `record` returns only
+/// One writer task per process owns its replica's chain head and appends whatever events are
+/// waiting in one compare-and-set round trip (group commit), so the chain stays linear
+/// without making every request wait for every other request's round trip. Each replica has
+/// its own chain, so replicas never contend; a compare-and-set that fails means another
+/// process writes under the same replica name, and is refused. `record` returns only
 /// once its event is stored; a failure is returned to the caller, who must then refuse what
 /// it was about to allow: there is never an unaudited grant or access.
 #[derive(Clone)]
@@ -138,13 +140,15 @@ struct AuditorInner {
     export: Option<std::sync::Arc<Export>>,
     sink: Option<Arc<sink::Sink>>,
     checkpoints: Option<Checkpoints>,
+    /// The replica whose chain this auditor writes (`audit.replica`).
+    replica: String,
     /// Started on first use, inside the runtime.
     writer: tokio::sync::OnceCell<tokio::sync::mpsc::Sender<(AuditEvent, Done)>>,
 }
 
 impl Auditor {
-    /// An auditor writing to `store`, copying to `export` if given, counting into its own
-    /// metrics.
+    /// An auditor writing to `store` as replica [`DEFAULT_REPLICA`], copying to `export` if
+    /// given, counting into its own metrics.
     pub fn new(
         store: std::sync::Arc<dyn crate::store::GrantStore>,
         export: Option<Export>,
@@ -152,24 +156,26 @@ impl Auditor {
         Self::with_metrics(store, export, std::sync::Arc::new(Metrics::new()))
     }
 
-    /// An auditor writing to `store`, copying to `export` if given, counting into `metrics`.
+    /// An auditor writing to `store` as replica [`DEFAULT_REPLICA`], copying to `export` if
+    /// given, counting into `metrics`.
     pub fn with_metrics(
         store: std::sync::Arc<dyn crate::store::GrantStore>,
         export: Option<Export>,
         metrics: std::sync::Arc<Metrics>,
     ) -> Self {
-        Self::durable(store, export, metrics, None, None)
+        Self::durable(store, export, metrics, None, None, DEFAULT_REPLICA)
     }
 
-    /// An auditor writing to `store` and then to `sink` (when given) before it answers,
-    /// signing the chain head as `checkpoints` says (when given), copying to `export`,
-    /// counting into `metrics`.
+    /// An auditor writing to `replica`'s chain in `store` and then to `sink` (when given)
+    /// before it answers, signing the chain head as `checkpoints` says (when given), copying
+    /// to `export`, counting into `metrics`.
     pub fn durable(
         store: std::sync::Arc<dyn crate::store::GrantStore>,
         export: Option<Export>,
         metrics: std::sync::Arc<Metrics>,
         sink: Option<sink::Sink>,
         checkpoints: Option<Checkpoints>,
+        replica: &str,
     ) -> Self {
         Self {
             inner: std::sync::Arc::new(AuditorInner {
@@ -178,9 +184,15 @@ impl Auditor {
                 export: export.map(std::sync::Arc::new),
                 sink: sink.map(Arc::new),
                 checkpoints,
+                replica: replica.to_owned(),
                 writer: tokio::sync::OnceCell::new(),
             }),
         }
+    }
+
+    /// The replica whose chain this auditor writes.
+    pub fn replica(&self) -> &str {
+        &self.inner.replica
     }
 
     /// The durable sink, if any.
@@ -222,6 +234,7 @@ impl Auditor {
                         metrics: self.inner.metrics.clone(),
                         sink: self.inner.sink.clone(),
                         checkpoints: self.inner.checkpoints.clone(),
+                        replica: self.inner.replica.clone(),
                     },
                     rx,
                 ));
@@ -241,6 +254,8 @@ struct Writer {
     metrics: std::sync::Arc<Metrics>,
     sink: Option<Arc<sink::Sink>>,
     checkpoints: Option<Checkpoints>,
+    /// The chain written.
+    replica: String,
 }
 
 /// The writer task: takes what is waiting (up to [`MAX_BATCH`]), chains it onto the head,
@@ -249,6 +264,8 @@ struct Writer {
 /// checkpoint of the head. Ends when every `Auditor` is gone.
 async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, Done)>) {
     let mut head: Option<ChainHead> = None;
+    // Whether this writer entered its chain in the store's roster.
+    let mut joined = false;
     // This replica's own chain through its files (continued from what they hold).
     let mut replica: Option<ReplicaHead> = w.sink.as_ref().and_then(|s| s.replica_head());
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -280,7 +297,8 @@ async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, 
             }
         }
         let (mut events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
-        let mut result = append_chained(&w, &mut head, replica.as_mut(), &mut events).await;
+        let mut result =
+            append_chained(&w, &mut head, &mut joined, replica.as_mut(), &mut events).await;
         if result.is_ok() {
             result = w.to_sink(&mut unsynced, &events).await;
         }
@@ -359,72 +377,89 @@ impl Writer {
     }
 }
 
-/// Chains `events` onto the head, each on its kind's lane, and appends them, re-reading the
-/// head when another replica wrote first. A checkpoint event gets the signature of the head
-/// it follows.
+/// Chains `events` onto this replica's chain head, each on its kind's lane, and appends them
+/// in one compare-and-set. A checkpoint event gets the signature of the head it follows.
 ///
-/// With `replica` (a file sink), each event is also linked into this replica's own chain;
-/// the replica's head moves only once the store has taken the batch.
+/// The first append enters the replica in the store's roster of chains; a chain that does
+/// not exist yet starts where the chain from before replica chains ended (so a replica's
+/// files run on in seq order). The head is cached between batches and re-read after any
+/// failure. Only this replica writes its chain: a compare-and-set that fails on a freshly
+/// read head means another process writes under the same name, and the batch is refused.
+///
+/// With `replica` (a file sink), each event is also linked into this replica's own chain
+/// through its files; that head moves only once the store has taken the batch.
 async fn append_chained(
     w: &Writer,
     head: &mut Option<ChainHead>,
-    mut replica: Option<&mut ReplicaHead>,
+    joined: &mut bool,
+    replica: Option<&mut ReplicaHead>,
     events: &mut [AuditEvent],
 ) -> Result<(), crate::store::StoreError> {
     let store = &*w.store;
-    let started = std::time::Instant::now();
-    let mut conflicts = 0u32;
-    while started.elapsed() < CHAIN_PATIENCE {
-        let current = match head.as_ref() {
-            Some(h) => h.clone(),
-            None => match store.audit_head().await {
-                Ok(h) => h.unwrap_or_default(),
-                Err(e) => return Err(e),
-            },
-        };
-        let mut next = current.clone();
-        let mut next_replica = replica.as_deref().cloned();
-        for e in events.iter_mut() {
-            let lane = e.event.lane();
-            e.lane = Some(lane);
-            e.replica = next_replica.as_ref().map(ReplicaHead::next_link);
-            if e.event == EventKind::AuditCheckpoint {
-                sign_checkpoint(w.checkpoints.as_ref(), &next, e)?;
-            }
-            e.seq = next.seq + 1;
-            e.prev = next.hash(lane).to_owned();
-            e.hash = chain_hash(e);
-            next.advance(lane, e);
-            if let Some(r) = next_replica.as_mut() {
-                r.advance(e);
-            }
+    let chain = w.replica.as_str();
+    let n = events.len();
+    let failed = |e: crate::store::StoreError| {
+        tracing::error!(target: "audit", error = %e, events = n, replica = %chain, "audit events not recorded");
+        e
+    };
+    if !*joined {
+        let start = store
+            .audit_head(crate::store::LEGACY_CHAIN)
+            .await
+            .map_err(failed)?
+            .unwrap_or_default();
+        store.join_audit(chain, &start).await.map_err(failed)?;
+        *joined = true;
+    }
+    let (current, fresh) = match head.take() {
+        Some(h) => (h, false),
+        None => (
+            store
+                .audit_head(chain)
+                .await
+                .map_err(failed)?
+                .unwrap_or_default(),
+            true,
+        ),
+    };
+    let mut next = current.clone();
+    let mut next_replica = replica.as_deref().cloned();
+    for e in events.iter_mut() {
+        let lane = e.event.lane();
+        e.lane = Some(lane);
+        e.replica = next_replica.as_ref().map(ReplicaHead::next_link);
+        if e.event == EventKind::AuditCheckpoint {
+            sign_checkpoint(w.checkpoints.as_ref(), &next, e)?;
         }
-        match store.append_audit(events, current.seq, &next).await {
-            Ok(true) => {
-                *head = Some(next);
-                if let (Some(r), Some(n)) = (replica.as_deref_mut(), next_replica) {
-                    *r = n;
-                }
-                return Ok(());
-            }
-            // Another replica appended first: learn the new head and try again, after a
-            // random pause that grows with the conflicts, so that two busy writers cannot
-            // keep beating each other to the head forever.
-            Ok(false) => {
-                *head = None;
-                conflicts += 1;
-                backoff(conflicts).await;
-            }
-            Err(e) => {
-                *head = None;
-                tracing::error!(target: "audit", error = %e, events = events.len(), "audit events not recorded");
-                return Err(e);
-            }
+        e.seq = next.seq + 1;
+        e.prev = next.hash(lane).to_owned();
+        e.hash = chain_hash(e);
+        next.advance(lane, e);
+        if let Some(r) = next_replica.as_mut() {
+            r.advance(e);
         }
     }
-    Err(crate::store::StoreError::Unavailable(
-        "audit chain contended; event not recorded".into(),
-    ))
+    match store.append_audit(chain, events, current.seq, &next).await {
+        Ok(true) => {
+            *head = Some(next);
+            if let (Some(r), Some(n)) = (replica, next_replica) {
+                *r = n;
+            }
+            Ok(())
+        }
+        // Only this replica writes its chain: the head moved under it, so another process
+        // uses the same replica name. Both would fork one chain; refuse, loudly.
+        Ok(false) => Err(failed(crate::store::StoreError::Unavailable(format!(
+            "the audit chain of replica {chain:?} was advanced by another process{}: two brokers \
+             share that replica name; give each its own audit.replica",
+            if fresh {
+                ""
+            } else {
+                " (or an earlier answer was lost)"
+            }
+        )))),
+        Err(e) => Err(failed(e)),
+    }
 }
 
 /// Fills a checkpoint event with the signed statement of `head` (the head it follows).
@@ -448,20 +483,6 @@ fn sign_checkpoint(
     Ok(())
 }
 
-/// A pause after the `n`th lost race in a row: a yield at first, then up to `n` ms, random.
-async fn backoff(n: u32) {
-    if n < 3 {
-        tokio::task::yield_now().await;
-        return;
-    }
-    let mut byte = [0u8; 2];
-    // A failed random draw only makes the pause deterministic, which is still correct.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
-    let max_us = u64::from(n.min(20)) * 1000;
-    let us = u64::from(u16::from_le_bytes(byte)) % max_us.max(1);
-    tokio::time::sleep(std::time::Duration::from_micros(us)).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,15 +491,19 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use std::sync::Arc;
 
+    /// An auditor writing as `replica`, with no sink.
+    fn replica(store: &Arc<dyn GrantStore>, replica: &str) -> Auditor {
+        let metrics = Arc::new(Metrics::new());
+        Auditor::durable(store.clone(), None, metrics, None, None, replica)
+    }
+
     async fn chained(n: usize) -> Vec<AuditEvent> {
         let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(1000));
         let a = Auditor::new(store.clone(), None);
-        let b = Auditor::new(store.clone(), None); // a second replica on the same store
         for i in 0..n {
-            let who = if i % 2 == 0 { &a } else { &b };
             let mut e = AuditEvent::new("access.allowed", 1000 + i as i64).with("i", i);
             e.subject = Some(format!("user{i}"));
-            who.record(e).await.expect("recorded");
+            a.record(e).await.expect("recorded");
         }
         store
             .read_audit(&AuditQuery {
@@ -489,21 +514,56 @@ mod tests {
             .expect("read")
     }
 
+    async fn chain_of(store: &Arc<dyn GrantStore>, replica: &str) -> Vec<AuditEvent> {
+        store
+            .read_chain(
+                replica,
+                &AuditQuery {
+                    limit: usize::MAX,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("read")
+    }
+
     #[tokio::test]
     async fn intact_chain_verifies_across_replicas() {
         let events = chained(6).await;
         assert_eq!(verify_chain(&events), Ok(6));
         assert_eq!(events[0].seq, 1);
         assert_eq!(events[5].seq, 6);
+        // Two replicas: each its own chain, each whole.
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(1000));
+        let (a, b) = (replica(&store, "a"), replica(&store, "b"));
+        for i in 0..6 {
+            let who = if i % 2 == 0 { &a } else { &b };
+            who.record(AuditEvent::new("grant.issued", i))
+                .await
+                .expect("recorded");
+        }
+        for r in ["a", "b"] {
+            let chain = chain_of(&store, r).await;
+            assert_eq!(chain.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+            assert_eq!(verify_chain(&chain), Ok(3));
+        }
+        assert_eq!(
+            store
+                .read_audit(&AuditQuery {
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .expect("read")
+                .len(),
+            6
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_records_from_two_replicas_form_one_chain() {
+    async fn concurrent_records_from_two_replicas_form_two_chains() {
         let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(10_000));
-        let replicas = [
-            Auditor::new(store.clone(), None),
-            Auditor::new(store.clone(), None),
-        ];
+        let replicas = [replica(&store, "a"), replica(&store, "b")];
         let mut tasks = Vec::new();
         for i in 0..400 {
             let a = replicas[i % 2].clone();
@@ -514,15 +574,44 @@ mod tests {
         for t in tasks {
             t.await.expect("task").expect("recorded");
         }
-        let all = store
-            .read_audit(&AuditQuery {
-                limit: usize::MAX,
-                ..Default::default()
-            })
+        for r in ["a", "b"] {
+            let chain = chain_of(&store, r).await;
+            assert_eq!(verify_chain(&chain), Ok(200));
+        }
+        assert_eq!(store.audit_replicas().await.expect("roster"), ["a", "b"]);
+    }
+
+    /// Two processes writing under one replica name would fork its chain: the one whose
+    /// head moved under it is refused (its decision with it), naming the name and the key.
+    #[tokio::test]
+    async fn two_writers_under_one_replica_name_are_refused() {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(1000));
+        let (first, second) = (replica(&store, "a"), replica(&store, "a"));
+        first
+            .record(AuditEvent::new("grant.issued", 1))
             .await
-            .expect("read");
-        assert_eq!(all.len(), 400);
-        assert_eq!(verify_chain(&all), Ok(400));
+            .expect("recorded");
+        second
+            .record(AuditEvent::new("grant.issued", 2))
+            .await
+            .expect("continues from the head it read");
+        let err = first
+            .record(AuditEvent::new("grant.issued", 3))
+            .await
+            .expect_err("its head moved under it");
+        let text = err.to_string();
+        assert!(
+            text.contains("replica \"a\"") && text.contains("audit.replica"),
+            "{text}"
+        );
+        let chain = chain_of(&store, "a").await;
+        assert_eq!(
+            verify_chain(&chain),
+            Ok(2),
+            "nothing of the refused batch landed"
+        );
+        let (_, failed) = first.counts().snapshot();
+        assert_eq!(failed, 1);
     }
 
     #[tokio::test]
@@ -694,7 +783,12 @@ mod tests {
                 crate::audit::ChainHead::decode(&format!("{} {}", e.seq, e.hash)).expect("v1 head");
             old.push(e);
         }
-        assert!(store.append_audit(&old, 0, &head).await.expect("append"));
+        assert!(
+            store
+                .append_audit(crate::store::LEGACY_CHAIN, &old, 0, &head)
+                .await
+                .expect("append")
+        );
         let a = Auditor::new(store.clone(), None);
         for kind in ["access.denied", "grant.issued"] {
             a.record(AuditEvent::new(kind, 10)).await.expect("recorded");

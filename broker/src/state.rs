@@ -210,9 +210,15 @@ impl AppState {
             }
             other => other.map_err(failed)?,
         };
-        if let SinkTarget::File { dir, replica, .. } = sink.target() {
-            tracing::info!(dir = %dir.display(), replica = %replica, "audit events are written to files here, fsynced before each answer");
-        }
+        // The store chain takes the files' name (with the process id if the host name was
+        // taken here), so one replica is one name everywhere.
+        let replica = match sink.target() {
+            SinkTarget::File { dir, replica, .. } => {
+                tracing::info!(dir = %dir.display(), replica = %replica, "audit events are written to files here, fsynced before each answer");
+                replica.clone()
+            }
+            _ => audit.replica.clone(),
+        };
         let signer = self.signer.clone();
         let checkpoints = Checkpoints {
             interval: audit.checkpoint_interval,
@@ -229,6 +235,7 @@ impl AppState {
             self.audit.metrics(),
             Some(sink),
             Some(checkpoints),
+            &replica,
         );
         Ok(self)
     }

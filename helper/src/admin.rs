@@ -7,7 +7,7 @@
 use jit_proto::Secret;
 use jit_proto::admin::{
     AuditFormat, AuditParams, GrantInfo, GrantPage, GrantsQuery, MAX_AUDIT_PAGE, MAX_GRANT_PAGE,
-    NEXT_AFTER_SEQ_HEADER, RevokeRequest, RevokeResponse,
+    NEXT_AFTER_SEQ_HEADER, NEXT_AUDIT_CURSOR_HEADER, RevokeRequest, RevokeResponse,
 };
 use jit_proto::api::OAuthError;
 use jit_proto::audit::AuditEvent;
@@ -257,18 +257,23 @@ impl AdminClient {
             .map_err(|e| Self::protocol(&url, format!("bad revoke answer: {e}")))
     }
 
-    /// One page of the audit trail passing `filter`'s filters (at most `limit` events after
-    /// `after_seq`): the body and the `after_seq` of the next page, when there is one.
+    /// One page of the audit trail passing `filter`'s filters (at most `limit` events from
+    /// `from`): the body and where the next page starts, when there is one.
     pub async fn audit_page(
         &self,
         filter: &AuditParams,
         format: AuditFormat,
-        after_seq: u64,
+        from: &AuditFrom,
         limit: usize,
-    ) -> Result<(String, Option<u64>), AdminError> {
+    ) -> Result<(String, Option<AuditFrom>), AdminError> {
         let url = format!("{}/v1/audit", self.base());
+        let (after_seq, cursor) = match from {
+            AuditFrom::AfterSeq(n) => (*n, None),
+            AuditFrom::Cursor(c) => (0, Some(c.clone())),
+        };
         let query = AuditParams {
             after_seq,
+            cursor,
             limit: Some(limit),
             format: Some(format.as_str().to_owned()),
             ..filter.clone()
@@ -277,17 +282,21 @@ impl AdminClient {
         let (headers, body) = self.send(req, &url).await?;
         let body =
             String::from_utf8(body).map_err(|_| Self::protocol(&url, "audit body is not UTF-8"))?;
+        // The cursor pages any store; a broker from before replica chains sends only the seq.
+        if let Some(c) = broker::header(&headers, NEXT_AUDIT_CURSOR_HEADER) {
+            return Ok((body, Some(AuditFrom::Cursor(c.trim().to_owned()))));
+        }
         let next = match broker::header(&headers, NEXT_AFTER_SEQ_HEADER) {
             None => None,
-            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-                Self::protocol(&url, format!("x-next-after-seq {v:?} is not a number"))
-            })?),
+            Some(v) => Some(AuditFrom::AfterSeq(v.trim().parse::<u64>().map_err(
+                |_| Self::protocol(&url, format!("x-next-after-seq {v:?} is not a number")),
+            )?)),
         };
         Ok((body, next))
     }
 
-    /// The audit trail (at most `limit` events), following `x-next-after-seq`: JSON lines,
-    /// or CSV with one header line.
+    /// The audit trail (at most `limit` events), following `x-next-cursor` (or
+    /// `x-next-after-seq`): JSON lines, or CSV with one header line.
     pub async fn audit(
         &self,
         filter: &AuditParams,
@@ -298,11 +307,11 @@ impl AdminClient {
         // JSON lines are passed on exactly; CSV is re-written for people (`export`).
         let mut out = String::new();
         let mut csv = CsvExport::new();
-        let mut after = 0;
+        let mut from = AuditFrom::AfterSeq(0);
         let mut seen = 0;
         loop {
             let want = limit.map_or(MAX_AUDIT_PAGE, |l| (l - seen).min(MAX_AUDIT_PAGE));
-            let (body, next) = self.audit_page(filter, format, after, want).await?;
+            let (body, next) = self.audit_page(filter, format, &from, want).await?;
             seen += match format {
                 AuditFormat::Csv => csv
                     .push_page(&body)
@@ -316,11 +325,11 @@ impl AdminClient {
             match next {
                 Some(_) if limit.is_some_and(|l| seen >= l) => break,
                 // A page that does not advance would loop for ever.
-                Some(n) if n > after => after = n,
+                Some(n) if n.advances(&from) => from = n,
                 Some(n) => {
                     return Err(Self::protocol(
                         &url,
-                        format!("paging went from after_seq {after} to {n}"),
+                        format!("paging went from {from} to {n}"),
                     ));
                 }
                 None => break,
@@ -331,6 +340,34 @@ impl AdminClient {
                 .finish()
                 .map_err(|e| Self::protocol(&url, e.to_string())),
             AuditFormat::JsonLines => Ok(out),
+        }
+    }
+}
+
+/// Where a page of the audit trail starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditFrom {
+    /// After this seq (a store holding one replica's chain, or an older broker).
+    AfterSeq(u64),
+    /// The broker's opaque cursor (`x-next-cursor`).
+    Cursor(String),
+}
+
+impl AuditFrom {
+    /// Whether starting here moves on from `before` (a cursor must change, a seq grow).
+    fn advances(&self, before: &AuditFrom) -> bool {
+        match (before, self) {
+            (AuditFrom::AfterSeq(a), AuditFrom::AfterSeq(b)) => b > a,
+            (a, b) => a != b,
+        }
+    }
+}
+
+impl std::fmt::Display for AuditFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditFrom::AfterSeq(n) => write!(f, "after_seq {n}"),
+            AuditFrom::Cursor(c) => write!(f, "cursor {c:?}"),
         }
     }
 }
@@ -488,7 +525,61 @@ mod tests {
             .audit(&AuditParams::default(), AuditFormat::JsonLines, None)
             .await
             .expect_err("loop");
-        assert!(e.to_string().contains("after_seq 0 to 0"), "{e}");
+        assert!(
+            e.to_string().contains("from after_seq 0 to after_seq 0"),
+            "{e}"
+        );
+    }
+
+    /// A broker with several replica chains pages by cursor: the helper sends each page's
+    /// `x-next-cursor` back as given (and no longer needs `x-next-after-seq`), and a cursor
+    /// that comes back unchanged is a loop, not the end.
+    #[tokio::test]
+    async fn audit_follows_the_cursor() {
+        let srv = TestServer::start(|r| {
+            let page = param(&r.target, "cursor").unwrap_or_default();
+            let (seqs, next): (&[u64], Option<&str>) = match page.as_str() {
+                "" => (&[1, 2], Some("a1.p2")),
+                "a1.p2" => (&[3, 4], Some("a1.p3")),
+                _ => (&[5], None),
+            };
+            let mut reply = Reply {
+                status: 200,
+                headers: vec![],
+                body: seqs.iter().map(|s| event(*s) + "\n").collect(),
+            };
+            if let Some(n) = next {
+                reply = reply.with("x-next-cursor", n);
+            }
+            reply
+        });
+        let events = admin(&srv)
+            .audit_events(&AuditParams::default(), None)
+            .await
+            .expect("audit");
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        let cursors: Vec<_> = srv
+            .seen()
+            .iter()
+            .map(|r| param(&r.target, "cursor"))
+            .collect();
+        assert_eq!(
+            cursors,
+            [None, Some("a1.p2".to_owned()), Some("a1.p3".to_owned())]
+        );
+        let srv = TestServer::start(|_| Reply {
+            status: 200,
+            headers: vec![("x-next-cursor".into(), "a1.same".into())],
+            body: String::new(),
+        });
+        let e = admin(&srv)
+            .audit(&AuditParams::default(), AuditFormat::JsonLines, None)
+            .await
+            .expect_err("loop");
+        assert!(e.to_string().contains("to cursor \"a1.same\""), "{e}");
     }
 
     #[tokio::test]

@@ -18,8 +18,13 @@ pub const MAX_GRANT_PAGE: usize = 1000;
 pub const DEFAULT_AUDIT_PAGE: usize = 1000;
 /// Largest page of audit events the broker serves.
 pub const MAX_AUDIT_PAGE: usize = 10_000;
-/// The response header naming the `after_seq` of the next audit page, when there is one.
+/// The response header naming the `after_seq` of the next audit page, when there is one and
+/// one sequence number can say where it starts (a store holding one replica's chain).
 pub const NEXT_AFTER_SEQ_HEADER: &str = "x-next-after-seq";
+/// The response header carrying the [`AuditCursor`] of the next audit page, when there is one.
+pub const NEXT_AUDIT_CURSOR_HEADER: &str = "x-next-cursor";
+/// Most replica chains an [`AuditCursor`] may name.
+pub const MAX_CURSOR_CHAINS: usize = 256;
 
 /// Why an admin query parameter was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +35,9 @@ pub enum AdminQueryError {
     /// `format` is neither `jsonl` nor `csv`.
     #[error("format {0:?}: use jsonl or csv")]
     Format(String),
+    /// `cursor` is not a cursor the broker gave.
+    #[error("cursor: {0}")]
+    Cursor(&'static str),
 }
 
 /// `GET /v1/grants?subject=&repo=&role=&issuer=&cursor=&limit=`; absent filters match all.
@@ -127,9 +135,14 @@ pub struct AuditParams {
     /// Only this event kind (exact), or kind prefix ending in `.` (`grant.`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
-    /// Only events after this chain position (paging).
+    /// Only events after this chain position (paging a store that holds one replica's
+    /// chain; `cursor` pages any store).
     #[serde(default)]
     pub after_seq: u64,
+    /// Where the page starts: the [`NEXT_AUDIT_CURSOR_HEADER`] of the previous page, as
+    /// given (see [`AuditParams::cursor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
     /// Page size (see [`AuditParams::page_size`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
@@ -146,11 +159,101 @@ impl AuditParams {
             .map_or(Ok(AuditFormat::default()), str::parse)
     }
 
+    /// The cursor the page starts from, if one was given.
+    pub fn cursor(&self) -> Result<Option<AuditCursor>, AdminQueryError> {
+        self.cursor.as_deref().map(AuditCursor::decode).transpose()
+    }
+
     /// The page size: `limit`, or [`DEFAULT_AUDIT_PAGE`], within 1 to [`MAX_AUDIT_PAGE`].
     pub fn page_size(&self) -> usize {
         self.limit
             .unwrap_or(DEFAULT_AUDIT_PAGE)
             .clamp(1, MAX_AUDIT_PAGE)
+    }
+}
+
+/// Where a page of the audit trail starts: for each replica's chain in the store, the `seq`
+/// of its last event already read (a chain not named starts at its beginning). The store
+/// keeps one chain per replica; a page merges the chains' next events in time order, so one
+/// sequence number cannot say where the next page starts once there are several.
+///
+/// On the wire it is opaque: `a1.` and base64url of `name=seq` pairs joined by `;` (the
+/// chain written before replica chains has the empty name). Names are replica names
+/// (`[A-Za-z0-9._-]`, at most 64), at most [`MAX_CURSOR_CHAINS`] of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditCursor {
+    positions: std::collections::BTreeMap<String, u64>,
+}
+
+impl AuditCursor {
+    /// The cursor at the start of every chain but those of `positions`.
+    pub fn new(positions: std::collections::BTreeMap<String, u64>) -> Self {
+        Self { positions }
+    }
+
+    /// The seq of `chain`'s last event read (0: none).
+    pub fn after(&self, chain: &str) -> u64 {
+        self.positions.get(chain).copied().unwrap_or(0)
+    }
+
+    /// Moves `chain`'s position to `seq` (never back).
+    pub fn advance(&mut self, chain: &str, seq: u64) {
+        let at = self.positions.entry(chain.to_owned()).or_default();
+        *at = (*at).max(seq);
+    }
+
+    /// Every chain's position.
+    pub fn positions(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.positions
+    }
+
+    /// The opaque text form.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let text: Vec<String> = self
+            .positions
+            .iter()
+            .map(|(name, seq)| format!("{name}={seq}"))
+            .collect();
+        format!(
+            "a1.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.join(";"))
+        )
+    }
+
+    /// A cursor in its text form; refused with the reason when it is not one.
+    pub fn decode(text: &str) -> Result<Self, AdminQueryError> {
+        use base64::Engine as _;
+        let bad = AdminQueryError::Cursor;
+        if text.len() > 8 + MAX_CURSOR_CHAINS * 120 {
+            return Err(bad("too long"));
+        }
+        let body = text.strip_prefix("a1.").ok_or(bad(
+            "not an audit cursor (give the x-next-cursor value as is)",
+        ))?;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| bad("not base64url"))?;
+        let raw = String::from_utf8(raw).map_err(|_| bad("not text"))?;
+        let mut positions = std::collections::BTreeMap::new();
+        for pair in raw.split(';').filter(|p| !p.is_empty()) {
+            let (name, seq) = pair.split_once('=').ok_or(bad("a position has no seq"))?;
+            let name_ok = name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !name_ok {
+                return Err(bad("a chain name is not a replica name"));
+            }
+            let seq: u64 = seq.parse().map_err(|_| bad("a seq is not a number"))?;
+            if positions.insert(name.to_owned(), seq).is_some() {
+                return Err(bad("a chain is named twice"));
+            }
+            if positions.len() > MAX_CURSOR_CHAINS {
+                return Err(bad("names too many chains"));
+            }
+        }
+        Ok(Self { positions })
     }
 }
 
@@ -283,6 +386,53 @@ mod tests {
     }
 
     #[test]
+    fn audit_cursor_round_trips_and_refuses_forgeries() {
+        let mut c = AuditCursor::default();
+        c.advance("", 40);
+        c.advance("broker-a", 7);
+        c.advance("broker-a", 3); // never back
+        c.advance("b.2_x", u64::MAX);
+        let text = c.encode();
+        assert!(text.starts_with("a1."), "{text}");
+        let back = AuditCursor::decode(&text).expect("decodes");
+        assert_eq!(back, c);
+        assert_eq!(back.after("broker-a"), 7);
+        assert_eq!(back.after(""), 40);
+        assert_eq!(back.after("never-seen"), 0);
+        assert_eq!(AuditCursor::decode("a1."), Ok(AuditCursor::default()));
+        let b64 = |s: &str| {
+            use base64::Engine as _;
+            format!(
+                "a1.{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+            )
+        };
+        let refused = |t: &str| AuditCursor::decode(t).expect_err(t).to_string();
+        assert!(refused("41").contains("not an audit cursor"));
+        assert!(refused("a1.!!").contains("not base64url"));
+        assert!(refused(&b64("a")).contains("has no seq"));
+        assert!(refused(&b64("a=x")).contains("not a number"));
+        assert!(refused(&b64("a=-1")).contains("not a number"));
+        assert!(refused(&b64("{audit}=1")).contains("not a replica name"));
+        assert!(refused(&b64("a=1;a=2")).contains("named twice"));
+        let long = "a".repeat(65);
+        assert!(refused(&b64(&format!("{long}=1"))).contains("not a replica name"));
+        // At the bound and one past it.
+        let names = |n: usize| {
+            (0..n)
+                .map(|i| format!("r{i}=1"))
+                .collect::<Vec<_>>()
+                .join(";")
+        };
+        let at = AuditCursor::decode(&b64(&names(MAX_CURSOR_CHAINS))).expect("at the bound");
+        assert_eq!(at.positions().len(), MAX_CURSOR_CHAINS);
+        assert!(refused(&b64(&names(MAX_CURSOR_CHAINS + 1))).contains("too many"));
+        assert!(refused(&"a".repeat(64 * 1024)).contains("too long"));
+        let p: AuditParams = serde_urlencoded::from_str("cursor=zz").expect("raw text");
+        assert!(p.cursor().is_err());
+    }
+
+    #[test]
     fn bad_queries_table() {
         let g = |s: &str| serde_urlencoded::from_str::<GrantsQuery>(s).map_err(|e| e.to_string());
         let a = |s: &str| serde_urlencoded::from_str::<AuditParams>(s).map_err(|e| e.to_string());
@@ -333,6 +483,7 @@ mod tests {
                 repo: opt(&mut rng),
                 event: opt(&mut rng),
                 after_seq: rng.next_u64(),
+                cursor: opt(&mut rng),
                 limit: (!rng.one_in(2)).then(|| rng.below(1 << 20)),
                 format: opt(&mut rng),
             };

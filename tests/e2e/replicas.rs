@@ -131,7 +131,7 @@ fn revocation_on_one_replica_holds_on_the_other_at_once() -> Result<()> {
             "other subjects are untouched"
         );
 
-        // Both replicas list the same live grants, and the audit trail is one chain.
+        // Both replicas list the same live grants, and each writes its own audit chain.
         let grants: Value = http
             .get(format!("{}/v1/grants", b.url()))
             .bearer_auth(&admin)
@@ -147,6 +147,9 @@ fn revocation_on_one_replica_holds_on_the_other_at_once() -> Result<()> {
         );
         assert!(grants.get("next_cursor").is_none(), "{grants}");
         assert_eq!(grants["grants"][0]["sub"], "bob@example.com");
+        // One more grant on A, so that A's chain holds evidence on both sides of its
+        // revocation.
+        exchange(&http, &a.url(), &bob, "repo:acme/api:read").await?;
         let trail = http
             .get(format!("{}/v1/audit", a.url()))
             .bearer_auth(&admin)
@@ -164,12 +167,30 @@ fn revocation_on_one_replica_holds_on_the_other_at_once() -> Result<()> {
             kinds.contains(&"grant.issued") && kinds.contains(&"grant.revoked"),
             "{kinds:?}"
         );
-        for pair in events.windows(2) {
+        let mut chains: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for e in &events {
+            let name = e["replica"]["name"].as_str().unwrap_or_default().to_owned();
+            chains
+                .entry(name)
+                .or_default()
+                .push(e["seq"].as_u64().unwrap_or(0));
+        }
+        assert_eq!(chains.len(), 2, "one chain per replica: {chains:?}");
+        for seqs in chains.values() {
+            let mut sorted = seqs.clone();
+            sorted.sort_unstable();
             assert_eq!(
-                pair[1]["prev"], pair[0]["hash"],
-                "one linear chain across replicas"
+                &sorted,
+                &(1..=seqs.len() as u64).collect::<Vec<_>>(),
+                "{chains:?}"
             );
         }
+        assert!(
+            events
+                .windows(2)
+                .all(|w| w[0]["ts"].as_i64() <= w[1]["ts"].as_i64()),
+            "the merged trail is in time order"
+        );
         assert!(
             !trail.contains(&alice_token),
             "tokens never reach the audit trail"
@@ -189,9 +210,12 @@ fn revocation_on_one_replica_holds_on_the_other_at_once() -> Result<()> {
             "{}",
             String::from_utf8_lossy(&ok.stderr)
         );
-        assert!(String::from_utf8_lossy(&ok.stdout).contains("audit chain intact"));
-        // Each replica's own audit files verify on their own: its chain is whole, the other
-        // replica's events are named as absent.
+        let report = String::from_utf8_lossy(&ok.stdout).into_owned();
+        assert!(
+            report.contains("audit chain intact: 2 replica chains"),
+            "{report}"
+        );
+        // Each replica's own audit files verify on their own: its chain is whole.
         for replica in [&a, &b] {
             let alone = jit_e2e::process::run_checked(
                 std::process::Command::new(jit_e2e::bin_path("jit-broker")?)
@@ -200,14 +224,28 @@ fn revocation_on_one_replica_holds_on_the_other_at_once() -> Result<()> {
             )?;
             assert!(alone.contains("audit chain intact"), "{alone}");
             assert!(alone.contains("chained"), "{alone}");
-            assert!(alone.contains("other replicas' events"), "{alone}");
+            assert!(!alone.contains("other replicas' events"), "{alone}");
         }
         let client = redis::Client::open(redis.url())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        let victim = events[1]["id"].as_str().unwrap_or_default().to_owned();
+        // An evidence event amid its replica's evidence (neither its chain's first, which
+        // could have been trimmed, nor its newest), deleted from that replica's chain.
+        let evidence_of = |name: &Value| -> Vec<&Value> {
+            events
+                .iter()
+                .filter(|e| e["lane"] == "evidence" && &e["replica"]["name"] == name)
+                .collect()
+        };
+        let victim = events
+            .iter()
+            .map(|e| evidence_of(&e["replica"]["name"]))
+            .find(|chain| chain.len() >= 3)
+            .map(|chain| chain[1])
+            .ok_or_else(|| anyhow::anyhow!("no replica wrote three evidence events"))?;
+        let chain = victim["replica"]["name"].as_str().unwrap_or_default();
         let deleted: i64 = redis::cmd("XDEL")
-            .arg("jit:{audit}:s:evidence")
-            .arg(&victim)
+            .arg(format!("jit:{{audit.{chain}}}:s:evidence"))
+            .arg(victim["id"].as_str().unwrap_or_default())
             .query_async(&mut conn)
             .await?;
         assert_eq!(deleted, 1);

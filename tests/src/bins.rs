@@ -88,11 +88,21 @@ impl BrokerProcess {
         for _ in 0..5 {
             let port = free_port()?;
             // Each broker keeps its audit files in its own folder (the default, beside the
-            // keys, may be a temporary folder other tests share).
+            // keys, may be a temporary folder other tests share), and is its own replica
+            // (brokers of one test share the host name, and often a store).
             let audit = if config_toml.contains("[audit]") {
                 String::new()
             } else {
-                format!("\n[audit]\ndir = \"{}/audit\"\n", placeholders::DIR)
+                let name = dir
+                    .path()
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("e2e")
+                    .to_owned();
+                format!(
+                    "\n[audit]\ndir = \"{}/audit\"\nreplica = \"{name}\"\n",
+                    placeholders::DIR
+                )
             };
             let text = (config_toml.to_owned() + &audit)
                 .replace(placeholders::LISTEN, &format!("127.0.0.1:{port}"))

@@ -136,9 +136,10 @@ pub struct AuditConfig {
     /// `broker.keys_dir`.
     #[serde(default)]
     pub dir: Option<PathBuf>,
-    /// This replica's name in its file names (letters, digits, `.`, `_`, `-`). Default: the
-    /// host name; with the process id appended when another broker already writes under
-    /// it in the same folder.
+    /// This replica's name (letters, digits, `.`, `_`, `-`): its audit chain in the store
+    /// and its file names. Each broker sharing a store needs its own: a second one writing
+    /// under the same name has its audit events refused. Default: the host name; with the
+    /// process id appended when another broker already writes under it in the same folder.
     #[serde(default)]
     pub replica: Option<String>,
     /// A new file starts once the current one holds this many MiB. Default 128.

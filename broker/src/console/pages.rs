@@ -485,7 +485,7 @@ pub fn trail(
     frame: &Frame,
     search: &TrailSearch,
     events: &[AuditEvent],
-    next_after: Option<u64>,
+    next_cursor: Option<&str>,
     chain: Option<&ChainStatus>,
     message: Option<&Notice>,
 ) -> Markup {
@@ -546,8 +546,8 @@ pub fn trail(
                 }
             }
         }
-        @if let Some(after) = next_after {
-            p { a href=(format!("{BASE}/trail?{}", search.query(&[("after", &after.to_string())]))) { "Next page" } }
+        @if let Some(cursor) = next_cursor {
+            p { a href=(format!("{BASE}/trail?{}", search.query(&[("cursor", cursor)]))) { "Next page" } }
         }
     };
     page("Trail", Nav::Trail, Some(frame), html! {}, body)

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use jit_proto::admin::{
     AuditFormat, AuditParams, GrantInfo, GrantPage, GrantsQuery, NEXT_AFTER_SEQ_HEADER,
-    RevokeRequest, RevokeResponse,
+    NEXT_AUDIT_CURSOR_HEADER, RevokeRequest, RevokeResponse,
 };
 use jit_proto::display::csv_cell;
 
@@ -131,7 +131,9 @@ pub(crate) fn csv_body(events: &[AuditEvent]) -> Result<String, ApiError> {
     String::from_utf8(bytes).map_err(|e| internal(&e))
 }
 
-/// `GET /v1/audit`: events oldest first, as JSON lines or CSV; page with `after_seq`.
+/// `GET /v1/audit`: events in time order (merged over every replica's chain), as JSON lines
+/// or CSV; page with `cursor` (the `x-next-cursor` of the previous page), or with
+/// `after_seq` on a store holding one replica's chain (`x-next-after-seq`).
 pub async fn audit(
     State(state): State<AdminApi>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -154,10 +156,13 @@ pub async fn audit(
         subject: p.subject.clone(),
         repo: p.repo.clone(),
         after_seq: p.after_seq,
+        cursor: p
+            .cursor()
+            .map_err(|e| ApiError::invalid_request(e.to_string()))?,
         limit,
     };
-    let events: Vec<AuditEvent> = state.store.read_audit(&query).await?;
-    let next = events.last().map(|e| e.seq);
+    let page = state.store.read_audit_page(&query).await?;
+    let events: Vec<AuditEvent> = page.events;
     let record = state
         .event("admin.audit", &admin, addr, &headers)
         .with("returned", events.len());
@@ -173,11 +178,17 @@ pub async fn audit(
         ("application/x-ndjson", out)
     };
     let mut resp = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-    if let Some(v) = next
-        .filter(|_| events.len() == limit)
+    if let Some(v) = page
+        .next_after_seq
         .and_then(|seq| HeaderValue::from_str(&seq.to_string()).ok())
     {
         resp.headers_mut().insert(NEXT_AFTER_SEQ_HEADER, v);
+    }
+    if let Some(v) = page
+        .next
+        .and_then(|c| HeaderValue::from_str(&c.encode()).ok())
+    {
+        resp.headers_mut().insert(NEXT_AUDIT_CURSOR_HEADER, v);
     }
     Ok(resp)
 }

@@ -1,13 +1,14 @@
-//! `audit verify`: checks a trail event by event in constant memory — files (one replica's or
-//! several merged by seq, across rotations) or the store's window, page by page — and reports
-//! the newest signed checkpoint and what follows it.
+//! `audit verify`: checks a trail event by event in constant memory — files (each replica's
+//! on their own, across rotations) or the store's window, chain by chain and page by page —
+//! and reports the newest signed checkpoint and what follows it, per replica.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::audit::{AuditEvent, AuditQuery, ChainError, ChainVerifier, Signature};
-use crate::store::{GrantStore, StoreError};
+use crate::store::{GrantStore, LEGACY_CHAIN, StoreError};
 
-use super::sink::{LineEvent, TrailError, TrailReader};
+use super::sink::{LineEvent, TrailError, TrailReader, parse_file_name};
 
 /// Why a trail does not verify.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,26 @@ pub enum VerifyError {
         at: String,
         /// The break.
         error: ChainError,
+    },
+    /// A replica in the roster of chains has no chain left in the store.
+    #[error(
+        "{chain} is gone from the store (the replica is in the roster of chains, but its head is missing): it was deleted"
+    )]
+    ChainGone {
+        /// Which chain.
+        chain: String,
+    },
+    /// A chain's events end before its head: its newest events were deleted.
+    #[error(
+        "{chain} reaches seq {head}, but its events end at seq {last}: its newest events were deleted (a cut tail)"
+    )]
+    HeadMissing {
+        /// Which chain.
+        chain: String,
+        /// The head's seq.
+        head: u64,
+        /// The newest seq found.
+        last: u64,
     },
     /// The files end before the store's head: the tail was cut (or not written yet).
     #[error(
@@ -77,34 +98,184 @@ pub fn verify_files(
     }
 }
 
-/// Verifies the store's window of the trail, page by page.
+/// Each chain's newest seq in the store, by name ([`LEGACY_CHAIN`] and each replica's in the
+/// roster, where they have a head): what each replica's files must reach.
+pub async fn chain_heads(store: &dyn GrantStore) -> Result<BTreeMap<String, u64>, StoreError> {
+    let mut heads = BTreeMap::new();
+    let mut chains = vec![LEGACY_CHAIN.to_owned()];
+    chains.extend(store.audit_replicas().await?);
+    for chain in chains {
+        if let Some(h) = store.audit_head(&chain).await? {
+            heads.insert(chain, h.seq);
+        }
+    }
+    Ok(heads)
+}
+
+/// The trail files under `paths` by replica (from their names; a file named otherwise is a
+/// replica of its own), each replica's files in order.
+fn files_by_replica(paths: &[PathBuf]) -> Result<BTreeMap<String, Vec<PathBuf>>, TrailError> {
+    let mut out: BTreeMap<String, Vec<(u64, PathBuf)>> = BTreeMap::new();
+    let mut add = |p: PathBuf| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        match parse_file_name(name) {
+            Some((replica, seq)) => out.entry(replica.to_owned()).or_default().push((seq, p)),
+            None => out.entry(p.display().to_string()).or_default().push((0, p)),
+        }
+    };
+    for path in paths {
+        if path.is_dir() {
+            let io = |error| TrailError::Io {
+                path: path.display().to_string(),
+                error,
+            };
+            for entry in std::fs::read_dir(path).map_err(io)? {
+                let p = entry.map_err(io)?.path();
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                if parse_file_name(name).is_some() {
+                    add(p);
+                }
+            }
+        } else {
+            add(path.clone());
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(name, mut files)| {
+            files.sort();
+            (name, files.into_iter().map(|(_, p)| p).collect())
+        })
+        .collect())
+}
+
+/// Verifies the trail files under `paths` replica by replica: each replica's files are its
+/// own chain ([`verify_files`]; since each replica has its own chain in the store, their
+/// seqs overlap). With `heads` (the store's, [`chain_heads`]), a replica's files that end
+/// before its chain's head in the store are a cut tail.
+pub fn verify_replica_files(
+    paths: &[PathBuf],
+    keys: Keys<'_>,
+    heads: Option<&BTreeMap<String, u64>>,
+) -> Result<String, VerifyError> {
+    let groups = files_by_replica(paths)?;
+    if groups.len() <= 1 {
+        let head = heads.and_then(|h| groups.keys().next().and_then(|r| h.get(r)).copied());
+        return verify_files(paths, keys, head);
+    }
+    let mut out = Vec::new();
+    for (replica, files) in groups {
+        let head = heads.and_then(|h| h.get(&replica)).copied();
+        let report = verify_files(&files, keys, head)?;
+        out.push(format!("replica {replica}'s files: {report}"));
+    }
+    Ok(out.join("\n"))
+}
+
+/// Verifies the store's window of the trail chain by chain, page by page: each replica's
+/// chain in the roster (and the one from before replica chains, if any) on its own. A
+/// replica in the roster whose chain is gone, or a chain whose events end before its head,
+/// is an error; so is a break within a chain.
 pub async fn verify_store(
     store: &dyn GrantStore,
     keys: Keys<'_>,
     page: usize,
 ) -> Result<String, VerifyError> {
+    let replicas = store.audit_replicas().await?;
+    let legacy = store.audit_head(LEGACY_CHAIN).await?;
+    let mut out = Vec::new();
+    if legacy.is_some() {
+        let report = verify_chain_in_store(store, LEGACY_CHAIN, keys, page).await?;
+        if replicas.is_empty() {
+            return Ok(report);
+        }
+        out.push(format!(
+            "the chain from before replica chains (read only): {report}"
+        ));
+    }
+    if replicas.is_empty() {
+        return Ok("audit chain empty".to_owned());
+    }
+    for replica in &replicas {
+        let report = verify_chain_in_store(store, replica, keys, page).await?;
+        out.push(format!("replica {replica}: {report}"));
+    }
+    Ok(format!(
+        "audit chain intact: {} replica chains, each verified on its own\n{}",
+        replicas.len(),
+        out.join("\n")
+    ))
+}
+
+/// Verifies one chain of the store: its events link, and they reach its head.
+async fn verify_chain_in_store(
+    store: &dyn GrantStore,
+    chain: &str,
+    keys: Keys<'_>,
+    page: usize,
+) -> Result<String, VerifyError> {
+    let name = if chain == LEGACY_CHAIN {
+        "the chain from before replica chains".to_owned()
+    } else {
+        format!("replica {chain}'s chain")
+    };
+    // The head first: events appended while this runs only move it on.
+    let Some(head) = store.audit_head(chain).await? else {
+        return Err(VerifyError::ChainGone { chain: name });
+    };
     let mut v = ChainVerifier::window();
+    let mut last = None;
     let mut after_seq = 0;
     loop {
         let events: Vec<AuditEvent> = store
-            .read_audit(&AuditQuery {
-                after_seq,
-                limit: page,
-                ..Default::default()
-            })
+            .read_chain(
+                chain,
+                &AuditQuery {
+                    after_seq,
+                    limit: page,
+                    ..Default::default()
+                },
+            )
             .await?;
-        let Some(last) = events.last() else { break };
-        after_seq = last.seq;
+        let Some(newest) = events.last() else { break };
+        after_seq = newest.seq;
         let n = events.len();
         for e in events {
+            if e.seq <= head.seq {
+                last = Some((e.seq, e.hash.clone()));
+            }
             v.push(e, keys).map_err(|error| VerifyError::Chain {
-                at: String::new(),
+                at: if chain == LEGACY_CHAIN {
+                    String::new()
+                } else {
+                    format!("replica {chain}: ")
+                },
                 error,
             })?;
         }
         if n < page {
             break;
         }
+    }
+    // The head's own event is the chain's newest: each lane keeps its newest whatever its
+    // budget, so it is never trimmed.
+    let reaches = match &last {
+        Some((seq, hash)) => *seq == head.seq && (head.evidence == *hash || head.traffic == *hash),
+        // Never written: the head is still where the chain started.
+        None => {
+            head.evidence.is_empty() && head.traffic.is_empty()
+                || store
+                    .audit_head(LEGACY_CHAIN)
+                    .await?
+                    .is_some_and(|l| l == head && chain != LEGACY_CHAIN)
+        }
+    };
+    if !reaches {
+        return Err(VerifyError::HeadMissing {
+            chain: name,
+            head: head.seq,
+            last: last.map_or(0, |(s, _)| s),
+        });
     }
     let mut out = report(&v, "store");
     if let Some((first, _)) = v.range().filter(|(a, _)| *a > 1) {
@@ -252,6 +423,7 @@ mod tests {
                         .map_err(|e| e.to_string())
                 }),
             }),
+            "r1",
         );
         let t = Trail {
             dir,
@@ -539,7 +711,31 @@ mod tests {
             .record(AuditEvent::new("grant.issued", 5000))
             .await
             .expect("one more");
-        let head = t.store.audit_head().await.expect("head").expect("some").seq;
+        // The writer checkpoints that event on its next tick; once the newest event is a
+        // checkpoint, nothing more is written (no time is asserted).
+        while t
+            .store
+            .read_chain(
+                "r1",
+                &AuditQuery {
+                    limit: usize::MAX,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("read")
+            .last()
+            .is_none_or(|e| e.event != crate::audit::EventKind::AuditCheckpoint)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let head = t
+            .store
+            .audit_head("r1")
+            .await
+            .expect("head")
+            .expect("some")
+            .seq;
         // Cut a file right after a checkpoint that events followed, and drop the later files.
         let files = t.lines();
         let (k, i) = files
@@ -609,9 +805,10 @@ mod tests {
         assert!(err.contains("signature does not verify"), "{err}");
     }
 
-    /// Two replicas on one store, each writing its own folder: each folder verifies on its
-    /// own (the other's events named as absent), both together verify as one trail, and an
-    /// event deleted from one replica's files is caught with that folder alone.
+    /// Two replicas on one store, each writing its own chain and folder: each folder
+    /// verifies on its own, both together verify replica by replica, a replica's files cut
+    /// short of its chain in the store are caught, and an event deleted from one replica's
+    /// files is caught with that folder alone.
     #[tokio::test]
     async fn each_replicas_files_verify_on_their_own() {
         let dir = tempfile::tempdir().expect("dir");
@@ -643,6 +840,7 @@ mod tests {
                         .map_err(|e| e.to_string())
                     }),
                 }),
+                name,
             )
         };
         let (a, b) = (replica("a"), replica("b"));
@@ -666,9 +864,15 @@ mod tests {
             let keys = keys.clone();
             move |kid: &str, m: &[u8], s: &str| key_ring_verifies(&keys, kid, m, s)
         };
-        let both = verify_files(&[dir.path().join("a"), dir.path().join("b")], &check, None)
-            .expect("both replicas together");
-        assert!(!both.contains("not in these files"), "{both}");
+        let both =
+            verify_replica_files(&[dir.path().join("a"), dir.path().join("b")], &check, None)
+                .expect("both replicas together");
+        for name in ["a", "b"] {
+            assert!(
+                both.contains(&format!("replica {name}'s files: audit chain intact: ")),
+                "{both}"
+            );
+        }
         for name in ["a", "b"] {
             let alone = verify_files(&[dir.path().join(name)], &check, None)
                 .unwrap_or_else(|e| panic!("replica {name} alone: {e}"));
@@ -677,12 +881,13 @@ mod tests {
                 alone.contains(&format!("replica {name}: its events 1..=")),
                 "{alone}"
             );
-            assert!(alone.contains("other replicas' events"), "{alone}");
+            // Each replica's chain is whole in its own files: nothing is another's.
+            assert!(!alone.contains("other replicas' events"), "{alone}");
         }
         let report = verify_files(&[dir.path().join("a")], &check, None).expect("a");
         assert!(report.contains("signature valid"), "{report}");
-        // b's newest file removed while a wrote on: a alone still verifies, but both
-        // together no longer hold the whole trail, and that is a break.
+        // b's newest file removed while a wrote on: a still verifies, b's files now end
+        // before b's chain in the store does.
         a.record(AuditEvent::new("grant.issued", 5000))
             .await
             .expect("one more");
@@ -693,12 +898,17 @@ mod tests {
             .max()
             .expect("a file of b");
         std::fs::remove_file(newest_of_b).expect("rm");
-        verify_files(&[dir.path().join("a")], &check, None).expect("a alone");
-        let err = verify_files(&[dir.path().join("a"), dir.path().join("b")], &check, None)
-            .expect_err("b's events missing")
-            .to_string();
+        let heads = chain_heads(&*store).await.expect("heads");
+        verify_replica_files(&[dir.path().join("a")], &check, Some(&heads)).expect("a alone");
+        let err = verify_replica_files(
+            &[dir.path().join("a"), dir.path().join("b")],
+            &check,
+            Some(&heads),
+        )
+        .expect_err("b's tail missing")
+        .to_string();
         assert!(
-            err.contains("deleted or reordered") || err.contains("is false"),
+            err.contains("are missing from the files (a cut tail)"),
             "{err}"
         );
         // One of a's events deleted from a's files: a's own chain breaks.
@@ -750,6 +960,7 @@ mod tests {
             Arc::new(crate::metrics::Metrics::new()),
             Some(sink),
             None,
+            "r1",
         );
         for i in 0..5 {
             again

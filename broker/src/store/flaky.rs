@@ -80,21 +80,29 @@ impl GrantStore for Flaky {
     async fn tidy_pending(&self) -> Result<u64, StoreError> {
         self.inner.tidy_pending().await
     }
-    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
+    async fn audit_head(&self, chain: &str) -> Result<Option<ChainHead>, StoreError> {
         self.gate(&self.audit_down)?;
-        self.inner.audit_head().await
+        self.inner.audit_head(chain).await
+    }
+    async fn join_audit(&self, replica: &str, start: &ChainHead) -> Result<(), StoreError> {
+        self.gate(&self.audit_down)?;
+        self.inner.join_audit(replica, start).await
+    }
+    async fn audit_replicas(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.audit_replicas().await
     }
     async fn append_audit(
         &self,
+        chain: &str,
         e: &[AuditEvent],
         seq: u64,
         head: &ChainHead,
     ) -> Result<bool, StoreError> {
         self.gate(&self.audit_down)?;
-        self.inner.append_audit(e, seq, head).await
+        self.inner.append_audit(chain, e, seq, head).await
     }
-    async fn read_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.read_audit(q).await
+    async fn read_chain(&self, chain: &str, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.read_chain(chain, q).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.gate(&self.grants_down)

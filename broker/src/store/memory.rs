@@ -1,7 +1,8 @@
 //! The in-process store of `jit-broker dev` and single-process deployments: the same
 //! semantics as the Redis store, kept in one mutex-guarded map. Indexes are ordered sets of
-//! [`IndexMember`]s (global and per dimension), tidy jobs a queue. The audit trail is two
-//! queues, one per lane, each trimmed by its own budget.
+//! [`IndexMember`]s (global and per dimension), tidy jobs a queue. The audit trail is one
+//! chain per replica (and the one from before replica chains), each two queues, one per
+//! lane, each trimmed by its own budget.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
@@ -66,10 +67,19 @@ struct Inner {
     indexes: HashMap<String, BTreeSet<IndexMember>>,
     /// Pending tidy jobs, oldest first.
     jobs: VecDeque<TidyJob>,
+    /// The audit chains by name ([`super::LEGACY_CHAIN`] and each replica's).
+    chains: HashMap<String, MemChain>,
+    /// The roster of replica chains.
+    roster: BTreeSet<String>,
+    audit_seq: u64,
+}
+
+/// One audit chain: its two lanes and its head.
+#[derive(Default)]
+struct MemChain {
     evidence: LaneLog,
     traffic: LaneLog,
-    audit_seq: u64,
-    audit_head: Option<ChainHead>,
+    head: Option<ChainHead>,
 }
 
 impl Inner {
@@ -439,18 +449,36 @@ impl GrantStore for MemoryStore {
         Ok(self.lock()?.jobs.len() as u64)
     }
 
-    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
-        Ok(self.lock()?.audit_head.clone())
+    async fn audit_head(&self, chain: &str) -> Result<Option<ChainHead>, StoreError> {
+        Ok(self.lock()?.chains.get(chain).and_then(|c| c.head.clone()))
+    }
+
+    async fn join_audit(&self, replica: &str, start: &ChainHead) -> Result<(), StoreError> {
+        if replica == super::LEGACY_CHAIN {
+            return Err(StoreError::Invalid("a replica chain needs a name"));
+        }
+        let mut inner = self.lock()?;
+        inner.roster.insert(replica.to_owned());
+        let chain = inner.chains.entry(replica.to_owned()).or_default();
+        chain.head.get_or_insert_with(|| start.clone());
+        Ok(())
+    }
+
+    async fn audit_replicas(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.lock()?.roster.iter().cloned().collect())
     }
 
     async fn append_audit(
         &self,
+        chain: &str,
         events: &[AuditEvent],
         expected_head_seq: u64,
         head: &ChainHead,
     ) -> Result<bool, StoreError> {
-        let mut inner = self.lock()?;
-        if inner.audit_head.as_ref().map_or(0, |h| h.seq) != expected_head_seq {
+        let mut guard = self.lock()?;
+        let inner = &mut *guard;
+        let c = inner.chains.entry(chain.to_owned()).or_default();
+        if c.head.as_ref().map_or(0, |h| h.seq) != expected_head_seq {
             return Ok(false);
         }
         let Some(newest) = events.iter().map(|e| e.ts).max() else {
@@ -462,18 +490,25 @@ impl GrantStore for MemoryStore {
             let mut e = event.clone();
             e.id = Some(format!("{}-{}", e.ts, inner.audit_seq));
             match lane_of(event) {
-                Lane::Evidence => inner.evidence.push(e, size),
-                Lane::Traffic => inner.traffic.push(e, size),
+                Lane::Evidence => c.evidence.push(e, size),
+                Lane::Traffic => c.traffic.push(e, size),
             }
         }
-        inner.audit_head = Some(head.clone());
-        inner.evidence.trim(&self.retention.evidence, newest);
-        inner.traffic.trim(&self.retention.traffic, newest);
+        c.head = Some(head.clone());
+        c.evidence.trim(&self.retention.evidence, newest);
+        c.traffic.trim(&self.retention.traffic, newest);
         Ok(true)
     }
 
-    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn read_chain(
+        &self,
+        chain: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         let inner = self.lock()?;
+        let Some(c) = inner.chains.get(chain) else {
+            return Ok(Vec::new());
+        };
         let wanted = |e: &&AuditEvent| {
             query.from_ms.is_none_or(|f| e.ts >= f)
                 && query.to_ms.is_none_or(|t| e.ts <= t)
@@ -491,10 +526,32 @@ impl GrantStore for MemoryStore {
                 .collect()
         };
         Ok(super::merge_by_seq(
-            lane(&inner.evidence),
-            lane(&inner.traffic),
+            lane(&c.evidence),
+            lane(&c.traffic),
             query.limit,
         ))
+    }
+
+    #[cfg(any(test, feature = "test-suite"))]
+    async fn damage_audit(&self, damage: &super::suite::Damage) -> Result<(), StoreError> {
+        use super::suite::Damage;
+        let mut inner = self.lock()?;
+        match damage {
+            Damage::DropChain(name) => {
+                inner.chains.remove(name);
+            }
+            Damage::DropNewest(name) => {
+                if let Some(c) = inner.chains.get_mut(name) {
+                    let newest = |l: &LaneLog| l.events.back().map(|(e, _)| e.seq);
+                    if newest(&c.evidence) > newest(&c.traffic) {
+                        c.evidence.events.pop_back();
+                    } else {
+                        c.traffic.events.pop_back();
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -52,7 +52,7 @@ pub use self::page::{GrantListing, IndexMember, ListCursor};
 pub use self::requests::{ApprovalRequest, Party, RequestStore, Vote};
 pub use self::sessions::SessionStore;
 pub use self::tidy::{TidyJob, TidyProgress};
-use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
+use crate::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, Lane};
 
 /// The longest lifetime any token may have (roles are refused above it): 24 hours.
 pub const MAX_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
@@ -136,6 +136,74 @@ pub fn merge_by_seq(a: Vec<AuditEvent>, b: Vec<AuditEvent>, limit: usize) -> Vec
         }
     }
     out
+}
+
+/// The name of the chain written before each replica had its own: one chain every replica
+/// appended to. Still read and verified; the recorder never appends to it, and a replica's
+/// chain starts where it ended.
+pub const LEGACY_CHAIN: &str = "";
+
+/// A page of the audit trail, merged over every chain.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditPage {
+    /// The events, in time order (each chain's in seq order).
+    pub events: Vec<AuditEvent>,
+    /// Where the next page starts, when the page is full (more may follow).
+    pub next: Option<AuditCursor>,
+    /// The same as one `after_seq`, when one says it: the store holds at most one replica's
+    /// chain (besides the one from before replica chains, whose seqs come first).
+    pub next_after_seq: Option<u64>,
+}
+
+/// One page of the merged trail: the roster's chains (and [`LEGACY_CHAIN`]) each read one
+/// page from where `query` starts in it, in parallel, then merged by (time, chain, seq) until
+/// the page is full; the cursor moves past exactly what was taken. The cost is one page per
+/// chain at any depth. Each chain's events stay in seq order, so paging never skips or
+/// repeats an event even where replicas' clocks disagree.
+pub async fn read_merged<S: GrantStore + ?Sized>(
+    store: &S,
+    query: &AuditQuery,
+) -> Result<AuditPage, StoreError> {
+    let mut chains = vec![LEGACY_CHAIN.to_owned()];
+    chains.extend(store.audit_replicas().await?);
+    let pages = futures_util::future::try_join_all(
+        chains
+            .iter()
+            .map(|c| async move { store.read_chain(c, &query.in_chain(c)).await }),
+    )
+    .await?;
+    let mut cursor = AuditCursor::new(
+        chains
+            .iter()
+            .map(|c| (c.clone(), query.after(c)))
+            .filter(|(_, at)| *at > 0)
+            .collect(),
+    );
+    let mut heads: Vec<std::iter::Peekable<std::vec::IntoIter<AuditEvent>>> = pages
+        .into_iter()
+        .map(|p| p.into_iter().peekable())
+        .collect();
+    let mut events = Vec::new();
+    while events.len() < query.limit {
+        let next = heads
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, h)| h.peek().map(|e| (e.ts, i, e.seq)))
+            .min();
+        let Some((_, i, _)) = next else { break };
+        let Some(e) = heads[i].next() else { break };
+        cursor.advance(&chains[i], e.seq);
+        events.push(e);
+    }
+    let full = events.len() >= query.limit;
+    let single = chains.len() <= 2;
+    Ok(AuditPage {
+        next_after_seq: (full && single)
+            .then(|| events.last().map(|e| e.seq))
+            .flatten(),
+        next: full.then_some(cursor),
+        events,
+    })
 }
 
 /// A store failure. Every variant means "deny".
@@ -424,23 +492,58 @@ pub trait GrantStore: Send + Sync + 'static {
     /// How many tidy jobs are pending.
     async fn tidy_pending(&self) -> Result<u64, StoreError>;
 
-    /// The chain head (newest seq, each lane's newest hash), if any event was ever written.
-    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError>;
+    /// The head of `chain` (a replica's name, or [`LEGACY_CHAIN`]): its newest seq and each
+    /// lane's newest hash, if it was ever started.
+    async fn audit_head(&self, chain: &str) -> Result<Option<ChainHead>, StoreError>;
+
+    /// Enters `replica` in the roster of chains (once, at a writer's start; idempotent) and
+    /// starts its chain at `start` unless it has a head already. A verifier then knows the
+    /// chain exists even if all of it is deleted.
+    async fn join_audit(&self, replica: &str, start: &ChainHead) -> Result<(), StoreError>;
+
+    /// The replicas in the roster of chains, by name.
+    async fn audit_replicas(&self) -> Result<Vec<String>, StoreError>;
 
     /// Appends a batch of chained audit events (oldest first, each to its lane, [`lane_of`])
-    /// and sets the head to `head`, if the newest event's seq is still `expected_head_seq`
-    /// (0: the log is empty); `Ok(false)`, appending nothing, when another writer got there
-    /// first. Compare-and-set keeps the hash chains linear across replicas; the batch lands
-    /// whole or not at all. Each lane is bounded by its [`LaneBudget`]: its oldest fall off.
+    /// to `chain` and sets its head to `head`, if its newest seq is still
+    /// `expected_head_seq` (0: the chain is empty); `Ok(false)`, appending nothing,
+    /// otherwise. Each replica writes only its own chain, so `Ok(false)` means two writers
+    /// share a replica name. The batch lands whole or not at all. Each lane of the chain is
+    /// bounded by its [`LaneBudget`]: its oldest fall off.
     async fn append_audit(
         &self,
+        chain: &str,
         events: &[AuditEvent],
         expected_head_seq: u64,
         head: &ChainHead,
     ) -> Result<bool, StoreError>;
 
-    /// Reads audit events of both lanes back, oldest first (by seq).
-    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// One chain's events of both lanes passing `query` after `query.after_seq` (its
+    /// `cursor` is ignored), oldest first (by seq), at most `query.limit`: one page, however
+    /// deep it starts.
+    async fn read_chain(
+        &self,
+        chain: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// One page of every chain's events passing `query`, merged in time order: each chain's
+    /// next page from where `query` starts in it, merged ([`read_merged`]).
+    async fn read_audit_page(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        read_merged(self, query).await
+    }
+
+    /// Reads audit events of every chain back, oldest first ([`GrantStore::read_audit_page`]).
+    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        Ok(self.read_audit_page(query).await?.events)
+    }
+
+    /// Damages the audit trail behind the store's back (tests of verification only).
+    #[cfg(any(test, feature = "test-suite"))]
+    async fn damage_audit(&self, damage: &suite::Damage) -> Result<(), StoreError> {
+        let _ = damage;
+        Err(StoreError::Invalid("this store cannot be damaged"))
+    }
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -1,16 +1,38 @@
 //! The production store on Redis (single node or Redis Cluster).
 //!
 //! Grants, their indexes, watermarks and tidy queue: see [`super::redis_grants`] (key layout
-//! and its Redis Cluster trade-off). Audit keys (`P` is the configured prefix):
-//! - `P:{audit}:s:evidence` the evidence lane of the audit trail's window (grants,
-//!   revocations, admin actions, checkpoints) and `P:{audit}:s:traffic` its traffic lane
-//!   (accesses, refusals): two streams whose entry ids are the events' seq (`<seq>-0`), so a
-//!   page after any seq is one `XRANGE` from there, each trimmed by its own budget of events,
-//!   bytes and age ([`AuditRetention`]); `P:{audit}:bytes` the bytes of event JSON each lane
-//!   holds; `P:{audit}:head` the chain head (`seq evidence-hash traffic-hash`). One script
-//!   changes them together (compare-and-set). `P:{audit}` and `P:{audit}:traffic` hold what
-//!   was written before seq ids (ids from event times): still read, trimmed first, never
-//!   appended to. The complete trail is in the audit sink's files, not here.
+//! and its Redis Cluster trade-off).
+//!
+//! # The audit trail: one chain per replica
+//!
+//! Each broker (replica, named by `audit.replica`) appends to its **own** hash chain, under its
+//! own hash tag, so that replicas never contend for one key and a cluster spreads their chains
+//! over its shards (`P` is the configured prefix, `R` the replica's name):
+//! - `P:{audit.R}:s:evidence` and `P:{audit.R}:s:traffic`: the chain's two lanes, streams whose
+//!   entry ids are the events' seq (`<seq>-0`), so a page after any seq is one `XRANGE` from
+//!   there; each trimmed by its own budget of events, bytes and age ([`AuditRetention`]), per
+//!   chain; `P:{audit.R}:bytes` the bytes of event JSON each lane holds; `P:{audit.R}:head`
+//!   the chain head (`seq evidence-hash traffic-hash`). One script appends a batch, moves the
+//!   head and trims, if the head is still the one the writer expects (compare-and-set). Only
+//!   one process writes a chain, so the compare-and-set fails only when two brokers share a
+//!   name: that batch is refused, loudly, and never retried onto the other's head.
+//! - `P:{audit}:replicas`: the roster, a set of the replicas' names, added to once when a
+//!   writer starts (`SADD`, then the chain's head with `SET NX`), never per event. A verifier
+//!   reads it to know which chains must exist: a chain deleted whole (its head gone) or cut at
+//!   its tail (its events end before its head) is found. Each replica also signs its chain's
+//!   head at a fixed interval (`audit.checkpoint`), so a tail cut together with the head back
+//!   to an older state is found against the signed checkpoints and the replica's files.
+//! - The chain from before replica chains (one chain every replica appended to) keeps its keys
+//!   under `{audit}`: `P:{audit}:s:evidence`, `P:{audit}:s:traffic`, `P:{audit}:head`,
+//!   `P:{audit}:bytes`, and `P:{audit}`, `P:{audit}:traffic` (written before seq ids, ids from
+//!   event times). It is read, trimmed and verified, never appended to; a replica's chain
+//!   starts where it ended (its seq and lane hashes), so a replica's files run on in seq order.
+//!
+//! Seqs number the events of one chain; chains' seqs overlap. A read of the trail
+//! ([`super::read_merged`]) takes one page of every chain from where a cursor says it stands
+//! in each (one `XRANGE` per lane per chain, at any depth) and merges them by time; the next
+//! cursor (`AuditCursor`, opaque on the wire) holds each chain's last seq read. The complete
+//! trail is in each replica's audit files, not here.
 //!
 //! No command ever spans two slots (multi-key reads are split by the cluster client). Two
 //! connections are made lazily and re-made by their managers: one for the request path
@@ -30,7 +52,8 @@ use tokio::sync::OnceCell;
 
 use super::{
     AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
-    ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of, merge_by_seq,
+    LEGACY_CHAIN, ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of,
+    merge_by_seq,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
 pub(super) use crate::redis_conn::Conn;
@@ -262,37 +285,73 @@ impl RedisStore {
             .map_err(StoreError::Unavailable)
     }
 
-    fn audit_key(&self) -> String {
-        format!("{}:{{audit}}", self.prefix)
-    }
-
-    fn audit_head_key(&self) -> String {
-        format!("{}:{{audit}}:head", self.prefix)
-    }
-
-    /// A lane's stream, its entries' ids derived from the events' seq (`<seq>-0`).
-    fn audit_lane_key(&self, lane: Lane) -> String {
-        format!("{}:{{audit}}:s:{}", self.prefix, lane.as_str())
-    }
-
-    /// A lane's stream as written before seq ids (ids from event times): read and trimmed,
-    /// never appended to.
-    fn audit_before_key(&self, lane: Lane) -> String {
-        match lane {
-            Lane::Evidence => self.audit_key(),
-            Lane::Traffic => format!("{}:{{audit}}:traffic", self.prefix),
+    /// The hash tag of `chain`'s keys: `{audit}` for [`LEGACY_CHAIN`], `{audit.<replica>}`
+    /// for a replica's (replica names hold no braces), so chains spread over a cluster's
+    /// shards.
+    fn audit_tag(chain: &str) -> String {
+        if chain == LEGACY_CHAIN {
+            "{audit}".to_owned()
+        } else {
+            format!("{{audit.{chain}}}")
         }
     }
 
-    fn audit_bytes_key(&self) -> String {
-        format!("{}:{{audit}}:bytes", self.prefix)
+    fn audit_head_key(&self, chain: &str) -> String {
+        format!("{}:{}:head", self.prefix, Self::audit_tag(chain))
     }
 
-    /// The bytes of event JSON each lane holds, as the store counts them (evidence, traffic).
-    pub async fn audit_bytes(&self) -> Result<(u64, u64), StoreError> {
+    /// A lane's stream of `chain`, its entries' ids derived from the events' seq (`<seq>-0`).
+    pub fn audit_lane_key(&self, chain: &str, lane: Lane) -> String {
+        format!(
+            "{}:{}:s:{}",
+            self.prefix,
+            Self::audit_tag(chain),
+            lane.as_str()
+        )
+    }
+
+    /// A lane's stream as written before seq ids (ids from event times): read and trimmed,
+    /// never appended to. Only the legacy chain has them; a replica chain's name keys that
+    /// never exist (in its own slot, as the append script needs).
+    fn audit_before_key(&self, chain: &str, lane: Lane) -> String {
+        match (chain == LEGACY_CHAIN, lane) {
+            (true, Lane::Evidence) => format!("{}:{{audit}}", self.prefix),
+            (true, Lane::Traffic) => format!("{}:{{audit}}:traffic", self.prefix),
+            (false, lane) => format!(
+                "{}:{}:b:{}",
+                self.prefix,
+                Self::audit_tag(chain),
+                lane.as_str()
+            ),
+        }
+    }
+
+    fn audit_bytes_key(&self, chain: &str) -> String {
+        format!("{}:{}:bytes", self.prefix, Self::audit_tag(chain))
+    }
+
+    /// The roster of replica chains (a set, written once by each writer at its start).
+    fn audit_roster_key(&self) -> String {
+        format!("{}:{{audit}}:replicas", self.prefix)
+    }
+
+    /// Every key of `chain`: its head, its two lanes' streams and its byte counts (what an
+    /// operator removes to drop a chain, and what tests damage).
+    pub fn audit_chain_keys(&self, chain: &str) -> Vec<String> {
+        vec![
+            self.audit_head_key(chain),
+            self.audit_lane_key(chain, Lane::Evidence),
+            self.audit_lane_key(chain, Lane::Traffic),
+            self.audit_bytes_key(chain),
+        ]
+    }
+
+    /// The bytes of event JSON each lane of `chain` holds, as the store counts them
+    /// (evidence, traffic).
+    pub async fn audit_bytes(&self, chain: &str) -> Result<(u64, u64), StoreError> {
         let mut c = self.conn().await?;
         let (e, t): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
-            .arg(self.audit_bytes_key())
+            .arg(self.audit_bytes_key(chain))
             .arg("evidence")
             .arg("traffic")
             .query_async(&mut c)
@@ -308,7 +367,7 @@ impl RedisStore {
         lane: Lane,
         query: &AuditQuery,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let key = self.audit_before_key(lane);
+        let key = self.audit_before_key(LEGACY_CHAIN, lane);
         let mut c = self.conn().await?;
         let mut out = Vec::new();
         let mut start = format!("{}", query.from_ms.unwrap_or(0).max(0));
@@ -359,10 +418,11 @@ impl RedisStore {
     /// `from_ms`, found by bisection), whatever the depth.
     async fn read_lane(
         &self,
+        chain: &str,
         lane: Lane,
         query: &AuditQuery,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let key = self.audit_lane_key(lane);
+        let key = self.audit_lane_key(chain, lane);
         let mut c = self.conn().await?;
         let mut next = query.after_seq.saturating_add(1);
         if let Some(from) = query.from_ms {
@@ -642,10 +702,10 @@ impl GrantStore for RedisStore {
         self.jobs_pending().await
     }
 
-    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
+    async fn audit_head(&self, chain: &str) -> Result<Option<ChainHead>, StoreError> {
         let mut c = self.conn().await?;
         let head: Option<String> = redis::cmd("GET")
-            .arg(self.audit_head_key())
+            .arg(self.audit_head_key(chain))
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
@@ -655,8 +715,43 @@ impl GrantStore for RedisStore {
         .transpose()
     }
 
+    async fn join_audit(&self, replica: &str, start: &ChainHead) -> Result<(), StoreError> {
+        if replica == LEGACY_CHAIN {
+            return Err(StoreError::Invalid("a replica chain needs a name"));
+        }
+        let mut c = self.conn().await?;
+        // Two slots (the roster's and the chain's): the roster first, so a chain that has a
+        // head is always listed.
+        let _: i64 = redis::cmd("SADD")
+            .arg(self.audit_roster_key())
+            .arg(replica)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.audit_head_key(replica))
+            .arg(start.encode())
+            .arg("NX")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn audit_replicas(&self) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn().await?;
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.audit_roster_key())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        names.sort();
+        Ok(names)
+    }
+
     async fn append_audit(
         &self,
+        chain: &str,
         events: &[AuditEvent],
         expected_head_seq: u64,
         head: &ChainHead,
@@ -667,12 +762,12 @@ impl GrantStore for RedisStore {
         let r = &self.retention;
         let mut invocation = self.append.prepare_invoke();
         invocation
-            .key(self.audit_lane_key(Lane::Evidence))
-            .key(self.audit_head_key())
-            .key(self.audit_lane_key(Lane::Traffic))
-            .key(self.audit_bytes_key())
-            .key(self.audit_before_key(Lane::Evidence))
-            .key(self.audit_before_key(Lane::Traffic))
+            .key(self.audit_lane_key(chain, Lane::Evidence))
+            .key(self.audit_head_key(chain))
+            .key(self.audit_lane_key(chain, Lane::Traffic))
+            .key(self.audit_bytes_key(chain))
+            .key(self.audit_before_key(chain, Lane::Evidence))
+            .key(self.audit_before_key(chain, Lane::Traffic))
             .arg(expected_head_seq)
             .arg(head.encode())
             .arg(newest);
@@ -700,17 +795,77 @@ impl GrantStore for RedisStore {
         Ok(appended == 1)
     }
 
-    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        let (mut evidence, mut traffic, evidence_now, traffic_now) = tokio::try_join!(
+    async fn read_chain(
+        &self,
+        chain: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let (evidence_now, traffic_now) = tokio::try_join!(
+            self.read_lane(chain, Lane::Evidence, query),
+            self.read_lane(chain, Lane::Traffic, query),
+        )?;
+        if chain != LEGACY_CHAIN {
+            return Ok(merge_by_seq(evidence_now, traffic_now, query.limit));
+        }
+        let (mut evidence, mut traffic) = tokio::try_join!(
             self.read_before(Lane::Evidence, query),
             self.read_before(Lane::Traffic, query),
-            self.read_lane(Lane::Evidence, query),
-            self.read_lane(Lane::Traffic, query),
         )?;
         // Everything written before seq ids precedes everything written since, lane by lane.
         evidence.extend(evidence_now);
         traffic.extend(traffic_now);
         Ok(merge_by_seq(evidence, traffic, query.limit))
+    }
+
+    #[cfg(any(test, feature = "test-suite"))]
+    async fn damage_audit(&self, damage: &super::suite::Damage) -> Result<(), StoreError> {
+        use super::suite::Damage;
+        let mut c = self.conn().await?;
+        match damage {
+            Damage::DropChain(name) => {
+                for key in self.audit_chain_keys(name) {
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(key)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+            Damage::DropNewest(name) => {
+                let mut newest: Option<(u64, String, String)> = None;
+                for lane in Lane::ALL {
+                    let key = self.audit_lane_key(name, lane);
+                    let last: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+                        .arg(&key)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?;
+                    if let Some((id, _)) = last.into_iter().next() {
+                        let seq = id
+                            .split('-')
+                            .next()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                        if newest.as_ref().is_none_or(|(s, _, _)| seq > *s) {
+                            newest = Some((seq, key, id));
+                        }
+                    }
+                }
+                if let Some((_, key, id)) = newest {
+                    let _: i64 = redis::cmd("XDEL")
+                        .arg(key)
+                        .arg(id)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use jit_proto::{Claims, RepoPath, Scope};
 
-use super::{AuditRetention, Grant, GrantFilter, GrantStatus, GrantStore, RevokeTarget};
-use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
+use super::{
+    AuditRetention, Grant, GrantFilter, GrantStatus, GrantStore, LEGACY_CHAIN, RevokeTarget,
+};
+use crate::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, Lane, chain_hash};
 use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// How time passes for the store under test.
@@ -182,10 +184,300 @@ where
     small.traffic.max_bytes = 16 * 1024;
     small.evidence.max_age_ms = 60_000;
     traffic_never_pushes_evidence_out(&*make_with(small).await, t).await;
+    replicas_append_concurrently_without_contention(&*make(100_000).await, t).await;
+    merged_reads_page_in_time_order_at_depth(&*make(100_000).await, t).await;
+    verify_finds_a_deleted_chain_and_a_cut_tail(&*make(1000).await, t).await;
+    legacy_chain_still_verifies_and_replicas_continue_it(&*make(1000).await, t).await;
+}
+
+/// The replica most audit cases write as.
+const R: &str = "r1";
+
+/// Enters `replica` in the roster with an empty chain.
+async fn join(store: &dyn GrantStore, replica: &str) {
+    store
+        .join_audit(replica, &ChainHead::default())
+        .await
+        .unwrap();
+}
+
+/// Damage done to the audit trail behind the store's back, as someone with write access to
+/// the store could: what `audit verify --store` must notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// Every key of a replica's chain deleted (the roster still names it).
+    DropChain(String),
+    /// A replica chain's newest event deleted (its head left as it was).
+    DropNewest(String),
+}
+
+/// `n` events chained onto `head` as the recorder chains them (lanes by kind, real hashes),
+/// at times `ts(i)`; `head` moves past them.
+fn linked(head: &mut ChainHead, n: usize, ts: impl Fn(usize) -> i64) -> Vec<AuditEvent> {
+    (0..n)
+        .map(|i| {
+            let kind = if i % 5 == 0 {
+                "grant.issued"
+            } else {
+                "access.allowed"
+            };
+            let mut e = AuditEvent::new(kind, ts(i)).with("i", i);
+            let lane = EventKindLane::of(kind);
+            e.lane = Some(lane);
+            e.seq = head.seq + 1;
+            e.prev = head.hash(lane).to_owned();
+            e.hash = chain_hash(&e);
+            head.advance(lane, &e);
+            e
+        })
+        .collect()
+}
+
+/// Appends `batches` batches of `size` chained events to `replica`'s chain, every append
+/// against the head it last wrote (no re-read); returns how many appends were refused.
+async fn append_batches(
+    store: &dyn GrantStore,
+    replica: &str,
+    batches: usize,
+    size: usize,
+    ts: impl Fn(usize) -> i64,
+) -> usize {
+    let mut head = store.audit_head(replica).await.unwrap().unwrap_or_default();
+    let mut refused = 0;
+    for b in 0..batches {
+        let expected = head.seq;
+        let batch = linked(&mut head, size, |i| ts(b * size + i));
+        if !store
+            .append_audit(replica, &batch, expected, &head)
+            .await
+            .unwrap()
+        {
+            refused += 1;
+        }
+        // Let the other replica's appends interleave with these.
+        tokio::task::yield_now().await;
+    }
+    refused
+}
+
+/// The merged page of at most `limit` events after `after_seq` in every chain.
+async fn page_after(store: &dyn GrantStore, after_seq: u64, limit: usize) -> super::AuditPage {
+    store
+        .read_audit_page(&AuditQuery {
+            after_seq,
+            limit,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn verify(store: &dyn GrantStore) -> Result<String, String> {
+    crate::recorder::verify::verify_store(store, &|_, _, _| None, 97)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Two replicas appending at once each write their own chain: no append is ever refused (so
+/// none is retried), both chains verify on their own, and the merged trail holds both.
+async fn replicas_append_concurrently_without_contention(store: &dyn GrantStore, t: &SuiteTime) {
+    let t0 = t.now_ms();
+    join(store, "a").await;
+    join(store, "b").await;
+    let (ra, rb) = tokio::join!(
+        append_batches(store, "a", 40, 5, |i| t0 + i as i64 * 2),
+        append_batches(store, "b", 40, 5, |i| t0 + i as i64 * 2 + 1),
+    );
+    assert_eq!(
+        (ra, rb),
+        (0, 0),
+        "appends refused: neither replica waits for the other"
+    );
+    assert_eq!(store.audit_replicas().await.unwrap(), ["a", "b"]);
+    for r in ["a", "b"] {
+        assert_eq!(store.audit_head(r).await.unwrap().unwrap().seq, 200);
+    }
+    let report = verify(store).await.expect("both chains verify");
+    assert!(
+        report.contains("audit chain intact: 2 replica chains"),
+        "{report}"
+    );
+    assert!(
+        report.contains("replica a: audit chain intact: 200 events"),
+        "{report}"
+    );
+    assert!(
+        report.contains("replica b: audit chain intact: 200 events"),
+        "{report}"
+    );
+    // A second writer under a replica's name is refused: it appends against a head that
+    // moved, and nothing of its batch lands.
+    let mut stale = ChainHead::default();
+    let forged = linked(&mut stale, 1, |_| t0);
+    assert!(!store.append_audit("a", &forged, 0, &stale).await.unwrap());
+    assert_eq!(store.audit_head("a").await.unwrap().unwrap().seq, 200);
+}
+
+/// Pages of the merged trail, read with the cursor each page gives, are the whole trail in
+/// time order, each event once, at any depth; `after_seq` alone pages a one-replica store.
+async fn merged_reads_page_in_time_order_at_depth(store: &dyn GrantStore, t: &SuiteTime) {
+    let t0 = t.now_ms();
+    join(store, "a").await;
+    append_batches(store, "a", 6, 100, |i| t0 + i as i64 * 10).await;
+    // One replica: after_seq says where the next page starts.
+    let page = page_after(store, 550, 20).await;
+    assert_eq!(page.events.first().map(|e| e.seq), Some(551));
+    assert_eq!(page.next_after_seq, Some(570));
+    join(store, "b").await;
+    append_batches(store, "b", 6, 100, |i| t0 + i as i64 * 10 + 5).await;
+    let mut all = Vec::new();
+    let mut cursor: Option<AuditCursor> = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .read_audit_page(&AuditQuery {
+                cursor: cursor.clone(),
+                limit: 50,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.events.len() <= 50);
+        assert_eq!(
+            page.next_after_seq, None,
+            "two replicas: one seq cannot say it"
+        );
+        pages += 1;
+        all.extend(page.events);
+        match page.next {
+            Some(next) => cursor = Some(AuditCursor::decode(&next.encode()).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 1200, "every event once");
+    assert!(pages <= 25, "{pages} pages");
+    assert!(all.windows(2).all(|w| w[0].ts < w[1].ts), "time order");
+    let replica_of = |e: &AuditEvent| if (e.ts - t0) % 10 == 5 { "b" } else { "a" };
+    // Deep: from a cursor far into both chains, the next page is where the full read has it.
+    let mut deep = AuditCursor::default();
+    deep.advance("a", 500);
+    deep.advance("b", 480);
+    let page = store
+        .read_audit(&AuditQuery {
+            cursor: Some(deep),
+            limit: 30,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let want: Vec<&AuditEvent> = all
+        .iter()
+        .filter(|e| e.seq > if replica_of(e) == "a" { 500 } else { 480 })
+        .take(30)
+        .collect();
+    assert_eq!(page.iter().collect::<Vec<_>>(), want);
+    // Filters apply in every chain.
+    let grants = store
+        .read_audit(&AuditQuery {
+            event: Some("grant.".into()),
+            limit: usize::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(grants.len(), 240);
+}
+
+/// A replica chain deleted whole, or cut at its tail, fails verification, naming it.
+async fn verify_finds_a_deleted_chain_and_a_cut_tail(store: &dyn GrantStore, t: &SuiteTime) {
+    let t0 = t.now_ms();
+    for r in ["a", "b", "c"] {
+        join(store, r).await;
+        append_batches(store, r, 3, 4, |i| t0 + i as i64).await;
+    }
+    verify(store).await.expect("intact");
+    store
+        .damage_audit(&Damage::DropNewest("b".into()))
+        .await
+        .unwrap();
+    let err = verify(store).await.expect_err("a cut tail");
+    assert!(
+        err.contains("replica b's chain reaches seq 12, but its events end at seq 11"),
+        "{err}"
+    );
+    store
+        .damage_audit(&Damage::DropChain("b".into()))
+        .await
+        .unwrap();
+    let err = verify(store).await.expect_err("a deleted chain");
+    assert!(
+        err.contains("replica b's chain is gone from the store"),
+        "{err}"
+    );
+    // The other replicas' chains are not what failed.
+    assert!(
+        !err.contains("replica a") && !err.contains("replica c"),
+        "{err}"
+    );
+}
+
+/// A chain written before replica chains (one chain for every replica) still reads and
+/// verifies; a replica's chain starts where it ended, so seqs run on.
+async fn legacy_chain_still_verifies_and_replicas_continue_it(
+    store: &dyn GrantStore,
+    t: &SuiteTime,
+) {
+    let t0 = t.now_ms();
+    let mut legacy = ChainHead::default();
+    let old = linked(&mut legacy, 7, |i| t0 + i as i64);
+    assert!(
+        store
+            .append_audit(LEGACY_CHAIN, &old, 0, &legacy)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        verify(store).await.unwrap().lines().next(),
+        Some("audit chain intact: 7 events, seq 1..=7, 0 checkpoints")
+    );
+    store.join_audit("a", &legacy).await.unwrap();
+    // Never written yet: still intact.
+    verify(store).await.expect("a chain that only started");
+    append_batches(store, "a", 2, 3, |i| t0 + 100 + i as i64).await;
+    let report = verify(store).await.expect("both verify");
+    assert!(
+        report.contains(
+            "the chain from before replica chains (read only): audit chain intact: 7 events"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("replica a: audit chain intact: 6 events, seq 8..=13"),
+        "{report}"
+    );
+    let all = store
+        .read_audit(&AuditQuery {
+            limit: usize::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=13).collect::<Vec<_>>()
+    );
+    // One replica after the old chain: after_seq still pages across both.
+    let page = page_after(store, 5, 4).await;
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [6, 7, 8, 9]
+    );
+    assert_eq!(page.next_after_seq, Some(9));
 }
 
 async fn audit_batches_land_whole(store: &dyn GrantStore, t: &SuiteTime) {
     let t0 = t.now_ms();
+    join(store, R).await;
     let batch: Vec<AuditEvent> = (1..=3)
         .map(|i| {
             let mut e = AuditEvent::new("access.allowed", t0 + i);
@@ -195,12 +487,12 @@ async fn audit_batches_land_whole(store: &dyn GrantStore, t: &SuiteTime) {
         })
         .collect();
     let head = head_after(&batch);
-    assert!(store.append_audit(&batch, 0, &head).await.unwrap());
-    assert_eq!(store.audit_head().await.unwrap(), Some(head.clone()));
+    assert!(store.append_audit(R, &batch, 0, &head).await.unwrap());
+    assert_eq!(store.audit_head(R).await.unwrap(), Some(head.clone()));
     assert_eq!(head.seq, 3);
     assert_eq!(head.evidence, "h3");
     // A stale batch is refused whole: nothing of it lands.
-    assert!(!store.append_audit(&batch, 0, &head).await.unwrap());
+    assert!(!store.append_audit(R, &batch, 0, &head).await.unwrap());
     let all = store
         .read_audit(&AuditQuery {
             limit: 100,
@@ -215,6 +507,7 @@ async fn audit_batches_land_whole(store: &dyn GrantStore, t: &SuiteTime) {
 /// seek, they do not depend on reading from the start.
 async fn audit_pages_at_depth(store: &dyn GrantStore, t: &SuiteTime) {
     let t0 = t.now_ms();
+    join(store, R).await;
     let mut head = ChainHead::default();
     let mut seq = 0u64;
     for chunk in 0..12 {
@@ -234,7 +527,12 @@ async fn audit_pages_at_depth(store: &dyn GrantStore, t: &SuiteTime) {
             batch.push(e);
         }
         let expected = chunk * 100;
-        assert!(store.append_audit(&batch, expected, &head).await.unwrap());
+        assert!(
+            store
+                .append_audit(R, &batch, expected, &head)
+                .await
+                .unwrap()
+        );
     }
     let all = store
         .read_audit(&AuditQuery {
@@ -769,7 +1067,12 @@ async fn audit_round_trip(store: &dyn GrantStore, t: &SuiteTime) {
         written.push(e.clone());
         assert!(
             store
-                .append_audit(std::slice::from_ref(e), i as u64, &head_after(&written))
+                .append_audit(
+                    LEGACY_CHAIN,
+                    std::slice::from_ref(e),
+                    i as u64,
+                    &head_after(&written)
+                )
                 .await
                 .unwrap()
         );
@@ -778,11 +1081,11 @@ async fn audit_round_trip(store: &dyn GrantStore, t: &SuiteTime) {
     let stale = AuditEvent::new("grant.issued", t0 + 30);
     assert!(
         !store
-            .append_audit(&[stale], 1, &ChainHead::default())
+            .append_audit(LEGACY_CHAIN, &[stale], 1, &ChainHead::default())
             .await
             .unwrap()
     );
-    let head = store.audit_head().await.unwrap().unwrap();
+    let head = store.audit_head(LEGACY_CHAIN).await.unwrap().unwrap();
     assert_eq!(
         (head.seq, head.evidence.as_str(), head.traffic.as_str()),
         (3, "h1", "h3")
@@ -831,12 +1134,17 @@ async fn audit_round_trip(store: &dyn GrantStore, t: &SuiteTime) {
 
 async fn audit_is_bounded(store: &dyn GrantStore, t: &SuiteTime, max: usize) {
     let t0 = t.now_ms();
-    assert_eq!(store.audit_head().await.unwrap(), None);
+    assert_eq!(store.audit_head(R).await.unwrap(), None);
+    join(store, R).await;
+    assert_eq!(
+        store.audit_head(R).await.unwrap(),
+        Some(ChainHead::default())
+    );
     for i in 0..(max as i64 * 30) {
         let mut e = AuditEvent::new("access.allowed", t0 + i);
         e.seq = i as u64 + 1;
         let head = head_after(std::slice::from_ref(&e));
-        assert!(store.append_audit(&[e], i as u64, &head).await.unwrap());
+        assert!(store.append_audit(R, &[e], i as u64, &head).await.unwrap());
     }
     let all = store
         .read_audit(&AuditQuery {
@@ -864,6 +1172,7 @@ async fn audit_is_bounded(store: &dyn GrantStore, t: &SuiteTime, max: usize) {
 /// Evidence older than its age budget is trimmed by age.
 async fn traffic_never_pushes_evidence_out(store: &dyn GrantStore, t: &SuiteTime) {
     let t0 = t.now_ms();
+    join(store, R).await;
     let mut seq = 0u64;
     let mut head = ChainHead::default();
     let mut append = |kind: &str, ts: i64, lane: Lane, big: bool| {
@@ -879,14 +1188,14 @@ async fn traffic_never_pushes_evidence_out(store: &dyn GrantStore, t: &SuiteTime
         (e, head.clone())
     };
     let (first, h) = append("grant.issued", t0, Lane::Evidence, false);
-    assert!(store.append_audit(&[first], 0, &h).await.unwrap());
+    assert!(store.append_audit(R, &[first], 0, &h).await.unwrap());
     // ~1 KB each, 300 of them: eighteen times the 16 KiB traffic budget.
     for i in 0..300 {
         let (e, h) = append("access.denied", t0 + 1 + i, Lane::Traffic, true);
-        assert!(store.append_audit(&[e], h.seq - 1, &h).await.unwrap());
+        assert!(store.append_audit(R, &[e], h.seq - 1, &h).await.unwrap());
         if i == 150 {
             let (e, h) = append("grant.revoked", t0 + 1 + i, Lane::Evidence, false);
-            assert!(store.append_audit(&[e], h.seq - 1, &h).await.unwrap());
+            assert!(store.append_audit(R, &[e], h.seq - 1, &h).await.unwrap());
         }
     }
     let all = store
@@ -928,7 +1237,7 @@ async fn traffic_never_pushes_evidence_out(store: &dyn GrantStore, t: &SuiteTime
     assert!(page[0].seq > 1);
     // Evidence is trimmed by age: an event past the 60 s budget of the newest goes.
     let (late, h) = append("grant.issued", t0 + 120_000, Lane::Evidence, false);
-    assert!(store.append_audit(&[late], h.seq - 1, &h).await.unwrap());
+    assert!(store.append_audit(R, &[late], h.seq - 1, &h).await.unwrap());
     let evidence = store
         .read_audit(&AuditQuery {
             event: Some("grant.".into()),

@@ -10,7 +10,7 @@ use jit_proto::Claims;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::{
-    Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
+    AuditPage, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
     RevokeTarget, StoreError, TidyProgress,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead};
@@ -32,10 +32,13 @@ enum Op {
     AppendAudit,
     ReadAudit,
     Ping,
+    JoinAudit,
+    AuditReplicas,
+    ReadChain,
 }
 
 /// The operations' label values, in the order of [`Op`].
-const OPS: [&str; 12] = [
+const OPS: [&str; 15] = [
     "put",
     "check",
     "status",
@@ -48,6 +51,9 @@ const OPS: [&str; 12] = [
     "append_audit",
     "read_audit",
     "ping",
+    "join_audit",
+    "audit_replicas",
+    "read_chain",
 ];
 
 /// Wraps a store, observing each call's latency and failure.
@@ -132,25 +138,47 @@ impl GrantStore for TimedStore {
         self.timed(Op::TidyPending, self.inner.tidy_pending()).await
     }
 
-    async fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
-        self.timed(Op::AuditHead, self.inner.audit_head()).await
+    async fn audit_head(&self, chain: &str) -> Result<Option<ChainHead>, StoreError> {
+        self.timed(Op::AuditHead, self.inner.audit_head(chain))
+            .await
+    }
+
+    async fn join_audit(&self, replica: &str, start: &ChainHead) -> Result<(), StoreError> {
+        self.timed(Op::JoinAudit, self.inner.join_audit(replica, start))
+            .await
+    }
+
+    async fn audit_replicas(&self) -> Result<Vec<String>, StoreError> {
+        self.timed(Op::AuditReplicas, self.inner.audit_replicas())
+            .await
     }
 
     async fn append_audit(
         &self,
+        chain: &str,
         events: &[AuditEvent],
         expected_head_seq: u64,
         head: &ChainHead,
     ) -> Result<bool, StoreError> {
         self.timed(
             Op::AppendAudit,
-            self.inner.append_audit(events, expected_head_seq, head),
+            self.inner
+                .append_audit(chain, events, expected_head_seq, head),
         )
         .await
     }
 
-    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        self.timed(Op::ReadAudit, self.inner.read_audit(query))
+    async fn read_chain(
+        &self,
+        chain: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.timed(Op::ReadChain, self.inner.read_chain(chain, query))
+            .await
+    }
+
+    async fn read_audit_page(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        self.timed(Op::ReadAudit, self.inner.read_audit_page(query))
             .await
     }
 
@@ -181,7 +209,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let store = TimedStore::new(Arc::new(MemoryStore::new(10)), metrics.clone());
         store.ping().await.expect("ping");
-        store.audit_head().await.expect("head");
+        store.audit_head("").await.expect("head");
         let text = metrics.encode();
         assert!(text.contains("jit_store_operation_duration_seconds_count{op=\"ping\"} 1"));
         assert!(text.contains("jit_store_operation_duration_seconds_count{op=\"audit_head\"} 1"));

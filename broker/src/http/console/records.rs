@@ -29,6 +29,9 @@ pub(super) struct TrailQuery {
     event: String,
     #[serde(default)]
     after: u64,
+    /// Where the page starts (the previous page's next-page link).
+    #[serde(default)]
+    cursor: String,
     #[serde(default)]
     verify: Option<String>,
     #[serde(default)]
@@ -59,6 +62,10 @@ impl TrailQuery {
             subject: some(&self.subject),
             repo: some(&self.repo),
             after_seq: self.after,
+            cursor: some(&self.cursor)
+                .map(|c| crate::audit::AuditCursor::decode(&c))
+                .transpose()
+                .map_err(|e| ApiError::invalid_request(e.to_string()))?,
             limit,
         })
     }
@@ -92,8 +99,8 @@ pub(super) async fn trail(
             return html(status, page);
         }
     };
-    let events = match c.admin.store.read_audit(&aq).await {
-        Ok(e) => e,
+    let (events, next) = match c.admin.store.read_audit_page(&aq).await {
+        Ok(p) => (p.events, p.next.map(|c| c.encode())),
         Err(e) => return s.error(e.into()),
     };
     let chain = match q.verify.as_deref() {
@@ -108,13 +115,16 @@ pub(super) async fn trail(
     if let Err(e) = c.admin.audit.record(event).await {
         return s.error(e.into());
     }
-    let next = events
-        .last()
-        .map(|e| e.seq)
-        .filter(|_| events.len() == TRAIL_PAGE);
     html(
         StatusCode::OK,
-        pages::trail(&s.frame(), &search, &events, next, chain.as_ref(), None),
+        pages::trail(
+            &s.frame(),
+            &search,
+            &events,
+            next.as_deref(),
+            chain.as_ref(),
+            None,
+        ),
     )
 }
 
@@ -158,15 +168,14 @@ pub(super) async fn export(
     };
     let mut events: Vec<AuditEvent> = Vec::new();
     loop {
-        let page = match c.admin.store.read_audit(&aq).await {
+        let page = match c.admin.store.read_audit_page(&aq).await {
             Ok(p) => p,
             Err(e) => return s.error(e.into()),
         };
-        let full = page.len() == aq.limit;
-        aq.after_seq = page.last().map_or(aq.after_seq, |e| e.seq);
-        events.extend(page);
-        if !full || events.len() >= MAX_EXPORT {
-            break;
+        events.extend(page.events);
+        match page.next {
+            Some(next) if events.len() < MAX_EXPORT => aq.cursor = Some(next),
+            _ => break,
         }
     }
     events.truncate(MAX_EXPORT);

@@ -20,6 +20,7 @@ use crate::policy::explain::{explain as policy_explain, identity_from_claims};
 use crate::preflight;
 use crate::recorder::sink::SinkTarget;
 use crate::recorder::verify;
+use crate::runtime::AdminRuntime;
 use crate::state::AppState;
 
 /// What `explain` is asked.
@@ -146,7 +147,12 @@ pub async fn serve(file: &Path, wait_for_store: Option<std::time::Duration>) -> 
     anyhow::ensure!(checked.is_ok(), "{}", checked.problems_text());
     let listen = compiled.listen;
     let store = compiled.store.clone();
-    let state = AppState::open(compiled).with_context(|| format!("{}", file.display()))?;
+    let admin = AdminRuntime::start().context("cannot start the admin runtime")?;
+    // Opened with the admin runtime current: the webhook deliveries it starts run there.
+    let state = admin
+        .enter(|| AppState::open(compiled))
+        .with_context(|| format!("{}", file.display()))?
+        .with_admin_runtime(admin);
     let found = preflight::store_ready(&*state.store, &store, file, wait_for_store).await?;
     tracing::info!(store = %found, "the store answers");
     // Binding `broker.listen` or `server.metrics_listen` can still fail: name the file.
@@ -275,7 +281,8 @@ pub async fn dev(listen: SocketAddr, repos: Option<PathBuf>, user: &str) -> anyh
         std::process::id()
     );
     let audit = dev_audit(|k| std::env::var(k).ok())?.join(run);
-    let state = dev_state(listen, &repos, &audit, user)?;
+    let admin = AdminRuntime::start().context("cannot start the admin runtime")?;
+    let state = dev_state(listen, &repos, &audit, user)?.with_admin_runtime(admin);
     serve_on(listen, "--listen", state, shutdown_signal()).await
 }
 

@@ -10,7 +10,8 @@
 //!    [`notify`] (approval webhooks).
 //! 3. [`policy`] (decides on verified identities), [`store`] (grants, audit events).
 //! 4. [`recorder`] (writes audit events), [`error`]; 5. [`revocation`], [`approval`] (the
-//!    life of approval requests).
+//!    life of approval requests), [`runtime`] (the admin runtime: admin and background work
+//!    off the request runtime's threads).
 //! 6. Services: [`gatekeeper`] (the one decision on a Git request), [`exchange`],
 //!    [`admin`], [`gateway`] (Git smart-HTTP and upstreams), [`introspection`] (who may
 //!    introspect), [`console`] (the security console's sessions, sign-in and pages).
@@ -45,6 +46,7 @@ pub mod ratelimit;
 pub mod recorder;
 pub mod redis_conn;
 pub mod revocation;
+pub mod runtime;
 pub mod ssh;
 pub mod state;
 pub mod store;

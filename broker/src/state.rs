@@ -29,6 +29,7 @@ use crate::ratelimit::Limits;
 use crate::ratelimit::redis::RedisGcra;
 use crate::recorder::sink::{Sink, SinkError, SinkTarget};
 use crate::recorder::{Auditor, Checkpoints, Export};
+use crate::runtime::AdminRuntime;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, Topology};
 use crate::store::timed::TimedStore;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub introspection: Arc<IntrospectionAuth>,
     /// Sends approval events to the configured webhooks.
     pub notifier: Notifier,
+    /// Where admin reads and background work run ([`AdminRuntime::inline`] unless set).
+    pub admin_runtime: AdminRuntime,
 }
 
 impl AppState {
@@ -116,6 +119,7 @@ impl AppState {
             server: Arc::new(ServerConfig::default()),
             introspection: Arc::new(IntrospectionAuth::default()),
             notifier: Notifier::disabled(),
+            admin_runtime: AdminRuntime::inline(),
         }
     }
 
@@ -143,6 +147,12 @@ impl AppState {
     pub fn with_server(mut self, server: ServerConfig, introspection: IntrospectionAuth) -> Self {
         self.server = Arc::new(server);
         self.introspection = Arc::new(introspection);
+        self
+    }
+
+    /// The same state running admin reads and background work on `admin` ([`crate::runtime`]).
+    pub fn with_admin_runtime(mut self, admin: AdminRuntime) -> Self {
+        self.admin_runtime = admin;
         self
     }
 

@@ -31,6 +31,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("revocation", 5),
     // The life of approval requests (filed by the exchange, decided through the API).
     ("approval", 5),
+    // The admin runtime: where admin and background work runs (carries the request id).
+    ("runtime", 5),
     // Services: each combines the domain for one job.
     ("gateway", 6),
     ("gatekeeper", 6),

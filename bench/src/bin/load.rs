@@ -16,9 +16,11 @@
 //!    1-master and a 3-master cluster side by side (`/authz`, exchange, key spread).
 //! 6. organisation scale (`JIT_BENCH_ONLY=scale`, not in the default run): for each N of
 //!    `JIT_BENCH_SCALE_N` (default 10000), N live grants made by real exchanges, then the first
-//!    page and a filtered page of `GET /v1/grants`, `/authz` while listings run, revoke one /
-//!    by repository / everything (call time, time until `/authz` refuses, tidy time), the
-//!    broker's RSS and Redis bytes per live grant.
+//!    page and a filtered page of `GET /v1/grants`, revoke one / by repository / everything
+//!    (call time, time until `/authz` refuses, tidy time), `/authz` idle, while an admin lists
+//!    back to back and while a revoke-everything is tidied (with `JIT_BENCH_OTHER_BROKER`, the
+//!    same for the other build side by side, on its own N grants under its own key prefix),
+//!    the broker's RSS and Redis bytes per live grant.
 //!
 //! One summary line per figure on stdout; progress on stderr. Exits non-zero if a run failed
 //! (a request refused, a clone broken, a tool missing) — never because a figure is slow.
@@ -57,7 +59,8 @@ struct Settings {
     /// `git credential fill` runs of each kind (alternating). `JIT_BENCH_HELPER_RUNS`, default 50.
     helper_runs: usize,
     /// Another `jit-broker` binary (e.g. a build of an earlier commit) whose gateway clones are
-    /// timed alternately with this build's. `JIT_BENCH_OTHER_BROKER`, default none.
+    /// timed alternately with this build's, and whose `/authz` the scale phase measures beside
+    /// this build's. `JIT_BENCH_OTHER_BROKER`, default none.
     other_broker: Option<PathBuf>,
     /// nginx directives added to the upstream's `location /` (e.g. `fastcgi_buffer_size 64k;`,
     /// the size of the chunks nginx relays); both the direct and the gateway clones go through
@@ -1194,45 +1197,171 @@ async fn revoke_and_probe(
     bail!("the revoked token was still accepted after 10,000 checks")
 }
 
-/// Waits until the tidy queue is empty; seconds waited (from `since`).
-async fn wait_tidied(port: u16, since: Instant) -> Result<f64> {
+/// Waits until the tidy queue of the store with key `prefix` is empty; seconds waited (from
+/// `since`).
+async fn wait_tidied(port: u16, prefix: &str, since: Instant) -> Result<f64> {
     let deadline = Duration::from_secs(1800);
+    let queue = format!("{prefix}:{{tidy}}:jobs");
     while since.elapsed() < deadline {
-        let jobs = redis_num(port, &["LLEN", "jit:{tidy}:jobs"])?;
+        let jobs = redis_num(port, &["LLEN", queue.as_str()])?;
         if jobs == 0 {
             return Ok(since.elapsed().as_secs_f64());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("tidying did not finish in {} s", deadline.as_secs())
+}
+
+/// What revoking everything at one broker cost, and `/authz` while its tidy-up ran.
+struct RevokeAll {
+    /// Seconds of the revoke call.
+    call: f64,
+    /// Seconds from the call's start until a covered token was refused.
+    refused: f64,
+    /// The answer's `at_most`.
+    at_most: serde_json::Value,
+    /// Seconds from the call's start until the tidy queue was empty.
+    tidied: f64,
+    /// `/authz` with a token issued after the revocation, started right after it.
+    authz: WrkResult,
+}
+
+/// The store key prefix of the other broker of the scale phase (its own grants, its own tidy
+/// queue, so each broker tidies only its own revocation).
+const OTHER_PREFIX: &str = "jito";
+
+/// Revokes everything at `broker` (whose store keys start with `prefix`) and, at once, runs
+/// `/authz` (wrk, `seconds`) with a token of `scale/r1` issued after the revocation, while the
+/// tidy-up ends the revoked grants in the background.
+async fn revoke_all_under_authz(
+    w: &World,
+    broker: &str,
+    prefix: &str,
+    admin: &str,
+    victim: &str,
+    id_token: &str,
+    seconds: u64,
+) -> Result<RevokeAll> {
+    let http = jit_e2e::http_client();
+    let since = Instant::now();
+    let (call, refused, answer) = revoke_and_probe(
+        &http,
+        broker,
+        admin,
+        serde_json::json!({"by": "all", "reason": "bench"}),
+        victim,
+        "scale/r1",
+    )
+    .await?;
+    // The revocation covers grants issued up to its millisecond: a token of a later one.
+    let mut fresh = None;
+    for _ in 0..100 {
+        let token = exchange(&http, broker, id_token, "repo:scale/r1:read").await?;
+        if authz_status(&http, broker, &token, "scale/r1").await? == 204 {
+            fresh = Some(token);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let fresh = fresh.context("no token issued after the revocation was accepted")?;
+    let (authz, tidied) = tokio::join!(
+        authz_wrk(
+            w,
+            "authz while revoking everything",
+            broker,
+            (&fresh, "scale/r1"),
+            seconds
+        ),
+        wait_tidied(w.redis.port(), prefix, since),
+    );
+    Ok(RevokeAll {
+        call,
+        refused,
+        at_most: answer["at_most"].clone(),
+        tidied: tidied?,
+        authz: authz?,
+    })
+}
+
+/// One broker's `/authz`: idle, while listing, while a revoke-everything is tidied.
+fn isolation_line(
+    n: usize,
+    build: &str,
+    idle: &WrkResult,
+    listing: &(WrkResult, u64),
+    all: &RevokeAll,
+    seconds: u64,
+) -> String {
+    let fig = |r: &WrkResult| {
+        format!(
+            "{} req/s p50 {:.2} ms p99 {:.2} ms",
+            thousands(r.rps),
+            r.p50_ms,
+            r.p99_ms
+        )
+    };
+    format!(
+        "scale N={n}: /authz of {build}: idle {}; while listing ({} pages of 100 in {seconds} s) {} \
+         (p99 {:.1}× idle); while revoke-everything (at most {}) is tidied ({:.1} s) {} (p99 {:.1}× idle)",
+        fig(idle),
+        listing.1,
+        fig(&listing.0),
+        listing.0.p99_ms / idle.p99_ms,
+        all.at_most,
+        all.tidied,
+        fig(&all.authz),
+        all.authz.p99_ms / idle.p99_ms,
+    )
 }
 
 fn median_of(mut xs: Vec<f64>) -> f64 {
     median(&mut xs)
 }
 
-/// `/authz` (wrk, `seconds`) while a task lists pages of grants back to back.
-async fn authz_while_listing(
-    w: &World,
-    token: &str,
-    repo: &str,
-    admin: &str,
-    seconds: u64,
-) -> Result<(WrkResult, u64)> {
-    let script = format!(
+/// The wrk script of `/authz` for a read of `repo` with `token`.
+fn authz_script(token: &str, repo: &str) -> String {
+    format!(
         "wrk.method = \"GET\"\n\
          wrk.headers[\"Authorization\"] = {}\n\
          wrk.headers[\"X-Original-URI\"] = {}\n\
          wrk.headers[\"X-Original-Method\"] = \"GET\"\n",
         lua_string(&format!("Bearer {token}")),
         lua_string(&format!("/{repo}.git/info/refs?service=git-upload-pack")),
-    );
+    )
+}
+
+/// `/authz` of the broker at `broker` (wrk, `seconds`) for a read of `repo` with `token`;
+/// `what` names the run if a request failed.
+async fn authz_wrk(
+    w: &World,
+    what: &str,
+    broker: &str,
+    (token, repo): (&str, &str),
+    seconds: u64,
+) -> Result<WrkResult> {
+    let script = authz_script(token, repo);
+    let url = format!("{broker}/authz");
+    let r = wrk(w.work.path(), &url, &script, &w.settings, seconds).await?;
+    check_wrk(what, &r)?;
+    Ok(r)
+}
+
+/// `/authz` of the broker at `broker` (wrk, `seconds`) while a task lists pages of grants
+/// back to back.
+async fn authz_while_listing(
+    w: &World,
+    broker: &str,
+    token: &str,
+    repo: &str,
+    admin: &str,
+    seconds: u64,
+) -> Result<(WrkResult, u64)> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lister = {
         let (stop, http, url, admin) = (
             stop.clone(),
             jit_e2e::http_client(),
-            w.broker.url(),
+            broker.to_owned(),
             admin.to_owned(),
         );
         tokio::spawn(async move {
@@ -1252,18 +1381,10 @@ async fn authz_while_listing(
             Ok::<_, anyhow::Error>(pages)
         })
     };
-    let r = wrk(
-        w.work.path(),
-        &format!("{}/authz", w.broker.url()),
-        &script,
-        &w.settings,
-        seconds,
-    )
-    .await;
+    let r = authz_wrk(w, "authz while listing", broker, (token, repo), seconds).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let pages = lister.await??;
     let r = r?;
-    check_wrk("authz while listing", &r)?;
     Ok((r, pages))
 }
 
@@ -1296,6 +1417,35 @@ async fn scale_phase(w: &World, report: &mut Report) -> Result<()> {
         .rs256()
         .expires_in(7200)
         .sign();
+    // The other build (JIT_BENCH_OTHER_BROKER), on the same Redis under its own key prefix.
+    let other = match &w.settings.other_broker {
+        Some(binary) => {
+            let config = broker_config(
+                w._keys.path(),
+                &w.redis.url(),
+                &w.idp.platform_issuer("github"),
+                &w.git.base_url(),
+            )
+            .replacen(
+                "[store]\n",
+                &format!("[store]\nprefix = \"{OTHER_PREFIX}\"\n"),
+                1,
+            );
+            progress(format!(
+                "starting the other jit-broker ({})",
+                binary.display()
+            ));
+            Some(
+                OtherBroker::start(
+                    binary,
+                    &config,
+                    &[("JIT_BENCH_UPSTREAM_PASSWORD", UPSTREAM_PASSWORD)],
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
     for n in sizes {
         let before = redis_used_memory(port)?;
         let made = Instant::now();
@@ -1358,42 +1508,7 @@ async fn scale_phase(w: &World, report: &mut Report) -> Result<()> {
             median_of(deep) * 1e3,
         ));
 
-        // /authz alone, then while an admin pages through the grants back to back.
-        let seconds = w.settings.seconds.min(5);
-        let script_repo = "scale/r1";
-        let idle = {
-            let script = format!(
-                "wrk.method = \"GET\"\n\
-                 wrk.headers[\"Authorization\"] = {}\n\
-                 wrk.headers[\"X-Original-URI\"] = {}\n\
-                 wrk.headers[\"X-Original-Method\"] = \"GET\"\n",
-                lua_string(&format!("Bearer {}", tokens[1])),
-                lua_string(&format!(
-                    "/{script_repo}.git/info/refs?service=git-upload-pack"
-                )),
-            );
-            let r = wrk(
-                w.work.path(),
-                &format!("{broker}/authz"),
-                &script,
-                &w.settings,
-                seconds,
-            )
-            .await?;
-            check_wrk("authz idle", &r)?;
-            r
-        };
-        let (busy, pages) =
-            authz_while_listing(w, &tokens[1], script_repo, &admin, seconds).await?;
-        report.line(format!(
-            "scale N={n}: /authz idle {} req/s p99 {:.2} ms; while listing ({pages} pages of 100 in {seconds} s) {} req/s p99 {:.2} ms",
-            thousands(idle.rps),
-            idle.p99_ms,
-            thousands(busy.rps),
-            busy.p99_ms
-        ));
-
-        // Revoke one, by repository, everything.
+        // Revoke one, by repository.
         let one = tokens[2].clone();
         let (c1, r1, _) = revoke_and_probe(
             &http,
@@ -1413,33 +1528,64 @@ async fn scale_phase(w: &World, report: &mut Report) -> Result<()> {
             "scale/r3",
         )
         .await?;
-        let repo_tidy = wait_tidied(port, Instant::now()).await?;
-        let since = Instant::now();
-        let (c3, r3, a3) = revoke_and_probe(
-            &http,
-            &broker,
-            &admin,
-            serde_json::json!({"by": "all", "reason": "bench"}),
-            &tokens[4],
-            "scale/r4",
-        )
-        .await?;
-        let all_tidy = wait_tidied(port, since).await?;
+        let repo_tidy = wait_tidied(port, "jit", Instant::now()).await?;
+
+        // `/authz` alone, while an admin pages through the grants back to back, and while a
+        // revoke-everything is tidied: this build and (JIT_BENCH_OTHER_BROKER) the other one,
+        // each step on both before the next, so the machine's load hits both alike.
+        let seconds = w.settings.seconds.min(5);
+        let mut brokers = vec![("this build", broker.clone(), "jit", tokens[1].clone())];
+        if let Some(other) = &other {
+            progress(format!("scale: making {n} grants at the other broker"));
+            let theirs = make_grants(&http, &other.url(), &id_tokens, n).await?;
+            brokers.push((
+                "the other build",
+                other.url(),
+                OTHER_PREFIX,
+                theirs[1].clone(),
+            ));
+        }
+        let mut idle = Vec::new();
+        for (_, url, _, token) in &brokers {
+            idle.push(authz_wrk(w, "authz idle", url, (token, "scale/r1"), seconds).await?);
+        }
+        let mut listing = Vec::new();
+        for (_, url, _, token) in &brokers {
+            listing.push(authz_while_listing(w, url, token, "scale/r1", &admin, seconds).await?);
+        }
+        let mut all = Vec::new();
+        for (_, url, prefix, token) in &brokers {
+            all.push(
+                revoke_all_under_authz(w, url, prefix, &admin, token, &id_tokens[1], seconds)
+                    .await?,
+            );
+        }
+        for (i, (build, ..)) in brokers.iter().enumerate() {
+            report.line(isolation_line(
+                n,
+                build,
+                &idle[i],
+                &listing[i],
+                &all[i],
+                seconds,
+            ));
+        }
         let left = redis_num(port, &["ZCARD", "jit:ix:{all}"])?;
         report.line(format!(
             "scale N={n}: revoke one: call {:.1} ms, refused {:.1} ms after the call began; \
              by repo (at most {}): call {:.1} ms, refused after {:.1} ms, tidied in {:.2} s; \
-             everything (at most {}): call {:.1} ms, refused after {:.1} ms, tidied in {:.1} s ({left} index entries left)",
+             everything (at most {}): call {:.1} ms, refused after {:.1} ms, tidied in {:.1} s \
+             while /authz ran ({left} index entries left)",
             c1 * 1e3,
             r1 * 1e3,
             a2["at_most"],
             c2 * 1e3,
             r2 * 1e3,
             repo_tidy,
-            a3["at_most"],
-            c3 * 1e3,
-            r3 * 1e3,
-            all_tidy,
+            all[0].at_most,
+            all[0].call * 1e3,
+            all[0].refused * 1e3,
+            all[0].tidied,
         ));
     }
     Ok(())

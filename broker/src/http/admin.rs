@@ -228,6 +228,11 @@ mod tests {
     }
 
     async fn world() -> World {
+        world_on(Arc::new(ManualClock::new(NOW * 1000))).await
+    }
+
+    /// A world whose handlers ask `clock` the time.
+    async fn world_on(clock: Arc<dyn crate::clock::Clock>) -> World {
         let iss = TestIssuer::start().await;
         let issuers = vec![iss.config("corp", AUD)];
         #[derive(serde::Deserialize)]
@@ -263,7 +268,7 @@ claims = { groups = "security" }
         let policy = CompiledPolicy::compile(&issuers, &roles.role).expect("policy");
         let admins = AdminPolicy::compile(&admin, |n| n == "corp").expect("admins");
         let store = Arc::new(MemoryStore::new(1000));
-        let state = AppState::for_tests(store.clone(), Arc::new(ManualClock::new(NOW * 1000)))
+        let state = AppState::for_tests(store.clone(), clock)
             .with_access(
                 Verifier::new(&issuers, CacheTimes::default()).expect("verifier"),
                 policy,
@@ -704,6 +709,86 @@ claims = { groups = "security" }
             .to_owned();
         let (s, _, _) = call(&w, "GET", "/v1/grants", Some(&again), None).await;
         assert_eq!(s, StatusCode::OK);
+    }
+
+    /// A clock that notes which thread asks it the time: where a handler's body runs.
+    struct ThreadSpy {
+        clock: ManualClock,
+        threads: std::sync::Mutex<Vec<Option<String>>>,
+    }
+
+    impl ThreadSpy {
+        fn take(&self) -> Vec<Option<String>> {
+            std::mem::take(&mut *self.threads.lock().expect("lock"))
+        }
+    }
+
+    impl crate::clock::Clock for ThreadSpy {
+        fn now_ms(&self) -> i64 {
+            let name = std::thread::current().name().map(str::to_owned);
+            self.threads.lock().expect("lock").push(name);
+            self.clock.now_ms()
+        }
+    }
+
+    /// Admin reads run on the admin runtime's thread, with the request's id; revocations and
+    /// `/authz` stay on the request runtime.
+    #[tokio::test]
+    async fn admin_reads_run_on_the_admin_runtime_and_keep_their_request_id() {
+        use crate::runtime::{AdminRuntime, THREAD_NAME};
+        let spy = Arc::new(ThreadSpy {
+            clock: ManualClock::new(NOW * 1000),
+            threads: Default::default(),
+        });
+        let mut w = world_on(spy.clone()).await;
+        w.state = w
+            .state
+            .clone()
+            .with_admin_runtime(AdminRuntime::start().expect("admin runtime"));
+        let admin = id_token(&w, "sec@example.com", "security");
+        broker_token(&w, "alice", "dev", "acme/api").await;
+        let admin_thread = Some(THREAD_NAME.to_owned());
+        let here = std::thread::current().name().map(str::to_owned);
+        assert_ne!(here, admin_thread);
+
+        for path in ["/v1/grants", "/v1/audit", "/v1/requests"] {
+            spy.take();
+            let (s, headers, body) = call(&w, "GET", path, Some(&admin), None).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {body}");
+            let seen = spy.take();
+            assert!(!seen.is_empty(), "{path}: the handler asked the time");
+            assert!(
+                seen.iter().all(|t| *t == admin_thread),
+                "{path} ran on {seen:?}"
+            );
+            if path == "/v1/grants" {
+                let id = headers
+                    .get(&crate::http::REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .expect("request id");
+                let listed = events(&w, "admin.grants").await;
+                assert_eq!(listed[0].data.get("request_id"), Some(&id.into()));
+            }
+        }
+        // A refused read is refused there too, and audited.
+        spy.take();
+        let (s, _, _) = call(&w, "GET", "/v1/grants", Some("garbage"), None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert!(spy.take().iter().all(|t| *t == admin_thread));
+        assert_eq!(events(&w, "admin.denied").await.len(), 1);
+
+        // A revocation stays on the request runtime: it never waits behind an export.
+        let req = json!({"by": "subject", "value": "alice", "reason": "laptop stolen"});
+        let (s, _, body) = call(&w, "POST", "/v1/revoke", Some(&admin), Some(req)).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let seen = spy.take();
+        assert!(
+            !seen.is_empty() && seen.iter().all(|t| *t == here),
+            "{seen:?}"
+        );
+        let (_, _, body) = call(&w, "GET", "/v1/grants", Some(&admin), None).await;
+        let page: GrantPage = serde_json::from_str(&body).expect("page");
+        assert!(page.grants.is_empty(), "revoked: {body}");
     }
 
     #[test]

@@ -21,9 +21,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jit_proto::challenge::BearerChallenge;
 use tokio::net::TcpListener;
@@ -36,8 +37,10 @@ use tower_http::trace::TraceLayer;
 use self::observe::sane_request_id;
 use self::observe::{Observer, RequestIds, observe};
 use crate::approval::Approvals;
+use crate::error::ApiError;
 use crate::gatekeeper::{Denied, Door, RequestInfo};
 pub use crate::gateway::text;
+use crate::runtime::AdminRuntime;
 use crate::state::AppState;
 use axum::extract::FromRef;
 
@@ -65,16 +68,20 @@ pub const REALM: &str = "git-jit";
 
 /// The broker's HTTP application.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/oauth/introspect", post(oauth::introspect))
-        .route("/oauth/token", post(oauth::token))
+    let on_admin = middleware::from_fn_with_state(state.admin_runtime.clone(), reads_on_admin);
+    let reads = Router::new()
         .route("/v1/grants", get(admin::grants))
-        .route("/v1/revoke", post(admin::revoke))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/requests", get(requests::list))
         .route("/v1/requests/{id}", get(requests::one))
+        .route_layer(on_admin.clone());
+    let api = Router::new()
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/token", post(oauth::token))
+        .route("/v1/revoke", post(admin::revoke))
         .route("/v1/requests/{id}/{action}", post(requests::decide))
         .route("/ssh/check", post(ssh::check))
+        .merge(reads)
         .layer(RequestBodyLimitLayer::new(MAX_API_BODY));
     let dev = match state.dev_issuer.clone() {
         Some(dev) => crate::devissuer::routes(dev),
@@ -99,7 +106,7 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(api)
         .merge(dev)
-        .merge(console::routes(&state))
+        .merge(console::routes(&state).route_layer(on_admin))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             API_TIMEOUT,
@@ -136,6 +143,25 @@ pub fn app(state: AppState) -> Router {
     }
 }
 
+/// Runs a read of the admin API or the console (`GET`, `HEAD`: listings, audit reads and
+/// exports, pages) on the admin runtime ([`crate::runtime`]): extractors, handler and the
+/// serialised reply, off the request runtime's workers. Actions (a revocation, a decision on
+/// an approval request, signing out) are small and stay here, so that none of them waits
+/// behind an export on the admin runtime's one thread.
+async fn reads_on_admin(
+    State(admin): State<AdminRuntime>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.run(req).await;
+    }
+    match admin.run(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
 /// The application of `server.metrics_listen`: `GET /metrics` alone.
 pub fn metrics_app(state: AppState) -> Router {
     Router::new()
@@ -146,7 +172,8 @@ pub fn metrics_app(state: AppState) -> Router {
 /// Serves the broker on `listener` until `shutdown` completes, under the connection caps and
 /// timeouts of `[server]` ([`listener::serve`]), with the store's tidy worker
 /// ([`crate::store::tidy::run_worker`]) and the approval requests' expiry sweep
-/// ([`crate::approval::run_sweeper`]) beside it: dropping either mid-batch loses nothing.
+/// ([`crate::approval::run_sweeper`]) on the admin runtime beside it: dropping either
+/// mid-batch loses nothing.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -155,17 +182,25 @@ pub async fn run(
     let policy = listener::ConnectionPolicy::for_process(&state.server);
     let metrics = state.audit.counts().connections.clone();
     let (edge, reload) = edge(&state.server, state.audit.metrics())?;
-    let tidy = tokio::spawn(crate::store::tidy::run_worker(
-        state.store.clone(),
-        state.clock.clone(),
-    ));
-    let sweep = tokio::spawn(crate::approval::run_sweeper(
-        Approvals::from_ref(&state),
-        SWEEP_EVERY,
-    ));
+    let background = {
+        let admin = state.admin_runtime.clone();
+        let (store, clock) = (state.store.clone(), state.clock.clone());
+        let approvals = Approvals::from_ref(&state);
+        state.admin_runtime.spawn(async move {
+            // The store's admin connection (listings, revocations, tidying) is opened first,
+            // from the admin runtime itself, so its replies are read on the admin thread.
+            let probe = store.clone();
+            let _ = admin
+                .run_keeping_spawns(async move { probe.tidy_pending().await })
+                .await;
+            tokio::join!(
+                crate::store::tidy::run_worker(store, clock),
+                crate::approval::run_sweeper(approvals, SWEEP_EVERY),
+            );
+        })
+    };
     let served = listener::serve_edge(listener, app(state), policy, edge, metrics, shutdown).await;
-    tidy.abort();
-    sweep.abort();
+    background.abort();
     if let Some(reload) = reload {
         reload.abort();
     }

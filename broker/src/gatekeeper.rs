@@ -468,7 +468,9 @@ impl Gatekeeper {
         if !claims.scope.covers(needed) {
             let message = forbidden_message(&claims.scope, needed);
             let denied = Denied::Forbidden { message };
-            return Err(self.limit(base(), denied, info, Charge::Valid(&claims)).await);
+            return Err(self
+                .limit(base(), denied, info, Charge::Valid(&claims))
+                .await);
         }
         if !info.via.sees_ref_updates()
             && needed.actions.contains(Action::Write)
@@ -481,7 +483,9 @@ impl Gatekeeper {
                 patterns.join(", ")
             );
             let denied = Denied::Forbidden { message };
-            return Err(self.limit(base(), denied, info, Charge::Valid(&claims)).await);
+            return Err(self
+                .limit(base(), denied, info, Charge::Valid(&claims))
+                .await);
         }
         Ok(Allowed {
             claims,

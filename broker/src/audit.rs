@@ -136,6 +136,54 @@ pub fn chain_hash(event: &AuditEvent) -> String {
     chain_hash_with(&mut e, &mut buf)
 }
 
+/// An event ready to be written: chained, its `hash` set, and its stored line (its JSON as
+/// the store, the durable sink and the export all keep it, without a newline). Serialised
+/// once, whatever the number of places it goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sealed {
+    /// The event.
+    pub event: AuditEvent,
+    /// Its JSON.
+    pub line: String,
+}
+
+impl Sealed {
+    /// `event` as it stands (its `hash` already set), serialised.
+    pub fn of(event: AuditEvent) -> Self {
+        // Serialising a struct of strings, numbers and a JSON map cannot fail.
+        let line = serde_json::to_string(&event).unwrap_or_default();
+        Self { event, line }
+    }
+}
+
+/// Sets `event.hash` to its [`chain_hash`] and serialises it, both from one serialisation:
+/// the JSON the hash covers (`hash` empty, the last member) and the stored line differ only
+/// in that last member's value, so the line is the hashed text with the hash put in.
+pub fn seal(mut event: AuditEvent) -> Sealed {
+    use sha2::{Digest, Sha256};
+    /// How the hashed text ends: `hash` is the event's last member, here empty.
+    const UNSEALED_END: &[u8] = br#","hash":""}"#;
+    event.hash.clear();
+    let mut buf = Vec::with_capacity(512);
+    // Serialising a struct of strings, numbers and a JSON map into memory cannot fail.
+    let _ = serde_json::to_writer(&mut buf, &event);
+    if event.id.is_some() || !buf.ends_with(UNSEALED_END) {
+        // An event read back (with a store id) is hashed without it: the long way.
+        event.hash = chain_hash(&event);
+        return Sealed::of(event);
+    }
+    let hash = hex::encode(Sha256::digest(&buf));
+    // `…"hash":""}` becomes `…"hash":"<hash>"}`.
+    buf.truncate(buf.len() - 2);
+    buf.extend_from_slice(hash.as_bytes());
+    buf.extend_from_slice(b"\"}");
+    event.hash = hash;
+    match String::from_utf8(buf) {
+        Ok(line) => Sealed { event, line },
+        Err(_) => Sealed::of(event),
+    }
+}
+
 /// [`chain_hash`] without copying the event: `id` and `hash` are taken out while it is
 /// serialised into `buf` (reused between calls) and put back.
 fn chain_hash_with(e: &mut AuditEvent, buf: &mut Vec<u8>) -> String {

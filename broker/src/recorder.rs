@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{
-    AuditEvent, ChainHead, Checkpoint, EventKind, ReplicaHead, chain_hash, checkpoint_message,
+    AuditEvent, ChainHead, Checkpoint, EventKind, ReplicaHead, Sealed, checkpoint_message, seal,
 };
 use crate::metrics::Metrics;
 use jit_proto::display::clean;
@@ -59,11 +59,10 @@ impl Export {
         Ok(Export::File(std::sync::Mutex::new(f)))
     }
 
-    fn write(&self, event: &AuditEvent) {
+    /// Appends one event's line (`seq` names it in an error).
+    fn write(&self, seq: u64, line: &str) {
         use std::io::Write as _;
-        let Ok(mut line) = serde_json::to_vec(event) else {
-            return;
-        };
+        let mut line = line.as_bytes().to_vec();
         line.push(b'\n');
         let result = match self {
             Export::Stdout => std::io::stdout().lock().write_all(&line),
@@ -74,7 +73,7 @@ impl Export {
         };
         if let Err(e) = result {
             // The store holds the authoritative, chained copy; a failed export is loud, not fatal.
-            tracing::error!(target: "audit", error = %e, seq = event.seq, "audit export failed");
+            tracing::error!(target: "audit", error = %e, seq, "audit export failed");
         }
     }
 }
@@ -85,10 +84,6 @@ pub const DEFAULT_REPLICA: &str = "local";
 const MAX_BATCH: usize = 256;
 /// Events waiting for the writer before callers are made to wait.
 const QUEUE: usize = 4096;
-
-/// Events kept for the sink after it failed (they are in the store; the sink gets them, in
-/// order, before anything newer). Past this, the oldest are given up and the files show a gap.
-const MAX_UNSYNCED: usize = 100_000;
 
 type Done = tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>;
 
@@ -258,19 +253,36 @@ struct Writer {
     replica: String,
 }
 
+/// Batches whose store append is done and whose sink write may still be running, waiting
+/// to be answered in order. Past this many, the writer waits before appending more.
+const IN_FLIGHT: usize = 64;
+
+/// A batch in the store, handed to the sink, to be answered once the sink has it.
+struct InFlight {
+    durable: Result<sink::Durable, sink::SinkError>,
+    events: Vec<Sealed>,
+    dones: Vec<Done>,
+}
+
 /// The writer task: takes what is waiting (up to [`MAX_BATCH`]), chains it onto the head,
-/// appends it to the store in one round trip, writes it to the sink (one fsync), answers
-/// every caller. Every checkpoint interval in which events were written, it appends a signed
-/// checkpoint of the head. Ends when every `Auditor` is gone.
+/// appends it to the store in one round trip, hands it to the sink and goes on with the next
+/// batch while the sink makes this one durable (one fsync covers every batch waiting); each
+/// batch's callers are answered, in order, once it is in both. Every checkpoint interval in
+/// which events were written, it appends a signed checkpoint of the head. Ends when every
+/// `Auditor` is gone.
 async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, Done)>) {
+    let w = Arc::new(w);
     let mut head: Option<ChainHead> = None;
     // Whether this writer entered its chain in the store's roster.
     let mut joined = false;
     // This replica's own chain through its files (continued from what they hold).
     let mut replica: Option<ReplicaHead> = w.sink.as_ref().and_then(|s| s.replica_head());
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // Events in the store that the sink has not taken yet (it failed): written first next time.
-    let mut unsynced: Vec<AuditEvent> = Vec::new();
+    let in_flight = w.sink.as_ref().map(|_| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<InFlight>(IN_FLIGHT);
+        tokio::spawn(answer_loop(w.clone(), rx));
+        tx
+    });
     let period = w
         .checkpoints
         .as_ref()
@@ -296,89 +308,116 @@ async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, 
                 batch.push((AuditEvent::new(EventKind::AuditCheckpoint, ts as i64), done));
             }
         }
-        let (mut events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
-        let mut result =
-            append_chained(&w, &mut head, &mut joined, replica.as_mut(), &mut events).await;
-        if result.is_ok() {
-            result = w.to_sink(&mut unsynced, &events).await;
-        }
-        if result.is_err() {
-            w.metrics.audit_failed(events.len() as u64);
-        }
-        if result.is_ok() {
-            if let Some(last) = events.last() {
-                written = last.seq;
-                if last.event == EventKind::AuditCheckpoint {
-                    checkpointed = last.seq;
+        let (events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
+        let n = events.len() as u64;
+        let events =
+            match append_chained(&w, &mut head, &mut joined, replica.as_mut(), events).await {
+                Ok(events) => events,
+                Err(e) => {
+                    w.metrics.audit_failed(n);
+                    answer(dones, &Err(e));
+                    continue;
                 }
-            }
-            for e in &events {
-                w.metrics.audit_event(e.event.as_str());
-                // Subjects come from identity providers, repositories and denials from
-                // requests: inert text in the log, whatever the log's format.
-                tracing::info!(
-                    target: "audit",
-                    event = %clean(e.event.as_str()),
-                    seq = e.seq,
-                    subject = e.subject.as_deref().map(clean).as_deref(),
-                    repo = e.repo.as_deref().map(clean).as_deref(),
-                    jti = e.jti.as_deref().map(clean).as_deref(),
-                    denial = e.denial.as_deref().map(clean).as_deref(),
-                    "audit"
-                );
-                if let Some(x) = &w.export {
-                    x.write(e);
-                }
+            };
+        if let Some(last) = events.last() {
+            written = last.event.seq;
+            if last.event.event == EventKind::AuditCheckpoint {
+                checkpointed = last.event.seq;
             }
         }
-        for done in dones {
-            // A caller that went away no longer needs the answer.
-            let _ = done.send(result.clone());
+        match (&w.sink, &in_flight) {
+            (Some(sink), Some(in_flight)) => {
+                let mut lines = Vec::with_capacity(events.iter().map(|e| e.line.len() + 1).sum());
+                for e in &events {
+                    lines.extend_from_slice(e.line.as_bytes());
+                    lines.push(b'\n');
+                }
+                let first_seq = events.first().map_or(0, |e| e.event.seq);
+                let durable = sink.submit(lines, first_seq, events.len());
+                let batch = InFlight {
+                    durable,
+                    events,
+                    dones,
+                };
+                if let Err(tokio::sync::mpsc::error::SendError(batch)) = in_flight.send(batch).await
+                {
+                    let stopped =
+                        crate::store::StoreError::Unavailable("audit sink stopped".into());
+                    answer(batch.dones, &Err(stopped));
+                }
+            }
+            _ => {
+                w.recorded(&events);
+                answer(dones, &Ok(()));
+            }
         }
+    }
+}
+
+/// Answers each batch handed to the sink, in order, once the sink says it is durable.
+async fn answer_loop(w: Arc<Writer>, mut rx: tokio::sync::mpsc::Receiver<InFlight>) {
+    while let Some(InFlight {
+        durable,
+        events,
+        dones,
+    }) = rx.recv().await
+    {
+        let durable = match durable {
+            Ok(d) => d.wait().await,
+            Err(e) => Err(e),
+        };
+        let result = match durable {
+            Ok(()) => {
+                w.recorded(&events);
+                Ok(())
+            }
+            Err(e) => {
+                // The events are in the store; the sink keeps them and writes them, in chain
+                // order, before anything newer. The decisions they record are refused.
+                w.metrics.audit_failed(events.len() as u64);
+                tracing::error!(target: "audit", error = %e, events = events.len(), "audit events not written to the sink; refusing");
+                Err(crate::store::StoreError::Unavailable(e.to_string()))
+            }
+        };
+        answer(dones, &result);
+    }
+}
+
+/// Tells every caller of a batch how it went.
+fn answer(dones: Vec<Done>, result: &Result<(), crate::store::StoreError>) {
+    for done in dones {
+        // A caller that went away no longer needs the answer.
+        let _ = done.send(result.clone());
     }
 }
 
 impl Writer {
-    /// Writes `events` to the sink after whatever it missed before; keeps them for the next
-    /// time if it fails. The events are in the store already: a failure here means the
-    /// decisions they record are refused, and the sink still gets them, in chain order.
-    async fn to_sink(
-        &self,
-        unsynced: &mut Vec<AuditEvent>,
-        events: &[AuditEvent],
-    ) -> Result<(), crate::store::StoreError> {
-        let Some(sink) = &self.sink else {
-            return Ok(());
-        };
-        let written = if unsynced.is_empty() {
-            sink.write(events).await
-        } else {
-            unsynced.extend_from_slice(events);
-            sink.write(unsynced).await
-        };
-        match written {
-            Ok(()) => {
-                unsynced.clear();
-                Ok(())
-            }
-            Err(e) => {
-                if unsynced.is_empty() {
-                    unsynced.extend_from_slice(events);
-                }
-                if unsynced.len() > MAX_UNSYNCED {
-                    let lost = unsynced.len() - MAX_UNSYNCED;
-                    unsynced.drain(..lost);
-                    tracing::error!(target: "audit", lost, "audit sink still failing: the oldest events it missed are given up; the files will show the gap");
-                }
-                tracing::error!(target: "audit", error = %e, events = events.len(), "audit events not written to the sink; refusing");
-                Err(crate::store::StoreError::Unavailable(e.to_string()))
+    /// Counts, logs and exports `events`, recorded.
+    fn recorded(&self, events: &[Sealed]) {
+        for Sealed { event: e, line } in events {
+            self.metrics.audit_event(e.event.as_str());
+            // Subjects come from identity providers, repositories and denials from
+            // requests: inert text in the log, whatever the log's format.
+            tracing::info!(
+                target: "audit",
+                event = %clean(e.event.as_str()),
+                seq = e.seq,
+                subject = e.subject.as_deref().map(clean).as_deref(),
+                repo = e.repo.as_deref().map(clean).as_deref(),
+                jti = e.jti.as_deref().map(clean).as_deref(),
+                denial = e.denial.as_deref().map(clean).as_deref(),
+                "audit"
+            );
+            if let Some(x) = &self.export {
+                x.write(e.seq, line);
             }
         }
     }
 }
 
-/// Chains `events` onto this replica's chain head, each on its kind's lane, and appends them
-/// in one compare-and-set. A checkpoint event gets the signature of the head it follows.
+/// Chains `events` onto this replica's chain head, each on its kind's lane, seals each
+/// (its hash and its line, [`seal`]) and appends them in one compare-and-set. A checkpoint
+/// event gets the signature of the head it follows.
 ///
 /// The first append enters the replica in the store's roster of chains; a chain that does
 /// not exist yet starts where the chain from before replica chains ended (so a replica's
@@ -393,8 +432,8 @@ async fn append_chained(
     head: &mut Option<ChainHead>,
     joined: &mut bool,
     replica: Option<&mut ReplicaHead>,
-    events: &mut [AuditEvent],
-) -> Result<(), crate::store::StoreError> {
+    events: Vec<AuditEvent>,
+) -> Result<Vec<Sealed>, crate::store::StoreError> {
     let store = &*w.store;
     let chain = w.replica.as_str();
     let n = events.len();
@@ -424,28 +463,33 @@ async fn append_chained(
     };
     let mut next = current.clone();
     let mut next_replica = replica.as_deref().cloned();
-    for e in events.iter_mut() {
+    let mut sealed = Vec::with_capacity(n);
+    for mut e in events {
         let lane = e.event.lane();
         e.lane = Some(lane);
         e.replica = next_replica.as_ref().map(ReplicaHead::next_link);
         if e.event == EventKind::AuditCheckpoint {
-            sign_checkpoint(w.checkpoints.as_ref(), &next, e)?;
+            sign_checkpoint(w.checkpoints.as_ref(), &next, &mut e)?;
         }
         e.seq = next.seq + 1;
         e.prev = next.hash(lane).to_owned();
-        e.hash = chain_hash(e);
-        next.advance(lane, e);
+        let s = seal(e);
+        next.advance(lane, &s.event);
         if let Some(r) = next_replica.as_mut() {
-            r.advance(e);
+            r.advance(&s.event);
         }
+        sealed.push(s);
     }
-    match store.append_audit(chain, events, current.seq, &next).await {
+    match store
+        .append_sealed(chain, &sealed, current.seq, &next)
+        .await
+    {
         Ok(true) => {
             *head = Some(next);
             if let (Some(r), Some(n)) = (replica, next_replica) {
                 *r = n;
             }
-            Ok(())
+            Ok(sealed)
         }
         // Only this replica writes its chain: the head moved under it, so another process
         // uses the same replica name. Both would fork one chain; refuse, loudly.
@@ -486,7 +530,7 @@ fn sign_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AuditQuery, ChainError, Lane, verify_chain};
+    use crate::audit::{AuditQuery, ChainError, Lane, chain_hash, verify_chain};
     use crate::store::GrantStore;
     use crate::store::memory::MemoryStore;
     use std::sync::Arc;
@@ -828,5 +872,79 @@ mod tests {
             .collect();
         assert_eq!(events.len(), 2);
         assert_eq!(verify_chain(&events), Ok(2));
+    }
+
+    /// An auditor with a file sink in `dir` (a new file for every batch).
+    fn with_files(store: &Arc<dyn GrantStore>, dir: &std::path::Path) -> Auditor {
+        let sink = sink::Sink::open(sink::SinkTarget::File {
+            dir: dir.to_path_buf(),
+            replica: "r1".into(),
+            rotate_bytes: 1,
+        })
+        .expect("sink");
+        let metrics = Arc::new(Metrics::new());
+        Auditor::durable(store.clone(), None, metrics, Some(sink), None, "r1")
+    }
+
+    fn no_keys(_: &str, _: &[u8], _: &str) -> Option<bool> {
+        None
+    }
+
+    /// Many callers at once: each is answered only once its event is in the store and in
+    /// the files, and the files hold every event, in chain order, verifying against the
+    /// store's head.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_are_durable_in_chain_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(10_000));
+        let a = with_files(&store, dir.path());
+        let calls: Vec<_> = (0..400)
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(
+                    async move { a.record(AuditEvent::new("access.allowed", 1000 + i)).await },
+                )
+            })
+            .collect();
+        for c in calls {
+            c.await.expect("task").expect("recorded");
+        }
+        let heads = verify::chain_heads(&*store).await.expect("heads");
+        assert_eq!(heads.get("r1"), Some(&400));
+        let report =
+            verify::verify_replica_files(&[dir.path().to_path_buf()], &no_keys, Some(&heads))
+                .expect("files verify to the store's head");
+        assert!(report.contains("400 events, seq 1..=400"), "{report}");
+    }
+
+    /// The sink fails: the caller is refused (the event is in the store, but not durable);
+    /// once the sink can write again, what it missed is written first, in chain order, and
+    /// the files verify.
+    #[tokio::test]
+    async fn a_sink_failure_refuses_and_the_files_catch_up_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(1000));
+        let a = with_files(&store, dir.path());
+        a.record(AuditEvent::new("grant.issued", 1))
+            .await
+            .expect("recorded");
+        let squatted = dir.path().join(sink::file_name("r1", 2));
+        std::fs::create_dir(&squatted).expect("squat the next file's name");
+        let err = a
+            .record(AuditEvent::new("grant.issued", 2))
+            .await
+            .expect_err("not durable: refused");
+        assert!(err.to_string().contains("audit sink"), "{err}");
+        assert_eq!(a.counts().snapshot().1, 1);
+        std::fs::remove_dir(&squatted).expect("free the name");
+        a.record(AuditEvent::new("grant.issued", 3))
+            .await
+            .expect("recorded");
+        let heads = verify::chain_heads(&*store).await.expect("heads");
+        assert_eq!(heads.get("r1"), Some(&3));
+        let report =
+            verify::verify_replica_files(&[dir.path().to_path_buf()], &no_keys, Some(&heads))
+                .expect("files verify to the store's head");
+        assert!(report.contains("3 events, seq 1..=3"), "{report}");
     }
 }

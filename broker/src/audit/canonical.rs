@@ -681,4 +681,25 @@ mod tests {
             assert!(err.contains("duplicate key"), "{dup}: {err}");
         }
     }
+
+    /// Sealing serialises once and splices the hash in: the line it gives is exactly the
+    /// event's JSON, the hash exactly its chain hash, for events of any content (with or
+    /// without a store id, which takes the long way).
+    #[test]
+    fn a_sealed_line_is_the_events_json_and_its_hash_the_chain_hash() {
+        let mut rng = Rng(0x5eed_0000_0000_0033);
+        for _ in 0..3000 {
+            let plain = rng.below(2) == 0;
+            let mut e = event(&mut rng, plain);
+            e.hash = rng.text(&any_chars(), 70);
+            let sealed = crate::audit::seal(e.clone());
+            assert_eq!(sealed.event.hash, chain_hash(&sealed.event));
+            e.hash.clone_from(&sealed.event.hash);
+            assert_eq!(sealed.event, e);
+            assert_eq!(
+                sealed.line,
+                serde_json::to_string(&sealed.event).expect("json")
+            );
+        }
+    }
 }

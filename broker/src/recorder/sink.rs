@@ -80,12 +80,34 @@ pub fn parse_file_name(name: &str) -> Option<(&str, u64)> {
 
 type Reply = tokio::sync::oneshot::Sender<Result<(), SinkError>>;
 
-struct Job {
-    /// The batch's JSON lines.
+/// Events the sink keeps after it failed to write them (they are in the store; the sink
+/// writes them, in order, before anything newer). Past this, the oldest are given up and the
+/// files show the gap.
+const MAX_CARRIED: usize = 100_000;
+
+/// A batch of JSON lines, oldest first.
+struct Chunk {
+    /// The lines, each ending in a newline.
     lines: Vec<u8>,
-    /// The batch's first seq (names a new file).
+    /// The first line's seq (names a new file).
     first_seq: u64,
+    /// How many lines.
+    events: usize,
+}
+
+struct Job {
+    chunk: Chunk,
     reply: Reply,
+}
+
+/// The answer to a batch handed to the sink ([`Sink::submit`]): whether it is durable.
+pub struct Durable(tokio::sync::oneshot::Receiver<Result<(), SinkError>>);
+
+impl Durable {
+    /// Waits until the batch is durable (for a file: written and fsynced), or failed.
+    pub async fn wait(self) -> Result<(), SinkError> {
+        self.0.await.map_err(|_| SinkError::Stopped)?
+    }
 }
 
 /// The durable audit sink (see the module docs).
@@ -100,7 +122,7 @@ impl Sink {
     /// Opens `target` (creating the directory, connecting to syslog) and starts its writer
     /// thread.
     pub fn open(target: SinkTarget) -> Result<Self, SinkError> {
-        let mut backend = Backend::open(&target)?;
+        let backend = Backend::open(&target)?;
         let replica = match &target {
             SinkTarget::File { dir, replica, .. } => Some(replica_head_in(dir, replica).map_err(
                 |source| SinkError::Io {
@@ -113,24 +135,7 @@ impl Sink {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("audit-sink".into())
-            .spawn(move || {
-                // Ends when the last `Sink` is dropped.
-                while let Ok(job) = rx.recv() {
-                    let mut jobs = vec![job];
-                    jobs.extend(rx.try_iter());
-                    let result = backend.write(&jobs);
-                    for job in jobs {
-                        let answer = match &result {
-                            Ok(()) => Ok(()),
-                            Err((target, e)) => Err(SinkError::Io {
-                                target: target.clone(),
-                                error: std::io::Error::new(e.kind(), e.to_string()),
-                            }),
-                        };
-                        let _ = job.reply.send(answer);
-                    }
-                }
-            })
+            .spawn(move || write_loop(backend, &rx))
             .map_err(|source| SinkError::Io {
                 target: "writer thread".into(),
                 error: source,
@@ -153,6 +158,31 @@ impl Sink {
         &self.target
     }
 
+    /// Hands the writer thread `events` lines (`lines`: each ending in a newline, oldest
+    /// first, the first with seq `first_seq`) and returns at once; the answer says when they
+    /// are durable. Batches are written in the order they are handed over, and one sync
+    /// covers every batch waiting, so the caller may hand over the next batch before this one
+    /// is durable. A batch that fails is kept and written before the next one.
+    pub fn submit(
+        &self,
+        lines: Vec<u8>,
+        first_seq: u64,
+        events: usize,
+    ) -> Result<Durable, SinkError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job {
+                chunk: Chunk {
+                    lines,
+                    first_seq,
+                    events,
+                },
+                reply,
+            })
+            .map_err(|_| SinkError::Stopped)?;
+        Ok(Durable(answer))
+    }
+
     /// Writes `events` (oldest first) and returns once they are durable (for a file: written
     /// and fsynced).
     pub async fn write(&self, events: &[AuditEvent]) -> Result<(), SinkError> {
@@ -165,15 +195,52 @@ impl Sink {
             let _ = serde_json::to_writer(&mut lines, e);
             lines.push(b'\n');
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Job {
-                lines,
-                first_seq: first.seq,
-                reply,
-            })
-            .map_err(|_| SinkError::Stopped)?;
-        answer.await.map_err(|_| SinkError::Stopped)?
+        self.submit(lines, first.seq, events.len())?.wait().await
+    }
+}
+
+/// The writer thread: takes whatever batches are waiting, writes them after the ones it
+/// failed to write before (kept, up to [`MAX_CARRIED`] events), makes them durable at once,
+/// answers each. Ends when the last [`Sink`] is dropped.
+fn write_loop(mut backend: Backend, rx: &std::sync::mpsc::Receiver<Job>) {
+    let mut carried: std::collections::VecDeque<Chunk> = std::collections::VecDeque::new();
+    while let Ok(job) = rx.recv() {
+        let jobs: Vec<Job> = std::iter::once(job).chain(rx.try_iter()).collect();
+        let chunks: Vec<&Chunk> = carried
+            .iter()
+            .chain(jobs.iter().map(|j| &j.chunk))
+            .collect();
+        let result = backend.write(&chunks);
+        if result.is_ok() {
+            carried.clear();
+        }
+        for Job { chunk, reply } in jobs {
+            let answer = match &result {
+                Ok(()) => Ok(()),
+                Err((target, e)) => {
+                    carried.push_back(chunk);
+                    Err(SinkError::Io {
+                        target: target.clone(),
+                        error: std::io::Error::new(e.kind(), e.to_string()),
+                    })
+                }
+            };
+            // A caller that went away no longer needs the answer.
+            let _ = reply.send(answer);
+        }
+        let mut kept: usize = carried.iter().map(|c| c.events).sum();
+        while kept > MAX_CARRIED {
+            let Some(lost) = carried.pop_front() else {
+                break;
+            };
+            kept -= lost.events;
+            tracing::error!(
+                target: "audit",
+                lost = lost.events,
+                first_seq = lost.first_seq,
+                "audit sink still failing: the oldest events it missed are given up; the files will show the gap"
+            );
+        }
     }
 }
 
@@ -268,7 +335,7 @@ impl Backend {
         })
     }
 
-    fn write(&mut self, jobs: &[Job]) -> Result<(), (String, std::io::Error)> {
+    fn write(&mut self, jobs: &[&Chunk]) -> Result<(), (String, std::io::Error)> {
         match self {
             Backend::File(f) => f.write(jobs),
             Backend::Syslog(s) => {
@@ -295,7 +362,7 @@ impl Backend {
 }
 
 impl FileBackend {
-    fn write(&mut self, jobs: &[Job]) -> Result<(), (String, std::io::Error)> {
+    fn write(&mut self, jobs: &[&Chunk]) -> Result<(), (String, std::io::Error)> {
         let Some(first) = jobs.first() else {
             return Ok(());
         };
@@ -756,9 +823,10 @@ mod tests {
     }
 
     /// A file the sink cannot create (its name taken by something else, its folder gone)
-    /// is an error for the batch, and the sink carries on once it can write again.
+    /// is an error for the batch; the sink keeps what it missed and, once it can write
+    /// again, writes it first, in order.
     #[tokio::test]
-    async fn a_write_that_fails_is_an_error() {
+    async fn a_write_that_fails_is_an_error_and_written_later() {
         let dir = tempfile::tempdir().expect("dir");
         let sink = Sink::open(SinkTarget::File {
             dir: dir.path().to_path_buf(),
@@ -766,11 +834,47 @@ mod tests {
             rotate_bytes: 1,
         })
         .expect("opens");
-        std::fs::create_dir(dir.path().join(file_name("r", 1))).expect("squat the name");
+        let squatted = dir.path().join(file_name("r", 1));
+        std::fs::create_dir(&squatted).expect("squat the name");
         let err = sink.write(&[event(1)]).await.expect_err("cannot create");
         assert!(err.to_string().starts_with("audit sink "), "{err}");
-        sink.write(&[event(2)]).await.expect("writes again");
-        let text = std::fs::read_to_string(dir.path().join(file_name("r", 2))).expect("file");
-        assert_eq!(text.lines().count(), 1);
+        let err = sink.write(&[event(2)]).await.expect_err("still cannot");
+        assert!(err.to_string().starts_with("audit sink "), "{err}");
+        std::fs::remove_dir(&squatted).expect("free the name");
+        sink.write(&[event(3)]).await.expect("writes again");
+        let text = std::fs::read_to_string(&squatted).expect("file");
+        let seqs: Vec<u64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<AuditEvent>(l).expect("event").seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+    }
+
+    /// Batches handed over before the previous ones are durable are written in the order
+    /// they were handed over, each answered.
+    #[tokio::test]
+    async fn batches_handed_over_at_once_keep_their_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sink = Sink::open(SinkTarget::File {
+            dir: dir.path().to_path_buf(),
+            replica: "r".into(),
+            rotate_bytes: 1 << 20,
+        })
+        .expect("opens");
+        let pending: Vec<Durable> = (1..=50u64)
+            .map(|seq| {
+                let line = serde_json::to_string(&event(seq)).expect("json") + "\n";
+                sink.submit(line.into_bytes(), seq, 1).expect("handed over")
+            })
+            .collect();
+        for p in pending {
+            p.wait().await.expect("durable");
+        }
+        let text = std::fs::read_to_string(dir.path().join(file_name("r", 1))).expect("file");
+        let seqs: Vec<u64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<AuditEvent>(l).expect("event").seq)
+            .collect();
+        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
     }
 }

@@ -12,7 +12,7 @@ use super::{
     Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
     RevokeTarget, StoreError, TidyProgress,
 };
-use crate::audit::{AuditEvent, AuditQuery, ChainHead};
+use crate::audit::{AuditEvent, AuditQuery, ChainHead, Sealed};
 
 /// A memory store with two switches: `grants_down` fails storing, checking, pinging and the
 /// console's sessions; `audit_down` fails the audit log.
@@ -91,15 +91,15 @@ impl GrantStore for Flaky {
     async fn audit_replicas(&self) -> Result<Vec<String>, StoreError> {
         self.inner.audit_replicas().await
     }
-    async fn append_audit(
+    async fn append_sealed(
         &self,
         chain: &str,
-        e: &[AuditEvent],
+        e: &[Sealed],
         seq: u64,
         head: &ChainHead,
     ) -> Result<bool, StoreError> {
         self.gate(&self.audit_down)?;
-        self.inner.append_audit(chain, e, seq, head).await
+        self.inner.append_sealed(chain, e, seq, head).await
     }
     async fn read_chain(&self, chain: &str, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         self.inner.read_chain(chain, q).await

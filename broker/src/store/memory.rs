@@ -18,7 +18,7 @@ use super::{
     IndexMember, LaneBudget, ListCursor, MAX_TOKEN_LIFETIME_SECS, Revocation, RevokeTarget,
     StoreError, TidyJob, TidyProgress, bounds, lane_of, revoked_by,
 };
-use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
+use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 
 /// The global index's name among the dimensions.
 const ALL: &str = "all";
@@ -468,10 +468,10 @@ impl GrantStore for MemoryStore {
         Ok(self.lock()?.roster.iter().cloned().collect())
     }
 
-    async fn append_audit(
+    async fn append_sealed(
         &self,
         chain: &str,
-        events: &[AuditEvent],
+        events: &[Sealed],
         expected_head_seq: u64,
         head: &ChainHead,
     ) -> Result<bool, StoreError> {
@@ -481,12 +481,12 @@ impl GrantStore for MemoryStore {
         if c.head.as_ref().map_or(0, |h| h.seq) != expected_head_seq {
             return Ok(false);
         }
-        let Some(newest) = events.iter().map(|e| e.ts).max() else {
+        let Some(newest) = events.iter().map(|s| s.event.ts).max() else {
             return Ok(true);
         };
-        for event in events {
+        for Sealed { event, line } in events {
             inner.audit_seq += 1;
-            let size = serde_json::to_vec(event).map_or(0, |j| j.len() as u64);
+            let size = line.len() as u64;
             let mut e = event.clone();
             e.id = Some(format!("{}-{}", e.ts, inner.audit_seq));
             match lane_of(event) {

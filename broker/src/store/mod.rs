@@ -52,7 +52,7 @@ pub use self::page::{GrantListing, IndexMember, ListCursor};
 pub use self::requests::{ApprovalRequest, Party, RequestStore, Vote};
 pub use self::sessions::SessionStore;
 pub use self::tidy::{TidyJob, TidyProgress};
-use crate::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, Lane};
+use crate::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 
 /// The longest lifetime any token may have (roles are refused above it): 24 hours.
 pub const MAX_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
@@ -509,14 +509,28 @@ pub trait GrantStore: Send + Sync + 'static {
     /// `expected_head_seq` (0: the chain is empty); `Ok(false)`, appending nothing,
     /// otherwise. Each replica writes only its own chain, so `Ok(false)` means two writers
     /// share a replica name. The batch lands whole or not at all. Each lane of the chain is
-    /// bounded by its [`LaneBudget`]: its oldest fall off.
+    /// bounded by its [`LaneBudget`]: its oldest fall off. Each event is stored as its
+    /// sealed line, serialised once by the recorder.
+    async fn append_sealed(
+        &self,
+        chain: &str,
+        events: &[Sealed],
+        expected_head_seq: u64,
+        head: &ChainHead,
+    ) -> Result<bool, StoreError>;
+
+    /// [`Self::append_sealed`] of events whose `hash` is set already (serialised here).
     async fn append_audit(
         &self,
         chain: &str,
         events: &[AuditEvent],
         expected_head_seq: u64,
         head: &ChainHead,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let sealed: Vec<Sealed> = events.iter().cloned().map(Sealed::of).collect();
+        self.append_sealed(chain, &sealed, expected_head_seq, head)
+            .await
+    }
 
     /// One chain's events of both lanes passing `query` after `query.after_seq` (its
     /// `cursor` is ignored), oldest first (by seq), at most `query.limit`: one page, however

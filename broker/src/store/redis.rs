@@ -55,7 +55,7 @@ use super::{
     LEGACY_CHAIN, ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of,
     merge_by_seq,
 };
-use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane};
+use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 pub(super) use crate::redis_conn::Conn;
 pub use crate::redis_conn::Topology;
 use crate::redis_conn::connect;
@@ -749,14 +749,14 @@ impl GrantStore for RedisStore {
         Ok(names)
     }
 
-    async fn append_audit(
+    async fn append_sealed(
         &self,
         chain: &str,
-        events: &[AuditEvent],
+        events: &[Sealed],
         expected_head_seq: u64,
         head: &ChainHead,
     ) -> Result<bool, StoreError> {
-        let Some(newest) = events.iter().map(|e| e.ts).max() else {
+        let Some(newest) = events.iter().map(|s| s.event.ts).max() else {
             return Ok(true);
         };
         let r = &self.retention;
@@ -777,9 +777,7 @@ impl GrantStore for RedisStore {
                 .arg(b.max_bytes)
                 .arg(b.max_age_ms);
         }
-        for event in events {
-            let json = serde_json::to_string(event)
-                .map_err(|e| StoreError::Corrupt(format!("audit event: {e}")))?;
+        for Sealed { event, line } in events {
             let lane = match lane_of(event) {
                 Lane::Evidence => 1,
                 Lane::Traffic => 2,
@@ -787,7 +785,7 @@ impl GrantStore for RedisStore {
             invocation
                 .arg(lane)
                 .arg(event.seq)
-                .arg(json)
+                .arg(line.as_str())
                 .arg(event.ts.max(0));
         }
         let mut c = self.conn().await?;

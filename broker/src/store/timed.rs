@@ -13,7 +13,7 @@ use super::{
     AuditPage, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
     RevokeTarget, StoreError, TidyProgress,
 };
-use crate::audit::{AuditEvent, AuditQuery, ChainHead};
+use crate::audit::{AuditEvent, AuditQuery, ChainHead, Sealed};
 use crate::metrics::Metrics;
 
 /// The operations, each the index of its name in [`OPS`] and of its histogram in
@@ -153,17 +153,17 @@ impl GrantStore for TimedStore {
             .await
     }
 
-    async fn append_audit(
+    async fn append_sealed(
         &self,
         chain: &str,
-        events: &[AuditEvent],
+        events: &[Sealed],
         expected_head_seq: u64,
         head: &ChainHead,
     ) -> Result<bool, StoreError> {
         self.timed(
             Op::AppendAudit,
             self.inner
-                .append_audit(chain, events, expected_head_seq, head),
+                .append_sealed(chain, events, expected_head_seq, head),
         )
         .await
     }

@@ -146,15 +146,17 @@ async fn exchange_once(http: &reqwest::Client, broker: &str, body: &str) -> Resu
 async fn measure(broker_bin: &Path, out: &Path) -> Result<(f64, f64)> {
     let redis = RedisServer::start().await?;
     let idp = CiIssuer::start().await?;
-    let keys = tempfile::Builder::new()
-        .prefix("jit-callgrind-keys-")
+    let run = tempfile::Builder::new()
+        .prefix("jit-callgrind-")
         .tempdir()?;
-    generate_keys(keys.path())?;
+    let keys = run.path().join("keys");
+    generate_keys(&keys)?;
     // /authz and the exchange never reach the upstream: a closed port will do.
     // An empty `[audit]` table keeps the harness from adding `audit.dir`, which brokers
-    // before the durable sink do not know; newer ones keep their files beside the keys.
+    // before the durable sink do not know; newer ones keep their files beside the keys,
+    // in this run's own folder (a folder shared by runs would hold another chain's files).
     let config = broker_config(
-        keys.path(),
+        &keys,
         &redis.url(),
         &idp.platform_issuer("github"),
         "http://127.0.0.1:9",

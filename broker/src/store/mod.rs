@@ -155,22 +155,47 @@ pub struct AuditPage {
     pub next_after_seq: Option<u64>,
 }
 
-/// One page of the merged trail: the roster's chains (and [`LEGACY_CHAIN`]) each read one
-/// page from where `query` starts in it, in parallel, then merged by (time, chain, seq) until
-/// the page is full; the cursor moves past exactly what was taken. The cost is one page per
-/// chain at any depth. Each chain's events stay in seq order, so paging never skips or
-/// repeats an event even where replicas' clocks disagree.
+/// Fewest events read from one chain at a time while merging ([`read_merged`]).
+const MERGE_CHUNK_MIN: usize = 100;
+
+/// One chain being merged: what was read of it and not taken yet.
+struct Merging {
+    chain: String,
+    read: std::collections::VecDeque<AuditEvent>,
+    /// The seq of the last event read from it.
+    after: u64,
+    /// Whether the last read was full (more may follow).
+    more: bool,
+}
+
+/// One page of the merged trail: the roster's chains (and [`LEGACY_CHAIN`]) each read in
+/// chunks from where `query` starts in it, merged by (time, chain, seq) until the page is
+/// full; the cursor moves past exactly what was taken. A chunk is the page's share of each
+/// chain (at least [`MERGE_CHUNK_MIN`]): the first chunks are read in parallel, and a chain
+/// whose chunk runs out while it may hold more is read on from where it stopped. So a page
+/// costs about one page of events read, not one page per chain, however many replicas have
+/// written and however deep the page starts. Each chain's events stay in seq order, so paging
+/// never skips or repeats an event even where replicas' clocks disagree.
 pub async fn read_merged<S: GrantStore + ?Sized>(
     store: &S,
     query: &AuditQuery,
 ) -> Result<AuditPage, StoreError> {
     let mut chains = vec![LEGACY_CHAIN.to_owned()];
     chains.extend(store.audit_replicas().await?);
-    let pages = futures_util::future::try_join_all(
-        chains
-            .iter()
-            .map(|c| async move { store.read_chain(c, &query.in_chain(c)).await }),
-    )
+    let chunk = (query.limit / chains.len())
+        .max(MERGE_CHUNK_MIN)
+        .min(query.limit)
+        .max(1);
+    let read = |after: u64| AuditQuery {
+        after_seq: after,
+        cursor: None,
+        limit: chunk,
+        ..query.clone()
+    };
+    let first = futures_util::future::try_join_all(chains.iter().map(|c| {
+        let q = read(query.after(c));
+        async move { store.read_chain(c, &q).await }
+    }))
     .await?;
     let mut cursor = AuditCursor::new(
         chains
@@ -179,20 +204,36 @@ pub async fn read_merged<S: GrantStore + ?Sized>(
             .filter(|(_, at)| *at > 0)
             .collect(),
     );
-    let mut heads: Vec<std::iter::Peekable<std::vec::IntoIter<AuditEvent>>> = pages
-        .into_iter()
-        .map(|p| p.into_iter().peekable())
+    let mut merging: Vec<Merging> = chains
+        .iter()
+        .zip(first)
+        .map(|(c, page)| Merging {
+            chain: c.clone(),
+            after: page.last().map_or(query.after(c), |e| e.seq),
+            more: page.len() >= chunk,
+            read: page.into(),
+        })
         .collect();
     let mut events = Vec::new();
     while events.len() < query.limit {
-        let next = heads
-            .iter_mut()
+        for m in merging.iter_mut().filter(|m| m.read.is_empty() && m.more) {
+            let page = store.read_chain(&m.chain, &read(m.after)).await?;
+            m.more = page.len() >= chunk;
+            if let Some(last) = page.last() {
+                m.after = last.seq;
+            }
+            m.read = page.into();
+        }
+        let next = merging
+            .iter()
             .enumerate()
-            .filter_map(|(i, h)| h.peek().map(|e| (e.ts, i, e.seq)))
+            .filter_map(|(i, m)| m.read.front().map(|e| (e.ts, i, e.seq)))
             .min();
         let Some((_, i, _)) = next else { break };
-        let Some(e) = heads[i].next() else { break };
-        cursor.advance(&chains[i], e.seq);
+        let Some(e) = merging[i].read.pop_front() else {
+            break;
+        };
+        cursor.advance(&merging[i].chain, e.seq);
         events.push(e);
     }
     let full = events.len() >= query.limit;

@@ -186,6 +186,7 @@ where
     traffic_never_pushes_evidence_out(&*make_with(small).await, t).await;
     replicas_append_concurrently_without_contention(&*make(100_000).await, t).await;
     merged_reads_page_in_time_order_at_depth(&*make(100_000).await, t).await;
+    many_chains_merge_with_one_hot_chain(&*make(100_000).await, t).await;
     verify_finds_a_deleted_chain_and_a_cut_tail(&*make(1000).await, t).await;
     legacy_chain_still_verifies_and_replicas_continue_it(&*make(1000).await, t).await;
 }
@@ -316,6 +317,56 @@ async fn replicas_append_concurrently_without_contention(store: &dyn GrantStore,
     let forged = linked(&mut stale, 1, |_| t0);
     assert!(!store.append_audit("a", &forged, 0, &stale).await.unwrap());
     assert_eq!(store.audit_head("a").await.unwrap().unwrap().seq, 200);
+}
+
+/// Twelve replicas, one of which wrote most of the trail: pages read with the cursor are the
+/// whole trail, each event once, in time order and each chain in seq order, though every
+/// page reads each chain only a share of the page at a time and must read the busy chain on.
+async fn many_chains_merge_with_one_hot_chain(store: &dyn GrantStore, t: &SuiteTime) {
+    let t0 = t.now_ms();
+    let names: Vec<String> = (0..12).map(|i| format!("r{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        join(store, name).await;
+        // r00 writes 450 events, the others 15 each; every timestamp is distinct.
+        let (batches, size) = if i == 0 { (9, 50) } else { (3, 5) };
+        append_batches(store, name, batches, size, |k| t0 + (k * 12 + i) as i64).await;
+    }
+    let total = 450 + 11 * 15;
+    for limit in [7, 100, 1000] {
+        let mut all = Vec::new();
+        let mut cursor: Option<AuditCursor> = None;
+        loop {
+            let page = store
+                .read_audit_page(&AuditQuery {
+                    cursor: cursor.clone(),
+                    limit,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.events.len() <= limit);
+            all.extend(page.events);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(all.len(), total, "limit {limit}: every event once");
+        assert!(
+            all.windows(2).all(|w| w[0].ts < w[1].ts),
+            "limit {limit}: time order"
+        );
+        let hot: Vec<u64> = all
+            .iter()
+            .filter(|e| (e.ts - t0) % 12 == 0)
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            hot,
+            (1..=450).collect::<Vec<u64>>(),
+            "limit {limit}: r00 in seq order"
+        );
+    }
 }
 
 /// Pages of the merged trail, read with the cursor each page gives, are the whole trail in

@@ -29,8 +29,8 @@
 //!   starts where it ended (its seq and lane hashes), so a replica's files run on in seq order.
 //!
 //! Seqs number the events of one chain; chains' seqs overlap. A read of the trail
-//! ([`super::read_merged`]) takes one page of every chain from where a cursor says it stands
-//! in each (one `XRANGE` per lane per chain, at any depth) and merges them by time; the next
+//! ([`super::read_merged`]) reads each chain in chunks from where a cursor says it stands
+//! in each (one `XRANGE` per lane per chunk, at any depth) and merges them by time; the next
 //! cursor (`AuditCursor`, opaque on the wire) holds each chain's last seq read. The complete
 //! trail is in each replica's audit files, not here.
 //!

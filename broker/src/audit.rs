@@ -520,8 +520,15 @@ impl ChainVerifier {
     /// (never a checkpoint): the hash is taken over the line's own bytes, the same bytes
     /// [`ChainVerifier::push`] would serialise from the parsed event.
     pub fn push_canonical(&mut self, line: &str, c: &Canonical) -> Result<(), ChainError> {
-        let e = c.links(line);
-        if stated_digest(e.hash) != Some(c.digest(line)) {
+        self.push_hashed(line, &c.clone().check_hash(line))
+    }
+
+    /// [`ChainVerifier::push_canonical`] with the line's hash already checked
+    /// ([`Canonical::check_hash`]), e.g. on another thread: that check is independent line by
+    /// line, only the links need the events in order.
+    pub fn push_hashed(&mut self, line: &str, h: &canonical::Hashed) -> Result<(), ChainError> {
+        let e = h.canonical().links(line);
+        if !h.matches() {
             return Err(ChainError::Altered {
                 seq: e.seq,
                 id: e.id.unwrap_or_default().to_owned(),

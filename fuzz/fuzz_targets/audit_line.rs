@@ -26,4 +26,5 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(c.links(line), Links::of(&e));
     let digest: String = c.digest(line).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(digest, chain_hash(&e));
+    assert_eq!(c.check_hash(line).matches(), e.hash == chain_hash(&e));
 });

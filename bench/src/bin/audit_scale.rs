@@ -5,7 +5,7 @@
 //! 128 MiB as the broker's file sink names them) and the broker's JWKS into a fresh folder under DIR (default
 //! the system's temporary folder), then verifies it in a child process — the same code as
 //! `jit-broker audit verify --dir … --jwks …` — and prints the child's events per second and its
-//! peak resident memory (`VmHWM` of /proc/self/status), and its events per CPU-second (what
+//! peak resident memory (`VmHWM` of /proc/self/status), its events per CPU-second (all its threads; what
 //! compares on a machine shared with other work). With `--against OTHER` (another build of this
 //! tool, e.g. of the previous commit) the same trail is verified by both builds in turns, three
 //! rounds, for a before/after in one run. The folder is removed afterwards.
@@ -230,9 +230,14 @@ fn verify_child(dir: &Path, jwks: &Path) -> Result<()> {
         .unwrap_or("?")
         .to_owned();
     let cpu = own_cpu_secs()?;
+    // What else ran meanwhile: the 1-minute load average as verification ended.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
     println!("{report}");
     println!(
-        "verified in {secs:.2} s: {:.0} events/s; {cpu:.2} s of CPU: {:.0} events per CPU-second; peak RSS (VmHWM) {hwm} kB",
+        "verified in {secs:.2} s: {:.0} events/s; {cpu:.2} s of CPU: {:.0} events per CPU-second; peak RSS (VmHWM) {hwm} kB; load average {load}",
         events / secs,
         events / cpu.max(1e-9)
     );

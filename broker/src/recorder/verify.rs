@@ -73,12 +73,21 @@ pub fn verify_files(
     keys: Keys<'_>,
     store_head: Option<u64>,
 ) -> Result<String, VerifyError> {
-    let mut reader = TrailReader::open(paths)?;
+    verify_trail(TrailReader::open(paths)?, keys, store_head)
+}
+
+/// [`verify_files`] over a reader of the files.
+fn verify_trail(
+    mut reader: TrailReader,
+    keys: Keys<'_>,
+    store_head: Option<u64>,
+) -> Result<String, VerifyError> {
     let mut v = ChainVerifier::new();
     while let Some(line) = reader.next_line()? {
         let checked = match line.event {
-            // What the broker writes: hashed as it stands, without parsing it into an event.
-            LineEvent::Canonical(c) => v.push_canonical(line.text, &c),
+            // What the broker writes: hashed as it stands (by the reader's threads), without
+            // parsing it into an event.
+            LineEvent::Canonical(h) => v.push_hashed(line.text, &h),
             LineEvent::Parsed(e) => v.push(*e, keys),
         };
         checked.map_err(|error| VerifyError::Chain {
@@ -677,6 +686,35 @@ mod tests {
         t.write(&path, &lines);
         let err = t.verify(None).expect_err("capitals").to_string();
         assert!(err.contains("was altered"), "{err}");
+    }
+
+    /// Batches cut anywhere (inside lines, at their ends, many lines each): the intact trail
+    /// verifies, and an edited event is named by its file and line whichever batch it is in.
+    #[tokio::test]
+    async fn an_edit_is_found_at_its_line_wherever_batches_are_cut() {
+        const CUTS: [usize; 5] = [1, 64, 333, 1000, 1 << 20];
+        let t = trail(30, 1).await;
+        let keys = t.keys.clone();
+        let check = move |kid: &str, m: &[u8], s: &str| key_ring_verifies(&keys, kid, m, s);
+        let verify = |cut| {
+            let reader = TrailReader::open_with(&[t.files()], cut).expect("open");
+            verify_trail(reader, &check, None)
+        };
+        for cut in CUTS {
+            let report = verify(cut).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            assert!(report.contains("audit chain intact"), "{report}");
+        }
+        let (path, mut lines, at) = line_of(&t, 17);
+        lines[at] = lines[at].replacen("\"subject\":\"user17\"", "\"subject\":\"user71\"", 1);
+        t.write(&path, &lines);
+        for cut in CUTS {
+            let err = verify(cut).expect_err("edited").to_string();
+            assert!(
+                err.starts_with(&format!("{}:{}: ", path.display(), at + 1))
+                    && err.contains("was altered"),
+                "cut {cut}: {err}"
+            );
+        }
     }
 
     /// A member given twice is refused, whichever copy a reader would believe.

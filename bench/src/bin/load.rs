@@ -1222,8 +1222,17 @@ struct RevokeAll {
     at_most: serde_json::Value,
     /// Seconds from the call's start until the tidy queue was empty.
     tidied: f64,
+    /// Seconds from the call's start until `/authz` (wrk) started.
+    wrk_from: f64,
     /// `/authz` with a token issued after the revocation, started right after it.
     authz: WrkResult,
+}
+
+impl RevokeAll {
+    /// The share of the `seconds` of `/authz` that ran while the tidy-up was still going.
+    fn overlap(&self, seconds: u64) -> f64 {
+        ((self.tidied - self.wrk_from) / seconds as f64).clamp(0.0, 1.0)
+    }
 }
 
 /// The store key prefix of the other broker of the scale phase (its own grants, its own tidy
@@ -1264,6 +1273,7 @@ async fn revoke_all_under_authz(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let fresh = fresh.context("no token issued after the revocation was accepted")?;
+    let wrk_from = since.elapsed().as_secs_f64();
     let (authz, tidied) = tokio::join!(
         authz_wrk(
             w,
@@ -1279,6 +1289,7 @@ async fn revoke_all_under_authz(
         refused,
         at_most: answer["at_most"].clone(),
         tidied: tidied?,
+        wrk_from,
         authz: authz?,
     })
 }
@@ -1302,13 +1313,15 @@ fn isolation_line(
     };
     format!(
         "scale N={n}: /authz of {build}: idle {}; while listing ({} pages of 100 in {seconds} s) {} \
-         (p99 {:.1}× idle); while revoke-everything (at most {}) is tidied ({:.1} s) {} (p99 {:.1}× idle)",
+         (p99 {:.1}× idle); while revoke-everything (at most {}) is tidied ({:.1} s; /authz ran {:.0} % of \
+         its {seconds} s before the tidy-up ended) {} (p99 {:.1}× idle)",
         fig(idle),
         listing.1,
         fig(&listing.0),
         listing.0.p99_ms / idle.p99_ms,
         all.at_most,
         all.tidied,
+        all.overlap(seconds) * 100.0,
         fig(&all.authz),
         all.authz.p99_ms / idle.p99_ms,
     )
@@ -1568,6 +1581,18 @@ async fn scale_phase(w: &World, report: &mut Report) -> Result<()> {
                 &listing[i],
                 &all[i],
                 seconds,
+            ));
+        }
+        if let [this, other] = &all[..] {
+            let p99 = |k: usize| all[k].authz.p99_ms / idle[k].p99_ms;
+            report.line(format!(
+                "scale N={n}: revoke-everything, this build against the other: /authz p99 while \
+                 tidied {:.1}× against {:.1}× idle; tidied in {:.1} s against {:.1} s ({:.1}×)",
+                p99(0),
+                p99(1),
+                this.tidied,
+                other.tidied,
+                this.tidied / other.tidied,
             ));
         }
         let left = redis_num(port, &["ZCARD", "jit:ix:{all}"])?;

@@ -157,14 +157,21 @@ impl Inner {
             .cloned()
     }
 
-    /// Ends expired grants (by the expiry order, so the cost is what expired) and forgets
-    /// tombstones, markers and watermarks past their time.
+    /// Ends expired grants, at most [`bounds::TIDY_BATCH`] (by the expiry order, so the cost
+    /// is what expired; `more` if expired ones are left), and forgets tombstones, markers and
+    /// watermarks past their time.
     fn sweep(&mut self, now_ms: i64) -> TidyProgress {
         let mut p = TidyProgress::default();
+        let mut budget = bounds::TIDY_BATCH;
         while let Some((exp_ms, jti)) = self.by_exp.first().cloned() {
             if exp_ms > now_ms {
                 break;
             }
+            if budget == 0 {
+                p.more = true;
+                break;
+            }
+            budget -= 1;
             match self.grants.get(&jti).cloned() {
                 Some(g) => {
                     p.dropped += self.end(&g, false, now_ms);
@@ -581,5 +588,36 @@ mod tests {
             Box::new(MemoryStore::with_retention(retention)) as Box<dyn GrantStore>
         })
         .await;
+    }
+
+    /// The expiry sweep ends at most one batch of expired grants per call and says when more
+    /// are left, so the paced worker ([`crate::store::tidy`]) paces it like any tidy job.
+    #[tokio::test]
+    async fn the_expiry_sweep_works_in_bounded_batches() {
+        let t = SuiteTime::manual();
+        let store = MemoryStore::new(1000);
+        let n = bounds::TIDY_BATCH * 2 + 3;
+        for i in 0..n {
+            let g = t.grant(&format!("e{i:04}"), "alice", "acme/api", "dev", "corp", 1);
+            store.put(&g, t.now_ms()).await.expect("put");
+        }
+        let keep = t.grant("keep", "bob", "acme/web", "dev", "corp", 600);
+        store.put(&keep, t.now_ms()).await.expect("put");
+        t.pass(1_500).await;
+        let first = store.tidy(t.now_ms()).await.expect("tidy");
+        assert_eq!(first.ended, bounds::TIDY_BATCH as u64);
+        assert!(first.more, "one batch is not all");
+        let rest = crate::store::tidy::drain(&store, t.now_ms(), 10)
+            .await
+            .expect("drain");
+        assert_eq!(rest.ended, (n - bounds::TIDY_BATCH) as u64);
+        assert!(!rest.more);
+        let idle = store.tidy(t.now_ms()).await.expect("tidy");
+        assert_eq!((idle.ended, idle.more), (0, false));
+        let listed = store
+            .list(&GrantFilter::default(), t.now_ms())
+            .await
+            .expect("list");
+        assert_eq!(listed, vec![keep]);
     }
 }

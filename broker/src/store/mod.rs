@@ -467,8 +467,9 @@ pub mod bounds {
     pub const LIST_CHUNK: usize = 100;
     /// Rounds a listing may take before it returns a short page with a cursor.
     pub const LIST_ROUNDS: usize = 4;
-    /// Index members one tidy batch handles.
-    pub const TIDY_BATCH: usize = 500;
+    /// Index members one tidy batch handles: few enough that each of its store calls is
+    /// short beside the checks it shares the store with (the worker paces the batches).
+    pub const TIDY_BATCH: usize = 100;
 }
 
 /// Whether a watermark revokes a grant issued at `issued_ms`.

@@ -138,30 +138,38 @@ impl RedisStore {
 
     /// Ends a batch of grants: deletes each record (a revoked one leaves a tombstone for its
     /// remaining life) and removes its entries from every index. Returns entries removed.
+    ///
+    /// One transaction per bucket (one slot) for the records rather than one per grant: a
+    /// few short calls instead of four commands per grant. Within it a grant's tombstone is
+    /// written before its record is unlinked.
     async fn end_grants(
         &self,
         conn: &Conn,
         grants: &[(Grant, bool)],
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let ends = grants
-            .iter()
-            .map(|(g, revoked)| {
+        let mut by_bucket: HashMap<u8, redis::Pipeline> = HashMap::new();
+        for (g, revoked) in grants {
+            let p = by_bucket.entry(bucket(&g.jti)).or_insert_with(|| {
                 let mut p = redis::pipe();
-                p.atomic().del(self.grant_key("g", &g.jti)).ignore();
-                let remaining = g.remaining_ms(now_ms);
-                if *revoked && remaining > 0 {
-                    p.cmd("SET")
-                        .arg(self.grant_key("t", &g.jti))
-                        .arg(1)
-                        .arg("PX")
-                        .arg(remaining)
-                        .ignore();
-                }
-                let mut c = conn.clone();
-                async move { p.query_async::<()>(&mut c).await }
-            })
-            .collect::<Vec<_>>();
+                p.atomic();
+                p
+            });
+            let remaining = g.remaining_ms(now_ms);
+            if *revoked && remaining > 0 {
+                p.cmd("SET")
+                    .arg(self.grant_key("t", &g.jti))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(remaining)
+                    .ignore();
+            }
+            p.cmd("UNLINK").arg(self.grant_key("g", &g.jti)).ignore();
+        }
+        let ends = by_bucket.into_values().map(|p| {
+            let mut c = conn.clone();
+            async move { p.query_async::<()>(&mut c).await }
+        });
         try_join_all(ends).await.map_err(unavailable)?;
         let mut removals: HashMap<String, Vec<String>> = HashMap::new();
         for (g, _) in grants {

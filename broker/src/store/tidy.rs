@@ -9,19 +9,35 @@
 //! two replicas working the same batch, or a batch done again after a crash, end nothing
 //! twice and lose nothing. Nothing depends on tidying for correctness; it only gives memory
 //! back and keeps listings from meeting dead entries.
+//!
+//! Tidying is paced, because it shares the store with `/authz`: after each batch the worker
+//! rests in proportion to how long the batch took ([`rest_after`]), so it spends at most
+//! [`DUTY_PERCENT`] of wall time working. A batch slowed down by a busy store or a busy machine
+//! is followed by a longer rest, so tidying gives way exactly when requests need the room; the
+//! price is that a revoke-everything takes about `100 / DUTY_PERCENT` times as long to tidy as
+//! it would at full speed. The expiry sweep is part of each batch ([`GrantStore::tidy`]), so it
+//! is paced alike.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-use super::GrantStore;
+use super::{GrantStore, StoreError};
 use crate::clock::Clock;
 
 /// How long the worker rests when there is nothing to do.
 const IDLE: Duration = Duration::from_secs(1);
 /// How long the worker rests after the store failed.
 const AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// The share of wall time, in percent, the worker spends working tidy batches while work is
+/// pending; it rests the rest. At 20 a batch of 5 ms is followed by 20 ms of rest.
+pub const DUTY_PERCENT: u32 = 20;
+/// The longest rest after one batch, however long it took (a batch held up by a store that
+/// answered slowly must not stall tidying for minutes).
+const MAX_REST: Duration = Duration::from_secs(5);
 
 /// One pending piece of tidying.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,18 +85,45 @@ impl TidyProgress {
     }
 }
 
-/// Works the store's tidy queue for ever: batch after batch while work is pending, resting
-/// when there is none or the store fails (it is retried; nothing is lost). Spawned by the
-/// server next to its listener and dropped with it.
+/// How long the worker rests after a batch that took `took`, so that working takes at most
+/// [`DUTY_PERCENT`] of wall time: `took × (100 − DUTY_PERCENT) / DUTY_PERCENT`, at most
+/// [`MAX_REST`].
+pub fn rest_after(took: Duration) -> Duration {
+    took.checked_mul(100 - DUTY_PERCENT)
+        .map_or(MAX_REST, |d| (d / DUTY_PERCENT).min(MAX_REST))
+}
+
+/// Works the store's tidy queue for ever: batch after batch while work is pending, each
+/// followed by its rest ([`rest_after`]); resting longer when there is none or the store fails
+/// (it is retried; nothing is lost). Spawned by the server next to its listener and dropped
+/// with it.
 pub async fn run_worker(store: Arc<dyn GrantStore>, clock: Arc<dyn Clock>) {
+    paced(|| store.tidy(clock.now_ms())).await;
+}
+
+/// Runs `batch` for ever, paced: after each, rests [`rest_after`] its duration, and at least
+/// [`IDLE`] when no work is left or [`AFTER_FAILURE`] when it failed.
+async fn paced<F, Fut>(mut batch: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<TidyProgress, StoreError>>,
+{
     loop {
-        match store.tidy(clock.now_ms()).await {
-            Ok(p) if p.more => tokio::task::yield_now().await,
-            Ok(_) => tokio::time::sleep(IDLE).await,
+        let started = Instant::now();
+        let outcome = batch().await;
+        let rest = rest_after(started.elapsed());
+        let rest = match outcome {
+            Ok(p) if p.more => rest,
+            Ok(_) => rest.max(IDLE),
             Err(e) => {
                 tracing::warn!(error = %e, "tidying after revocations failed; retrying");
-                tokio::time::sleep(AFTER_FAILURE).await;
+                rest.max(AFTER_FAILURE)
             }
+        };
+        if rest.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(rest).await;
         }
     }
 }
@@ -90,7 +133,7 @@ pub async fn drain(
     store: &dyn GrantStore,
     now_ms: i64,
     max_batches: usize,
-) -> Result<TidyProgress, super::StoreError> {
+) -> Result<TidyProgress, StoreError> {
     let mut total = TidyProgress::default();
     for _ in 0..max_batches {
         let p = store.tidy(now_ms).await?;
@@ -102,4 +145,111 @@ pub async fn drain(
         }
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Runs [`paced`] on batches that take `took` (in turn) of tokio's paused clock and end as
+    /// `outcome(i)` says, for `for_ms` of that clock; returns when each batch started and ended.
+    async fn run_paced(
+        took: &'static [u64],
+        outcome: fn(usize) -> Result<TidyProgress, StoreError>,
+        for_ms: u64,
+    ) -> Vec<(Instant, Instant)> {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let worker = tokio::spawn({
+            let ran = ran.clone();
+            let mut i = 0;
+            paced(move || {
+                let (n, ms, ran) = (i, took[i % took.len()], ran.clone());
+                i += 1;
+                async move {
+                    let start = Instant::now();
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    ran.lock().expect("lock").push((start, Instant::now()));
+                    outcome(n)
+                }
+            })
+        });
+        tokio::time::sleep(Duration::from_millis(for_ms)).await;
+        worker.abort();
+        ran.lock().expect("lock").clone()
+    }
+
+    fn more(_: usize) -> Result<TidyProgress, StoreError> {
+        Ok(TidyProgress {
+            ended: 100,
+            dropped: 500,
+            more: true,
+        })
+    }
+
+    fn close(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) <= Duration::from_millis(1)
+    }
+
+    #[test]
+    fn the_rest_is_in_proportion_to_the_batch_and_bounded() {
+        assert_eq!(DUTY_PERCENT, 20, "the figures below assume 20 %");
+        assert_eq!(rest_after(Duration::ZERO), Duration::ZERO);
+        assert_eq!(
+            rest_after(Duration::from_millis(5)),
+            Duration::from_millis(20)
+        );
+        assert_eq!(rest_after(Duration::from_secs(1)), Duration::from_secs(4));
+        assert_eq!(rest_after(Duration::from_secs(60)), MAX_REST);
+        assert_eq!(rest_after(Duration::MAX), MAX_REST);
+    }
+
+    /// While work is pending, each batch is followed by a rest four times as long as it took
+    /// (slow batches, slow rests), so tidying takes at most a fifth of the time: on the paused
+    /// clock, no real sleeping.
+    #[tokio::test(start_paused = true)]
+    async fn tidying_takes_at_most_its_share_of_the_time() {
+        static TOOK: [u64; 6] = [5, 40, 1, 120, 10, 3];
+        let ran = run_paced(&TOOK, more, 10_000).await;
+        assert!(ran.len() > 2 * TOOK.len(), "{} batches", ran.len());
+        for (k, w) in ran.windows(2).enumerate() {
+            let ((s0, e0), (s1, _)) = (w[0], w[1]);
+            assert!(close(e0 - s0, Duration::from_millis(TOOK[k % TOOK.len()])));
+            assert!(
+                close(s1 - e0, (e0 - s0) * 4),
+                "batch {k} took {:?}, rested {:?}",
+                e0 - s0,
+                s1 - e0
+            );
+        }
+        let busy: Duration = ran.iter().map(|(s, e)| *e - *s).sum();
+        let (first, last) = (ran[0].0, ran[ran.len() - 1].1);
+        let share = busy.as_secs_f64() / (last - first).as_secs_f64();
+        assert!(share <= 0.21, "worked {:.1} % of the time", share * 100.0);
+    }
+
+    /// With nothing left the worker rests [`IDLE`], after a failure [`AFTER_FAILURE`]; with
+    /// work pending only its share.
+    #[tokio::test(start_paused = true)]
+    async fn the_worker_rests_longer_when_idle_or_failing() {
+        fn outcome(i: usize) -> Result<TidyProgress, StoreError> {
+            match i % 3 {
+                0 => Err(StoreError::Unavailable("test outage".into())),
+                1 => Ok(TidyProgress::default()),
+                _ => more(i),
+            }
+        }
+        let ran = run_paced(&[2], outcome, 20_000).await;
+        assert!(ran.len() >= 6, "{} batches", ran.len());
+        for (k, w) in ran.windows(2).enumerate() {
+            let rest = w[1].0 - w[0].1;
+            let want = match k % 3 {
+                0 => AFTER_FAILURE,
+                1 => IDLE,
+                _ => Duration::from_millis(8),
+            };
+            assert!(close(rest, want), "after batch {k}: {rest:?}, not {want:?}");
+        }
+    }
 }

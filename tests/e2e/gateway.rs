@@ -246,6 +246,14 @@ fn gateway_http_upstream_clone_fetch_ls_remote_v0_v2_and_an_allowed_push() -> Re
             access.contains(&format!(" {UPSTREAM_USER} [")) && !access.contains("x-jit"),
             "the upstream must see the broker's credential, never the client's:\n{access}"
         );
+        // The fetches' RPCs went as HTTP/1.0 (their answers unframed, to the end of the
+        // connection), the ref advertisements as HTTP/1.1.
+        assert!(
+            access.contains("/acme/api.git/git-upload-pack HTTP/1.0\"")
+                && !access.contains("/acme/api.git/git-upload-pack HTTP/1.1\"")
+                && access.contains("/acme/api.git/info/refs?service=git-upload-pack HTTP/1.1\""),
+            "{access}"
+        );
         f.assert_clean_log();
         Ok(())
     })

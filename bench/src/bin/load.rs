@@ -666,12 +666,13 @@ impl GatewayClones {
         let cpu = self.ticks as f64 / self.secs.iter().sum::<f64>();
         let n = self.secs.len().max(1) as f64;
         format!(
-            "gateway {g:.2} s vs direct {d:.2} s = {:.2}x (median of {}; fastest {g_min:.2} vs {d_min:.2} s = {:.2}x; {:.0} vs {:.0} MB/s; broker CPU {cpu:.0}% during gateway clones; {:.0} write calls per clone, {:.1} KB each on average)",
+            "gateway {g:.2} s vs direct {d:.2} s = {:.2}x (median of {}; fastest {g_min:.2} vs {d_min:.2} s = {:.2}x; {:.0} vs {:.0} MB/s; broker CPU {cpu:.0}% during gateway clones, {:.0} ms per clone; {:.0} write calls per clone, {:.1} KB each on average)",
             g / d,
             self.secs.len(),
             g_min / d_min,
             mb / g,
             mb / d,
+            self.ticks as f64 * 10.0 / n,
             self.writes as f64 / n,
             self.written as f64 / self.writes.max(1) as f64 / 1e3,
         )

@@ -12,6 +12,7 @@ pub mod body;
 pub mod cgi;
 pub mod coalesce;
 pub mod demo;
+pub mod http10;
 pub mod pktline;
 pub mod proxy;
 pub mod push;

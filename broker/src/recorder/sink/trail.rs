@@ -688,9 +688,7 @@ mod tests {
 
     /// Everything a reader hands out: seq, `file:line`, the text, and whether its hash
     /// matches (canonical lines).
-    fn read_all(
-        r: &mut TrailReader,
-    ) -> Result<Vec<Read>, TrailError> {
+    fn read_all(r: &mut TrailReader) -> Result<Vec<Read>, TrailError> {
         let mut out = Vec::new();
         while let Some(l) = r.next_line()? {
             let (seq, digest) = match &l.event {

@@ -481,7 +481,9 @@ fn open_new(path: &Path) -> std::io::Result<File> {
 
 mod trail;
 
-pub use trail::{At, LineEvent, MAX_LINE, ReadEvent, TrailError, TrailLine, TrailReader};
+pub use trail::{
+    At, LineEvent, MAX_LINE, ReadEvent, TrailError, TrailLine, TrailReader, files_by_replica,
+};
 
 #[cfg(test)]
 mod tests {

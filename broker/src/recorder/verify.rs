@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::audit::{AuditEvent, AuditQuery, ChainError, ChainVerifier, Signature};
 use crate::store::{GrantStore, LEGACY_CHAIN, StoreError};
 
-use super::sink::{LineEvent, TrailError, TrailReader, parse_file_name};
+use super::sink::{LineEvent, TrailError, TrailReader, files_by_replica};
 
 /// Why a trail does not verify.
 #[derive(Debug, thiserror::Error)]
@@ -121,43 +121,6 @@ pub async fn chain_heads(store: &dyn GrantStore) -> Result<BTreeMap<String, u64>
     Ok(heads)
 }
 
-/// The trail files under `paths` by replica (from their names; a file named otherwise is a
-/// replica of its own), each replica's files in order.
-fn files_by_replica(paths: &[PathBuf]) -> Result<BTreeMap<String, Vec<PathBuf>>, TrailError> {
-    let mut out: BTreeMap<String, Vec<(u64, PathBuf)>> = BTreeMap::new();
-    let mut add = |p: PathBuf| {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        match parse_file_name(name) {
-            Some((replica, seq)) => out.entry(replica.to_owned()).or_default().push((seq, p)),
-            None => out.entry(p.display().to_string()).or_default().push((0, p)),
-        }
-    };
-    for path in paths {
-        if path.is_dir() {
-            let io = |error| TrailError::Io {
-                path: path.display().to_string(),
-                error,
-            };
-            for entry in std::fs::read_dir(path).map_err(io)? {
-                let p = entry.map_err(io)?.path();
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                if parse_file_name(name).is_some() {
-                    add(p);
-                }
-            }
-        } else {
-            add(path.clone());
-        }
-    }
-    Ok(out
-        .into_iter()
-        .map(|(name, mut files)| {
-            files.sort();
-            (name, files.into_iter().map(|(_, p)| p).collect())
-        })
-        .collect())
-}
-
 /// Verifies the trail files under `paths` replica by replica: each replica's files are its
 /// own chain ([`verify_files`]; since each replica has its own chain in the store, their
 /// seqs overlap). With `heads` (the store's, [`chain_heads`]), a replica's files that end
@@ -169,7 +132,7 @@ pub fn verify_replica_files(
 ) -> Result<String, VerifyError> {
     let groups = files_by_replica(paths)?;
     if groups.len() <= 1 {
-        let head = heads.and_then(|h| groups.keys().next().and_then(|r| h.get(r)).copied());
+        let head = heads.and_then(|h| groups.first().and_then(|(r, _)| h.get(r)).copied());
         return verify_files(paths, keys, head);
     }
     let mut out = Vec::new();

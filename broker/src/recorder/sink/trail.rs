@@ -485,7 +485,10 @@ impl TrailReader {
 
     /// [`TrailReader::open`] reading blocks of about `batch_bytes` (tests cut batches small).
     pub(crate) fn open_with(paths: &[PathBuf], batch_bytes: usize) -> Result<Self, TrailError> {
-        let groups = replicas_of(paths)?;
+        let groups: Vec<Vec<PathBuf>> = files_by_replica(paths)?
+            .into_iter()
+            .map(|(_, files)| files)
+            .collect();
         let batch_bytes = batch_bytes
             .min(BUDGET_BYTES / (BATCHES * groups.len().max(1)))
             .max(1);
@@ -617,9 +620,9 @@ impl Drop for TrailReader {
 }
 
 /// The files under `paths` by replica, each replica's in order of their first seq: folders'
-/// trail files and files named as trail files by the replica their name gives, any other file
-/// on its own, in the order given.
-fn replicas_of(paths: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, TrailError> {
+/// trail files and files named as trail files by the replica their name gives (replicas in
+/// name order), then any other file on its own, named by its path, in the order given.
+pub fn files_by_replica(paths: &[PathBuf]) -> Result<Vec<(String, Vec<PathBuf>)>, TrailError> {
     let mut by_replica: std::collections::BTreeMap<String, Vec<(u64, PathBuf)>> =
         std::collections::BTreeMap::new();
     let mut singles = Vec::new();
@@ -648,12 +651,16 @@ fn replicas_of(paths: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, TrailError> {
         }
     }
     Ok(by_replica
-        .into_values()
-        .map(|mut files| {
+        .into_iter()
+        .map(|(name, mut files)| {
             files.sort();
-            files.into_iter().map(|(_, p)| p).collect()
+            (name, files.into_iter().map(|(_, p)| p).collect())
         })
-        .chain(singles.into_iter().map(|p| vec![p]))
+        .chain(
+            singles
+                .into_iter()
+                .map(|p| (p.display().to_string(), vec![p])),
+        )
         .collect())
 }
 

@@ -16,8 +16,8 @@
 //! A revocation is in force the moment its watermark (or, for one token, its tombstone) is
 //! written: O(1), whatever the number of grants. Deleting the ended grants' records and index
 //! entries is *tidying* ([`tidy`]): a durable queue of jobs in the store, worked through in
-//! bounded batches by a background task of every broker, resumable after a restart and
-//! idempotent. Tidying is never needed for correctness — checks and listings already refuse
+//! bounded batches by a background task of every broker (one broker at a time, holding a
+//! lease in the store), resumable after a restart and idempotent. Tidying is never needed for correctness — checks and listings already refuse
 //! what a watermark covers.
 //!
 //! Listings cost the page, not the population ([`page`]): every live grant is indexed by

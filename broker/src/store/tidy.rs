@@ -146,8 +146,13 @@ pub fn rest_after(took: Duration) -> Duration {
 /// (it is retried; nothing is lost). Spawned by the server next to its listener and dropped
 /// with it.
 pub async fn run_worker(store: Arc<dyn GrantStore>, clock: Arc<dyn Clock>) {
-    let worker = worker_name();
-    let (store, clock, worker) = (&store, &clock, worker.as_str());
+    run_worker_as(store, clock, &worker_name()).await;
+}
+
+/// [`run_worker`] under a given worker name (benchmarks; in a broker the name is random and
+/// must be unique among the replicas sharing the store).
+pub async fn run_worker_as(store: Arc<dyn GrantStore>, clock: Arc<dyn Clock>, worker: &str) {
+    let (store, clock) = (&store, &clock);
     paced(move || async move {
         let p = store.tidy(worker, clock.now_ms()).await;
         if matches!(p, Ok(TidyProgress { fenced: true, .. })) {

@@ -14,9 +14,10 @@
 //! Every replica runs the worker, but at any time only one of them tidies: the holder of the
 //! store's *tidy lease* (a worker name and an expiry, [`LEASE_MS`] ahead). Each batch begins
 //! by taking or renewing the lease ([`GrantStore::tidy_claim`]); a worker that finds it held
-//! by another, unexpired, does nothing and rests [`IDLE`], so n replicas put one replica's
-//! tidying load on the store, not n times it. The holder releases the lease when nothing is
-//! left. A holder that crashes or stalls is taken over once its lease has expired, and the
+//! by another, unexpired, does nothing and looks again a second later. So n replicas put one
+//! paced worker's load on the store, not n of them (and tidy at one worker's pace: the
+//! [`DUTY_PERCENT`] budget is the deployment's, not each replica's). The holder releases the
+//! lease when nothing is left. A holder that crashes or stalls is taken over once its lease has expired, and the
 //! new holder resumes from the progress recorded in the queue.
 //!
 //! A holder that stalled past its lease (a long pause, a partition) may wake in the middle of

@@ -82,6 +82,10 @@ impl Export {
 pub const DEFAULT_REPLICA: &str = "local";
 /// Most events written in one store round trip.
 const MAX_BATCH: usize = 256;
+/// How far past its newest event a writer marks the end of its chain's span in the store
+/// ([`crate::store::GrantStore::mark_audit_span`]); it marks again once an event comes within
+/// half of that, so about once a minute under steady traffic, never on every append.
+const SPAN_LEASE_MS: i64 = 120_000;
 /// Events waiting for the writer before callers are made to wait.
 const QUEUE: usize = 4096;
 
@@ -275,6 +279,8 @@ async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, 
     let mut head: Option<ChainHead> = None;
     // Whether this writer entered its chain in the store's roster.
     let mut joined = false;
+    // The end of this writer's chain's span as last marked in the store.
+    let mut span: Option<i64> = None;
     // This replica's own chain through its files (continued from what they hold).
     let mut replica: Option<ReplicaHead> = w.sink.as_ref().and_then(|s| s.replica_head());
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -310,15 +316,23 @@ async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, 
         }
         let (events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
         let n = events.len() as u64;
-        let events =
-            match append_chained(&w, &mut head, &mut joined, replica.as_mut(), events).await {
-                Ok(events) => events,
-                Err(e) => {
-                    w.metrics.audit_failed(n);
-                    answer(dones, &Err(e));
-                    continue;
-                }
-            };
+        let events = match append_chained(
+            &w,
+            &mut head,
+            &mut joined,
+            &mut span,
+            replica.as_mut(),
+            events,
+        )
+        .await
+        {
+            Ok(events) => events,
+            Err(e) => {
+                w.metrics.audit_failed(n);
+                answer(dones, &Err(e));
+                continue;
+            }
+        };
         if let Some(last) = events.last() {
             written = last.event.seq;
             if last.event.event == EventKind::AuditCheckpoint {
@@ -431,6 +445,7 @@ async fn append_chained(
     w: &Writer,
     head: &mut Option<ChainHead>,
     joined: &mut bool,
+    span: &mut Option<i64>,
     replica: Option<&mut ReplicaHead>,
     events: Vec<AuditEvent>,
 ) -> Result<Vec<Sealed>, crate::store::StoreError> {
@@ -450,6 +465,9 @@ async fn append_chained(
         store.join_audit(chain, &start).await.map_err(failed)?;
         *joined = true;
     }
+    mark_span(store, chain, span, &events)
+        .await
+        .map_err(failed)?;
     let (current, fresh) = match head.take() {
         Some(h) => (h, false),
         None => (
@@ -504,6 +522,42 @@ async fn append_chained(
         )))),
         Err(e) => Err(failed(e)),
     }
+}
+
+/// Keeps the end of `chain`'s span in the store ahead of every place `events` can take
+/// (their times, or the chain's greatest before them), so a read never skips the chain
+/// while it holds events in its range: at the first batch from where the chain stands in the
+/// store, then whenever an event comes within half a lease of the end.
+async fn mark_span(
+    store: &dyn crate::store::GrantStore,
+    chain: &str,
+    span: &mut Option<i64>,
+    events: &[AuditEvent],
+) -> Result<(), crate::store::StoreError> {
+    let (Some(oldest), Some(newest)) = (
+        events.iter().map(|e| e.ts).min(),
+        events.iter().map(|e| e.ts).max(),
+    ) else {
+        return Ok(());
+    };
+    let (since, top, until) = match *span {
+        Some(until) if newest <= until.saturating_sub(SPAN_LEASE_MS / 2) => return Ok(()),
+        Some(until) => (oldest, newest, until),
+        None => match store.audit_extent(chain).await? {
+            // A chain written before spans were kept may have times out of order: a minute
+            // of slack at its start.
+            Some((first, last)) => (
+                first.saturating_sub(60_000).min(oldest),
+                last.max(newest),
+                i64::MIN,
+            ),
+            None => (oldest, newest, i64::MIN),
+        },
+    };
+    let until = until.max(top.saturating_add(SPAN_LEASE_MS));
+    store.mark_audit_span(chain, since, until).await?;
+    *span = Some(until);
+    Ok(())
 }
 
 /// Fills a checkpoint event with the signed statement of `head` (the head it follows).

@@ -51,9 +51,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::{
-    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
-    LEGACY_CHAIN, ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of,
-    merge_by_seq,
+    AuditChains, AuditRetention, ChainStart, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing,
+    GrantStatus, GrantStore, LEGACY_CHAIN, ListCursor, Placed, Revocation, RevokeTarget,
+    StoreError, TidyJob, TidyProgress, lane_of, merge_by_seq, merge_placed,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 pub(super) use crate::redis_conn::Conn;
@@ -121,8 +121,10 @@ return redis.call('LLEN', KEYS[1])
 /// ids (evidence, traffic; trimmed first, never appended to). ARGV: expected seq, new head,
 /// newest event time (ms), the evidence budget (events, bytes, age ms), the traffic budget,
 /// then (lane 1|2, seq, event JSON, event time) quadruples, oldest first.
-/// Each event's stream id is `<seq>-0`, so a read after a seq starts right there. The batch
-/// is checked against each stream's last id before anything is written: it lands whole or not
+/// Each event's stream id is `<seq>-0`, so a read after a seq starts right there. Its `t`
+/// field is its place's time ([`super::Placed`]): its own time, or the chain's greatest
+/// before it (`top` in the bytes hash; from the lanes' last entries for a chain written
+/// before `top` was kept), so `t` never goes back along a chain. The batch is checked against each stream's last id before anything is written: it lands whole or not
 /// at all. At most `MAX_TRIM` events are trimmed per lane per append, so a script stays
 /// short; a lane over budget (after the budget was lowered) shrinks over the next appends.
 const APPEND_AUDIT: &str = r"
@@ -135,17 +137,24 @@ local streams = {KEYS[1], KEYS[3]}
 local before = {KEYS[5], KEYS[6]}
 local fields = {'evidence', 'traffic'}
 local added = {0, 0}
+local top = redis.call('HGET', KEYS[4], 'top')
 for lane = 1, 2 do
   local last = redis.call('XREVRANGE', streams[lane], '+', '-', 'COUNT', 1)[1]
   if last and tonumber(string.match(last[1], '^(%d+)')) > seq then
     return redis.error_reply('audit stream ' .. streams[lane] .. ' runs ahead of the chain head')
   end
+  local t = last and last[2][4]
+  if t and (not top or tonumber(t) > tonumber(top)) then top = t end
 end
 for i = 10, #ARGV, 4 do
   local lane = tonumber(ARGV[i])
-  redis.call('XADD', streams[lane], ARGV[i + 1] .. '-0', 'e', ARGV[i + 2], 't', ARGV[i + 3])
+  local t = ARGV[i + 3]
+  if top and tonumber(top) > tonumber(t) then t = top end
+  top = t
+  redis.call('XADD', streams[lane], ARGV[i + 1] .. '-0', 'e', ARGV[i + 2], 't', t)
   added[lane] = added[lane] + #ARGV[i + 2]
 end
+redis.call('HSET', KEYS[4], 'top', top)
 redis.call('SET', KEYS[2], ARGV[2])
 local newest = tonumber(ARGV[3])
 for lane = 1, 2 do
@@ -202,6 +211,10 @@ pub struct RedisStore {
     revoke_one: redis::Script,
     pub(super) advance: redis::Script,
     append: redis::Script,
+    seek: redis::Script,
+    pub(super) spans_read: redis::Script,
+    pub(super) spans_mark: redis::Script,
+    pub(super) extent: redis::Script,
     /// Replicas that must confirm a revocation before it is answered (`WAIT`).
     revocation_replicas: u32,
 }
@@ -228,6 +241,10 @@ impl RedisStore {
             revoke_one: redis::Script::new(REVOKE_ONE),
             advance: redis::Script::new(ADVANCE_JOB),
             append: redis::Script::new(APPEND_AUDIT),
+            seek: redis::Script::new(super::redis_spans::SEEK_AUDIT),
+            spans_read: redis::Script::new(super::redis_spans::AUDIT_CHAINS),
+            spans_mark: redis::Script::new(super::redis_spans::MARK_SPAN),
+            extent: redis::Script::new(super::redis_spans::EXTENT),
             revocation_replicas: 0,
         }
     }
@@ -270,7 +287,7 @@ impl RedisStore {
         self
     }
 
-    async fn conn(&self) -> Result<Conn, StoreError> {
+    pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
         Ok(self.conn.get_or_try_init(|| self.connect()).await?.clone())
     }
 
@@ -326,12 +343,12 @@ impl RedisStore {
         }
     }
 
-    fn audit_bytes_key(&self, chain: &str) -> String {
+    pub(super) fn audit_bytes_key(&self, chain: &str) -> String {
         format!("{}:{}:bytes", self.prefix, Self::audit_tag(chain))
     }
 
     /// The roster of replica chains (a set, written once by each writer at its start).
-    fn audit_roster_key(&self) -> String {
+    pub(super) fn audit_roster_key(&self) -> String {
         format!("{}:{{audit}}:replicas", self.prefix)
     }
 
@@ -433,37 +450,63 @@ impl RedisStore {
                     .await?,
             );
         }
-        let stop_ms = query.to_ms.map(|t| t.saturating_add(60_000));
+        let placed = read_lane_at(&mut c, &key, next, i64::MIN, query).await?;
+        Ok(placed.into_iter().map(|p| p.event).collect())
+    }
+
+    /// One lane's events after `start.after_seq` placed at `start.min_t` or later, passing
+    /// `query`: one script finds the first (a bisection over the `t` field inside Redis,
+    /// none when the next event is placed late enough already), then `XRANGE` from there.
+    async fn read_lane_from(
+        &self,
+        chain: &str,
+        lane: Lane,
+        start: ChainStart,
+        query: &AuditQuery,
+    ) -> Result<Vec<Placed>, StoreError> {
+        let key = self.audit_lane_key(chain, lane);
+        let mut c = self.conn().await?;
+        let next: u64 = if start.min_t == i64::MIN {
+            start.after_seq.saturating_add(1)
+        } else {
+            self.seek
+                .key(&key)
+                .arg(start.min_t)
+                .arg(start.after_seq)
+                .invoke_async(&mut c)
+                .await
+                .map_err(unavailable)?
+        };
+        read_lane_at(&mut c, &key, next, start.min_t, query).await
+    }
+
+    /// The chain from before replica chains from `start`, its events placed at their own
+    /// times (it is read only; where its times go back, so may a page boundary): read on
+    /// until `query.limit` events are placed late enough or the chain ends.
+    async fn read_legacy_from(
+        &self,
+        start: ChainStart,
+        query: &AuditQuery,
+    ) -> Result<Vec<Placed>, StoreError> {
+        let mut q = query.clone();
+        q.after_seq = start.after_seq;
+        if start.min_t > i64::MIN {
+            q.from_ms = Some(query.from_ms.unwrap_or(i64::MIN).max(start.min_t));
+        }
         let mut out = Vec::new();
         while out.len() < query.limit {
-            let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(format!("{next}-0"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(AUDIT_PAGE)
-                .query_async(&mut c)
-                .await
-                .map_err(unavailable)?;
-            let full = page.len() == AUDIT_PAGE;
-            for (id, fields) in page {
-                let mut e = stream_event(&id, &fields)?;
-                next = e.seq.saturating_add(1);
-                if stop_ms.is_some_and(|s| e.ts > s) {
-                    return Ok(out);
-                }
-                e.id = Some(id);
-                if wanted(query, &e) {
-                    out.push(e);
-                    if out.len() >= query.limit {
-                        break;
-                    }
-                }
-            }
+            let page = self.read_chain(LEGACY_CHAIN, &q).await?;
+            let full = page.len() >= q.limit;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            q.after_seq = last;
+            out.extend(page.into_iter().map(|e| Placed { t: e.ts, event: e }));
             if !full {
                 break;
             }
         }
+        out.truncate(query.limit);
         Ok(out)
     }
 
@@ -531,6 +574,52 @@ impl RedisStore {
             .await
             .map_err(unavailable)
     }
+}
+
+/// The events of the lane `key` from seq `next` on, placed at `min_t` or later and passing
+/// `query`, with their places' times, oldest first, at most `query.limit`.
+async fn read_lane_at(
+    c: &mut Conn,
+    key: &str,
+    mut next: u64,
+    min_t: i64,
+    query: &AuditQuery,
+) -> Result<Vec<Placed>, StoreError> {
+    let stop_ms = query.to_ms.map(|t| t.saturating_add(60_000));
+    let mut out = Vec::new();
+    while out.len() < query.limit {
+        let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(format!("{next}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(AUDIT_PAGE)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        let full = page.len() == AUDIT_PAGE;
+        for (id, fields) in page {
+            let mut e = stream_event(&id, &fields)?;
+            next = e.seq.saturating_add(1);
+            if stop_ms.is_some_and(|s| e.ts > s) {
+                return Ok(out);
+            }
+            let t = fields.get("t").and_then(|t| t.parse().ok()).unwrap_or(e.ts);
+            e.id = Some(id);
+            // A place before `min_t` after the seek is possible only in a chain written
+            // before places were kept (its times may go back): never shown twice.
+            if t >= min_t && wanted(query, &e) {
+                out.push(Placed { t, event: e });
+                if out.len() >= query.limit {
+                    break;
+                }
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// The audit event of stream entry `id`.
@@ -815,11 +904,55 @@ impl GrantStore for RedisStore {
         Ok(merge_by_seq(evidence, traffic, query.limit))
     }
 
+    async fn read_chain_from(
+        &self,
+        chain: &str,
+        start: ChainStart,
+        query: &AuditQuery,
+    ) -> Result<Vec<Placed>, StoreError> {
+        if chain == LEGACY_CHAIN {
+            return self.read_legacy_from(start, query).await;
+        }
+        let (evidence, traffic) = tokio::try_join!(
+            self.read_lane_from(chain, Lane::Evidence, start, query),
+            self.read_lane_from(chain, Lane::Traffic, start, query),
+        )?;
+        Ok(merge_placed(evidence, traffic, query.limit))
+    }
+
+    async fn audit_chains(&self, at_least: i64) -> Result<AuditChains, StoreError> {
+        self.chains_at(at_least).await
+    }
+
+    async fn mark_audit_span(&self, chain: &str, since: i64, until: i64) -> Result<(), StoreError> {
+        self.mark_span(chain, since, until).await
+    }
+
+    async fn audit_extent(&self, chain: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        self.extent_of(chain).await
+    }
+
     #[cfg(any(test, feature = "test-suite"))]
     async fn damage_audit(&self, damage: &super::suite::Damage) -> Result<(), StoreError> {
         use super::suite::Damage;
         let mut c = self.conn().await?;
         match damage {
+            Damage::DropSpan(name) => self.drop_span(name).await?,
+            Damage::DropRetired(name) => {
+                for key in self.audit_chain_keys(name) {
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(key)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                let _: i64 = redis::cmd("SREM")
+                    .arg(self.audit_roster_key())
+                    .arg(name)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+            }
             Damage::DropChain(name) => {
                 for key in self.audit_chain_keys(name) {
                     let _: i64 = redis::cmd("DEL")

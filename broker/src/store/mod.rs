@@ -231,7 +231,7 @@ impl ChainStart {
 pub struct ChainSpan {
     /// The chain (a replica's name).
     pub chain: String,
-    /// No event placed before this (`i64::MIN`: not known).
+    /// No event placed before this, nor any event's own time (`i64::MIN`: not known).
     pub since: i64,
     /// No event placed after this (`i64::MAX`: not known).
     pub until: i64,
@@ -249,6 +249,21 @@ pub struct AuditChains {
 
 /// Fewest events read from one chain at a time while merging ([`read_merged`]).
 const MERGE_CHUNK_MIN: usize = 100;
+/// Chains opened at once when the merge holds no event to compare their spans with.
+const OPEN_AHEAD: usize = 16;
+/// Most chain reads of one page in flight at once.
+const READS_IN_FLIGHT: usize = 32;
+
+/// Runs `reads` at most [`READS_IN_FLIGHT`] at a time, in any order.
+async fn read_chains<T>(
+    reads: Vec<impl std::future::Future<Output = Result<T, StoreError>>>,
+) -> Result<Vec<T>, StoreError> {
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    futures_util::stream::iter(reads)
+        .buffer_unordered(READS_IN_FLIGHT)
+        .try_collect()
+        .await
+}
 
 /// One chain being merged: what was read of it and not taken yet.
 struct Merging {
@@ -291,7 +306,12 @@ pub async fn read_merged<S: GrantStore + ?Sized>(
         .max(query.from_ms)
         .unwrap_or(i64::MIN);
     let AuditChains { chains, roster } = store.audit_chains(floor).await?;
-    let mut waiting: Vec<ChainSpan> = chains;
+    // A writer's span starts no later than any of its events' own times: a chain whose span
+    // starts after the query's end holds nothing in it.
+    let mut waiting: Vec<ChainSpan> = chains
+        .into_iter()
+        .filter(|c| query.to_ms.is_none_or(|to| c.since <= to))
+        .collect();
     waiting.push(ChainSpan {
         chain: LEGACY_CHAIN.to_owned(),
         since: i64::MIN,
@@ -324,7 +344,7 @@ pub async fn read_merged<S: GrantStore + ?Sized>(
             m.more = false;
             reads.push(read(m.chain.clone(), m.next));
         }
-        let mut refilled = futures_util::future::try_join_all(reads).await?;
+        let mut refilled = read_chains(reads).await?;
         let earliest = |merging: &[Merging], refilled: &[(String, ChainStart, Vec<Placed>)]| {
             merging
                 .iter()
@@ -336,7 +356,11 @@ pub async fn read_merged<S: GrantStore + ?Sized>(
                 )
                 .min()
         };
-        let frontier = earliest(&merging, &refilled);
+        // With no event in hand, the chains whose spans start first, a few at a time.
+        let frontier = earliest(&merging, &refilled).or_else(|| {
+            let first = waiting.len().saturating_sub(OPEN_AHEAD);
+            waiting.get(first).map(|s| s.since)
+        });
         let mut opening = Vec::new();
         while let Some(span) = waiting.last() {
             if frontier.is_some_and(|t| span.since > t) {
@@ -347,7 +371,7 @@ pub async fn read_merged<S: GrantStore + ?Sized>(
                 opening.push(read(span.chain, next));
             }
         }
-        refilled.extend(futures_util::future::try_join_all(opening).await?);
+        refilled.extend(read_chains(opening).await?);
         for (chain, start, page) in refilled {
             let more = page.len() >= chunk;
             let next = ChainStart {
@@ -762,7 +786,8 @@ pub trait GrantStore: Send + Sync + 'static {
 
     /// Widens `chain`'s span to cover `since..=until` (its start only moves back, its end
     /// only forward). The chain's writer calls it before appending anything placed past the
-    /// span's end, so a read never skips a chain holding events in its range.
+    /// span's end, with `since` at most the batch's events' times, so a read never skips a
+    /// chain holding events in its range.
     async fn mark_audit_span(&self, chain: &str, since: i64, until: i64) -> Result<(), StoreError>;
 
     /// The times of the first and the last place `chain` holds (none when it holds no

@@ -28,11 +28,15 @@
 //!   event times). It is read, trimmed and verified, never appended to; a replica's chain
 //!   starts where it ended (its seq and lane hashes), so a replica's files run on in seq order.
 //!
-//! Seqs number the events of one chain; chains' seqs overlap. A read of the trail
-//! ([`super::read_merged`]) reads each chain in chunks from where a cursor says it stands
-//! in each (one `XRANGE` per lane per chunk, at any depth) and merges them by time; the next
-//! cursor (`AuditCursor`, opaque on the wire) holds each chain's last seq read. The complete
-//! trail is in each replica's audit files, not here.
+//! - `P:{audit}:span:since`, `P:{audit}:span:until`: each replica chain's span by time
+//!   ([`super::redis_spans`]), so a page reads only the chains written in its range.
+//!
+//! Seqs number the events of one chain; chains' seqs overlap. Each entry also holds its
+//! place's time `t` (never going back along a chain, [`super::Placed`]). A read of the trail
+//! ([`super::read_merged`]) seeks each chain it needs to the cursor's place (one script per
+//! lane), reads it in chunks (one `XRANGE` per lane per chunk, at any depth) and merges them
+//! by place; the next cursor (`AuditCursor`, opaque on the wire) is the place of the last
+//! event read. The complete trail is in each replica's audit files, not here.
 //!
 //! No command ever spans two slots (multi-key reads are split by the cluster client). Two
 //! connections are made lazily and re-made by their managers: one for the request path

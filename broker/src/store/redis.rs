@@ -590,18 +590,25 @@ async fn read_lane_at(
     query: &AuditQuery,
 ) -> Result<Vec<Placed>, StoreError> {
     let stop_ms = query.to_ms.map(|t| t.saturating_add(60_000));
+    // Without a field filter every event read is taken: read no more than are wanted.
+    let unfiltered = query.event.is_none() && query.subject.is_none() && query.repo.is_none();
     let mut out = Vec::new();
     while out.len() < query.limit {
+        let count = if unfiltered {
+            (query.limit - out.len()).min(AUDIT_PAGE)
+        } else {
+            AUDIT_PAGE
+        };
         let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
             .arg(key)
             .arg(format!("{next}-0"))
             .arg("+")
             .arg("COUNT")
-            .arg(AUDIT_PAGE)
+            .arg(count)
             .query_async(c)
             .await
             .map_err(unavailable)?;
-        let full = page.len() == AUDIT_PAGE;
+        let full = page.len() == count;
         for (id, fields) in page {
             let mut e = stream_event(&id, &fields)?;
             next = e.seq.saturating_add(1);

@@ -356,8 +356,10 @@ impl RedisStore {
         format!("{}:{{audit}}:replicas", self.prefix)
     }
 
-    /// Every key of `chain`: its head, its two lanes' streams and its byte counts (what an
-    /// operator removes to drop a chain, and what tests damage).
+    /// Every key of `chain`: its head, its two lanes' streams and its byte counts (what tests
+    /// damage). Dropping a chain on purpose also takes its roster entry and its span
+    /// ([`Self::audit_span_keys`]): `audit verify` reports a roster entry or a span left
+    /// behind without its chain.
     pub fn audit_chain_keys(&self, chain: &str) -> Vec<String> {
         vec![
             self.audit_head_key(chain),

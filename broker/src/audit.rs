@@ -83,31 +83,16 @@ pub struct AuditQuery {
     pub repo: Option<String>,
     /// Only events after this chain position (paging): in every chain the store holds, so
     /// exact for a store holding one replica's chain (and the chain from before replica
-    /// chains, whose seqs come first). `cursor`, when given, says it per chain instead.
+    /// chains, whose seqs come first). `cursor` pages any store.
     pub after_seq: u64,
-    /// Where to start in each chain (paging a store that holds several replicas' chains).
+    /// Only events placed after this one in the merged order of every chain (paging a store
+    /// that holds several replicas' chains).
     pub cursor: Option<AuditCursor>,
     /// At most this many events (oldest first).
     pub limit: usize,
 }
 
 impl AuditQuery {
-    /// Where to start in `chain`: the seq of its last event already read.
-    pub fn after(&self, chain: &str) -> u64 {
-        self.cursor
-            .as_ref()
-            .map_or(self.after_seq, |c| c.after(chain))
-    }
-
-    /// The same query over one chain, from where the query starts in it.
-    pub fn in_chain(&self, chain: &str) -> Self {
-        Self {
-            after_seq: self.after(chain),
-            cursor: None,
-            ..self.clone()
-        }
-    }
-
     /// Whether `e` passes the field filters (the time range is the store's job).
     pub fn matches(&self, e: &AuditEvent) -> bool {
         let event_ok = self

@@ -82,6 +82,10 @@ impl Export {
 pub const DEFAULT_REPLICA: &str = "local";
 /// Most events written in one store round trip.
 const MAX_BATCH: usize = 256;
+/// How far past its newest event a writer marks the end of its chain's span in the store
+/// ([`crate::store::GrantStore::mark_audit_span`]); it marks again once an event comes within
+/// half of that, so about once a minute under steady traffic, never on every append.
+const SPAN_LEASE_MS: i64 = 120_000;
 /// Events waiting for the writer before callers are made to wait.
 const QUEUE: usize = 4096;
 
@@ -275,6 +279,8 @@ async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, 
     let mut head: Option<ChainHead> = None;
     // Whether this writer entered its chain in the store's roster.
     let mut joined = false;
+    // This writer's chain's span (since, until) as last marked in the store.
+    let mut span: Option<(i64, i64)> = None;
     // This replica's own chain through its files (continued from what they hold).
     let mut replica: Option<ReplicaHead> = w.sink.as_ref().and_then(|s| s.replica_head());
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -310,15 +316,23 @@ async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, 
         }
         let (events, dones): (Vec<AuditEvent>, Vec<Done>) = batch.drain(..).unzip();
         let n = events.len() as u64;
-        let events =
-            match append_chained(&w, &mut head, &mut joined, replica.as_mut(), events).await {
-                Ok(events) => events,
-                Err(e) => {
-                    w.metrics.audit_failed(n);
-                    answer(dones, &Err(e));
-                    continue;
-                }
-            };
+        let events = match append_chained(
+            &w,
+            &mut head,
+            &mut joined,
+            &mut span,
+            replica.as_mut(),
+            events,
+        )
+        .await
+        {
+            Ok(events) => events,
+            Err(e) => {
+                w.metrics.audit_failed(n);
+                answer(dones, &Err(e));
+                continue;
+            }
+        };
         if let Some(last) = events.last() {
             written = last.event.seq;
             if last.event.event == EventKind::AuditCheckpoint {
@@ -431,6 +445,7 @@ async fn append_chained(
     w: &Writer,
     head: &mut Option<ChainHead>,
     joined: &mut bool,
+    span: &mut Option<(i64, i64)>,
     replica: Option<&mut ReplicaHead>,
     events: Vec<AuditEvent>,
 ) -> Result<Vec<Sealed>, crate::store::StoreError> {
@@ -450,6 +465,9 @@ async fn append_chained(
         store.join_audit(chain, &start).await.map_err(failed)?;
         *joined = true;
     }
+    mark_span(store, chain, span, &events)
+        .await
+        .map_err(failed)?;
     let (current, fresh) = match head.take() {
         Some(h) => (h, false),
         None => (
@@ -504,6 +522,47 @@ async fn append_chained(
         )))),
         Err(e) => Err(failed(e)),
     }
+}
+
+/// Keeps the end of `chain`'s span in the store ahead of every place `events` can take
+/// (their times, or the chain's greatest before them), so a read never skips the chain
+/// while it holds events in its range: at the first batch from where the chain stands in the
+/// store, then whenever an event comes within half a lease of the end (or, its clock gone
+/// back, before the start: a span starts no later than any of its events' own times).
+async fn mark_span(
+    store: &dyn crate::store::GrantStore,
+    chain: &str,
+    span: &mut Option<(i64, i64)>,
+    events: &[AuditEvent],
+) -> Result<(), crate::store::StoreError> {
+    let (Some(oldest), Some(newest)) = (
+        events.iter().map(|e| e.ts).min(),
+        events.iter().map(|e| e.ts).max(),
+    ) else {
+        return Ok(());
+    };
+    let (since, top, until) = match *span {
+        Some((since, until))
+            if oldest >= since && newest <= until.saturating_sub(SPAN_LEASE_MS / 2) =>
+        {
+            return Ok(());
+        }
+        Some((since, until)) => (since.min(oldest), newest, until),
+        None => match store.audit_extent(chain).await? {
+            // A chain written before spans were kept may have times out of order: a minute
+            // of slack at its start.
+            Some((first, last)) => (
+                first.saturating_sub(60_000).min(oldest),
+                last.max(newest),
+                i64::MIN,
+            ),
+            None => (oldest, newest, i64::MIN),
+        },
+    };
+    let until = until.max(top.saturating_add(SPAN_LEASE_MS));
+    store.mark_audit_span(chain, since, until).await?;
+    *span = Some((since, until));
+    Ok(())
 }
 
 /// Fills a checkpoint event with the signed statement of `head` (the head it follows).
@@ -623,6 +682,55 @@ mod tests {
             assert_eq!(verify_chain(&chain), Ok(200));
         }
         assert_eq!(store.audit_replicas().await.expect("roster"), ["a", "b"]);
+    }
+
+    /// A writer keeps its chain's span ahead of its events by a lease, marking it again only
+    /// when an event comes within half of it: a page after the span's end skips the chain,
+    /// and no event is ever placed past the span's end.
+    #[tokio::test]
+    async fn a_writer_keeps_its_span_ahead_of_its_events() {
+        let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(10_000));
+        let a = replica(&store, "a");
+        let span = || async {
+            let chains = store.audit_chains(i64::MIN).await.expect("chains").chains;
+            chains
+                .iter()
+                .find(|c| c.chain == "a")
+                .map(|c| (c.since, c.until))
+        };
+        let t0 = 1_700_000_000_000;
+        a.record(AuditEvent::new("grant.issued", t0))
+            .await
+            .expect("recorded");
+        assert_eq!(span().await, Some((t0, t0 + SPAN_LEASE_MS)));
+        // Within the first half of the lease: not marked again.
+        a.record(AuditEvent::new("grant.issued", t0 + SPAN_LEASE_MS / 2))
+            .await
+            .expect("recorded");
+        assert_eq!(span().await, Some((t0, t0 + SPAN_LEASE_MS)));
+        // Past it: the end moves on, a lease past the event.
+        let later = t0 + SPAN_LEASE_MS / 2 + 1;
+        a.record(AuditEvent::new("grant.issued", later))
+            .await
+            .expect("recorded");
+        assert_eq!(span().await, Some((t0, later + SPAN_LEASE_MS)));
+        // A clock that goes back: the event is placed at the chain's greatest time so far,
+        // inside the span.
+        a.record(AuditEvent::new("grant.issued", t0 - 5_000))
+            .await
+            .expect("recorded");
+        let (since, until) = span().await.expect("span");
+        assert!(since <= t0 - 5_000 && until >= later);
+        assert_eq!(
+            store.audit_extent("a").await.expect("extent"),
+            Some((t0, later))
+        );
+        let after_end = store
+            .audit_chains(later + SPAN_LEASE_MS + 1)
+            .await
+            .expect("chains");
+        assert!(after_end.chains.is_empty(), "{after_end:?}");
+        assert_eq!(after_end.roster, 1);
     }
 
     /// Two processes writing under one replica name would fork its chain: the one whose

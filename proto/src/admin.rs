@@ -23,8 +23,6 @@ pub const MAX_AUDIT_PAGE: usize = 10_000;
 pub const NEXT_AFTER_SEQ_HEADER: &str = "x-next-after-seq";
 /// The response header carrying the [`AuditCursor`] of the next audit page, when there is one.
 pub const NEXT_AUDIT_CURSOR_HEADER: &str = "x-next-cursor";
-/// Most replica chains an [`AuditCursor`] may name.
-pub const MAX_CURSOR_CHAINS: usize = 256;
 
 /// Why an admin query parameter was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,52 +170,61 @@ impl AuditParams {
     }
 }
 
-/// Where a page of the audit trail starts: for each replica's chain in the store, the `seq`
-/// of its last event already read (a chain not named starts at its beginning). The store
-/// keeps one chain per replica; a page merges the chains' next events in time order, so one
-/// sequence number cannot say where the next page starts once there are several.
+/// Where a page of the audit trail starts: right after the last event read, as its *place*
+/// in the merged order of every replica's chain.
 ///
-/// On the wire it is opaque: `a1.` and base64url of `name=seq` pairs joined by `;` (the
-/// chain written before replica chains has the empty name). Names are replica names
-/// (`[A-Za-z0-9._-]`, at most 64), at most [`MAX_CURSOR_CHAINS`] of them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The store keeps one chain per replica, each in seq order, and gives every event a place
+/// `(t, chain, seq)`: `t` is the event's time, or the latest time of an earlier event of its
+/// chain when that is later (so `t` never goes back along a chain), then the chain's name,
+/// then the seq. Pages are the events in that order, so the last one read says where every
+/// chain resumes, however many chains there are: the cursor's size does not grow with them.
+///
+/// On the wire it is opaque: `a2.` and base64url of `<t>.<seq>.<chain>` (the chain written
+/// before replica chains has the empty name; others are replica names, `[A-Za-z0-9._-]`, at
+/// most 64). A cursor of the format before (`a1.`, one position per chain) is refused with
+/// what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuditCursor {
-    positions: std::collections::BTreeMap<String, u64>,
+    t: i64,
+    chain: String,
+    seq: u64,
 }
 
+/// Longest audit cursor text accepted (the longest one the broker makes is 146).
+pub const MAX_AUDIT_CURSOR_LEN: usize = 256;
+
 impl AuditCursor {
-    /// The cursor at the start of every chain but those of `positions`.
-    pub fn new(positions: std::collections::BTreeMap<String, u64>) -> Self {
-        Self { positions }
+    /// The cursor right after the event of `chain` at `seq`, placed at `t`.
+    pub fn at(t: i64, chain: &str, seq: u64) -> Self {
+        Self {
+            t,
+            chain: chain.to_owned(),
+            seq,
+        }
     }
 
-    /// The seq of `chain`'s last event read (0: none).
-    pub fn after(&self, chain: &str) -> u64 {
-        self.positions.get(chain).copied().unwrap_or(0)
+    /// The place's time (ms): the event's own, or a later one of its chain before it.
+    pub fn t(&self) -> i64 {
+        self.t
     }
 
-    /// Moves `chain`'s position to `seq` (never back).
-    pub fn advance(&mut self, chain: &str, seq: u64) {
-        let at = self.positions.entry(chain.to_owned()).or_default();
-        *at = (*at).max(seq);
+    /// The chain of the last event read.
+    pub fn chain(&self) -> &str {
+        &self.chain
     }
 
-    /// Every chain's position.
-    pub fn positions(&self) -> &std::collections::BTreeMap<String, u64> {
-        &self.positions
+    /// The seq of the last event read, in its chain.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// The opaque text form.
     pub fn encode(&self) -> String {
         use base64::Engine as _;
-        let text: Vec<String> = self
-            .positions
-            .iter()
-            .map(|(name, seq)| format!("{name}={seq}"))
-            .collect();
+        let raw = format!("{}.{}.{}", self.t, self.seq, self.chain);
         format!(
-            "a1.{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.join(";"))
+            "a2.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
         )
     }
 
@@ -225,35 +232,37 @@ impl AuditCursor {
     pub fn decode(text: &str) -> Result<Self, AdminQueryError> {
         use base64::Engine as _;
         let bad = AdminQueryError::Cursor;
-        if text.len() > 8 + MAX_CURSOR_CHAINS * 120 {
+        if text.len() > MAX_AUDIT_CURSOR_LEN {
             return Err(bad("too long"));
         }
-        let body = text.strip_prefix("a1.").ok_or(bad(
+        if text.starts_with("a1.") {
+            return Err(bad(
+                "made by an older broker (one position per replica chain), which this one \
+                 no longer reads: start again without a cursor, with from= the time of the \
+                 last event you have",
+            ));
+        }
+        let body = text.strip_prefix("a2.").ok_or(bad(
             "not an audit cursor (give the x-next-cursor value as is)",
         ))?;
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| bad("not base64url"))?;
         let raw = String::from_utf8(raw).map_err(|_| bad("not text"))?;
-        let mut positions = std::collections::BTreeMap::new();
-        for pair in raw.split(';').filter(|p| !p.is_empty()) {
-            let (name, seq) = pair.split_once('=').ok_or(bad("a position has no seq"))?;
-            let name_ok = name.len() <= 64
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-            if !name_ok {
-                return Err(bad("a chain name is not a replica name"));
-            }
-            let seq: u64 = seq.parse().map_err(|_| bad("a seq is not a number"))?;
-            if positions.insert(name.to_owned(), seq).is_some() {
-                return Err(bad("a chain is named twice"));
-            }
-            if positions.len() > MAX_CURSOR_CHAINS {
-                return Err(bad("names too many chains"));
-            }
+        let mut parts = raw.splitn(3, '.');
+        let (Some(t), Some(seq), Some(chain)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("not a place (time, seq and chain)"));
+        };
+        let t: i64 = t.parse().map_err(|_| bad("a time is not a number"))?;
+        let seq: u64 = seq.parse().map_err(|_| bad("a seq is not a number"))?;
+        let name_ok = chain.len() <= 64
+            && chain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !name_ok {
+            return Err(bad("a chain name is not a replica name"));
         }
-        Ok(Self { positions })
+        Ok(Self::at(t, chain, seq))
     }
 }
 
@@ -387,49 +396,75 @@ mod tests {
 
     #[test]
     fn audit_cursor_round_trips_and_refuses_forgeries() {
-        let mut c = AuditCursor::default();
-        c.advance("", 40);
-        c.advance("broker-a", 7);
-        c.advance("broker-a", 3); // never back
-        c.advance("b.2_x", u64::MAX);
-        let text = c.encode();
-        assert!(text.starts_with("a1."), "{text}");
-        let back = AuditCursor::decode(&text).expect("decodes");
-        assert_eq!(back, c);
-        assert_eq!(back.after("broker-a"), 7);
-        assert_eq!(back.after(""), 40);
-        assert_eq!(back.after("never-seen"), 0);
-        assert_eq!(AuditCursor::decode("a1."), Ok(AuditCursor::default()));
+        let longest = "r".repeat(64);
+        for c in [
+            AuditCursor::at(1_700_000_000_000, "broker-a", 7),
+            AuditCursor::at(-5, "", 40),
+            AuditCursor::at(i64::MAX, "b.2_x", u64::MAX),
+            AuditCursor::at(i64::MIN, &longest, 0),
+        ] {
+            let text = c.encode();
+            assert!(text.starts_with("a2."), "{text}");
+            assert!(text.len() <= MAX_AUDIT_CURSOR_LEN, "{}", text.len());
+            assert_eq!(AuditCursor::decode(&text), Ok(c));
+        }
         let b64 = |s: &str| {
             use base64::Engine as _;
             format!(
-                "a1.{}",
+                "a2.{}",
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
             )
         };
         let refused = |t: &str| AuditCursor::decode(t).expect_err(t).to_string();
         assert!(refused("41").contains("not an audit cursor"));
-        assert!(refused("a1.!!").contains("not base64url"));
-        assert!(refused(&b64("a")).contains("has no seq"));
-        assert!(refused(&b64("a=x")).contains("not a number"));
-        assert!(refused(&b64("a=-1")).contains("not a number"));
-        assert!(refused(&b64("{audit}=1")).contains("not a replica name"));
-        assert!(refused(&b64("a=1;a=2")).contains("named twice"));
-        let long = "a".repeat(65);
-        assert!(refused(&b64(&format!("{long}=1"))).contains("not a replica name"));
-        // At the bound and one past it.
-        let names = |n: usize| {
-            (0..n)
-                .map(|i| format!("r{i}=1"))
-                .collect::<Vec<_>>()
-                .join(";")
-        };
-        let at = AuditCursor::decode(&b64(&names(MAX_CURSOR_CHAINS))).expect("at the bound");
-        assert_eq!(at.positions().len(), MAX_CURSOR_CHAINS);
-        assert!(refused(&b64(&names(MAX_CURSOR_CHAINS + 1))).contains("too many"));
-        assert!(refused(&"a".repeat(64 * 1024)).contains("too long"));
+        assert!(refused("a2.!!").contains("not base64url"));
+        assert!(refused(&b64("12.3")).contains("not a place"));
+        assert!(refused(&b64("x.3.a")).contains("time is not a number"));
+        assert!(refused(&b64("1.-3.a")).contains("seq is not a number"));
+        assert!(refused(&b64("1.3.{audit}")).contains("not a replica name"));
+        assert!(refused(&b64(&format!("1.3.{}", "a".repeat(65)))).contains("not a replica name"));
+        // The format before, one position per chain: refused, saying what to do instead.
+        let old = "a1.cjE9Mztycj0x";
+        assert!(refused(old).contains("start again without a cursor, with from="));
+        // At the length bound and one past it.
+        let at = format!("a2.{}", "A".repeat(MAX_AUDIT_CURSOR_LEN - 3));
+        assert!(!refused(&at).contains("too long"));
+        assert!(refused(&format!("{at}A")).contains("too long"));
         let p: AuditParams = serde_urlencoded::from_str("cursor=zz").expect("raw text");
         assert!(p.cursor().is_err());
+    }
+
+    /// The stable twin of the `audit_cursor` fuzz target: pseudo-random text, and base64url
+    /// of pseudo-random places, is refused or read as a place that encodes and reads back.
+    #[test]
+    fn audit_cursor_pseudo_random_text_never_panics_and_round_trips() {
+        use base64::Engine as _;
+        let mut rng = Rng::new(0xa2_c0_50);
+        const TEXT: &str = "a2.-_09.xyzAZ=;{}é";
+        let mut read = 0;
+        for _ in 0..5000 {
+            let text = if rng.one_in(2) {
+                rng.string(TEXT, 0, 40)
+            } else {
+                let raw = format!(
+                    "{}.{}.{}",
+                    rng.string("0123456789-+x", 0, 21),
+                    rng.string("0123456789-", 0, 21),
+                    rng.string("ab9.-_{}é", 0, 70)
+                );
+                format!(
+                    "a2.{}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+                )
+            };
+            if let Ok(c) = AuditCursor::decode(&text) {
+                read += 1;
+                let again = c.encode();
+                assert!(again.len() <= MAX_AUDIT_CURSOR_LEN, "{again}");
+                assert_eq!(AuditCursor::decode(&again), Ok(c), "{text}");
+            }
+        }
+        assert!(read > 0, "some places were read");
     }
 
     #[test]

@@ -35,6 +35,17 @@ pub enum VerifyError {
         /// Which chain.
         chain: String,
     },
+    /// A replica's chain is in the index of chains by time, but not in the roster: its
+    /// roster entry was deleted (and its keys with it, or the roster would still name it).
+    #[error(
+        "replica {chain}'s chain is gone from the roster of chains, but the index of chains by time still records it ({span}): it was deleted"
+    )]
+    RosterEntryGone {
+        /// Which replica.
+        chain: String,
+        /// The span the index records, for people.
+        span: String,
+    },
     /// A chain's events end before its head: its newest events were deleted.
     #[error(
         "{chain} reaches seq {head}, but its events end at seq {last}: its newest events were deleted (a cut tail)"
@@ -154,6 +165,25 @@ pub async fn verify_store(
     page: usize,
 ) -> Result<String, VerifyError> {
     let replicas = store.audit_replicas().await?;
+    // Every chain the index of chains by time records must still be in the roster: a
+    // chain deleted with its roster entry leaves its span behind.
+    for span in store.audit_chains(i64::MIN).await?.chains {
+        if replicas.binary_search(&span.chain).is_err() {
+            let time = |ms: i64| {
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| ms.to_string())
+            };
+            return Err(VerifyError::RosterEntryGone {
+                span: format!("events from {} to {}", time(span.since), time(span.until)),
+                chain: span.chain,
+            });
+        }
+    }
     let legacy = store.audit_head(LEGACY_CHAIN).await?;
     let mut out = Vec::new();
     if legacy.is_some() {

@@ -9,8 +9,8 @@ use jit_proto::Claims;
 use super::memory::MemoryStore;
 use super::sessions::{SessionStore, StoredSession};
 use super::{
-    Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
-    RevokeTarget, StoreError, TidyClaim, TidyProgress,
+    AuditChains, ChainStart, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor,
+    Placed, Revocation, RevokeTarget, StoreError, TidyClaim, TidyProgress,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Sealed};
 
@@ -107,6 +107,25 @@ impl GrantStore for Flaky {
     }
     async fn read_chain(&self, chain: &str, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         self.inner.read_chain(chain, q).await
+    }
+    async fn read_chain_from(
+        &self,
+        chain: &str,
+        start: ChainStart,
+        q: &AuditQuery,
+    ) -> Result<Vec<Placed>, StoreError> {
+        self.inner.read_chain_from(chain, start, q).await
+    }
+    async fn audit_chains(&self, at_least: i64) -> Result<AuditChains, StoreError> {
+        self.inner.audit_chains(at_least).await
+    }
+    async fn mark_audit_span(&self, chain: &str, since: i64, until: i64) -> Result<(), StoreError> {
+        self.gate(&self.audit_down)?;
+        self.inner.mark_audit_span(chain, since, until).await
+    }
+    async fn audit_extent(&self, chain: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        self.gate(&self.audit_down)?;
+        self.inner.audit_extent(chain).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.gate(&self.grants_down)

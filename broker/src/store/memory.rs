@@ -14,32 +14,34 @@ use jit_proto::Claims;
 use super::requests::{RequestBook, RequestStore};
 use super::sessions::{SessionBook, SessionStore};
 use super::{
-    AuditRetention, ClaimedJob, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus,
-    GrantStore, IndexMember, LaneBudget, ListCursor, MAX_TOKEN_LIFETIME_SECS, Revocation,
-    RevokeTarget, StoreError, TidyClaim, TidyJob, TidyProgress, bounds, lane_of, revoked_by,
+    AuditChains, AuditRetention, ChainSpan, ChainStart, ClaimedJob, EXPIRED_MEMORY_SECS, Grant,
+    GrantFilter, GrantListing, GrantStatus, GrantStore, IndexMember, LaneBudget, ListCursor,
+    MAX_TOKEN_LIFETIME_SECS, Placed, Revocation, RevokeTarget, StoreError, TidyClaim, TidyJob,
+    TidyProgress, bounds, lane_of, revoked_by,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 
 /// The global index's name among the dimensions.
 const ALL: &str = "all";
 
-/// One lane of the trail: events with their JSON sizes, and the sum of those.
+/// One lane of the trail: events with their JSON sizes and their places' times
+/// ([`super::Placed`]), and the sum of the sizes.
 #[derive(Default)]
 struct LaneLog {
-    events: VecDeque<(AuditEvent, u64)>,
+    events: VecDeque<(AuditEvent, u64, i64)>,
     bytes: u64,
 }
 
 impl LaneLog {
-    fn push(&mut self, event: AuditEvent, size: u64) {
+    fn push(&mut self, event: AuditEvent, size: u64, t: i64) {
         self.bytes += size;
-        self.events.push_back((event, size));
+        self.events.push_back((event, size, t));
     }
 
     /// Drops the oldest events until the lane is within `budget`, measured at `now_ms`.
     fn trim(&mut self, budget: &LaneBudget, now_ms: i64) {
         let oldest_kept = now_ms.saturating_sub(budget.max_age_ms);
-        while let Some((e, size)) = self.events.front() {
+        while let Some((e, size, _)) = self.events.front() {
             let over = self.events.len() as u64 > budget.max_events
                 || self.bytes > budget.max_bytes
                 || e.ts < oldest_kept;
@@ -73,6 +75,8 @@ struct Inner {
     chains: HashMap<String, MemChain>,
     /// The roster of replica chains.
     roster: BTreeSet<String>,
+    /// Each replica chain's span as its writer marked it: (since, until).
+    spans: std::collections::BTreeMap<String, (i64, i64)>,
     audit_seq: u64,
 }
 
@@ -82,6 +86,8 @@ struct MemChain {
     evidence: LaneLog,
     traffic: LaneLog,
     head: Option<ChainHead>,
+    /// The greatest place time of its events so far (never lowered by trimming).
+    top: Option<i64>,
 }
 
 impl Inner {
@@ -549,9 +555,11 @@ impl GrantStore for MemoryStore {
             let size = line.len() as u64;
             let mut e = event.clone();
             e.id = Some(format!("{}-{}", e.ts, inner.audit_seq));
+            let t = c.top.map_or(e.ts, |top| top.max(e.ts));
+            c.top = Some(t);
             match lane_of(event) {
-                Lane::Evidence => c.evidence.push(e, size),
-                Lane::Traffic => c.traffic.push(e, size),
+                Lane::Evidence => c.evidence.push(e, size, t),
+                Lane::Traffic => c.traffic.push(e, size, t),
             }
         }
         c.head = Some(head.clone());
@@ -576,10 +584,12 @@ impl GrantStore for MemoryStore {
         };
         let lane = |l: &LaneLog| -> Vec<AuditEvent> {
             // Seq order within a lane: start right after `after_seq`.
-            let start = l.events.partition_point(|(e, _)| e.seq <= query.after_seq);
+            let start = l
+                .events
+                .partition_point(|(e, _, _)| e.seq <= query.after_seq);
             l.events
                 .range(start..)
-                .map(|(e, _)| e)
+                .map(|(e, _, _)| e)
                 .filter(wanted)
                 .take(query.limit)
                 .cloned()
@@ -592,6 +602,97 @@ impl GrantStore for MemoryStore {
         ))
     }
 
+    async fn read_chain_from(
+        &self,
+        chain: &str,
+        start: ChainStart,
+        query: &AuditQuery,
+    ) -> Result<Vec<Placed>, StoreError> {
+        let inner = self.lock()?;
+        let Some(c) = inner.chains.get(chain) else {
+            return Ok(Vec::new());
+        };
+        let wanted = |e: &AuditEvent| {
+            query.from_ms.is_none_or(|f| e.ts >= f)
+                && query.to_ms.is_none_or(|t| e.ts <= t)
+                && query.matches(e)
+        };
+        let lane = |l: &LaneLog| -> Vec<Placed> {
+            // Seq order and place order agree within a lane: one seek for both bounds.
+            let start = l
+                .events
+                .partition_point(|(e, _, t)| e.seq <= start.after_seq || *t < start.min_t);
+            l.events
+                .range(start..)
+                .filter(|(e, _, _)| wanted(e))
+                .take(query.limit)
+                .map(|(e, _, t)| Placed {
+                    t: *t,
+                    event: e.clone(),
+                })
+                .collect()
+        };
+        Ok(super::merge_placed(
+            lane(&c.evidence),
+            lane(&c.traffic),
+            query.limit,
+        ))
+    }
+
+    async fn audit_chains(&self, at_least: i64) -> Result<AuditChains, StoreError> {
+        let inner = self.lock()?;
+        let mut chains: Vec<ChainSpan> = inner
+            .spans
+            .iter()
+            .filter(|(_, (_, until))| *until >= at_least)
+            .map(|(chain, (since, until))| ChainSpan {
+                chain: chain.clone(),
+                since: *since,
+                until: *until,
+            })
+            .collect();
+        chains.extend(
+            inner
+                .roster
+                .iter()
+                .filter(|r| !inner.spans.contains_key(*r))
+                .map(|r| ChainSpan {
+                    chain: r.clone(),
+                    since: i64::MIN,
+                    until: i64::MAX,
+                }),
+        );
+        Ok(AuditChains {
+            chains,
+            roster: inner.roster.len(),
+        })
+    }
+
+    async fn mark_audit_span(&self, chain: &str, since: i64, until: i64) -> Result<(), StoreError> {
+        if chain == super::LEGACY_CHAIN {
+            return Err(StoreError::Invalid("a replica chain needs a name"));
+        }
+        let mut inner = self.lock()?;
+        let span = inner
+            .spans
+            .entry(chain.to_owned())
+            .or_insert((since, until));
+        *span = (span.0.min(since), span.1.max(until));
+        Ok(())
+    }
+
+    async fn audit_extent(&self, chain: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        let inner = self.lock()?;
+        let Some(c) = inner.chains.get(chain) else {
+            return Ok(None);
+        };
+        let first = [&c.evidence, &c.traffic]
+            .iter()
+            .filter_map(|l| l.events.front().map(|(_, _, t)| *t))
+            .min();
+        Ok(first.zip(c.top))
+    }
+
     #[cfg(any(test, feature = "test-suite"))]
     async fn damage_audit(&self, damage: &super::suite::Damage) -> Result<(), StoreError> {
         use super::suite::Damage;
@@ -600,9 +701,16 @@ impl GrantStore for MemoryStore {
             Damage::DropChain(name) => {
                 inner.chains.remove(name);
             }
+            Damage::DropRetired(name) => {
+                inner.chains.remove(name);
+                inner.roster.remove(name);
+            }
+            Damage::DropSpan(name) => {
+                inner.spans.remove(name);
+            }
             Damage::DropNewest(name) => {
                 if let Some(c) = inner.chains.get_mut(name) {
-                    let newest = |l: &LaneLog| l.events.back().map(|(e, _)| e.seq);
+                    let newest = |l: &LaneLog| l.events.back().map(|(e, _, _)| e.seq);
                     if newest(&c.evidence) > newest(&c.traffic) {
                         c.evidence.events.pop_back();
                     } else {

@@ -33,6 +33,7 @@ pub mod redis;
 pub mod redis_grants;
 pub mod redis_requests;
 pub mod redis_sessions;
+pub mod redis_spans;
 pub mod requests;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod requests_suite;
@@ -138,6 +139,25 @@ pub fn merge_by_seq(a: Vec<AuditEvent>, b: Vec<AuditEvent>, limit: usize) -> Vec
     out
 }
 
+/// Two lanes' placed events (each in seq order) as one run in seq order, at most `limit`.
+pub fn merge_placed(a: Vec<Placed>, b: Vec<Placed>, limit: usize) -> Vec<Placed> {
+    let mut out = Vec::with_capacity((a.len() + b.len()).min(limit));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while out.len() < limit {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.event.seq <= y.event.seq => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        };
+        match next {
+            Some(p) => out.push(p),
+            None => break,
+        }
+    }
+    out
+}
+
 /// The name of the chain written before each replica had its own: one chain every replica
 /// appended to. Still read and verified; the recorder never appends to it, and a replica's
 /// chain starts where it ended.
@@ -146,103 +166,267 @@ pub const LEGACY_CHAIN: &str = "";
 /// A page of the audit trail, merged over every chain.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditPage {
-    /// The events, in time order (each chain's in seq order).
+    /// The events, in their places' order ([`Placed`]).
     pub events: Vec<AuditEvent>,
-    /// Where the next page starts, when the page is full (more may follow).
+    /// Where the next page starts, when the page is full (more may follow): the place of
+    /// its last event.
     pub next: Option<AuditCursor>,
     /// The same as one `after_seq`, when one says it: the store holds at most one replica's
     /// chain (besides the one from before replica chains, whose seqs come first).
     pub next_after_seq: Option<u64>,
 }
 
+/// An event with its time in the merged order: `t` is the event's `ts`, or the greatest `ts`
+/// of its chain before it when that is greater (the store keeps it beside each event as it
+/// appends), so `t` never goes back along a chain even when the writer's clock does. Events
+/// are merged by `(t, chain, seq)`: a total order in which each chain keeps its seq order, so
+/// the place of the last event read says where every chain resumes ([`AuditCursor`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    /// The time of the event's place (ms).
+    pub t: i64,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// Where a read of one chain starts: at its first event after `after_seq` placed at
+/// `min_t` or later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainStart {
+    /// No event placed before this time (ms).
+    pub min_t: i64,
+    /// No event at or before this seq.
+    pub after_seq: u64,
+}
+
+impl ChainStart {
+    /// Where `chain` resumes after `query`'s cursor (or, without one, at its `from_ms` and
+    /// `after_seq`): after the cursor's place in the order `(t, chain, seq)`.
+    pub fn of(query: &AuditQuery, chain: &str) -> Self {
+        let from = query.from_ms.unwrap_or(i64::MIN);
+        let Some(c) = &query.cursor else {
+            return Self {
+                min_t: from,
+                after_seq: query.after_seq,
+            };
+        };
+        let (min_t, after_seq) = match chain.cmp(c.chain()) {
+            // Events of this chain at the cursor's time came before it.
+            std::cmp::Ordering::Less => (c.t().saturating_add(1), 0),
+            std::cmp::Ordering::Equal => (c.t(), c.seq()),
+            std::cmp::Ordering::Greater => (c.t(), 0),
+        };
+        Self {
+            min_t: min_t.max(from),
+            after_seq: after_seq.max(query.after_seq),
+        }
+    }
+}
+
+/// The times a replica chain's events are placed in (ms), as its writer records them: no
+/// event before `since`, none after `until`. A writer keeps `until` ahead of its events
+/// (a lease it extends at most about once a minute), so a read that starts after a chain's
+/// `until` skips the chain without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSpan {
+    /// The chain (a replica's name).
+    pub chain: String,
+    /// No event placed before this, nor any event's own time (`i64::MIN`: not known).
+    pub since: i64,
+    /// No event placed after this (`i64::MAX`: not known).
+    pub until: i64,
+}
+
+/// The chains a read of the merged trail must consider ([`GrantStore::audit_chains`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditChains {
+    /// The replica chains that may hold events placed at or after the time asked for: those
+    /// whose span reaches it, and those without a span (written by an older broker).
+    pub chains: Vec<ChainSpan>,
+    /// How many replicas the roster names.
+    pub roster: usize,
+}
+
 /// Fewest events read from one chain at a time while merging ([`read_merged`]).
 const MERGE_CHUNK_MIN: usize = 100;
+/// Chains opened at once when the merge holds no event to compare their spans with.
+const OPEN_AHEAD: usize = 16;
+/// Most chain reads of one page in flight at once.
+const READS_IN_FLIGHT: usize = 32;
+
+/// Runs `reads` at most [`READS_IN_FLIGHT`] at a time, in any order.
+async fn read_chains<T>(
+    reads: Vec<impl std::future::Future<Output = Result<T, StoreError>>>,
+) -> Result<Vec<T>, StoreError> {
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    futures_util::stream::iter(reads)
+        .buffer_unordered(READS_IN_FLIGHT)
+        .try_collect()
+        .await
+}
 
 /// One chain being merged: what was read of it and not taken yet.
 struct Merging {
     chain: String,
-    read: std::collections::VecDeque<AuditEvent>,
-    /// The seq of the last event read from it.
-    after: u64,
+    read: std::collections::VecDeque<Placed>,
+    /// Where the next read of it starts.
+    next: ChainStart,
     /// Whether the last read was full (more may follow).
     more: bool,
 }
 
-/// One page of the merged trail: the roster's chains (and [`LEGACY_CHAIN`]) each read in
-/// chunks from where `query` starts in it, merged by (time, chain, seq) until the page is
-/// full; the cursor moves past exactly what was taken. A chunk is the page's share of each
-/// chain (at least [`MERGE_CHUNK_MIN`]): the first chunks are read in parallel, and a chain
-/// whose chunk runs out while it may hold more is read on from where it stopped. So a page
-/// costs about one page of events read, not one page per chain, however many replicas have
-/// written and however deep the page starts. Each chain's events stay in seq order, so paging
-/// never skips or repeats an event even where replicas' clocks disagree.
+impl Merging {
+    /// The place of its next event, if it holds one read.
+    fn front(&self) -> Option<(i64, &str, u64)> {
+        self.read
+            .front()
+            .map(|p| (p.t, self.chain.as_str(), p.event.seq))
+    }
+}
+
+/// One page of the merged trail: the events of every chain in the order of their places
+/// `(t, chain, seq)` after the query's cursor, until the page is full; the next cursor is
+/// the place of the last event taken.
+///
+/// A page reads only the chains that may hold events in its range: the store names the
+/// chains whose span reaches the cursor's time ([`GrantStore::audit_chains`]), and a chain
+/// is opened only once the merge has reached its span's start. So a page at any depth costs
+/// the chains that were written in the time it covers, not every chain ever written. Each
+/// chain is read in chunks of its share of the page (at least [`MERGE_CHUNK_MIN`]),
+/// starting right at the cursor's place in it ([`GrantStore::read_chain_from`]), and read
+/// on where it holds more.
 pub async fn read_merged<S: GrantStore + ?Sized>(
     store: &S,
     query: &AuditQuery,
 ) -> Result<AuditPage, StoreError> {
-    let mut chains = vec![LEGACY_CHAIN.to_owned()];
-    chains.extend(store.audit_replicas().await?);
-    let chunk = (query.limit / chains.len())
+    let floor = query
+        .cursor
+        .as_ref()
+        .map(|c| c.t())
+        .max(query.from_ms)
+        .unwrap_or(i64::MIN);
+    let AuditChains { chains, roster } = store.audit_chains(floor).await?;
+    // A writer's span starts no later than any of its events' own times: a chain whose span
+    // starts after the query's end holds nothing in it.
+    let mut waiting: Vec<ChainSpan> = chains
+        .into_iter()
+        .filter(|c| query.to_ms.is_none_or(|to| c.since <= to))
+        .collect();
+    waiting.push(ChainSpan {
+        chain: LEGACY_CHAIN.to_owned(),
+        since: i64::MIN,
+        until: i64::MAX,
+    });
+    // Opened in the order of their spans' starts: `waiting` is popped from its end.
+    waiting.sort_by(|a, b| (b.since, &b.chain).cmp(&(a.since, &a.chain)));
+    let chunk = (query.limit / waiting.len())
         .max(MERGE_CHUNK_MIN)
         .min(query.limit)
         .max(1);
-    let read = |after: u64| AuditQuery {
-        after_seq: after,
-        cursor: None,
-        limit: chunk,
-        ..query.clone()
-    };
-    let first = futures_util::future::try_join_all(chains.iter().map(|c| {
-        let q = read(query.after(c));
-        async move { store.read_chain(c, &q).await }
-    }))
-    .await?;
-    let mut cursor = AuditCursor::new(
-        chains
-            .iter()
-            .map(|c| (c.clone(), query.after(c)))
-            .filter(|(_, at)| *at > 0)
-            .collect(),
-    );
-    let mut merging: Vec<Merging> = chains
-        .iter()
-        .zip(first)
-        .map(|(c, page)| Merging {
-            chain: c.clone(),
-            after: page.last().map_or(query.after(c), |e| e.seq),
-            more: page.len() >= chunk,
-            read: page.into(),
-        })
-        .collect();
-    let mut events = Vec::new();
-    while events.len() < query.limit {
-        for m in merging.iter_mut().filter(|m| m.read.is_empty() && m.more) {
-            let page = store.read_chain(&m.chain, &read(m.after)).await?;
-            m.more = page.len() >= chunk;
-            if let Some(last) = page.last() {
-                m.after = last.seq;
-            }
-            m.read = page.into();
-        }
-        let next = merging
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| m.read.front().map(|e| (e.ts, i, e.seq)))
-            .min();
-        let Some((_, i, _)) = next else { break };
-        let Some(e) = merging[i].read.pop_front() else {
-            break;
+    let read = |m_chain: String, next: ChainStart| async move {
+        let q = AuditQuery {
+            limit: chunk,
+            cursor: None,
+            ..query.clone()
         };
-        cursor.advance(&merging[i].chain, e.seq);
-        events.push(e);
+        let page = store.read_chain_from(&m_chain, next, &q).await?;
+        Ok::<_, StoreError>((m_chain, next, page))
+    };
+    let mut merging: Vec<Merging> = Vec::new();
+    let mut events = Vec::new();
+    let mut last: Option<AuditCursor> = None;
+    while events.len() < query.limit {
+        // Read on every open chain that ran out of what was read while it may hold more,
+        // then open every chain whose span starts at or before the earliest event in hand
+        // (all that are left, when no event is): a chain not opened holds nothing earlier.
+        let mut reads = Vec::new();
+        for m in merging.iter_mut().filter(|m| m.read.is_empty() && m.more) {
+            m.more = false;
+            reads.push(read(m.chain.clone(), m.next));
+        }
+        let mut refilled = read_chains(reads).await?;
+        let earliest = |merging: &[Merging], refilled: &[(String, ChainStart, Vec<Placed>)]| {
+            merging
+                .iter()
+                .filter_map(|m| m.read.front().map(|p| p.t))
+                .chain(
+                    refilled
+                        .iter()
+                        .filter_map(|(_, _, p)| p.first().map(|p| p.t)),
+                )
+                .min()
+        };
+        // With no event in hand, the chains whose spans start first, a few at a time.
+        let frontier = earliest(&merging, &refilled).or_else(|| {
+            let first = waiting.len().saturating_sub(OPEN_AHEAD);
+            waiting.get(first).map(|s| s.since)
+        });
+        let mut opening = Vec::new();
+        while let Some(span) = waiting.last() {
+            if frontier.is_some_and(|t| span.since > t) {
+                break;
+            }
+            if let Some(span) = waiting.pop() {
+                let next = ChainStart::of(query, &span.chain);
+                opening.push(read(span.chain, next));
+            }
+        }
+        refilled.extend(read_chains(opening).await?);
+        for (chain, start, page) in refilled {
+            let more = page.len() >= chunk;
+            let next = ChainStart {
+                after_seq: page.last().map_or(start.after_seq, |p| p.event.seq),
+                ..start
+            };
+            match merging.iter_mut().find(|m| m.chain == chain) {
+                Some(m) => {
+                    m.read = page.into();
+                    m.next = next;
+                    m.more = more;
+                }
+                None => merging.push(Merging {
+                    chain,
+                    read: page.into(),
+                    next,
+                    more,
+                }),
+            }
+        }
+        // Take events in order while no chain needs reading on and no waiting chain could
+        // hold an earlier one.
+        loop {
+            if events.len() >= query.limit {
+                break;
+            }
+            let Some((i, (t, _, _))) = merging
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| m.front().map(|f| (i, f)))
+                .min_by(|(_, a), (_, b)| a.cmp(b))
+            else {
+                break;
+            };
+            let stalled = merging.iter().any(|m| m.read.is_empty() && m.more);
+            let opens = waiting.last().is_some_and(|s| s.since <= t);
+            if stalled || opens {
+                break;
+            }
+            let m = &mut merging[i];
+            let Some(p) = m.read.pop_front() else { break };
+            last = Some(AuditCursor::at(p.t, &m.chain, p.event.seq));
+            events.push(p.event);
+        }
+        let exhausted = waiting.is_empty() && merging.iter().all(|m| m.read.is_empty() && !m.more);
+        if exhausted {
+            break;
+        }
     }
     let full = events.len() >= query.limit;
-    let single = chains.len() <= 2;
     Ok(AuditPage {
-        next_after_seq: (full && single)
+        next_after_seq: (full && roster <= 1)
             .then(|| events.last().map(|e| e.seq))
             .flatten(),
-        next: full.then_some(cursor),
+        next: if full { last } else { None },
         events,
     })
 }
@@ -599,6 +783,33 @@ pub trait GrantStore: Send + Sync + 'static {
         chain: &str,
         query: &AuditQuery,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// One chain's events of both lanes passing `query` (its `cursor` and `after_seq` are
+    /// ignored) from `start`: after `start.after_seq`, placed at `start.min_t` or later, in
+    /// seq order with their places' times, at most `query.limit`. One seek, however deep:
+    /// `t` never goes back along a chain, so the events placed from a time on are a run of
+    /// seqs.
+    async fn read_chain_from(
+        &self,
+        chain: &str,
+        start: ChainStart,
+        query: &AuditQuery,
+    ) -> Result<Vec<Placed>, StoreError>;
+
+    /// The replica chains that may hold events placed at `at_least` (ms) or later (every
+    /// chain whose span reaches it, and every chain of the roster without a span), and the
+    /// roster's size: one lookup, whatever the number of chains that ended before.
+    async fn audit_chains(&self, at_least: i64) -> Result<AuditChains, StoreError>;
+
+    /// Widens `chain`'s span to cover `since..=until` (its start only moves back, its end
+    /// only forward). The chain's writer calls it before appending anything placed past the
+    /// span's end, with `since` at most the batch's events' times, so a read never skips a
+    /// chain holding events in its range.
+    async fn mark_audit_span(&self, chain: &str, since: i64, until: i64) -> Result<(), StoreError>;
+
+    /// The times of the first and the last place `chain` holds (none when it holds no
+    /// event): what its writer starts its span from.
+    async fn audit_extent(&self, chain: &str) -> Result<Option<(i64, i64)>, StoreError>;
 
     /// One page of every chain's events passing `query`, merged in time order: each chain's
     /// next page from where `query` starts in it, merged ([`read_merged`]).

@@ -28,11 +28,15 @@
 //!   event times). It is read, trimmed and verified, never appended to; a replica's chain
 //!   starts where it ended (its seq and lane hashes), so a replica's files run on in seq order.
 //!
-//! Seqs number the events of one chain; chains' seqs overlap. A read of the trail
-//! ([`super::read_merged`]) reads each chain in chunks from where a cursor says it stands
-//! in each (one `XRANGE` per lane per chunk, at any depth) and merges them by time; the next
-//! cursor (`AuditCursor`, opaque on the wire) holds each chain's last seq read. The complete
-//! trail is in each replica's audit files, not here.
+//! - `P:{audit}:span:since`, `P:{audit}:span:until`: each replica chain's span by time
+//!   ([`super::redis_spans`]), so a page reads only the chains written in its range.
+//!
+//! Seqs number the events of one chain; chains' seqs overlap. Each entry also holds its
+//! place's time `t` (never going back along a chain, [`super::Placed`]). A read of the trail
+//! ([`super::read_merged`]) seeks each chain it needs to the cursor's place (one script per
+//! lane), reads it in chunks (one `XRANGE` per lane per chunk, at any depth) and merges them
+//! by place; the next cursor (`AuditCursor`, opaque on the wire) is the place of the last
+//! event read. The complete trail is in each replica's audit files, not here.
 //!
 //! No command ever spans two slots (multi-key reads are split by the cluster client). Two
 //! connections are made lazily and re-made by their managers: one for the request path
@@ -51,9 +55,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::{
-    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
-    LEGACY_CHAIN, ListCursor, Revocation, RevokeTarget, StoreError, TidyClaim, TidyJob,
-    TidyProgress, lane_of, merge_by_seq,
+    AuditChains, AuditRetention, ChainStart, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing,
+    GrantStatus, GrantStore, LEGACY_CHAIN, ListCursor, Placed, Revocation, RevokeTarget,
+    StoreError, TidyClaim, TidyJob, TidyProgress, lane_of, merge_by_seq, merge_placed,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 pub(super) use crate::redis_conn::Conn;
@@ -145,8 +149,10 @@ return left
 /// ids (evidence, traffic; trimmed first, never appended to). ARGV: expected seq, new head,
 /// newest event time (ms), the evidence budget (events, bytes, age ms), the traffic budget,
 /// then (lane 1|2, seq, event JSON, event time) quadruples, oldest first.
-/// Each event's stream id is `<seq>-0`, so a read after a seq starts right there. The batch
-/// is checked against each stream's last id before anything is written: it lands whole or not
+/// Each event's stream id is `<seq>-0`, so a read after a seq starts right there. Its `t`
+/// field is its place's time ([`super::Placed`]): its own time, or the chain's greatest
+/// before it (`top` in the bytes hash; from the lanes' last entries for a chain written
+/// before `top` was kept), so `t` never goes back along a chain. The batch is checked against each stream's last id before anything is written: it lands whole or not
 /// at all. At most `MAX_TRIM` events are trimmed per lane per append, so a script stays
 /// short; a lane over budget (after the budget was lowered) shrinks over the next appends.
 const APPEND_AUDIT: &str = r"
@@ -159,17 +165,24 @@ local streams = {KEYS[1], KEYS[3]}
 local before = {KEYS[5], KEYS[6]}
 local fields = {'evidence', 'traffic'}
 local added = {0, 0}
+local top = redis.call('HGET', KEYS[4], 'top')
 for lane = 1, 2 do
   local last = redis.call('XREVRANGE', streams[lane], '+', '-', 'COUNT', 1)[1]
   if last and tonumber(string.match(last[1], '^(%d+)')) > seq then
     return redis.error_reply('audit stream ' .. streams[lane] .. ' runs ahead of the chain head')
   end
+  local t = last and last[2][4]
+  if t and (not top or tonumber(t) > tonumber(top)) then top = t end
 end
 for i = 10, #ARGV, 4 do
   local lane = tonumber(ARGV[i])
-  redis.call('XADD', streams[lane], ARGV[i + 1] .. '-0', 'e', ARGV[i + 2], 't', ARGV[i + 3])
+  local t = ARGV[i + 3]
+  if top and tonumber(top) > tonumber(t) then t = top end
+  top = t
+  redis.call('XADD', streams[lane], ARGV[i + 1] .. '-0', 'e', ARGV[i + 2], 't', t)
   added[lane] = added[lane] + #ARGV[i + 2]
 end
+redis.call('HSET', KEYS[4], 'top', top)
 redis.call('SET', KEYS[2], ARGV[2])
 local newest = tonumber(ARGV[3])
 for lane = 1, 2 do
@@ -227,6 +240,10 @@ pub struct RedisStore {
     pub(super) take_lease: redis::Script,
     pub(super) finish_tidy: redis::Script,
     append: redis::Script,
+    seek: redis::Script,
+    pub(super) spans_read: redis::Script,
+    pub(super) spans_mark: redis::Script,
+    pub(super) extent: redis::Script,
     /// Replicas that must confirm a revocation before it is answered (`WAIT`).
     revocation_replicas: u32,
 }
@@ -254,6 +271,10 @@ impl RedisStore {
             take_lease: redis::Script::new(TAKE_TIDY_LEASE),
             finish_tidy: redis::Script::new(FINISH_TIDY),
             append: redis::Script::new(APPEND_AUDIT),
+            seek: redis::Script::new(super::redis_spans::SEEK_AUDIT),
+            spans_read: redis::Script::new(super::redis_spans::AUDIT_CHAINS),
+            spans_mark: redis::Script::new(super::redis_spans::MARK_SPAN),
+            extent: redis::Script::new(super::redis_spans::EXTENT),
             revocation_replicas: 0,
         }
     }
@@ -296,7 +317,7 @@ impl RedisStore {
         self
     }
 
-    async fn conn(&self) -> Result<Conn, StoreError> {
+    pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
         Ok(self.conn.get_or_try_init(|| self.connect()).await?.clone())
     }
 
@@ -352,17 +373,19 @@ impl RedisStore {
         }
     }
 
-    fn audit_bytes_key(&self, chain: &str) -> String {
+    pub(super) fn audit_bytes_key(&self, chain: &str) -> String {
         format!("{}:{}:bytes", self.prefix, Self::audit_tag(chain))
     }
 
     /// The roster of replica chains (a set, written once by each writer at its start).
-    fn audit_roster_key(&self) -> String {
+    pub(super) fn audit_roster_key(&self) -> String {
         format!("{}:{{audit}}:replicas", self.prefix)
     }
 
-    /// Every key of `chain`: its head, its two lanes' streams and its byte counts (what an
-    /// operator removes to drop a chain, and what tests damage).
+    /// Every key of `chain`: its head, its two lanes' streams and its byte counts (what tests
+    /// damage). Dropping a chain on purpose also takes its roster entry and its span
+    /// ([`Self::audit_span_keys`]): `audit verify` reports a roster entry or a span left
+    /// behind without its chain.
     pub fn audit_chain_keys(&self, chain: &str) -> Vec<String> {
         vec![
             self.audit_head_key(chain),
@@ -459,37 +482,63 @@ impl RedisStore {
                     .await?,
             );
         }
-        let stop_ms = query.to_ms.map(|t| t.saturating_add(60_000));
+        let placed = read_lane_at(&mut c, &key, next, i64::MIN, query).await?;
+        Ok(placed.into_iter().map(|p| p.event).collect())
+    }
+
+    /// One lane's events after `start.after_seq` placed at `start.min_t` or later, passing
+    /// `query`: one script finds the first (a bisection over the `t` field inside Redis,
+    /// none when the next event is placed late enough already), then `XRANGE` from there.
+    async fn read_lane_from(
+        &self,
+        chain: &str,
+        lane: Lane,
+        start: ChainStart,
+        query: &AuditQuery,
+    ) -> Result<Vec<Placed>, StoreError> {
+        let key = self.audit_lane_key(chain, lane);
+        let mut c = self.conn().await?;
+        let next: u64 = if start.min_t == i64::MIN {
+            start.after_seq.saturating_add(1)
+        } else {
+            self.seek
+                .key(&key)
+                .arg(start.min_t)
+                .arg(start.after_seq)
+                .invoke_async(&mut c)
+                .await
+                .map_err(unavailable)?
+        };
+        read_lane_at(&mut c, &key, next, start.min_t, query).await
+    }
+
+    /// The chain from before replica chains from `start`, its events placed at their own
+    /// times (it is read only; where its times go back, so may a page boundary): read on
+    /// until `query.limit` events are placed late enough or the chain ends.
+    async fn read_legacy_from(
+        &self,
+        start: ChainStart,
+        query: &AuditQuery,
+    ) -> Result<Vec<Placed>, StoreError> {
+        let mut q = query.clone();
+        q.after_seq = start.after_seq;
+        if start.min_t > i64::MIN {
+            q.from_ms = Some(query.from_ms.unwrap_or(i64::MIN).max(start.min_t));
+        }
         let mut out = Vec::new();
         while out.len() < query.limit {
-            let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(format!("{next}-0"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(AUDIT_PAGE)
-                .query_async(&mut c)
-                .await
-                .map_err(unavailable)?;
-            let full = page.len() == AUDIT_PAGE;
-            for (id, fields) in page {
-                let mut e = stream_event(&id, &fields)?;
-                next = e.seq.saturating_add(1);
-                if stop_ms.is_some_and(|s| e.ts > s) {
-                    return Ok(out);
-                }
-                e.id = Some(id);
-                if wanted(query, &e) {
-                    out.push(e);
-                    if out.len() >= query.limit {
-                        break;
-                    }
-                }
-            }
+            let page = self.read_chain(LEGACY_CHAIN, &q).await?;
+            let full = page.len() >= q.limit;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            q.after_seq = last;
+            out.extend(page.into_iter().map(|e| Placed { t: e.ts, event: e }));
             if !full {
                 break;
             }
         }
+        out.truncate(query.limit);
         Ok(out)
     }
 
@@ -557,6 +606,59 @@ impl RedisStore {
             .await
             .map_err(unavailable)
     }
+}
+
+/// The events of the lane `key` from seq `next` on, placed at `min_t` or later and passing
+/// `query`, with their places' times, oldest first, at most `query.limit`.
+async fn read_lane_at(
+    c: &mut Conn,
+    key: &str,
+    mut next: u64,
+    min_t: i64,
+    query: &AuditQuery,
+) -> Result<Vec<Placed>, StoreError> {
+    let stop_ms = query.to_ms.map(|t| t.saturating_add(60_000));
+    // Without a field filter every event read is taken: read no more than are wanted.
+    let unfiltered = query.event.is_none() && query.subject.is_none() && query.repo.is_none();
+    let mut out = Vec::new();
+    while out.len() < query.limit {
+        let count = if unfiltered {
+            (query.limit - out.len()).min(AUDIT_PAGE)
+        } else {
+            AUDIT_PAGE
+        };
+        let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(format!("{next}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        let full = page.len() == count;
+        for (id, fields) in page {
+            let mut e = stream_event(&id, &fields)?;
+            next = e.seq.saturating_add(1);
+            if stop_ms.is_some_and(|s| e.ts > s) {
+                return Ok(out);
+            }
+            let t = fields.get("t").and_then(|t| t.parse().ok()).unwrap_or(e.ts);
+            e.id = Some(id);
+            // A place before `min_t` after the seek is possible only in a chain written
+            // before places were kept (its times may go back): never shown twice.
+            if t >= min_t && wanted(query, &e) {
+                out.push(Placed { t, event: e });
+                if out.len() >= query.limit {
+                    break;
+                }
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// The audit event of stream entry `id`.
@@ -845,11 +947,55 @@ impl GrantStore for RedisStore {
         Ok(merge_by_seq(evidence, traffic, query.limit))
     }
 
+    async fn read_chain_from(
+        &self,
+        chain: &str,
+        start: ChainStart,
+        query: &AuditQuery,
+    ) -> Result<Vec<Placed>, StoreError> {
+        if chain == LEGACY_CHAIN {
+            return self.read_legacy_from(start, query).await;
+        }
+        let (evidence, traffic) = tokio::try_join!(
+            self.read_lane_from(chain, Lane::Evidence, start, query),
+            self.read_lane_from(chain, Lane::Traffic, start, query),
+        )?;
+        Ok(merge_placed(evidence, traffic, query.limit))
+    }
+
+    async fn audit_chains(&self, at_least: i64) -> Result<AuditChains, StoreError> {
+        self.chains_at(at_least).await
+    }
+
+    async fn mark_audit_span(&self, chain: &str, since: i64, until: i64) -> Result<(), StoreError> {
+        self.mark_span(chain, since, until).await
+    }
+
+    async fn audit_extent(&self, chain: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        self.extent_of(chain).await
+    }
+
     #[cfg(any(test, feature = "test-suite"))]
     async fn damage_audit(&self, damage: &super::suite::Damage) -> Result<(), StoreError> {
         use super::suite::Damage;
         let mut c = self.conn().await?;
         match damage {
+            Damage::DropSpan(name) => self.drop_span(name).await?,
+            Damage::DropRetired(name) => {
+                for key in self.audit_chain_keys(name) {
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(key)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                let _: i64 = redis::cmd("SREM")
+                    .arg(self.audit_roster_key())
+                    .arg(name)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+            }
             Damage::DropChain(name) => {
                 for key in self.audit_chain_keys(name) {
                     let _: i64 = redis::cmd("DEL")

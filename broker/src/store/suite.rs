@@ -191,6 +191,7 @@ where
     merged_reads_page_in_time_order_at_depth(&*make(100_000).await, t).await;
     many_chains_merge_with_one_hot_chain(&*make(100_000).await, t).await;
     verify_finds_a_deleted_chain_and_a_cut_tail(&*make(1000).await, t).await;
+    verify_finds_a_retired_chain_deleted_with_its_roster_entry(&*make(1000).await, t).await;
     legacy_chain_still_verifies_and_replicas_continue_it(&*make(1000).await, t).await;
 }
 
@@ -216,6 +217,10 @@ pub enum Damage {
     DropChain(String),
     /// A replica chain's newest event deleted (its head left as it was).
     DropNewest(String),
+    /// Every key of a replica's chain deleted, and its roster entry (its span kept).
+    DropRetired(String),
+    /// A replica chain's span deleted from the index of chains by time.
+    DropSpan(String),
 }
 
 /// `n` events chained onto `head` as the recorder chains them (lanes by kind, real hashes),
@@ -254,6 +259,7 @@ async fn append_batches(
     for b in 0..batches {
         let expected = head.seq;
         let batch = linked(&mut head, size, |i| ts(b * size + i));
+        mark(store, replica, &batch).await;
         if !store
             .append_audit(replica, &batch, expected, &head)
             .await
@@ -265,6 +271,50 @@ async fn append_batches(
         tokio::task::yield_now().await;
     }
     refused
+}
+
+/// Widens `replica`'s span to cover `events` before they are appended, as its writer does.
+async fn mark(store: &dyn GrantStore, replica: &str, events: &[AuditEvent]) {
+    let since = events.iter().map(|e| e.ts).min().unwrap();
+    let until = events.iter().map(|e| e.ts).max().unwrap();
+    let top = store
+        .audit_extent(replica)
+        .await
+        .unwrap()
+        .map_or(until, |(_, l)| l);
+    store
+        .mark_audit_span(replica, since, until.max(top))
+        .await
+        .unwrap();
+}
+
+/// Events of `chain` at times `ts` chained onto `head` as the recorder chains them, each
+/// naming its chain (`data.c`) and its time's index (`data.i`).
+fn chained(head: &mut ChainHead, chain: &str, ts: &[i64]) -> Vec<AuditEvent> {
+    ts.iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let kind = if i % 3 == 0 {
+                "grant.issued"
+            } else {
+                "access.allowed"
+            };
+            let mut e = AuditEvent::new(kind, t).with("c", chain).with("i", i);
+            let lane = EventKindLane::of(kind);
+            e.lane = Some(lane);
+            e.seq = head.seq + 1;
+            e.prev = head.hash(lane).to_owned();
+            e.hash = chain_hash(&e);
+            head.advance(lane, &e);
+            e
+        })
+        .collect()
+}
+
+/// Where an event of [`chained`] is from: its chain and seq.
+fn origin(e: &AuditEvent) -> (String, u64) {
+    let c = e.data.get("c").and_then(|c| c.as_str()).unwrap_or("?");
+    (c.to_owned(), e.seq)
 }
 
 /// The merged page of at most `limit` events after `after_seq` in every chain.
@@ -325,23 +375,82 @@ async fn replicas_append_concurrently_without_contention(store: &dyn GrantStore,
     assert_eq!(store.audit_head("a").await.unwrap().unwrap().seq, 200);
 }
 
-/// Twelve replicas, one of which wrote most of the trail: pages read with the cursor are the
-/// whole trail, each event once, in time order and each chain in seq order, though every
-/// page reads each chain only a share of the page at a time and must read the busy chain on.
+/// A thousand replica chains, as years of rollouts leave them: 990 retired, each written
+/// for a short while, 10 hot ones written all along (one whose clock goes back now and
+/// then), and 3 written by an older broker (no span). Paging with the cursor, at any page
+/// size (fixed, or changing from page to page), returns every event exactly once, in the
+/// order of their places `(t, chain, seq)` (`t` the greatest time of the chain so far), each
+/// chain in seq order; the cursor stays a few dozen bytes.
 async fn many_chains_merge_with_one_hot_chain(store: &dyn GrantStore, t: &SuiteTime) {
     let t0 = t.now_ms();
-    let names: Vec<String> = (0..12).map(|i| format!("r{i:02}")).collect();
-    for (i, name) in names.iter().enumerate() {
-        join(store, name).await;
-        // r00 writes 450 events, the others 15 each; every timestamp is distinct.
-        let (batches, size) = if i == 0 { (9, 50) } else { (3, 5) };
-        append_batches(store, name, batches, size, |k| t0 + (k * 12 + i) as i64).await;
+    let mut written: Vec<(String, Vec<i64>, bool)> = Vec::new();
+    for k in 0..990i64 {
+        // Retired in turn, 10 ms each; some times tie with a hot chain's.
+        written.push((
+            format!("r{k:04}"),
+            vec![t0 + k * 10, t0 + k * 10 + 3, t0 + k * 10 + 7],
+            true,
+        ));
     }
-    let total = 450 + 11 * 15;
-    for limit in [7, 100, 1000] {
+    for h in 0..10i64 {
+        let ts: Vec<i64> = (0..120i64)
+            .map(|j| {
+                let at = t0 + j * 83 + h;
+                // h0's clock goes back by half a second every 40 events.
+                if h == 0 && j % 40 == 39 { at - 500 } else { at }
+            })
+            .collect();
+        written.push((format!("h{h}"), ts, true));
+    }
+    for o in ["old-a", "old-b", "old-c"] {
+        written.push((
+            o.to_owned(),
+            (0..5).map(|j| t0 + j * 2000 + 1).collect(),
+            false,
+        ));
+    }
+    let mut want: Vec<(i64, String, u64)> = Vec::new();
+    let mut own_time = std::collections::HashMap::new();
+    for (chain, ts, marked) in &written {
+        join(store, chain).await;
+        let mut head = ChainHead::default();
+        let mut top = i64::MIN;
+        // Two batches per chain.
+        for part in ts.chunks(ts.len().div_ceil(2)) {
+            let batch = chained(&mut head, chain, part);
+            if *marked {
+                mark(store, chain, &batch).await;
+            }
+            let expected = batch[0].seq - 1;
+            assert!(
+                store
+                    .append_audit(chain, &batch, expected, &head)
+                    .await
+                    .unwrap()
+            );
+            for e in &batch {
+                top = top.max(e.ts);
+                want.push((top, chain.clone(), e.seq));
+                own_time.insert((chain.clone(), e.seq), e.ts);
+            }
+        }
+    }
+    want.sort();
+    let want: Vec<(String, u64)> = want.into_iter().map(|(_, c, s)| (c, s)).collect();
+    assert_eq!(store.audit_chains(i64::MIN).await.unwrap().roster, 1003);
+    // Page sizes: fixed, and changing from page to page (a fixed pseudo-random sequence).
+    let mut seed = 0x2545_f491_u64;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % 300) as usize + 1
+    };
+    for run in ["23", "250", "5000", "random"] {
         let mut all = Vec::new();
         let mut cursor: Option<AuditCursor> = None;
         loop {
+            let limit = run.parse().unwrap_or_else(|_| random());
             let page = store
                 .read_audit_page(&AuditQuery {
                     cursor: cursor.clone(),
@@ -350,29 +459,53 @@ async fn many_chains_merge_with_one_hot_chain(store: &dyn GrantStore, t: &SuiteT
                 })
                 .await
                 .unwrap();
-            assert!(page.events.len() <= limit);
-            all.extend(page.events);
+            assert!(page.events.len() <= limit, "page size {run}");
+            all.extend(page.events.iter().map(origin));
             match page.next {
-                Some(next) => cursor = Some(next),
+                Some(next) => {
+                    let text = next.encode();
+                    assert!(text.len() < 64, "cursor of {} bytes", text.len());
+                    cursor = Some(AuditCursor::decode(&text).unwrap());
+                }
                 None => break,
             }
         }
-        assert_eq!(all.len(), total, "limit {limit}: every event once");
-        assert!(
-            all.windows(2).all(|w| w[0].ts < w[1].ts),
-            "limit {limit}: time order"
-        );
-        let hot: Vec<u64> = all
-            .iter()
-            .filter(|e| (e.ts - t0) % 12 == 0)
-            .map(|e| e.seq)
-            .collect();
-        assert_eq!(
-            hot,
-            (1..=450).collect::<Vec<u64>>(),
-            "limit {limit}: r00 in seq order"
-        );
+        assert_eq!(all.len(), want.len(), "page size {run}: every event once");
+        assert!(all == want, "page size {run}: in the order of their places");
     }
+    // A time range in the middle, paged: exactly the events whose own time is in it.
+    let (from, to) = (t0 + 3_000, t0 + 5_000);
+    let mut all = Vec::new();
+    let mut cursor: Option<AuditCursor> = None;
+    loop {
+        let page = store
+            .read_audit_page(&AuditQuery {
+                from_ms: Some(from),
+                to_ms: Some(to),
+                cursor: cursor.take(),
+                limit: 40,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        all.extend(page.events.iter().map(origin));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let in_range: Vec<(String, u64)> = want
+        .iter()
+        .filter(|k| (from..=to).contains(&own_time[*k]))
+        .cloned()
+        .collect();
+    assert!(!in_range.is_empty());
+    assert!(
+        all == in_range,
+        "{} of {} in range",
+        all.len(),
+        in_range.len()
+    );
 }
 
 /// Pages of the merged trail, read with the cursor each page gives, are the whole trail in
@@ -416,9 +549,8 @@ async fn merged_reads_page_in_time_order_at_depth(store: &dyn GrantStore, t: &Su
     assert!(all.windows(2).all(|w| w[0].ts < w[1].ts), "time order");
     let replica_of = |e: &AuditEvent| if (e.ts - t0) % 10 == 5 { "b" } else { "a" };
     // Deep: from a cursor far into both chains, the next page is where the full read has it.
-    let mut deep = AuditCursor::default();
-    deep.advance("a", 500);
-    deep.advance("b", 480);
+    let at = &all[985];
+    let deep = AuditCursor::at(at.ts, replica_of(at), at.seq);
     let page = store
         .read_audit(&AuditQuery {
             cursor: Some(deep),
@@ -427,12 +559,10 @@ async fn merged_reads_page_in_time_order_at_depth(store: &dyn GrantStore, t: &Su
         })
         .await
         .unwrap();
-    let want: Vec<&AuditEvent> = all
-        .iter()
-        .filter(|e| e.seq > if replica_of(e) == "a" { 500 } else { 480 })
-        .take(30)
-        .collect();
-    assert_eq!(page.iter().collect::<Vec<_>>(), want);
+    assert_eq!(
+        page.iter().collect::<Vec<_>>(),
+        all[986..1016].iter().collect::<Vec<_>>()
+    );
     // Filters apply in every chain.
     let grants = store
         .read_audit(&AuditQuery {
@@ -476,6 +606,49 @@ async fn verify_finds_a_deleted_chain_and_a_cut_tail(store: &dyn GrantStore, t: 
         !err.contains("replica a") && !err.contains("replica c"),
         "{err}"
     );
+}
+
+/// A retired replica's chain deleted with its roster entry is still found: the index of
+/// chains by time records it. Deleted from that index too, nothing in the store shows it
+/// (the replica's files and signed checkpoints are the evidence then, docs/audit.md).
+async fn verify_finds_a_retired_chain_deleted_with_its_roster_entry(
+    store: &dyn GrantStore,
+    t: &SuiteTime,
+) {
+    let t0 = t.now_ms();
+    for (k, r) in ["a", "b", "c"].into_iter().enumerate() {
+        join(store, r).await;
+        append_batches(store, r, 2, 3, |i| t0 + (k * 100 + i) as i64).await;
+    }
+    verify(store).await.expect("intact");
+    store
+        .damage_audit(&Damage::DropRetired("b".into()))
+        .await
+        .unwrap();
+    assert_eq!(store.audit_replicas().await.unwrap(), ["a", "c"]);
+    let err = verify(store).await.expect_err("a deleted retired chain");
+    assert!(
+        err.contains(
+            "replica b's chain is gone from the roster of chains, but the index of chains by \
+             time still records it (events from "
+        ),
+        "{err}"
+    );
+    // Pages read the chains that are left; the deleted one holds nothing.
+    let all = store
+        .read_audit(&AuditQuery {
+            limit: usize::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 12);
+    store
+        .damage_audit(&Damage::DropSpan("b".into()))
+        .await
+        .unwrap();
+    let report = verify(store).await.expect("no trace left in the store");
+    assert!(report.contains("2 replica chains"), "{report}");
 }
 
 /// A chain written before replica chains (one chain for every replica) still reads and

@@ -10,8 +10,8 @@ use jit_proto::Claims;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::{
-    AuditPage, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
-    RevokeTarget, StoreError, TidyClaim, TidyProgress,
+    AuditChains, AuditPage, ChainStart, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
+    ListCursor, Placed, Revocation, RevokeTarget, StoreError, TidyClaim, TidyProgress,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Sealed};
 use crate::metrics::Metrics;
@@ -35,10 +35,14 @@ enum Op {
     JoinAudit,
     AuditReplicas,
     ReadChain,
+    ReadChainFrom,
+    AuditChains,
+    MarkAuditSpan,
+    AuditExtent,
 }
 
 /// The operations' label values, in the order of [`Op`].
-const OPS: [&str; 15] = [
+const OPS: [&str; 19] = [
     "put",
     "check",
     "status",
@@ -54,6 +58,10 @@ const OPS: [&str; 15] = [
     "join_audit",
     "audit_replicas",
     "read_chain",
+    "read_chain_from",
+    "audit_chains",
+    "mark_audit_span",
+    "audit_extent",
 ];
 
 /// Wraps a store, observing each call's latency and failure.
@@ -182,6 +190,37 @@ impl GrantStore for TimedStore {
         query: &AuditQuery,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         self.timed(Op::ReadChain, self.inner.read_chain(chain, query))
+            .await
+    }
+
+    async fn read_chain_from(
+        &self,
+        chain: &str,
+        start: ChainStart,
+        query: &AuditQuery,
+    ) -> Result<Vec<Placed>, StoreError> {
+        self.timed(
+            Op::ReadChainFrom,
+            self.inner.read_chain_from(chain, start, query),
+        )
+        .await
+    }
+
+    async fn audit_chains(&self, at_least: i64) -> Result<AuditChains, StoreError> {
+        self.timed(Op::AuditChains, self.inner.audit_chains(at_least))
+            .await
+    }
+
+    async fn mark_audit_span(&self, chain: &str, since: i64, until: i64) -> Result<(), StoreError> {
+        self.timed(
+            Op::MarkAuditSpan,
+            self.inner.mark_audit_span(chain, since, until),
+        )
+        .await
+    }
+
+    async fn audit_extent(&self, chain: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        self.timed(Op::AuditExtent, self.inner.audit_extent(chain))
             .await
     }
 

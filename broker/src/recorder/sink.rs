@@ -601,7 +601,10 @@ mod tests {
         let mut jobs = Vec::new();
         gather(&rx, &mut jobs, far, &coming);
         sender.join().expect("sender");
-        assert_eq!(jobs.iter().map(|j| j.chunk.first_seq).collect::<Vec<_>>(), [7]);
+        assert_eq!(
+            jobs.iter().map(|j| j.chunk.first_seq).collect::<Vec<_>>(),
+            [7]
+        );
 
         // Announced but never coming (its append failed, say): the deadline ends the wait.
         let (_tx, rx) = std::sync::mpsc::channel::<Job>();

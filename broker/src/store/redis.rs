@@ -565,18 +565,28 @@ impl GrantStore for RedisStore {
         let json = serde_json::to_string(grant)
             .map_err(|e| StoreError::Corrupt(format!("grant record: {e}")))?;
         let marker = Self::marker_value(grant)?;
-        let c = self.conn().await?;
-        // Indexes first: a record that exists is always listed. If the record then fails,
-        // its index entries point at nothing and are dropped when met or at expiry.
-        try_join_all(self.index_writes(grant, now_ms).into_iter().map(|p| {
-            let mut c = c.clone();
-            async move { p.query_async::<()>(&mut c).await }
-        }))
-        .await
-        .map_err(unavailable)?;
-        let mut c = c;
-        let _: () = redis::pipe()
-            .atomic()
+        let mut c = self.conn().await?;
+        let indexes = self.index_writes(grant, now_ms);
+        let mut record = redis::pipe();
+        record.atomic();
+        if matches!(c, Conn::Cluster(_)) {
+            // Indexes first: a record that exists is always listed. If the record then fails,
+            // its index entries point at nothing and are dropped when met or at expiry. Each
+            // index is its own slot, so its own call.
+            try_join_all(indexes.into_iter().map(|p| {
+                let mut c = c.clone();
+                async move { p.query_async::<()>(&mut c).await }
+            }))
+            .await
+            .map_err(unavailable)?;
+        } else {
+            // One node: the indexes and the record in one transaction, one round trip (the
+            // indexes still come first, and a failure leaves neither).
+            for cmd in indexes.iter().flat_map(redis::Pipeline::cmd_iter) {
+                record.add_command(cmd.clone()).ignore();
+            }
+        }
+        let _: () = record
             .cmd("SET")
             .arg(self.grant_key("g", &grant.jti))
             .arg(json)

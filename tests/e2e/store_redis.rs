@@ -204,7 +204,7 @@ fn tidy_resumes_after_a_restart_and_is_idempotent() -> Result<()> {
             .revoke(&RevokeTarget::Subject("alice".into()), later)
             .await?;
         assert_eq!((r.at_most, r.tidy_pending), (n as u64, true));
-        let p = first.tidy(later).await?;
+        let p = first.tidy("first", later).await?;
         assert_eq!(p.ended, bounds::TIDY_BATCH as u64);
         assert!(p.more, "one batch is not all");
         drop(first);
@@ -222,14 +222,18 @@ fn tidy_resumes_after_a_restart_and_is_idempotent() -> Result<()> {
                 "revoked before, during and after tidying"
             );
         }
-        let rest = tidy::drain(&second, later, 100).await?;
+        let refused = tidy::drain(&second, "second", later, 100).await?;
+        assert_eq!(refused.ended, 0, "the first broker's lease still runs");
+        // The restarted broker is another worker: it takes over once the lease has lapsed.
+        let later = later + tidy::LEASE_MS + 1;
+        let rest = tidy::drain(&second, "second", later, 100).await?;
         assert_eq!(
             rest.ended,
             (n - bounds::TIDY_BATCH) as u64,
             "resumed, not restarted"
         );
         assert_eq!(second.tidy_pending().await?, 0);
-        let again = tidy::drain(&second, later, 100).await?;
+        let again = tidy::drain(&second, "second", later, 100).await?;
         assert_eq!((again.ended, again.dropped), (0, 0));
         let listed = second.list(&GrantFilter::default(), later).await?;
         assert_eq!(listed, vec![keep.clone()]);

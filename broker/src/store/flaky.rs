@@ -10,7 +10,7 @@ use super::memory::MemoryStore;
 use super::sessions::{SessionStore, StoredSession};
 use super::{
     Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
-    RevokeTarget, StoreError, TidyProgress,
+    RevokeTarget, StoreError, TidyClaim, TidyProgress,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Sealed};
 
@@ -73,9 +73,13 @@ impl GrantStore for Flaky {
     ) -> Result<GrantListing, StoreError> {
         self.inner.list_page(f, after, limit, now_ms).await
     }
-    async fn tidy(&self, now_ms: i64) -> Result<TidyProgress, StoreError> {
+    async fn tidy_claim(&self, worker: &str, now_ms: i64) -> Result<Option<TidyClaim>, StoreError> {
         self.gate(&self.grants_down)?;
-        self.inner.tidy(now_ms).await
+        self.inner.tidy_claim(worker, now_ms).await
+    }
+    async fn tidy_finish(&self, claim: TidyClaim, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        self.gate(&self.grants_down)?;
+        self.inner.tidy_finish(claim, now_ms).await
     }
     async fn tidy_pending(&self) -> Result<u64, StoreError> {
         self.inner.tidy_pending().await

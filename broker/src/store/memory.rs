@@ -14,9 +14,9 @@ use jit_proto::Claims;
 use super::requests::{RequestBook, RequestStore};
 use super::sessions::{SessionBook, SessionStore};
 use super::{
-    AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
-    IndexMember, LaneBudget, ListCursor, MAX_TOKEN_LIFETIME_SECS, Revocation, RevokeTarget,
-    StoreError, TidyJob, TidyProgress, bounds, lane_of, revoked_by,
+    AuditRetention, ClaimedJob, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus,
+    GrantStore, IndexMember, LaneBudget, ListCursor, MAX_TOKEN_LIFETIME_SECS, Revocation,
+    RevokeTarget, StoreError, TidyClaim, TidyJob, TidyProgress, bounds, lane_of, revoked_by,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 
@@ -67,6 +67,8 @@ struct Inner {
     indexes: HashMap<String, BTreeSet<IndexMember>>,
     /// Pending tidy jobs, oldest first.
     jobs: VecDeque<TidyJob>,
+    /// The tidy lease: its worker and until when (ms) it runs.
+    lease: Option<(String, i64)>,
     /// The audit chains by name ([`super::LEGACY_CHAIN`] and each replica's).
     chains: HashMap<String, MemChain>,
     /// The roster of replica chains.
@@ -188,13 +190,22 @@ impl Inner {
         p
     }
 
-    /// One batch of the oldest tidy job.
-    fn tidy_job(&mut self, now_ms: i64) -> TidyProgress {
-        let mut p = TidyProgress::default();
-        let Some(job) = self.jobs.pop_front() else {
-            return p;
-        };
-        match job {
+    /// Takes or renews the tidy lease for `worker`, unless another's runs at `now_ms`.
+    fn take_lease(&mut self, worker: &str, now_ms: i64) -> bool {
+        if let Some((holder, until)) = &self.lease
+            && holder != worker
+            && *until >= now_ms
+        {
+            return false;
+        }
+        self.lease = Some((worker.to_owned(), now_ms + super::tidy::LEASE_MS));
+        true
+    }
+
+    /// The head job and, for a sweep, the index members its next batch covers.
+    fn claim_head(&self) -> Option<ClaimedJob> {
+        let job = self.jobs.front()?.clone();
+        let members = match &job {
             TidyJob::Sweep {
                 dim,
                 upto_ms,
@@ -204,38 +215,51 @@ impl Inner {
                     Some(m) => Bound::Excluded(m),
                     None => Bound::Unbounded,
                 };
-                let upper = Bound::Excluded(IndexMember::first_after_ms(upto_ms));
-                let batch: Vec<IndexMember> = self
-                    .indexes
-                    .get(&dim)
+                let upper = Bound::Excluded(IndexMember::first_after_ms(*upto_ms));
+                self.indexes
+                    .get(dim)
                     .map(|set| {
                         set.range((lower, upper))
                             .take(bounds::TIDY_BATCH)
-                            .cloned()
+                            .map(|m| m.as_str().to_owned())
                             .collect()
                     })
-                    .unwrap_or_default();
-                for m in &batch {
-                    match self.record_of(m) {
+                    .unwrap_or_default()
+            }
+            TidyJob::Drop { .. } => Vec::new(),
+        };
+        Some(ClaimedJob {
+            stored: String::new(),
+            job: Some(job),
+            members,
+        })
+    }
+
+    /// Works one claimed batch; returns what it did and the job's progress (`None`: done).
+    fn work(&mut self, claimed: &ClaimedJob, now_ms: i64) -> (TidyProgress, Option<TidyJob>) {
+        let mut p = TidyProgress::default();
+        match &claimed.job {
+            None => (p, None),
+            Some(TidyJob::Sweep { dim, upto_ms, .. }) => {
+                for m in claimed.members.iter().filter_map(|m| IndexMember::parse(m)) {
+                    match self.record_of(&m) {
                         Some(g) => {
                             p.dropped += self.end(&g, true, now_ms);
                             p.ended += 1;
                         }
-                        None => p.dropped += u64::from(self.unindex(&dim, m)),
+                        None => p.dropped += u64::from(self.unindex(dim, &m)),
                     }
                 }
-                if batch.len() == bounds::TIDY_BATCH {
-                    let after = batch.last().map(|m| m.as_str().to_owned());
-                    self.jobs.push_front(TidyJob::Sweep {
-                        dim,
-                        upto_ms,
-                        after,
-                    });
-                }
+                let next = (claimed.members.len() == bounds::TIDY_BATCH).then(|| TidyJob::Sweep {
+                    dim: dim.clone(),
+                    upto_ms: *upto_ms,
+                    after: claimed.members.last().cloned(),
+                });
+                (p, next)
             }
-            TidyJob::Drop { entries } => {
+            Some(TidyJob::Drop { entries }) => {
                 for (dim, member) in entries {
-                    let Some(m) = IndexMember::parse(&member) else {
+                    let Some(m) = IndexMember::parse(member) else {
                         continue;
                     };
                     match self.record_of(&m) {
@@ -247,13 +271,12 @@ impl Inner {
                                 p.ended += 1;
                             }
                         },
-                        None => p.dropped += u64::from(self.unindex(&dim, &m)),
+                        None => p.dropped += u64::from(self.unindex(dim, &m)),
                     }
                 }
+                (p, None)
             }
         }
-        p.more = !self.jobs.is_empty();
-        p
     }
 }
 
@@ -445,10 +468,40 @@ impl GrantStore for MemoryStore {
         })
     }
 
-    async fn tidy(&self, now_ms: i64) -> Result<TidyProgress, StoreError> {
+    async fn tidy_claim(&self, worker: &str, now_ms: i64) -> Result<Option<TidyClaim>, StoreError> {
         let mut inner = self.lock()?;
+        if !inner.take_lease(worker, now_ms) {
+            return Ok(None);
+        }
+        Ok(Some(TidyClaim {
+            worker: worker.to_owned(),
+            job: inner.claim_head(),
+        }))
+    }
+
+    async fn tidy_finish(&self, claim: TidyClaim, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        let mut inner = self.lock()?;
+        if inner.lease.as_ref().map(|(w, _)| w) != Some(&claim.worker) {
+            return Ok(TidyProgress {
+                fenced: true,
+                ..TidyProgress::default()
+            });
+        }
         let mut p = inner.sweep(now_ms);
-        p.add(inner.tidy_job(now_ms));
+        if let Some(claimed) = &claim.job {
+            let (done, next) = inner.work(claimed, now_ms);
+            p.add(done);
+            if inner.jobs.front() == claimed.job.as_ref() {
+                inner.jobs.pop_front();
+                if let Some(next) = next {
+                    inner.jobs.push_front(next);
+                }
+            }
+        }
+        p.more |= !inner.jobs.is_empty();
+        if !p.more {
+            inner.lease = None;
+        }
         Ok(p)
     }
 
@@ -604,15 +657,15 @@ mod tests {
         let keep = t.grant("keep", "bob", "acme/web", "dev", "corp", 600);
         store.put(&keep, t.now_ms()).await.expect("put");
         t.pass(1_500).await;
-        let first = store.tidy(t.now_ms()).await.expect("tidy");
+        let first = store.tidy("w", t.now_ms()).await.expect("tidy");
         assert_eq!(first.ended, bounds::TIDY_BATCH as u64);
         assert!(first.more, "one batch is not all");
-        let rest = crate::store::tidy::drain(&store, t.now_ms(), 10)
+        let rest = crate::store::tidy::drain(&store, "w", t.now_ms(), 10)
             .await
             .expect("drain");
         assert_eq!(rest.ended, (n - bounds::TIDY_BATCH) as u64);
         assert!(!rest.more);
-        let idle = store.tidy(t.now_ms()).await.expect("tidy");
+        let idle = store.tidy("w", t.now_ms()).await.expect("tidy");
         assert_eq!((idle.ended, idle.more), (0, false));
         let listed = store
             .list(&GrantFilter::default(), t.now_ms())

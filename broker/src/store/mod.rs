@@ -16,8 +16,8 @@
 //! A revocation is in force the moment its watermark (or, for one token, its tombstone) is
 //! written: O(1), whatever the number of grants. Deleting the ended grants' records and index
 //! entries is *tidying* ([`tidy`]): a durable queue of jobs in the store, worked through in
-//! bounded batches by a background task of every broker, resumable after a restart and
-//! idempotent. Tidying is never needed for correctness — checks and listings already refuse
+//! bounded batches by a background task of every broker (one broker at a time, holding a
+//! lease in the store), resumable after a restart and idempotent. Tidying is never needed for correctness — checks and listings already refuse
 //! what a watermark covers.
 //!
 //! Listings cost the page, not the population ([`page`]): every live grant is indexed by
@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 pub use self::page::{GrantListing, IndexMember, ListCursor};
 pub use self::requests::{ApprovalRequest, Party, RequestStore, Vote};
 pub use self::sessions::SessionStore;
-pub use self::tidy::{TidyJob, TidyProgress};
+pub use self::tidy::{ClaimedJob, TidyClaim, TidyJob, TidyProgress};
 use crate::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 
 /// The longest lifetime any token may have (roles are refused above it): 24 hours.
@@ -527,9 +527,26 @@ pub trait GrantStore: Send + Sync + 'static {
         }
     }
 
-    /// Works one bounded batch of pending tidy jobs (and of expired index entries); says
-    /// what it did and whether work is left. Idempotent: a batch done twice ends nothing twice.
-    async fn tidy(&self, now_ms: i64) -> Result<TidyProgress, StoreError>;
+    /// Works one bounded batch of pending tidy jobs (and of expired index entries) as
+    /// `worker`, if it holds or can take the tidy lease ([`tidy`]); says what it did and
+    /// whether work is left for it. Idempotent: a batch done twice ends nothing twice.
+    async fn tidy(&self, worker: &str, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        match self.tidy_claim(worker, now_ms).await? {
+            Some(claim) => self.tidy_finish(claim, now_ms).await,
+            None => Ok(TidyProgress::default()),
+        }
+    }
+
+    /// The first half of [`GrantStore::tidy`]: takes or renews the tidy lease for `worker`
+    /// until `now_ms + `[`tidy::LEASE_MS`] and reads the batch it covers. `None` (nothing
+    /// changed) while another worker's lease runs at `now_ms`.
+    async fn tidy_claim(&self, worker: &str, now_ms: i64) -> Result<Option<TidyClaim>, StoreError>;
+
+    /// The second half of [`GrantStore::tidy`]: works the claimed batch and the expiry sweep,
+    /// then records the job's progress only if the lease still names the claim's worker and
+    /// the queue's head is still the claimed job (`fenced` otherwise; nothing recorded);
+    /// releases the lease when no work is left.
+    async fn tidy_finish(&self, claim: TidyClaim, now_ms: i64) -> Result<TidyProgress, StoreError>;
 
     /// How many tidy jobs are pending.
     async fn tidy_pending(&self) -> Result<u64, StoreError>;

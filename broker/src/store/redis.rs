@@ -52,8 +52,8 @@ use tokio::sync::OnceCell;
 
 use super::{
     AuditRetention, EXPIRED_MEMORY_SECS, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore,
-    LEGACY_CHAIN, ListCursor, Revocation, RevokeTarget, StoreError, TidyJob, TidyProgress, lane_of,
-    merge_by_seq,
+    LEGACY_CHAIN, ListCursor, Revocation, RevokeTarget, StoreError, TidyClaim, TidyJob,
+    TidyProgress, lane_of, merge_by_seq,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 pub(super) use crate::redis_conn::Conn;
@@ -105,14 +105,38 @@ redis.call('DEL', KEYS[1])
 return 1
 ";
 
-/// Moves the tidy queue on if its head is still the job just worked (another replica may
-/// have done it already): replaces it with its progress, or pops it when ARGV[2] is empty.
-/// KEYS: queue. ARGV: the job worked, its replacement. Returns the jobs left.
-const ADVANCE_JOB: &str = r"
-if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
-  if ARGV[2] == '' then redis.call('LPOP', KEYS[1]) else redis.call('LSET', KEYS[1], 0, ARGV[2]) end
+/// Takes or renews the tidy lease for a worker, unless another worker's lease still runs by
+/// the caller's clock; when taken, returns the queue's head job too (one round trip).
+/// The lease's value is `<until ms> <worker>`; the key's own TTL only clears it away.
+/// KEYS: lease, queue (one slot). ARGV: worker, now ms, until ms, key TTL ms.
+/// Returns `{1, head job or ''}` when the worker holds the lease, `{0, ''}` otherwise.
+const TAKE_TIDY_LEASE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local untl, owner = string.match(v, '^(%-?%d+) (.*)$')
+  if untl and owner ~= ARGV[1] and tonumber(untl) >= tonumber(ARGV[2]) then
+    return {0, ''}
+  end
 end
-return redis.call('LLEN', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[3] .. ' ' .. ARGV[1], 'PX', ARGV[4])
+return {1, redis.call('LINDEX', KEYS[2], 0) or ''}
+";
+
+/// Records a tidy batch's progress, fenced: only if the lease still names the worker (a
+/// worker whose lease lapsed and was taken over records nothing), and only if the queue's
+/// head is still the job worked. Replaces that job with its progress, or pops it when
+/// ARGV[3] is empty; releases the lease when the queue is empty and ARGV[4] is '1'.
+/// KEYS: queue, lease (one slot). ARGV: worker, the job worked ('' if none), its
+/// replacement, release. Returns the jobs left, or -1 if the worker no longer holds the lease.
+const FINISH_TIDY: &str = r"
+local v = redis.call('GET', KEYS[2])
+if (not v) or string.match(v, '^%-?%d+ (.*)$') ~= ARGV[1] then return -1 end
+if ARGV[2] ~= '' and redis.call('LINDEX', KEYS[1], 0) == ARGV[2] then
+  if ARGV[3] == '' then redis.call('LPOP', KEYS[1]) else redis.call('LSET', KEYS[1], 0, ARGV[3]) end
+end
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 and ARGV[4] == '1' then redis.call('DEL', KEYS[2]) end
+return left
 ";
 
 /// Appends a batch of audit events if the chain head is still the expected one, then trims
@@ -200,7 +224,8 @@ pub struct RedisStore {
     retention: AuditRetention,
     pub(super) raise: redis::Script,
     revoke_one: redis::Script,
-    pub(super) advance: redis::Script,
+    pub(super) take_lease: redis::Script,
+    pub(super) finish_tidy: redis::Script,
     append: redis::Script,
     /// Replicas that must confirm a revocation before it is answered (`WAIT`).
     revocation_replicas: u32,
@@ -226,7 +251,8 @@ impl RedisStore {
             retention: AuditRetention::with_max_events(audit_max),
             raise: redis::Script::new(RAISE_WATERMARK),
             revoke_one: redis::Script::new(REVOKE_ONE),
-            advance: redis::Script::new(ADVANCE_JOB),
+            take_lease: redis::Script::new(TAKE_TIDY_LEASE),
+            finish_tidy: redis::Script::new(FINISH_TIDY),
             append: redis::Script::new(APPEND_AUDIT),
             revocation_replicas: 0,
         }
@@ -704,8 +730,12 @@ impl GrantStore for RedisStore {
         self.grants_page(filter, after, limit, now_ms).await
     }
 
-    async fn tidy(&self, now_ms: i64) -> Result<TidyProgress, StoreError> {
-        self.tidy_batch(now_ms).await
+    async fn tidy_claim(&self, worker: &str, now_ms: i64) -> Result<Option<TidyClaim>, StoreError> {
+        self.claim_batch(worker, now_ms).await
+    }
+
+    async fn tidy_finish(&self, claim: TidyClaim, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        self.finish_batch(claim, now_ms).await
     }
 
     async fn tidy_pending(&self) -> Result<u64, StoreError> {

@@ -15,7 +15,9 @@
 //!   `<issued ms>:<jti>` sort by issue time then jti ([`IndexMember`]); paged by `ZRANGEBYLEX`.
 //!   A dimension's index lives a token lifetime past its last grant;
 //! - `P:ix:{exp}` every grant's member by expiry, for the sweep that drops expired entries;
-//! - `P:{tidy}:jobs` the tidy queue (a list of [`TidyJob`] JSON, oldest first).
+//! - `P:{tidy}:jobs` the tidy queue (a list of [`TidyJob`] JSON, oldest first), and beside it
+//!   (same slot, so one script reads both) `P:{tidy}:lease` the tidy lease, `<until ms>
+//!   <worker>` ([`super::tidy`]: one replica works the queue at a time).
 //!
 //! # Redis Cluster: one round trip per check, and spreading
 //! A check needs the grant's record, its tombstone and marker, and the five watermarks that
@@ -38,6 +40,7 @@ use redis::{Cmd, FromRedisValue};
 
 pub use super::redis::{BUCKETS, bucket};
 use super::redis::{Conn, RedisStore, parse_grant, unavailable};
+use super::{ClaimedJob, TidyClaim, tidy::LEASE_MS};
 use super::{
     Grant, GrantFilter, GrantListing, GrantStatus, IndexMember, ListCursor,
     MAX_TOKEN_LIFETIME_SECS, StoreError, TidyJob, TidyProgress, bounds, revoked_by,
@@ -94,6 +97,11 @@ impl RedisStore {
 
     fn jobs_key(&self) -> String {
         format!("{}:{{tidy}}:jobs", self.prefix)
+    }
+
+    /// The tidy lease (same slot as the queue).
+    pub fn tidy_lease_key(&self) -> String {
+        format!("{}:{{tidy}}:lease", self.prefix)
     }
 
     /// The index writes of a new grant (made before its record: a record is never
@@ -475,49 +483,135 @@ impl RedisStore {
             ended: 0,
             dropped: removed.iter().sum(),
             more: raw.len() == bounds::TIDY_BATCH,
+            fenced: false,
         })
     }
 
-    /// One batch of the oldest tidy job, then the job's progress saved (or it is popped).
-    async fn work_job(&self, conn: &Conn, now_ms: i64) -> Result<TidyProgress, StoreError> {
+    /// Takes or renews the tidy lease for `worker` and reads the head job's next batch.
+    pub(super) async fn claim_batch(
+        &self,
+        worker: &str,
+        now_ms: i64,
+    ) -> Result<Option<TidyClaim>, StoreError> {
+        let conn = self.admin_conn().await?;
         let mut c = conn.clone();
-        let head: Option<String> = redis::cmd("LINDEX")
-            .arg(self.jobs_key())
-            .arg(0)
-            .query_async(&mut c)
+        let (held, head): (i64, String) = self
+            .take_lease
+            .key(self.tidy_lease_key())
+            .key(self.jobs_key())
+            .arg(worker)
+            .arg(now_ms)
+            .arg(now_ms.saturating_add(LEASE_MS))
+            .arg(2 * LEASE_MS)
+            .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
-        let Some(head) = head else {
-            return Ok(TidyProgress::default());
+        if held != 1 {
+            return Ok(None);
+        }
+        let job = if head.is_empty() {
+            None
+        } else {
+            let job = serde_json::from_str::<TidyJob>(&head)
+                .inspect_err(|e| {
+                    // An unreadable job would block the queue for ever; what it named is
+                    // refused anyway and expiry reclaims it.
+                    tracing::warn!(error = %e, "dropping an unreadable tidy job");
+                })
+                .ok();
+            let members = match &job {
+                Some(TidyJob::Sweep {
+                    dim,
+                    upto_ms,
+                    after,
+                }) => {
+                    let lower = after
+                        .as_deref()
+                        .map_or_else(|| "-".to_owned(), |m| format!("({m}"));
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(self.index_key(dim))
+                        .arg(lower)
+                        .arg(format!("({}", IndexMember::after_ms(*upto_ms)))
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(bounds::TIDY_BATCH)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?
+                }
+                _ => Vec::new(),
+            };
+            Some(ClaimedJob {
+                stored: head,
+                job,
+                members,
+            })
         };
-        let mut p = TidyProgress::default();
-        let next: Option<TidyJob> = match serde_json::from_str::<TidyJob>(&head) {
-            Err(e) => {
-                // An unreadable job would block the queue for ever; what it named is refused
-                // anyway and expiry reclaims it.
-                tracing::warn!(error = %e, "dropping an unreadable tidy job");
-                None
+        Ok(Some(TidyClaim {
+            worker: worker.to_owned(),
+            job,
+        }))
+    }
+
+    /// Works a claimed batch: the expiry sweep, then the head job's batch; then records the
+    /// job's progress if the claim's worker still holds the lease (see [`super::tidy`]).
+    pub(super) async fn finish_batch(
+        &self,
+        claim: TidyClaim,
+        now_ms: i64,
+    ) -> Result<TidyProgress, StoreError> {
+        let conn = self.admin_conn().await?;
+        let mut p = self.sweep_expired(&conn, now_ms).await?;
+        let (stored, next) = match claim.job {
+            None => (String::new(), None),
+            Some(claimed) => {
+                let next = self.work_job(&conn, &claimed, now_ms, &mut p).await?;
+                (claimed.stored, next)
             }
-            Ok(TidyJob::Sweep {
-                dim,
-                upto_ms,
-                after,
-            }) => {
-                let lower = after
-                    .as_deref()
-                    .map_or_else(|| "-".to_owned(), |m| format!("({m}"));
-                let raw: Vec<String> = redis::cmd("ZRANGEBYLEX")
-                    .arg(self.index_key(&dim))
-                    .arg(lower)
-                    .arg(format!("({}", IndexMember::after_ms(upto_ms)))
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(bounds::TIDY_BATCH)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(unavailable)?;
-                let members: Vec<IndexMember> =
-                    raw.iter().filter_map(|m| IndexMember::parse(m)).collect();
+        };
+        let replacement = match next {
+            Some(job) => serde_json::to_string(&job)
+                .map_err(|e| StoreError::Corrupt(format!("tidy job: {e}")))?,
+            None => String::new(),
+        };
+        let mut c = conn.clone();
+        let left: i64 = self
+            .finish_tidy
+            .key(self.jobs_key())
+            .key(self.tidy_lease_key())
+            .arg(&claim.worker)
+            .arg(stored)
+            .arg(replacement)
+            .arg(if p.more { "0" } else { "1" })
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if left < 0 {
+            p.fenced = true;
+            p.more = false;
+        } else {
+            p.more |= left > 0;
+        }
+        Ok(p)
+    }
+
+    /// One batch of a claimed job; returns the job's progress (`None`: it is done, or was
+    /// unreadable).
+    async fn work_job(
+        &self,
+        conn: &Conn,
+        claimed: &ClaimedJob,
+        now_ms: i64,
+        p: &mut TidyProgress,
+    ) -> Result<Option<TidyJob>, StoreError> {
+        match &claimed.job {
+            None => Ok(None),
+            Some(TidyJob::Sweep { dim, upto_ms, .. }) => {
+                let members: Vec<IndexMember> = claimed
+                    .members
+                    .iter()
+                    .filter_map(|m| IndexMember::parse(m))
+                    .collect();
                 let records = self.records(conn, &members).await?;
                 // Everything in range was issued at or before the watermark: revoked.
                 let ended: Vec<(Grant, bool)> = records
@@ -526,18 +620,20 @@ impl RedisStore {
                     .map(|g| (g.clone(), true))
                     .collect();
                 let entries = members.iter().map(|m| (dim.as_str(), m));
-                self.settle(conn, entries, &records, &ended, now_ms, &mut p)
+                self.settle(conn, entries, &records, &ended, now_ms, p)
                     .await?;
-                (raw.len() == bounds::TIDY_BATCH).then(|| TidyJob::Sweep {
-                    dim,
-                    upto_ms,
-                    after: raw.last().cloned(),
-                })
+                Ok(
+                    (claimed.members.len() == bounds::TIDY_BATCH).then(|| TidyJob::Sweep {
+                        dim: dim.clone(),
+                        upto_ms: *upto_ms,
+                        after: claimed.members.last().cloned(),
+                    }),
+                )
             }
-            Ok(TidyJob::Drop { entries }) => {
-                let parsed: Vec<(String, IndexMember)> = entries
-                    .into_iter()
-                    .filter_map(|(d, m)| IndexMember::parse(&m).map(|m| (d, m)))
+            Some(TidyJob::Drop { entries }) => {
+                let parsed: Vec<(&str, IndexMember)> = entries
+                    .iter()
+                    .filter_map(|(d, m)| IndexMember::parse(m).map(|m| (d.as_str(), m)))
                     .collect();
                 let members: Vec<IndexMember> = parsed.iter().map(|(_, m)| m.clone()).collect();
                 let records = self.records(conn, &members).await?;
@@ -549,35 +645,12 @@ impl RedisStore {
                         ended.push(((*g).clone(), r));
                     }
                 }
-                let entries = parsed.iter().map(|(d, m)| (d.as_str(), m));
-                self.settle(conn, entries, &records, &ended, now_ms, &mut p)
+                let entries = parsed.iter().map(|(d, m)| (*d, m));
+                self.settle(conn, entries, &records, &ended, now_ms, p)
                     .await?;
-                None
+                Ok(None)
             }
-        };
-        let replacement = match next {
-            Some(job) => serde_json::to_string(&job)
-                .map_err(|e| StoreError::Corrupt(format!("tidy job: {e}")))?,
-            None => String::new(),
-        };
-        // Only if the head is still the job worked: another replica may have moved on.
-        let left: i64 = self
-            .advance
-            .key(self.jobs_key())
-            .arg(&head)
-            .arg(replacement)
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        p.more = left > 0;
-        Ok(p)
-    }
-
-    pub(super) async fn tidy_batch(&self, now_ms: i64) -> Result<TidyProgress, StoreError> {
-        let conn = self.admin_conn().await?;
-        let mut p = self.sweep_expired(&conn, now_ms).await?;
-        p.add(self.work_job(&conn, now_ms).await?);
-        Ok(p)
+        }
     }
 
     pub(super) async fn jobs_pending(&self) -> Result<u64, StoreError> {

@@ -16,6 +16,7 @@ use jit_proto::{Claims, RepoPath, Scope};
 
 use super::{
     AuditRetention, Grant, GrantFilter, GrantStatus, GrantStore, LEGACY_CHAIN, RevokeTarget,
+    TidyProgress, bounds,
 };
 use crate::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, Lane, chain_hash};
 use crate::clock::{Clock, ManualClock, SystemClock};
@@ -166,6 +167,8 @@ where
     mismatched_claims_are_not_live(&*make(1000).await, t).await;
     listing_filters(&*make(1000).await, t).await;
     revocation_holds_before_any_tidy(&*make(1000).await, t).await;
+    one_worker_tidies_at_a_time(&*make(1000).await, t).await;
+    a_worker_past_its_lease_records_nothing(&*make(1000).await, t).await;
     paging_sees_each_live_grant_once(&*make(1000).await, t, GrantFilter::default()).await;
     let by_repo = GrantFilter {
         repo: Some(RepoPath::parse("acme/api").unwrap()),
@@ -193,6 +196,9 @@ where
 
 /// The replica most audit cases write as.
 const R: &str = "r1";
+
+/// The tidy worker most cases tidy as.
+const W: &str = "w1";
 
 /// Enters `replica` in the roster with an empty chain.
 async fn join(store: &dyn GrantStore, replica: &str) {
@@ -935,7 +941,7 @@ async fn revocation_holds_before_any_tidy(store: &dyn GrantStore, t: &SuiteTime)
         "an admin listing never shows revoked grants"
     );
 
-    let done = super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
+    let done = super::tidy::drain(store, W, t.now_ms(), 100).await.unwrap();
     assert!(!done.more);
     assert_eq!(
         done.ended, 2,
@@ -959,7 +965,7 @@ async fn revocation_holds_before_any_tidy(store: &dyn GrantStore, t: &SuiteTime)
     );
     // The index was tidied: revoking the repository again finds nothing in it.
     assert_eq!(store.revoke(&repo, t.now_ms()).await.unwrap().at_most, 0);
-    let again = super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
+    let again = super::tidy::drain(store, W, t.now_ms(), 100).await.unwrap();
     assert_eq!(
         (again.ended, again.dropped),
         (0, 0),
@@ -975,6 +981,136 @@ async fn revocation_holds_before_any_tidy(store: &dyn GrantStore, t: &SuiteTime)
         1,
         "only the live grant is left in the global index"
     );
+}
+
+/// Puts `n` grants of alice's issued at `at` (jti `<prefix>NNNN`).
+async fn put_issued_at(store: &dyn GrantStore, at: i64, prefix: &str, n: usize) -> Vec<Grant> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let g = grant_at(
+            at,
+            &format!("{prefix}{i:04}"),
+            "alice",
+            "acme/api",
+            "dev",
+            "corp",
+            600,
+        );
+        store.put(&g, at).await.unwrap();
+        out.push(g);
+    }
+    out
+}
+
+/// One worker at a time holds the tidy lease: another is refused (and does nothing) while
+/// the lease runs, renewed by each batch, up to and including its last millisecond; once it
+/// has lapsed (its holder crashed) another takes over and resumes from the recorded
+/// progress; the lease is released when the queue is empty. Times are the callers' clocks,
+/// so no time passes for real.
+async fn one_worker_tidies_at_a_time(store: &dyn GrantStore, t: &SuiteTime) {
+    use super::tidy::{LEASE_MS, drain};
+    let t0 = t.now_ms();
+    let batch = bounds::TIDY_BATCH as u64;
+    let n = 3 * bounds::TIDY_BATCH + 7;
+    let grants = put_issued_at(store, t0, "l", n).await;
+    store.revoke(&RevokeTarget::All, t0).await.unwrap();
+
+    let a = store.tidy("a", t0).await.unwrap();
+    assert_eq!((a.ended, a.more), (batch, true), "a holds the lease");
+    let refused = store.tidy("b", t0 + 1).await.unwrap();
+    assert_eq!(
+        refused,
+        TidyProgress::default(),
+        "b is refused, does nothing"
+    );
+    assert!(
+        store
+            .tidy_claim("b", t0 + LEASE_MS)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let a = store.tidy("a", t0 + LEASE_MS).await.unwrap();
+    assert_eq!(a.ended, batch, "a renews its lease with each batch");
+    let renewed = t0 + 2 * LEASE_MS;
+    assert!(
+        store.tidy_claim("b", renewed).await.unwrap().is_none(),
+        "renewed to its last millisecond"
+    );
+    assert_eq!(store.tidy_pending().await.unwrap(), 1);
+
+    // a stops (crashed) holding the lease; b takes over once it has lapsed.
+    let b = drain(store, "b", renewed + 1, 100).await.unwrap();
+    assert_eq!(
+        b.ended,
+        n as u64 - 2 * batch,
+        "b resumes where a stopped, not from the start"
+    );
+    assert!(!b.more && !b.fenced);
+    assert_eq!(store.tidy_pending().await.unwrap(), 0);
+    let released = store.tidy_claim("a", renewed + 2).await.unwrap();
+    assert!(released.is_some(), "b released the lease when done");
+    let idle = store
+        .tidy_finish(released.unwrap(), renewed + 2)
+        .await
+        .unwrap();
+    assert_eq!(idle, TidyProgress::default());
+    assert!(
+        store.tidy_claim("b", renewed + 3).await.unwrap().is_some(),
+        "an idle batch releases it too"
+    );
+    for g in grants.iter().step_by(50) {
+        assert_eq!(
+            store.status(&g.jti, renewed + 3).await.unwrap(),
+            GrantStatus::Revoked
+        );
+    }
+    let r = store.revoke(&RevokeTarget::All, renewed + 3).await.unwrap();
+    assert_eq!(r.at_most, 0, "no entry is left in the global index");
+}
+
+/// Fencing: worker a claims a batch and stalls past its lease; b takes over and finishes the
+/// job, and an identical job is queued (the same revocation again, in the same millisecond,
+/// over grants issued since). When a wakes and finishes its batch it must record nothing:
+/// were it to check only the queue's head, it would take the new job for its own and pop it,
+/// and the new grants would never be tidied.
+async fn a_worker_past_its_lease_records_nothing(store: &dyn GrantStore, t: &SuiteTime) {
+    use super::tidy::{LEASE_MS, drain};
+    let t0 = t.now_ms();
+    let first = put_issued_at(store, t0, "f", 3).await;
+    store.revoke(&RevokeTarget::All, t0).await.unwrap();
+    let stalled = store.tidy_claim("a", t0).await.unwrap().expect("a's lease");
+    assert_eq!(stalled.job.as_ref().map(|j| j.members.len()), Some(3));
+
+    let later = t0 + LEASE_MS + 1;
+    let b = drain(store, "b", later, 10).await.unwrap();
+    assert_eq!((b.ended, b.more), (3, false), "b took over and finished");
+    let second = put_issued_at(store, t0, "s", 2).await;
+    store.revoke(&RevokeTarget::All, t0).await.unwrap();
+    assert_eq!(store.tidy_pending().await.unwrap(), 1);
+    assert!(
+        store.tidy_claim("b", later).await.unwrap().is_some(),
+        "b again"
+    );
+
+    let woke = store.tidy_finish(stalled, t0).await.unwrap();
+    assert!(woke.fenced, "a learns it lost the lease");
+    assert_eq!((woke.ended, woke.more), (0, false));
+    assert_eq!(
+        store.tidy_pending().await.unwrap(),
+        1,
+        "the job queued since is untouched"
+    );
+    let b = drain(store, "b", later, 10).await.unwrap();
+    assert_eq!(b.ended, 2, "the new grants are tidied");
+    for g in first.iter().chain(&second) {
+        assert_eq!(
+            store.status(&g.jti, later).await.unwrap(),
+            GrantStatus::Revoked
+        );
+    }
+    let r = store.revoke(&RevokeTarget::All, later).await.unwrap();
+    assert_eq!(r.at_most, 0, "no entry is left in the global index");
 }
 
 /// Paging through `filter` in small pages, while grants are added and revoked between the
@@ -1091,7 +1227,7 @@ async fn listings_skip_the_dead_and_tidy_them(store: &dyn GrantStore, t: &SuiteT
     let page = store.list_page(&f, None, 10, t.now_ms()).await.unwrap();
     assert_eq!(page.grants, vec![long.clone()]);
     assert_eq!(page.next, None);
-    super::tidy::drain(store, t.now_ms(), 100).await.unwrap();
+    super::tidy::drain(store, W, t.now_ms(), 100).await.unwrap();
     assert_eq!(store.tidy_pending().await.unwrap(), 0);
     let r = store
         .revoke(&RevokeTarget::Subject("alice".into()), t.now_ms())

@@ -6,9 +6,28 @@
 //! store itself (durable: it outlives the admin's connection and the broker), and
 //! [`run_worker`] calls [`GrantStore::tidy`] in bounded batches, each of which records how far
 //! it got, so a restarted broker resumes where the last one stopped. Every step is idempotent:
-//! two replicas working the same batch, or a batch done again after a crash, end nothing
-//! twice and lose nothing. Nothing depends on tidying for correctness; it only gives memory
-//! back and keeps listings from meeting dead entries.
+//! a batch done again after a crash ends nothing twice and loses nothing. Nothing depends on
+//! tidying for correctness; it only gives memory back and keeps listings from meeting dead
+//! entries.
+//!
+//! # Several replicas: one works, the others wait
+//! Every replica runs the worker, but at any time only one of them tidies: the holder of the
+//! store's *tidy lease* (a worker name and an expiry, [`LEASE_MS`] ahead). Each batch begins
+//! by taking or renewing the lease ([`GrantStore::tidy_claim`]); a worker that finds it held
+//! by another, unexpired, does nothing and looks again a second later. So n replicas put one
+//! paced worker's load on the store, not n of them (and tidy at one worker's pace: the
+//! [`DUTY_PERCENT`] budget is the deployment's, not each replica's). The holder releases the
+//! lease when nothing is left. A holder that crashes or stalls is taken over once its lease has expired, and the
+//! new holder resumes from the progress recorded in the queue.
+//!
+//! A holder that stalled past its lease (a long pause, a partition) may wake in the middle of
+//! a batch another worker has since redone. Its deletions are harmless (idempotent); its
+//! progress is *fenced*: the batch's progress is recorded only if the lease still names its
+//! worker, checked in the same atomic step that records it ([`GrantStore::tidy_finish`]), so a
+//! stale worker can never move a job back, skip part of it, or drop a job queued since. The
+//! lease's expiry is judged by the callers' clocks (the `now_ms` every store call is given),
+//! so replicas' clocks should agree to well within [`LEASE_MS`]; if they do not, two workers
+//! may overlap for a while, which costs duplicate work and nothing else.
 //!
 //! Tidying is paced, because it shares the store with `/authz`: after each batch the worker
 //! rests in proportion to how long the batch took ([`rest_after`]), so it spends at most
@@ -16,7 +35,7 @@
 //! is followed by a longer rest, so tidying gives way exactly when requests need the room; the
 //! price is that a revoke-everything takes about `100 / DUTY_PERCENT` times as long to tidy as
 //! it would at full speed. The expiry sweep is part of each batch ([`GrantStore::tidy`]), so it
-//! is paced alike.
+//! is paced alike, and done by the lease holder alone.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +57,10 @@ pub const DUTY_PERCENT: u32 = 20;
 /// The longest rest after one batch, however long it took (a batch held up by a store that
 /// answered slowly must not stall tidying for minutes).
 const MAX_REST: Duration = Duration::from_secs(5);
+/// How long the tidy lease lasts past the batch that took or renewed it: well over the
+/// longest rest between two batches of its holder ([`MAX_REST`], [`AFTER_FAILURE`]) plus a
+/// slow batch, so a working holder keeps it; a crashed one is taken over after this long.
+pub const LEASE_MS: i64 = 30_000;
 
 /// One pending piece of tidying.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,8 +95,33 @@ pub struct TidyProgress {
     pub ended: u64,
     /// Index entries removed.
     pub dropped: u64,
-    /// Whether more work is pending.
+    /// Whether more work is pending for this worker (false when another holds the lease).
     pub more: bool,
+    /// Whether the batch's progress was refused because the worker no longer held the lease
+    /// (another took it over): nothing was recorded.
+    pub fenced: bool,
+}
+
+/// One tidy batch claimed under the lease ([`GrantStore::tidy_claim`]), to be worked and
+/// recorded by [`GrantStore::tidy_finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TidyClaim {
+    /// The worker holding the lease.
+    pub worker: String,
+    /// The job at the head of the queue when claimed, if any was pending.
+    pub job: Option<ClaimedJob>,
+}
+
+/// The head job of a claim and what its batch covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// The job as the store holds it (the Redis store's JSON): progress is recorded only if
+    /// the queue's head is still this.
+    pub stored: String,
+    /// The job, or `None` if it could not be read (it is dropped).
+    pub job: Option<TidyJob>,
+    /// For a sweep, the index members this batch covers, read when claimed.
+    pub members: Vec<String>,
 }
 
 impl TidyProgress {
@@ -82,6 +130,7 @@ impl TidyProgress {
         self.ended += other.ended;
         self.dropped += other.dropped;
         self.more |= other.more;
+        self.fenced |= other.fenced;
     }
 }
 
@@ -98,7 +147,37 @@ pub fn rest_after(took: Duration) -> Duration {
 /// (it is retried; nothing is lost). Spawned by the server next to its listener and dropped
 /// with it.
 pub async fn run_worker(store: Arc<dyn GrantStore>, clock: Arc<dyn Clock>) {
-    paced(|| store.tidy(clock.now_ms())).await;
+    run_worker_as(store, clock, &worker_name()).await;
+}
+
+/// [`run_worker`] under a given worker name (benchmarks; in a broker the name is random and
+/// must be unique among the replicas sharing the store).
+pub async fn run_worker_as(store: Arc<dyn GrantStore>, clock: Arc<dyn Clock>, worker: &str) {
+    let (store, clock) = (&store, &clock);
+    paced(move || async move {
+        let p = store.tidy(worker, clock.now_ms()).await;
+        if matches!(p, Ok(TidyProgress { fenced: true, .. })) {
+            tracing::warn!("the tidy lease lapsed during a batch; another worker goes on");
+        }
+        p
+    })
+    .await;
+}
+
+/// A name for this process's worker, unique among the replicas sharing a store (the lease's
+/// fencing relies on it): random, with the process id as a fallback should the system's
+/// random source fail.
+fn worker_name() -> String {
+    let mut bytes = [0u8; 12];
+    match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes) {
+        Ok(()) => format!("tidy-{}", hex::encode(bytes)),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!("tidy-{}-{nanos}", std::process::id())
+        }
+    }
 }
 
 /// Runs `batch` for ever, paced: after each, rests [`rest_after`] its duration, and at least
@@ -128,18 +207,21 @@ where
     }
 }
 
-/// Works the queue until nothing is pending (tests and tools): at most `max_batches`.
+/// Works the queue as `worker` until nothing is pending or another worker holds the lease
+/// (tests and tools): at most `max_batches`.
 pub async fn drain(
     store: &dyn GrantStore,
+    worker: &str,
     now_ms: i64,
     max_batches: usize,
 ) -> Result<TidyProgress, StoreError> {
     let mut total = TidyProgress::default();
     for _ in 0..max_batches {
-        let p = store.tidy(now_ms).await?;
+        let p = store.tidy(worker, now_ms).await?;
         total.ended += p.ended;
         total.dropped += p.dropped;
         total.more = p.more;
+        total.fenced |= p.fenced;
         if !p.more {
             break;
         }
@@ -185,6 +267,7 @@ mod tests {
             ended: 100,
             dropped: 500,
             more: true,
+            fenced: false,
         })
     }
 

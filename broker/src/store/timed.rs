@@ -11,7 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::{
     AuditPage, Grant, GrantFilter, GrantListing, GrantStatus, GrantStore, ListCursor, Revocation,
-    RevokeTarget, StoreError, TidyProgress,
+    RevokeTarget, StoreError, TidyClaim, TidyProgress,
 };
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Sealed};
 use crate::metrics::Metrics;
@@ -130,8 +130,16 @@ impl GrantStore for TimedStore {
             .await
     }
 
-    async fn tidy(&self, now_ms: i64) -> Result<TidyProgress, StoreError> {
-        self.timed(Op::Tidy, self.inner.tidy(now_ms)).await
+    async fn tidy(&self, worker: &str, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        self.timed(Op::Tidy, self.inner.tidy(worker, now_ms)).await
+    }
+
+    async fn tidy_claim(&self, worker: &str, now_ms: i64) -> Result<Option<TidyClaim>, StoreError> {
+        self.inner.tidy_claim(worker, now_ms).await
+    }
+
+    async fn tidy_finish(&self, claim: TidyClaim, now_ms: i64) -> Result<TidyProgress, StoreError> {
+        self.inner.tidy_finish(claim, now_ms).await
     }
 
     async fn tidy_pending(&self) -> Result<u64, StoreError> {

@@ -58,7 +58,7 @@ use super::{
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 pub(super) use crate::redis_conn::Conn;
 pub use crate::redis_conn::Topology;
-use crate::redis_conn::connect;
+use crate::redis_conn::{LazyConn, connect};
 
 /// How many buckets grants (and watermark copies) are spread over (see
 /// [`super::redis_grants`]).
@@ -217,7 +217,9 @@ return 1
 /// The Redis grant store.
 pub struct RedisStore {
     topology: Topology,
-    conn: OnceCell<Conn>,
+    /// The request path's connection (checks, exchanges, audit), shared with the rate
+    /// limits ([`RedisStore::request_conn`]).
+    conn: LazyConn,
     /// Admin and background work's own connection.
     admin: OnceCell<Conn>,
     pub(super) prefix: String,
@@ -244,8 +246,8 @@ impl RedisStore {
     /// events per lane (and the default byte and age budgets). Connects on first use.
     pub fn new(topology: Topology, prefix: impl Into<String>, audit_max: usize) -> Self {
         Self {
+            conn: LazyConn::new(topology.clone(), RESPONSE_TIMEOUT),
             topology,
-            conn: OnceCell::new(),
             admin: OnceCell::new(),
             prefix: prefix.into(),
             retention: AuditRetention::with_max_events(audit_max),
@@ -297,10 +299,15 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
-        Ok(self.conn.get_or_try_init(|| self.connect()).await?.clone())
+        self.conn.get().await.map_err(StoreError::Unavailable)
     }
 
     /// The connection of admin and background work (listings, revocations, tidying).
+    /// The request path's connection, for the rate limits to share ([`LazyConn`]).
+    pub fn request_conn(&self) -> LazyConn {
+        self.conn.clone()
+    }
+
     pub(super) async fn admin_conn(&self) -> Result<Conn, StoreError> {
         Ok(self.admin.get_or_try_init(|| self.connect()).await?.clone())
     }

@@ -241,7 +241,12 @@ impl Auditor {
             })
             .await;
         let (done, result) = tokio::sync::oneshot::channel();
+        // The sink waits for announced events before syncing, so one sync covers them.
+        let announced = self.inner.sink.as_ref().map(|s| s.announce());
         writer.send((event, done)).await.map_err(|_| stopped())?;
+        if let Some(a) = announced {
+            a.handed_on();
+        }
         result.await.map_err(|_| stopped())?
     }
 }
@@ -299,11 +304,14 @@ async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, 
     let mut checkpointed = 0u64;
     let mut written = 0u64;
     loop {
+        // Events of this batch that callers announced to the sink (a checkpoint is not).
+        let mut announced = 0;
         tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => {
                 if n == 0 {
                     break;
                 }
+                announced = n;
             }
             _ = tick.tick(), if w.checkpoints.is_some() => {
                 if written == checkpointed {
@@ -328,6 +336,9 @@ async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, 
         {
             Ok(events) => events,
             Err(e) => {
+                if let Some(sink) = &w.sink {
+                    sink.arrived(announced);
+                }
                 w.metrics.audit_failed(n);
                 answer(dones, &Err(e));
                 continue;
@@ -347,6 +358,7 @@ async fn write_loop(w: Writer, mut rx: tokio::sync::mpsc::Receiver<(AuditEvent, 
                     lines.push(b'\n');
                 }
                 let first_seq = events.first().map_or(0, |e| e.event.seq);
+                sink.arrived(announced);
                 let durable = sink.submit(lines, first_seq, events.len());
                 let batch = InFlight {
                     durable,

@@ -104,6 +104,41 @@ pub async fn connect(topology: &Topology, response_timeout: Duration) -> Result<
     connect_with(topology, None, response_timeout).await
 }
 
+/// A connection made on first use and shared by every holder of a clone: the grant store's
+/// request path and the shared rate limits use one, so the limit check and the revocation
+/// marks an exchange asks for at once go out in one write and come back in one read.
+#[derive(Clone)]
+pub struct LazyConn(Arc<LazyInner>);
+
+struct LazyInner {
+    topology: Topology,
+    response_timeout: Duration,
+    conn: tokio::sync::OnceCell<Conn>,
+}
+
+impl LazyConn {
+    /// A connection to `topology` whose calls fail after `response_timeout`, made on first
+    /// use ([`connect`]).
+    pub fn new(topology: Topology, response_timeout: Duration) -> Self {
+        Self(Arc::new(LazyInner {
+            topology,
+            response_timeout,
+            conn: tokio::sync::OnceCell::new(),
+        }))
+    }
+
+    /// The connection, made now if it is not yet (a failed attempt is tried again on the
+    /// next call).
+    pub async fn get(&self) -> Result<Conn, String> {
+        let i = &self.0;
+        let conn = i
+            .conn
+            .get_or_try_init(|| connect(&i.topology, i.response_timeout))
+            .await?;
+        Ok(conn.clone())
+    }
+}
+
 /// The settings of a connection manager: bounded connect, call and reconnect.
 fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()

@@ -166,10 +166,9 @@ impl AppState {
     /// export).
     pub fn open(compiled: Compiled) -> Result<Self, StartError> {
         let keys = KeyRing::load_dir(&compiled.keys_dir)?;
-        let store = open_store(&compiled.store)?;
-        // With Redis, the rate limits live there too (their own connection), shared by every
-        // replica; with the memory store, in this process.
-        let limits = open_limits(&compiled.store)?;
+        // With Redis, the rate limits live there too (on the store's request-path
+        // connection), shared by every replica; with the memory store, in this process.
+        let (store, limits) = open_store_and_limits(&compiled.store)?;
         let export = Self::audit_export(compiled.export.as_deref())?;
         let audit = compiled.audit.clone();
         let webhooks = compiled.webhooks;
@@ -316,16 +315,18 @@ impl AppState {
 pub fn open_store(config: &crate::config::StoreConfig) -> Result<Arc<dyn GrantStore>, StartError> {
     Ok(match config.kind {
         StoreKind::Memory => Arc::new(MemoryStore::with_retention(retention(config))),
-        StoreKind::Redis => Arc::new(
-            RedisStore::new(
-                topology(config)?,
-                config.prefix.clone(),
-                config.audit_max_events,
-            )
-            .with_retention(retention(config))
-            .with_revocation_replicas(config.revocation_replicas),
-        ),
+        StoreKind::Redis => Arc::new(redis_store(config)?),
     })
+}
+
+fn redis_store(config: &crate::config::StoreConfig) -> Result<RedisStore, StartError> {
+    Ok(RedisStore::new(
+        topology(config)?,
+        config.prefix.clone(),
+        config.audit_max_events,
+    )
+    .with_retention(retention(config))
+    .with_revocation_replicas(config.revocation_replicas))
 }
 
 /// Where `[store]` says Redis is: a cluster, a Sentinel-managed primary or one server, with
@@ -364,18 +365,17 @@ pub fn topology(config: &crate::config::StoreConfig) -> Result<Topology, StartEr
     })
 }
 
-/// Where the rate limits live when `config` names Redis: there, on their own connection
-/// (`None`: in this process).
-fn open_limits(
+/// The store `config` names and, when it is Redis, the rate limits there, on the store's
+/// request-path connection (`None`: the limits live in this process).
+fn open_store_and_limits(
     config: &crate::config::StoreConfig,
-) -> Result<Option<Arc<dyn Backend>>, StartError> {
+) -> Result<(Arc<dyn GrantStore>, Option<Arc<dyn Backend>>), StartError> {
     if config.kind == StoreKind::Memory {
-        return Ok(None);
+        return Ok((open_store(config)?, None));
     }
-    Ok(Some(Arc::new(RedisGcra::new(
-        topology(config)?,
-        config.prefix.clone(),
-    ))))
+    let store = redis_store(config)?;
+    let limits = RedisGcra::on(store.request_conn(), config.prefix.clone());
+    Ok((Arc::new(store), Some(Arc::new(limits))))
 }
 
 /// The audit trail's budgets of `[store]`.

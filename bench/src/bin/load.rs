@@ -238,6 +238,28 @@ struct CpuWatch {
     broker: (u32, u64),
     redis: (u32, u64),
     machine: (u64, u64),
+    /// The broker's read and write calls and context switches so far.
+    calls: (u64, u64),
+}
+
+/// A process's read and write system calls (`/proc/<pid>/io`) and the context switches of
+/// all its threads (voluntary and not, `/proc/<pid>/task/*/status`), so far: counts that do
+/// not depend on how busy the machine is, unlike CPU time.
+fn proc_calls(pid: u32) -> Result<(u64, u64)> {
+    let calls = proc_io(pid, "syscr:")? + proc_io(pid, "syscw:")?;
+    let mut switches = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended meanwhile is simply not counted.
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        switches += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok((calls, switches))
 }
 
 impl CpuWatch {
@@ -246,7 +268,14 @@ impl CpuWatch {
             broker: (broker, proc_ticks(broker)?),
             redis: (redis, proc_ticks(redis)?),
             machine: machine_ticks()?,
+            calls: proc_calls(broker)?,
         })
+    }
+
+    /// The broker's read/write calls and context switches since `start`.
+    fn calls(&self) -> Result<(u64, u64)> {
+        let (c, s) = proc_calls(self.broker.0)?;
+        Ok((c - self.calls.0, s - self.calls.1))
     }
 
     /// `broker 140%, redis 35%, machine 197% of 200%` (100% = one core busy) and the broker's
@@ -824,12 +853,18 @@ async fn wrk_phase(w: &World, what: &str, url: &str, script: &str) -> Result<(Wr
     ));
     let cpu = CpuWatch::start(w.broker_pid, w.redis_pid)?;
     let r = wrk(w.work.path(), url, script, &w.settings, w.settings.seconds).await?;
+    let (calls, switches) = cpu.calls()?;
     let (cpu, broker_secs) = cpu.finish()?;
     check_wrk(what, &r)?;
-    let per_request_us = broker_secs * 1e6 / r.requests as f64;
+    let n = r.requests.max(1) as f64;
+    let per_request_us = broker_secs * 1e6 / n;
     Ok((
         r,
-        format!("{cpu}; broker {per_request_us:.0} µs CPU per request"),
+        format!(
+            "{cpu}; broker {per_request_us:.0} µs CPU, {:.1} read/write calls, {:.1} context switches per request",
+            calls as f64 / n,
+            switches as f64 / n
+        ),
     ))
 }
 

@@ -2,8 +2,8 @@
 //! minute-scoped, repository-bound git-jit token comes out — or an RFC 6749 §5.2 error that
 //! says exactly what failed.
 //!
-//! Order: client rate limit → parse → verify the subject token → identity rate limit →
-//! policy decision → sign → store the grant → audit `grant.issued` → respond. If the audit
+//! Order: client rate limit → parse → verify the subject token → identity rate limit and
+//! identity revocation marks (asked at once) → policy decision → sign → store the grant → audit `grant.issued` → respond. If the audit
 //! cannot be written, the grant is revoked and the client gets a 503: there is never an
 //! unaudited grant. Every refusal after the client rate limit is audited as `grant.denied`
 //! and changes nothing else. Tokens never reach the log or the audit trail; only `jti` does.
@@ -299,16 +299,20 @@ impl Exchanger {
                 return Err(x.deny(Some(request), None, None, identity_error(&ie)).await);
             }
         };
-        if let Err(refusal) = self
-            .limits
-            .identity
-            .check(&identity.limit_key(), now_ms)
-            .await
-        {
+        // The identity's budget and its revocation marks are independent reads on two
+        // connections: asked at once, one round trip of waiting instead of two. A budget
+        // refusal still wins (the budget is charged either way, as it was when they ran in
+        // turn).
+        let limit_key = identity.limit_key();
+        let (limited, revoked) = tokio::join!(
+            self.limits.identity.check(&limit_key, now_ms),
+            identity_not_revoked(self.store.as_ref(), &identity),
+        );
+        if let Err(refusal) = limited {
             let e = ApiError::from(refusal);
             return Err(x.deny(Some(request), Some(&identity), None, e).await);
         }
-        if let Err(e) = identity_not_revoked(self.store.as_ref(), &identity).await {
+        if let Err(e) = revoked {
             return Err(x.deny(Some(request), Some(&identity), None, e).await);
         }
         if let ApprovalAsk::Poll(id) = &parsed.approval {

@@ -10,9 +10,11 @@
 //!   time, and a forgotten key is exactly a full one.
 //!
 //! The hash tag makes each key its own cluster slot: keys spread over the shards and each
-//! script touches one key. The backend has its own connection (not the grant store's), made
-//! on first use and re-made by the connection manager; while Redis is away every take answers
-//! [`LimitError::Unavailable`] and the caller fails closed.
+//! script touches one key. The broker gives the backend the grant store's request-path
+//! connection ([`RedisGcra::on`]; listings and tidying have their own, so no limit check
+//! queues behind them), made on first use and re-made by the connection manager: a take sent
+//! together with the store's call goes out in the same write. While Redis is away every take
+//! answers [`LimitError::Unavailable`] and the caller fails closed.
 //!
 //! Time is the broker's (`now_ms`, passed in), like the grant store's: replicas with skewed
 //! clocks see a key a little earlier or later, never more than their skew.
@@ -22,11 +24,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::RedisError;
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 
 use super::{Backend, LimitError, Limited, Rule, SUMMARY_WINDOW_MS, retry_secs};
 pub use crate::redis_conn::Topology as Target;
-use crate::redis_conn::{Conn, connect};
+use crate::redis_conn::{Conn, LazyConn};
 
 /// How long one take may wait for Redis before failing closed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -62,9 +63,8 @@ return {0, next - now - tolerance, summary}
 
 /// GCRA states in Redis.
 pub struct RedisGcra {
-    target: Target,
     prefix: String,
-    conn: OnceCell<Conn>,
+    conn: LazyConn,
     script: redis::Script,
 }
 
@@ -83,12 +83,17 @@ fn unavailable(e: RedisError) -> LimitError {
 }
 
 impl RedisGcra {
-    /// Limits in the Redis at `target`, keys under `prefix`. Connects on first use.
+    /// Limits in the Redis at `target`, keys under `prefix`, on a connection of their own.
+    /// Connects on first use.
     pub fn new(target: Target, prefix: impl Into<String>) -> Self {
+        Self::on(LazyConn::new(target, RESPONSE_TIMEOUT), prefix)
+    }
+
+    /// Limits on `conn` (shared, e.g. the grant store's request path), keys under `prefix`.
+    pub fn on(conn: LazyConn, prefix: impl Into<String>) -> Self {
         Self {
-            target,
             prefix: prefix.into(),
-            conn: OnceCell::new(),
+            conn,
             script: redis::Script::new(TAKE),
         }
     }
@@ -101,15 +106,7 @@ impl RedisGcra {
     }
 
     async fn conn(&self) -> Result<Conn, LimitError> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                connect(&self.target, RESPONSE_TIMEOUT)
-                    .await
-                    .map_err(LimitError::Unavailable)
-            })
-            .await?;
-        Ok(conn.clone())
+        self.conn.get().await.map_err(LimitError::Unavailable)
     }
 
     /// The remaining TTL of `key`'s state under `rule`, in ms (`-2`: none held).

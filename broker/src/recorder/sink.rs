@@ -5,8 +5,9 @@
 //! One writer thread owns the file. Callers hand it their batch over a channel and wait for
 //! its answer; the thread takes whatever is waiting, writes it, and makes it durable with one
 //! `fdatasync` — so one sync covers every batch that arrived while the previous one ran, and
-//! before syncing it waits while batches keep arriving ([`gather`]: until a 150 µs pause, at
-//! most 1 ms), so that under load one sync covers every request in flight. A
+//! before syncing it waits for the events the recorder has announced and not yet handed over
+//! ([`gather`]: at most 1 ms), so that under load one sync covers every request in flight,
+//! and a lone batch is synced at once. A
 //! failed write is cut off again (the file never keeps half a line) and answered as an error,
 //! which the recorder turns into a refusal.
 //!
@@ -17,6 +18,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::audit::{AuditEvent, ReplicaHead};
@@ -115,6 +118,9 @@ impl Durable {
 /// The durable audit sink (see the module docs).
 pub struct Sink {
     tx: std::sync::mpsc::Sender<Job>,
+    /// Events announced ([`Sink::announce`]) and not yet handed over: the sink waits for them
+    /// before syncing.
+    coming: Arc<AtomicUsize>,
     target: SinkTarget,
     /// For files: where this replica's chain ended in them when the sink opened.
     replica: Option<ReplicaHead>,
@@ -135,18 +141,43 @@ impl Sink {
             _ => None,
         };
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let coming = Arc::new(AtomicUsize::new(0));
+        let waiting_for = coming.clone();
         std::thread::Builder::new()
             .name("audit-sink".into())
-            .spawn(move || write_loop(backend, &rx))
+            .spawn(move || write_loop(backend, &rx, &waiting_for))
             .map_err(|source| SinkError::Io {
                 target: "writer thread".into(),
                 error: source,
             })?;
         Ok(Self {
             tx,
+            coming,
             target,
             replica,
         })
+    }
+
+    /// Announces one event on its way to the sink: until it is handed over (the recorder
+    /// calls [`Sink::arrived`] with [`Sink::submit`]), the sink waits for it before syncing.
+    /// Dropping the guard before [`Announced::handed_on`] takes the announcement back.
+    pub fn announce(&self) -> Announced<'_> {
+        self.coming.fetch_add(1, Ordering::AcqRel);
+        Announced {
+            coming: &self.coming,
+            armed: true,
+        }
+    }
+
+    /// `n` announced events are about to be handed over (call it before [`Sink::submit`], so
+    /// a gathering sink never waits for a batch it already has), or failed before reaching
+    /// the sink.
+    pub fn arrived(&self, n: usize) {
+        let _ = self
+            .coming
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(c.saturating_sub(n))
+            });
     }
 
     /// For files: where this replica's own chain ended in them when the sink opened (its
@@ -201,23 +232,60 @@ impl Sink {
     }
 }
 
+/// An event on its way to the sink ([`Sink::announce`]).
+pub struct Announced<'a> {
+    coming: &'a AtomicUsize,
+    armed: bool,
+}
+
+impl Announced<'_> {
+    /// The event reached the recorder's writer, which reports it with [`Sink::arrived`].
+    pub fn handed_on(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Announced<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self
+                .coming
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                    Some(c.saturating_sub(1))
+                });
+        }
+    }
+}
+
 /// Longest a batch waits for others to join its sync ([`gather`]).
 const GATHER: Duration = Duration::from_millis(1);
-/// A pause in arrivals this long ends the gathering: everyone who was about to write has.
-const QUIET: Duration = Duration::from_micros(150);
+/// How often a gathering sink looks again whether events are still on their way (one may
+/// have failed before reaching it).
+const LOOK_AGAIN: Duration = Duration::from_micros(100);
 
-/// Adds to `jobs` what arrives until nothing has for [`QUIET`], or until `deadline`.
+/// Adds to `jobs` what arrives while events are announced and not yet handed over
+/// (`coming`), until `deadline`.
 ///
 /// An `fdatasync` costs about a tenth of a millisecond of CPU here (and a few milliseconds
 /// of wall time on a busy disk). Syncing as soon as anything waits syncs every one or two
-/// events under a steady stream of requests and spends much of a core on it; waiting while
-/// events keep arriving lets one sync cover every request in flight, at the price of one
-/// quiet gap of latency.
-fn gather(rx: &std::sync::mpsc::Receiver<Job>, jobs: &mut Vec<Job>, deadline: Instant) {
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left.min(QUIET)) {
+/// events under a steady stream of requests and spends much of a core on it; waiting for
+/// the events already on their way lets one sync cover every request in flight. When none
+/// is on its way (every caller in flight is in the batches at hand) waiting would only add
+/// latency: the batch is synced at once.
+fn gather(
+    rx: &std::sync::mpsc::Receiver<Job>,
+    jobs: &mut Vec<Job>,
+    deadline: Instant,
+    coming: &AtomicUsize,
+) {
+    while coming.load(Ordering::Acquire) > 0 {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        match rx.recv_timeout(left.min(LOOK_AGAIN)) {
             Ok(job) => jobs.push(job),
-            Err(_) => return,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -225,13 +293,13 @@ fn gather(rx: &std::sync::mpsc::Receiver<Job>, jobs: &mut Vec<Job>, deadline: In
 /// The writer thread: takes whatever batches are waiting, writes them after the ones it
 /// failed to write before (kept, up to [`MAX_CARRIED`] events), makes them durable at once,
 /// answers each. Ends when the last [`Sink`] is dropped.
-fn write_loop(mut backend: Backend, rx: &std::sync::mpsc::Receiver<Job>) {
+fn write_loop(mut backend: Backend, rx: &std::sync::mpsc::Receiver<Job>, coming: &AtomicUsize) {
     let mut carried: std::collections::VecDeque<Chunk> = std::collections::VecDeque::new();
     while let Ok(job) = rx.recv() {
         let mut jobs = vec![job];
         jobs.extend(rx.try_iter());
         if matches!(backend, Backend::File(_)) {
-            gather(rx, &mut jobs, Instant::now() + GATHER);
+            gather(rx, &mut jobs, Instant::now() + GATHER, coming);
         }
         let chunks: Vec<&Chunk> = carried
             .iter()
@@ -493,6 +561,77 @@ mod tests {
         let mut e = AuditEvent::new("grant.issued", seq as i64);
         e.seq = seq;
         e
+    }
+
+    fn job(seq: u64) -> Job {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        Job {
+            chunk: Chunk {
+                lines: b"{}\n".to_vec(),
+                first_seq: seq,
+                events: 1,
+            },
+            reply,
+        }
+    }
+
+    #[test]
+    fn gathering_waits_for_announced_events_only() {
+        let far = Instant::now() + Duration::from_secs(60);
+        // Nothing announced: the batch at hand is synced at once, even with a job queued
+        // (the write loop takes queued jobs itself before gathering).
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(job(1)).expect("sent");
+        let mut jobs = Vec::new();
+        gather(&rx, &mut jobs, far, &AtomicUsize::new(0));
+        assert!(jobs.is_empty());
+
+        // One announced: the sink waits for it, however long it takes to come (until the
+        // deadline), and stops once nothing more is announced.
+        let coming = Arc::new(AtomicUsize::new(1));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sender = {
+            let coming = coming.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                tx.send(job(7)).expect("sent");
+                coming.store(0, Ordering::Release);
+            })
+        };
+        let mut jobs = Vec::new();
+        gather(&rx, &mut jobs, far, &coming);
+        sender.join().expect("sender");
+        assert_eq!(
+            jobs.iter().map(|j| j.chunk.first_seq).collect::<Vec<_>>(),
+            [7]
+        );
+
+        // Announced but never coming (its append failed, say): the deadline ends the wait.
+        let (_tx, rx) = std::sync::mpsc::channel::<Job>();
+        let mut jobs = Vec::new();
+        let soon = Instant::now() + Duration::from_millis(5);
+        gather(&rx, &mut jobs, soon, &AtomicUsize::new(3));
+        assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn an_announcement_dropped_before_handing_on_is_taken_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sink = Sink::open(SinkTarget::File {
+            dir: dir.path().join("audit"),
+            replica: "r1".into(),
+            rotate_bytes: 1 << 20,
+        })
+        .expect("opens");
+        drop(sink.announce());
+        assert_eq!(sink.coming.load(Ordering::Acquire), 0);
+        let a = sink.announce();
+        let b = sink.announce();
+        a.handed_on();
+        b.handed_on();
+        assert_eq!(sink.coming.load(Ordering::Acquire), 2);
+        sink.arrived(5);
+        assert_eq!(sink.coming.load(Ordering::Acquire), 0, "never below zero");
     }
 
     #[test]

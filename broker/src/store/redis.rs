@@ -62,7 +62,7 @@ use super::{
 use crate::audit::{AuditEvent, AuditQuery, ChainHead, Lane, Sealed};
 pub(super) use crate::redis_conn::Conn;
 pub use crate::redis_conn::Topology;
-use crate::redis_conn::connect;
+use crate::redis_conn::{LazyConn, connect};
 
 /// How many buckets grants (and watermark copies) are spread over (see
 /// [`super::redis_grants`]).
@@ -230,7 +230,9 @@ return 1
 /// The Redis grant store.
 pub struct RedisStore {
     topology: Topology,
-    conn: OnceCell<Conn>,
+    /// The request path's connection (checks, exchanges, audit), shared with the rate
+    /// limits ([`RedisStore::request_conn`]).
+    conn: LazyConn,
     /// Admin and background work's own connection.
     admin: OnceCell<Conn>,
     pub(super) prefix: String,
@@ -261,8 +263,8 @@ impl RedisStore {
     /// events per lane (and the default byte and age budgets). Connects on first use.
     pub fn new(topology: Topology, prefix: impl Into<String>, audit_max: usize) -> Self {
         Self {
+            conn: LazyConn::new(topology.clone(), RESPONSE_TIMEOUT),
             topology,
-            conn: OnceCell::new(),
             admin: OnceCell::new(),
             prefix: prefix.into(),
             retention: AuditRetention::with_max_events(audit_max),
@@ -318,10 +320,15 @@ impl RedisStore {
     }
 
     pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
-        Ok(self.conn.get_or_try_init(|| self.connect()).await?.clone())
+        self.conn.get().await.map_err(StoreError::Unavailable)
     }
 
     /// The connection of admin and background work (listings, revocations, tidying).
+    /// The request path's connection, for the rate limits to share ([`LazyConn`]).
+    pub fn request_conn(&self) -> LazyConn {
+        self.conn.clone()
+    }
+
     pub(super) async fn admin_conn(&self) -> Result<Conn, StoreError> {
         Ok(self.admin.get_or_try_init(|| self.connect()).await?.clone())
     }
@@ -693,18 +700,28 @@ impl GrantStore for RedisStore {
         let json = serde_json::to_string(grant)
             .map_err(|e| StoreError::Corrupt(format!("grant record: {e}")))?;
         let marker = Self::marker_value(grant)?;
-        let c = self.conn().await?;
-        // Indexes first: a record that exists is always listed. If the record then fails,
-        // its index entries point at nothing and are dropped when met or at expiry.
-        try_join_all(self.index_writes(grant, now_ms).into_iter().map(|p| {
-            let mut c = c.clone();
-            async move { p.query_async::<()>(&mut c).await }
-        }))
-        .await
-        .map_err(unavailable)?;
-        let mut c = c;
-        let _: () = redis::pipe()
-            .atomic()
+        let mut c = self.conn().await?;
+        let indexes = self.index_writes(grant, now_ms);
+        let mut record = redis::pipe();
+        record.atomic();
+        if matches!(c, Conn::Cluster(_)) {
+            // Indexes first: a record that exists is always listed. If the record then fails,
+            // its index entries point at nothing and are dropped when met or at expiry. Each
+            // index is its own slot, so its own call.
+            try_join_all(indexes.into_iter().map(|p| {
+                let mut c = c.clone();
+                async move { p.query_async::<()>(&mut c).await }
+            }))
+            .await
+            .map_err(unavailable)?;
+        } else {
+            // One node: the indexes and the record in one transaction, one round trip (the
+            // indexes still come first, and a failure leaves neither).
+            for cmd in indexes.iter().flat_map(redis::Pipeline::cmd_iter) {
+                record.add_command(cmd.clone()).ignore();
+            }
+        }
+        let _: () = record
             .cmd("SET")
             .arg(self.grant_key("g", &grant.jti))
             .arg(json)

@@ -365,11 +365,14 @@ pub fn topology(config: &crate::config::StoreConfig) -> Result<Topology, StartEr
     })
 }
 
+/// A store and where its rate limits live (`None`: in this process).
+type StoreAndLimits = (Arc<dyn GrantStore>, Option<Arc<dyn Backend>>);
+
 /// The store `config` names and, when it is Redis, the rate limits there, on the store's
 /// request-path connection (`None`: the limits live in this process).
 fn open_store_and_limits(
     config: &crate::config::StoreConfig,
-) -> Result<(Arc<dyn GrantStore>, Option<Arc<dyn Backend>>), StartError> {
+) -> Result<StoreAndLimits, StartError> {
     if config.kind == StoreKind::Memory {
         return Ok((open_store(config)?, None));
     }

@@ -227,6 +227,38 @@ end
 return 1
 ";
 
+/// The first seq after `ARGV[2]` of the lane `KEYS[1]` whose `t` is at least `ARGV[1]`, or
+/// one past the last: a bisection over the seq ids, a few `XRANGE`s of one entry inside one
+/// script. An entry's fields are `e <json> t <t>`.
+const SEEK_AUDIT: &str = r"
+local function at(seq)
+  local e = redis.call('XRANGE', KEYS[1], string.format('%d-0', seq), '+', 'COUNT', 1)[1]
+  if not e then return nil end
+  return tonumber(string.match(e[1], '^(%d+)')), tonumber(e[2][4])
+end
+local min_t = tonumber(ARGV[1])
+local lo = tonumber(ARGV[2]) + 1
+local s, t = at(lo)
+if not s then return lo end
+if not t or t >= min_t then return s end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+local hi = tonumber(string.match(last[1], '^(%d+)')) + 1
+lo = s
+-- Invariant: the entry at lo is placed before min_t; everything from hi on is not.
+while lo + 1 < hi do
+  local mid = math.floor((lo + hi) / 2)
+  local ms, mt = at(mid)
+  if ms and mt and mt < min_t then
+    if ms < mid then ms = mid end
+    if ms > hi - 1 then ms = hi - 1 end
+    lo = ms
+  else
+    hi = mid
+  end
+end
+return hi
+";
+
 /// The Redis grant store.
 pub struct RedisStore {
     topology: Topology,
@@ -243,9 +275,6 @@ pub struct RedisStore {
     pub(super) finish_tidy: redis::Script,
     append: redis::Script,
     seek: redis::Script,
-    pub(super) spans_read: redis::Script,
-    pub(super) spans_mark: redis::Script,
-    pub(super) extent: redis::Script,
     /// Replicas that must confirm a revocation before it is answered (`WAIT`).
     revocation_replicas: u32,
 }
@@ -273,10 +302,7 @@ impl RedisStore {
             take_lease: redis::Script::new(TAKE_TIDY_LEASE),
             finish_tidy: redis::Script::new(FINISH_TIDY),
             append: redis::Script::new(APPEND_AUDIT),
-            seek: redis::Script::new(super::redis_spans::SEEK_AUDIT),
-            spans_read: redis::Script::new(super::redis_spans::AUDIT_CHAINS),
-            spans_mark: redis::Script::new(super::redis_spans::MARK_SPAN),
-            extent: redis::Script::new(super::redis_spans::EXTENT),
+            seek: redis::Script::new(SEEK_AUDIT),
             revocation_replicas: 0,
         }
     }

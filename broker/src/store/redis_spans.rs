@@ -16,47 +16,22 @@
 //! lane): the `t` of a chain never goes back, so the events placed at `T` or later are a run
 //! of seqs.
 
+use std::sync::LazyLock;
+
 use super::redis::{RedisStore, unavailable};
 use super::{AuditChains, ChainSpan, StoreError};
 use crate::audit::Lane;
 
-/// The first seq after `ARGV[2]` of the lane `KEYS[1]` whose `t` is at least `ARGV[1]`, or
-/// one past the last: a bisection over the seq ids, a few `XRANGE`s of one entry inside one
-/// script. An entry's fields are `e <json> t <t>`.
-pub(super) const SEEK_AUDIT: &str = r"
-local function at(seq)
-  local e = redis.call('XRANGE', KEYS[1], string.format('%d-0', seq), '+', 'COUNT', 1)[1]
-  if not e then return nil end
-  return tonumber(string.match(e[1], '^(%d+)')), tonumber(e[2][4])
-end
-local min_t = tonumber(ARGV[1])
-local lo = tonumber(ARGV[2]) + 1
-local s, t = at(lo)
-if not s then return lo end
-if not t or t >= min_t then return s end
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-local hi = tonumber(string.match(last[1], '^(%d+)')) + 1
-lo = s
--- Invariant: the entry at lo is placed before min_t; everything from hi on is not.
-while lo + 1 < hi do
-  local mid = math.floor((lo + hi) / 2)
-  local ms, mt = at(mid)
-  if ms and mt and mt < min_t then
-    if ms < mid then ms = mid end
-    if ms > hi - 1 then ms = hi - 1 end
-    lo = ms
-  else
-    hi = mid
-  end
-end
-return hi
-";
+/// The span scripts ([`AUDIT_CHAINS`], [`MARK_SPAN`], [`EXTENT`]), hashed once.
+static SPANS_READ: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(AUDIT_CHAINS));
+static SPANS_MARK: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(MARK_SPAN));
+static EXTENT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(EXTENT));
 
 /// The chains that may hold events placed at `ARGV[1]` or later. KEYS: roster, since,
 /// until. Returns the roster's size, then `name since until` triples (empty since and until:
 /// a roster chain without a span). The roster is listed only when it and the span index
 /// disagree in size (chains written by an older broker).
-pub(super) const AUDIT_CHAINS: &str = r"
+const AUDIT_CHAINS: &str = r"
 local roster = redis.call('SCARD', KEYS[1])
 local out = {tostring(roster)}
 local live = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[1], '+inf', 'WITHSCORES')
@@ -78,7 +53,7 @@ return out
 ";
 
 /// Widens a chain's span. KEYS: since, until. ARGV: name, since, until.
-pub(super) const MARK_SPAN: &str = r"
+const MARK_SPAN: &str = r"
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not s or tonumber(ARGV[2]) < tonumber(s) then redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) end
 local u = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -88,7 +63,7 @@ return 1
 
 /// The first and last place times a chain holds. KEYS: evidence stream, traffic stream,
 /// bytes hash. Returns `{}` for a chain without events, else `{first, last}`.
-pub(super) const EXTENT: &str = r"
+const EXTENT: &str = r"
 local first, last = nil, redis.call('HGET', KEYS[3], 'top')
 for lane = 1, 2 do
   local a = redis.call('XRANGE', KEYS[lane], '-', '+', 'COUNT', 1)[1]
@@ -124,8 +99,7 @@ impl RedisStore {
         } else {
             at_least.to_string()
         };
-        let raw: Vec<String> = self
-            .spans_read
+        let raw: Vec<String> = SPANS_READ
             .key(self.audit_roster_key())
             .key(self.span_key("since"))
             .key(self.span_key("until"))
@@ -162,8 +136,7 @@ impl RedisStore {
             return Err(StoreError::Invalid("a replica chain needs a name"));
         }
         let mut c = self.conn().await?;
-        let _: i64 = self
-            .spans_mark
+        let _: i64 = SPANS_MARK
             .key(self.span_key("since"))
             .key(self.span_key("until"))
             .arg(chain)
@@ -177,8 +150,7 @@ impl RedisStore {
 
     pub(super) async fn extent_of(&self, chain: &str) -> Result<Option<(i64, i64)>, StoreError> {
         let mut c = self.conn().await?;
-        let raw: Vec<String> = self
-            .extent
+        let raw: Vec<String> = EXTENT_SCRIPT
             .key(self.audit_lane_key(chain, Lane::Evidence))
             .key(self.audit_lane_key(chain, Lane::Traffic))
             .key(self.audit_bytes_key(chain))

@@ -999,9 +999,12 @@ async fn bulk_revoke(store: &dyn GrantStore, t: &SuiteTime, target: RevokeTarget
 
 async fn revoked_expired_unknown(store: &dyn GrantStore, t: &SuiteTime) {
     let r = t.grant("s-revoked", "alice", "acme/api", "dev", "corp", 600);
-    let e = t.grant("s-expired", "alice", "acme/api", "dev", "corp", 1);
+    // A lifetime of 1 s from a whole second: put at the time it was made, it is still live
+    // (a put a moment later, on a busy machine, could find it expired already).
+    let made = t.now_ms();
+    let e = grant_at(made, "s-expired", "alice", "acme/api", "dev", "corp", 1);
+    store.put(&e, made).await.unwrap();
     store.put(&r, t.now_ms()).await.unwrap();
-    store.put(&e, t.now_ms()).await.unwrap();
     store
         .revoke(&RevokeTarget::Jti("s-revoked".into()), t.now_ms())
         .await

@@ -259,9 +259,6 @@ impl Drop for Announced<'_> {
 
 /// Longest a batch waits for others to join its sync ([`gather`]).
 const GATHER: Duration = Duration::from_millis(1);
-/// How often a gathering sink looks again whether events are still on their way (one may
-/// have failed before reaching it).
-const LOOK_AGAIN: Duration = Duration::from_micros(100);
 
 /// Adds to `jobs` what arrives while events are announced and not yet handed over
 /// (`coming`), until `deadline`.
@@ -282,10 +279,13 @@ fn gather(
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
             return;
         };
-        match rx.recv_timeout(left.min(LOOK_AGAIN)) {
+        // The recorder reports events as arrived just before it hands them over, so the
+        // count reaches zero only with a job on its way: waiting for the job, not polling
+        // the count, costs no wake-ups. An announced event that never comes (its append
+        // failed, or its caller went away) holds the sync until the deadline: rare, bounded.
+        match rx.recv_timeout(left) {
             Ok(job) => jobs.push(job),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(_) => return,
         }
     }
 }
@@ -586,16 +586,20 @@ mod tests {
         gather(&rx, &mut jobs, far, &AtomicUsize::new(0));
         assert!(jobs.is_empty());
 
-        // One announced: the sink waits for it, however long it takes to come (until the
-        // deadline), and stops once nothing more is announced.
-        let coming = Arc::new(AtomicUsize::new(1));
+        // Two announced: the sink waits for both, however long they take to come (until
+        // the deadline), and stops once nothing more is announced. The sender does what the
+        // recorder does: reports events as arrived, then hands them over.
+        let coming = Arc::new(AtomicUsize::new(2));
         let (tx, rx) = std::sync::mpsc::channel();
         let sender = {
             let coming = coming.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(20));
+                coming.store(1, Ordering::Release);
                 tx.send(job(7)).expect("sent");
+                std::thread::sleep(Duration::from_millis(200));
                 coming.store(0, Ordering::Release);
+                tx.send(job(8)).expect("sent");
             })
         };
         let mut jobs = Vec::new();
@@ -603,7 +607,7 @@ mod tests {
         sender.join().expect("sender");
         assert_eq!(
             jobs.iter().map(|j| j.chunk.first_seq).collect::<Vec<_>>(),
-            [7]
+            [7, 8]
         );
 
         // Announced but never coming (its append failed, say): the deadline ends the wait.

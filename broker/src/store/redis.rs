@@ -1024,7 +1024,7 @@ impl GrantStore for RedisStore {
         let mut c = self.conn().await?;
         match damage {
             Damage::DropSpan(name) => self.drop_span(name).await?,
-            Damage::DropRetired(name) => {
+            Damage::DropChain(name) | Damage::DropRetired(name) => {
                 for key in self.audit_chain_keys(name) {
                     let _: i64 = redis::cmd("DEL")
                         .arg(key)
@@ -1032,17 +1032,10 @@ impl GrantStore for RedisStore {
                         .await
                         .map_err(unavailable)?;
                 }
-                let _: i64 = redis::cmd("SREM")
-                    .arg(self.audit_roster_key())
-                    .arg(name)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            Damage::DropChain(name) => {
-                for key in self.audit_chain_keys(name) {
-                    let _: i64 = redis::cmd("DEL")
-                        .arg(key)
+                if matches!(damage, Damage::DropRetired(_)) {
+                    let _: i64 = redis::cmd("SREM")
+                        .arg(self.audit_roster_key())
+                        .arg(name)
                         .query_async(&mut c)
                         .await
                         .map_err(unavailable)?;

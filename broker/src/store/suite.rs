@@ -329,6 +329,17 @@ async fn page_after(store: &dyn GrantStore, after_seq: u64, limit: usize) -> sup
         .unwrap()
 }
 
+/// Every event the store holds, merged in order.
+async fn read_all(store: &dyn GrantStore) -> Vec<AuditEvent> {
+    store
+        .read_audit(&AuditQuery {
+            limit: usize::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
 async fn verify(store: &dyn GrantStore) -> Result<String, String> {
     crate::recorder::verify::verify_store(store, &|_, _, _| None, 97)
         .await
@@ -635,13 +646,7 @@ async fn verify_finds_a_retired_chain_deleted_with_its_roster_entry(
         "{err}"
     );
     // Pages read the chains that are left; the deleted one holds nothing.
-    let all = store
-        .read_audit(&AuditQuery {
-            limit: usize::MAX,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = read_all(store).await;
     assert_eq!(all.len(), 12);
     store
         .damage_audit(&Damage::DropSpan("b".into()))
@@ -685,13 +690,7 @@ async fn legacy_chain_still_verifies_and_replicas_continue_it(
         report.contains("replica a: audit chain intact: 6 events, seq 8..=13"),
         "{report}"
     );
-    let all = store
-        .read_audit(&AuditQuery {
-            limit: usize::MAX,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = read_all(store).await;
     assert_eq!(
         all.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=13).collect::<Vec<_>>()
@@ -764,13 +763,7 @@ async fn audit_pages_at_depth(store: &dyn GrantStore, t: &SuiteTime) {
                 .unwrap()
         );
     }
-    let all = store
-        .read_audit(&AuditQuery {
-            limit: usize::MAX,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = read_all(store).await;
     assert_eq!(all.len(), 1200);
     for after in [0u64, 1, 99, 100, 557, 1150, 1199, 1200, 5000] {
         let page = store
@@ -1509,13 +1502,7 @@ async fn audit_is_bounded(store: &dyn GrantStore, t: &SuiteTime, max: usize) {
         let head = head_after(std::slice::from_ref(&e));
         assert!(store.append_audit(R, &[e], i as u64, &head).await.unwrap());
     }
-    let all = store
-        .read_audit(&AuditQuery {
-            limit: usize::MAX,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = read_all(store).await;
     assert!(
         all.len() <= max,
         "audit log kept {} of {}",
@@ -1561,13 +1548,7 @@ async fn traffic_never_pushes_evidence_out(store: &dyn GrantStore, t: &SuiteTime
             assert!(store.append_audit(R, &[e], h.seq - 1, &h).await.unwrap());
         }
     }
-    let all = store
-        .read_audit(&AuditQuery {
-            limit: usize::MAX,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = read_all(store).await;
     let kinds = |k: &str| all.iter().filter(|e| e.event == k).count();
     assert_eq!(kinds("grant.issued"), 1, "the grant survives the flood");
     assert_eq!(kinds("grant.revoked"), 1);

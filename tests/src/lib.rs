@@ -29,7 +29,7 @@ pub mod sshd;
 
 pub use bins::{BrokerProcess, bin_path};
 pub use ci_issuer::{CiIssuer, SigningKey, TokenBuilder};
-pub use git_server::{GitClient, GitServer, GitServerConfig};
+pub use git_server::{GitClient, GitServer, GitServerConfig, NginxRelay};
 pub use oidc::OidcProvider;
 pub use redis::{RedisCluster, RedisServer};
 pub use redis_ha::{RedisSentinels, RedisTls};

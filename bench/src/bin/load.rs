@@ -40,7 +40,8 @@ use jit_bench::other_broker::OtherBroker;
 use jit_bench::{REPO, UPSTREAM_PASSWORD, UPSTREAM_USER, broker_config, exchange, form_body};
 use jit_e2e::bins::{GIT_CREDENTIAL_JIT, bin_path, generate_keys};
 use jit_e2e::{
-    BrokerProcess, CiIssuer, GitClient, GitServer, GitServerConfig, RedisCluster, RedisServer,
+    BrokerProcess, CiIssuer, GitClient, GitServer, GitServerConfig, NginxRelay, RedisCluster,
+    RedisServer,
 };
 
 /// Settings, from the environment (all optional).
@@ -98,6 +99,10 @@ impl Settings {
 
 /// Longest a single clone may take before it counts as failed.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How much the reference nginx relay reads of an answer at a time: the gateway's own read
+/// size for a clone's RPC.
+const RELAY_READ_SIZE: usize = 128 * 1024;
 
 fn progress(msg: impl AsRef<str>) {
     eprintln!("==> {}", msg.as_ref());
@@ -180,6 +185,16 @@ fn proc_io(pid: u32, field: &str) -> Result<u64> {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|rest| rest.trim().parse().ok())
         .with_context(|| format!("{field} not in /proc/{pid}/io"))
+}
+
+/// The one worker of the nginx master `master` (`worker_processes 1`).
+fn nginx_worker(master: u32) -> Result<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))?;
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .with_context(|| format!("nginx {master} has no worker"))
 }
 
 /// CPU time (user + system, clock ticks) a process used so far, from /proc/<pid>/stat.
@@ -686,8 +701,8 @@ impl GatewayClones {
         Ok(())
     }
 
-    /// `gateway G s vs direct D s = R (median of N; fastest …; broker CPU …; write calls …)`.
-    fn summary(&self, direct: &[f64], mb: f64) -> String {
+    /// `WHO G s vs direct D s = R (median of N; fastest …; WHO CPU …; write calls …)`.
+    fn summary(&self, who: &str, direct: &[f64], mb: f64) -> String {
         let fastest = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
         let (d_min, g_min) = (fastest(direct), fastest(&self.secs));
         let (d, g) = (median_of(direct.to_vec()), median_of(self.secs.clone()));
@@ -695,7 +710,7 @@ impl GatewayClones {
         let cpu = self.ticks as f64 / self.secs.iter().sum::<f64>();
         let n = self.secs.len().max(1) as f64;
         format!(
-            "gateway {g:.2} s vs direct {d:.2} s = {:.2}x (median of {}; fastest {g_min:.2} vs {d_min:.2} s = {:.2}x; {:.0} vs {:.0} MB/s; broker CPU {cpu:.0}% during gateway clones, {:.0} ms per clone; {:.0} write calls per clone, {:.1} KB each on average)",
+            "{who} {g:.2} s vs direct {d:.2} s = {:.2}x (median of {}; fastest {g_min:.2} vs {d_min:.2} s = {:.2}x; {:.0} vs {:.0} MB/s; {who} CPU {cpu:.0}% during its clones, {:.0} ms per clone; {:.0} write calls per clone, {:.1} KB each on average)",
             g / d,
             self.secs.len(),
             g_min / d_min,
@@ -777,44 +792,63 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
         .as_ref()
         .map(|(b, _, _)| format!("{}/{REPO}.git", b.url()));
 
+    // The reference hop: nginx relaying to the same upstream, reading as much at a time as
+    // the gateway does. What it adds is what any second loopback hop costs here.
+    let relay = NginxRelay::start(&w.git.base_url(), RELAY_READ_SIZE).await?;
+    let relay_url = format!("{}/{REPO}.git", relay.base_url());
+    let relay_pid = nginx_worker(relay.pid().context("the nginx relay has no pid")?)?;
+
     // One untimed clone of each to warm the page cache and the connections' code paths.
-    progress("clone: warm-up (one direct, one through each gateway)");
+    progress("clone: warm-up (one direct, one through each gateway and the relay)");
     timed_clone(&client, &direct_url, &basic, &dest).await?;
     timed_clone(&client, &gateway_url, &bearer, &dest).await?;
+    timed_clone(&client, &relay_url, &basic, &dest).await?;
     if let (Some((_, _, auth)), Some(url)) = (&other, &other_url) {
         timed_clone(&client, url, auth, &dest).await?;
     }
     let received = pack_bytes(&dest.join(".git"))?;
 
     let mut direct = Vec::new();
-    let (mut this, mut that) = (GatewayClones::default(), GatewayClones::default());
+    let (mut this, mut that, mut relayed) = (
+        GatewayClones::default(),
+        GatewayClones::default(),
+        GatewayClones::default(),
+    );
     let mut peak_kb = 0;
     let rss_before_kb = proc_status_kb(w.broker_pid, "VmRSS:")?;
     for i in 0..w.settings.clones {
         progress(format!(
-            "clone {}/{}: direct, then through the gateway{}",
+            "clone {}/{}: direct, then through the gateway{} and the nginx relay, in turns",
             i + 1,
             w.settings.clones,
             if other.is_some() {
-                " of each build (alternating which first)"
+                " of each build"
             } else {
                 ""
             }
         ));
         direct.push(timed_clone(&client, &direct_url, &basic, &dest).await?);
-        for turn in 0..2 {
-            let other_now = (turn == 0) == (i % 2 == 1);
-            if other_now {
-                if let (Some((_, pid, auth)), Some(url)) = (&other, &other_url) {
-                    that.clone_via(&client, (url, auth), &dest, *pid).await?;
-                    check_clone(&client, &dest, &expected).await?;
+        // Which path goes first turns with each round.
+        for turn in 0..3 {
+            match (turn + i) % 3 {
+                0 => {
+                    reset_peak_rss(w.broker_pid)?;
+                    this.clone_via(&client, (&gateway_url, &bearer), &dest, w.broker_pid)
+                        .await?;
+                    peak_kb = peak_kb.max(proc_status_kb(w.broker_pid, "VmHWM:")?);
                 }
-                continue;
+                1 => {
+                    let (Some((_, pid, auth)), Some(url)) = (&other, &other_url) else {
+                        continue;
+                    };
+                    that.clone_via(&client, (url, auth), &dest, *pid).await?;
+                }
+                _ => {
+                    relayed
+                        .clone_via(&client, (&relay_url, &basic), &dest, relay_pid)
+                        .await?;
+                }
             }
-            reset_peak_rss(w.broker_pid)?;
-            this.clone_via(&client, (&gateway_url, &bearer), &dest, w.broker_pid)
-                .await?;
-            peak_kb = peak_kb.max(proc_status_kb(w.broker_pid, "VmHWM:")?);
             check_clone(&client, &dest, &expected).await?;
         }
     }
@@ -824,15 +858,20 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
     }
     report.line(format!(
         "clone: {mb:.0} MB pack, {}",
-        this.summary(&direct, mb)
+        this.summary("gateway", &direct, mb)
     ));
     if let Some(binary) = &w.settings.other_broker {
         report.line(format!(
             "clone, other build {}: {}",
             binary.display(),
-            that.summary(&direct, mb)
+            that.summary("gateway", &direct, mb)
         ));
     }
+    report.line(format!(
+        "clone, nginx relay as the second hop (proxy_buffer_size {} KiB): {}",
+        RELAY_READ_SIZE / 1024,
+        relayed.summary("relay", &direct, mb)
+    ));
     report.line(format!(
         "broker peak RSS during gateway clone: {:.1} MB (VmHWM; {:.1} MB before)",
         peak_kb as f64 / 1024.0,

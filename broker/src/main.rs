@@ -10,6 +10,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use jit_broker::commands;
 use jit_broker::http::observe::RequestIdFormat;
 
+/// Requests allocate and free many small buffers on whichever worker thread runs them; mimalloc
+/// keeps those on per-thread free lists (BENCHMARKS.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// git-jit broker: short-lived, repository-scoped Git credentials.
 #[derive(Debug, Parser)]
 #[command(version, about)]

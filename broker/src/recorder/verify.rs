@@ -447,7 +447,7 @@ mod tests {
             e.subject = Some(format!("user{i}"));
             t.audit.record(e).await.expect("recorded");
             if checkpoints > 0 && i % (n / checkpoints as usize).max(1) == 0 {
-                checkpoint(&t).await;
+                checkpoint(&t.audit).await;
             }
         }
         t
@@ -462,9 +462,9 @@ mod tests {
     /// Appends a signed checkpoint of the head right now, as the writer's interval does: the
     /// writer signs every checkpoint event it chains over the head that event follows.
     /// Returns once the checkpoint is in the store and the files, like any recorded event.
-    async fn checkpoint(t: &Trail) {
+    async fn checkpoint(audit: &Auditor) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-        t.audit
+        audit
             .record(AuditEvent::new(EventKind::AuditCheckpoint, now))
             .await
             .expect("checkpoint recorded");
@@ -745,7 +745,7 @@ mod tests {
             .expect("one more");
         // The trail ends in a checkpoint, as it does once the broker has been idle for an
         // interval; it is in the files before they are cut, and nothing is written after.
-        checkpoint(&t).await;
+        checkpoint(&t.audit).await;
         let head = t
             .store
             .audit_head("r1")
@@ -877,7 +877,7 @@ mod tests {
                 Arc::new(crate::metrics::Metrics::new()),
                 Some(sink),
                 Some(Checkpoints {
-                    interval: Duration::from_millis(5),
+                    interval: NEVER,
                     sign: Arc::new(move |m: &[u8]| {
                         let key = signing.signer();
                         jsonwebtoken::crypto::sign(
@@ -904,9 +904,13 @@ mod tests {
                 .await
                 .expect("recorded");
             if i % 10 == 0 {
-                // Let the checkpoint interval pass (nothing is timed): checkpoints land
-                // amid the other replica's events.
-                tokio::time::sleep(Duration::from_millis(12)).await;
+                // Each replica that wrote since its last checkpoint signs its head, as its
+                // interval would (b writes first at i = 2): checkpoints land amid the other
+                // replica's events.
+                checkpoint(&a).await;
+                if i > 0 {
+                    checkpoint(&b).await;
+                }
             }
         }
         let check = {

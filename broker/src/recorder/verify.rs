@@ -347,7 +347,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::audit::Canonical;
+    use crate::audit::{Canonical, EventKind};
     use crate::keys::KeyRing;
     use crate::recorder::sink::{Sink, SinkTarget, file_name};
     use crate::recorder::{Auditor, Checkpoints, key_ring_verifies};
@@ -398,8 +398,9 @@ mod tests {
     }
 
     /// A trail of `n` events recorded through the real recorder (memory store, file sink
-    /// rotated every ~2 KB, a checkpoint whenever the 10 ms interval finds new events; the
-    /// test waits for `checkpoints` of them).
+    /// rotated every ~2 KB) with `checkpoints` signed checkpoints, one after each of the
+    /// events `0, n / checkpoints, ...` ([`checkpoint`]). The writer's own interval never
+    /// comes during a test: nothing is written after this returns but what the test records.
     async fn trail(n: usize, checkpoints: u64) -> Trail {
         let dir = tempfile::tempdir().expect("dir");
         let store: Arc<dyn GrantStore> = Arc::new(MemoryStore::new(100_000));
@@ -417,7 +418,7 @@ mod tests {
             Arc::new(crate::metrics::Metrics::new()),
             Some(sink),
             (checkpoints > 0).then(|| Checkpoints {
-                interval: Duration::from_millis(10),
+                interval: NEVER,
                 sign: Arc::new(move |m: &[u8]| {
                     let key = signing.signer();
                     jsonwebtoken::crypto::sign(m, key.encoding(), jsonwebtoken::Algorithm::EdDSA)
@@ -433,7 +434,6 @@ mod tests {
             keys,
             audit,
         };
-        let mut seen = 0;
         for i in 0..n {
             let kind = if i % 3 == 0 {
                 "grant.issued"
@@ -446,27 +446,28 @@ mod tests {
             let mut e = AuditEvent::new(kind, now).with("i", i);
             e.subject = Some(format!("user{i}"));
             t.audit.record(e).await.expect("recorded");
-            // Wait (no time is asserted) for the writer to checkpoint what came so far.
             if checkpoints > 0 && i % (n / checkpoints as usize).max(1) == 0 {
-                while count_checkpoints(&t).await <= seen {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                seen = count_checkpoints(&t).await;
+                checkpoint(&t.audit).await;
             }
         }
         t
     }
 
-    async fn count_checkpoints(t: &Trail) -> u64 {
-        t.store
-            .read_audit(&AuditQuery {
-                event: Some("audit.checkpoint".into()),
-                limit: usize::MAX,
-                ..Default::default()
-            })
+    /// A checkpoint interval no test lives to see: the writer checkpoints on its own only
+    /// when its clock says so, and a checkpoint that lands at a moment of the scheduler's
+    /// choosing (between two events, or in a file a test is cutting) makes the test's
+    /// outcome depend on machine load.
+    const NEVER: Duration = Duration::from_secs(3600 * 24 * 365);
+
+    /// Appends a signed checkpoint of the head right now, as the writer's interval does: the
+    /// writer signs every checkpoint event it chains over the head that event follows.
+    /// Returns once the checkpoint is in the store and the files, like any recorded event.
+    async fn checkpoint(audit: &Auditor) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+        audit
+            .record(AuditEvent::new(EventKind::AuditCheckpoint, now))
             .await
-            .expect("read")
-            .len() as u64
+            .expect("checkpoint recorded");
     }
 
     #[tokio::test]
@@ -742,24 +743,9 @@ mod tests {
             .record(AuditEvent::new("grant.issued", 5000))
             .await
             .expect("one more");
-        // The writer checkpoints that event on its next tick; once the newest event is a
-        // checkpoint, nothing more is written (no time is asserted).
-        while t
-            .store
-            .read_chain(
-                "r1",
-                &AuditQuery {
-                    limit: usize::MAX,
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("read")
-            .last()
-            .is_none_or(|e| e.event != crate::audit::EventKind::AuditCheckpoint)
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // The trail ends in a checkpoint, as it does once the broker has been idle for an
+        // interval; it is in the files before they are cut, and nothing is written after.
+        checkpoint(&t.audit).await;
         let head = t
             .store
             .audit_head("r1")
@@ -767,40 +753,72 @@ mod tests {
             .expect("head")
             .expect("some")
             .seq;
-        // Cut a file right after a checkpoint that events followed, and drop the later files.
+        // Cut the trail right after the checkpoint before that one (events followed it): its
+        // file ends there, the later files are dropped.
         let files = t.lines();
         let (k, i) = files
             .iter()
             .enumerate()
-            .rev()
-            .find_map(|(k, (_, lines))| {
+            .flat_map(|(k, (_, lines))| {
                 lines
                     .iter()
                     .enumerate()
-                    .rev()
-                    .skip(1)
-                    .find(|(_, l)| l.contains("audit.checkpoint"))
-                    .map(|(i, _)| (k, i))
+                    .filter(|(_, l)| l.contains("audit.checkpoint"))
+                    .map(move |(i, _)| (k, i))
             })
+            .rev()
+            .nth(1)
             .expect("a checkpoint followed by events");
         let (path, lines) = &files[k];
+        let cut = serde_json::from_str::<AuditEvent>(&lines[i])
+            .expect("event")
+            .seq;
         t.write(path, &lines[..=i]);
         for (later, _) in &files[k + 1..] {
             std::fs::remove_file(later).expect("rm");
         }
+        // Alone, the files end in a checkpoint that covers all before it: nothing shows.
         let alone = t.verify(None).expect("a prefix is a chain");
-        assert!(alone.contains("last checkpoint"), "{alone}");
+        assert!(
+            alone.contains(&format!("last checkpoint: seq {cut} "))
+                && alone.contains("\n0 events after it in the files"),
+            "{alone}"
+        );
         let err = t.verify(Some(head)).expect_err("cut tail").to_string();
-        assert!(err.contains("missing from the files"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "the files end at seq {cut} but the store's chain reaches seq {head}"
+            )),
+            "{err}"
+        );
         // A checkpoint whose events before it are gone is false.
         let t = trail(40, 2).await;
-        let (path, mut lines) = t.lines().pop().expect("last file");
-        let cp = lines.iter().rposition(|l| l.contains("audit.checkpoint"));
-        if let Some(i) = cp.filter(|i| *i > 0) {
-            lines.remove(i - 1);
-            t.write(&path, &lines);
-            assert!(t.verify(None).is_err());
-        }
+        let (path, mut lines, i) = t
+            .lines()
+            .into_iter()
+            .rev()
+            .find_map(|(p, l)| {
+                let i = l
+                    .iter()
+                    .rposition(|x| x.contains("audit.checkpoint"))
+                    .filter(|i| *i > 0)?;
+                Some((p, l, i))
+            })
+            .expect("a checkpoint after an event of its file");
+        let cp = serde_json::from_str::<AuditEvent>(&lines[i])
+            .expect("event")
+            .seq;
+        lines.remove(i - 1);
+        t.write(&path, &lines);
+        let err = t
+            .verify(None)
+            .expect_err("events before it gone")
+            .to_string();
+        assert!(
+            err.contains(&format!("chain broken before event seq {cp} "))
+                || err.contains(&format!("checkpoint at seq {cp} is false")),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -859,7 +877,7 @@ mod tests {
                 Arc::new(crate::metrics::Metrics::new()),
                 Some(sink),
                 Some(Checkpoints {
-                    interval: Duration::from_millis(5),
+                    interval: NEVER,
                     sign: Arc::new(move |m: &[u8]| {
                         let key = signing.signer();
                         jsonwebtoken::crypto::sign(
@@ -886,9 +904,13 @@ mod tests {
                 .await
                 .expect("recorded");
             if i % 10 == 0 {
-                // Let the checkpoint interval pass (nothing is timed): checkpoints land
-                // amid the other replica's events.
-                tokio::time::sleep(Duration::from_millis(12)).await;
+                // Each replica that wrote since its last checkpoint signs its head, as its
+                // interval would (b writes first at i = 2): checkpoints land amid the other
+                // replica's events.
+                checkpoint(&a).await;
+                if i > 0 {
+                    checkpoint(&b).await;
+                }
             }
         }
         let check = {

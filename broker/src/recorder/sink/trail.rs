@@ -229,6 +229,9 @@ impl Batch {
 
 /// The event of one line (with its `\n`): proven canonical and hashed, or parsed.
 fn checked(line: &str) -> Result<LineEvent, String> {
+    // Tests make the hashing thread checking this line fail, as a bug would.
+    #[cfg(test)]
+    assert_ne!(line, tests::FAILS, "the hashing thread failed");
     if let Some(c) = Canonical::scan(line) {
         return Ok(LineEvent::Canonical(c.check_hash(line)));
     }
@@ -672,6 +675,9 @@ mod tests {
     /// Batch sizes that cut lines everywhere: inside lines, at their ends, several per batch.
     const CUTS: [usize; 6] = [1, 7, 100, 333, 4096, BATCH_BYTES];
 
+    /// The line a hashing thread fails on ([`checked`]).
+    pub(super) const FAILS: &str = "{\"v\":2,\"fail\":\"the hashing thread\"}\n";
+
     fn event(seq: u64) -> AuditEvent {
         let mut e =
             AuditEvent::new("grant.issued", seq as i64).with("pad", "x".repeat(seq as usize % 50));
@@ -895,6 +901,53 @@ mod tests {
         assert!(
             err.starts_with(&format!("{}: ", missing.display())),
             "{err}"
+        );
+    }
+
+    /// A hashing thread that fails never hands its batch back: the reader says the reading
+    /// stopped, after the lines of the batches before it, rather than waiting for the batch
+    /// or ending as if the trail ended there; so it does when every hashing thread fails.
+    #[test]
+    fn a_hashing_thread_that_fails_stops_the_reading() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(file_name("a", 1));
+        let read = |text: String, cut: usize| {
+            std::fs::write(&path, text).expect("write");
+            let path = path.clone();
+            // On a thread of its own: a reader that waits forever fails the test, not hangs it.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut r = TrailReader::open_with(&[path], cut).expect("open");
+                let mut seen = 0;
+                let end = loop {
+                    match r.next_line() {
+                        Ok(Some(_)) => seen += 1,
+                        Ok(None) => break None,
+                        Err(e) => break Some(e),
+                    }
+                };
+                drop(r);
+                let _ = tx.send((seen, end));
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the reader answers and its threads stop")
+        };
+        let good: String = (1..=20).map(line).collect();
+        // A batch per line (cut 1), or one batch for the whole file.
+        for (cut, before) in [(1, 20), (BATCH_BYTES, 0)] {
+            let (seen, end) = read(good.clone() + FAILS + &line(21), cut);
+            assert_eq!(seen, before, "cut {cut}");
+            assert!(
+                matches!(end, Some(TrailError::Stopped)),
+                "cut {cut}: {end:?}"
+            );
+        }
+        let (seen, end) = read(FAILS.repeat(50), 1);
+        assert_eq!(seen, 0);
+        let end = end.map(|e| e.to_string());
+        assert_eq!(
+            end.as_deref(),
+            Some("reading the audit files stopped: a reading thread failed")
         );
     }
 

@@ -1,7 +1,9 @@
 //! The token cache: broker tokens per (broker, repository, actions, refs) in one 0600 JSON
 //! file (`tokens.json`) in the cache directory. Writers take an exclusive lock on
 //! `tokens.lock` and replace the file by atomic rename, so concurrent git processes never see
-//! or leave a torn file; readers need no lock. Time is a parameter (seconds since the epoch).
+//! or leave a torn file; readers need no lock. The file is not synced to disk: a crash of the
+//! machine may leave it empty or torn, which reads as an empty cache (tokens are fetched
+//! again). Time is a parameter (seconds since the epoch).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -187,7 +189,9 @@ impl TokenCache {
             version: VERSION,
             tokens,
         })?;
-        write_private_atomic(&self.dir, FILE, &body).map_err(self.io(FILE))?;
+        // Not synced: a file a crash left torn reads as an empty cache (see `entries`), and
+        // the next fill fetches again. The sync cost each cold fill a disk flush.
+        write_private(&self.dir, FILE, &body, Sync::No).map_err(self.io(FILE))?;
         // The lock is released when `lock` is closed.
         drop(lock);
         Ok(())
@@ -211,12 +215,28 @@ fn open_private(path: &Path) -> std::io::Result<File> {
     o.open(path)
 }
 
-/// Writes `name` in `dir` through a 0600 temporary file renamed into place.
+/// Writes `name` in `dir` through a 0600 temporary file synced to disk, then renamed into
+/// place: after a crash the file holds the old content or the new, never a torn mix.
 pub fn write_private_atomic(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
+    write_private(dir, name, body, Sync::Yes)
+}
+
+/// Whether [`write_private`] syncs the new content before it replaces the old.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    /// Synced first: the file is never torn.
+    Yes,
+    /// Not synced: only for files whose reader takes a torn file for an empty one.
+    No,
+}
+
+fn write_private(dir: &Path, name: &str, body: &[u8], sync: Sync) -> std::io::Result<()> {
     // tempfile creates its files with mode 0600 on Unix.
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(body)?;
-    tmp.as_file().sync_all()?;
+    if sync == Sync::Yes {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(dir.join(name)).map_err(|e| e.error)?;
     Ok(())
 }

@@ -4,15 +4,13 @@
 
 use std::path::Path;
 
-use anyhow::{Result, ensure};
+use anyhow::Result;
 use jit_e2e::bins::generate_keys;
 use jit_e2e::process::free_port;
 use jit_e2e::{BrokerProcess, CiIssuer, GitClient, GitServer, GitServerConfig, RedisServer};
 use serde_json::json;
 
 use crate::support::{assert_no_jwt, exchange, exchange_raw, raw_get, revoke};
-
-const DEPLOY_CONF: &str = include_str!("../../deploy/nginx/git-jit-authz.conf");
 
 fn broker_config(keys: &Path, redis: &str, issuer: &str) -> String {
     format!(
@@ -53,40 +51,6 @@ claims = {{ groups = "security" }}
     )
 }
 
-/// The deploy file with this test's addresses and paths. Every replaced line must be there
-/// exactly once, so the test notices when the file changes shape.
-fn deploy_conf(broker_port: u16, listen_port: u16) -> Result<String> {
-    let mut text = DEPLOY_CONF.to_owned();
-    for (from, to) in [
-        (
-            "server 127.0.0.1:8080;",
-            format!("server 127.0.0.1:{broker_port};"),
-        ),
-        ("listen 8081;", format!("listen 127.0.0.1:{listen_port};")),
-        // The harness's nginx has no conf directory of its own.
-        (
-            "include fastcgi_params;",
-            "include /etc/nginx/fastcgi_params;".into(),
-        ),
-        (
-            "/usr/lib/git-core/git-http-backend",
-            "{{GIT_HTTP_BACKEND}}".into(),
-        ),
-        (
-            "GIT_PROJECT_ROOT /srv/git;",
-            "GIT_PROJECT_ROOT {{GIT_PROJECT_ROOT}};".into(),
-        ),
-        ("unix:/run/fcgiwrap.socket", "unix:{{FCGI_SOCKET}}".into()),
-    ] {
-        ensure!(
-            text.matches(from).count() == 1,
-            "deploy/nginx/git-jit-authz.conf no longer has exactly one {from:?}"
-        );
-        text = text.replace(from, &to);
-    }
-    Ok(text)
-}
-
 #[test]
 fn authz_with_the_deploy_nginx_config_clone_push_401_403() -> Result<()> {
     crate::support::run(async move {
@@ -98,19 +62,11 @@ fn authz_with_the_deploy_nginx_config_clone_push_401_403() -> Result<()> {
             BrokerProcess::start(&broker_config(keys.path(), &redis.url(), &ci.issuer())).await?;
         let port = free_port()?;
         let git_server = GitServer::start_with(GitServerConfig {
-            http_directives: Some(deploy_conf(broker.port(), port)?),
+            http_directives: Some(jit_e2e::git_server::authz_deploy_conf(broker.port(), port)?),
             ..Default::default()
         })
         .await?;
-        jit_e2e::process::wait_for(
-            "the deploy server block",
-            jit_e2e::process::START_TIMEOUT,
-            || {
-                let open = jit_e2e::process::port_is_open(port);
-                async move { Ok(open.then_some(())) }
-            },
-        )
-        .await?;
+        jit_e2e::process::wait_port_open("the deploy server block", port).await?;
         git_server.create_repo("acme/api")?;
         git_server.create_repo("acme/web")?;
         git_server.git_in_repo("acme/api", &["config", "core.logAllRefUpdates", "always"])?;

@@ -69,6 +69,16 @@ pub fn wait_port_closed(port: u16, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Waits (up to [`START_TIMEOUT`]) until something listens on `port` of 127.0.0.1, e.g. a
+/// server block added to a running nginx.
+pub async fn wait_port_open(what: &str, port: u16) -> Result<()> {
+    wait_for(what, START_TIMEOUT, || {
+        let open = port_is_open(port);
+        async move { Ok(open.then_some(())) }
+    })
+    .await
+}
+
 /// Polls `probe` every 25 ms until it returns `Ok(Some(v))`, failing after `timeout` with the
 /// last error (if any) and `what` in the message.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>

@@ -6,6 +6,9 @@
 //!    straight from nginx (wall-time ratio of medians), with the broker's peak RSS (VmHWM), CPU
 //!    and write calls; with `JIT_BENCH_OTHER_BROKER=/path/to/jit-broker` also through a second
 //!    broker built from other code (e.g. the previous commit), alternating, for a before/after;
+//!    and, in turn with those, through two references: a plain nginx relay in front of the
+//!    same upstream (what any second loopback hop costs) and nginx asking the broker's
+//!    `/authz` (deploy/nginx/git-jit-authz.conf: no second hop);
 //! 2. `GET /authz` decisions per second, p50/p99, with a valid token against Redis (wrk);
 //! 3. token exchanges per second, p99, with an RS256 ID token (keys cached) (wrk);
 //! 4. `git credential fill` through `git-credential-jit` with a warm cache vs.
@@ -797,19 +800,35 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
     let relay = NginxRelay::start(&w.git.base_url(), RELAY_READ_SIZE).await?;
     let relay_url = format!("{}/{REPO}.git", relay.base_url());
     let relay_pid = nginx_worker(relay.pid().context("the nginx relay has no pid")?)?;
+    // No second hop at all: nginx asks the broker's `/authz` for each Git request (the
+    // shipped deploy/nginx/git-jit-authz.conf) and streams the pack itself.
+    let authz_port = jit_e2e::process::free_port()?;
+    let _authz_server = GitServer::start_with(GitServerConfig {
+        root: Some(w._repos.path().to_path_buf()),
+        http_directives: Some(jit_e2e::git_server::authz_deploy_conf(
+            w.broker.port(),
+            authz_port,
+        )?),
+        ..GitServerConfig::default()
+    })
+    .await?;
+    jit_e2e::process::wait_port_open("the /authz server block", authz_port).await?;
+    let authz_url = format!("http://127.0.0.1:{authz_port}/{REPO}.git");
 
     // One untimed clone of each to warm the page cache and the connections' code paths.
     progress("clone: warm-up (one direct, one through each gateway and the relay)");
     timed_clone(&client, &direct_url, &basic, &dest).await?;
     timed_clone(&client, &gateway_url, &bearer, &dest).await?;
     timed_clone(&client, &relay_url, &basic, &dest).await?;
+    timed_clone(&client, &authz_url, &bearer, &dest).await?;
     if let (Some((_, _, auth)), Some(url)) = (&other, &other_url) {
         timed_clone(&client, url, auth, &dest).await?;
     }
     let received = pack_bytes(&dest.join(".git"))?;
 
     let mut direct = Vec::new();
-    let (mut this, mut that, mut relayed) = (
+    let (mut this, mut that, mut relayed, mut authz) = (
+        GatewayClones::default(),
         GatewayClones::default(),
         GatewayClones::default(),
         GatewayClones::default(),
@@ -818,7 +837,7 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
     let rss_before_kb = proc_status_kb(w.broker_pid, "VmRSS:")?;
     for i in 0..w.settings.clones {
         progress(format!(
-            "clone {}/{}: direct, then through the gateway{} and the nginx relay, in turns",
+            "clone {}/{}: direct, then through the gateway{}, the nginx relay and /authz, in turns",
             i + 1,
             w.settings.clones,
             if other.is_some() {
@@ -829,8 +848,8 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
         ));
         direct.push(timed_clone(&client, &direct_url, &basic, &dest).await?);
         // Which path goes first turns with each round.
-        for turn in 0..3 {
-            match (turn + i) % 3 {
+        for turn in 0..4 {
+            match (turn + i) % 4 {
                 0 => {
                     reset_peak_rss(w.broker_pid)?;
                     this.clone_via(&client, (&gateway_url, &bearer), &dest, w.broker_pid)
@@ -843,9 +862,14 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
                     };
                     that.clone_via(&client, (url, auth), &dest, *pid).await?;
                 }
-                _ => {
+                2 => {
                     relayed
                         .clone_via(&client, (&relay_url, &basic), &dest, relay_pid)
+                        .await?;
+                }
+                _ => {
+                    authz
+                        .clone_via(&client, (&authz_url, &bearer), &dest, w.broker_pid)
                         .await?;
                 }
             }
@@ -871,6 +895,10 @@ async fn clone_phase(w: &World, report: &mut Report) -> Result<()> {
         "clone, nginx relay as the second hop (proxy_buffer_size {} KiB): {}",
         RELAY_READ_SIZE / 1024,
         relayed.summary("relay", &direct, mb)
+    ));
+    report.line(format!(
+        "clone, nginx asking the broker's /authz (no second hop): {}",
+        authz.summary("authz", &direct, mb)
     ));
     report.line(format!(
         "broker peak RSS during gateway clone: {:.1} MB (VmHWM; {:.1} MB before)",

@@ -363,6 +363,12 @@ fn read_files(
             }
             buf.clear();
             let filled = fill(&mut file, &mut buf, &mut carry, batch_bytes);
+            // Tests make the reading thread fail on a batch holding this line, as a bug would.
+            #[cfg(test)]
+            assert!(
+                memchr::memmem::find(&buf, tests::READ_FAILS.as_bytes()).is_none(),
+                "the reading thread failed"
+            );
             batch.raw = buf;
             match filled {
                 Ok(Fill::Lines) => {
@@ -677,6 +683,8 @@ mod tests {
 
     /// The line a hashing thread fails on ([`checked`]).
     pub(super) const FAILS: &str = "{\"v\":2,\"fail\":\"the hashing thread\"}\n";
+    /// The line the reading thread fails on ([`read_files`]).
+    pub(super) const READ_FAILS: &str = "{\"v\":2,\"fail\":\"the reading thread\"}\n";
 
     fn event(seq: u64) -> AuditEvent {
         let mut e =
@@ -904,6 +912,50 @@ mod tests {
         );
     }
 
+    /// Reads `paths` to the end or to the first error, on a thread of its own (a reader that
+    /// waits forever fails the test instead of hanging it): the lines read, and the error.
+    fn read_to_end(paths: &[PathBuf], cut: usize) -> (usize, Option<TrailError>) {
+        let paths = paths.to_vec();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = TrailReader::open_with(&paths, cut).expect("open");
+            let mut seen = 0;
+            let end = loop {
+                match r.next_line() {
+                    Ok(Some(_)) => seen += 1,
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            drop(r);
+            let _ = tx.send((seen, end));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the reader answers and its threads stop")
+    }
+
+    /// The reading thread failing (a later file of the replica): the lines of the files
+    /// before it come out, then the reader says the reading stopped, not that the trail ended.
+    #[test]
+    fn a_reading_thread_that_fails_stops_the_reading() {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = dir.path().join(file_name("a", 1));
+        let second = dir.path().join(file_name("a", 21));
+        std::fs::write(&first, (1..=20).map(line).collect::<String>()).expect("write");
+        std::fs::write(&second, line(21) + READ_FAILS + &line(22)).expect("write");
+        // A batch per line (cut 1: line 21 comes out before the batch that fails), or one
+        // batch per file.
+        for (cut, before) in [(1, 21), (BATCH_BYTES, 20)] {
+            let (seen, end) = read_to_end(&[first.clone(), second.clone()], cut);
+            assert_eq!(seen, before, "cut {cut}");
+            assert_eq!(
+                end.map(|e| e.to_string()).as_deref(),
+                Some("reading the audit files stopped: a reading thread failed"),
+                "cut {cut}"
+            );
+        }
+    }
+
     /// A hashing thread that fails never hands its batch back: the reader says the reading
     /// stopped, after the lines of the batches before it, rather than waiting for the batch
     /// or ending as if the trail ended there; so it does when every hashing thread fails.
@@ -913,24 +965,7 @@ mod tests {
         let path = dir.path().join(file_name("a", 1));
         let read = |text: String, cut: usize| {
             std::fs::write(&path, text).expect("write");
-            let path = path.clone();
-            // On a thread of its own: a reader that waits forever fails the test, not hangs it.
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut r = TrailReader::open_with(&[path], cut).expect("open");
-                let mut seen = 0;
-                let end = loop {
-                    match r.next_line() {
-                        Ok(Some(_)) => seen += 1,
-                        Ok(None) => break None,
-                        Err(e) => break Some(e),
-                    }
-                };
-                drop(r);
-                let _ = tx.send((seen, end));
-            });
-            rx.recv_timeout(std::time::Duration::from_secs(60))
-                .expect("the reader answers and its threads stop")
+            read_to_end(std::slice::from_ref(&path), cut)
         };
         let good: String = (1..=20).map(line).collect();
         // A batch per line (cut 1), or one batch for the whole file.

@@ -191,7 +191,7 @@ impl TokenCache {
         })?;
         // Not synced: a file a crash left torn reads as an empty cache (see `entries`), and
         // the next fill fetches again. The sync cost each cold fill a disk flush.
-        write_private(&self.dir, FILE, &body, Sync::No).map_err(self.io(FILE))?;
+        write_private(&self.dir, FILE, &body, Durability::Unsynced).map_err(self.io(FILE))?;
         // The lock is released when `lock` is closed.
         drop(lock);
         Ok(())
@@ -218,23 +218,28 @@ fn open_private(path: &Path) -> std::io::Result<File> {
 /// Writes `name` in `dir` through a 0600 temporary file synced to disk, then renamed into
 /// place: after a crash the file holds the old content or the new, never a torn mix.
 pub fn write_private_atomic(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
-    write_private(dir, name, body, Sync::Yes)
+    write_private(dir, name, body, Durability::Synced)
 }
 
 /// Whether [`write_private`] syncs the new content before it replaces the old.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Sync {
+enum Durability {
     /// Synced first: the file is never torn.
-    Yes,
+    Synced,
     /// Not synced: only for files whose reader takes a torn file for an empty one.
-    No,
+    Unsynced,
 }
 
-fn write_private(dir: &Path, name: &str, body: &[u8], sync: Sync) -> std::io::Result<()> {
+fn write_private(
+    dir: &Path,
+    name: &str,
+    body: &[u8],
+    durability: Durability,
+) -> std::io::Result<()> {
     // tempfile creates its files with mode 0600 on Unix.
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(body)?;
-    if sync == Sync::Yes {
+    if durability == Durability::Synced {
         tmp.as_file().sync_all()?;
     }
     tmp.persist(dir.join(name)).map_err(|e| e.error)?;

@@ -223,6 +223,18 @@ pub enum Damage {
     DropSpan(String),
 }
 
+/// `e` chained onto `head` as the recorder chains it (its lane by kind, the real hash);
+/// `head` moves past it.
+fn chain_onto(head: &mut ChainHead, mut e: AuditEvent) -> AuditEvent {
+    let lane = e.event.lane();
+    e.lane = Some(lane);
+    e.seq = head.seq + 1;
+    e.prev = head.hash(lane).to_owned();
+    e.hash = chain_hash(&e);
+    head.advance(lane, &e);
+    e
+}
+
 /// `n` events chained onto `head` as the recorder chains them (lanes by kind, real hashes),
 /// at times `ts(i)`; `head` moves past them.
 fn linked(head: &mut ChainHead, n: usize, ts: impl Fn(usize) -> i64) -> Vec<AuditEvent> {
@@ -233,14 +245,7 @@ fn linked(head: &mut ChainHead, n: usize, ts: impl Fn(usize) -> i64) -> Vec<Audi
             } else {
                 "access.allowed"
             };
-            let mut e = AuditEvent::new(kind, ts(i)).with("i", i);
-            let lane = EventKindLane::of(kind);
-            e.lane = Some(lane);
-            e.seq = head.seq + 1;
-            e.prev = head.hash(lane).to_owned();
-            e.hash = chain_hash(&e);
-            head.advance(lane, &e);
-            e
+            chain_onto(head, AuditEvent::new(kind, ts(i)).with("i", i))
         })
         .collect()
 }
@@ -299,14 +304,7 @@ fn chained(head: &mut ChainHead, chain: &str, ts: &[i64]) -> Vec<AuditEvent> {
             } else {
                 "access.allowed"
             };
-            let mut e = AuditEvent::new(kind, t).with("c", chain).with("i", i);
-            let lane = EventKindLane::of(kind);
-            e.lane = Some(lane);
-            e.seq = head.seq + 1;
-            e.prev = head.hash(lane).to_owned();
-            e.hash = chain_hash(&e);
-            head.advance(lane, &e);
-            e
+            chain_onto(head, AuditEvent::new(kind, t).with("c", chain).with("i", i))
         })
         .collect()
 }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Backend, LimitError, Limited, Rule, SUMMARY_WINDOW_MS, retry_secs};
+use super::{Backend, LimitError, Limited, Rule, SUMMARY_WINDOW_MS, fit, retry_secs};
 
 /// Most keys tracked by one table.
 pub const MAX_KEYS: usize = 100_000;
@@ -72,7 +72,7 @@ impl MemoryGcra {
         self.len() == 0
     }
 
-    fn take_now(&self, rule: &Rule, key: &str, now_ms: i64) -> Result<(), Limited> {
+    fn take_now(&self, rule: &Rule, key: &str, now_ms: i64, want: u32) -> Result<u32, Limited> {
         let now_us = now_ms.saturating_mul(1000);
         let mut table = match self.table.lock() {
             Ok(g) => g,
@@ -101,12 +101,13 @@ impl MemoryGcra {
             over: 0,
             summarised_ms: i64::MIN,
         });
-        let next = state.tat_us.max(now_us).saturating_add(rule.interval_us);
-        let ahead = next - now_us;
-        if ahead <= rule.tolerance_us() {
-            state.tat_us = next;
-            return Ok(());
-        }
+        let wait_us = match fit(rule, state.tat_us, now_us, want) {
+            Ok((n, tat_us)) => {
+                state.tat_us = tat_us;
+                return Ok(n);
+            }
+            Err(wait_us) => wait_us,
+        };
         state.over += 1;
         let summary = if now_ms.saturating_sub(state.summarised_ms) >= SUMMARY_WINDOW_MS {
             state.summarised_ms = now_ms;
@@ -115,7 +116,7 @@ impl MemoryGcra {
             None
         };
         Err(Limited {
-            retry_after: retry_secs(ahead - rule.tolerance_us()),
+            retry_after: retry_secs(wait_us),
             summary,
         })
     }
@@ -123,13 +124,14 @@ impl MemoryGcra {
 
 #[async_trait]
 impl Backend for MemoryGcra {
-    async fn take(
+    async fn take_up_to(
         &self,
         rule: &Rule,
         key: &str,
         now_ms: i64,
-    ) -> Result<Result<(), Limited>, LimitError> {
-        Ok(self.take_now(rule, key, now_ms))
+        want: u32,
+    ) -> Result<Result<u32, Limited>, LimitError> {
+        Ok(self.take_now(rule, key, now_ms, want))
     }
 }
 
@@ -150,18 +152,18 @@ mod tests {
         let b = MemoryGcra::with_max_keys(100);
         let rule = Rule::new("t", 60, 1);
         for i in 0..100 {
-            assert_eq!(b.take_now(&rule, &format!("k{i}"), 0), Ok(()));
+            assert_eq!(b.take_now(&rule, &format!("k{i}"), 0, 1), Ok(1));
         }
         assert_eq!(b.len(), 100);
         // Full and nothing idle yet: a new key is refused, the table does not grow.
-        assert!(b.take_now(&rule, "new", 10).is_err());
+        assert!(b.take_now(&rule, "new", 10, 1).is_err());
         assert_eq!(b.len(), 100);
         // A second later every key is full again (idle): the sweep drops them.
-        assert_eq!(b.take_now(&rule, "new", 1_010), Ok(()));
+        assert_eq!(b.take_now(&rule, "new", 1_010, 1), Ok(1));
         assert_eq!(b.len(), 1);
         // Thousands of times more distinct keys than the bound, over time: never more held.
         for i in 0..200_000i64 {
-            let _ = b.take_now(&rule, &format!("m{i}"), 2_000 + i / 50);
+            let _ = b.take_now(&rule, &format!("m{i}"), 2_000 + i / 50, 1);
             if i % 10_000 == 0 {
                 assert!(b.len() <= 100);
             }

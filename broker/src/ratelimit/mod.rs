@@ -15,7 +15,9 @@
 //! (`suite`): [`memory::MemoryGcra`], in process (`jit-broker dev`, the memory store), and
 //! [`redis::RedisGcra`], in Redis when the grant store is Redis, so every replica counts
 //! against the same budget: one Lua script per take, one round trip, one key per limiter
-//! key (hash-tagged, with a TTL of the time it takes to become full again). When Redis cannot
+//! key (hash-tagged, with a TTL of the time it takes to become full again). A key that asks
+//! hundreds of times a second at one replica (a CI fleet's egress address) takes its passes
+//! from Redis several at a time ([`lease`]), charged when taken. When Redis cannot
 //! be reached, a limit fails closed: the exchange answers 503 with `Retry-After`, the doors
 //! treat the refusal as over its budget, and `jit_rate_limit_unavailable_total{limiter}`
 //! counts it.
@@ -25,6 +27,7 @@
 //! first refusal over the budget in each [`SUMMARY_WINDOW_MS`] is audited as one event
 //! carrying how many were refused since the last summary, the others only counted.
 
+pub mod lease;
 pub mod memory;
 pub mod redis;
 #[cfg(any(test, feature = "test-suite"))]
@@ -121,6 +124,18 @@ pub enum Refusal {
 /// Where the limits' state lives.
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Takes up to `want` passes of `rule` for `key` at `now_ms`, as many as fit the budget
+    /// (`want` 0 counts as 1): `Ok(Ok(n))` with the `n ≥ 1` taken, `Ok(Err(limited))` when not
+    /// even one fits (only the refusal count changes), `Err` when the state could not be
+    /// reached.
+    async fn take_up_to(
+        &self,
+        rule: &Rule,
+        key: &str,
+        now_ms: i64,
+        want: u32,
+    ) -> Result<Result<u32, Limited>, LimitError>;
+
     /// Takes one pass of `rule` for `key` at `now_ms`: `Ok(Ok(()))` when it passes,
     /// `Ok(Err(limited))` when over the budget (only the refusal count changes), `Err` when
     /// the state could not be reached.
@@ -129,7 +144,28 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         rule: &Rule,
         key: &str,
         now_ms: i64,
-    ) -> Result<Result<(), Limited>, LimitError>;
+    ) -> Result<Result<(), Limited>, LimitError> {
+        Ok(self.take_up_to(rule, key, now_ms, 1).await?.map(|_| ()))
+    }
+}
+
+/// How many passes of `rule` fit at `now_us` after a TAT of `tat_us`, at most `want`:
+/// `Ok((n, new TAT))`, or `Err(µs until one would fit)`. The one GCRA step both backends
+/// take (the Redis script is the same arithmetic in Lua).
+pub fn fit(rule: &Rule, tat_us: i64, now_us: i64, want: u32) -> Result<(u32, i64), i64> {
+    let base = tat_us.max(now_us);
+    let room = now_us
+        .saturating_add(rule.tolerance_us())
+        .saturating_sub(base);
+    let fits = room.div_euclid(rule.interval_us);
+    if fits < 1 {
+        return Err(base.saturating_add(rule.interval_us) - now_us - rule.tolerance_us());
+    }
+    let n = u32::try_from(fits).unwrap_or(u32::MAX).min(want.max(1));
+    Ok((
+        n,
+        base.saturating_add(rule.interval_us.saturating_mul(i64::from(n))),
+    ))
 }
 
 /// One family of limits (one GCRA per key), named for `/metrics`.
@@ -252,14 +288,17 @@ impl Limits {
         })
     }
 
-    /// Limiters for `config` kept in `backend` (shared by every limiter; keys carry the
-    /// limiter's name), counting refusals into `metrics`.
+    /// Limiters for `config` kept in `backend` (shared by every limiter and every replica;
+    /// keys carry the limiter's name), counting refusals into `metrics`. Busy keys of rules
+    /// with a large burst take their passes in leases ([`lease`]), one table per limiter.
     pub fn shared(
         config: &RateLimitConfig,
         metrics: Arc<Metrics>,
         backend: Arc<dyn Backend>,
     ) -> Self {
-        Self::with_backends(config, metrics, |_| backend.clone())
+        Self::with_backends(config, metrics, |_| {
+            Arc::new(lease::Leased::new(backend.clone())) as Arc<dyn Backend>
+        })
     }
 
     fn with_backends(

@@ -1,5 +1,6 @@
-//! The limits kept in Redis, shared by every replica: one GCRA take is one Lua script, one
-//! round trip, atomic whatever the number of replicas.
+//! The limits kept in Redis, shared by every replica: one GCRA take (of one pass or of a
+//! lease of several, see [`super::lease`]) is one Lua script, one round trip, atomic whatever
+//! the number of replicas.
 //!
 //! Keys (`P` is the store's prefix, `L` the limiter's name, `H` the first 128 bits of the
 //! SHA-256 of the limiter key, in hex — addresses and identities never appear in key names,
@@ -32,22 +33,27 @@ use crate::redis_conn::{Conn, LazyConn};
 /// How long one take may wait for Redis before failing closed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// One GCRA take. KEYS[1] the key; ARGV: now (µs), interval (µs), burst, summary window (µs).
-/// Returns `{1}` when it passes; `{0, µs until it would pass, summary (-1: none)}` otherwise.
-/// Numbers are written with `%d`: Lua's default formatting would round 16-digit times.
+/// One GCRA take of up to `want` passes, as many as fit (the arithmetic of
+/// [`super::fit`]). KEYS[1] the key; ARGV: now (µs), interval (µs), burst, summary window
+/// (µs), want. Returns `{1, passes taken}` when at least one fits; `{0, µs until one would fit,
+/// summary (-1: none)}` otherwise. Numbers are written with `%d`: Lua's default formatting would
+/// round 16-digit times.
 const TAKE: &str = r"
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local tolerance = interval * tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
+local want = math.max(1, tonumber(ARGV[5]) or 1)
 local v = redis.call('HMGET', KEYS[1], 't', 'o', 's')
 local tat = tonumber(v[1]) or now
 if tat < now then tat = now end
-local next = tat + interval
-if next - now <= tolerance then
+local fits = math.floor((now + tolerance - tat) / interval)
+if fits >= 1 then
+  local n = math.min(fits, want)
+  local next = tat + interval * n
   redis.call('HSET', KEYS[1], 't', string.format('%d', next))
   redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((next - now) / 1000)))
-  return {1}
+  return {1, n}
 end
 local over = (tonumber(v[2]) or 0) + 1
 local s = tonumber(v[3])
@@ -58,7 +64,7 @@ if (not s) or now - s >= window then
   redis.call('HSET', KEYS[1], 's', string.format('%d', now))
 end
 redis.call('HSET', KEYS[1], 'o', over)
-return {0, next - now - tolerance, summary}
+return {0, tat + interval - now - tolerance, summary}
 ";
 
 /// GCRA states in Redis.
@@ -120,22 +126,26 @@ impl RedisGcra {
 
 #[async_trait]
 impl Backend for RedisGcra {
-    async fn take(
+    async fn take_up_to(
         &self,
         rule: &Rule,
         key: &str,
         now_ms: i64,
-    ) -> Result<Result<(), Limited>, LimitError> {
+        want: u32,
+    ) -> Result<Result<u32, Limited>, LimitError> {
         let k = self.key(rule, key);
         let mut inv = self.script.key(&k);
         inv.arg(now_ms.saturating_mul(1000))
             .arg(rule.interval_us)
             .arg(rule.burst)
-            .arg(SUMMARY_WINDOW_MS * 1000);
+            .arg(SUMMARY_WINDOW_MS * 1000)
+            .arg(want.max(1));
         let mut c = self.conn().await?;
         let reply: Vec<i64> = inv.invoke_async(&mut c).await.map_err(unavailable)?;
         match reply.as_slice() {
-            [1] => Ok(Ok(())),
+            [1, n] if (1..=i64::from(want.max(1))).contains(n) => {
+                Ok(Ok(u32::try_from(*n).unwrap_or(1)))
+            }
             [0, wait_us, summary] => Ok(Err(Limited {
                 retry_after: retry_secs(*wait_us),
                 summary: u64::try_from(*summary).ok(),

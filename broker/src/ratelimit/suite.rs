@@ -25,6 +25,8 @@ where
     one_summary_per_window_carries_the_refusals_since_the_last(make().await.as_ref()).await;
     a_big_burst_passes_whole_then_refills_at_the_rate(make().await.as_ref()).await;
     concurrent_takes_never_pass_more_than_the_burst(make().await).await;
+    several_at_once_take_what_fits(make().await.as_ref()).await;
+    concurrent_leases_never_pass_more_than_the_burst(make().await).await;
 }
 
 async fn take(b: &dyn Backend, rule: &Rule, key: &str, now_ms: i64) -> Result<(), Limited> {
@@ -143,4 +145,47 @@ async fn concurrent_takes_never_pass_more_than_the_burst(b: Box<dyn Backend>) {
         }
     }
     assert_eq!(passed, 20);
+}
+
+/// A take of several passes takes as many as fit, at most those asked for; none fitting is a
+/// refusal like a single take's, with the same wait.
+async fn several_at_once_take_what_fits(b: &dyn Backend) {
+    let r = Rule::new("lease", 60, 10);
+    let up_to = |want, now| b.take_up_to(&r, "k", now, want);
+    assert_eq!(up_to(4, T0).await.expect("reachable"), Ok(4));
+    assert_eq!(up_to(4, T0).await.expect("reachable"), Ok(4));
+    assert_eq!(
+        up_to(4, T0).await.expect("reachable"),
+        Ok(2),
+        "only two fit"
+    );
+    let refused = up_to(4, T0)
+        .await
+        .expect("reachable")
+        .expect_err("none fit");
+    assert_eq!((refused.retry_after, refused.summary), (1, Some(1)));
+    // One a second: 2.5 s later, two fit.
+    assert_eq!(up_to(4, T0 + 2_500).await.expect("reachable"), Ok(2));
+    assert!(take(b, &r, "k", T0 + 2_500).await.is_err());
+    // Zero counts as one.
+    assert_eq!(up_to(0, T0 + 3_000).await.expect("reachable"), Ok(1));
+}
+
+/// Leases racing on one key (as from several replicas) take exactly the burst between them.
+async fn concurrent_leases_never_pass_more_than_the_burst(b: Box<dyn Backend>) {
+    let b: std::sync::Arc<dyn Backend> = b.into();
+    let r = Rule::new("leases", 1, 100);
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move { b.take_up_to(&r, "shared", T0, 1 + i % 7).await })
+        })
+        .collect();
+    let mut taken = 0;
+    for t in tasks {
+        if let Ok(n) = t.await.expect("task").expect("reachable") {
+            taken += n;
+        }
+    }
+    assert_eq!(taken, 100);
 }

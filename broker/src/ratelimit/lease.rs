@@ -10,9 +10,10 @@
 //! How many a lease takes: an eighth ([`SHARE_OF_DEMAND`]) of the takes of that key this
 //! replica saw in the last [`WINDOW_MS`], at most a sixteenth of the rule's burst
 //! ([`BURST_SHARE`]) and at most [`MAX_LEASE`]; never more than fit the budget (the backend
-//! grants what fits). So a rule with a burst under 32 is never leased (the per-identity and
-//! per-token limits with their defaults), and a key is leased only above 16 takes per 100 ms
-//! at one replica (160/s).
+//! grants what fits). So a rule with a burst under 32 is never leased, and a key is leased
+//! only above 16 takes per 100 ms at one replica (160/s). The broker leases one limit this way,
+//! the exchange's per-address flood ceiling ([`super::Limits::shared`]); the others ask the
+//! backend on every take.
 //!
 //! What it changes, and what it does not:
 //! - Passes are charged to the shared budget when they are leased, before they are used, so a
@@ -255,39 +256,12 @@ impl Backend for Leased {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::ratelimit::memory::MemoryGcra;
+    use crate::ratelimit::suite::Counted;
 
     const T0: i64 = 1_700_000_000_000;
-
-    /// The in-process backend, counting the calls that reach it and the passes they asked for.
-    #[derive(Debug, Default)]
-    struct Counted {
-        gcra: MemoryGcra,
-        calls: AtomicU32,
-        asked: AtomicU32,
-        down: std::sync::atomic::AtomicBool,
-    }
-
-    #[async_trait]
-    impl Backend for Counted {
-        async fn take_up_to(
-            &self,
-            rule: &Rule,
-            key: &str,
-            now_ms: i64,
-            want: u32,
-        ) -> Result<Result<u32, Limited>, LimitError> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(LimitError::Unavailable("down".into()));
-            }
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            self.asked.fetch_add(want, Ordering::SeqCst);
-            self.gcra.take_up_to(rule, key, now_ms, want).await
-        }
-    }
 
     fn leased() -> (Arc<Counted>, Leased) {
         let inner = Arc::new(Counted::default());

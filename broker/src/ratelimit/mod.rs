@@ -15,9 +15,10 @@
 //! (`suite`): [`memory::MemoryGcra`], in process (`jit-broker dev`, the memory store), and
 //! [`redis::RedisGcra`], in Redis when the grant store is Redis, so every replica counts
 //! against the same budget: one Lua script per take, one round trip, one key per limiter
-//! key (hash-tagged, with a TTL of the time it takes to become full again). A key that asks
-//! hundreds of times a second at one replica (a CI fleet's egress address) takes its passes
-//! from Redis several at a time ([`lease`]), charged when taken. When Redis cannot
+//! key (hash-tagged, with a TTL of the time it takes to become full again). The exchange's
+//! per-address limit takes the passes of an address that asks hundreds of times a second at
+//! one replica (a CI fleet's egress) from Redis several at a time ([`lease`]), charged when
+//! taken. When Redis cannot
 //! be reached, a limit fails closed: the exchange answers 503 with `Retry-After`, the doors
 //! treat the refusal as over its budget, and `jit_rate_limit_unavailable_total{limiter}`
 //! counts it.
@@ -289,16 +290,19 @@ impl Limits {
     }
 
     /// Limiters for `config` kept in `backend` (shared by every limiter and every replica;
-    /// keys carry the limiter's name), counting refusals into `metrics`. Busy keys of rules
-    /// with a large burst take their passes in leases ([`lease`]), one table per limiter.
+    /// keys carry the limiter's name), counting refusals into `metrics`. The exchange's
+    /// per-address limit, the one legitimate traffic asks thousands of times a second (a CI
+    /// fleet's egress), takes the passes of its busy keys in leases ([`lease`]); every other
+    /// limit asks the backend on each take.
     pub fn shared(
         config: &RateLimitConfig,
         metrics: Arc<Metrics>,
         backend: Arc<dyn Backend>,
     ) -> Self {
-        Self::with_backends(config, metrics, |_| {
-            Arc::new(lease::Leased::new(backend.clone())) as Arc<dyn Backend>
-        })
+        let mut limits = Self::with_backends(config, metrics.clone(), |_| backend.clone());
+        let leased = Arc::new(lease::Leased::new(backend));
+        limits.client = Limiter::new(*limits.client.rule(), leased, metrics);
+        limits
     }
 
     fn with_backends(
@@ -397,6 +401,33 @@ mod tests {
             text.contains("jit_rate_limited_total{limiter=\"denied_token\"} 3"),
             "{text}"
         );
+    }
+
+    /// In a shared backend only the exchange's per-address limit leases: a busy address costs
+    /// a few calls, a busy identity (or any other key) one call per take.
+    #[tokio::test]
+    async fn only_the_per_address_limit_is_leased() {
+        let backend = Arc::new(suite::Counted::default());
+        let config = RateLimitConfig {
+            identity_burst: 1_000,
+            client_burst: 1_000,
+            refused_burst: 1_000,
+            ..RateLimitConfig::default()
+        };
+        let limits = Limits::shared(&config, Arc::new(Metrics::new()), backend.clone());
+        let calls = || backend.calls.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..500 {
+            assert_eq!(limits.client.check("10.0.0.1", 0).await, Ok(()));
+        }
+        let client_calls = calls();
+        assert!(client_calls < 100, "{client_calls}");
+        for limiter in [&limits.identity, &limits.refused] {
+            let before = calls();
+            for _ in 0..500 {
+                assert_eq!(limiter.check("k", 0).await, Ok(()));
+            }
+            assert_eq!(calls() - before, 500, "{}", limiter.name());
+        }
     }
 
     /// A backend that cannot be reached refuses (fail closed) and is counted apart.

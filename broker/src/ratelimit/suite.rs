@@ -6,8 +6,43 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use super::{Backend, Limited, Rule, SUMMARY_WINDOW_MS};
+use async_trait::async_trait;
+
+use super::memory::MemoryGcra;
+use super::{Backend, LimitError, Limited, Rule, SUMMARY_WINDOW_MS};
+
+/// The in-process backend, counting the calls that reach it and the passes they asked for;
+/// `down` makes it unreachable.
+#[derive(Debug, Default)]
+pub struct Counted {
+    gcra: MemoryGcra,
+    /// Calls that reached the backend.
+    pub calls: AtomicU32,
+    /// Passes those calls asked for.
+    pub asked: AtomicU32,
+    /// While set, every call fails as unreachable.
+    pub down: AtomicBool,
+}
+
+#[async_trait]
+impl Backend for Counted {
+    async fn take_up_to(
+        &self,
+        rule: &Rule,
+        key: &str,
+        now_ms: i64,
+        want: u32,
+    ) -> Result<Result<u32, Limited>, LimitError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(LimitError::Unavailable("down".into()));
+        }
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.asked.fetch_add(want, Ordering::SeqCst);
+        self.gcra.take_up_to(rule, key, now_ms, want).await
+    }
+}
 
 /// An instant (2023-11-14T22:13:20Z) the suite starts from.
 const T0: i64 = 1_700_000_000_000;

@@ -192,7 +192,7 @@ impl Leased {
 
     /// Counts a take of `key` and hands out a held pass: `Ok(())` when one was held, else
     /// `Err(n)`, the passes to ask the backend for.
-    fn from_lease(&self, key: &str, now_ms: i64, cap: u32) -> Result<(), u32> {
+    fn hand_out(&self, key: &str, now_ms: i64, cap: u32) -> Result<(), u32> {
         let mut table = self.table();
         let Some(held) = table.entry(key, now_ms, self.max_keys) else {
             return Err(1);
@@ -237,7 +237,7 @@ impl Backend for Leased {
         if cap == 1 || want > 1 {
             return self.inner.take_up_to(rule, key, now_ms, want).await;
         }
-        let ask = match self.from_lease(key, now_ms, cap) {
+        let ask = match self.hand_out(key, now_ms, cap) {
             Ok(()) => return Ok(Ok(1)),
             Err(ask) => ask,
         };

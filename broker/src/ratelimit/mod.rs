@@ -18,10 +18,9 @@
 //! key (hash-tagged, with a TTL of the time it takes to become full again). The exchange's
 //! per-address limit takes the passes of an address that asks hundreds of times a second at
 //! one replica (a CI fleet's egress) from Redis several at a time ([`lease`]), charged when
-//! taken. When Redis cannot
-//! be reached, a limit fails closed: the exchange answers 503 with `Retry-After`, the doors
-//! treat the refusal as over its budget, and `jit_rate_limit_unavailable_total{limiter}`
-//! counts it.
+//! taken. When Redis cannot be reached, a limit fails closed: the exchange answers 503 with
+//! `Retry-After`, the doors treat the refusal as over its budget, and
+//! `jit_rate_limit_unavailable_total{limiter}` counts it.
 //!
 //! Every limiter has a name, the `limiter` label of `jit_rate_limited_total`, counted on every
 //! refusal. A limiter also says when a key that is over its budget is due a summary: the

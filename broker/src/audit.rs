@@ -45,6 +45,19 @@ impl ChainHead {
         }
     }
 
+    /// `e` chained onto this head as the recorder chains it (its lane by kind, the next
+    /// `seq`, its lane's previous hash, its own hash); the head moves past it. For tests and
+    /// tools that write chains without the recorder.
+    pub fn chain(&mut self, mut e: AuditEvent) -> AuditEvent {
+        let lane = e.event.lane();
+        e.lane = Some(lane);
+        e.seq = self.seq + 1;
+        e.prev = self.hash(lane).to_owned();
+        e.hash = chain_hash(&e);
+        self.advance(lane, &e);
+        e
+    }
+
     /// The head as stored: `seq evidence-hash traffic-hash`.
     pub fn encode(&self) -> String {
         format!("{} {} {}", self.seq, self.evidence, self.traffic)

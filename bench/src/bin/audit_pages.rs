@@ -19,7 +19,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use jit_broker::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, EventKind, chain_hash};
+use jit_broker::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, EventKind};
 use jit_broker::store::redis::{RedisStore, Topology};
 use jit_broker::store::{GrantStore, LEGACY_CHAIN};
 use jit_e2e::RedisServer;
@@ -138,16 +138,11 @@ async fn write(store: &RedisStore, chain: &str, ts: &[i64]) -> Result<()> {
         let batch: Vec<AuditEvent> = part
             .iter()
             .map(|&t| {
-                let mut e = AuditEvent::new(EventKind::AccessAllowed, t)
-                    .with("repo", "acme/api")
-                    .with("chain", chain);
-                let lane = e.event.lane();
-                e.lane = Some(lane);
-                e.seq = head.seq + 1;
-                e.prev = head.hash(lane).to_owned();
-                e.hash = chain_hash(&e);
-                head.advance(lane, &e);
-                e
+                head.chain(
+                    AuditEvent::new(EventKind::AccessAllowed, t)
+                        .with("repo", "acme/api")
+                        .with("chain", chain),
+                )
             })
             .collect();
         let (first, last) = (part[0], part[part.len() - 1]);

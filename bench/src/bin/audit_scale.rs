@@ -18,9 +18,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use jit_broker::audit::{
-    AuditEvent, ChainHead, Checkpoint, EventKind, chain_hash, checkpoint_message,
-};
+use jit_broker::audit::{AuditEvent, ChainHead, Checkpoint, EventKind, checkpoint_message};
 use jit_broker::commands::{VerifyArgs, audit_verify};
 use jit_broker::keys::KeyRing;
 use jit_broker::recorder::sink::file_name;
@@ -130,7 +128,7 @@ fn generate(n: u64, dir: &Path) -> Result<(u64, u64, KeyRing)> {
     let mut line = Vec::with_capacity(1024);
     for seq in 1..=n {
         let ts = 1_800_000_000_000 + seq as i64;
-        let mut e = if seq % CHECKPOINT_EVERY == 0 {
+        let e = if seq % CHECKPOINT_EVERY == 0 {
             let mut e = AuditEvent::new(EventKind::AuditCheckpoint, ts);
             let key = keys.signer();
             let sig = jsonwebtoken::crypto::sign(
@@ -174,12 +172,7 @@ fn generate(n: u64, dir: &Path) -> Result<(u64, u64, KeyRing)> {
             e.user_agent = Some("git/2.47.0".into());
             e
         };
-        let lane = e.event.lane();
-        e.lane = Some(lane);
-        e.seq = seq;
-        e.prev = head.hash(lane).to_owned();
-        e.hash = chain_hash(&e);
-        head.advance(lane, &e);
+        let e = head.chain(e);
         if out.is_none() || in_file >= ROTATE_BYTES {
             if let Some(mut f) = out.take() {
                 f.flush()?;

@@ -18,7 +18,7 @@ use super::{
     AuditRetention, Grant, GrantFilter, GrantStatus, GrantStore, LEGACY_CHAIN, RevokeTarget,
     TidyProgress, bounds,
 };
-use crate::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, Lane, chain_hash};
+use crate::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, Lane};
 use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// How time passes for the store under test.
@@ -223,18 +223,6 @@ pub enum Damage {
     DropSpan(String),
 }
 
-/// `e` chained onto `head` as the recorder chains it (its lane by kind, the real hash);
-/// `head` moves past it.
-fn chain_onto(head: &mut ChainHead, mut e: AuditEvent) -> AuditEvent {
-    let lane = e.event.lane();
-    e.lane = Some(lane);
-    e.seq = head.seq + 1;
-    e.prev = head.hash(lane).to_owned();
-    e.hash = chain_hash(&e);
-    head.advance(lane, &e);
-    e
-}
-
 /// `n` events chained onto `head` as the recorder chains them (lanes by kind, real hashes),
 /// at times `ts(i)`; `head` moves past them.
 fn linked(head: &mut ChainHead, n: usize, ts: impl Fn(usize) -> i64) -> Vec<AuditEvent> {
@@ -245,7 +233,7 @@ fn linked(head: &mut ChainHead, n: usize, ts: impl Fn(usize) -> i64) -> Vec<Audi
             } else {
                 "access.allowed"
             };
-            chain_onto(head, AuditEvent::new(kind, ts(i)).with("i", i))
+            head.chain(AuditEvent::new(kind, ts(i)).with("i", i))
         })
         .collect()
 }
@@ -304,7 +292,7 @@ fn chained(head: &mut ChainHead, chain: &str, ts: &[i64]) -> Vec<AuditEvent> {
             } else {
                 "access.allowed"
             };
-            chain_onto(head, AuditEvent::new(kind, t).with("c", chain).with("i", i))
+            head.chain(AuditEvent::new(kind, t).with("c", chain).with("i", i))
         })
         .collect()
 }

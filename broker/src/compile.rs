@@ -166,6 +166,9 @@ fn admin_policy(config: &Config) -> Result<AdminPolicy, KeyProblem> {
 
 /// Compiles `config` (read from `file`, which only names the source in errors).
 pub fn compile(config: &Config, file: &Path) -> Result<Compiled, ConfigError> {
+    // Every JWT the compiled objects sign or verify goes through ring (a no-op after the
+    // binary's own call).
+    crate::jose::install();
     config.validate(file)?;
     let bad = |p: KeyProblem| invalid(file, p);
     let policy = crate::policy::check_config(config).map_err(bad)?;

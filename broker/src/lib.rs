@@ -5,7 +5,8 @@
 //!
 //! Modules sit on floors, lowest first; none uses a module on its own floor or above
 //! (`tests/layers.rs` checks it, docs/architecture.md draws it).
-//! 1. [`clock`], [`config`] (plain serde data), [`keys`], [`metrics`].
+//! 1. [`clock`], [`config`] (plain serde data), [`keys`], [`jose`] (JWT signatures on
+//!    `ring`), [`metrics`].
 //! 2. Pure domain: [`identity`], [`token`], [`audit`] (chain), [`ratelimit`], [`devissuer`],
 //!    [`notify`] (approval webhooks).
 //! 3. [`policy`] (decides on verified identities), [`store`] (grants, audit events).
@@ -37,6 +38,7 @@ pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod introspection;
+pub mod jose;
 pub mod keys;
 pub mod metrics;
 pub mod notify;

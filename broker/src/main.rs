@@ -193,6 +193,12 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every JWT signature is made and checked with ring, the TLS library: installed before
+    // any is.
+    if !jit_broker::jose::install() {
+        eprintln!("jit-broker: the JWT signature provider could not be installed");
+        return ExitCode::FAILURE;
+    }
     if let Command::Explain(args) = cli.command {
         return match commands::explain(&args.into()) {
             Ok((report, granted)) => {

@@ -71,6 +71,7 @@ pub struct TokenSigner {
 impl TokenSigner {
     /// A signer for tokens of `issuer` (the broker's URL) for `audience` (the gateway).
     pub fn new(keys: Arc<KeyRing>, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        crate::jose::install();
         Self {
             keys,
             issuer: Arc::from(issuer.into()),

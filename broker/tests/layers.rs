@@ -13,6 +13,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("metrics", 1),
     ("config", 1),
     ("keys", 1),
+    ("jose", 1),
     ("redis_conn", 1),
     // Pure domain: verification, signing, audit events and chain, limits, the dev issuer.
     ("identity", 2),

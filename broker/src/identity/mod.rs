@@ -317,6 +317,7 @@ impl Verifier {
 
     /// A verifier for the configured issuers; their keys are fetched on first use.
     pub fn new(configs: &[IssuerConfig], times: CacheTimes) -> Result<Self, PolicyError> {
+        crate::jose::install();
         validate_issuers(configs)?;
         let http = if configs.is_empty() {
             None

@@ -9,7 +9,8 @@
 //! 2048 to 8192 bits. HMAC, which the broker never accepts from an identity provider, and
 //! the JWK key utilities stay with `jsonwebtoken`'s RustCrypto provider.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, rust_crypto};
 use jsonwebtoken::errors::{Error, ErrorKind};
@@ -54,7 +55,44 @@ fn family_must_be(found: AlgorithmFamily, wanted: AlgorithmFamily) -> Result<(),
 enum SigningKey {
     Rsa(RsaKeyPair, &'static dyn sig::RsaEncoding),
     Ecdsa(EcdsaKeyPair),
-    Ed25519(Ed25519KeyPair),
+    Ed25519(Arc<Ed25519KeyPair>),
+}
+
+/// Most Ed25519 key pairs kept parsed: the ring's keys (a few, for rotation). Past it the
+/// cache starts again.
+const PARSED_ED25519: usize = 16;
+
+/// Ed25519 key pairs already parsed, by the SHA-256 of their PKCS#8 document. Parsing derives
+/// the public key, a scalar multiplication as costly as the signature itself; the broker signs
+/// every token with the same key. `jsonwebtoken` hands the provider the key's bytes on every
+/// signature, so the parsed pair is kept here rather than beside the key.
+static ED25519_PAIRS: LazyLock<Mutex<HashMap<[u8; 32], Arc<Ed25519KeyPair>>>> =
+    LazyLock::new(Mutex::default);
+
+fn ed25519_pair(pkcs8: &[u8]) -> Result<Arc<Ed25519KeyPair>, Error> {
+    let mut id = [0u8; 32];
+    id.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, pkcs8).as_ref());
+    // A poisoned lock only means a panic elsewhere while it was held: the map is still whole.
+    let cached = ED25519_PAIRS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&id)
+        .cloned();
+    if let Some(pair) = cached {
+        return Ok(pair);
+    }
+    let pair = Arc::new(
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+            .map_err(|_| Error::from(ErrorKind::InvalidEddsaKey))?,
+    );
+    let mut pairs = ED25519_PAIRS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if pairs.len() >= PARSED_ED25519 {
+        pairs.clear();
+    }
+    pairs.insert(id, pair.clone());
+    Ok(pair)
 }
 
 struct RingSigner {
@@ -110,9 +148,7 @@ fn signer(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>
         Algorithm::ES384 => ecdsa(&sig::ECDSA_P384_SHA384_FIXED_SIGNING)?,
         Algorithm::EdDSA => {
             family_must_be(key.family(), AlgorithmFamily::Ed)?;
-            Ed25519KeyPair::from_pkcs8_maybe_unchecked(key.as_bytes())
-                .map(SigningKey::Ed25519)
-                .map_err(|_| Error::from(ErrorKind::InvalidEddsaKey))?
+            SigningKey::Ed25519(ed25519_pair(key.as_bytes())?)
         }
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
             return (rust_crypto::DEFAULT_PROVIDER.signer_factory)(algorithm, key);
@@ -343,6 +379,32 @@ mod tests {
         assert!((provider().verifier_factory)(&Algorithm::HS256, &rsa).is_err());
         let hmac = DecodingKey::from_secret(RSA_PUBLIC_PEM.as_bytes()).expect("secret");
         assert!((provider().verifier_factory)(&Algorithm::RS256, &hmac).is_err());
+    }
+
+    #[test]
+    fn a_parsed_ed25519_pair_signs_for_its_own_key_only() {
+        let pairs: Vec<_> = (0..PARSED_ED25519 + 3)
+            .map(|_| Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("ed25519"))
+            .collect();
+        let msg = b"header.payload";
+        // Twice over more keys than the cache holds: every signature is its own key's.
+        for _ in 0..2 {
+            for der in &pairs {
+                let public = Ed25519KeyPair::from_pkcs8(der.as_ref())
+                    .expect("pair")
+                    .public_key()
+                    .as_ref()
+                    .to_vec();
+                let enc = EncodingKey::from_ed_der(der.as_ref());
+                let s = sign_with(provider(), Algorithm::EdDSA, &enc, msg);
+                let dec = DecodingKey::from_ed_der(&public);
+                assert!(verifies(provider(), Algorithm::EdDSA, &dec, msg, &s));
+            }
+        }
+        assert!(ED25519_PAIRS.lock().expect("cache").len() <= PARSED_ED25519);
+        // Bytes that are not a key are refused, and not kept.
+        let junk = EncodingKey::from_ed_der(b"not a key");
+        assert!((provider().signer_factory)(&Algorithm::EdDSA, &junk).is_err());
     }
 
     #[test]

@@ -222,9 +222,9 @@ pub async fn run(cli: Cli, ctx: &Context<'_>) -> Result<(), CliError> {
                 Some(d) => d,
                 None => manual::user_man_dir(ctx.env).ok_or_else(no_man_dir)?,
             };
-            manual::install_and_report(&dir, &mut stdout)?;
+            manual::install_and_report(&dir, &Cli::command(), &mut stdout)?;
             if let Some(files) = manual::user_completion_files(ctx.env) {
-                manual::install_completions(&files, &mut stdout)?;
+                manual::install_completions(&files, &Cli::command(), &mut stdout)?;
             }
             Ok(())
         }
@@ -351,14 +351,14 @@ fn setup(ctx: &Context<'_>, a: &SetupArgs, out: &mut dyn Write) -> Result<(), Cl
     // Man pages make `git jit --help` work; git is configured either way.
     match manual::user_man_dir(ctx.env) {
         Some(dir) => {
-            if let Err(e) = manual::install_and_report(&dir, out) {
+            if let Err(e) = manual::install_and_report(&dir, &Cli::command(), out) {
                 writeln!(out, "man pages: not written to {}: {e}", dir.display())?;
             }
         }
         None => writeln!(out, "man pages: not written: {}", no_man_dir())?,
     }
     if let Some(files) = manual::user_completion_files(ctx.env)
-        && let Err(e) = manual::install_completions(&files, out)
+        && let Err(e) = manual::install_completions(&files, &Cli::command(), out)
     {
         writeln!(out, "completions: not written: {e}")?;
     }

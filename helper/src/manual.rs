@@ -27,11 +27,12 @@ impl Page {
     }
 }
 
-/// Every page: `git-jit`, each of its subcommands (nested ones named after their path, as
-/// git names its own: `git-jit-admin-grants`), and `git-credential-jit`.
-pub fn pages() -> io::Result<Vec<Page>> {
+/// Every page: `git-jit` (its command line, `git_jit`), each of its subcommands (nested ones
+/// named after their path, as git names its own: `git-jit-admin-grants`), and
+/// `git-credential-jit`.
+pub fn pages(git_jit: &clap::Command) -> io::Result<Vec<Page>> {
     let mut out = Vec::new();
-    let mut git_jit = crate::cli::Cli::command();
+    let mut git_jit = git_jit.clone();
     git_jit.build();
     walk(&git_jit, "git-jit", "git jit", &mut out)?;
     let mut helper = crate::credential::CredentialArgs::command();
@@ -78,9 +79,9 @@ pub fn user_man_dir(env: Env<'_>) -> Option<PathBuf> {
 }
 
 /// Writes every page into `dir` (created if missing); returns how many were written.
-pub fn install(dir: &Path) -> io::Result<usize> {
+pub fn install(dir: &Path, git_jit: &clap::Command) -> io::Result<usize> {
     std::fs::create_dir_all(dir)?;
-    let pages = pages()?;
+    let pages = pages(git_jit)?;
     for p in &pages {
         std::fs::write(dir.join(p.file_name()), &p.roff)?;
     }
@@ -122,16 +123,12 @@ pub fn user_completion_files(env: Env<'_>) -> Option<Vec<(clap_complete::Shell, 
 /// Writes the completion scripts of `files` (from [`user_completion_files`]) and says where.
 pub fn install_completions(
     files: &[(clap_complete::Shell, PathBuf)],
+    git_jit: &clap::Command,
     out: &mut dyn io::Write,
 ) -> io::Result<()> {
     for (shell, path) in files {
         let mut script = Vec::new();
-        clap_complete::generate(
-            *shell,
-            &mut crate::cli::Cli::command(),
-            "git-jit",
-            &mut script,
-        );
+        clap_complete::generate(*shell, &mut git_jit.clone(), "git-jit", &mut script);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -153,8 +150,12 @@ pub fn man_finds(name: &str) -> Option<bool> {
 
 /// Installs the pages into `dir` and says where, and — when `man` still cannot find them —
 /// how to make it look there.
-pub fn install_and_report(dir: &Path, out: &mut dyn io::Write) -> io::Result<()> {
-    let n = install(dir)?;
+pub fn install_and_report(
+    dir: &Path,
+    git_jit: &clap::Command,
+    out: &mut dyn io::Write,
+) -> io::Result<()> {
+    let n = install(dir, git_jit)?;
     writeln!(out, "man pages: {n} written to {}", dir.display())?;
     match man_finds("git-jit") {
         Some(true) => {}
@@ -179,6 +180,11 @@ pub fn install_and_report(dir: &Path, out: &mut dyn io::Write) -> io::Result<()>
 mod tests {
     use super::*;
 
+    /// `git jit`'s command line, as the binary builds it.
+    fn git_jit() -> clap::Command {
+        crate::cli::Cli::command()
+    }
+
     #[test]
     fn completions_go_where_each_shell_looks() {
         let tmp = tempfile::tempdir().expect("tmp");
@@ -186,7 +192,7 @@ mod tests {
         let env = move |k: &str| (k == "HOME").then(|| home.clone());
         let files = user_completion_files(&env).expect("paths");
         let mut said = Vec::new();
-        install_completions(&files, &mut said).expect("written");
+        install_completions(&files, &git_jit(), &mut said).expect("written");
         let said = String::from_utf8(said).expect("utf8");
         for (shell, path) in &files {
             let text = std::fs::read_to_string(path).expect("script");
@@ -209,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_page_per_command_and_subcommand() {
-        let pages = pages().expect("pages");
+        let pages = pages(&git_jit()).expect("pages");
         let names: Vec<&str> = pages.iter().map(|p| p.name.as_str()).collect();
         let cli = crate::cli::Cli::command();
         for sub in cli.get_subcommands() {
@@ -278,7 +284,7 @@ mod tests {
         }
         let root = tempfile::tempdir().expect("tempdir");
         let dir = root.path().join("man1");
-        let n = install(&dir).expect("install");
+        let n = install(&dir, &git_jit()).expect("install");
         assert!(n > 10, "{n} pages");
         for (page, says) in [
             ("git-jit", "Just-in-time access"),

@@ -33,7 +33,7 @@ pub const MAX_REASON_LEN: usize = 1024;
 /// (Each pattern is at most [`crate::refs::MAX_REF_PATTERN_LEN`] bytes.)
 pub const MAX_REFS: usize = 8;
 /// Longest lifetime the `ttl` parameter can express, in minutes (roles allow far less).
-pub const MAX_TTL_MINUTES: u32 = 100_000;
+pub use crate::time::MAX_TTL_MINUTES;
 /// Longest role name, in bytes.
 pub const MAX_ROLE_LEN: usize = 64;
 /// How much of a refused scope an error message repeats, in characters.

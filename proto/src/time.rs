@@ -9,13 +9,15 @@
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-use crate::exchange::MAX_TTL_MINUTES;
-
 /// The latest NumericDate accepted: 9999-12-31T23:59:59Z, in seconds since the epoch.
 pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 
 /// The latest time accepted in milliseconds since the epoch (the end of the year 9999).
 pub const MAX_EPOCH_MS: i64 = MAX_NUMERIC_DATE * 1000 + 999;
+
+/// Longest lifetime the exchange's `ttl` parameter can express, in minutes (roles allow far
+/// less); [`crate::exchange::MAX_TTL_MINUTES`] names it where requests are parsed.
+pub const MAX_TTL_MINUTES: u32 = 100_000;
 
 /// The longest lifetime (`expires_in`) accepted, in seconds: the longest `ttl` a request
 /// can express.

@@ -694,8 +694,8 @@ impl GrantStore for MemoryStore {
     }
 
     #[cfg(any(test, feature = "test-suite"))]
-    async fn damage_audit(&self, damage: &super::suite::Damage) -> Result<(), StoreError> {
-        use super::suite::Damage;
+    async fn damage_audit(&self, damage: &super::Damage) -> Result<(), StoreError> {
+        use super::Damage;
         let mut inner = self.lock()?;
         match damage {
             Damage::DropChain(name) => {

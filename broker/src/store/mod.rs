@@ -42,6 +42,8 @@ pub mod sessions;
 pub mod sessions_suite;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod suite_time;
 pub mod tidy;
 pub mod timed;
 
@@ -661,6 +663,21 @@ pub fn revoked_by(watermarks: &[Option<i64>], issued_ms: i64) -> bool {
     watermarks.iter().flatten().any(|&w| issued_ms <= w)
 }
 
+#[cfg(any(test, feature = "test-suite"))]
+/// Damage done to the audit trail behind the store's back, as someone with write access to
+/// the store could: what `audit verify --store` must notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// Every key of a replica's chain deleted (the roster still names it).
+    DropChain(String),
+    /// A replica chain's newest event deleted (its head left as it was).
+    DropNewest(String),
+    /// Every key of a replica's chain deleted, and its roster entry (its span kept).
+    DropRetired(String),
+    /// A replica chain's span deleted from the index of chains by time.
+    DropSpan(String),
+}
+
 /// The grant store. All times are passed in (milliseconds since the epoch).
 #[async_trait]
 pub trait GrantStore: Send + Sync + 'static {
@@ -824,7 +841,7 @@ pub trait GrantStore: Send + Sync + 'static {
 
     /// Damages the audit trail behind the store's back (tests of verification only).
     #[cfg(any(test, feature = "test-suite"))]
-    async fn damage_audit(&self, damage: &suite::Damage) -> Result<(), StoreError> {
+    async fn damage_audit(&self, damage: &Damage) -> Result<(), StoreError> {
         let _ = damage;
         Err(StoreError::Invalid("this store cannot be damaged"))
     }

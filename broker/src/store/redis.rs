@@ -1019,8 +1019,8 @@ impl GrantStore for RedisStore {
     }
 
     #[cfg(any(test, feature = "test-suite"))]
-    async fn damage_audit(&self, damage: &super::suite::Damage) -> Result<(), StoreError> {
-        use super::suite::Damage;
+    async fn damage_audit(&self, damage: &super::Damage) -> Result<(), StoreError> {
+        use super::Damage;
         let mut c = self.conn().await?;
         match damage {
             Damage::DropSpan(name) => self.drop_span(name).await?,

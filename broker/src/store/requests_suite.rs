@@ -9,7 +9,7 @@ use jit_proto::Scope;
 use jit_proto::approval::{RequestId, RequestState};
 
 use super::requests::{ApprovalRequest, Party, RequestStore, Vote, new_request_id};
-use super::suite::SuiteTime;
+use super::suite_time::SuiteTime;
 
 /// A request by `sub` filed now, pending for `wait_ms`, with a fresh random id.
 pub fn request(t: &SuiteTime, sub: &str, wait_ms: i64) -> ApprovalRequest {

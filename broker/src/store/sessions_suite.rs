@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::sessions::{ABSOLUTE_MS, IDLE_MS, LOGIN_MS, MAX_LOGINS, SessionStore};
-use super::suite::SuiteTime;
+use super::suite_time::SuiteTime;
 
 /// A fresh random key (as the console makes: hex SHA-256), so runs on one Redis never meet.
 fn key(name: &str) -> String {

@@ -3,14 +3,13 @@
 //! harness (single node and cluster).
 //!
 //! Time is the store's own notion of it ([`SuiteTime`]): the memory store knows only the
-//! `now_ms` it is handed, so its run drives a [`ManualClock`] and never sleeps; the Redis store
+//! `now_ms` it is handed, so its run drives a [`crate::clock::ManualClock`] and never sleeps; the Redis store
 //! expires keys by real TTLs inside `redis-server`, so its run reads the system clock and, where
 //! a case needs time to pass, really waits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;
-use std::time::Duration;
 
 use jit_proto::{Claims, RepoPath, Scope};
 
@@ -19,91 +18,15 @@ use super::{
     TidyProgress, bounds,
 };
 use crate::audit::{AuditCursor, AuditEvent, AuditQuery, ChainHead, Lane};
-use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 
-/// How time passes for the store under test.
-pub enum SuiteTime {
-    /// The store only knows the `now_ms` it is given: the suite moves this clock.
-    Manual(ManualClock),
-    /// The store keeps real time of its own (Redis key TTLs): the suite reads the system clock
-    /// and waits for real.
-    Real,
-}
-
-impl SuiteTime {
-    /// A manual clock at a fixed instant (2023-11-14T22:13:20Z), so runs are repeatable.
-    pub fn manual() -> Self {
-        Self::Manual(ManualClock::new(1_700_000_000_000))
-    }
-
-    /// Now, in milliseconds since the epoch.
-    pub fn now_ms(&self) -> i64 {
-        match self {
-            Self::Manual(clock) => clock.now_ms(),
-            Self::Real => SystemClock.now_ms(),
-        }
-    }
-
-    /// Lets `ms` milliseconds pass.
-    pub async fn pass(&self, ms: i64) {
-        match self {
-            Self::Manual(clock) => clock.advance_ms(ms),
-            // Only the Redis store gets here: its TTLs run in redis-server, on the real clock.
-            Self::Real => {
-                tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).await;
-            }
-        }
-    }
-
-    /// Lets time pass until just after `g` has expired (its `exp` is in whole seconds).
-    async fn pass_expiry_of(&self, g: &Grant) {
-        self.pass((g.exp * 1000 - self.now_ms()).max(0) + 150).await;
-    }
-
-    /// A grant issued now: `sub` on `repo` under `role` from `idp`, living `ttl` seconds.
-    pub fn grant(
-        &self,
-        jti: &str,
-        sub: &str,
-        repo: &str,
-        role: &str,
-        idp: &str,
-        ttl: i64,
-    ) -> Grant {
-        grant_at(self.now_ms(), jti, sub, repo, role, idp, ttl)
-    }
-}
+pub use super::Damage;
+pub use super::suite_time::{SuiteTime, grant_at};
 
 /// A grant for the Redis store's own tests, issued at the system clock's now. See
 /// [`grant_at`].
 pub fn grant(jti: &str, sub: &str, repo: &str, role: &str, idp: &str, ttl: i64) -> Grant {
     grant_at(SystemClock.now_ms(), jti, sub, repo, role, idp, ttl)
-}
-
-/// A grant for tests issued at `now` (ms): `sub` on `repo` under `role` from `idp`, living
-/// `ttl` seconds.
-pub fn grant_at(
-    now: i64,
-    jti: &str,
-    sub: &str,
-    repo: &str,
-    role: &str,
-    idp: &str,
-    ttl: i64,
-) -> Grant {
-    Grant {
-        jti: jti.to_owned(),
-        sub: sub.to_owned(),
-        idp: idp.to_owned(),
-        role: role.to_owned(),
-        scope: Scope::new(RepoPath::parse(repo).unwrap(), jit_proto::Action::Read),
-        refs: vec![],
-        reason: Some("suite".to_owned()),
-        issued_ms: now,
-        exp: now / 1000 + ttl,
-        req: None,
-        break_glass: false,
-    }
 }
 
 /// The claims of a token for `g`.
@@ -207,20 +130,6 @@ async fn join(store: &dyn GrantStore, replica: &str) {
         .join_audit(replica, &ChainHead::default())
         .await
         .unwrap();
-}
-
-/// Damage done to the audit trail behind the store's back, as someone with write access to
-/// the store could: what `audit verify --store` must notice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Damage {
-    /// Every key of a replica's chain deleted (the roster still names it).
-    DropChain(String),
-    /// A replica chain's newest event deleted (its head left as it was).
-    DropNewest(String),
-    /// Every key of a replica's chain deleted, and its roster entry (its span kept).
-    DropRetired(String),
-    /// A replica chain's span deleted from the index of chains by time.
-    DropSpan(String),
 }
 
 /// `n` events chained onto `head` as the recorder chains them (lanes by kind, real hashes),

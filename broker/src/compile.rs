@@ -237,6 +237,8 @@ pub fn load(file: &Path) -> Result<Compiled, ConfigError> {
 }
 
 #[cfg(test)]
+mod examples;
+#[cfg(test)]
 mod tests {
     use super::*;
 

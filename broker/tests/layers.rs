@@ -58,7 +58,7 @@ const TEST_SUPPORT: &[&str] = &[
     "store/suite.rs",
     "store/suite_time.rs",
     "store/requests_suite.rs",
-    "policy/examples.rs",
+    "compile/examples.rs",
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

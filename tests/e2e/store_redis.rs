@@ -13,14 +13,19 @@ use jit_e2e::{RedisCluster, RedisServer};
 pub(crate) async fn run_suite(topology: Topology) {
     let n = Arc::new(AtomicU32::new(0));
     // Real time: Redis expires grant keys by their TTLs, on its own clock.
-    suite::run_all(&suite::SuiteTime::Real, |retention| {
-        let i = n.fetch_add(1, Ordering::SeqCst);
-        let topology = topology.clone();
-        async move {
-            Box::new(RedisStore::new(topology, format!("suite{i}"), 1).with_retention(retention))
-                as Box<dyn GrantStore>
-        }
-    })
+    suite::run_all(
+        &suite::SuiteTime::Real,
+        jit_broker::recorder::verify::suite_verifier,
+        |retention| {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            let topology = topology.clone();
+            async move {
+                Box::new(
+                    RedisStore::new(topology, format!("suite{i}"), 1).with_retention(retention),
+                ) as Box<dyn GrantStore>
+            }
+        },
+    )
     .await;
 }
 

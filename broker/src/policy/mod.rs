@@ -9,8 +9,6 @@
 
 pub mod approval;
 mod decide;
-#[cfg(test)]
-mod examples;
 pub mod explain;
 pub mod pattern;
 #[cfg(test)]

@@ -341,6 +341,19 @@ fn report(v: &ChainVerifier, source: &str) -> String {
     out
 }
 
+/// [`verify_store`] for the store suite ([`crate::store::suite::Verify`]): every chain, no
+/// checkpoint keys, pages of 97 events (so pages end mid-chain), the report as text.
+#[cfg(any(test, feature = "test-suite"))]
+pub fn suite_verifier(
+    store: &dyn GrantStore,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>> {
+    Box::pin(async move {
+        verify_store(store, &|_, _, _| None, 97)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

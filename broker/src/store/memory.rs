@@ -745,9 +745,13 @@ mod tests {
     /// the suite's expiry cases take no real time.
     #[tokio::test]
     async fn shared_suite() {
-        suite::run_all(&SuiteTime::manual(), |retention| async move {
-            Box::new(MemoryStore::with_retention(retention)) as Box<dyn GrantStore>
-        })
+        suite::run_all(
+            &SuiteTime::manual(),
+            crate::recorder::verify::suite_verifier,
+            |retention| async move {
+                Box::new(MemoryStore::with_retention(retention)) as Box<dyn GrantStore>
+            },
+        )
         .await;
     }
 

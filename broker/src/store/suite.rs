@@ -23,6 +23,14 @@ use crate::clock::{Clock, SystemClock};
 pub use super::Damage;
 pub use super::suite_time::{SuiteTime, grant_at};
 
+/// Verifies the audit trail a store holds, as `audit verify --store` does, and returns the
+/// report. The recorder's verification, handed in by the caller
+/// (`crate::recorder::verify::suite_verifier`), so that this suite stays beneath it.
+pub type Verify =
+    for<'a> fn(
+        &'a dyn GrantStore,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
 /// A grant for the Redis store's own tests, issued at the system clock's now. See
 /// [`grant_at`].
 pub fn grant(jti: &str, sub: &str, repo: &str, role: &str, idp: &str, ttl: i64) -> Grant {
@@ -64,8 +72,9 @@ pub fn head_after(events: &[AuditEvent]) -> ChainHead {
     head
 }
 
-/// Runs every case, each on a fresh store from `make(retention)`, with time as `t` says.
-pub async fn run_all<F, Fut>(t: &SuiteTime, make: F)
+/// Runs every case, each on a fresh store from `make(retention)`, with time as `t` says and
+/// the audit trail checked by `verify`.
+pub async fn run_all<F, Fut>(t: &SuiteTime, verify: Verify, make: F)
 where
     F: Fn(AuditRetention) -> Fut,
     Fut: Future<Output = Box<dyn GrantStore>>,
@@ -110,12 +119,12 @@ where
     small.traffic.max_bytes = 16 * 1024;
     small.evidence.max_age_ms = 60_000;
     traffic_never_pushes_evidence_out(&*make_with(small).await, t).await;
-    replicas_append_concurrently_without_contention(&*make(100_000).await, t).await;
+    replicas_append_concurrently_without_contention(&*make(100_000).await, t, verify).await;
     merged_reads_page_in_time_order_at_depth(&*make(100_000).await, t).await;
     many_chains_merge_with_one_hot_chain(&*make(100_000).await, t).await;
-    verify_finds_a_deleted_chain_and_a_cut_tail(&*make(1000).await, t).await;
-    verify_finds_a_retired_chain_deleted_with_its_roster_entry(&*make(1000).await, t).await;
-    legacy_chain_still_verifies_and_replicas_continue_it(&*make(1000).await, t).await;
+    verify_finds_a_deleted_chain_and_a_cut_tail(&*make(1000).await, t, verify).await;
+    verify_finds_a_retired_chain_deleted_with_its_roster_entry(&*make(1000).await, t, verify).await;
+    legacy_chain_still_verifies_and_replicas_continue_it(&*make(1000).await, t, verify).await;
 }
 
 /// The replica most audit cases write as.
@@ -235,15 +244,13 @@ async fn read_all(store: &dyn GrantStore) -> Vec<AuditEvent> {
         .unwrap()
 }
 
-async fn verify(store: &dyn GrantStore) -> Result<String, String> {
-    crate::recorder::verify::verify_store(store, &|_, _, _| None, 97)
-        .await
-        .map_err(|e| e.to_string())
-}
-
 /// Two replicas appending at once each write their own chain: no append is ever refused (so
 /// none is retried), both chains verify on their own, and the merged trail holds both.
-async fn replicas_append_concurrently_without_contention(store: &dyn GrantStore, t: &SuiteTime) {
+async fn replicas_append_concurrently_without_contention(
+    store: &dyn GrantStore,
+    t: &SuiteTime,
+    verify: Verify,
+) {
     let t0 = t.now_ms();
     join(store, "a").await;
     join(store, "b").await;
@@ -482,7 +489,11 @@ async fn merged_reads_page_in_time_order_at_depth(store: &dyn GrantStore, t: &Su
 }
 
 /// A replica chain deleted whole, or cut at its tail, fails verification, naming it.
-async fn verify_finds_a_deleted_chain_and_a_cut_tail(store: &dyn GrantStore, t: &SuiteTime) {
+async fn verify_finds_a_deleted_chain_and_a_cut_tail(
+    store: &dyn GrantStore,
+    t: &SuiteTime,
+    verify: Verify,
+) {
     let t0 = t.now_ms();
     for r in ["a", "b", "c"] {
         join(store, r).await;
@@ -520,6 +531,7 @@ async fn verify_finds_a_deleted_chain_and_a_cut_tail(store: &dyn GrantStore, t: 
 async fn verify_finds_a_retired_chain_deleted_with_its_roster_entry(
     store: &dyn GrantStore,
     t: &SuiteTime,
+    verify: Verify,
 ) {
     let t0 = t.now_ms();
     for (k, r) in ["a", "b", "c"].into_iter().enumerate() {
@@ -556,6 +568,7 @@ async fn verify_finds_a_retired_chain_deleted_with_its_roster_entry(
 async fn legacy_chain_still_verifies_and_replicas_continue_it(
     store: &dyn GrantStore,
     t: &SuiteTime,
+    verify: Verify,
 ) {
     let t0 = t.now_ms();
     let mut legacy = ChainHead::default();

@@ -7,9 +7,9 @@ use std::path::Path;
 use jit_proto::Scope;
 use serde_json::{Value, json};
 
-use super::explain::identity_from_claims;
-use super::{Request, decide};
 use crate::config::Config;
+use crate::policy::explain::identity_from_claims;
+use crate::policy::{Request, check_config, decide};
 
 const BASE: &str = include_str!("../../../deploy/broker.example.toml");
 const GITHUB: &str = include_str!("../../../deploy/policies/github-actions.toml");
@@ -19,7 +19,7 @@ const KUBERNETES: &str = include_str!("../../../deploy/policies/kubernetes.toml"
 fn load(text: &str) -> Config {
     let file = Path::new("broker.example.toml");
     let config = Config::parse(text, file).expect("parses");
-    if let Err(e) = crate::compile::compile(&config, file) {
+    if let Err(e) = super::compile(&config, file) {
         panic!("{e}");
     }
     config
@@ -36,7 +36,7 @@ fn role_for(
         return Err("claims must be an object".into());
     };
     let identity = identity_from_claims(config, claims, None)?;
-    let policy = super::check_config(config).map_err(|e| e.to_string())?;
+    let policy = check_config(config).map_err(|e| e.to_string())?;
     let request = Request {
         scope: Scope::parse(scope).map_err(|e| e.to_string())?,
         role: None,
@@ -233,7 +233,7 @@ fn config_refusals_name_the_key() {
     for (text, needle) in cases {
         assert_ne!(text, BASE);
         let file = Path::new("broker.example.toml");
-        let err = match Config::parse(&text, file).and_then(|c| crate::compile::compile(&c, file)) {
+        let err = match Config::parse(&text, file).and_then(|c| super::compile(&c, file)) {
             Ok(_) => panic!("{needle}: compiled"),
             Err(e) => e.to_string(),
         };

@@ -10,6 +10,18 @@
 //! list is read (by the HTTP gateway's own parser) and the broker allowed every ref update —
 //! symbolic refs of the repository resolved; otherwise nothing reaches the repository and git
 //! shows the refusal per ref. The broker audits every decision.
+//!
+//! # Layout
+//!
+//! Lowest first; each module uses only those before it (and `jit-proto`'s SSH shapes):
+//! 1. this file's types: [`GateConfig`], [`GateError`], [`SshEnv`] (what sshd hands over);
+//! 2. [`auth_info`]: the accepted certificate, read from sshd's `SSH_USER_AUTH` file;
+//!    [`repo`]: the repository on disk and its symbolic refs;
+//! 3. [`broker`]: `POST /ssh/check`, the broker's decision;
+//! 4. [`relay`]: git for an allowed connection, a push held until the broker allowed every ref;
+//! 5. [`serve`]: one connection, from the certificate to git's exit status.
+//!
+//! The binary `jit-ssh-gate` parses sshd's `ForceCommand` flags and calls [`serve`].
 #![forbid(unsafe_code)]
 
 pub mod auth_info;

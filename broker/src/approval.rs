@@ -272,7 +272,7 @@ impl Approvals {
         }
     }
 
-    /// Files a request for `decision` (a role with [`Gate::Approval`]) by `requester`, or
+    /// Files a request for `decision` (a role with [`Gate::Approval`](crate::policy::Gate::Approval)) by `requester`, or
     /// returns the identical one still pending; `true` when it is new (and audited as
     /// `request.created`).
     pub async fn file(

@@ -58,7 +58,7 @@ enum SigningKey {
     Ed25519(Arc<Ed25519KeyPair>),
 }
 
-/// Most Ed25519 key pairs kept parsed: the ring's keys (a few, for rotation). Past it the
+/// Most Ed25519 key pairs kept parsed: the key ring's keys (a few, for rotation). Past it the
 /// cache starts again.
 const PARSED_ED25519: usize = 16;
 

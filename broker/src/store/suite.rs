@@ -3,9 +3,9 @@
 //! harness (single node and cluster).
 //!
 //! Time is the store's own notion of it ([`SuiteTime`]): the memory store knows only the
-//! `now_ms` it is handed, so its run drives a [`crate::clock::ManualClock`] and never sleeps; the Redis store
-//! expires keys by real TTLs inside `redis-server`, so its run reads the system clock and, where
-//! a case needs time to pass, really waits.
+//! `now_ms` it is handed, so its run drives a [`crate::clock::ManualClock`] and never sleeps;
+//! the Redis store expires keys by real TTLs inside `redis-server`, so its run reads the system
+//! clock and, where a case needs time to pass, really waits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -18,6 +18,11 @@ import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
 
+// Each step of the start is logged with the time since the process began, so a start that
+// does not come up in time says which step it stood at.
+const step = (what) => console.log(`oidc-provider: ${what} at ${Math.round(performance.now())} ms`);
+step('modules loaded');
+
 const { values: args } = parseArgs({
   options: {
     port: { type: 'string' },
@@ -46,6 +51,7 @@ function loadOrGenerateJwks(file) {
     ],
   };
   writeFileSync(file, JSON.stringify(jwks), { mode: 0o600 });
+  step('keys generated');
   return jwks;
 }
 
@@ -181,6 +187,7 @@ const configuration = {
 
 const issuer = `http://127.0.0.1:${port}`;
 const provider = new Provider(issuer, configuration);
+step('provider configured');
 
 function escapeHtml(s) {
   return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -6,7 +6,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::process::{ManagedProcess, free_port};
+use crate::process::{ManagedProcess, NotReady, Retries, free_port};
 
 /// The broker binary.
 pub const JIT_BROKER: &str = "jit-broker";
@@ -84,8 +84,8 @@ impl BrokerProcess {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let config_path = dir.path().join("broker.toml");
-        let mut last_err = None;
-        for _ in 0..5 {
+        let mut retries = Retries::default();
+        loop {
             let port = free_port()?;
             // Each broker keeps its audit files in its own folder (the default, beside the
             // keys, may be a temporary folder other tests share), and is its own replica
@@ -119,17 +119,14 @@ impl BrokerProcess {
             };
             match broker.spawn_and_wait().await {
                 Ok(()) => return Ok(broker),
-                Err((e, collision)) => {
-                    dir = broker.take_dir();
-                    if collision {
-                        continue;
+                Err((e, why)) => {
+                    if !retries.again("jit-broker", why, &e) {
+                        return Err(e);
                     }
-                    last_err = Some(e);
-                    break;
+                    dir = broker.take_dir();
                 }
             }
         }
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no free port for jit-broker")))
     }
 
     /// `http://127.0.0.1:PORT`
@@ -179,8 +176,8 @@ impl BrokerProcess {
         self.spawn_and_wait().await.map_err(|(e, _)| e)
     }
 
-    async fn spawn_and_wait(&mut self) -> Result<(), (anyhow::Error, bool)> {
-        let mut cmd = Command::new(bin_path(JIT_BROKER).map_err(|e| (e, false))?);
+    async fn spawn_and_wait(&mut self) -> Result<(), (anyhow::Error, NotReady)> {
+        let mut cmd = Command::new(bin_path(JIT_BROKER).map_err(|e| (e, NotReady::Failed))?);
         cmd.arg("serve").arg("--config").arg(&self.config_path);
         cmd.env(
             "RUST_LOG",
@@ -189,8 +186,8 @@ impl BrokerProcess {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
-        let process =
-            ManagedProcess::spawn("jit-broker", cmd, self.dir.path()).map_err(|e| (e, false))?;
+        let process = ManagedProcess::spawn("jit-broker", cmd, self.dir.path())
+            .map_err(|e| (e, NotReady::Failed))?;
         let url = format!("{}/healthz", self.url());
         self.process = Some(crate::process::wait_healthy("jit-broker", process, &url).await?);
         Ok(())

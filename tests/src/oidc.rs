@@ -16,7 +16,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::process::{
-    ManagedProcess, START_TIMEOUT, find_program, free_port, wait_for, wait_port_closed,
+    ManagedProcess, NotReady, Retries, START_TIMEOUT, find_program, free_port, wait_for,
+    wait_port_closed,
 };
 use crate::{b64url, http_client, random_token};
 
@@ -97,20 +98,18 @@ impl OidcProvider {
             http: http_client(),
             dir,
         };
-        let mut last_err = None;
-        for _ in 0..5 {
+        let mut retries = Retries::default();
+        loop {
             provider.port = free_port()?;
             match provider.spawn().await {
                 Ok(()) => return Ok(provider),
-                Err((e, collision)) => {
-                    last_err = Some(e);
-                    if !collision {
-                        break;
+                Err((e, why)) => {
+                    if !retries.again("oidc-provider", why, &e) {
+                        return Err(e);
                     }
                 }
             }
         }
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no free port for oidc-provider")))
     }
 
     /// `http://127.0.0.1:PORT` (the `iss` of its tokens).
@@ -145,21 +144,21 @@ impl OidcProvider {
         self.respawn().await
     }
 
-    /// Starts the provider again on its port; a start that does not come up in time (seen
-    /// once on a loaded machine, with nothing in the provider's log) is tried twice more.
+    /// Starts the provider again on its port; a start that stalls (see [`NotReady::Stalled`])
+    /// or finds the port not yet free is tried again, as [`Retries`] allows.
     async fn respawn(&mut self) -> Result<()> {
-        let mut last = None;
-        for _ in 0..3 {
+        let mut retries = Retries::default();
+        loop {
             match self.spawn().await {
                 Ok(()) => return Ok(()),
-                Err((e, _)) => {
-                    eprintln!("oidc-provider did not come up, trying again: {e:#}");
+                Err((e, why)) => {
+                    if !retries.again("oidc-provider", why, &e) {
+                        return Err(e);
+                    }
                     self.stop()?;
-                    last = Some(e);
                 }
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("oidc-provider did not start")))
     }
 
     /// Kills the provider and waits until its port is closed.
@@ -419,7 +418,7 @@ impl OidcProvider {
         Ok(serde_json::from_str(&body)?)
     }
 
-    async fn spawn(&mut self) -> Result<(), (anyhow::Error, bool)> {
+    async fn spawn(&mut self) -> Result<(), (anyhow::Error, NotReady)> {
         let script = oidc_dir().join("server.mjs");
         if !oidc_dir().join("node_modules/oidc-provider").is_dir() {
             return Err((
@@ -427,10 +426,10 @@ impl OidcProvider {
                     "{}/node_modules is missing: run scripts/test (or `npm ci` in tests/oidc)",
                     oidc_dir().display()
                 ),
-                false,
+                NotReady::Failed,
             ));
         }
-        let node = find_program("node").map_err(|e| (e, false))?;
+        let node = find_program("node").map_err(|e| (e, NotReady::Failed))?;
         let mut cmd = Command::new(node);
         cmd.current_dir(oidc_dir())
             .arg(&script)
@@ -439,8 +438,8 @@ impl OidcProvider {
             .arg("--jwks")
             .arg(&self.jwks_path)
             .env("NODE_ENV", "test");
-        let process =
-            ManagedProcess::spawn("oidc-provider", cmd, self.dir.path()).map_err(|e| (e, false))?;
+        let process = ManagedProcess::spawn("oidc-provider", cmd, self.dir.path())
+            .map_err(|e| (e, NotReady::Failed))?;
         let url = format!("{}/healthz", self.issuer());
         self.process = Some(crate::process::wait_healthy("oidc-provider", process, &url).await?);
         Ok(())

@@ -264,16 +264,70 @@ fn kill_group(pgid: u32, signal: &str) {
         .status();
 }
 
+/// Why a server did not become ready, and so whether its starter should try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// Its log says the port was taken: try again on another port.
+    PortTaken,
+    /// It was still running, but did not answer within [`START_TIMEOUT`]: a fresh process may
+    /// (a stall, not a crash; the error says where the process stood).
+    Stalled,
+    /// It exited, or could not be started: trying again would fail the same way.
+    Failed,
+}
+
+/// How many fresh starts a starter makes after each kind of [`NotReady`].
+#[derive(Debug, Default)]
+pub struct Retries {
+    ports_taken: u32,
+    stalls: u32,
+}
+
+impl Retries {
+    /// Port collisions retried before giving up.
+    const PORTS_TAKEN: u32 = 5;
+    /// Stalled starts retried before giving up (each cost [`START_TIMEOUT`]).
+    const STALLS: u32 = 2;
+
+    /// Whether to start `name` again after it failed with `error` for `why`; counts the
+    /// attempt. A stall retried is told on stderr (with where the process stood), so a
+    /// slow start shows in the test's output instead of passing unseen.
+    pub fn again(&mut self, name: &str, why: NotReady, error: &anyhow::Error) -> bool {
+        let (used, limit) = match why {
+            NotReady::PortTaken => (&mut self.ports_taken, Self::PORTS_TAKEN),
+            NotReady::Stalled => (&mut self.stalls, Self::STALLS),
+            NotReady::Failed => return false,
+        };
+        *used += 1;
+        let again = *used <= limit;
+        if again && why == NotReady::Stalled {
+            eprintln!("{name} did not come up in time, starting a fresh one: {error:#}");
+        }
+        again
+    }
+}
+
 /// Waits until `process` answers 200 on `url` (probes with [`crate::probe_client`]) and
-/// returns it. On failure the process is killed and the error carries its log, with whether
-/// the log looks like a port collision (the caller may retry on another port).
+/// returns it. On failure the process is killed and the error carries its log (and, for a
+/// process still running, where it stood: its state, CPU time and kernel wait), with why it
+/// failed, so the caller may start again ([`Retries`]).
 pub async fn wait_healthy(
+    name: &str,
+    process: ManagedProcess,
+    url: &str,
+) -> std::result::Result<ManagedProcess, (anyhow::Error, NotReady)> {
+    wait_healthy_within(name, process, url, START_TIMEOUT).await
+}
+
+/// [`wait_healthy`] with another timeout.
+async fn wait_healthy_within(
     name: &str,
     mut process: ManagedProcess,
     url: &str,
-) -> std::result::Result<ManagedProcess, (anyhow::Error, bool)> {
+    timeout: Duration,
+) -> std::result::Result<ManagedProcess, (anyhow::Error, NotReady)> {
     let http = crate::probe_client();
-    let ready = wait_for(&format!("{name} on {url}"), START_TIMEOUT, || {
+    let ready = wait_for(&format!("{name} on {url}"), timeout, || {
         let exited = process.exit_status().is_some();
         let req = http.get(url).send();
         async move {
@@ -287,12 +341,52 @@ pub async fn wait_healthy(
     match ready {
         Ok(()) => Ok(process),
         Err(e) => {
+            let running = process.exit_status().is_none();
+            let stood = process.pid().filter(|_| running).map(where_it_stands);
             let log = process.logs();
             process.kill();
-            let collision = looks_like_port_collision(&log);
-            Err((e.context(format!("{name} log:\n{log}")), collision))
+            let why = if looks_like_port_collision(&log) {
+                NotReady::PortTaken
+            } else if running {
+                NotReady::Stalled
+            } else {
+                NotReady::Failed
+            };
+            let e = match stood {
+                Some(stood) => e.context(format!("{name} still running: {stood}")),
+                None => e,
+            };
+            Err((e.context(format!("{name} log:\n{log}")), why))
         }
     }
+}
+
+/// Where a running process stands, from `/proc`: its scheduler state, the CPU time it has
+/// used, and the kernel function it waits in, e.g. `state S, 0.52 s of CPU, waiting in
+/// do_epoll_wait`. A process that used its whole wait on the CPU was slow; one that used
+/// little was blocked.
+fn where_it_stands(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) is in parentheses and may hold spaces; count after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let state = fields.first().copied().unwrap_or("?");
+    // utime and stime (fields 14 and 15) in clock ticks of USER_HZ, 100 on Linux.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|t| t.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or_default();
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let wchan = match wchan.trim() {
+        "" | "0" => "nothing".to_owned(),
+        w => w.to_owned(),
+    };
+    format!(
+        "state {state}, {:.2} s of CPU, waiting in {wchan}",
+        ticks as f64 / 100.0
+    )
 }
 
 /// Whether a log says the server could not bind its port (so the starter retries elsewhere).
@@ -326,4 +420,71 @@ pub fn find_program(name: &str) -> Result<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .with_context(|| format!("`{name}` not found on PATH; run scripts/test, which installs it"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `script` under `sh` as a managed process and waits (1 s) for it to answer on a
+    /// port nothing listens on.
+    fn start_and_wait(script: &str) -> (anyhow::Error, NotReady) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script);
+        let process = ManagedProcess::spawn("probe-subject", cmd, dir.path()).expect("spawn sh");
+        let url = format!("http://127.0.0.1:{}/healthz", free_port().expect("a port"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        match runtime.block_on(wait_healthy_within(
+            "probe-subject",
+            process,
+            &url,
+            Duration::from_secs(1),
+        )) {
+            Ok(_) => panic!("nothing listens, yet it was ready"),
+            Err(failure) => failure,
+        }
+    }
+
+    #[test]
+    fn a_start_that_stalls_is_told_apart_and_says_where_it_stood() {
+        let (e, why) = start_and_wait("echo started; exec sleep 60");
+        assert_eq!(why, NotReady::Stalled);
+        let text = format!("{e:#}");
+        // A sleeping process, which used (almost) no CPU; its log comes with it.
+        assert!(
+            text.contains("probe-subject still running: state S, 0."),
+            "{text}"
+        );
+        assert!(text.contains("waiting in "), "{text}");
+        assert!(text.contains("started"), "{text}");
+    }
+
+    #[test]
+    fn a_start_that_exits_is_a_failure_and_a_taken_port_a_collision() {
+        let (e, why) = start_and_wait("echo 'no such config' >&2; exit 3");
+        assert_eq!(why, NotReady::Failed, "{e:#}");
+        assert!(!format!("{e:#}").contains("still running"), "{e:#}");
+        let (e, why) = start_and_wait("echo 'bind: Address already in use' >&2; exit 1");
+        assert_eq!(why, NotReady::PortTaken, "{e:#}");
+    }
+
+    #[test]
+    fn retries_are_bounded_per_kind() {
+        let e = anyhow::anyhow!("did not come up");
+        let mut retries = Retries::default();
+        assert!(!retries.again("x", NotReady::Failed, &e));
+        let stalls = (0..10)
+            .take_while(|_| retries.again("x", NotReady::Stalled, &e))
+            .count();
+        assert_eq!(stalls, 2);
+        // Stalls used up do not use up the collisions' allowance.
+        let taken = (0..10)
+            .take_while(|_| retries.again("x", NotReady::PortTaken, &e))
+            .count();
+        assert_eq!(taken, 5);
+    }
 }

@@ -76,7 +76,7 @@ pub enum Command {
     Cancel(CancelArgs),
     /// For the security team: list live grants, revoke them, read the audit trail.
     Admin(AdminArgs),
-    /// Install the man pages (git-jit, git-jit-<command>, git-credential-jit), so that
+    /// Install the man pages (`git-jit`, `git-jit-<command>`, `git-credential-jit`), so that
     /// `git jit --help` opens them, and the shell completions (bash, zsh, fish). `git jit
     /// setup` does this too.
     InstallMan {
@@ -104,7 +104,7 @@ pub enum Command {
 /// `git jit setup`.
 #[derive(Debug, Args)]
 pub struct SetupArgs {
-    /// The Git server's URL (the git-jit gateway), e.g. https://git.example.com. Default:
+    /// The Git server's URL (the git-jit gateway), e.g. `https://git.example.com`. Default:
     /// the configured broker.
     pub url: Option<String>,
     /// Write the user's global git config (the default).

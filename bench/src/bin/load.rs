@@ -165,7 +165,7 @@ fn broker_pid(config: &Path) -> Result<u32> {
     bail!("no jit-broker process with config {want}")
 }
 
-/// A `Vm*:` field of /proc/<pid>/status, in kB.
+/// A `Vm*:` field of `/proc/<pid>/status`, in kB.
 fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -181,7 +181,7 @@ fn reset_peak_rss(pid: u32) -> Result<()> {
         .with_context(|| format!("resetting the peak RSS of pid {pid}"))
 }
 
-/// A counter of /proc/<pid>/io (`syscw:` write calls, `wchar:` bytes written).
+/// A counter of `/proc/<pid>/io` (`syscw:` write calls, `wchar:` bytes written).
 fn proc_io(pid: u32, field: &str) -> Result<u64> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
     io.lines()
@@ -200,7 +200,7 @@ fn nginx_worker(master: u32) -> Result<u32> {
         .with_context(|| format!("nginx {master} has no worker"))
 }
 
-/// CPU time (user + system, clock ticks) a process used so far, from /proc/<pid>/stat.
+/// CPU time (user + system, clock ticks) a process used so far, from `/proc/<pid>/stat`.
 fn proc_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.

@@ -252,7 +252,7 @@ pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
 }
 
 /// The connection cap that `nofile` descriptors allow: half of them after [`FD_RESERVE`],
-/// clamped to [`DERIVED_CAP_RANGE`].
+/// clamped to `DERIVED_CAP_RANGE`.
 pub fn derived_cap(nofile: u64) -> usize {
     let half = nofile.saturating_sub(FD_RESERVE) / 2;
     let (lo, hi) = DERIVED_CAP_RANGE;

@@ -1,4 +1,4 @@
-//! What every request passes first, in one middleware ([`observe`]): the header checks, the
+//! What every request passes first, in one middleware (`observe`): the header checks, the
 //! request id, the latency histogram by route — and the log format that names the request id
 //! on every line logged while a request is served ([`RequestIdFormat`]).
 //!

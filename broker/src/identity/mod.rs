@@ -8,7 +8,7 @@
 //! token. Then `iss` (exact), `aud` (must contain the configured audience), `azp` (required
 //! with several audiences, OpenID Connect Core §3.1.3.7), `exp`, `nbf`, `iat` and `auth_time`
 //! (bounded NumericDates, at most [`LEEWAY_SECS`] of clock skew against the injected time)
-//! are checked ([`claims`]). Only asymmetric algorithms are accepted, each only with a key of
+//! are checked (`claims`). Only asymmetric algorithms are accepted, each only with a key of
 //! its own type. Error messages are precise and safe: they never contain the token.
 
 mod claims;

@@ -7,7 +7,7 @@
 //!
 //! - [`event`]: what is sent; [`payload`]: the bodies (JSON, Slack) and the signature;
 //! - [`webhook`]: a configured webhook with its key and client;
-//! - [`delivery`]: the per-webhook tasks, retries and backoff.
+//! - `delivery`: the per-webhook tasks, retries and backoff.
 
 use std::fmt;
 use std::sync::Arc;

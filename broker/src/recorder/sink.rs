@@ -6,7 +6,7 @@
 //! its answer; the thread takes whatever is waiting, writes it, and makes it durable with one
 //! `fdatasync` — so one sync covers every batch that arrived while the previous one ran, and
 //! before syncing it waits for the events the recorder has announced and not yet handed over
-//! ([`gather`]: at most 1 ms), so that under load one sync covers every request in flight,
+//! (`gather`: at most 1 ms), so that under load one sync covers every request in flight,
 //! and a lone batch is synced at once. A
 //! failed write is cut off again (the file never keeps half a line) and answered as an error,
 //! which the recorder turns into a refusal.

@@ -294,7 +294,7 @@ impl Merging {
 /// chains whose span reaches the cursor's time ([`GrantStore::audit_chains`]), and a chain
 /// is opened only once the merge has reached its span's start. So a page at any depth costs
 /// the chains that were written in the time it covers, not every chain ever written. Each
-/// chain is read in chunks of its share of the page (at least [`MERGE_CHUNK_MIN`]),
+/// chain is read in chunks of its share of the page (at least `MERGE_CHUNK_MIN`),
 /// starting right at the cursor's place in it ([`GrantStore::read_chain_from`]), and read
 /// on where it holds more.
 pub async fn read_merged<S: GrantStore + ?Sized>(

@@ -58,7 +58,7 @@ pub const DUTY_PERCENT: u32 = 20;
 /// answered slowly must not stall tidying for minutes).
 const MAX_REST: Duration = Duration::from_secs(5);
 /// How long the tidy lease lasts past the batch that took or renewed it: well over the
-/// longest rest between two batches of its holder ([`MAX_REST`], [`AFTER_FAILURE`]) plus a
+/// longest rest between two batches of its holder (`MAX_REST`, `AFTER_FAILURE`) plus a
 /// slow batch, so a working holder keeps it; a crashed one is taken over after this long.
 pub const LEASE_MS: i64 = 30_000;
 
@@ -136,7 +136,7 @@ impl TidyProgress {
 
 /// How long the worker rests after a batch that took `took`, so that working takes at most
 /// [`DUTY_PERCENT`] of wall time: `took × (100 − DUTY_PERCENT) / DUTY_PERCENT`, at most
-/// [`MAX_REST`].
+/// `MAX_REST`.
 pub fn rest_after(took: Duration) -> Duration {
     took.checked_mul(100 - DUTY_PERCENT)
         .map_or(MAX_REST, |d| (d / DUTY_PERCENT).min(MAX_REST))

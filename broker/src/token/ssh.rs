@@ -10,7 +10,7 @@
 //!
 //! No standard extension is set: a git-jit certificate permits no terminal, no forwarding of
 //! ports, agents or X11, and no `~/.ssh/rc`. There are no critical options, so any sshd
-//! accepts it; what it may reach is `jit-ssh-gate`'s decision. Verification ([`read`])
+//! accepts it; what it may reach is `jit-ssh-gate`'s decision. Verification (`read`)
 //! checks the CA signature against the ring's fingerprints, the time window, the certificate
 //! type, the principal, and that no critical option is present.
 

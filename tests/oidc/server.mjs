@@ -12,7 +12,7 @@
 //   so the harness rotates keys by deleting the file and restarting on the same port.
 
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 
@@ -50,7 +50,9 @@ function loadOrGenerateJwks(file) {
       { ...ec, kid: `es256-${stamp}`, alg: 'ES256', use: 'sig' },
     ],
   };
-  writeFileSync(file, JSON.stringify(jwks), { mode: 0o600 });
+  // Written whole or not at all: a start killed midway leaves no half a key set behind.
+  writeFileSync(`${file}.tmp`, JSON.stringify(jwks), { mode: 0o600 });
+  renameSync(`${file}.tmp`, file);
   step('keys generated');
   return jwks;
 }

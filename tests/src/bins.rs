@@ -1,12 +1,12 @@
 //! The workspace's binaries (built by `cargo build --workspace`) and a running `jit-broker`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::process::{ManagedProcess, NotReady, Retries, free_port};
+use crate::process::{ManagedProcess, NotReady, failed, free_port, start_retrying, wait_healthy};
 
 /// The broker binary.
 pub const JIT_BROKER: &str = "jit-broker";
@@ -76,7 +76,7 @@ impl BrokerProcess {
 
     /// Like [`BrokerProcess::start`] with extra environment variables (secrets, Redis URL).
     pub async fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Result<Self> {
-        let mut dir = tempfile::Builder::new()
+        let dir = tempfile::Builder::new()
             .prefix("jit-e2e-broker-")
             .tempdir()?;
         let extra_env: Vec<(String, String)> = env
@@ -84,17 +84,16 @@ impl BrokerProcess {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let config_path = dir.path().join("broker.toml");
-        let mut retries = Retries::default();
-        loop {
-            let port = free_port()?;
+        let (folder, path, env) = (dir.path(), &config_path, &extra_env);
+        let (process, port) = start_retrying(JIT_BROKER, move || async move {
+            let port = free_port().map_err(failed)?;
             // Each broker keeps its audit files in its own folder (the default, beside the
             // keys, may be a temporary folder other tests share), and is its own replica
             // (brokers of one test share the host name, and often a store).
             let audit = if config_toml.contains("[audit]") {
                 String::new()
             } else {
-                let name = dir
-                    .path()
+                let name = folder
                     .file_name()
                     .and_then(|n| n.to_str())
                     .unwrap_or("e2e")
@@ -108,25 +107,18 @@ impl BrokerProcess {
                 .replace(placeholders::LISTEN, &format!("127.0.0.1:{port}"))
                 .replace(placeholders::PORT, &port.to_string())
                 .replace(placeholders::URL, &format!("http://127.0.0.1:{port}"))
-                .replace(placeholders::DIR, &dir.path().display().to_string());
-            std::fs::write(&config_path, text)?;
-            let mut broker = Self {
-                process: None,
-                port,
-                config_path: config_path.clone(),
-                extra_env: extra_env.clone(),
-                dir,
-            };
-            match broker.spawn_and_wait().await {
-                Ok(()) => return Ok(broker),
-                Err((e, why)) => {
-                    if !retries.again("jit-broker", why, &e) {
-                        return Err(e);
-                    }
-                    dir = broker.take_dir();
-                }
-            }
-        }
+                .replace(placeholders::DIR, &folder.display().to_string());
+            std::fs::write(path, text).map_err(|e| failed(e.into()))?;
+            Ok((spawn_broker(folder, path, env, port).await?, port))
+        })
+        .await?;
+        Ok(Self {
+            process: Some(process),
+            port,
+            config_path,
+            extra_env,
+            dir,
+        })
     }
 
     /// `http://127.0.0.1:PORT`
@@ -173,30 +165,39 @@ impl BrokerProcess {
     /// Starts the broker again with the same config file and port.
     pub async fn start_again(&mut self) -> Result<()> {
         self.stop()?;
-        self.spawn_and_wait().await.map_err(|(e, _)| e)
-    }
-
-    async fn spawn_and_wait(&mut self) -> Result<(), (anyhow::Error, NotReady)> {
-        let mut cmd = Command::new(bin_path(JIT_BROKER).map_err(|e| (e, NotReady::Failed))?);
-        cmd.arg("serve").arg("--config").arg(&self.config_path);
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        let (dir, config, env, port) = (
+            self.dir.path(),
+            &self.config_path,
+            &self.extra_env,
+            self.port,
         );
-        for (k, v) in &self.extra_env {
-            cmd.env(k, v);
-        }
-        let process = ManagedProcess::spawn("jit-broker", cmd, self.dir.path())
-            .map_err(|e| (e, NotReady::Failed))?;
-        let url = format!("{}/healthz", self.url());
-        self.process = Some(crate::process::wait_healthy("jit-broker", process, &url).await?);
+        let process =
+            start_retrying(JIT_BROKER, move || spawn_broker(dir, config, env, port)).await?;
+        self.process = Some(process);
         Ok(())
     }
+}
 
-    fn take_dir(self) -> TempDir {
-        let Self { dir, .. } = self;
-        dir
+/// Runs `jit-broker serve --config CONFIG` (its log in `dir`, `env` added to its environment)
+/// and waits until it answers `GET /healthz` on `port`.
+async fn spawn_broker(
+    dir: &Path,
+    config: &Path,
+    env: &[(String, String)],
+    port: u16,
+) -> Result<ManagedProcess, (anyhow::Error, NotReady)> {
+    let mut cmd = Command::new(bin_path(JIT_BROKER).map_err(failed)?);
+    cmd.arg("serve").arg("--config").arg(config);
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    for (k, v) in env {
+        cmd.env(k, v);
     }
+    let process = ManagedProcess::spawn(JIT_BROKER, cmd, dir).map_err(failed)?;
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    wait_healthy(JIT_BROKER, process, &url).await
 }
 
 /// Runs `jit-broker keys generate --dir DIR` (one fresh Ed25519 signing key in `dir`).

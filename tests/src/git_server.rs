@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail, ensure};
 use tempfile::TempDir;
 
 use crate::process::{
-    ManagedProcess, START_TIMEOUT, find_program, free_port, looks_like_port_collision, run_checked,
-    wait_for,
+    ManagedProcess, START_TIMEOUT, failed, find_program, free_port, run_checked, start_retrying,
+    wait_ready,
 };
 
 /// Options for [`GitServer::start_with`].
@@ -107,19 +107,11 @@ impl GitServer {
         let socket = dir.path().join("fcgiwrap.sock");
         let mut fcgi_cmd = Command::new(find_program("fcgiwrap")?);
         fcgi_cmd.arg("-s").arg(format!("unix:{}", socket.display()));
-        let mut fcgiwrap = ManagedProcess::spawn("fcgiwrap", fcgi_cmd, dir.path())?;
-        wait_for("fcgiwrap socket", START_TIMEOUT, || {
-            let exists = socket.exists();
-            let exited = fcgiwrap.exit_status().is_some();
-            async move {
-                if exited {
-                    bail!("fcgiwrap exited");
-                }
-                Ok(exists.then_some(()))
-            }
-        })
-        .await
-        .with_context(|| format!("fcgiwrap log:\n{}", fcgiwrap.logs()))?;
+        let fcgiwrap = ManagedProcess::spawn("fcgiwrap", fcgi_cmd, dir.path())?;
+        let listening = || std::future::ready(socket.exists());
+        let fcgiwrap = wait_ready(fcgiwrap, "fcgiwrap socket", START_TIMEOUT, None, listening)
+            .await
+            .map_err(|(e, _)| e)?;
 
         if let Some((user, pass)) = &config.basic_auth {
             // nginx understands the {PLAIN} scheme; fine for a test-only upstream.
@@ -590,43 +582,26 @@ async fn start_nginx(
     for sub in ["logs", "tmp", "tmp/client_body", "tmp/fastcgi"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
-    let mut last_err = None;
-    for _ in 0..5 {
-        let port = free_port()?;
+    let conf = &conf;
+    start_retrying(name, move || async move {
+        let port = free_port().map_err(failed)?;
         let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf(port))?;
-        let mut cmd = Command::new(find_program("nginx")?);
+        std::fs::write(&conf_path, conf(port)).map_err(|e| failed(e.into()))?;
+        // Each try's own errors only: a collision of the try before is not this one's.
+        let error_log = dir.join("logs/error.log");
+        let _ = std::fs::remove_file(&error_log);
+        let mut cmd = Command::new(find_program("nginx").map_err(failed)?);
         cmd.arg("-p")
             .arg(dir)
             .arg("-c")
             .arg(&conf_path)
             .arg("-e")
-            .arg(dir.join("logs/error.log"));
-        let mut nginx = ManagedProcess::spawn(name, cmd, dir)?;
-        let ready = wait_for(&format!("{name} on port {port}"), START_TIMEOUT, || {
-            let exited = nginx.exit_status().is_some();
-            async move {
-                if exited {
-                    bail!("nginx exited");
-                }
-                Ok(crate::process::port_is_open(port).then_some(()))
-            }
-        })
-        .await;
-        match ready {
-            Ok(()) => return Ok((nginx, port)),
-            Err(e) => {
-                let error_log =
-                    std::fs::read_to_string(dir.join("logs/error.log")).unwrap_or_default();
-                let log = format!("{}{error_log}", nginx.logs());
-                nginx.kill();
-                if looks_like_port_collision(&log) {
-                    continue;
-                }
-                last_err = Some(e.context(format!("{name} log:\n{log}")));
-                break;
-            }
-        }
-    }
-    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no free port for {name}")))
+            .arg(&error_log);
+        let nginx = ManagedProcess::spawn(name, cmd, dir).map_err(failed)?;
+        let ready = || async move { crate::process::port_is_open(port) };
+        let what = format!("{name} on port {port}");
+        let nginx = wait_ready(nginx, &what, START_TIMEOUT, Some(&error_log), ready).await?;
+        Ok((nginx, port))
+    })
+    .await
 }

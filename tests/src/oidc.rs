@@ -6,7 +6,7 @@
 //! pages over HTTP as a browser would.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -16,8 +16,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::process::{
-    ManagedProcess, NotReady, Retries, START_TIMEOUT, find_program, free_port, wait_for,
-    wait_port_closed,
+    ManagedProcess, NotReady, START_TIMEOUT, failed, find_program, free_port, start_retrying,
+    wait_for, wait_healthy, wait_port_closed,
 };
 use crate::{b64url, http_client, random_token};
 
@@ -91,25 +91,19 @@ impl OidcProvider {
     pub async fn start() -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("jit-e2e-oidc-").tempdir()?;
         let jwks_path = dir.path().join("jwks.json");
-        let mut provider = Self {
-            process: None,
-            port: 0,
+        let (folder, jwks) = (dir.path(), &jwks_path);
+        let (process, port) = start_retrying("oidc-provider", move || async move {
+            let port = free_port().map_err(failed)?;
+            Ok((spawn_provider(folder, jwks, port).await?, port))
+        })
+        .await?;
+        Ok(Self {
+            process: Some(process),
+            port,
             jwks_path,
             http: http_client(),
             dir,
-        };
-        let mut retries = Retries::default();
-        loop {
-            provider.port = free_port()?;
-            match provider.spawn().await {
-                Ok(()) => return Ok(provider),
-                Err((e, why)) => {
-                    if !retries.again("oidc-provider", why, &e) {
-                        return Err(e);
-                    }
-                }
-            }
-        }
+        })
     }
 
     /// `http://127.0.0.1:PORT` (the `iss` of its tokens).
@@ -145,20 +139,13 @@ impl OidcProvider {
     }
 
     /// Starts the provider again on its port; a start that stalls (see [`NotReady::Stalled`])
-    /// or finds the port not yet free is tried again, as [`Retries`] allows.
+    /// or finds the port not yet free is tried again, as [`crate::process::Retries`] allows.
     async fn respawn(&mut self) -> Result<()> {
-        let mut retries = Retries::default();
-        loop {
-            match self.spawn().await {
-                Ok(()) => return Ok(()),
-                Err((e, why)) => {
-                    if !retries.again("oidc-provider", why, &e) {
-                        return Err(e);
-                    }
-                    self.stop()?;
-                }
-            }
-        }
+        let (folder, jwks, port) = (self.dir.path(), &self.jwks_path, self.port);
+        let process =
+            start_retrying("oidc-provider", move || spawn_provider(folder, jwks, port)).await?;
+        self.process = Some(process);
+        Ok(())
     }
 
     /// Kills the provider and waits until its port is closed.
@@ -417,33 +404,36 @@ impl OidcProvider {
         }
         Ok(serde_json::from_str(&body)?)
     }
+}
 
-    async fn spawn(&mut self) -> Result<(), (anyhow::Error, NotReady)> {
-        let script = oidc_dir().join("server.mjs");
-        if !oidc_dir().join("node_modules/oidc-provider").is_dir() {
-            return Err((
-                anyhow::anyhow!(
-                    "{}/node_modules is missing: run scripts/test (or `npm ci` in tests/oidc)",
-                    oidc_dir().display()
-                ),
-                NotReady::Failed,
-            ));
-        }
-        let node = find_program("node").map_err(|e| (e, NotReady::Failed))?;
-        let mut cmd = Command::new(node);
-        cmd.current_dir(oidc_dir())
-            .arg(&script)
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--jwks")
-            .arg(&self.jwks_path)
-            .env("NODE_ENV", "test");
-        let process = ManagedProcess::spawn("oidc-provider", cmd, self.dir.path())
-            .map_err(|e| (e, NotReady::Failed))?;
-        let url = format!("{}/healthz", self.issuer());
-        self.process = Some(crate::process::wait_healthy("oidc-provider", process, &url).await?);
-        Ok(())
+/// Runs `tests/oidc/server.mjs` on `port` with the keys in `jwks` (made there when missing),
+/// its log in `dir`, and waits until it answers `GET /healthz`.
+async fn spawn_provider(
+    dir: &Path,
+    jwks: &Path,
+    port: u16,
+) -> Result<ManagedProcess, (anyhow::Error, NotReady)> {
+    if !oidc_dir().join("node_modules/oidc-provider").is_dir() {
+        return Err(failed(anyhow::anyhow!(
+            "{}/node_modules is missing: run scripts/test (or `npm ci` in tests/oidc)",
+            oidc_dir().display()
+        )));
     }
+    let mut cmd = Command::new(find_program("node").map_err(failed)?);
+    cmd.current_dir(oidc_dir())
+        .arg(oidc_dir().join("server.mjs"))
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--jwks")
+        .arg(jwks)
+        .env("NODE_ENV", "test");
+    let process = ManagedProcess::spawn("oidc-provider", cmd, dir).map_err(failed)?;
+    wait_healthy(
+        "oidc-provider",
+        process,
+        &format!("http://127.0.0.1:{port}/healthz"),
+    )
+    .await
 }
 
 /// `tests/oidc` in the source tree.

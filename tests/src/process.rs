@@ -276,6 +276,11 @@ pub enum NotReady {
     Failed,
 }
 
+/// `error` as a start that cannot succeed by trying again ([`NotReady::Failed`]).
+pub fn failed(error: anyhow::Error) -> (anyhow::Error, NotReady) {
+    (error, NotReady::Failed)
+}
+
 /// How many fresh starts a starter makes after each kind of [`NotReady`].
 #[derive(Debug, Default)]
 pub struct Retries {
@@ -308,55 +313,94 @@ impl Retries {
 }
 
 /// Waits until `process` answers 200 on `url` (probes with [`crate::probe_client`]) and
-/// returns it. On failure the process is killed and the error carries its log (and, for a
-/// process still running, where it stood: its state, CPU time and kernel wait), with why it
-/// failed, so the caller may start again ([`Retries`]).
+/// returns it; fails as [`wait_ready`] does.
 pub async fn wait_healthy(
     name: &str,
     process: ManagedProcess,
     url: &str,
 ) -> std::result::Result<ManagedProcess, (anyhow::Error, NotReady)> {
-    wait_healthy_within(name, process, url, START_TIMEOUT).await
+    let http = crate::probe_client();
+    wait_ready(
+        process,
+        &format!("{name} on {url}"),
+        START_TIMEOUT,
+        None,
+        || {
+            let req = http.get(url).send();
+            async move { matches!(req.await, Ok(r) if r.status().is_success()) }
+        },
+    )
+    .await
 }
 
-/// [`wait_healthy`] with another timeout.
-async fn wait_healthy_within(
-    name: &str,
+/// Waits until `ready` says `process` is ready (polled every 25 ms, up to `timeout`; `what`
+/// names the wait in the error) and returns it. A process that exits fails the wait at once.
+/// On failure the process is killed, and the error carries its log (and `extra_log`, a file it writes besides its
+/// output), where it stood if it was still running (its state, CPU time and kernel wait),
+/// and why it failed ([`NotReady`]), so the caller may start again ([`start_retrying`]).
+pub async fn wait_ready<F, Fut>(
     mut process: ManagedProcess,
-    url: &str,
+    what: &str,
     timeout: Duration,
-) -> std::result::Result<ManagedProcess, (anyhow::Error, NotReady)> {
-    let http = crate::probe_client();
-    let ready = wait_for(&format!("{name} on {url}"), timeout, || {
-        let exited = process.exit_status().is_some();
-        let req = http.get(url).send();
-        async move {
-            if exited {
-                bail!("{name} exited");
-            }
-            Ok(matches!(req.await, Ok(r) if r.status().is_success()).then_some(()))
+    extra_log: Option<&Path>,
+    mut ready: F,
+) -> std::result::Result<ManagedProcess, (anyhow::Error, NotReady)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let name = process.name.clone();
+    let deadline = Instant::now() + timeout;
+    // A process that exits fails the wait at once; one still running gets the whole timeout.
+    let e = loop {
+        if let Some(status) = process.exit_status() {
+            break anyhow::anyhow!("{name} exited ({status}) while waiting for {what}");
         }
-    })
-    .await;
-    match ready {
-        Ok(()) => Ok(process),
-        Err(e) => {
-            let running = process.exit_status().is_none();
-            let stood = process.pid().filter(|_| running).map(where_it_stands);
-            let log = process.logs();
-            process.kill();
-            let why = if looks_like_port_collision(&log) {
-                NotReady::PortTaken
-            } else if running {
-                NotReady::Stalled
-            } else {
-                NotReady::Failed
-            };
-            let e = match stood {
-                Some(stood) => e.context(format!("{name} still running: {stood}")),
-                None => e,
-            };
-            Err((e.context(format!("{name} log:\n{log}")), why))
+        if ready().await {
+            return Ok(process);
+        }
+        if Instant::now() > deadline {
+            break anyhow::anyhow!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let running = process.exit_status().is_none();
+    let stood = process.pid().filter(|_| running).map(where_it_stands);
+    let mut log = process.logs();
+    if let Some(path) = extra_log {
+        log.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+    }
+    process.kill();
+    let why = if looks_like_port_collision(&log) {
+        NotReady::PortTaken
+    } else if running {
+        NotReady::Stalled
+    } else {
+        NotReady::Failed
+    };
+    let e = match stood {
+        Some(stood) => e.context(format!("{name} still running: {stood}")),
+        None => e,
+    };
+    Err((e.context(format!("{name} log:\n{log}")), why))
+}
+
+/// Calls `start` until it gives a ready server: again after a taken port or a stall, as
+/// [`Retries`] allows; `name` names the server in what a retried stall prints.
+pub async fn start_retrying<T, F, Fut>(name: &str, mut start: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, (anyhow::Error, NotReady)>>,
+{
+    let mut retries = Retries::default();
+    loop {
+        match start().await {
+            Ok(server) => return Ok(server),
+            Err((e, why)) => {
+                if !retries.again(name, why, &e) {
+                    return Err(e);
+                }
+            }
         }
     }
 }
@@ -390,7 +434,7 @@ fn where_it_stands(pid: u32) -> String {
 }
 
 /// Whether a log says the server could not bind its port (so the starter retries elsewhere).
-pub fn looks_like_port_collision(log: &str) -> bool {
+fn looks_like_port_collision(log: &str) -> bool {
     log.contains("Address already in use") || log.contains("EADDRINUSE")
 }
 
@@ -426,27 +470,34 @@ pub fn find_program(name: &str) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
-    /// Runs `script` under `sh` as a managed process and waits (1 s) for it to answer on a
-    /// port nothing listens on.
-    fn start_and_wait(script: &str) -> (anyhow::Error, NotReady) {
+    /// Runs `script` under `sh` as a managed process and waits (1 s) for a readiness that
+    /// never comes. With `log_file`, `$0` is a file the script may write its errors to, which
+    /// the wait reads as the process's log file besides its output.
+    fn start_and_wait_with(script: &str, log_file: bool) -> (anyhow::Error, NotReady) {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let error_log = dir.path().join("error.log");
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script);
+        cmd.arg("-c").arg(script).arg(&error_log);
         let process = ManagedProcess::spawn("probe-subject", cmd, dir.path()).expect("spawn sh");
-        let url = format!("http://127.0.0.1:{}/healthz", free_port().expect("a port"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
-        match runtime.block_on(wait_healthy_within(
-            "probe-subject",
+        let never = || async { false };
+        match runtime.block_on(wait_ready(
             process,
-            &url,
+            "probe-subject",
             Duration::from_secs(1),
+            log_file.then_some(error_log.as_path()),
+            never,
         )) {
-            Ok(_) => panic!("nothing listens, yet it was ready"),
+            Ok(_) => panic!("never ready, yet it was"),
             Err(failure) => failure,
         }
+    }
+
+    fn start_and_wait(script: &str) -> (anyhow::Error, NotReady) {
+        start_and_wait_with(script, false)
     }
 
     #[test]
@@ -467,9 +518,64 @@ mod tests {
     fn a_start_that_exits_is_a_failure_and_a_taken_port_a_collision() {
         let (e, why) = start_and_wait("echo 'no such config' >&2; exit 3");
         assert_eq!(why, NotReady::Failed, "{e:#}");
-        assert!(!format!("{e:#}").contains("still running"), "{e:#}");
+        let text = format!("{e:#}");
+        assert!(
+            text.contains("probe-subject exited (exit status: 3)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("no such config") && !text.contains("still running"),
+            "{text}"
+        );
         let (e, why) = start_and_wait("echo 'bind: Address already in use' >&2; exit 1");
         assert_eq!(why, NotReady::PortTaken, "{e:#}");
+    }
+
+    #[test]
+    fn a_collision_told_in_a_log_file_of_its_own_counts() {
+        let script =
+            "echo 'bind() to 127.0.0.1 failed (98: Address already in use)' >\"$0\"; exit 1";
+        let (e, why) = start_and_wait_with(script, true);
+        assert_eq!(why, NotReady::PortTaken, "{e:#}");
+        assert!(
+            format!("{e:#}").contains("(98: Address already in use)"),
+            "{e:#}"
+        );
+        // Unread, the same file says nothing.
+        let (e, why) = start_and_wait_with(script, false);
+        assert_eq!(why, NotReady::Failed, "{e:#}");
+    }
+
+    #[test]
+    fn start_retrying_starts_again_after_a_stall_and_not_after_a_failure() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let calls = std::cell::Cell::new(0);
+        let calls = &calls;
+        let started = runtime.block_on(start_retrying("x", move || async move {
+            calls.set(calls.get() + 1);
+            match calls.get() {
+                1 => Err((anyhow::anyhow!("stalled"), NotReady::Stalled)),
+                2 => Err((anyhow::anyhow!("port taken"), NotReady::PortTaken)),
+                n => Ok(n),
+            }
+        }));
+        assert_eq!(started.expect("the third start"), 3);
+        calls.set(0);
+        let failed = runtime.block_on(start_retrying("x", move || async move {
+            calls.set(calls.get() + 1);
+            Err::<(), _>((anyhow::anyhow!("bad config"), NotReady::Failed))
+        }));
+        assert_eq!(format!("{:#}", failed.expect_err("no retry")), "bad config");
+        assert_eq!(calls.get(), 1);
+        calls.set(0);
+        let stalls = runtime.block_on(start_retrying("x", move || async move {
+            calls.set(calls.get() + 1);
+            Err::<(), _>((anyhow::anyhow!("stalled"), NotReady::Stalled))
+        }));
+        assert!(stalls.is_err());
+        assert_eq!(calls.get(), 3, "a start and two fresh ones");
     }
 
     #[test]

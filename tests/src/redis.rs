@@ -11,12 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::process::{
-    ManagedProcess, START_TIMEOUT, find_program, free_port, looks_like_port_collision, run_checked,
-    wait_for, wait_port_closed,
+    ManagedProcess, NotReady, Retries, START_TIMEOUT, failed, find_program, free_port, run_checked,
+    start_retrying, wait_for, wait_port_closed, wait_ready,
 };
 
-/// How many times a starter picks a new port after a collision.
-const PORT_ATTEMPTS: usize = 5;
+/// How many ports a cluster's start may pick and find unusable (taken, or its bus port).
+const CLUSTER_PORT_PICKS: usize = 53;
 
 /// One `redis-server` on 127.0.0.1 with persistence off, killed on drop.
 #[derive(Debug)]
@@ -41,24 +41,18 @@ impl RedisServer {
             .prefix("jit-e2e-redis-")
             .tempdir()?;
         let extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
-        let mut last_err = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
-            match spawn_node(dir.path(), port, &extra_args, "redis").await {
-                Ok(process) => {
-                    return Ok(Self {
-                        dir,
-                        port,
-                        extra_args,
-                        process: Some(process),
-                    });
-                }
-                Err(SpawnError::PortTaken) => continue,
-                Err(SpawnError::Other(e)) => last_err = Some(e),
-            }
-            break;
-        }
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no free port for redis-server")))
+        let (folder, args) = (dir.path(), &extra_args);
+        let (process, port) = start_retrying("redis-server", move || async move {
+            let port = free_port().map_err(failed)?;
+            Ok((spawn_node(folder, port, args, "redis").await?, port))
+        })
+        .await?;
+        Ok(Self {
+            dir,
+            port,
+            extra_args,
+            process: Some(process),
+        })
     }
 
     /// `redis://127.0.0.1:PORT`
@@ -90,9 +84,11 @@ impl RedisServer {
         if self.process.is_some() {
             bail!("redis-server on port {} is still running", self.port);
         }
-        let process = spawn_node(self.dir.path(), self.port, &self.extra_args, "redis")
-            .await
-            .map_err(SpawnError::into_anyhow)?;
+        let (folder, port, args) = (self.dir.path(), self.port, &self.extra_args);
+        let process = start_retrying("redis-server", move || {
+            spawn_node(folder, port, args, "redis")
+        })
+        .await?;
         self.process = Some(process);
         Ok(())
     }
@@ -136,9 +132,10 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         let mut ports = Vec::new();
         let mut attempts = 0;
+        let mut retries = Retries::default();
         while nodes.len() < masters {
             attempts += 1;
-            if attempts > 3 + PORT_ATTEMPTS * 10 {
+            if attempts > CLUSTER_PORT_PICKS {
                 bail!("could not find free ports for a redis cluster");
             }
             // The cluster bus listens on port + 10000, which must be free as well.
@@ -161,8 +158,11 @@ impl RedisCluster {
                     ports.push(port);
                     nodes.push(p);
                 }
-                Err(SpawnError::PortTaken) => continue,
-                Err(SpawnError::Other(e)) => return Err(e),
+                Err((e, why)) => {
+                    if !retries.again("redis-server (cluster node)", why, &e) {
+                        return Err(e);
+                    }
+                }
             }
         }
         let redis_cli = find_program("redis-cli")?;
@@ -231,33 +231,15 @@ fn bus_port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-enum SpawnError {
-    PortTaken,
-    Other(anyhow::Error),
-}
-
-impl SpawnError {
-    fn into_anyhow(self) -> anyhow::Error {
-        match self {
-            Self::PortTaken => anyhow::anyhow!("redis port already in use"),
-            Self::Other(e) => e,
-        }
-    }
-}
-
-impl From<anyhow::Error> for SpawnError {
-    fn from(e: anyhow::Error) -> Self {
-        Self::Other(e)
-    }
-}
-
+/// Runs `redis-server` on `port` (persistence off, `extra_args` after), its files and log in
+/// `dir`, and waits until it answers `PING`.
 async fn spawn_node(
     dir: &Path,
     port: u16,
     extra_args: &[String],
     name: &str,
-) -> Result<ManagedProcess, SpawnError> {
-    let mut cmd = Command::new(find_program("redis-server")?);
+) -> Result<ManagedProcess, (anyhow::Error, NotReady)> {
+    let mut cmd = Command::new(find_program("redis-server").map_err(failed)?);
     cmd.current_dir(dir)
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
@@ -265,31 +247,15 @@ async fn spawn_node(
         .args(["--appendonly", "no"])
         .args(["--dir", &dir.display().to_string()])
         .args(extra_args);
-    let mut process = ManagedProcess::spawn(name, cmd, dir)?;
-    let ready = wait_for(&format!("{name} PING on {port}"), START_TIMEOUT, || {
-        let exited = process.exit_status().is_some();
-        async move {
-            if exited {
-                bail!("redis-server exited");
-            }
-            Ok(ping(port).await.then_some(()))
-        }
-    })
-    .await;
-    match ready {
-        Ok(()) => Ok(process),
-        Err(e) => {
-            let log = process.logs();
-            process.kill();
-            if looks_like_port_collision(&log) {
-                Err(SpawnError::PortTaken)
-            } else {
-                Err(SpawnError::Other(
-                    e.context(format!("redis-server log:\n{log}")),
-                ))
-            }
-        }
-    }
+    let process = ManagedProcess::spawn(name, cmd, dir).map_err(failed)?;
+    wait_ready(
+        process,
+        &format!("{name} PING on {port}"),
+        START_TIMEOUT,
+        None,
+        || ping(port),
+    )
+    .await
 }
 
 /// Sends an inline `PING` and expects `+PONG`.

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use tempfile::TempDir;
 
 use crate::certs::TestCa;
 use crate::process::{
-    ManagedProcess, START_TIMEOUT, find_program, free_port, port_is_open, run_checked, wait_for,
-    wait_port_closed,
+    ManagedProcess, NotReady, START_TIMEOUT, failed, find_program, free_port, port_is_open,
+    run_checked, start_retrying, wait_for, wait_port_closed, wait_ready,
 };
 use crate::redis::RedisServer;
 
@@ -42,37 +42,33 @@ impl RedisTls {
             .tempdir()?;
         let ca = TestCa::new(dir.path(), "git-jit test Redis CA")?;
         let server = ca.server("redis")?;
-        let port = free_port()?;
-        let conf = format!(
-            "port 0\nbind 127.0.0.1\ntls-port {port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
-             tls-ca-cert-file {ca}\ntls-auth-clients no\nsave \"\"\nappendonly no\ndir {dir}\n\
-             user default off\nuser {user} on >{password} ~* &* {rights}\n",
-            cert = server.cert.display(),
-            key = server.key.display(),
-            ca = ca.ca_file().display(),
-            dir = dir.path().display(),
-            rights = BROKER_RIGHTS,
-        );
-        let conf_path = dir.path().join("redis.conf");
-        std::fs::write(&conf_path, conf)?;
-        let mut cmd = Command::new(find_program("redis-server")?);
-        cmd.arg(&conf_path).current_dir(dir.path());
-        let mut process = ManagedProcess::spawn("redis-tls", cmd, dir.path())?;
-        wait_for(
-            &format!("redis-server TLS port {port}"),
-            START_TIMEOUT,
-            || {
-                let exited = process.exit_status().is_some();
-                async move {
-                    if exited {
-                        bail!("redis-server exited");
-                    }
-                    Ok(port_is_open(port).then_some(()))
-                }
-            },
-        )
-        .await
-        .with_context(|| format!("redis-server log:\n{}", process.logs()))?;
+        let (folder, server, ca) = (dir.path(), &server, &ca);
+        let (process, port) = start_retrying("redis-server (TLS)", move || async move {
+            let port = free_port().map_err(failed)?;
+            let conf = format!(
+                "port 0\nbind 127.0.0.1\ntls-port {port}\ntls-cert-file {cert}\n\
+                 tls-key-file {key}\ntls-ca-cert-file {ca}\ntls-auth-clients no\nsave \"\"\n\
+                 appendonly no\ndir {dir}\nuser default off\n\
+                 user {user} on >{password} ~* &* {rights}\n",
+                cert = server.cert.display(),
+                key = server.key.display(),
+                ca = ca.ca_file().display(),
+                dir = folder.display(),
+                rights = BROKER_RIGHTS,
+            );
+            let conf_path = folder.join("redis.conf");
+            std::fs::write(&conf_path, conf).map_err(|e| failed(e.into()))?;
+            let mut cmd = Command::new(find_program("redis-server").map_err(failed)?);
+            cmd.arg(&conf_path).current_dir(folder);
+            let process = ManagedProcess::spawn("redis-tls", cmd, folder).map_err(failed)?;
+            let what = format!("redis-server TLS port {port}");
+            let listening = || std::future::ready(port_is_open(port));
+            Ok((
+                wait_ready(process, &what, START_TIMEOUT, None, listening).await?,
+                port,
+            ))
+        })
+        .await?;
         Ok(Self {
             _process: process,
             port,
@@ -133,10 +129,15 @@ impl RedisSentinels {
         let mut sentinels = Vec::new();
         let mut sentinel_ports = Vec::new();
         for i in 0..3 {
-            let port = free_port()?;
             let node_dir = dir.path().join(format!("sentinel-{i}"));
             std::fs::create_dir_all(&node_dir)?;
-            sentinels.push(spawn_sentinel(&node_dir, port, primary.port(), i).await?);
+            let (node_dir, primary_port) = (&node_dir, primary.port());
+            let (sentinel, port) = start_retrying("redis-sentinel", move || async move {
+                let port = free_port().map_err(failed)?;
+                Ok((spawn_sentinel(node_dir, port, primary_port, i).await?, port))
+            })
+            .await?;
+            sentinels.push(sentinel);
             sentinel_ports.push(port);
         }
         for &port in &sentinel_ports {
@@ -264,7 +265,7 @@ async fn spawn_sentinel(
     port: u16,
     primary_port: u16,
     i: usize,
-) -> Result<ManagedProcess> {
+) -> Result<ManagedProcess, (anyhow::Error, NotReady)> {
     let conf = format!(
         "port {port}\nbind 127.0.0.1\ndir {dir}\n\
          sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\n\
@@ -275,7 +276,7 @@ async fn spawn_sentinel(
     );
     // Sentinel rewrites its configuration file: it must be its own and writable.
     let conf_path = dir.join("sentinel.conf");
-    std::fs::write(&conf_path, conf)?;
+    std::fs::write(&conf_path, conf).map_err(|e| failed(e.into()))?;
     let mut cmd = match find_program("redis-sentinel") {
         Ok(p) => {
             let mut c = Command::new(p);
@@ -283,26 +284,23 @@ async fn spawn_sentinel(
             c
         }
         Err(_) => {
-            let mut c = Command::new(find_program("redis-server")?);
+            let mut c = Command::new(find_program("redis-server").map_err(failed)?);
             c.arg(&conf_path).arg("--sentinel");
             c
         }
     };
     cmd.current_dir(dir);
-    let mut process = ManagedProcess::spawn(&format!("redis-sentinel-{i}"), cmd, dir)?;
-    wait_for(&format!("sentinel PING on {port}"), START_TIMEOUT, || {
-        let exited = process.exit_status().is_some();
-        async move {
-            if exited {
-                bail!("redis-sentinel exited");
-            }
-            let pong = redis_cli(port, &["ping"]);
-            Ok(pong.is_ok_and(|p| p.contains("PONG")).then_some(()))
-        }
-    })
+    let process =
+        ManagedProcess::spawn(&format!("redis-sentinel-{i}"), cmd, dir).map_err(failed)?;
+    let pong = || std::future::ready(redis_cli(port, &["ping"]).is_ok_and(|p| p.contains("PONG")));
+    wait_ready(
+        process,
+        &format!("sentinel PING on {port}"),
+        START_TIMEOUT,
+        None,
+        pong,
+    )
     .await
-    .with_context(|| format!("sentinel log:\n{}", process.logs()))?;
-    Ok(process)
 }
 
 /// `redis-cli -p PORT ARGS…`'s output.

@@ -6,13 +6,13 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
 use crate::process::{
-    ManagedProcess, find_program, free_port, port_is_open, run_checked, wait_for,
+    ManagedProcess, START_TIMEOUT, failed, find_program, free_port, port_is_open, run_checked,
+    start_retrying, wait_ready,
 };
 
 /// The Git user sshd logs clients in as.
@@ -106,8 +106,9 @@ impl SshServer {
                 command.replace("{{REPOS}}", &repos)
             ));
         }
-        for _ in 0..5 {
-            let port = free_port()?;
+        let (sshd, auth) = (&sshd, &auth);
+        let (process, port) = start_retrying("sshd", move || async move {
+            let port = free_port().map_err(failed)?;
             let text = format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile none\n\
                  StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
@@ -117,33 +118,16 @@ impl SshServer {
                 dir = d.display()
             );
             let config_path = d.join("sshd_config");
-            std::fs::write(&config_path, text)?;
-            let mut cmd = Command::new(&sshd);
+            std::fs::write(&config_path, text).map_err(|e| failed(e.into()))?;
+            let mut cmd = Command::new(sshd);
             cmd.arg("-D").arg("-e").arg("-f").arg(&config_path);
-            let mut process = ManagedProcess::spawn("sshd", cmd, d)?;
-            let up = wait_for("sshd", Duration::from_secs(20), || {
-                let exited = process.exit_status().is_some();
-                async move {
-                    if exited {
-                        bail!("sshd exited");
-                    }
-                    Ok(port_is_open(port).then_some(()))
-                }
-            })
-            .await;
-            match up {
-                Ok(()) => return Ok(Self { process, port, dir }),
-                Err(e) => {
-                    let log = process.logs();
-                    process.kill();
-                    if crate::process::looks_like_port_collision(&log) {
-                        continue;
-                    }
-                    return Err(e.context(format!("sshd log:\n{log}")));
-                }
-            }
-        }
-        bail!("no free port for sshd")
+            let process = ManagedProcess::spawn("sshd", cmd, d).map_err(failed)?;
+            let listening = || std::future::ready(port_is_open(port));
+            let process = wait_ready(process, "sshd", START_TIMEOUT, None, listening).await?;
+            Ok((process, port))
+        })
+        .await?;
+        Ok(Self { process, port, dir })
     }
 
     /// The port.

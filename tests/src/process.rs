@@ -295,8 +295,8 @@ impl Retries {
     const STALLS: u32 = 2;
 
     /// Whether to start `name` again after it failed with `error` for `why`; counts the
-    /// attempt. A stall retried is told on stderr (with where the process stood), so a
-    /// slow start shows in the test's output instead of passing unseen.
+    /// attempt. A stall retried is told on stderr (with where the process stood): it is in
+    /// the test's captured output (nextest shows it with `--success-output immediate`).
     pub fn again(&mut self, name: &str, why: NotReady, error: &anyhow::Error) -> bool {
         let (used, limit) = match why {
             NotReady::PortTaken => (&mut self.ports_taken, Self::PORTS_TAKEN),

@@ -335,9 +335,10 @@ pub async fn wait_healthy(
 
 /// Waits until `ready` says `process` is ready (polled every 25 ms, up to `timeout`; `what`
 /// names the wait in the error) and returns it. A process that exits fails the wait at once.
-/// On failure the process is killed, and the error carries its log (and `extra_log`, a file it writes besides its
-/// output), where it stood if it was still running (its state, CPU time and kernel wait),
-/// and why it failed ([`NotReady`]), so the caller may start again ([`start_retrying`]).
+/// On failure the process is killed, and the error carries its log (and `extra_log`, a file
+/// it writes besides its output), where it stood if it was still running (its state, CPU
+/// time and kernel wait), and why it failed ([`NotReady`]), so the caller may start again
+/// ([`start_retrying`]).
 pub async fn wait_ready<F, Fut>(
     mut process: ManagedProcess,
     what: &str,

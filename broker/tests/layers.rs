@@ -240,28 +240,19 @@ fn no_circle_between_the_files_of_one_module() {
         if !dir.is_dir() {
             continue;
         }
-        let mut files = Vec::new();
-        sources(&dir, &mut files);
-        let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for file in &files {
-            let name = file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let rel = format!("{module}/{name}.rs");
-            // Test-support files are in the graph too: `farm-studio` draws them.
-            if name == "mod" || name == "tests" {
-                continue;
-            }
-            let _ = rel;
-            let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{rel}: {e}"));
-            let mut used = used_siblings(&production_code(&text), module);
+        // Test-support files are in the graph too (`farm-studio` draws them); the folder's
+        // `mod.rs` and its `tests` are not.
+        let node = |file: &Path| {
+            let name = file.file_stem()?.to_string_lossy().into_owned();
+            (name != "mod" && name != "tests").then_some(name)
+        };
+        let uses = |code: &str, name: &str| {
+            let mut used = used_siblings(code, module);
             used.retain(|u| *u != name && dir.join(format!("{u}.rs")).is_file());
-            used.sort();
-            used.dedup();
-            edges_seen += used.len();
-            graph.insert(name, used);
-        }
+            used
+        };
+        let (graph, edges) = import_graph(&dir, node, uses);
+        edges_seen += edges;
         problems.extend(
             circles(&graph)
                 .into_iter()
@@ -280,6 +271,31 @@ fn sibling_imports_are_seen_in_groups_and_by_crate_path() {
     let code = "use super::{body::BodyStream, proxy::Forward};\nuse super::super::x;\n\
                 let y = crate::gateway::push::inspect();";
     assert_eq!(used_siblings(code, "gateway"), ["body", "proxy", "push"]);
+}
+
+/// The import graph of the Rust files under `dir`: each file is the node `node` names (`None`:
+/// left out; several files may make one node), its edges what `uses(code, node)` finds in
+/// its production code; with how many distinct edges were seen.
+fn import_graph(
+    dir: &Path,
+    node: impl Fn(&Path) -> Option<String>,
+    uses: impl Fn(&str, &str) -> Vec<String>,
+) -> (BTreeMap<String, Vec<String>>, usize) {
+    let mut files = Vec::new();
+    sources(dir, &mut files);
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in &files {
+        let Some(name) = node(file) else { continue };
+        let text =
+            std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let used = uses(&production_code(&text), &name);
+        let entry = graph.entry(name).or_default();
+        entry.extend(used);
+        entry.sort();
+        entry.dedup();
+    }
+    let edges = graph.values().map(Vec::len).sum();
+    (graph, edges)
 }
 
 /// The circles of `graph` (each node's list names the nodes it uses), as `a -> b -> a`.
@@ -323,33 +339,26 @@ fn no_circle_between_the_modules_of_the_other_crates() {
     let mut edges_seen = 0;
     for krate in ["helper", "proto", "sshgate"] {
         let src = workspace.join(krate).join("src");
-        let mut files = Vec::new();
-        sources(&src, &mut files);
-        let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for file in &files {
+        // A file is a node of its top-level module; the crate's root and binaries are not.
+        let node = |file: &Path| {
             let rel = file
                 .strip_prefix(&src)
-                .unwrap_or(file)
+                .ok()?
                 .to_string_lossy()
                 .replace('\\', "/");
             if rel == "lib.rs" || rel == "main.rs" || rel.starts_with("bin/") {
-                continue;
+                return None;
             }
-            let module = rel
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches(".rs")
-                .to_owned();
-            let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{rel}: {e}"));
-            let mut used = used_modules(&production_code(&text));
-            used.retain(|u| *u != module);
-            edges_seen += used.len();
-            let entry = graph.entry(module).or_default();
-            entry.extend(used);
-            entry.sort();
-            entry.dedup();
-        }
+            let module = rel.split('/').next()?.trim_end_matches(".rs").to_owned();
+            Some(module)
+        };
+        let uses = |code: &str, module: &str| {
+            let mut used = used_modules(code);
+            used.retain(|u| u != module);
+            used
+        };
+        let (graph, edges) = import_graph(&src, node, uses);
+        edges_seen += edges;
         problems.extend(circles(&graph).into_iter().map(|c| format!("{krate}: {c}")));
     }
     assert!(

@@ -6,7 +6,7 @@
 //! Modules sit on floors, lowest first; none uses a module on its own floor or above
 //! (`tests/layers.rs` checks it, docs/architecture.md draws it).
 //! 1. [`clock`], [`config`] (plain serde data), [`keys`], [`jose`] (JWT signatures on
-//!    `ring`), [`metrics`].
+//!    `ring`), [`metrics`], [`outbound`] (what every client for a peer shares).
 //! 2. Pure domain: [`identity`], [`token`], [`audit`] (chain), [`ratelimit`], [`devissuer`],
 //!    [`notify`] (approval webhooks).
 //! 3. [`policy`] (decides on verified identities), [`store`] (grants, audit events).
@@ -42,6 +42,7 @@ pub mod jose;
 pub mod keys;
 pub mod metrics;
 pub mod notify;
+pub mod outbound;
 pub mod policy;
 pub mod preflight;
 pub mod ratelimit;

@@ -15,6 +15,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("keys", 1),
     ("jose", 1),
     ("redis_conn", 1),
+    // What every HTTP client the broker builds for a peer it calls shares.
+    ("outbound", 1),
     // Pure domain: verification, signing, audit events and chain, limits, the dev issuer.
     ("identity", 2),
     ("token", 2),

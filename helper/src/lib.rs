@@ -89,6 +89,9 @@ pub fn http_client_for(url: &str, env: config::Env<'_>) -> Result<reqwest::Clien
 }
 
 /// Every client's settings, over `tls` (reqwest's own setup when `None`).
+/// How long a pooled connection may stay idle (see `settings`).
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
 fn settings(tls: Option<rustls::ClientConfig>) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder();
     let builder = match tls {
@@ -97,6 +100,11 @@ fn settings(tls: Option<rustls::ClientConfig>) -> reqwest::ClientBuilder {
     };
     builder
         .redirect(reqwest::redirect::Policy::none())
+        // A pooled connection idle longer than this is dropped, before a server with a 5 s
+        // keep-alive (Node's, Apache httpd's) closes it in the instant a request goes out on
+        // it: a device-flow poll every 5 s would meet exactly that, and a token request that
+        // fails so is not sent again.
+        .pool_idle_timeout(POOL_IDLE)
         .user_agent(concat!("git-jit/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))

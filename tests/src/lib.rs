@@ -35,11 +35,14 @@ pub use redis::{RedisCluster, RedisServer};
 pub use redis_ha::{RedisSentinels, RedisTls};
 
 /// An HTTP client for tests (rustls with the ring provider installed, no proxy, 30 s timeout,
-/// redirects not followed so tests see them).
+/// redirects not followed so tests see them). A connection idle for 2 s is not reused: the
+/// OIDC provider (Node) closes one idle for 5 s, and a request sent on it in that instant
+/// fails with "connection closed before message completed".
 pub fn http_client() -> reqwest::Client {
     install_crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(30))
         .build()

@@ -82,13 +82,10 @@ pub struct IdpHttp(reqwest::Client);
 impl IdpHttp {
     /// A new client.
     pub fn new() -> Result<Self, reqwest::Error> {
-        // The process's one TLS provider (ring); installing it again is a no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
+        crate::outbound::client_builder()
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("git-jit-broker/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::outbound::USER_AGENT)
             .build()
             .map(Self)
     }

@@ -149,14 +149,9 @@ impl HttpUpstream {
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        // The binary installs the ring provider at start; tests and embedders may not have.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        // The process's one TLS provider (ring); installing it again is a no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let client = crate::outbound::client_builder()
             .connect_timeout(connect_timeout)
             .read_timeout(idle_timeout)
-            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             base,

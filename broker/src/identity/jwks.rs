@@ -275,14 +275,11 @@ fn lookup(
 
 /// The HTTP client used for discovery and JWKS requests.
 pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    // One TLS provider for the process (ring, see STACK): installing it twice is a no-op, so
-    // a library user that builds a verifier first (check-config, tests) gets the same one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    crate::outbound::client_builder()
         .timeout(FETCH_TIMEOUT)
         .connect_timeout(FETCH_TIMEOUT)
         .redirect(reqwest::redirect::Policy::limited(3))
-        .user_agent(concat!("git-jit-broker/", env!("CARGO_PKG_VERSION")))
+        .user_agent(crate::outbound::USER_AGENT)
         .build()
 }
 

@@ -59,8 +59,6 @@ pub fn load(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<Webhook>, NotifyError> {
     config.validate()?;
-    // The process's one TLS provider (ring); installing it again is a no-op.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     config
         .webhook
         .iter()
@@ -72,11 +70,10 @@ pub fn load(
                 KeyProblem::new(format!("{prefix}.url"), format!("not a URL ({e})"))
             })?;
             let timeout = Duration::from_secs(w.timeout_secs);
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
+            let client = crate::outbound::client_builder()
                 .connect_timeout(timeout)
                 .timeout(timeout)
-                .user_agent(concat!("git-jit-broker/", env!("CARGO_PKG_VERSION")))
+                .user_agent(crate::outbound::USER_AGENT)
                 .build()
                 .map_err(|source| NotifyError::Client { index, source })?;
             Ok(Webhook {

@@ -20,12 +20,21 @@ pub const USER_AGENT: &str = concat!("git-jit-broker/", env!("CARGO_PKG_VERSION"
 /// A client builder with the process's one TLS provider (ring) installed, [`POOL_IDLE`], and
 /// redirects not followed (a caller that wants them says so).
 pub fn client_builder() -> reqwest::ClientBuilder {
+    client_builder_keeping(POOL_IDLE)
+}
+
+/// [`client_builder`] for a peer whose keep-alive is known to the operator: a pooled
+/// connection is dropped once idle for `idle`; zero keeps none (a connection per request).
+pub fn client_builder_keeping(idle: Duration) -> reqwest::ClientBuilder {
     // Installing the provider again is a no-op: the binary installs it at start, a library
     // user (check-config, tests) gets it here.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .pool_idle_timeout(POOL_IDLE)
-        .redirect(reqwest::redirect::Policy::none())
+    let builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    if idle.is_zero() {
+        builder.pool_max_idle_per_host(0)
+    } else {
+        builder.pool_idle_timeout(idle)
+    }
 }
 
 #[cfg(test)]
@@ -70,40 +79,40 @@ mod tests {
         (url, accepted)
     }
 
-    #[tokio::test]
-    async fn requests_in_a_burst_share_a_connection() {
+    /// Sends `n` requests one after another, `pause` apart, and answers how many connections
+    /// the server accepted for them.
+    async fn connections_for(client: reqwest::ClientBuilder, n: usize, pause: Duration) -> usize {
         let (url, accepted) = counting_server().await;
-        let client = client_builder().build().expect("client");
-        for _ in 0..5 {
+        let client = client.build().expect("client");
+        for i in 0..n {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
             let answer = client.get(&url).send().await.expect("request");
             assert_eq!(answer.text().await.expect("body"), "ok");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn requests_in_a_burst_share_a_connection() {
+        assert_eq!(
+            connections_for(client_builder(), 5, Duration::ZERO).await,
+            1
+        );
     }
 
     /// The idle limit is what keeps a request off a connection the peer is closing: a
     /// connection idle longer than [`POOL_IDLE`] is never used again.
     #[tokio::test]
     async fn a_connection_idle_past_the_limit_is_not_reused() {
-        let (url, accepted) = counting_server().await;
-        let client = client_builder().build().expect("client");
-        client
-            .get(&url)
-            .send()
-            .await
-            .expect("first")
-            .text()
-            .await
-            .expect("body");
-        tokio::time::sleep(POOL_IDLE + Duration::from_millis(500)).await;
-        client
-            .get(&url)
-            .send()
-            .await
-            .expect("second")
-            .text()
-            .await
-            .expect("body");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        let pause = POOL_IDLE + Duration::from_millis(500);
+        assert_eq!(connections_for(client_builder(), 2, pause).await, 2);
+    }
+
+    #[tokio::test]
+    async fn keeping_none_opens_a_connection_per_request() {
+        let none = client_builder_keeping(Duration::ZERO);
+        assert_eq!(connections_for(none, 3, Duration::ZERO).await, 3);
     }
 }

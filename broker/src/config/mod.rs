@@ -239,10 +239,19 @@ pub struct UpstreamConfig {
     /// Seconds an http(s) upstream may stay silent while answering. Default 300.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: u64,
+    /// Seconds a pooled connection to an http(s) upstream may stay idle before the broker
+    /// drops it; keep it below the upstream's own keep-alive timeout, so no request goes out
+    /// on a connection the upstream is closing. 0: a fresh connection per request. Default 4.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
 }
 
 fn default_connect_timeout() -> u64 {
     10
+}
+
+fn default_keepalive() -> u64 {
+    4
 }
 
 fn default_idle_timeout() -> u64 {

@@ -142,14 +142,16 @@ pub struct HttpUpstream {
 }
 
 impl HttpUpstream {
-    /// An upstream at `base` with its own connection pool and timeouts.
+    /// An upstream at `base` with its own connection pool and timeouts; a pooled connection
+    /// idle for `keepalive` is dropped (zero keeps none).
     pub fn new(
         base: Url,
         auth: Option<UpstreamAuth>,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        keepalive: Duration,
     ) -> Result<Self, reqwest::Error> {
-        let client = crate::outbound::client_builder()
+        let client = crate::outbound::client_builder_keeping(keepalive)
             .connect_timeout(connect_timeout)
             .read_timeout(idle_timeout)
             .build()?;
@@ -476,7 +478,7 @@ mod tests {
             username: "jit".into(),
             password: Secret::new("hunter2"),
         };
-        HttpUpstream::new(base, Some(auth), WAIT, idle).expect("client")
+        HttpUpstream::new(base, Some(auth), WAIT, idle, crate::outbound::POOL_IDLE).expect("client")
     }
 
     /// Reads `body` until `got` holds at least `n` bytes.

@@ -39,6 +39,7 @@ fn env() -> Env {
         credential: None,
         connect_timeout_secs: 2,
         idle_timeout_secs: 5,
+        keepalive_secs: 4,
     }])
     .expect("gateway");
     let state = AppState::for_tests(store.clone(), clock.clone()).with_gateway(gateway);

@@ -15,6 +15,10 @@ use super::proxy::{Forward, HttpUpstream, UpstreamAuth};
 use crate::config::{UpstreamConfig, UpstreamCredential};
 use crate::policy::pattern::RepoPattern;
 
+/// The longest `keepalive_secs` taken: past the keep-alive of the servers Git commonly runs
+/// behind (nginx keeps 75 s), a longer one only meets connections the upstream has closed.
+const MAX_KEEPALIVE_SECS: u64 = 300;
+
 /// Why the upstream table could not be built. `key` is relative to `upstream[i]`.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -186,10 +190,22 @@ pub fn validate(c: &UpstreamConfig) -> Result<(), (String, String)> {
         }
         (_, None) => {}
     }
-    if c.connect_timeout_secs == 0 || c.idle_timeout_secs == 0 {
+    for (key, secs) in [
+        ("connect_timeout_secs", c.connect_timeout_secs),
+        ("idle_timeout_secs", c.idle_timeout_secs),
+    ] {
+        if secs == 0 {
+            return Err((key.into(), "must be at least 1 second".into()));
+        }
+    }
+    if c.keepalive_secs > MAX_KEEPALIVE_SECS {
         return Err((
-            "connect_timeout_secs".into(),
-            "timeouts must be at least 1 second".into(),
+            "keepalive_secs".into(),
+            format!(
+                "{} is more than {MAX_KEEPALIVE_SECS}; it must stay below the upstream's own \
+                 keep-alive timeout (0 keeps no idle connection)",
+                c.keepalive_secs
+            ),
         ));
     }
     Ok(())
@@ -274,6 +290,7 @@ impl Gateway {
                         load_auth(&c.credential).map_err(invalid)?,
                         Duration::from_secs(c.connect_timeout_secs),
                         Duration::from_secs(c.idle_timeout_secs),
+                        Duration::from_secs(c.keepalive_secs),
                     )
                     .map_err(|source| UpstreamError::Client { index, source })?,
                 ),
@@ -327,6 +344,7 @@ mod tests {
             credential,
             connect_timeout_secs: 10,
             idle_timeout_secs: 300,
+            keepalive_secs: 4,
         }
     }
 
@@ -420,10 +438,38 @@ mod tests {
                 entry(&["**"], "http://x", basic(Some("A"), Some("/f"))),
                 "credential",
             ),
+            (
+                UpstreamConfig {
+                    connect_timeout_secs: 0,
+                    ..entry(&["**"], "http://x", None)
+                },
+                "connect_timeout_secs",
+            ),
+            (
+                UpstreamConfig {
+                    idle_timeout_secs: 0,
+                    ..entry(&["**"], "http://x", None)
+                },
+                "idle_timeout_secs",
+            ),
+            (
+                UpstreamConfig {
+                    keepalive_secs: 301,
+                    ..entry(&["**"], "http://x", None)
+                },
+                "keepalive_secs",
+            ),
         ];
         for (c, key) in cases {
             let (k, _) = validate(&c).expect_err(key);
             assert_eq!(k, key);
+        }
+        for keepalive_secs in [0, 300] {
+            let c = UpstreamConfig {
+                keepalive_secs,
+                ..entry(&["**"], "http://x", None)
+            };
+            assert_eq!(validate(&c), Ok(()), "keepalive_secs = {keepalive_secs}");
         }
         let missing = Gateway::from_config(&[entry(
             &["**"],
@@ -466,6 +512,7 @@ url = "dir:/srv/git"
         c.validate(file).expect("valid");
         assert_eq!(c.upstream.len(), 2);
         assert_eq!(c.upstream[0].idle_timeout_secs, 300);
+        assert_eq!(c.upstream[0].keepalive_secs, 4);
 
         let cases = [
             (
@@ -490,6 +537,13 @@ url = "dir:/srv/git"
             (
                 good.replace("[\"**\"]", "[]"),
                 "broker.toml: upstream[1].repositories: ",
+            ),
+            (
+                good.replace(
+                    "url = \"dir:/srv/git\"",
+                    "url = \"dir:/srv/git\"\nkeepalive_secs = 900",
+                ),
+                "broker.toml: upstream[1].keepalive_secs: 900 is more than 300",
             ),
         ];
         for (text, needle) in cases {
